@@ -1,0 +1,357 @@
+"""Where the gateway learns which engine pods serve which model: a Kubernetes watch, in threads.
+
+Role: keep an in-memory copy of engine pods (label ``tidepool.dev/component=engine``) and of
+``InferenceDeployment`` objects, fed by ``watch.Watch()`` streams (list once, then watch from
+the list's resourceVersion; relist on 410 Gone), and hand the gateway a fresh, immutable
+:class:`RoutingSnapshot` after every change. The translation from API JSON to snapshot values
+(:func:`endpoint_from_pod`, :func:`model_from_inference_deployment`) is pure and tested
+without a cluster.
+
+Must not: decide routing (which pool is routable, hybrid spill: that is ``tidepool.gateway``),
+poll, or block the gateway's event loop (the kubernetes client is synchronous, so the watches
+run in daemon threads and ``on_change`` is called from those threads; the caller hops to its
+loop). ``kubernetes`` is imported lazily inside :class:`KubeDiscovery`, so importing the
+snapshot types costs nothing and the gateway's pure core stays free of the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from tidepool.api import labels
+from tidepool.api.v1alpha1 import types
+
+log = logging.getLogger(__name__)
+
+PLURAL: Final = "inferencedeployments"
+ENGINE_SELECTOR: Final = f"{labels.COMPONENT}={labels.COMPONENT_ENGINE}"
+DEFAULT_ENGINE_PORT: Final = 8000
+#: Named container port the engine serves OpenAI on (falls back to DEFAULT_ENGINE_PORT).
+ENGINE_PORT_NAME: Final = "http"
+#: Watch requests are re-opened after this many seconds, so a silently dead TCP connection
+#: cannot freeze the routing table for longer than that.
+WATCH_TIMEOUT_S: Final = 240
+_BACKOFF_MAX_S: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One ready, non-terminating engine pod that could take a request."""
+
+    namespace: str
+    pod: str
+    deployment: str
+    """Name of the owning InferenceDeployment."""
+    pool: str
+    host: str
+    port: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.pod}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRole:
+    """A pool as ``status.pools[]`` describes it: what tenancy it has, what role it plays."""
+
+    name: str
+    tenancy: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """What the gateway needs from one InferenceDeployment."""
+
+    namespace: str
+    name: str
+    served_model: str
+    tenant: str
+    hybrid: bool
+    overflow_concurrency_per_replica: int
+    routable_pools: tuple[str, ...] = ()
+    """Empty means every pool is routable."""
+    pools: tuple[PoolRole, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSnapshot:
+    """Everything discovery knows at one instant. Immutable; the gateway swaps it in whole."""
+
+    models: tuple[ModelRoute, ...] = ()
+    endpoints: tuple[Endpoint, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------------------------
+# Pure translation from API JSON (camelCase dicts, as the API server sends them)
+# --------------------------------------------------------------------------------------------
+
+
+def _map(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def endpoint_from_pod(pod: Mapping[str, Any]) -> Endpoint | None:
+    """The pod as an endpoint, or None when it must not get traffic.
+
+    Why each check: a pod that is not Ready is still loading the model; one with a
+    deletionTimestamp is draining (it finishes in-flight requests but takes no new ones); one
+    without an IP or an owner label cannot be addressed or attributed.
+    """
+    meta = _map(pod.get("metadata"))
+    status = _map(pod.get("status"))
+    pod_labels = _map(meta.get("labels"))
+    if meta.get("deletionTimestamp"):
+        return None
+    ready = any(
+        _map(c).get("type") == "Ready" and _map(c).get("status") == "True"
+        for c in _list(status.get("conditions"))
+    )
+    host = status.get("podIP")
+    owner = pod_labels.get(labels.INFERENCE_DEPLOYMENT)
+    if not ready or not host or not owner:
+        return None
+    return Endpoint(
+        namespace=str(meta.get("namespace", "default")),
+        pod=str(meta.get("name", "")),
+        deployment=str(owner),
+        pool=str(pod_labels.get(labels.POOL, "")),
+        host=str(host),
+        port=_engine_port(pod),
+    )
+
+
+def _engine_port(pod: Mapping[str, Any]) -> int:
+    for container in _list(_map(pod.get("spec")).get("containers")):
+        for port in _list(_map(container).get("ports")):
+            if _map(port).get("name") == ENGINE_PORT_NAME and port.get("containerPort"):
+                return int(port["containerPort"])
+    return DEFAULT_ENGINE_PORT
+
+
+def model_from_inference_deployment(obj: Mapping[str, Any]) -> ModelRoute:
+    """The routing view of an InferenceDeployment.
+
+    Read leniently on purpose: the API server has already validated the spec, and a field this
+    gateway does not know (a newer operator) must not take a model off the routing table.
+    """
+    meta = _map(obj.get("metadata"))
+    spec = _map(obj.get("spec"))
+    status = _map(obj.get("status"))
+    name = str(meta.get("name", ""))
+    namespace = str(meta.get("namespace", "default"))
+    served = status.get("servedModel") or _map(spec.get("model")).get("servedName") or name
+    hybrid_mode = types.DeploymentMode.HYBRID.value
+    hybrid = spec.get("mode") == hybrid_mode or status.get("effectiveMode") == hybrid_mode
+    overflow = _map(spec.get("hybrid")).get("overflowConcurrencyPerReplica")
+    if not isinstance(overflow, int) or overflow < 1:
+        overflow = types.HybridSpec().overflow_concurrency_per_replica
+    pools = tuple(
+        PoolRole(
+            name=str(_map(p).get("name", "")),
+            tenancy=str(_map(p).get("tenancy", "")),
+            role=str(_map(p).get("role", "primary")),
+        )
+        for p in _list(status.get("pools"))
+    )
+    return ModelRoute(
+        namespace=namespace,
+        name=name,
+        served_model=str(served),
+        tenant=str(spec.get("tenant") or namespace),
+        hybrid=hybrid,
+        overflow_concurrency_per_replica=overflow,
+        routable_pools=tuple(str(p) for p in _list(status.get("routablePools"))),
+        pools=pools,
+    )
+
+
+def build_snapshot(
+    pods: Mapping[str, Mapping[str, Any]], deployments: Mapping[str, Mapping[str, Any]]
+) -> RoutingSnapshot:
+    """Snapshot from the two caches (keyed ``namespace/name``), sorted so equal state is equal."""
+    endpoints = sorted(
+        (e for e in (endpoint_from_pod(p) for p in pods.values()) if e is not None),
+        key=lambda e: e.key,
+    )
+    models = sorted(
+        (model_from_inference_deployment(d) for d in deployments.values()), key=lambda m: m.key
+    )
+    return RoutingSnapshot(models=tuple(models), endpoints=tuple(endpoints))
+
+
+def _object_key(obj: Mapping[str, Any]) -> str:
+    meta = _map(obj.get("metadata"))
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+# --------------------------------------------------------------------------------------------
+# The watch (threads)
+# --------------------------------------------------------------------------------------------
+
+
+def make_api_client(kubeconfig: str | None) -> Any:
+    """An ApiClient with its own Configuration (no global client state).
+
+    With ``kubeconfig`` None: in-cluster service account first, then the default kubeconfig.
+    """
+    from kubernetes import client, config  # noqa: PLC0415 - lazy, see module docstring
+
+    cfg = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+class KubeDiscovery:
+    """Watches engine pods and InferenceDeployments; calls ``on_change`` with each new snapshot.
+
+    ``on_change`` runs on a watch thread. The first call comes only after both initial lists
+    have succeeded, so the gateway never routes from a half-known world.
+    """
+
+    def __init__(self, api_client: Any, namespace: str | None) -> None:
+        self._api_client = api_client
+        self._namespace = namespace
+        self._lock = threading.Lock()
+        self._pods: dict[str, Mapping[str, Any]] = {}
+        self._deployments: dict[str, Mapping[str, Any]] = {}
+        self._synced = {"pods": False, "deployments": False}
+        self._stop = threading.Event()
+        self._watches: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self._on_change: Callable[[RoutingSnapshot], None] | None = None
+
+    def start(self, on_change: Callable[[RoutingSnapshot], None]) -> None:
+        from kubernetes import client  # noqa: PLC0415 - lazy, see module docstring
+
+        self._on_change = on_change
+        core = client.CoreV1Api(self._api_client)
+        custom = client.CustomObjectsApi(self._api_client)
+        ns = self._namespace
+        group, version = types.GROUP, types.VERSION
+        if ns:
+            pods_fn: Callable[..., Any] = core.list_namespaced_pod
+            pods_args: tuple[Any, ...] = (ns,)
+            infd_fn: Callable[..., Any] = custom.list_namespaced_custom_object
+            infd_args: tuple[Any, ...] = (group, version, ns, PLURAL)
+        else:
+            pods_fn, pods_args = core.list_pod_for_all_namespaces, ()
+            infd_fn = custom.list_cluster_custom_object
+            infd_args = (group, version, PLURAL)
+        specs = [
+            ("pods", self._pods, pods_fn, pods_args, {"label_selector": ENGINE_SELECTOR}),
+            ("deployments", self._deployments, infd_fn, infd_args, {}),
+        ]
+        for kind, cache, fn, args, kwargs in specs:
+            thread = threading.Thread(
+                target=self._run,
+                args=(kind, cache, fn, args, kwargs),
+                name=f"tidepool-discovery-{kind}",
+                daemon=True,
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for w in list(self._watches):
+            w.stop()
+
+    def _run(
+        self,
+        kind: str,
+        cache: dict[str, Mapping[str, Any]],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """List, then watch from that version; on any error back off and relist.
+
+        Why relist instead of resuming: after a 410 or a broken stream we may have missed a
+        DELETED event, and only a fresh list makes the cache exact again.
+        """
+        from kubernetes import watch  # noqa: PLC0415 - lazy, see module docstring
+
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                resp = fn(*args, _preload_content=False, **kwargs)
+                listing = json.loads(resp.data)
+                with self._lock:
+                    cache.clear()
+                    for item in _list(listing.get("items")):
+                        cache[_object_key(item)] = item
+                    self._synced[kind] = True
+                self._publish()
+                version = _map(listing.get("metadata")).get("resourceVersion")
+                w = watch.Watch()
+                self._watches.append(w)
+                try:
+                    for event in w.stream(
+                        fn,
+                        *args,
+                        resource_version=version,
+                        timeout_seconds=WATCH_TIMEOUT_S,
+                        allow_watch_bookmarks=True,
+                        deserialize=False,
+                        **kwargs,
+                    ):
+                        self._apply(cache, event)
+                        backoff = 0.5
+                        if self._stop.is_set():
+                            break
+                finally:
+                    w.stop()
+                    self._watches.remove(w)
+            except Exception as exc:  # the watch must outlive any API hiccup
+                if self._stop.is_set():
+                    return
+                log.warning(
+                    "discovery: %s watch failed (%s); relisting in %.1fs", kind, exc, backoff
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    def _apply(self, cache: dict[str, Mapping[str, Any]], event: Mapping[str, Any]) -> None:
+        etype = event.get("type")
+        obj = _map(event.get("object"))
+        if etype not in ("ADDED", "MODIFIED", "DELETED"):
+            return  # BOOKMARK: only moves the resourceVersion, which Watch tracks itself
+        with self._lock:
+            if etype == "DELETED":
+                cache.pop(_object_key(obj), None)
+            else:
+                cache[_object_key(obj)] = obj
+        self._publish()
+
+    def _publish(self) -> None:
+        with self._lock:
+            if not all(self._synced.values()):
+                return
+            snapshot = build_snapshot(self._pods, self._deployments)
+        if self._on_change is not None:
+            self._on_change(snapshot)

@@ -1,0 +1,197 @@
+"""Kubernetes reads and server-side-apply writes for the operator.
+
+Every write is a server-side apply under the fixed field manager ``tidepool`` with
+``force=True``: the operator is the one writer of the objects it owns, and a forced apply is
+idempotent (re-applying the same object is a no-op and bumps no generation).
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from tidepool.api import labels
+from tidepool.api.v1alpha1 import API_VERSION, GPUPool
+
+JSON = dict[str, Any]
+TRANSIENT_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
+
+
+class TransientKubeError(RuntimeError):
+    """The API server refused for a reason that retrying fixes (conflict, throttling, restart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedDeployment:
+    """An engine Deployment as the cluster shows it."""
+
+    name: str
+    pool: str
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+    generation_observed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PodProblem:
+    """An engine pod that cannot run, e.g. ``Unschedulable: 0/4 nodes have free nvidia.com/gpu``."""
+
+    pod: str
+    pool: str
+    reason: str
+    message: str
+
+
+def load_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (``KUBECONFIG`` or path)."""
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config(config_file=kubeconfig)
+
+
+def _wrap(exc: ApiException) -> Exception:
+    if exc.status in TRANSIENT_STATUS:
+        return TransientKubeError(f"API server answered {exc.status} {exc.reason}")
+    return exc
+
+
+class Kube:
+    """The operator's view of the cluster."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._api = api_client
+        self._dyn = DynamicClient(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._apps = client.AppsV1Api(api_client)
+
+    # ---------------------------------------------------------------- reads
+
+    def list_pools(self) -> list[GPUPool]:
+        pools = self._dyn.resources.get(api_version=API_VERSION, kind="GPUPool")
+        items = pools.get().to_dict().get("items", [])
+        return sorted((GPUPool.model_validate(i) for i in items), key=lambda p: p.name)
+
+    def engine_deployments(self, namespace: str, infd_name: str) -> list[ObservedDeployment]:
+        selector = _selector(labels.selector_labels(infd_name))
+        try:
+            items = self._apps.list_namespaced_deployment(namespace, label_selector=selector).items
+        except ApiException as exc:
+            raise _wrap(exc) from exc
+        out = []
+        for dep in items:
+            status = dep.status
+            out.append(
+                ObservedDeployment(
+                    name=dep.metadata.name,
+                    pool=(dep.metadata.labels or {}).get(labels.POOL, ""),
+                    replicas=dep.spec.replicas or 0,
+                    ready_replicas=status.ready_replicas or 0,
+                    updated_replicas=status.updated_replicas or 0,
+                    generation_observed=(status.observed_generation or 0)
+                    >= (dep.metadata.generation or 0),
+                )
+            )
+        return sorted(out, key=lambda d: d.name)
+
+    def pod_problems(self, namespace: str, infd_name: str) -> list[PodProblem]:
+        selector = _selector(labels.selector_labels(infd_name))
+        try:
+            pods = self._core.list_namespaced_pod(namespace, label_selector=selector).items
+        except ApiException as exc:
+            raise _wrap(exc) from exc
+        problems = []
+        for pod in pods:
+            if pod.metadata.deletion_timestamp:
+                continue
+            for cond in pod.status.conditions or []:
+                if cond.type == "PodScheduled" and cond.status == "False":
+                    problems.append(
+                        PodProblem(
+                            pod=pod.metadata.name,
+                            pool=(pod.metadata.labels or {}).get(labels.POOL, ""),
+                            reason=cond.reason or "Unschedulable",
+                            message=cond.message or "",
+                        )
+                    )
+        return problems
+
+    def pool_nodes(self, node_selector: dict[str, str]) -> tuple[int, int]:
+        """(nodes, allocatable GPUs) matching a pool's selector."""
+        nodes = self._core.list_node(label_selector=_selector(node_selector)).items
+        gpus = sum(int((n.status.allocatable or {}).get("nvidia.com/gpu", 0)) for n in nodes)
+        return len(nodes), gpus
+
+    # ---------------------------------------------------------------- writes
+
+    def apply(self, obj: JSON, *, field_manager: str = labels.FIELD_MANAGER) -> None:
+        """Server-side apply ``obj`` (must carry apiVersion, kind, metadata.name)."""
+        resource = self._dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        meta = obj["metadata"]
+        try:
+            resource.server_side_apply(
+                body=obj,
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                field_manager=field_manager,
+                force_conflicts=True,
+            )
+        except ApiException as exc:
+            raise _wrap(exc) from exc
+
+    def apply_status(
+        self, api_version: str, kind: str, namespace: str | None, name: str, status: JSON
+    ) -> None:
+        """Server-side apply the status subresource (for objects no Kopf handler patches)."""
+        resource = self._dyn.resources.get(api_version=api_version, kind=kind)
+        body = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": name, **({"namespace": namespace} if namespace else {})},
+            "status": status,
+        }
+        try:
+            resource.status.server_side_apply(
+                body=body,
+                name=name,
+                namespace=namespace,
+                field_manager=labels.FIELD_MANAGER,
+                force_conflicts=True,
+            )
+        except ApiException as exc:
+            raise _wrap(exc) from exc
+
+    def merge_patch_status(self, namespace: str, name: str, status: JSON) -> None:
+        """JSON-merge-patch the InferenceDeployment's status (a null deletes a field)."""
+        resource = self._dyn.resources.get(api_version=API_VERSION, kind="InferenceDeployment")
+        try:
+            resource.status.patch(
+                body={"status": status},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            raise _wrap(exc) from exc
+
+    def delete_deployments(self, namespace: str, names: Iterable[str]) -> None:
+        for name in names:
+            try:
+                self._apps.delete_namespaced_deployment(
+                    name, namespace, propagation_policy="Background"
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise _wrap(exc) from exc
+            except NotFoundError:
+                pass
+
+
+def _selector(match: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(match.items()))

@@ -1,0 +1,151 @@
+"""Read demand and traffic from Prometheus, turning every failure into a named ``NoData``.
+
+Missing data is not zero (style rule R3). Each case is handled by name:
+
+- transport error or non-2xx answer -> ``NoData("prometheus unreachable: ...")``;
+- NaN or infinite value -> ``NoData("NaN")``;
+- the gateway target not scraped (``up`` absent or 0) -> ``NoData("gateway not scraped")``:
+  at zero replicas the gateway's held-request gauge is the only evidence of demand, so without it
+  nothing is known;
+- ready engine replicas but no engine series -> ``NoData("engine metrics missing")``.
+
+A model at zero replicas with the gateway scraped and nothing held is a *known* zero.
+
+Metric names are vLLM's own (``vllm:num_requests_waiting``, ``vllm:num_requests_running``) plus
+the gateway's. Labels attached by the scrape config (``e2e/prometheus.py``, the chart's
+PodMonitor): ``namespace``, ``pod``, ``pool``, ``inference_deployment``.
+
+``prometheus-api-client`` is synchronous; callers run this from Kopf's executor threads, never on
+the event loop.
+"""
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from requests import RequestException
+
+from tidepool.policy.signals import NoData, Sample, Signal
+
+GATEWAY_JOB: Final = "tidepool-gateway"
+ENGINE_LABEL: Final = "inference_deployment"
+TIMEOUT_SECONDS: Final = 3.0
+
+
+class _Unknown(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficWindow:
+    """Traffic over the placement window, for the placement policy."""
+
+    mean_concurrency: Signal
+    peak_concurrency: Signal
+    tokens_per_second: Signal
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class PrometheusMetrics:
+    """Queries for one operator. ``url`` is e.g. ``http://127.0.0.1:9090``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._prom = PrometheusConnect(url=url, disable_ssl=True, timeout=TIMEOUT_SECONDS)
+
+    def _scalar(self, promql: str) -> float | None:
+        """The single value of ``promql``; None for an empty vector. Raises _Unknown otherwise."""
+        try:
+            result = self._prom.custom_query(query=promql)
+        except (PrometheusApiClientException, RequestException, ValueError) as exc:
+            raise _Unknown(f"prometheus unreachable: {type(exc).__name__}") from exc
+        if not result:
+            return None
+        if len(result) > 1:
+            raise _Unknown(f"{len(result)} series where one was expected")
+        value = float(result[0]["value"][1])
+        if not math.isfinite(value):
+            raise _Unknown("NaN")
+        return value
+
+    def _gateway_up(self) -> None:
+        up = self._scalar(f'max(up{{job="{GATEWAY_JOB}"}})')
+        if up is None or up < 1:
+            raise _Unknown("gateway not scraped")
+
+    def demand(
+        self, *, namespace: str, name: str, served_model: str, ready_replicas: int, now: datetime
+    ) -> Signal:
+        """Requests waiting plus running on the engines, plus held at the gateway."""
+        sel = f'namespace="{_escape(namespace)}",{ENGINE_LABEL}="{_escape(name)}"'
+        try:
+            self._gateway_up()
+            engines = self._scalar(
+                f"sum(vllm:num_requests_waiting{{{sel}}}) + sum(vllm:num_requests_running{{{sel}}})"
+            )
+            if engines is None and ready_replicas > 0:
+                raise _Unknown("engine metrics missing")
+            held = self._scalar(
+                f'sum(tidepool_gateway_queue_depth{{namespace="{_escape(namespace)}",'
+                f'model="{_escape(served_model)}"}})'
+            )
+        except _Unknown as unknown:
+            return NoData(unknown.reason)
+        return Sample(value=(engines or 0.0) + (held or 0.0), at=now)
+
+    def pool_inflight(self, *, namespace: str, name: str, pool: str, now: datetime) -> Signal:
+        """Requests still running or waiting on one pool's engines (for draining)."""
+        sel = (
+            f'namespace="{_escape(namespace)}",{ENGINE_LABEL}="{_escape(name)}",'
+            f'pool="{_escape(pool)}"'
+        )
+        try:
+            value = self._scalar(
+                f"sum(vllm:num_requests_waiting{{{sel}}}) + sum(vllm:num_requests_running{{{sel}}})"
+            )
+        except _Unknown as unknown:
+            return NoData(unknown.reason)
+        return Sample(value=value or 0.0, at=now)
+
+    def traffic(
+        self, *, namespace: str, name: str, served_model: str, window_seconds: int, now: datetime
+    ) -> TrafficWindow:
+        """Mean and peak concurrency and token throughput over the placement window."""
+        sel = f'namespace="{_escape(namespace)}",{ENGINE_LABEL}="{_escape(name)}"'
+        gw = f'namespace="{_escape(namespace)}",model="{_escape(served_model)}"'
+        conc = (
+            f"(sum(vllm:num_requests_waiting{{{sel}}}) + sum(vllm:num_requests_running{{{sel}}})"
+            f" or vector(0)) + (sum(tidepool_gateway_queue_depth{{{gw}}}) or vector(0))"
+        )
+        step = max(5, window_seconds // 60)
+        win = f"[{window_seconds}s:{step}s]"
+        tokens = (
+            f"(sum(rate(vllm:prompt_tokens_total{{{sel}}}[{window_seconds}s])) or vector(0))"
+            f" + (sum(rate(vllm:generation_tokens_total{{{sel}}}[{window_seconds}s])) or vector(0))"
+        )
+        try:
+            self._gateway_up()
+            mean = self._scalar(f"avg_over_time(({conc}){win})")
+            peak = self._scalar(f"max_over_time(({conc}){win})")
+            tps = self._scalar(tokens)
+        except _Unknown as unknown:
+            return TrafficWindow(
+                NoData(unknown.reason), NoData(unknown.reason), NoData(unknown.reason)
+            )
+
+        def sig(value: float | None) -> Signal:
+            return Sample(value, now) if value is not None else NoData("no samples in window")
+
+        return TrafficWindow(sig(mean), sig(peak), sig(tps))
+
+
+def utc_now() -> datetime:
+    """The clock, for the shell only (the core takes ``now`` as an argument)."""
+    return datetime.now(UTC)

@@ -1,0 +1,1 @@
+"""The public contract of Tidepool: CRD types, label keys, condition vocabulary. No I/O here."""

@@ -1,0 +1,384 @@
+"""The Helm chart's values, as a pydantic model, and the ``values.schema.json`` derived from it.
+
+``charts/tidepool/values.yaml`` must equal ``ChartValues().model_dump(...)`` (a unit test checks),
+and ``tidepool crd`` writes :func:`values_schema` to ``charts/tidepool/values.schema.json``, so
+``helm install --set operator.replica=2`` (a typo) or ``--set gateway.port=0`` fails before any
+object reaches the cluster, with the offending key in the message.
+
+Helm validates values with a JSON Schema draft-07 validator. The schema is therefore draft-07,
+self-contained (``$ref``/``$defs`` inlined, since not every Helm version resolves them), and
+closed (``additionalProperties: false``) wherever the chart defines the keys. Free-form Kubernetes
+fragments (affinity, extra env entries, tolerations of the chart's own pods) stay open: the API
+server validates those.
+
+No I/O here; this module only describes data.
+"""
+
+import copy
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from tidepool.api.v1alpha1 import types
+
+DRAFT_07: Final = "http://json-schema.org/draft-07/schema#"
+
+#: Kubernetes resource quantities may be written as strings ("500m", "1Gi") or plain numbers.
+Quantity = str | int | float
+Port = Annotated[int, Field(ge=1, le=65535)]
+DnsLabel = Annotated[str, Field(pattern=types.DNS_LABEL, max_length=63)]
+PromDuration = Annotated[str, Field(pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$")]
+
+
+class _Values(BaseModel):
+    """Base: camelCase keys as in every Helm chart, unknown keys refused, docstrings as help."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class Crds(_Values):
+    """CustomResourceDefinitions (InferenceDeployment, GPUPool), templated like KEDA's chart."""
+
+    install: bool = True
+    """Install and upgrade the CRDs with the chart. Set false when CRDs are managed elsewhere
+    (e.g. applied from crds/ by a platform pipeline)."""
+    keep: bool = True
+    """Annotate the CRDs with helm.sh/resource-policy: keep, so `helm uninstall` does not delete
+    them, and with them every InferenceDeployment in the cluster (cert-manager's crds.keep)."""
+
+
+class Image(_Values):
+    """A container image. No registry host by default: set `imageRegistry` (or put one in
+    `repository`) to pull from your mirror."""
+
+    repository: str = Field(min_length=1)
+    """Image repository, e.g. tidepool/operator."""
+    tag: str = ""
+    """Image tag. Empty means the chart's appVersion."""
+    digest: str = Field(default="", pattern=r"^(sha256:[a-f0-9]{64})?$")
+    """Image digest (sha256:...). When set it wins over the tag."""
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """Kubernetes imagePullPolicy."""
+
+
+class ServiceAccount(_Values):
+    """The ServiceAccount a component runs as."""
+
+    create: bool = True
+    """Create the ServiceAccount. When false, `name` must name an existing one."""
+    name: str = ""
+    """Name; empty means <fullname>-<component>."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations, e.g. for workload identity."""
+
+
+class Resources(_Values):
+    """Container resource requests and limits."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class PodPlacement(_Values):
+    """Shared pod-level settings of the operator and gateway Deployments."""
+
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    """Extra annotations on the pods."""
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels on the pods."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node selector for the pods (these are CPU pods; keep them off GPU nodes)."""
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    """Tolerations for the pods (Kubernetes Toleration objects)."""
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    """Affinity for the pods (a Kubernetes Affinity object)."""
+    priority_class_name: str = ""
+    """PriorityClass of the pods."""
+    env: list[dict[str, Any]] = Field(default_factory=list)
+    """Extra environment variables (Kubernetes EnvVar objects) for the container."""
+    extra_args: list[str] = Field(default_factory=list)
+    """Extra command-line arguments, appended after the chart's own."""
+
+
+def _operator_resources() -> Resources:
+    return Resources(requests={"cpu": "100m", "memory": "256Mi"}, limits={"memory": "512Mi"})
+
+
+def _gateway_resources() -> Resources:
+    return Resources(requests={"cpu": "250m", "memory": "256Mi"}, limits={"memory": "1Gi"})
+
+
+class Operator(PodPlacement):
+    """The Kopf operator. Always one replica with strategy Recreate: Kopf has a single active
+    operator per resource, and two overlapping pods during a rolling update would both act."""
+
+    image: Image = Field(default_factory=lambda: Image(repository="tidepool/operator"))
+    watch_namespaces: list[DnsLabel] = Field(default_factory=list)
+    """Namespaces whose InferenceDeployments the operator reconciles. Empty: all namespaces
+    (`--all-namespaces`, ClusterRole). Non-empty: one `--namespace` each, with namespaced
+    permissions granted by a Role in each of those namespaces only."""
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090", pattern=r"^https?://.+"
+    )
+    """Prometheus base URL the autoscaler queries (vLLM and gateway queue metrics). While it is
+    unreachable, replicas are held, never scaled to zero."""
+    metrics_port: Port = 9090
+    """Port of the operator's own Prometheus metrics (/metrics)."""
+    health_port: Port = 8080
+    """Port of the liveness (/healthz) and readiness (/readyz) endpoints."""
+    termination_grace_period_seconds: int = Field(default=60, ge=1, le=3600)
+    """Time between SIGTERM and SIGKILL. Kopf finishes the handlers in flight and releases its
+    watches; a migration interrupted here resumes from status on the next start."""
+    resources: Resources = Field(default_factory=_operator_resources)
+    """Resources of the operator container."""
+    service_account: ServiceAccount = Field(default_factory=ServiceAccount)
+    """ServiceAccount of the operator."""
+
+
+class GatewayService(_Values):
+    """The Service in front of the gateway: the OpenAI-compatible endpoint for every model."""
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    """Service type."""
+    port: Port = 80
+    """Service port."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations on the Service (e.g. for a cloud load balancer)."""
+
+
+class PodDisruptionBudget(_Values):
+    """A PodDisruptionBudget for the gateway."""
+
+    enabled: bool = False
+    """Create it (useful with replicas >= 2)."""
+    min_available: int = Field(default=1, ge=0)
+    """Gateway pods that voluntary disruptions must leave running."""
+
+
+class Gateway(PodPlacement):
+    """The OpenAI-compatible gateway: routes by model, holds requests while a model wakes from
+    zero, spills hybrid overflow, meters tokens and enforces tenant keys and rate limits."""
+
+    enabled: bool = True
+    """Deploy the gateway."""
+    replicas: int = Field(default=2, ge=1, le=100)
+    """Gateway replicas. Stateless apart from requests in flight."""
+    image: Image = Field(default_factory=lambda: Image(repository="tidepool/gateway"))
+    port: Port = 8080
+    """Container port for the API, /metrics, /healthz and /readyz."""
+    service: GatewayService = Field(default_factory=GatewayService)
+    termination_grace_period_seconds: int = Field(default=120, ge=1, le=3600)
+    """Time between SIGTERM and SIGKILL: long token streams in flight finish within it."""
+    resources: Resources = Field(default_factory=_gateway_resources)
+    """Resources of the gateway container."""
+    pod_disruption_budget: PodDisruptionBudget = Field(default_factory=PodDisruptionBudget)
+    service_account: ServiceAccount = Field(default_factory=ServiceAccount)
+    """ServiceAccount of the gateway."""
+
+
+class ChartGPUPool(types.GPUPoolSpec):
+    """A GPUPool the chart creates: its name plus the GPUPool spec fields."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            # The CRD's CEL rule, in JSON Schema form so `helm install` reports it first.
+            "if": {"properties": {"tenancy": {"const": "dedicated"}}, "required": ["tenancy"]},
+            "then": {"not": {"required": ["pricePerMillionTokens"]}},
+        }
+    )
+
+    name: DnsLabel
+    """GPUPool name (cluster-scoped). InferenceDeployments may name it in placement.pools."""
+
+    @model_validator(mode="after")
+    def _dedicated_has_no_token_price(self) -> "ChartGPUPool":
+        if self.tenancy == types.Tenancy.DEDICATED and self.price_per_million_tokens is not None:
+            raise ValueError(
+                f"gpuPools[{self.name}].pricePerMillionTokens applies only to shared pools;"
+                " dedicated pools bill GPU-hours"
+            )
+        return self
+
+
+_GPU_TOLERATION: Final = types.Toleration(
+    key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
+)
+
+
+def _default_pools() -> list[ChartGPUPool]:
+    # Prices from the seeds: an A10G at $1.21/h with Llama-3-8B-class serverless at $0.20/1M
+    # tokens (seeds 003/002), and an A100 at $4.00/h (seed 004).
+    return [
+        ChartGPUPool(
+            name="shared",
+            tenancy=types.Tenancy.SHARED,
+            gpu_type="NVIDIA-A10G",
+            gpus_per_node=4,
+            node_selector={"tidepool.dev/pool": "shared"},
+            tolerations=[_GPU_TOLERATION],
+            price_per_gpu_hour=1.21,
+            price_per_million_tokens=0.20,
+        ),
+        ChartGPUPool(
+            name="dedicated",
+            tenancy=types.Tenancy.DEDICATED,
+            gpu_type="NVIDIA-A100-SXM4-80GB",
+            gpus_per_node=8,
+            node_selector={"tidepool.dev/pool": "dedicated"},
+            tolerations=[
+                _GPU_TOLERATION,
+                types.Toleration(
+                    key="tidepool.dev/tenancy",
+                    operator="Equal",
+                    value="dedicated",
+                    effect="NoSchedule",
+                ),
+            ],
+            price_per_gpu_hour=4.00,
+        ),
+    ]
+
+
+class ServiceMonitor(_Values):
+    """A prometheus-operator ServiceMonitor for the gateway and operator metrics."""
+
+    enabled: bool = False
+    """Create it. Also requires the monitoring.coreos.com/v1 API in the cluster."""
+    interval: PromDuration = "15s"
+    """Scrape interval. The gateway queue drives scale-up, so keep it short."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels, e.g. the `release` label your Prometheus selects on."""
+
+
+class PodMonitor(_Values):
+    """A prometheus-operator PodMonitor for the engine pods (vLLM's /metrics), in all
+    namespaces."""
+
+    enabled: bool = False
+    """Create it. Also requires the monitoring.coreos.com/v1 API in the cluster."""
+    interval: PromDuration = "15s"
+    """Scrape interval of the engine pods' vllm:* metrics."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels, e.g. the `release` label your Prometheus selects on."""
+
+
+class Monitoring(_Values):
+    """Prometheus scraping through prometheus-operator (off by default)."""
+
+    service_monitor: ServiceMonitor = Field(default_factory=ServiceMonitor)
+    pod_monitor: PodMonitor = Field(default_factory=PodMonitor)
+
+
+class NetworkPolicy(_Values):
+    """NetworkPolicies for the chart's pods. Ingress only; egress is left open because the
+    operator needs the API server and Prometheus, and the gateway needs every engine pod."""
+
+    enabled: bool = False
+    """Create the NetworkPolicies."""
+    gateway_from: list[dict[str, Any]] = Field(default_factory=list)
+    """NetworkPolicyPeers allowed to reach the gateway API port. Empty: any source."""
+    metrics_from: list[dict[str, Any]] = Field(default_factory=list)
+    """NetworkPolicyPeers allowed to scrape the operator's metrics port (the gateway's
+    /metrics shares its API port). Empty: any source. Health probes come from the kubelet and
+    are not subject to NetworkPolicy in common CNIs."""
+
+
+class Rbac(_Values):
+    """RBAC objects for the operator and the gateway."""
+
+    create: bool = True
+    """Create the (Cluster)Roles and bindings. Least privilege; see the chart README."""
+
+
+class ChartValues(_Values):
+    """Values of the `tidepool` Helm chart."""
+
+    name_override: str = ""
+    """Replaces the chart name in object names."""
+    fullname_override: str = ""
+    """Replaces <release>-<chart> in object names."""
+    image_registry: str = ""
+    """Registry host prefixed to every image repository, e.g. registry.example.internal.
+    Empty: none (the container runtime's default or mirror configuration applies)."""
+    image_pull_secrets: list[dict[str, str]] = Field(default_factory=list)
+    """Pull secrets for all pods, as [{name: my-secret}]."""
+    common_labels: dict[str, str] = Field(default_factory=dict)
+    """Labels added to every object the chart creates."""
+    crds: Crds = Field(default_factory=Crds)
+    operator: Operator = Field(default_factory=Operator)
+    gateway: Gateway = Field(default_factory=Gateway)
+    gpu_pools: list[ChartGPUPool] = Field(default_factory=_default_pools)
+    """GPUPools the chart creates: by default one shared and one dedicated pool. Label (and
+    taint) your GPU nodes to match each pool's nodeSelector (and tolerations). Set [] to manage
+    pools yourself."""
+    rbac: Rbac = Field(default_factory=Rbac)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+
+    @model_validator(mode="after")
+    def _unique_pool_names(self) -> "ChartValues":
+        names = [p.name for p in self.gpu_pools]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"gpuPools: duplicate pool names {dupes}; each GPUPool needs its own")
+        return self
+
+
+def default_values() -> dict[str, Any]:
+    """The chart's default values, exactly as values.yaml must hold them."""
+    return ChartValues().model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def values_schema() -> dict[str, Any]:
+    """JSON Schema (draft-07) for values.yaml: self-contained and closed at the top level."""
+    raw = ChartValues.model_json_schema(by_alias=True, mode="validation")
+    defs: dict[str, Any] = raw.pop("$defs", {})
+    schema = _simplify(_inline(raw, defs))
+    assert isinstance(schema, dict)
+    out: dict[str, Any] = {"$schema": DRAFT_07, "title": "Values of the tidepool Helm chart"}
+    out.update(schema)
+    out["additionalProperties"] = False
+    return out
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace every ``$ref`` with a copy of its definition (the models are not recursive)."""
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        # A field's own description (and default) win over the model docstring.
+        merged = {**target, **siblings}
+        return _inline(merged, defs)
+    return {key: _inline(value, defs) for key, value in node.items()}
+
+
+def _simplify(node: Any) -> Any:
+    """Drop titles, turn ``anyOf [X, null]`` into ``X`` (None means "leave the key out"), and
+    unwrap docstring line breaks in descriptions."""
+    if isinstance(node, list):
+        return [_simplify(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _simplify(v) for k, v in node.items() if k != "title"}
+    any_of = out.get("anyOf")
+    if isinstance(any_of, list):
+        non_null = [s for s in any_of if s != {"type": "null"}]
+        if len(non_null) == 1 and len(non_null) < len(any_of):
+            out.pop("anyOf")
+            out = {**non_null[0], **out}
+    if out.get("default", 0) is None:
+        out.pop("default")
+    if isinstance(out.get("description"), str):
+        out["description"] = " ".join(out["description"].split())
+    return out

@@ -1,0 +1,107 @@
+"""The ``metav1.Condition`` vocabulary and the one function that updates a condition list.
+
+Rules follow apimachinery's ``meta.SetStatusCondition``: ``lastTransitionTime`` moves only when
+``status`` changes, so "Ready=False for 10m" stays readable from the object itself. Because Kopf
+merge-patches status, callers always write the whole list this returns.
+"""
+
+from datetime import datetime
+from enum import StrEnum
+
+from tidepool.api.v1alpha1 import Condition
+
+
+class ConditionType(StrEnum):
+    """Positive-polarity condition types on an InferenceDeployment."""
+
+    READY = "Ready"  # the summary: serving, or scaled to zero on purpose and able to wake
+    SCALING = "Scaling"  # the autoscaler can act (metrics known, within bounds)
+    MIGRATING = "Migrating"  # a make-before-break move between pools is in progress
+    METRICS_AVAILABLE = "MetricsAvailable"
+    SCHEDULED = "Scheduled"  # every engine pod found a GPU node in its pool
+
+
+class Reason(StrEnum):
+    """CamelCase reasons. Conditions and Events are built from these; nothing re-derives why."""
+
+    # Ready
+    REPLICAS_READY = "ReplicasReady"
+    SCALED_TO_ZERO = "ScaledToZero"
+    WAITING_FOR_REPLICAS = "WaitingForReplicas"
+    INVALID_SPEC = "InvalidSpec"
+    POOL_NOT_FOUND = "PoolNotFound"
+    # Scheduled
+    ALL_PODS_SCHEDULED = "AllPodsScheduled"
+    UNSCHEDULABLE = "Unschedulable"
+    # Scaling / metrics
+    SCALED_FROM_ZERO = "ScaledFromZero"
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
+    SCALED_TO_ZERO_AFTER_IDLE = "ScaledToZeroAfterIdle"
+    HOLDING = "Holding"
+    HOLDING_WARM_MINIMUM = "HoldingWarmMinimum"
+    COOLING_DOWN = "CoolingDown"
+    PINNED = "PinnedByScaleSubresource"
+    METRICS_UNKNOWN = "MetricsUnknown"
+    METRICS_FRESH = "MetricsFresh"
+    WAKE_REQUESTED = "WakeRequested"
+    # Migrating
+    NOT_MIGRATING = "Stable"
+    STARTING_TARGET = "StartingTarget"
+    SHIFTING_TRAFFIC = "ShiftingTraffic"
+    DRAINING = "Draining"
+    MIGRATION_COMPLETE = "MigrationComplete"
+
+
+def set_condition(
+    conditions: list[Condition],
+    *,
+    type_: ConditionType,
+    status: bool | None,
+    reason: Reason,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> tuple[list[Condition], bool]:
+    """Return the new condition list and whether anything changed.
+
+    ``status=None`` means ``Unknown``. The list keeps its order; a new type is appended.
+    """
+    status_text = "Unknown" if status is None else ("True" if status else "False")
+    out: list[Condition] = []
+    found = False
+    changed = False
+    for cond in conditions:
+        if cond.type != type_:
+            out.append(cond)
+            continue
+        found = True
+        transition = cond.last_transition_time if cond.status == status_text else now
+        new = Condition(
+            type=type_,
+            status=status_text,
+            reason=reason,
+            message=message,
+            last_transition_time=transition,
+            observed_generation=generation,
+        )
+        changed = changed or new != cond
+        out.append(new)
+    if not found:
+        changed = True
+        out.append(
+            Condition(
+                type=type_,
+                status=status_text,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=generation,
+            )
+        )
+    return out, changed
+
+
+def find(conditions: list[Condition], type_: ConditionType) -> Condition | None:
+    """The condition of ``type_``, if present."""
+    return next((c for c in conditions if c.type == type_), None)

@@ -1,0 +1,202 @@
+"""Turn the pydantic models into structural CustomResourceDefinitions. Pure: returns dicts.
+
+Pydantic emits JSON Schema; the API server wants a *structural* OpenAPI v3 schema. The
+differences handled here, each by name:
+
+- ``$ref``/``$defs`` are not allowed: references are inlined.
+- ``Optional[X]`` arrives as ``anyOf: [X, {type: null}]``: it becomes plain ``X``, simply not
+  required (an absent field, never an explicit null).
+- ``title`` and ``examples`` are dropped; a single-value ``Literal`` (``const``) becomes an enum.
+- ``additionalProperties: false`` cannot sit beside ``properties``: the API server prunes and, with
+  kubectl's default strict field validation, rejects unknown fields anyway.
+- Condition lists become ``x-kubernetes-list-type: map`` keyed by ``type``, as in ``metav1``.
+
+The CEL rules come through untouched from ``json_schema_extra`` as ``x-kubernetes-validations``.
+"""
+
+from typing import Any, Final
+
+from pydantic import BaseModel
+
+from tidepool.api.v1alpha1 import types
+
+JSON = dict[str, Any]
+_DROP: Final = {"title", "examples", "additionalProperties"}
+
+
+def _inline(node: Any, defs: JSON) -> Any:
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].split("/")[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _inline(merged, defs)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) == 1:
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            if rest.get("default", 0) is None:
+                del rest["default"]
+            return _inline({**options[0], **rest}, defs)
+    out: JSON = {}
+    for key, value in node.items():
+        if key in _DROP and not (key == "additionalProperties" and "properties" not in node):
+            continue
+        if key == "$defs":
+            continue
+        if key == "const":
+            out["enum"] = [value]
+            continue
+        if key == "properties":
+            out[key] = {name: _inline(prop, defs) for name, prop in value.items()}
+            continue
+        out[key] = _inline(value, defs)
+    if out.get("type") == "object" and "properties" in out and not out["properties"]:
+        del out["properties"]
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def structural_schema(model: type[BaseModel]) -> JSON:
+    """The structural OpenAPI v3 schema of ``model``, as the API server accepts it."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    schema: JSON = _inline(raw, defs)
+    return schema
+
+
+def _conditions_as_map(status_schema: JSON) -> JSON:
+    conditions = status_schema["properties"].get("conditions")
+    if conditions is not None:
+        conditions["x-kubernetes-list-type"] = "map"
+        conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return status_schema
+
+
+def _crd(
+    *,
+    plural: str,
+    kind: str,
+    scope: str,
+    short_names: list[str],
+    spec_model: type[BaseModel],
+    status_model: type[BaseModel],
+    description: str,
+    printer_columns: list[JSON],
+    scale: bool,
+) -> JSON:
+    spec_schema = structural_schema(spec_model)
+    status_schema = _conditions_as_map(structural_schema(status_model))
+    subresources: JSON = {"status": {}}
+    if scale:
+        subresources["scale"] = {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{types.GROUP}"},
+        "spec": {
+            "group": types.GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": ["tidepool"],
+            },
+            "scope": scope,
+            "versions": [
+                {
+                    "name": types.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": subresources,
+                    "additionalPrinterColumns": printer_columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _column(name: str, path: str, type_: str = "string", priority: int = 0, **extra: str) -> JSON:
+    col: JSON = {"name": name, "type": type_, "jsonPath": path, **extra}
+    if priority:
+        col["priority"] = priority
+    return col
+
+
+def inference_deployment_crd() -> JSON:
+    """The InferenceDeployment CRD: columns tell the story (mode, pool, ready/desired, queue)."""
+    return _crd(
+        plural="inferencedeployments",
+        kind="InferenceDeployment",
+        scope="Namespaced",
+        short_names=["infd"],
+        spec_model=types.InferenceDeploymentSpec,
+        status_model=types.InferenceDeploymentStatus,
+        description=(
+            "An LLM served by vLLM on GPU pools: scaled from zero on queue depth, kept warm at"
+            " minReplicas, and moved between shared and dedicated pools by Tidepool."
+        ),
+        printer_columns=[
+            _column("Model", ".status.servedModel"),
+            _column("Mode", ".spec.mode"),
+            _column("Running", ".status.effectiveMode", priority=1),
+            _column("Pool", ".status.pool"),
+            _column("Ready", ".status.ready"),
+            _column("Queue", ".status.queueDepth", "integer"),
+            _column("Status", '.status.conditions[?(@.type=="Ready")].reason'),
+            _column("Age", ".metadata.creationTimestamp", "date"),
+            _column("Last Decision", ".status.lastDecision.message", priority=1),
+        ],
+        scale=True,
+    )
+
+
+def gpu_pool_crd() -> JSON:
+    """The cluster-scoped GPUPool CRD."""
+    return _crd(
+        plural="gpupools",
+        kind="GPUPool",
+        scope="Cluster",
+        short_names=["gpool"],
+        spec_model=types.GPUPoolSpec,
+        status_model=types.GPUPoolStatus,
+        description=(
+            "A GPU node pool engine pods may be placed on: its selector, taints, tenancy and"
+            " price. Tidepool never creates nodes."
+        ),
+        printer_columns=[
+            _column("Tenancy", ".spec.tenancy"),
+            _column("GPU", ".spec.gpuType"),
+            _column("$/GPU-h", ".spec.pricePerGpuHour", "number"),
+            _column("Nodes", ".status.nodes", "integer"),
+            _column("GPUs", ".status.gpusAllocatable", "integer"),
+            _column("Age", ".metadata.creationTimestamp", "date"),
+        ],
+        scale=False,
+    )
+
+
+def all_crds() -> list[JSON]:
+    return [gpu_pool_crd(), inference_deployment_crd()]

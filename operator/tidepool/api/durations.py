@@ -1,0 +1,40 @@
+"""Go-style durations (``90s``, ``5m``, ``1h30m``), as Kubernetes users write them.
+
+Kept as strings in the CRD (so ``kubectl get -o yaml`` shows what the user wrote) and parsed here.
+"""
+
+import re
+from datetime import timedelta
+from typing import Final
+
+#: What the CRD's OpenAPI ``pattern`` allows. CEL's ``duration()`` accepts the same units.
+PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class InvalidDurationError(ValueError):
+    """A duration string that does not match :data:`PATTERN`."""
+
+
+def parse(text: str) -> timedelta:
+    """Parse ``text``; e.g. ``parse("1h30m") == timedelta(minutes=90)``."""
+    if not re.fullmatch(PATTERN, text):
+        raise InvalidDurationError(
+            f"{text!r} is not a duration; use a number with a unit ms, s, m or h, e.g. 90s, 5m, 1h30m"
+        )
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def format_seconds(seconds: float) -> str:
+    """Short human form used in reasons: 600 -> ``10m``, 90 -> ``90s``, 5400 -> ``1h30m``."""
+    whole = round(seconds)
+    if whole < 120 and whole % 60:
+        return f"{whole}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (
+        f"{secs}s" if secs else ""
+    )
+    return out or "0s"

@@ -1,0 +1,39 @@
+"""Label and annotation keys: one place, so the operator, gateway and harness never disagree.
+
+All keys share the ``tidepool.dev/`` prefix from the product brief.
+"""
+
+from typing import Final
+
+PREFIX: Final = "tidepool.dev"
+
+#: Name of the owning InferenceDeployment, on every child object and pod.
+INFERENCE_DEPLOYMENT: Final = f"{PREFIX}/inference-deployment"
+#: GPUPool a pod or engine Deployment belongs to.
+POOL: Final = f"{PREFIX}/pool"
+#: Tenancy of that pool (``shared`` or ``dedicated``); used by anti-affinity on dedicated pools.
+TENANCY: Final = f"{PREFIX}/tenancy"
+#: Tenant owning the workload (defaults to the namespace).
+TENANT: Final = f"{PREFIX}/tenant"
+#: Marks engine pods (what the gateway and the test harness look for).
+COMPONENT: Final = f"{PREFIX}/component"
+COMPONENT_ENGINE: Final = "engine"
+#: Pod annotation: the model name clients put in the OpenAI ``model`` field.
+SERVED_MODEL: Final = f"{PREFIX}/served-model"
+
+#: Set by the gateway when a request arrives for a model with no ready replica. The operator
+#: reacts to a change of this annotation at once, instead of waiting for a Prometheus scrape.
+WAKE_REQUESTED_AT: Final = f"{PREFIX}/wake-requested-at"
+#: Hash of the rendered pod template, so a spec change rolls the engine and nothing else does.
+TEMPLATE_HASH: Final = f"{PREFIX}/template-hash"
+#: Per-pod model-load delay hint for the engine simulator (tests and the demo only).
+SIM_LOAD_DELAY: Final = f"{PREFIX}/sim-load-delay"
+
+#: Field managers for server-side apply. Exactly one writer owns each field.
+FIELD_MANAGER: Final = "tidepool"
+FIELD_MANAGER_AUTOSCALER: Final = "tidepool-autoscaler"
+
+
+def selector_labels(namespace_scoped_name: str) -> dict[str, str]:
+    """Labels that select every engine pod of one InferenceDeployment, in every pool."""
+    return {INFERENCE_DEPLOYMENT: namespace_scoped_name, COMPONENT: COMPONENT_ENGINE}

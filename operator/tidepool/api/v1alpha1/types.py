@@ -1,0 +1,495 @@
+"""Pydantic models for ``InferenceDeployment`` and ``GPUPool``: the source of truth for the CRDs.
+
+``tidepool crd`` turns these into ``crds/*.yaml`` (see :mod:`tidepool.api.crdgen`); a test
+regenerates and diffs. Field descriptions become ``kubectl explain`` text, and the
+``x-kubernetes-validations`` entries are CEL rules the API server enforces at admission, so a bad
+manifest is refused with a message that names the field, before the operator ever sees it.
+
+Defaults come from the product brief and the seeds: scale to zero after 5 idle minutes (OpenPipe's
+hourly type), promote above 50% utilization and demote below 30% (the decision framework seed).
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from tidepool.api import durations
+
+GROUP: Final = "tidepool.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+Duration = Annotated[
+    str,
+    Field(pattern=durations.PATTERN, description="A duration such as 90s, 5m or 1h30m."),
+]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class _Model(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class _Status(_Model):
+    """Status models tolerate fields written by newer operator versions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces
+# --------------------------------------------------------------------------------------------
+
+
+class Tenancy(StrEnum):
+    SHARED = "shared"
+    DEDICATED = "dedicated"
+
+
+class DeploymentMode(StrEnum):
+    SERVERLESS = "serverless"
+    DEDICATED = "dedicated"
+    HYBRID = "hybrid"
+    AUTO = "auto"
+
+
+class Toleration(_Model):
+    """A Kubernetes toleration, copied onto engine pods placed in the pool."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class EnvVar(_Model):
+    """An environment variable for the engine container."""
+
+    name: str = Field(min_length=1)
+    value: str = ""
+
+
+class Condition(_Status):
+    """A ``metav1.Condition``."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# GPUPool
+# --------------------------------------------------------------------------------------------
+
+
+class GPUPoolSpec(_Model):
+    """A node pool that engine pods may be placed on. Tidepool never creates nodes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.tenancy == 'shared' || !has(self.pricePerMillionTokens)",
+                    "pricePerMillionTokens applies only to shared pools; dedicated pools bill GPU-hours",
+                    ".pricePerMillionTokens",
+                ),
+            ]
+        }
+    )
+
+    tenancy: Tenancy
+    """shared: tenants are packed onto the same nodes and billed per token. dedicated: one
+    tenant per node (taints plus anti-affinity), billed per GPU-hour."""
+    gpu_type: str = Field(min_length=1, examples=["NVIDIA-A100-SXM4-80GB"])
+    """GPU model of the nodes, as NVIDIA GPU feature discovery labels it (nvidia.com/gpu.product)."""
+    gpus_per_node: int = Field(default=8, ge=1, le=64)
+    """GPUs on each node of this pool."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Labels a node must carry to belong to this pool."""
+    tolerations: list[Toleration] = Field(default_factory=list)
+    """Tolerations engine pods need to land on this pool's tainted nodes."""
+    price_per_gpu_hour: float = Field(ge=0.0, examples=[4.0])
+    """What one GPU-hour in this pool costs, in dollars. Drives the placement cost model."""
+    price_per_million_tokens: float | None = Field(default=None, ge=0.0)
+    """For shared pools: what a tenant is billed per million tokens (input plus output)."""
+
+
+class GPUPoolStatus(_Status):
+    """Observed state of a GPUPool."""
+
+    nodes: int = 0
+    """Nodes matching the pool's selector."""
+    gpus_allocatable: int = 0
+    """Sum of nvidia.com/gpu allocatable over those nodes."""
+    observed_generation: int | None = None
+
+
+class GPUPool(_Status):
+    """The whole GPUPool object (cluster-scoped)."""
+
+    KIND: ClassVar[str] = "GPUPool"
+    api_version: str = API_VERSION
+    kind: str = "GPUPool"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: GPUPoolSpec
+    status: GPUPoolStatus = Field(default_factory=GPUPoolStatus)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+
+# --------------------------------------------------------------------------------------------
+# InferenceDeployment
+# --------------------------------------------------------------------------------------------
+
+
+class ModelSpec(_Model):
+    """Which model to serve."""
+
+    name: str = Field(min_length=1, examples=["meta-llama/Llama-3.1-8B-Instruct"])
+    """Model id passed to ``vllm serve`` (a hub id or a local path)."""
+    source: str | None = Field(default=None, examples=["s3://models/llama-3.1-8b"])
+    """Where the weights come from, if not the model id itself (a URI the engine image can read)."""
+    revision: str | None = None
+    """Model revision (branch, tag or commit) to pin."""
+    served_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")
+    """Name clients send in the OpenAI ``model`` field. Defaults to the resource name."""
+
+
+class SpeculativeDecoding(_Model):
+    """Speculative decoding settings passed to vLLM's ``--speculative-config``."""
+
+    method: Literal["ngram"] = "ngram"
+    """Only n-gram prompt lookup needs no draft model, so it is the one offered here."""
+    num_speculative_tokens: int = Field(default=4, ge=1, le=16)
+    prompt_lookup_max: int = Field(default=4, ge=1, le=16)
+
+
+class EngineSpec(_Model):
+    """The vLLM engine container."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.tensorParallelSize) || self.tensorParallelSize <= self.gpusPerReplica",
+                    "tensorParallelSize must not exceed gpusPerReplica",
+                    ".tensorParallelSize",
+                ),
+            ]
+        }
+    )
+
+    image: str = Field(default="vllm/vllm-openai:v0.11.0", min_length=1)
+    """Engine image. Any image whose entrypoint accepts ``vllm serve`` arguments."""
+    gpus_per_replica: int = Field(default=1, ge=1, le=16)
+    """nvidia.com/gpu requested by each replica."""
+    tensor_parallel_size: int | None = Field(default=None, ge=1, le=16)
+    """Defaults to gpusPerReplica."""
+    max_model_len: int | None = Field(default=None, ge=128)
+    """Context length cap (``--max-model-len``)."""
+    max_num_seqs: int = Field(default=64, ge=1, le=4096)
+    """Batch capacity of one replica (``--max-num-seqs``); beyond it requests wait."""
+    prefix_caching: bool = False
+    """Enable automatic prefix caching."""
+    speculative_decoding: SpeculativeDecoding | None = None
+    """Speculative decoding; the seeds report 50%+ lower latency on dedicated deployments."""
+    extra_args: list[str] = Field(default_factory=list)
+    """More ``vllm serve`` arguments, appended verbatim."""
+    env: list[EnvVar] = Field(default_factory=list)
+    """Environment for the engine container."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port the engine listens on."""
+
+
+class ScalingSpec(_Model):
+    """Queue-depth autoscaling. The autoscaler, not Git, owns the replica count."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "minReplicas must be less than or equal to maxReplicas",
+                    ".minReplicas",
+                ),
+            ]
+        }
+    )
+
+    min_replicas: int = Field(default=0, ge=0, le=1000)
+    """Warm minimum. 0 lets the deployment scale to zero after the idle window."""
+    max_replicas: int = Field(default=4, ge=1, le=1000)
+    """Upper bound on replicas across all pools."""
+    target_queue_depth: int = Field(default=8, ge=1, le=10000)
+    """Requests (waiting plus running plus held at the gateway) one replica should carry."""
+    scale_to_zero_after: Duration = "5m"
+    """Idle time before scaling to zero (only when minReplicas is 0)."""
+    scale_up_stabilization: Duration = "0s"
+    """Scale up only to the lowest recommendation seen in this window (0s: react at once)."""
+    scale_down_stabilization: Duration = "2m"
+    """Scale down only to the highest recommendation seen in this window."""
+    max_scale_up_rate: float = Field(default=2.0, ge=1.0, le=100.0)
+    """At most this factor more replicas per decision (from at least 1)."""
+    initial_replicas: int | None = Field(default=None, ge=0, le=1000)
+    """Replicas at first create; defaults to minReplicas."""
+
+
+class HybridSpec(_Model):
+    """Hybrid serving: a dedicated floor, with overflow spilled to the shared pool."""
+
+    overflow_concurrency_per_replica: int = Field(default=32, ge=1, le=10000)
+    """In-flight requests one dedicated replica takes before the gateway spills to shared."""
+    max_overflow_replicas: int = Field(default=4, ge=0, le=1000)
+    """Upper bound on shared-pool overflow replicas."""
+
+
+class PoolPreferences(_Model):
+    """Which GPUPools to use. Empty means the first pool of the needed tenancy, by name."""
+
+    shared: str | None = Field(default=None, pattern=DNS_LABEL)
+    dedicated: str | None = Field(default=None, pattern=DNS_LABEL)
+
+
+class PlacementSpec(_Model):
+    """When ``auto`` moves the tenant between shared and dedicated GPUs."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.demoteBelow < self.promoteAbove",
+                    "demoteBelow must be lower than promoteAbove, or the tenant would flap",
+                    ".demoteBelow",
+                ),
+            ]
+        }
+    )
+
+    promote_above: Fraction = 0.5
+    """Promote to dedicated when utilization stays above this for the window."""
+    demote_below: Fraction = 0.3
+    """Demote to shared when utilization stays below this for the window."""
+    window: Duration = "10m"
+    """How long utilization must stay past a threshold."""
+    min_dwell: Duration = "30m"
+    """Minimum time in a placement before moving again."""
+    cost_margin: float = Field(default=0.15, ge=0.0, le=10.0)
+    """Promote on cost alone only if dedicated is cheaper by at least this fraction."""
+    pools: PoolPreferences = Field(default_factory=PoolPreferences)
+    """Preferred pools per tenancy."""
+
+
+class InferenceDeploymentSpec(_Model):
+    """Desired state of an InferenceDeployment."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.mode != 'dedicated' || self.scaling.minReplicas >= 1",
+                    "mode dedicated keeps warm replicas: scaling.minReplicas must be at least 1",
+                    ".scaling.minReplicas",
+                ),
+                _cel(
+                    "self.mode != 'hybrid' || self.scaling.minReplicas >= 1",
+                    "mode hybrid needs a dedicated floor: scaling.minReplicas must be at least 1",
+                    ".scaling.minReplicas",
+                ),
+                _cel(
+                    "!has(self.hybrid) || self.mode == 'hybrid' || self.mode == 'auto'",
+                    "hybrid settings apply only to mode hybrid or auto",
+                    ".hybrid",
+                ),
+                _cel(
+                    "!has(self.replicas) || (self.replicas >= self.scaling.minReplicas"
+                    " && self.replicas <= self.scaling.maxReplicas)",
+                    "replicas (set through the scale subresource) must lie within"
+                    " scaling.minReplicas..scaling.maxReplicas",
+                    ".replicas",
+                ),
+            ]
+        }
+    )
+
+    model: ModelSpec
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    mode: DeploymentMode = DeploymentMode.SERVERLESS
+    """serverless: shared pool, scale to zero. dedicated: single-tenant GPUs, warm minimum.
+    hybrid: dedicated floor plus shared overflow. auto: Tidepool chooses and moves the tenant."""
+    tenant: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
+    """Tenant (billing and isolation unit). Defaults to the namespace."""
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    hybrid: HybridSpec | None = None
+    """Hybrid overflow settings (mode hybrid, or auto when it picks hybrid)."""
+    replicas: int | None = Field(default=None, ge=0, le=1000)
+    """Manual pin, normally absent. Written by ``kubectl scale``; while set, the autoscaler holds
+    this count. Do not keep it in Git: the autoscaler owns the replica count."""
+
+    @field_validator("scaling")
+    @classmethod
+    def _durations_parse(cls, value: ScalingSpec) -> ScalingSpec:
+        for name in ("scale_to_zero_after", "scale_up_stabilization", "scale_down_stabilization"):
+            durations.parse(getattr(value, name))
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "InferenceDeploymentSpec":
+        # Mirrors the CEL rules, so manifests validated in Python (examples, tests) fail the same.
+        s = self.scaling
+        if s.min_replicas > s.max_replicas:
+            raise ValueError(
+                f"scaling.minReplicas ({s.min_replicas}) must be <= scaling.maxReplicas"
+                f" ({s.max_replicas})"
+            )
+        if self.mode in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID) and s.min_replicas < 1:
+            raise ValueError(f"mode {self.mode} needs scaling.minReplicas >= 1 (got 0)")
+        if self.placement.demote_below >= self.placement.promote_above:
+            raise ValueError("placement.demoteBelow must be lower than placement.promoteAbove")
+        tp = self.engine.tensor_parallel_size
+        if tp is not None and tp > self.engine.gpus_per_replica:
+            raise ValueError(
+                f"engine.tensorParallelSize ({tp}) must not exceed engine.gpusPerReplica"
+                f" ({self.engine.gpus_per_replica})"
+            )
+        return self
+
+
+class PoolStatus(_Status):
+    """Replicas of this InferenceDeployment in one pool."""
+
+    name: str
+    tenancy: Tenancy
+    role: Literal["primary", "overflow", "target", "draining"] = "primary"
+    """primary: serves traffic. overflow: hybrid spill-over. target: being started by a
+    migration, not routed yet. draining: no new requests; in-flight ones finish."""
+    replicas: int = 0
+    ready_replicas: int = 0
+    deployment: str = ""
+    """Name of the engine Deployment."""
+
+
+class MigrationPhase(StrEnum):
+    STARTING_TARGET = "StartingTarget"
+    SHIFTING_TRAFFIC = "ShiftingTraffic"
+    DRAINING = "Draining"
+
+
+class MigrationStatus(_Status):
+    """Progress of a make-before-break move, durable so a restarted operator resumes it."""
+
+    phase: MigrationPhase
+    from_pool: str
+    to_pool: str
+    to_mode: DeploymentMode
+    started_at: datetime
+    phase_since: datetime
+    reason: str = ""
+
+
+class LastDecision(_Status):
+    """The last scaling or placement decision, with its reason in numbers."""
+
+    time: datetime
+    action: str
+    reason: str
+    message: str
+
+
+class InferenceDeploymentStatus(_Status):
+    """Observed state, written only by the operator."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    replicas: int = 0
+    """Replicas across all pools (the scale subresource's status replicas)."""
+    ready_replicas: int = 0
+    desired_replicas: int = 0
+    ready: str = "0/0"
+    """ready/desired, for kubectl get."""
+    selector: str = ""
+    """Label selector of the engine pods (for the scale subresource)."""
+    served_model: str = ""
+    endpoint: str = ""
+    """In-cluster URL of the engine Service (the gateway is the usual front door)."""
+    effective_mode: DeploymentMode | None = None
+    """For mode auto: what Tidepool currently runs (serverless, dedicated or hybrid)."""
+    pool: str = ""
+    """Pools in use, comma-separated, for kubectl get."""
+    pools: list[PoolStatus] = Field(default_factory=list)
+    routable_pools: list[str] = Field(default_factory=list)
+    """Pools the gateway may send new requests to. A migration shifts traffic by changing this."""
+    queue_depth: int | None = None
+    """Last observed queue (waiting plus running plus held); absent when metrics are unknown."""
+    utilization: float | None = None
+    """Last observed busy/provisioned capacity over the placement window."""
+    last_active_time: datetime | None = None
+    """Last time there was any demand. Scale to zero counts idleness from here."""
+    last_scale_time: datetime | None = None
+    last_wake_handled: str | None = None
+    """The wake-requested-at annotation value last acted on."""
+    placement_since: datetime | None = None
+    """When the current placement began (minimum dwell counts from here)."""
+    utilization_above_since: datetime | None = None
+    """Since when utilization has stayed above promoteAbove (None: it is not)."""
+    utilization_below_since: datetime | None = None
+    """Since when utilization has stayed below demoteBelow (None: it is not)."""
+    migration: MigrationStatus | None = None
+    last_migration_time: datetime | None = None
+    last_decision: LastDecision | None = None
+
+
+class InferenceDeployment(_Status):
+    """The whole InferenceDeployment object."""
+
+    KIND: ClassVar[str] = "InferenceDeployment"
+    api_version: str = API_VERSION
+    kind: str = "InferenceDeployment"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: InferenceDeploymentSpec
+    status: InferenceDeploymentStatus = Field(default_factory=InferenceDeploymentStatus)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", "default"))
+
+    @property
+    def generation(self) -> int | None:
+        gen = self.metadata.get("generation")
+        return int(gen) if gen is not None else None
+
+    @property
+    def served_model(self) -> str:
+        return self.spec.model.served_name or self.name
+
+    @property
+    def tenant(self) -> str:
+        return self.spec.tenant or self.namespace

@@ -1,0 +1,47 @@
+"""The ``tidepool`` command: one entry point, one sub-command per program.
+
+Each program module exposes ``configure(parser)`` and ``run(args) -> int``; this file only
+dispatches, importing a program when it is chosen so that ``tidepool crd`` does not load Kopf.
+"""
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol, cast
+
+#: sub-command -> (module, one-line help)
+PROGRAMS: dict[str, tuple[str, str]] = {
+    "run": ("tidepool.handlers.main", "run the operator (Kopf)"),
+    "gateway": ("tidepool.gateway.app", "run the OpenAI-compatible gateway"),
+    "engine-sim": ("tidepool.enginesim.app", "run the vLLM-like engine simulator"),
+    "simulate": ("tidepool.sim.simulate", "replay a traffic trace through the policies"),
+    "advise": ("tidepool.sim.advise", "recommend a mode and its monthly cost for a request log"),
+    "crd": ("tidepool.api.generate", "write the CRDs and chart schema generated from the API"),
+}
+
+
+class Program(Protocol):
+    def configure(self, parser: argparse.ArgumentParser) -> None: ...
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _load(module: str) -> Program:
+    return cast(Program, importlib.import_module(module))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="tidepool", description=__doc__.splitlines()[0])
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in PROGRAMS.items():
+        sub = subs.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            _load(module).configure(sub)
+    args = parser.parse_args(argv)
+    return _load(PROGRAMS[args.command][0]).run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

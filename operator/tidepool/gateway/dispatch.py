@@ -1,0 +1,155 @@
+"""The dispatcher: routing table + in-flight counts + hold queues, as one synchronous object.
+
+Role: admit a request (lease a backend now, hold it, or refuse because the model's queue is
+full), release a lease when the response ends, and re-dispatch held requests whenever capacity
+appears: a new routing table with a ready pod, or a freed slot on a capped dedicated replica.
+Held requests stay in FIFO order, and a new request never overtakes one already held for the
+same model. Held requests survive any routing-table change, including their model vanishing
+from the table; only their deadline ends them.
+
+Must not: touch futures, sockets or the clock (the async shell in :mod:`tidepool.gateway.proxy`
+passes ``now`` and resolves waiter tokens), or import ``kubernetes``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from tidepool.gateway import picking, routing
+from tidepool.gateway import queue as hold
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A backend reserved for one request; give it back with :meth:`Dispatcher.release`."""
+
+    model: routing.ModelKey
+    backend: routing.Backend
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    waiter: hold.Waiter
+    reason: picking.HoldReason
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFull:
+    capacity: int
+
+
+Admission = Lease | Held | QueueFull
+Release = tuple[hold.Waiter, Lease]
+"""A held request that now has a backend."""
+
+
+class Dispatcher:
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self.table = routing.RoutingTable()
+        self._inflight: Counter[str] = Counter()
+        self._queues: dict[routing.ModelKey, hold.HoldQueue] = {}
+        self._rotation = 0
+
+    # ---- reading -----------------------------------------------------------------------
+    def inflight(self, endpoint_key: str) -> int:
+        return self._inflight.get(endpoint_key, 0)
+
+    def depth(self, model: routing.ModelKey) -> int:
+        q = self._queues.get(model)
+        return len(q) if q else 0
+
+    def held_models(self) -> list[routing.ModelKey]:
+        return [k for k, q in self._queues.items() if q]
+
+    def total_held(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def total_inflight(self) -> int:
+        return sum(self._inflight.values())
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for q in self._queues.values() if (d := q.next_deadline()) is not None]
+        return min(deadlines, default=None)
+
+    # ---- changing ----------------------------------------------------------------------
+    def set_table(self, table: routing.RoutingTable) -> list[Release]:
+        """Swap the table; held requests that now fit are released (in FIFO order per model)."""
+        self.table = table
+        released: list[Release] = []
+        for model in self.held_models():
+            released.extend(self._drain(model))
+        return released
+
+    def admit(
+        self,
+        model: routing.ModelKey,
+        now: float,
+        deadline: float,
+        token: object = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Admission:
+        queue = self._queues.get(model)
+        if not queue:
+            decision = self._choose(model, exclude)
+            if isinstance(decision, picking.Pick):
+                return self._lease(model, decision.backend)
+            reason = decision.reason
+        else:
+            decision = self._choose(model, exclude)
+            reason = (
+                decision.reason
+                if isinstance(decision, picking.Hold)
+                else picking.HoldReason.NO_REPLICA
+            )
+        queue = self._queues.setdefault(model, hold.HoldQueue(self.queue_size))
+        waiter = hold.Waiter(model=model, enqueued_at=now, deadline=deadline, token=token)
+        if not queue.push(waiter):
+            return QueueFull(self.queue_size)
+        # No drain here: a non-empty queue means nothing fit at the last capacity change
+        # (every such change drains), so the new waiter simply joins the back.
+        return Held(waiter, reason)
+
+    def release(self, lease: Lease) -> list[Release]:
+        """The request on ``lease`` ended; held requests for the same model may now fit."""
+        key = lease.backend.endpoint.key
+        self._inflight[key] -= 1
+        if self._inflight[key] <= 0:
+            del self._inflight[key]
+        return self._drain(lease.model)
+
+    def cancel(self, waiter: hold.Waiter) -> bool:
+        """Drop a held request (its client went away); False if it was not held any more."""
+        queue = self._queues.get(waiter.model)
+        return queue.remove(waiter) if queue else False
+
+    def expire(self, now: float) -> list[hold.Waiter]:
+        expired: list[hold.Waiter] = []
+        for queue in self._queues.values():
+            expired.extend(queue.expire(now))
+        return expired
+
+    # ---- internals ---------------------------------------------------------------------
+    def _choose(
+        self, model: routing.ModelKey, exclude: frozenset[str] = frozenset()
+    ) -> picking.Decision:
+        self._rotation += 1
+        return picking.choose(
+            self.table.target(model), self._inflight, rotation=self._rotation, exclude=exclude
+        )
+
+    def _lease(self, model: routing.ModelKey, backend: routing.Backend) -> Lease:
+        self._inflight[backend.endpoint.key] += 1
+        return Lease(model, backend)
+
+    def _drain(self, model: routing.ModelKey) -> list[Release]:
+        queue = self._queues.get(model)
+        released: list[Release] = []
+        while queue:
+            decision = self._choose(model)
+            if not isinstance(decision, picking.Pick):
+                break
+            waiter = queue.pop()
+            released.append((waiter, self._lease(model, decision.backend)))
+        return released

@@ -1,0 +1,61 @@
+"""Operator-wide dependencies, built once at startup and shared through Kopf's memo."""
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from tidepool.adapters.kube import Kube
+from tidepool.adapters.prometheus import PrometheusMetrics
+
+MEMO_KEY: Final = "tidepool_deps"
+
+
+@dataclass
+class Telemetry:
+    """The operator's own /metrics."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.reconciles = Counter(
+            "tidepool_operator_reconcile_total",
+            "Reconciles of InferenceDeployments, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.reconcile_seconds = Histogram(
+            "tidepool_operator_reconcile_duration_seconds",
+            "Time to reconcile one InferenceDeployment.",
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.decisions = Counter(
+            "tidepool_operator_decisions_total",
+            "Scaling and placement decisions that changed something, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+
+
+@dataclass
+class Deps:
+    kube: Kube
+    metrics: PrometheusMetrics
+    started_at: datetime
+    tick_seconds: float
+    max_concurrent_migrations: int
+    telemetry: Telemetry
+    migrating: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ready: bool = False
+
+    def may_start_migration(self, key: str) -> bool:
+        with self.lock:
+            return len(self.migrating - {key}) < self.max_concurrent_migrations
+
+    def note_migration(self, key: str, active: bool) -> None:
+        with self.lock:
+            (self.migrating.add if active else self.migrating.discard)(key)

@@ -1,0 +1,95 @@
+"""``tidepool run``: start the operator.
+
+One active operator at a time: the chart runs a single replica with the ``Recreate`` strategy,
+so Kopf runs ``standalone`` (no peering objects to clean up after a crash). ``--peering`` is
+there for clusters that prefer Kopf's peering.
+"""
+
+import argparse
+import asyncio
+import logging
+import os
+
+import kopf
+
+from tidepool.adapters.kube import Kube, load_client
+from tidepool.adapters.prometheus import PrometheusMetrics, utc_now
+from tidepool.handlers import startup
+from tidepool.handlers.deps import MEMO_KEY, Deps, Telemetry
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
+    )
+    parser.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig (default: in-cluster or $KUBECONFIG)"
+    )
+    parser.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("TIDEPOOL_PROMETHEUS_URL", "http://127.0.0.1:9090"),
+        help="Prometheus that scrapes the gateway and the engines",
+    )
+    parser.add_argument(
+        "--tick",
+        type=float,
+        default=5.0,
+        help="seconds between autoscaling decisions per InferenceDeployment",
+    )
+    parser.add_argument(
+        "--max-concurrent-migrations",
+        type=int,
+        default=2,
+        help="operator-wide budget of pool migrations running at once",
+    )
+    parser.add_argument("--health-host", default="0.0.0.0")
+    parser.add_argument(
+        "--health-port", type=int, default=8080, help="/healthz and /readyz; 0 disables"
+    )
+    parser.add_argument("--metrics-port", type=int, default=9090, help="/metrics; 0 disables")
+    parser.add_argument("--peering", default=None, help="Kopf peering name (default: standalone)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tidepool.handlers import gpupool, inference  # noqa: F401 - registers the handlers
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    deps = Deps(
+        kube=Kube(load_client(args.kubeconfig)),
+        metrics=PrometheusMetrics(args.prometheus_url),
+        started_at=utc_now(),
+        tick_seconds=args.tick,
+        max_concurrent_migrations=args.max_concurrent_migrations,
+        telemetry=Telemetry(),
+    )
+    if args.health_port:
+        startup.serve_health(deps, args.health_host, args.health_port)
+    if args.metrics_port:
+        startup.serve_metrics(deps, args.health_host, args.metrics_port)
+    namespaces = args.namespace or []
+    asyncio.run(
+        kopf.operator(
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            namespaces=namespaces,
+            clusterwide=not namespaces,
+            memo=kopf.Memo(**{MEMO_KEY: deps}),
+        )
+    )
+    return 0

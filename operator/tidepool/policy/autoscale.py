@@ -1,0 +1,327 @@
+"""Queue-depth autoscaling: how many replicas an InferenceDeployment should run, and why.
+
+Role: one pure function, :func:`decide`, of an :class:`AutoscaleInputs` snapshot and ``now``. The
+operator calls it on every reconcile and the simulator (``tidepool simulate``) calls the very same
+function on every tick, so what the benchmark measures is what production runs.
+
+The rules, in the order :func:`decide` applies them:
+
+1. **Pinned** (``spec.replicas`` set through the scale subresource): hold exactly that, clamped to
+   ``[min, max]``.
+2. **Wake** (the gateway holds requests while nothing runs): at 0 replicas scale to
+   ``max(1, min)`` at once, even without metrics. The push itself is evidence of demand, and
+   Prometheus has no series for a deployment with no pods (llm-d/llm-d#2492).
+3. **Unknown metrics** (:class:`~tidepool.policy.signals.NoData`): hold the current count, clamped to
+   ``[min, max]``. Never scale to zero because Prometheus is down (kedacore/keda#3065).
+4. **Scale up fast**: ``ceil(queue / target)``, at most ``max_scale_up_rate`` times the ready
+   replicas (from at least 1) per decision, as Knative's ``ceil(maxScaleUpRate * ready)``.
+5. **Scale down slowly**: to the highest recommendation seen within ``scale_down_stabilization``
+   (HPA's and Knative's stable window), and not at all until that window has refilled after an
+   operator restart (Knative "starts in panic mode", because the history is lost).
+6. **Scale to zero** only when ``min_replicas == 0`` and there has been no demand since
+   ``last_active_at`` for ``scale_to_zero_after``. ``last_active_at`` lives in status, so the idle
+   clock survives a restart (KEDA's ``status.lastActiveTime``).
+
+Worked example (also the test ``queue-37-target-8-ready-2-rate-2-gives-4-not-5``): queue 37,
+target 8, 2 replicas ready, max rate 2.0. ``ceil(37/8) = 5`` replicas are wanted, but one decision
+may only double the ready replicas: ``ceil(2.0 * 2) = 4``. The decision is 4, not 5; the next
+reconcile, once the new replicas are ready, goes to 5.
+
+This module must not import ``kopf``, ``kubernetes`` or ``prometheus_api_client``, read the clock,
+do I/O, or know about placement (an import-linter independence contract keeps
+``policy.placement`` out).
+"""
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from tidepool.api import durations, v1alpha1
+from tidepool.api.conditions import Reason
+from tidepool.policy import signals
+
+#: How soon to look again when nothing is pending. Knative decides every 2 s, KEDA polls every
+#: 30 s; 15 s keeps reaction well inside a model load (tens of seconds) without hammering the API.
+DEFAULT_REQUEUE: Final = timedelta(seconds=15)
+#: After scaling from zero, look again soon: the first ready replica changes the rate limit.
+AFTER_WAKE_REQUEUE: Final = timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalePolicy:
+    """The scaling knobs, parsed from ``spec.scaling`` (durations as ``timedelta``)."""
+
+    min_replicas: int
+    max_replicas: int
+    target_queue_depth: int
+    scale_to_zero_after: timedelta
+    scale_up_stabilization: timedelta
+    scale_down_stabilization: timedelta
+    max_scale_up_rate: float
+
+    @classmethod
+    def from_spec(cls, spec: v1alpha1.ScalingSpec) -> "AutoscalePolicy":
+        """Build from the CRD model; the CRD schema has already range-checked every field."""
+        return cls(
+            min_replicas=spec.min_replicas,
+            max_replicas=spec.max_replicas,
+            target_queue_depth=spec.target_queue_depth,
+            scale_to_zero_after=durations.parse(spec.scale_to_zero_after),
+            scale_up_stabilization=durations.parse(spec.scale_up_stabilization),
+            scale_down_stabilization=durations.parse(spec.scale_down_stabilization),
+            max_scale_up_rate=spec.max_scale_up_rate,
+        )
+
+    def clamp(self, replicas: int) -> int:
+        """``replicas`` bounded by ``[min_replicas, max_replicas]``."""
+        return max(self.min_replicas, min(self.max_replicas, replicas))
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """What the queue asked for at ``at`` (already clamped to ``[min, max]``)."""
+
+    at: datetime
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscaleInputs:
+    """Everything :func:`decide` may look at. Durable fields come from status; ``history`` is a
+    rebuildable cache (empty after a restart)."""
+
+    policy: AutoscalePolicy
+    current_replicas: int
+    ready_replicas: int
+    queue: signals.Signal
+    wake_requested: bool
+    pinned_replicas: int | None
+    last_active_at: datetime | None
+    history: tuple[Recommendation, ...]
+    operator_started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDecision:
+    """The target, why, and the state to carry to the next call."""
+
+    replicas: int
+    reason: Reason
+    message: str
+    metrics_known: bool
+    last_active_at: datetime | None
+    history: tuple[Recommendation, ...]
+    requeue_after: timedelta
+
+
+def _window(history: tuple[Recommendation, ...], now: datetime, span: timedelta) -> list[int]:
+    return [r.replicas for r in history if now - r.at <= span]
+
+
+def _trim(history: tuple[Recommendation, ...], now: datetime, keep: timedelta) -> tuple[
+    Recommendation, ...
+]:
+    """Drop recommendations older than ``keep`` (and any from the future, e.g. a clock step back)."""
+    return tuple(r for r in history if timedelta(0) <= now - r.at <= keep)
+
+
+def _fmt(td: timedelta) -> str:
+    return durations.format_seconds(td.total_seconds())
+
+
+def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
+    """The replica count for ``now``, with its reason. Pure: same inputs, same decision."""
+    p = inputs.policy
+    cur = inputs.current_replicas
+    queue = inputs.queue
+    known = isinstance(queue, signals.Sample)
+    qtext = signals.describe(queue)
+
+    # 1. Pinned through the scale subresource.
+    if inputs.pinned_replicas is not None:
+        n = p.clamp(inputs.pinned_replicas)
+        demand = inputs.wake_requested or (isinstance(queue, signals.Sample) and queue.value > 0)
+        return ScaleDecision(
+            replicas=n,
+            reason=Reason.PINNED,
+            message=(
+                f"spec.replicas pins {inputs.pinned_replicas} (clamped to {n} within"
+                f" {p.min_replicas}..{p.max_replicas}); queue {qtext}; autoscaler paused"
+            ),
+            metrics_known=known,
+            last_active_at=now if demand else inputs.last_active_at,
+            history=inputs.history,
+            requeue_after=DEFAULT_REQUEUE,
+        )
+
+    # 2./3. Unknown metrics: hold, unless the gateway is holding requests at zero replicas.
+    if isinstance(queue, signals.NoData):
+        if inputs.wake_requested and cur == 0:
+            n = p.clamp(max(1, p.min_replicas))
+            return ScaleDecision(
+                replicas=n,
+                reason=Reason.WAKE_REQUESTED,
+                message=(
+                    f"gateway is holding requests at 0 replicas: scaling 0 -> {n}"
+                    f" (queue {qtext})"
+                ),
+                metrics_known=False,
+                last_active_at=now,
+                history=inputs.history,
+                requeue_after=AFTER_WAKE_REQUEUE,
+            )
+        n = p.clamp(cur)
+        return ScaleDecision(
+            replicas=n,
+            reason=Reason.METRICS_UNKNOWN,
+            message=(
+                f"queue {qtext}: holding {n} replicas"
+                + (f" (was {cur}, clamped to {p.min_replicas}..{p.max_replicas})" if n != cur else "")
+                + "; never scaling down on missing metrics"
+            ),
+            metrics_known=False,
+            last_active_at=inputs.last_active_at,
+            history=inputs.history,
+            requeue_after=DEFAULT_REQUEUE,
+        )
+
+    q = queue.value
+    demand = q > 0 or inputs.wake_requested
+    last_active = now if demand else inputs.last_active_at
+    wanted = math.ceil(q / p.target_queue_depth)
+    if inputs.wake_requested:
+        wanted = max(wanted, 1)
+    raw = p.clamp(wanted)
+    keep = max(p.scale_up_stabilization, p.scale_down_stabilization)
+    history = _trim((*inputs.history, Recommendation(at=now, replicas=raw)), now, keep)
+    base = f"queue {q:g} vs {cur} replicas x target {p.target_queue_depth}"
+
+    if raw > cur:
+        # Scale-up stabilization: the lowest recommendation in the window (0s: just ``raw``).
+        desired = max(cur, min(_window(history, now, p.scale_up_stabilization)))
+        limit = math.ceil(p.max_scale_up_rate * max(1, inputs.ready_replicas))
+        rate_note = ""
+        if desired > limit and cur >= p.min_replicas:
+            desired = max(cur, limit)
+            rate_note = f", max rate {p.max_scale_up_rate:g} x {max(1, inputs.ready_replicas)} ready"
+        desired = max(desired, p.min_replicas)
+        if desired == cur:
+            return ScaleDecision(
+                replicas=cur,
+                reason=Reason.HOLDING,
+                message=f"{base}: want {raw} but holding {cur} (scale-up stabilization"
+                f" {_fmt(p.scale_up_stabilization)}{rate_note})",
+                metrics_known=True,
+                last_active_at=last_active,
+                history=history,
+                requeue_after=DEFAULT_REQUEUE,
+            )
+        if cur == 0:
+            reason = Reason.WAKE_REQUESTED if inputs.wake_requested else Reason.SCALED_FROM_ZERO
+        else:
+            reason = Reason.SCALED_UP
+        return ScaleDecision(
+            replicas=desired,
+            reason=reason,
+            message=f"{base}: scaling {cur} -> {desired} (wanted {wanted}{rate_note})",
+            metrics_known=True,
+            last_active_at=last_active,
+            history=history,
+            requeue_after=AFTER_WAKE_REQUEUE if cur == 0 else DEFAULT_REQUEUE,
+        )
+
+    if raw < cur:
+        if cur > p.max_replicas:
+            # Above the bound (the spec shrank): no stabilization protects an illegal count.
+            desired = max(raw, min(cur, max(_window(history, now, p.scale_down_stabilization))))
+            desired = min(desired, p.max_replicas)
+            return ScaleDecision(
+                replicas=desired,
+                reason=Reason.SCALED_DOWN,
+                message=f"{cur} replicas exceed maxReplicas {p.max_replicas}: scaling {cur} ->"
+                f" {desired} ({base})",
+                metrics_known=True,
+                last_active_at=last_active,
+                history=history,
+                requeue_after=DEFAULT_REQUEUE,
+            )
+        since_start = now - inputs.operator_started_at
+        if since_start < p.scale_down_stabilization:
+            left = p.scale_down_stabilization - since_start
+            return ScaleDecision(
+                replicas=cur,
+                reason=Reason.COOLING_DOWN,
+                message=f"{base}: want {raw} but operator started {_fmt(since_start)} ago; no"
+                f" scale-down until the {_fmt(p.scale_down_stabilization)} window refills"
+                f" ({_fmt(left)} left)",
+                metrics_known=True,
+                last_active_at=last_active,
+                history=history,
+                requeue_after=min(DEFAULT_REQUEUE, left),
+            )
+        peak = max(_window(history, now, p.scale_down_stabilization))
+        desired = min(cur, peak)
+        if desired == 0:
+            idle_since = last_active if last_active is not None else now
+            last_active = idle_since
+            idle = now - idle_since
+            if idle < p.scale_to_zero_after:
+                left = p.scale_to_zero_after - idle
+                desired = 1
+                if desired == cur:
+                    return ScaleDecision(
+                        replicas=cur,
+                        reason=Reason.COOLING_DOWN,
+                        message=f"{base}: idle {_fmt(idle)} of {_fmt(p.scale_to_zero_after)};"
+                        f" scaling to zero in {_fmt(left)}",
+                        metrics_known=True,
+                        last_active_at=last_active,
+                        history=history,
+                        requeue_after=min(DEFAULT_REQUEUE, left),
+                    )
+            else:
+                return ScaleDecision(
+                    replicas=0,
+                    reason=Reason.SCALED_TO_ZERO_AFTER_IDLE,
+                    message=f"no demand for {_fmt(idle)} (>= {_fmt(p.scale_to_zero_after)}):"
+                    f" scaling {cur} -> 0",
+                    metrics_known=True,
+                    last_active_at=last_active,
+                    history=history,
+                    requeue_after=DEFAULT_REQUEUE,
+                )
+        if desired == cur:
+            return ScaleDecision(
+                replicas=cur,
+                reason=Reason.COOLING_DOWN,
+                message=f"{base}: want {raw} but the highest recommendation in the last"
+                f" {_fmt(p.scale_down_stabilization)} is {peak}; holding {cur}",
+                metrics_known=True,
+                last_active_at=last_active,
+                history=history,
+                requeue_after=DEFAULT_REQUEUE,
+            )
+        return ScaleDecision(
+            replicas=desired,
+            reason=Reason.SCALED_DOWN,
+            message=f"{base}: scaling {cur} -> {desired} (highest recommendation in the last"
+            f" {_fmt(p.scale_down_stabilization)})",
+            metrics_known=True,
+            last_active_at=last_active,
+            history=history,
+            requeue_after=DEFAULT_REQUEUE,
+        )
+
+    # raw == cur
+    warm = cur == p.min_replicas and cur > 0 and wanted < p.min_replicas
+    return ScaleDecision(
+        replicas=cur,
+        reason=Reason.HOLDING_WARM_MINIMUM if warm else Reason.HOLDING,
+        message=f"{base}: holding {cur}"
+        + (f" (warm minimum {p.min_replicas})" if warm else f" (wanted {wanted})"),
+        metrics_known=True,
+        last_active_at=last_active,
+        history=history,
+        requeue_after=DEFAULT_REQUEUE,
+    )

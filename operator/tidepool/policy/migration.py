@@ -1,0 +1,233 @@
+"""Make-before-break moves between pool layouts, as a pure step function.
+
+A *layout* says which pools a mode uses and in which role:
+
+=============  ==========================================
+serverless     shared: primary
+dedicated      dedicated: primary
+hybrid         dedicated: primary, shared: overflow
+=============  ==========================================
+
+A migration goes from the current layout to the target layout in three phases, each durable in
+``status.migration`` so a restarted operator resumes where it stopped:
+
+1. ``StartingTarget``: pools new to the target layout get replicas; traffic still goes to the old
+   pools only. Waits until every new pool has at least one Ready replica.
+2. ``ShiftingTraffic``: the gateway's routable pools become the target layout's pools. Old-only
+   pools become ``draining``: no new requests, in-flight ones (long streams too) finish.
+3. ``Draining``: waits until draining pools report zero in flight (or ``drain_timeout``, with at
+   least ``min_drain`` for the gateway's watch to see the shift), then the old pools are removed.
+
+Nothing here talks to Kubernetes; :mod:`tidepool.reconcile` renders what this returns.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from tidepool.api.v1alpha1 import DeploymentMode, MigrationPhase, MigrationStatus
+from tidepool.policy.signals import NoData, Sample, Signal
+
+MIN_DRAIN: Final = timedelta(seconds=5)
+"""Time for the gateway's watch to see the routing shift before in-flight counts are trusted."""
+DRAIN_TIMEOUT: Final = timedelta(minutes=15)
+"""Longest wait for draining pools; longer than any sane stream (vLLM's own default is 10m)."""
+START_TIMEOUT: Final = timedelta(minutes=30)
+"""Give up starting the target after this long (no GPU free, image pull stuck): roll back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Pool name -> role (``primary`` or ``overflow``) for one mode."""
+
+    roles: tuple[tuple[str, str], ...]
+
+    @property
+    def pools(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.roles)
+
+    def role(self, pool: str) -> str | None:
+        return dict(self.roles).get(pool)
+
+
+def layout_for(mode: DeploymentMode, *, shared: str | None, dedicated: str | None) -> Layout:
+    """The pools ``mode`` runs on. Raises ValueError naming the missing pool tenancy."""
+    if mode == DeploymentMode.SERVERLESS:
+        if not shared:
+            raise ValueError("mode serverless needs a GPUPool with tenancy shared")
+        return Layout(((shared, "primary"),))
+    if mode == DeploymentMode.DEDICATED:
+        if not dedicated:
+            raise ValueError("mode dedicated needs a GPUPool with tenancy dedicated")
+        return Layout(((dedicated, "primary"),))
+    if mode == DeploymentMode.HYBRID:
+        if not (shared and dedicated):
+            raise ValueError("mode hybrid needs one shared and one dedicated GPUPool")
+        return Layout(((dedicated, "primary"), (shared, "overflow")))
+    raise ValueError(f"mode {mode} has no fixed layout; resolve auto to a concrete mode first")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolObservation:
+    """What the cluster shows for one pool of this InferenceDeployment."""
+
+    ready_replicas: int
+    inflight: Signal
+    """Requests in flight on this pool's replicas (gateway plus engine); NoData if unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStep:
+    """Where a migration stands after one step, and what to render."""
+
+    status: MigrationStatus | None
+    """The new durable state; None once complete."""
+    roles: tuple[tuple[str, str], ...]
+    """Every pool that must exist now, with its role (``target`` and ``draining`` included)."""
+    routable: tuple[str, ...]
+    """Pools the gateway may send new requests to."""
+    completed: bool
+    rolled_back: bool
+    message: str
+
+
+def start(
+    *,
+    from_mode: DeploymentMode,
+    to_mode: DeploymentMode,
+    source: Layout,
+    target: Layout,
+    reason: str,
+    now: datetime,
+) -> MigrationStatus:
+    """A new migration in its first phase."""
+    return MigrationStatus(
+        phase=MigrationPhase.STARTING_TARGET,
+        from_pool=",".join(source.pools),
+        to_pool=",".join(target.pools),
+        to_mode=to_mode,
+        started_at=now,
+        phase_since=now,
+        reason=f"{from_mode} -> {to_mode}: {reason}",
+    )
+
+
+def _roles_during(
+    phase: MigrationPhase, source: Layout, target: Layout
+) -> tuple[tuple[str, str], ...]:
+    roles: dict[str, str] = {}
+    for pool, role in source.roles:
+        roles[pool] = role
+    for pool, role in target.roles:
+        if pool not in roles:
+            roles[pool] = "target" if phase == MigrationPhase.STARTING_TARGET else role
+        elif phase != MigrationPhase.STARTING_TARGET:
+            roles[pool] = role
+    if phase != MigrationPhase.STARTING_TARGET:
+        for pool in source.pools:
+            if pool not in target.pools:
+                roles[pool] = "draining"
+    return tuple(roles.items())
+
+
+def step(
+    status: MigrationStatus,
+    *,
+    source: Layout,
+    target: Layout,
+    observed: dict[str, PoolObservation],
+    now: datetime,
+) -> MigrationStep:
+    """Advance ``status`` by at most one phase, given what the cluster shows ``now``.
+
+    Worked example (serverless on ``shared`` -> dedicated on ``ded``):
+    StartingTarget with ``ded`` 0 ready -> stays, routable (shared,);
+    ``ded`` 1 ready -> ShiftingTraffic, routable (ded,), shared draining;
+    next step -> Draining; shared in-flight 3 -> stays; in-flight 0 after 5s -> completed,
+    roles (("ded", "primary"),).
+    """
+    new_pools = [p for p in target.pools if p not in source.pools]
+    old_only = [p for p in source.pools if p not in target.pools]
+    phase = status.phase
+    age = now - status.phase_since
+
+    def advance(to: MigrationPhase, message: str) -> MigrationStep:
+        new = status.model_copy(update={"phase": to, "phase_since": now})
+        return MigrationStep(
+            status=new,
+            roles=_roles_during(to, source, target),
+            routable=target.pools,
+            completed=False,
+            rolled_back=False,
+            message=message,
+        )
+
+    def stay(message: str) -> MigrationStep:
+        routable = source.pools if phase == MigrationPhase.STARTING_TARGET else target.pools
+        return MigrationStep(
+            status=status,
+            roles=_roles_during(phase, source, target),
+            routable=routable,
+            completed=False,
+            rolled_back=False,
+            message=message,
+        )
+
+    if phase == MigrationPhase.STARTING_TARGET:
+        waiting = [p for p in new_pools if observed.get(p, _NONE).ready_replicas < 1]
+        if not waiting:
+            return advance(
+                MigrationPhase.SHIFTING_TRAFFIC,
+                f"target pools {', '.join(target.pools)} ready; shifting traffic",
+            )
+        if now - status.started_at > START_TIMEOUT:
+            return MigrationStep(
+                status=None,
+                roles=source.roles,
+                routable=source.pools,
+                completed=False,
+                rolled_back=True,
+                message=(
+                    f"rolled back: {', '.join(waiting)} had no ready replica after"
+                    f" {int(START_TIMEOUT.total_seconds() // 60)}m; still serving on"
+                    f" {', '.join(source.pools)}"
+                ),
+            )
+        return stay(f"starting replicas in {', '.join(waiting)}; serving from {status.from_pool}")
+
+    if phase == MigrationPhase.SHIFTING_TRAFFIC:
+        return advance(
+            MigrationPhase.DRAINING,
+            f"traffic shifted to {', '.join(target.pools)}; draining {', '.join(old_only) or '-'}",
+        )
+
+    # Draining
+    busy: list[str] = []
+    unknown: list[str] = []
+    for pool in old_only:
+        inflight = observed.get(pool, _NONE).inflight
+        if isinstance(inflight, NoData):
+            unknown.append(pool)
+        elif isinstance(inflight, Sample) and inflight.value > 0:
+            busy.append(f"{pool} ({int(inflight.value)} in flight)")
+    drained = not busy and not unknown and age >= MIN_DRAIN
+    timed_out = age >= DRAIN_TIMEOUT
+    if drained or timed_out or not old_only:
+        note = "drained" if not timed_out or drained else "drain timeout reached"
+        return MigrationStep(
+            status=None,
+            roles=target.roles,
+            routable=target.pools,
+            completed=True,
+            rolled_back=False,
+            message=(
+                f"migration to {status.to_mode} complete ({note}); now on"
+                f" {', '.join(target.pools)} after"
+                f" {int((now - status.started_at).total_seconds())}s"
+            ),
+        )
+    detail = ", ".join(busy + [f"{p} (in-flight unknown)" for p in unknown]) or "settling"
+    return stay(f"draining {detail}")
+
+
+_NONE: Final = PoolObservation(ready_replicas=0, inflight=NoData("not observed"))

@@ -1,0 +1,210 @@
+"""Render the engine Deployment (one per pool) and the engine Service of an InferenceDeployment.
+
+Why the pod looks the way it does:
+
+- ``vllm serve`` arguments come from the spec, so what a user reads in the CR is what runs.
+- ``nvidia.com/gpu`` limits plus the pool's node selector and tolerations put the pod on the
+  pool's GPU nodes; the scheduler then accounts for GPUs per node.
+- Dedicated pools are single-tenant: a required anti-affinity keeps pods of *other* tenants off
+  the node (the scheduler honours it in both directions).
+- The rollout is ``maxUnavailable: 0, maxSurge: 1`` (make-before-break), and a long
+  termination grace period lets streaming responses finish before the engine exits.
+- Replicas are always sent, by the single field manager ``tidepool``, with the autoscaler's
+  current value (style note R6, option b), so an apply never resets them.
+"""
+
+import json
+from typing import Any, Final
+
+from tidepool.api import labels
+from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, PoolStatus, Tenancy
+from tidepool.render import names
+
+JSON = dict[str, Any]
+TERMINATION_GRACE_SECONDS: Final = 600
+MODEL_LOAD_BUDGET_SECONDS: Final = 1800
+SHM_SIZE: Final = "8Gi"
+
+
+def owner_reference(infd: InferenceDeployment) -> JSON:
+    """A controller owner reference, so deleting the CR cascades to its children."""
+    return {
+        "apiVersion": infd.api_version,
+        "kind": infd.kind,
+        "name": infd.name,
+        "uid": str(infd.metadata.get("uid", "")),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def vllm_args(infd: InferenceDeployment) -> list[str]:
+    """``vllm serve`` arguments, e.g. ``[model, --served-model-name, llama, --port, 8000, ...]``."""
+    engine = infd.spec.engine
+    model = infd.spec.model
+    args = [
+        model.source or model.name,
+        "--served-model-name",
+        infd.served_model,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(engine.port),
+        "--tensor-parallel-size",
+        str(engine.tensor_parallel_size or engine.gpus_per_replica),
+        "--max-num-seqs",
+        str(engine.max_num_seqs),
+    ]
+    if model.revision:
+        args += ["--revision", model.revision]
+    if engine.max_model_len:
+        args += ["--max-model-len", str(engine.max_model_len)]
+    if engine.prefix_caching:
+        args.append("--enable-prefix-caching")
+    if engine.speculative_decoding:
+        spec = engine.speculative_decoding
+        config = {
+            "method": spec.method,
+            "num_speculative_tokens": spec.num_speculative_tokens,
+            "prompt_lookup_max": spec.prompt_lookup_max,
+        }
+        args += ["--speculative-config", json.dumps(config, sort_keys=True)]
+    return args + list(engine.extra_args)
+
+
+def pod_labels(infd: InferenceDeployment, pool: GPUPool) -> dict[str, str]:
+    return dict(
+        sorted(
+            {
+                **labels.selector_labels(infd.name),
+                labels.POOL: pool.name,
+                labels.TENANCY: str(pool.spec.tenancy),
+                labels.TENANT: infd.tenant,
+                "app.kubernetes.io/name": "vllm",
+                "app.kubernetes.io/managed-by": "tidepool",
+            }.items()
+        )
+    )
+
+
+def _affinity(infd: InferenceDeployment, pool: GPUPool) -> JSON | None:
+    if pool.spec.tenancy != Tenancy.DEDICATED:
+        return None
+    other_tenants = {
+        "labelSelector": {
+            "matchExpressions": [
+                {"key": labels.TENANT, "operator": "Exists"},
+                {"key": labels.TENANT, "operator": "NotIn", "values": [infd.tenant]},
+            ]
+        },
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [other_tenants]}}
+
+
+def _container(infd: InferenceDeployment) -> JSON:
+    engine = infd.spec.engine
+    gpus = str(engine.gpus_per_replica)
+    probe_get = {"path": "/health", "port": "http"}
+    return {
+        "name": "engine",
+        "image": engine.image,
+        "command": ["vllm", "serve"],
+        "args": vllm_args(infd),
+        "ports": [{"name": "http", "containerPort": engine.port, "protocol": "TCP"}],
+        "env": [
+            {"name": e.name, "value": e.value} for e in sorted(engine.env, key=lambda e: e.name)
+        ],
+        "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}},
+        "startupProbe": {
+            "httpGet": probe_get,
+            "periodSeconds": 5,
+            "failureThreshold": MODEL_LOAD_BUDGET_SECONDS // 5,
+        },
+        "readinessProbe": {"httpGet": probe_get, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": probe_get, "periodSeconds": 15, "failureThreshold": 4},
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+
+
+def engine_deployment(
+    infd: InferenceDeployment, pool: GPUPool, *, replicas: int, role: str
+) -> JSON:
+    """The complete desired engine Deployment of ``infd`` in ``pool``, with ``replicas``."""
+    pod_meta_labels = pod_labels(infd, pool)
+    # Served names may hold "/" and ":", which label values cannot: an annotation it is.
+    annotations = {labels.SERVED_MODEL: infd.served_model}
+    load_delay = infd.metadata.get("annotations", {}).get(labels.SIM_LOAD_DELAY)
+    if load_delay:
+        annotations[labels.SIM_LOAD_DELAY] = str(load_delay)
+    pod_spec: JSON = {
+        "containers": [_container(infd)],
+        "nodeSelector": dict(sorted(pool.spec.node_selector.items())),
+        "tolerations": [
+            t.model_dump(by_alias=True, exclude_none=True) for t in pool.spec.tolerations
+        ],
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}],
+    }
+    affinity = _affinity(infd, pool)
+    if affinity:
+        pod_spec["affinity"] = affinity
+    selector = {**labels.selector_labels(infd.name), labels.POOL: pool.name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": names.engine_deployment(infd.name, pool.name),
+            "namespace": infd.namespace,
+            "labels": {**pod_meta_labels, f"{labels.PREFIX}/role": role},
+            "ownerReferences": [owner_reference(infd)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(sorted(selector.items()))},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {"labels": pod_meta_labels, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def engine_service(infd: InferenceDeployment) -> JSON:
+    """One ClusterIP Service over the engine pods of every pool (the gateway is the front door)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": names.engine_service(infd.name),
+            "namespace": infd.namespace,
+            "labels": dict(sorted(labels.selector_labels(infd.name).items())),
+            "ownerReferences": [owner_reference(infd)],
+        },
+        "spec": {
+            "selector": dict(sorted(labels.selector_labels(infd.name).items())),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": infd.spec.engine.port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def endpoint_url(infd: InferenceDeployment) -> str:
+    svc = names.engine_service(infd.name)
+    return f"http://{svc}.{infd.namespace}.svc:{infd.spec.engine.port}/v1"
+
+
+def pool_summary(pools: list[PoolStatus]) -> str:
+    """``shared-a100`` or ``dedicated-a100+shared-a100(overflow)`` for ``kubectl get infd``."""
+    parts = [p.name if p.role == "primary" else f"{p.name}({p.role})" for p in pools]
+    return ",".join(parts) if parts else "-"
