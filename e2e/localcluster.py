@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import yaml
 
@@ -69,6 +70,9 @@ BINARIES = (
 #: Loopback only, whatever proxy the environment might configure.
 NO_PROXY = "127.0.0.0/8,localhost"
 GPU_RESOURCE = "nvidia.com/gpu"
+#: Loopback "slots": clusters running at the same time get disjoint pod CIDRs (see for_pool).
+SLOTS = 8
+NODES_PER_SLOT = 32
 
 T = TypeVar("T")
 
@@ -89,6 +93,14 @@ def loopback_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class ClusterBusyError(RuntimeError):
+    """Another live process owns a cluster of this name (its ``<name>.lock`` is held)."""
+
+
+class ComponentDiedError(RuntimeError):
+    """A control-plane process exited: waiting longer cannot help, so waits stop at once."""
+
+
 def wait_for(
     probe: Callable[[], T | None],
     *,
@@ -107,6 +119,8 @@ def wait_for(
     while True:
         try:
             result = probe()
+        except ComponentDiedError:
+            raise
         except Exception as exc:
             last_error = exc
             result = None
@@ -196,17 +210,25 @@ class GpuNode:
     extra_labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def for_pool(cls, pool: str, index: int, *, table: Path = GPU_NODES_FILE) -> GpuNode:
+    def for_pool(
+        cls, pool: str, index: int, *, slot: int = 0, table: Path = GPU_NODES_FILE
+    ) -> GpuNode:
         """Node number ``index`` (0-based) of ``pool`` as the table describes it.
 
         Indexes past the table's ``nodes`` count are allowed: that is how a test adds a node.
+        ``slot`` keeps concurrently running clusters (a test session, the demo, a colleague's
+        run) on disjoint loopback ranges: node i of slot s gets third octet ``s*32 + i + 1``.
+        Prefer ``Cluster.gpu_node()``, which passes the cluster's own slot.
         """
         rows = {row["name"]: row for row in load_pool_table(table)}
         if pool not in rows:
             raise KeyError(f"no pool {pool!r} in {table}; known: {sorted(rows)}")
         row = rows[pool]
-        if not 0 <= index < 254:
-            raise ValueError(f"node index {index} must be in 0..253 (one /24 per node)")
+        if not 0 <= index < NODES_PER_SLOT - 1:
+            raise ValueError(f"node index {index} must be in 0..{NODES_PER_SLOT - 2}")
+        if not 0 <= slot < SLOTS:
+            raise ValueError(f"slot {slot} must be in 0..{SLOTS - 1}")
+        octet = slot * NODES_PER_SLOT + index + 1
         return cls(
             name=f"gpu-{pool}-{index}",
             pool=pool,
@@ -215,9 +237,11 @@ class GpuNode:
             product=row["product"],
             gpu_memory_mib=int(row["gpuMemoryMiB"]),
             family=row["family"],
-            pod_cidr=f"{row['podCIDRPrefix']}.{index + 1}.0/24",
-            internal_ip=f"{row['nodeIPPrefix']}.{index + 1}",
-            taints=tuple(Taint(t["key"], t["value"], t.get("effect", "NoSchedule")) for t in row["taints"]),
+            pod_cidr=f"{row['podCIDRPrefix']}.{octet}.0/24",
+            internal_ip=f"{row['nodeIPPrefix']}.{octet}",
+            taints=tuple(
+                Taint(t["key"], t["value"], t.get("effect", "NoSchedule")) for t in row["taints"]
+            ),
         )
 
     def manifest(self) -> dict[str, Any]:
@@ -281,10 +305,10 @@ def load_pool_table(path: Path = GPU_NODES_FILE) -> list[dict[str, Any]]:
     return pools
 
 
-def default_nodes(path: Path = GPU_NODES_FILE) -> list[GpuNode]:
+def default_nodes(path: Path = GPU_NODES_FILE, *, slot: int = 0) -> list[GpuNode]:
     """Every node the table declares, pool by pool."""
     return [
-        GpuNode.for_pool(row["name"], i, table=path)
+        GpuNode.for_pool(row["name"], i, slot=slot, table=path)
         for row in load_pool_table(path)
         for i in range(int(row["nodes"]))
     ]
@@ -321,6 +345,8 @@ class Cluster:
         self._bin_dir = bin_dir
         self.timings = Timings()
         self._atexit_registered = False
+        self._owner_lock: IO[str] | None = None
+        self.slot: int = self._recorded_slot() if self._slot_file.exists() else -1
 
     # ---- paths
 
@@ -375,13 +401,10 @@ class Cluster:
                 "quietPull": True,
             },
         }
-        kwok_conf = {
-            "kind": "KwokConfiguration",
-            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-            # Only a fallback: every node carries its own loopback podCIDR.
-            "options": {"cidr": "127.30.0.0/16"},
-        }
-        docs = [yaml.safe_dump(kwokctl_conf), yaml.safe_dump(kwok_conf), STAGES_FILE.read_text()]
+        # No KwokConfiguration document: kwokctl passes a partial one through without kwok's
+        # defaults (kwok v0.8.0 then dies with "node leases parallelism must be greater than
+        # 0"). Not needed anyway: every node carries its own loopback podCIDR.
+        docs = [yaml.safe_dump(kwokctl_conf), STAGES_FILE.read_text()]
         return "---\n".join(docs)
 
     def _write_config(self) -> None:
@@ -389,7 +412,8 @@ class Cluster:
         self.config_path.write_text(self.config_text())
 
     def _kwokctl(self, *args: str, capture: bool = False, check: bool = True) -> str:
-        cmd = [str(self.bin_dir / "kwokctl"), "--name", self.name, *args]
+        # -v=WARN: our own log lines show progress; kwokctl's INFO JSON is noise on a terminal.
+        cmd = [str(self.bin_dir / "kwokctl"), "-v=WARN", "--name", self.name, *args]
         proc = subprocess.run(
             cmd,
             env=self.env(),
@@ -432,29 +456,94 @@ class Cluster:
             raise RuntimeError("kwokctl would download:\n" + "\n".join(downloads))
         return script
 
+    # ---- ownership and loopback slot
+
+    @property
+    def _slot_file(self) -> Path:
+        return KWOK_WORKDIR / "slots" / self.name
+
+    def _recorded_slot(self) -> int:
+        try:
+            return int(self._slot_file.read_text().strip())
+        except (OSError, ValueError):
+            return -1
+
+    def _take_ownership(self) -> None:
+        """Hold ``<name>.lock`` while this process runs the cluster.
+
+        Why: ``up()`` deletes a same-named leftover from a crashed run; the lock tells a
+        leftover (lock free) from a cluster another live session is using (lock held).
+        Python opens files close-on-exec, so kwokctl's children never inherit the lock.
+        """
+        KWOK_WORKDIR.mkdir(parents=True, exist_ok=True)
+        handle = (KWOK_WORKDIR / f"{self.name}.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise ClusterBusyError(f"cluster {self.name!r} is in use by another process") from None
+        self._owner_lock = handle
+
+    def _release_ownership(self) -> None:
+        if self._owner_lock is not None:
+            self._owner_lock.close()
+            self._owner_lock = None
+
+    def _allocate_slot(self) -> int:
+        """Smallest loopback slot no other existing cluster records (under a global lock)."""
+        slots_dir = KWOK_WORKDIR / "slots"
+        slots_dir.mkdir(parents=True, exist_ok=True)
+        with (slots_dir / ".lock").open("w") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            used = set()
+            for entry in slots_dir.iterdir():
+                if entry.name.startswith(".") or entry.name == self.name:
+                    continue
+                if not (KWOK_WORKDIR / "clusters" / entry.name).exists():
+                    entry.unlink(missing_ok=True)  # its cluster is gone: a stale record
+                    continue
+                with contextlib.suppress(OSError, ValueError):
+                    used.add(int(entry.read_text().strip()))
+            free = [n for n in range(SLOTS) if n not in used]
+            if not free:
+                raise RuntimeError(f"all {SLOTS} loopback slots are taken by running clusters")
+            self._slot_file.write_text(str(free[0]))
+            return free[0]
+
+    def gpu_node(self, pool: str, index: int) -> GpuNode:
+        """Node ``index`` of ``pool`` in this cluster's loopback slot (for ``add_node``)."""
+        return GpuNode.for_pool(pool, index, slot=self.slot)
+
     # ---- lifecycle
 
     def exists(self) -> bool:
         return self.workdir.exists()
 
     def up(self, *, nodes: Iterable[GpuNode] | None = None, timeout: float = 180.0) -> Cluster:
-        """Create the cluster, wait for the API, add the GPU nodes and wait until they are Ready."""
+        """Create the cluster, wait for the API, add the GPU nodes and wait until they are Ready.
+
+        Raises ClusterBusyError if another live process owns a cluster of this name.
+        """
         self.check_offline()
+        self._take_ownership()
         if self.exists():
             log(f"cluster {self.name!r} left over from an earlier run; deleting it first")
-            self.down()
+            self.down(release=False)
+        self.slot = self._allocate_slot()
         self._write_config()
         if not self._atexit_registered:
             atexit.register(self.down)
             self._atexit_registered = True
         start = time.monotonic()
-        log(f"creating cluster {self.name!r} (kwokctl --runtime=binary, binaries in {self.bin_dir})")
+        log(
+            f"creating cluster {self.name!r} (kwokctl --runtime=binary, binaries in {self.bin_dir})"
+        )
         try:
             self._kwokctl(*self._create_args())
             self.timings.kwokctl_create = time.monotonic() - start
             self.wait_api_ready(timeout=timeout)
             self.timings.api_ready = time.monotonic() - start
-            node_list = list(default_nodes() if nodes is None else nodes)
+            node_list = list(default_nodes(slot=self.slot) if nodes is None else nodes)
             self.apply_nodes(node_list)
             self.wait_nodes_ready([n.name for n in node_list], timeout=timeout)
             self.timings.nodes_ready = time.monotonic() - start
@@ -463,12 +552,24 @@ class Cluster:
             self.dump_logs()
             self.down()
             raise
-        log(f"cluster {self.name!r} up: {self.timings.summary()}; kubeconfig {self.kubeconfig}")
+        log(
+            f"cluster {self.name!r} up (loopback slot {self.slot}): {self.timings.summary()}; "
+            f"kubeconfig {self.kubeconfig}"
+        )
         return self
 
-    def down(self) -> None:
+    def down(self, *, release: bool = True) -> None:
         """Delete the cluster and make sure none of its processes survive."""
+        try:
+            self._down()
+        finally:
+            if release:
+                self._release_ownership()
+
+    def _down(self) -> None:
         if not self.exists():
+            self._slot_file.unlink(missing_ok=True)
+            self.config_path.unlink(missing_ok=True)
             return
         pids = self._component_pids()
         if (self.bin_dir / "kwokctl").exists():
@@ -480,7 +581,25 @@ class Cluster:
             _kill_if_alive(pid)
         if self.workdir.exists():
             shutil.rmtree(self.workdir, ignore_errors=True)
+        self.config_path.unlink(missing_ok=True)
+        self._slot_file.unlink(missing_ok=True)
         log(f"cluster {self.name!r} deleted")
+
+    def assert_components_alive(self) -> None:
+        """Raise ComponentDiedError (with the log tail) if a kwokctl-started process is gone."""
+        for pid_file in sorted((self.workdir / "pids").glob("*.pid")):
+            try:
+                pid = int(pid_file.read_text().strip())
+                os.kill(pid, 0)
+            except (ValueError, OSError):
+                component = pid_file.stem
+                log_file = self.workdir / "logs" / f"{component}.log"
+                tail = ""
+                with contextlib.suppress(OSError):
+                    tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-5:])
+                raise ComponentDiedError(
+                    f"{component} is not running; {log_file}:\n{tail}"
+                ) from None
 
     def _component_pids(self) -> list[int]:
         pids = []
@@ -527,13 +646,16 @@ class Cluster:
 
     def wait_api_ready(self, *, timeout: float = 120.0) -> None:
         def ready() -> bool:
+            self.assert_components_alive()
             return self.kubectl("get", "--raw", "/readyz", check=False, timeout=10).stdout == "ok"
 
         wait_for(ready, timeout=timeout, what="kube-apiserver /readyz")
         # The default ServiceAccount/namespaces come from controllers; wait for "default" SA so
         # pods can be created in new namespaces without admission errors right after start.
         wait_for(
-            lambda: self.kubectl("get", "sa", "default", "-n", "default", check=False).returncode == 0,
+            lambda: (
+                self.kubectl("get", "sa", "default", "-n", "default", check=False).returncode == 0
+            ),
             timeout=timeout,
             what="the default ServiceAccount",
         )
@@ -560,6 +682,7 @@ class Cluster:
 
     def wait_nodes_ready(self, names: Sequence[str], *, timeout: float = 120.0) -> None:
         def all_ready() -> bool:
+            self.assert_components_alive()
             out = self.kubectl("get", "nodes", "-o", "json", check=False).stdout
             if not out:
                 return False
@@ -581,7 +704,9 @@ class Cluster:
 
         Returns the CRD names (empty when the directory does not exist yet).
         """
-        files = sorted([*crds_dir.glob("*.yaml"), *crds_dir.glob("*.yml")]) if crds_dir.is_dir() else []
+        files = (
+            sorted([*crds_dir.glob("*.yaml"), *crds_dir.glob("*.yml")]) if crds_dir.is_dir() else []
+        )
         names: list[str] = []
         for path in files:
             for doc in yaml.safe_load_all(path.read_text()):

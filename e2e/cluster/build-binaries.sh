@@ -34,6 +34,18 @@ if have_all; then
 fi
 mkdir -p "$BIN"
 
+# One build at a time per cache: a second caller (another test session, `make demo`) waits for
+# the first and then finds everything built, instead of compiling the same thing twice.
+exec 9>"$CACHE_ROOT/.build.lock"
+if ! flock -n 9; then
+  step "another build of $BIN is running; waiting for it"
+  flock 9
+fi
+if have_all; then
+  echo "$BIN"
+  exit 0
+fi
+
 MINOR="$(echo "$K8S_VERSION" | cut -d. -f2)"
 STAGING_TAG="v0.${K8S_VERSION#v1.}"
 WORK="$CACHE_ROOT/build-$K8S_VERSION"

@@ -213,8 +213,10 @@ def make_api_client(kubeconfig: str | None) -> Any:
 
     With ``kubeconfig`` None: in-cluster service account first, then the default kubeconfig.
     """
-    from kubernetes import client, config  # noqa: PLC0415 - lazy, see module docstring
+    from kubernetes import client  # noqa: PLC0415 - lazy, see module docstring
+    from kubernetes import config as kube_config  # noqa: PLC0415
 
+    config: Any = kube_config  # its loaders are untyped
     cfg = client.Configuration()
     if kubeconfig:
         config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
@@ -241,7 +243,7 @@ class KubeDiscovery:
         self._deployments: dict[str, Mapping[str, Any]] = {}
         self._synced = {"pods": False, "deployments": False}
         self._stop = threading.Event()
-        self._watches: list[Any] = []
+        self._watches: list[Any] = []  # kubernetes.watch.Watch (untyped)
         self._threads: list[threading.Thread] = []
         self._on_change: Callable[[RoutingSnapshot], None] | None = None
 
@@ -294,7 +296,9 @@ class KubeDiscovery:
         Why relist instead of resuming: after a 410 or a broken stream we may have missed a
         DELETED event, and only a fresh list makes the cache exact again.
         """
-        from kubernetes import watch  # noqa: PLC0415 - lazy, see module docstring
+        from kubernetes import watch as kube_watch  # noqa: PLC0415 - lazy, see docstring
+
+        watch: Any = kube_watch  # Watch is untyped
 
         backoff = 0.5
         while not self._stop.is_set():

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
@@ -50,10 +50,13 @@ class PodProblem:
 def load_client(kubeconfig: str | None = None) -> client.ApiClient:
     """In-cluster config when running in a pod, else the kubeconfig (``KUBECONFIG`` or path)."""
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
         return client.ApiClient()
     except config.ConfigException:
-        return config.new_client_from_config(config_file=kubeconfig)
+        api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
+        return api
 
 
 def _wrap(exc: ApiException) -> Exception:
@@ -67,7 +70,7 @@ class Kube:
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self._api = api_client
-        self._dyn = DynamicClient(api_client)
+        self._dyn = DynamicClient(api_client)  # type: ignore[no-untyped-call]
         self._core = client.CoreV1Api(api_client)
         self._apps = client.AppsV1Api(api_client)
 
@@ -86,16 +89,16 @@ class Kube:
             raise _wrap(exc) from exc
         out = []
         for dep in items:
-            status = dep.status
+            meta = dep.metadata or client.V1ObjectMeta()
+            status = dep.status or client.V1DeploymentStatus()
             out.append(
                 ObservedDeployment(
-                    name=dep.metadata.name,
-                    pool=(dep.metadata.labels or {}).get(labels.POOL, ""),
-                    replicas=dep.spec.replicas or 0,
+                    name=str(meta.name),
+                    pool=(meta.labels or {}).get(labels.POOL, ""),
+                    replicas=dep.spec.replicas or 0 if dep.spec else 0,
                     ready_replicas=status.ready_replicas or 0,
                     updated_replicas=status.updated_replicas or 0,
-                    generation_observed=(status.observed_generation or 0)
-                    >= (dep.metadata.generation or 0),
+                    generation_observed=(status.observed_generation or 0) >= (meta.generation or 0),
                 )
             )
         return sorted(out, key=lambda d: d.name)
@@ -108,14 +111,15 @@ class Kube:
             raise _wrap(exc) from exc
         problems = []
         for pod in pods:
-            if pod.metadata.deletion_timestamp:
+            meta = pod.metadata or client.V1ObjectMeta()
+            if meta.deletion_timestamp:
                 continue
-            for cond in pod.status.conditions or []:
+            for cond in (pod.status.conditions if pod.status else None) or []:
                 if cond.type == "PodScheduled" and cond.status == "False":
                     problems.append(
                         PodProblem(
-                            pod=pod.metadata.name,
-                            pool=(pod.metadata.labels or {}).get(labels.POOL, ""),
+                            pod=str(meta.name),
+                            pool=(meta.labels or {}).get(labels.POOL, ""),
                             reason=cond.reason or "Unschedulable",
                             message=cond.message or "",
                         )
@@ -125,7 +129,10 @@ class Kube:
     def pool_nodes(self, node_selector: dict[str, str]) -> tuple[int, int]:
         """(nodes, allocatable GPUs) matching a pool's selector."""
         nodes = self._core.list_node(label_selector=_selector(node_selector)).items
-        gpus = sum(int((n.status.allocatable or {}).get("nvidia.com/gpu", 0)) for n in nodes)
+        gpus = 0
+        for node in nodes:
+            allocatable = (node.status.allocatable if node.status else None) or {}
+            gpus += int(allocatable.get("nvidia.com/gpu", 0))
         return len(nodes), gpus
 
     # ---------------------------------------------------------------- writes

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
+from urllib3.util.retry import Retry
 
 from tidepool.policy.signals import NoData, Sample, Signal
 
@@ -58,7 +60,11 @@ class PrometheusMetrics:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._prom = PrometheusConnect(url=url, disable_ssl=True, timeout=TIMEOUT_SECONDS)
+        # No client-side retries: the next tick is the retry, and a backoff here would stall the
+        # decision loop for seconds exactly when Prometheus is down.
+        self._prom = PrometheusConnect(
+            url=url, disable_ssl=True, timeout=int(TIMEOUT_SECONDS), retry=Retry(total=0)
+        )
 
     def _scalar(self, promql: str) -> float | None:
         """The single value of ``promql``; None for an empty vector. Raises _Unknown otherwise."""

@@ -17,9 +17,10 @@ No I/O here; this module only describes data.
 import copy
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic.alias_generators import to_camel
 
+from tidepool.api import durations
 from tidepool.api.v1alpha1 import types
 
 DRAFT_07: Final = "http://json-schema.org/draft-07/schema#"
@@ -46,10 +47,10 @@ class _Values(BaseModel):
 class Crds(_Values):
     """CustomResourceDefinitions (InferenceDeployment, GPUPool), templated like KEDA's chart."""
 
-    install: bool = True
+    install: StrictBool = True
     """Install and upgrade the CRDs with the chart. Set false when CRDs are managed elsewhere
     (e.g. applied from crds/ by a platform pipeline)."""
-    keep: bool = True
+    keep: StrictBool = True
     """Annotate the CRDs with helm.sh/resource-policy: keep, so `helm uninstall` does not delete
     them, and with them every InferenceDeployment in the cluster (cert-manager's crds.keep)."""
 
@@ -71,7 +72,7 @@ class Image(_Values):
 class ServiceAccount(_Values):
     """The ServiceAccount a component runs as."""
 
-    create: bool = True
+    create: StrictBool = True
     """Create the ServiceAccount. When false, `name` must name an existing one."""
     name: str = ""
     """Name; empty means <fullname>-<component>."""
@@ -83,7 +84,9 @@ class Resources(_Values):
     """Container resource requests and limits."""
 
     requests: dict[str, Quantity] = Field(default_factory=dict)
+    """Requested resources, e.g. {cpu: 100m, memory: 256Mi}."""
     limits: dict[str, Quantity] = Field(default_factory=dict)
+    """Resource limits, e.g. {memory: 512Mi}."""
 
 
 class PodPlacement(_Values):
@@ -156,17 +159,27 @@ class GatewayService(_Values):
 class PodDisruptionBudget(_Values):
     """A PodDisruptionBudget for the gateway."""
 
-    enabled: bool = False
+    enabled: StrictBool = False
     """Create it (useful with replicas >= 2)."""
     min_available: int = Field(default=1, ge=0)
     """Gateway pods that voluntary disruptions must leave running."""
+
+
+class ApiKeys(_Values):
+    """Tenant API keys and rate limits for the gateway, from a Secret you create."""
+
+    existing_secret: str = ""
+    """Secret holding the key file (YAML: keys: {<key>: {tenant, requestsPerMinute}}). Empty:
+    no key check (any caller may use any model; only for trusted networks)."""
+    key: str = Field(default="api-keys.yaml", min_length=1)
+    """Key in that Secret whose value is the key file."""
 
 
 class Gateway(PodPlacement):
     """The OpenAI-compatible gateway: routes by model, holds requests while a model wakes from
     zero, spills hybrid overflow, meters tokens and enforces tenant keys and rate limits."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     """Deploy the gateway."""
     replicas: int = Field(default=2, ge=1, le=100)
     """Gateway replicas. Stateless apart from requests in flight."""
@@ -174,8 +187,14 @@ class Gateway(PodPlacement):
     port: Port = 8080
     """Container port for the API, /metrics, /healthz and /readyz."""
     service: GatewayService = Field(default_factory=GatewayService)
-    termination_grace_period_seconds: int = Field(default=120, ge=1, le=3600)
-    """Time between SIGTERM and SIGKILL: long token streams in flight finish within it."""
+    queue_size: int = Field(default=100, ge=0, le=100000)
+    """Requests held per model while it wakes from zero; a full queue answers 503."""
+    queue_timeout: Annotated[str, Field(pattern=durations.PATTERN)] = "120s"
+    """How long a held request waits for a ready replica before it gets 503 (e.g. 90s, 5m)."""
+    api_keys: ApiKeys = Field(default_factory=ApiKeys)
+    termination_grace_period_seconds: int = Field(default=120, ge=15, le=3600)
+    """Time between SIGTERM and SIGKILL. Long token streams in flight finish within it: the
+    gateway's drain timeout is this minus 10 seconds (5 for the preStop pause, 5 to spare)."""
     resources: Resources = Field(default_factory=_gateway_resources)
     """Resources of the gateway container."""
     pod_disruption_budget: PodDisruptionBudget = Field(default_factory=PodDisruptionBudget)
@@ -190,7 +209,8 @@ class ChartGPUPool(types.GPUPoolSpec):
         json_schema_extra={
             # The CRD's CEL rule, in JSON Schema form so `helm install` reports it first.
             "if": {"properties": {"tenancy": {"const": "dedicated"}}, "required": ["tenancy"]},
-            "then": {"not": {"required": ["pricePerMillionTokens"]}},
+            # A `false` schema for the key, so the error path names it.
+            "then": {"properties": {"pricePerMillionTokens": False}},
         }
     )
 
@@ -213,25 +233,26 @@ _GPU_TOLERATION: Final = types.Toleration(
 
 
 def _default_pools() -> list[ChartGPUPool]:
-    # Prices from the seeds: an A10G at $1.21/h with Llama-3-8B-class serverless at $0.20/1M
-    # tokens (seeds 003/002), and an A100 at $4.00/h (seed 004).
+    # The same two pools as examples/gpupools.yaml (a test keeps them equal). Prices from the
+    # seeds: an A100 at $4.00/h (seed 004) and Llama-3-8B-class serverless at $0.20 per
+    # million tokens (seed 002).
     return [
         ChartGPUPool(
-            name="shared",
+            name="shared-a100",
             tenancy=types.Tenancy.SHARED,
-            gpu_type="NVIDIA-A10G",
-            gpus_per_node=4,
-            node_selector={"tidepool.dev/pool": "shared"},
+            gpu_type="NVIDIA-A100-SXM4-80GB",
+            gpus_per_node=8,
+            node_selector={"tidepool.dev/pool": "shared-a100"},
             tolerations=[_GPU_TOLERATION],
-            price_per_gpu_hour=1.21,
+            price_per_gpu_hour=4.0,
             price_per_million_tokens=0.20,
         ),
         ChartGPUPool(
-            name="dedicated",
+            name="dedicated-a100",
             tenancy=types.Tenancy.DEDICATED,
             gpu_type="NVIDIA-A100-SXM4-80GB",
             gpus_per_node=8,
-            node_selector={"tidepool.dev/pool": "dedicated"},
+            node_selector={"tidepool.dev/pool": "dedicated-a100"},
             tolerations=[
                 _GPU_TOLERATION,
                 types.Toleration(
@@ -241,7 +262,7 @@ def _default_pools() -> list[ChartGPUPool]:
                     effect="NoSchedule",
                 ),
             ],
-            price_per_gpu_hour=4.00,
+            price_per_gpu_hour=4.0,
         ),
     ]
 
@@ -249,7 +270,7 @@ def _default_pools() -> list[ChartGPUPool]:
 class ServiceMonitor(_Values):
     """A prometheus-operator ServiceMonitor for the gateway and operator metrics."""
 
-    enabled: bool = False
+    enabled: StrictBool = False
     """Create it. Also requires the monitoring.coreos.com/v1 API in the cluster."""
     interval: PromDuration = "15s"
     """Scrape interval. The gateway queue drives scale-up, so keep it short."""
@@ -261,7 +282,7 @@ class PodMonitor(_Values):
     """A prometheus-operator PodMonitor for the engine pods (vLLM's /metrics), in all
     namespaces."""
 
-    enabled: bool = False
+    enabled: StrictBool = False
     """Create it. Also requires the monitoring.coreos.com/v1 API in the cluster."""
     interval: PromDuration = "15s"
     """Scrape interval of the engine pods' vllm:* metrics."""
@@ -280,7 +301,7 @@ class NetworkPolicy(_Values):
     """NetworkPolicies for the chart's pods. Ingress only; egress is left open because the
     operator needs the API server and Prometheus, and the gateway needs every engine pod."""
 
-    enabled: bool = False
+    enabled: StrictBool = False
     """Create the NetworkPolicies."""
     gateway_from: list[dict[str, Any]] = Field(default_factory=list)
     """NetworkPolicyPeers allowed to reach the gateway API port. Empty: any source."""
@@ -293,7 +314,7 @@ class NetworkPolicy(_Values):
 class Rbac(_Values):
     """RBAC objects for the operator and the gateway."""
 
-    create: bool = True
+    create: StrictBool = True
     """Create the (Cluster)Roles and bindings. Least privilege; see the chart README."""
 
 

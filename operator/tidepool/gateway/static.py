@@ -46,9 +46,7 @@ def parse(document: Any) -> discovery.RoutingSnapshot:
             "spec": {
                 "mode": m.get("mode", "serverless"),
                 "tenant": m.get("tenant"),
-                "hybrid": {
-                    "overflowConcurrencyPerReplica": m.get("overflowConcurrencyPerReplica")
-                },
+                "hybrid": {"overflowConcurrencyPerReplica": m.get("overflowConcurrencyPerReplica")},
             },
             "status": {
                 "servedModel": m.get("servedModel", ""),
@@ -60,7 +58,9 @@ def parse(document: Any) -> discovery.RoutingSnapshot:
         models.append(route)
         for j, e in enumerate(m.get("endpoints", [])):
             if not isinstance(e, Mapping) or "port" not in e:
-                raise StaticRoutesError(f"static routes: models[{i}].endpoints[{j}].port is required")
+                raise StaticRoutesError(
+                    f"static routes: models[{i}].endpoints[{j}].port is required"
+                )
             endpoints.append(
                 discovery.Endpoint(
                     namespace=route.namespace,

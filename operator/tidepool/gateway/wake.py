@@ -31,4 +31,3 @@ class WakeLimiter:
             return False
         self._last[model] = now
         return True
-

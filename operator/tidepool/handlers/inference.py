@@ -111,7 +111,7 @@ def _reconcile_once(
     if _differs(new_status, old_status):
         deps.kube.merge_patch_status(infd.namespace, infd.name, new_status)
     for event in result.events:
-        kopf.event(raw, type=event.type, reason=event.reason, message=event.message[:1000])
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
         deps.telemetry.decisions.labels(reason=event.reason).inc()
     deps.telemetry.reconciles.labels(result="ok").inc()
     deps.telemetry.reconcile_seconds.observe(time.perf_counter() - started)

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
+    for noisy in ("kubernetes", "urllib3", "urllib3.connectionpool", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     deps = Deps(
         kube=Kube(load_client(args.kubeconfig)),

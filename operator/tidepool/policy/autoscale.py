@@ -11,8 +11,8 @@ The rules, in the order :func:`decide` applies them:
 2. **Wake** (the gateway holds requests while nothing runs): at 0 replicas scale to
    ``max(1, min)`` at once, even without metrics. The push itself is evidence of demand, and
    Prometheus has no series for a deployment with no pods (llm-d/llm-d#2492).
-3. **Unknown metrics** (:class:`~tidepool.policy.signals.NoData`): hold the current count, clamped to
-   ``[min, max]``. Never scale to zero because Prometheus is down (kedacore/keda#3065).
+3. **Unknown metrics** (:class:`~tidepool.policy.signals.NoData`): hold the current count,
+   clamped to ``[min, max]``. Never scale to zero because Prometheus is down (kedacore/keda#3065).
 4. **Scale up fast**: ``ceil(queue / target)``, at most ``max_scale_up_rate`` times the ready
    replicas (from at least 1) per decision, as Knative's ``ceil(maxScaleUpRate * ready)``.
 5. **Scale down slowly**: to the highest recommendation seen within ``scale_down_stabilization``
@@ -119,10 +119,10 @@ def _window(history: tuple[Recommendation, ...], now: datetime, span: timedelta)
     return [r.replicas for r in history if now - r.at <= span]
 
 
-def _trim(history: tuple[Recommendation, ...], now: datetime, keep: timedelta) -> tuple[
-    Recommendation, ...
-]:
-    """Drop recommendations older than ``keep`` (and any from the future, e.g. a clock step back)."""
+def _trim(
+    history: tuple[Recommendation, ...], now: datetime, keep: timedelta
+) -> tuple[Recommendation, ...]:
+    """Drop recommendations older than ``keep``, and any from the future (a clock step back)."""
     return tuple(r for r in history if timedelta(0) <= now - r.at <= keep)
 
 
@@ -163,8 +163,7 @@ def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
                 replicas=n,
                 reason=Reason.WAKE_REQUESTED,
                 message=(
-                    f"gateway is holding requests at 0 replicas: scaling 0 -> {n}"
-                    f" (queue {qtext})"
+                    f"gateway is holding requests at 0 replicas: scaling 0 -> {n} (queue {qtext})"
                 ),
                 metrics_known=False,
                 last_active_at=now,
@@ -177,7 +176,11 @@ def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
             reason=Reason.METRICS_UNKNOWN,
             message=(
                 f"queue {qtext}: holding {n} replicas"
-                + (f" (was {cur}, clamped to {p.min_replicas}..{p.max_replicas})" if n != cur else "")
+                + (
+                    f" (was {cur}, clamped to {p.min_replicas}..{p.max_replicas})"
+                    if n != cur
+                    else ""
+                )
                 + "; never scaling down on missing metrics"
             ),
             metrics_known=False,
@@ -204,7 +207,9 @@ def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
         rate_note = ""
         if desired > limit and cur >= p.min_replicas:
             desired = max(cur, limit)
-            rate_note = f", max rate {p.max_scale_up_rate:g} x {max(1, inputs.ready_replicas)} ready"
+            rate_note = (
+                f", max rate {p.max_scale_up_rate:g} x {max(1, inputs.ready_replicas)} ready"
+            )
         desired = max(desired, p.min_replicas)
         if desired == cur:
             return ScaleDecision(
@@ -234,8 +239,8 @@ def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
     if raw < cur:
         if cur > p.max_replicas:
             # Above the bound (the spec shrank): no stabilization protects an illegal count.
-            desired = max(raw, min(cur, max(_window(history, now, p.scale_down_stabilization))))
-            desired = min(desired, p.max_replicas)
+            # Cut to the bound only; the usual rules (and the idle clock) take it from there.
+            desired = p.max_replicas
             return ScaleDecision(
                 replicas=desired,
                 reason=Reason.SCALED_DOWN,

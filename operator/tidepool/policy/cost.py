@@ -54,7 +54,7 @@ def serverless_monthly(tokens_per_second: float, price_per_million_tokens: float
 
 
 def dedicated_cost(gpus: float, price_per_gpu_hour: float, hours: float) -> float:
-    """Dollars for ``gpus`` GPUs rented for ``hours``, busy or idle. E.g. 1 x $4.00 x 720 h = $2,880."""
+    """Dollars for ``gpus`` GPUs rented for ``hours``, busy or idle: 1 x $4.00 x 720 h = $2,880."""
     return gpus * price_per_gpu_hour * hours
 
 
@@ -64,7 +64,7 @@ def dedicated_monthly(gpus: float, price_per_gpu_hour: float) -> float:
 
 
 def break_even_tokens(hourly_rate: float, hours: float, price_per_million_tokens: float) -> float:
-    """Tokens at which per-token billing equals ``hourly_rate x hours``: seed 004's formula per token.
+    """Tokens at which per-token billing equals ``hourly_rate x hours`` (seed 004, per token).
 
     E.g. $4.00/h x 730 h at $0.20/1M tokens: 14.6 billion tokens/month.
     """

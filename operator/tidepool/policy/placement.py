@@ -17,8 +17,9 @@ requests, peak 60, ``maxNumSeqs`` 64: one replica covers the peak, so utilizatio
 **The choice** (only for ``spec.mode: auto``; a fixed mode is obeyed, reason ``FixedMode``):
 
 * promote from serverless when utilization has stayed above ``promote_above`` (0.5) for
-  ``window``, or at once when the cheaper of dedicated/hybrid beats serverless by ``cost_margin``
-  (the window is already in the measurement: traffic is averaged over it);
+  ``window`` and dedicated (or hybrid) is not more expensive, or at once when the cheaper of
+  dedicated/hybrid beats serverless by ``cost_margin`` (the window is already in the
+  measurement: traffic is averaged over it);
 * demote to serverless when utilization has stayed below ``demote_below`` (0.3) for ``window`` and
   serverless is cheaper, or at once when serverless is cheaper by ``cost_margin``;
 * between dedicated and hybrid, move only when the other is cheaper by ``cost_margin``: a steady
@@ -165,10 +166,11 @@ def expected_overflow(mean: float, peak: float, threshold: float) -> float:
     """Expected in-flight requests above ``threshold``, knowing only the mean and the peak.
 
     Why an approximation: the window gives two numbers, not a distribution. We take concurrency
-    as uniform on ``[lo, peak]`` with ``lo = max(0, 2*mean - peak)`` (the widest spread with that
-    mean; when ``2*mean < peak`` the mean is matched by mass at 0). For a uniform
-    ``E[(C - x)+] = (peak - x)^2 / (2 (peak - lo))``. E.g. mean 40, peak 100 (lo 0), floor at 64:
-    ``36^2 / 200 = 6.48`` requests spill on average, 16% of the traffic.
+    as uniform on ``[lo, peak]`` with ``lo = 2*mean - peak``; when that is negative (a spiky
+    window), as idle (0) with probability ``1 - w`` and uniform on ``[0, peak]`` with probability
+    ``w = 2*mean/peak``, which keeps the mean. Above ``lo``,
+    ``E[(C - x)+] = w * (peak - x)^2 / (2 (peak - lo))``. E.g. mean 40, peak 100, floor at 64:
+    ``w = 0.8``, ``0.8 * 36^2 / 200 = 5.18`` requests spill on average, 13% of the traffic.
     """
     if peak <= threshold or peak <= 0:
         return 0.0
@@ -177,9 +179,8 @@ def expected_overflow(mean: float, peak: float, threshold: float) -> float:
         return max(0.0, mean - threshold)
     if threshold <= lo:
         return max(0.0, mean - threshold)
-    spread = peak - lo
-    frac_mass = min(1.0, 2.0 * mean / (lo + peak)) if lo + peak > 0 else 0.0
-    return frac_mass * (peak - threshold) ** 2 / (2.0 * spread)
+    w = min(1.0, 2.0 * mean / (lo + peak))
+    return w * (peak - threshold) ** 2 / (2.0 * (peak - lo))
 
 
 def project(inputs: PlacementInputs, mean: float, peak: float, tps: float) -> CostProjection:
@@ -249,20 +250,31 @@ def _fmt(td: timedelta) -> str:
 def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
     """The effective mode wanted at ``now``, with the numbers behind it. Pure."""
     p = inputs.policy
-    current = inputs.current_mode if inputs.current_mode in _EFFECTIVE else DeploymentMode.SERVERLESS
+    current = (
+        inputs.current_mode if inputs.current_mode in _EFFECTIVE else DeploymentMode.SERVERLESS
+    )
     t = inputs.traffic
 
-    def hold(reason: PlacementReason, message: str, **kw: object) -> PlacementDecision:
+    def hold(
+        reason: PlacementReason,
+        message: str,
+        *,
+        utilization: float | None = None,
+        above_since: datetime | None = inputs.above_since,
+        below_since: datetime | None = inputs.below_since,
+        cost: CostProjection | None = None,
+        floor: int = 0,
+    ) -> PlacementDecision:
         return PlacementDecision(
             mode=current,
             move=False,
             reason=reason,
             message=message,
-            utilization=kw.get("utilization"),  # type: ignore[arg-type]
-            above_since=kw.get("above_since", inputs.above_since),  # type: ignore[arg-type]
-            below_since=kw.get("below_since", inputs.below_since),  # type: ignore[arg-type]
-            cost=kw.get("cost"),  # type: ignore[arg-type]
-            floor_replicas=kw.get("floor", 0),  # type: ignore[arg-type]
+            utilization=utilization,
+            above_since=above_since,
+            below_since=below_since,
+            cost=cost,
+            floor_replicas=floor,
         )
 
     known = (
@@ -299,9 +311,7 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
             above_since=above,
             below_since=below,
             cost=proj,
-            floor_replicas=(
-                max(1, inputs.min_replicas) if mode == DeploymentMode.HYBRID else 0
-            ),
+            floor_replicas=(max(1, inputs.min_replicas) if mode == DeploymentMode.HYBRID else 0),
         )
     if inputs.migration_in_progress:
         return hold(
@@ -357,14 +367,16 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
                     f"{best} is cheaper by {1 - best_cost / cur_cost:.0%} (>= margin {margin:.0%})"
                     f"; {ut}"
                 )
-            elif held_above and best_cost <= (1.0 + margin) * cur_cost:
+            elif held_above and best_cost <= cur_cost:
                 assert above is not None
                 target = best
                 why = f"{ut} > {p.promote_above:.2f} for {_fmt(now - above)}"
     else:
         serverless_cost = proj.serverless_monthly
         other = (
-            DeploymentMode.HYBRID if current == DeploymentMode.DEDICATED else DeploymentMode.DEDICATED
+            DeploymentMode.HYBRID
+            if current == DeploymentMode.DEDICATED
+            else DeploymentMode.DEDICATED
         )
         if DeploymentMode.SERVERLESS in available and serverless_cost <= (1.0 - margin) * cur_cost:
             target = DeploymentMode.SERVERLESS
@@ -388,9 +400,7 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
 
     floor = proj.hybrid_floor_replicas if target == DeploymentMode.HYBRID else 0
     if target == current:
-        band = (
-            f"{ut} (promote above {p.promote_above:.2f}, demote below {p.demote_below:.2f})"
-        )
+        band = f"{ut} (promote above {p.promote_above:.2f}, demote below {p.demote_below:.2f})"
         return hold(
             PlacementReason.HOLDING,
             f"staying {current}: {band}; {_costs_text(proj)}",
@@ -404,8 +414,9 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
         left = p.min_dwell - (now - inputs.placement_since)
         return hold(
             PlacementReason.DWELL_NOT_ELAPSED,
-            f"would move {current} -> {target} ({why}) but placed {_fmt(now - inputs.placement_since)}"
-            f" ago; min dwell {_fmt(p.min_dwell)} ({_fmt(left)} left); {_costs_text(proj)}",
+            f"would move {current} -> {target} ({why}) but placed"
+            f" {_fmt(now - inputs.placement_since)} ago; min dwell {_fmt(p.min_dwell)}"
+            f" ({_fmt(left)} left); {_costs_text(proj)}",
             utilization=u,
             above_since=above,
             below_since=below,

@@ -27,7 +27,8 @@ class Sample:
 class NoData:
     """Why there is no usable value, in words for a condition message.
 
-    E.g. ``"prometheus unreachable"``, ``"no series"``, ``"NaN"``, ``"stale (last sample 95s old)"``.
+    E.g. ``"prometheus unreachable"``, ``"no series"``, ``"NaN"``,
+    ``"stale (last sample 95s old)"``.
     """
 
     reason: str

@@ -27,13 +27,14 @@ from tidepool.api.v1alpha1 import (
     InferenceDeployment,
     InferenceDeploymentStatus,
     LastDecision,
+    MigrationPhase,
     PoolStatus,
     Tenancy,
 )
 from tidepool.policy import autoscale, migration, placement
 from tidepool.policy.signals import NoData, Sample, Signal
 from tidepool.reconcile.ports import KubePort, MetricsPort
-from tidepool.render import engine
+from tidepool.render import engine, names
 
 JSON = dict[str, Any]
 DEFAULT_REQUEUE: Final = timedelta(seconds=5)
@@ -76,6 +77,14 @@ class Context:
 class InvalidPlacementError(ValueError):
     """The spec passed the schema but cannot be placed (no pool, wrong tenancy, too few GPUs)."""
 
+    reason: Reason = Reason.INVALID_SPEC
+
+
+class _PoolNotFoundError(InvalidPlacementError):
+    """A preferred GPUPool is missing or has the wrong tenancy."""
+
+    reason = Reason.POOL_NOT_FOUND
+
 
 # ------------------------------------------------------------------------------------- pools
 
@@ -84,12 +93,12 @@ def _pick_pool(pools: list[GPUPool], tenancy: Tenancy, preferred: str | None) ->
     if preferred:
         match = next((p for p in pools if p.name == preferred), None)
         if match is None:
-            raise InvalidPlacementError(
+            raise _PoolNotFoundError(
                 f"placement.pools.{tenancy}: GPUPool {preferred!r} does not exist"
                 f" (have: {', '.join(p.name for p in pools) or 'none'})"
             )
         if match.spec.tenancy != tenancy:
-            raise InvalidPlacementError(
+            raise _PoolNotFoundError(
                 f"placement.pools.{tenancy}: GPUPool {preferred!r} has tenancy"
                 f" {match.spec.tenancy}, not {tenancy}"
             )
@@ -179,14 +188,27 @@ def sync(
         current_mode = status.effective_mode or (
             DeploymentMode.SERVERLESS if requested == DeploymentMode.AUTO else requested
         )
-        current_layout = migration.layout_for(
-            current_mode, shared=shared and shared.name, dedicated=dedicated and dedicated.name
-        )
-        for pool in (shared, dedicated):
-            if pool is not None:
-                _check_fits(infd, pool)
-    except (InvalidPlacementError, ValueError) as exc:
-        reason = Reason.POOL_NOT_FOUND if "GPUPool" in str(exc) else Reason.INVALID_SPEC
+        pools_kw = {
+            "shared": shared.name if shared else None,
+            "dedicated": dedicated.name if dedicated else None,
+        }
+        current_layout = migration.layout_for(current_mode, **pools_kw)
+        # Every pool this spec may run on must exist and fit: the current layout, the requested
+        # mode's (checked here, not when a migration to it starts), any migration target, and for
+        # auto every pool it may choose. A pool nothing will use does not block the spec.
+        needed = set(current_layout.pools)
+        if requested == DeploymentMode.AUTO:
+            needed |= {p.name for p in (shared, dedicated) if p is not None}
+        else:
+            needed |= set(migration.layout_for(requested, **pools_kw).pools)
+        if status.migration is not None:
+            needed |= set(migration.layout_for(status.migration.to_mode, **pools_kw).pools)
+        for candidate in (shared, dedicated):
+            if candidate is not None and candidate.name in needed:
+                _check_fits(infd, candidate)
+    except ValueError as exc:
+        # migration.layout_for raises a plain ValueError naming the missing pool tenancy.
+        reason = exc.reason if isinstance(exc, InvalidPlacementError) else Reason.POOL_NOT_FOUND
         cond(ConditionType.READY, False, reason, str(exc))
         if status.conditions != conds:
             events.append(Event("Warning", reason, str(exc)))
@@ -219,7 +241,6 @@ def sync(
     last_migration_time = status.last_migration_time
     above_since, below_since = status.utilization_above_since, status.utilization_below_since
     utilization = status.utilization
-    pools_kw = {"shared": shared and shared.name, "dedicated": dedicated and dedicated.name}
 
     if mig is None:
         decision = _decide_placement(
@@ -324,25 +345,42 @@ def sync(
     cache.history = scale.history
     total = scale.replicas
     final_mode = mig.to_mode if mig is not None else effective
-    split_now = _split(effective if mig is None else current_mode, infd, total)
+    # Until traffic shifts, the pools serve in the current mode's roles; from ShiftingTraffic on
+    # they hold the target mode's roles, so they must be split the target mode's way (else after
+    # hybrid -> dedicated the new sole primary would be capped at the hybrid floor).
+    serving_mode = (
+        current_mode
+        if mig is not None and mig.phase == MigrationPhase.STARTING_TARGET
+        else final_mode
+    )
+    split_now = _split(serving_mode, infd, total)
     split_target = _split(final_mode, infd, total)
     replicas_by_pool: dict[str, int] = {}
-    for pool, role in roles:
+    for pool_name, role in roles:
         if role == "draining":
-            replicas_by_pool[pool] = observed[pool].replicas if pool in observed else 0
+            live = observed.get(pool_name)
+            replicas_by_pool[pool_name] = live.replicas if live else 0
         elif role == "target":
-            target_role = migration.layout_for(final_mode, **pools_kw).role(pool) or "primary"
-            replicas_by_pool[pool] = max(1, split_target[target_role])
+            final_layout = migration.layout_for(final_mode, **pools_kw)
+            target_role = final_layout.role(pool_name) or "primary"
+            replicas_by_pool[pool_name] = max(1, split_target[target_role])
         else:
-            replicas_by_pool[pool] = split_now[role]
-    scaled = total != current_replicas
+            replicas_by_pool[pool_name] = split_now[role]
+    # What the serving pools really get: hybrid caps overflow at maxOverflowReplicas, so the
+    # autoscaler's total may not be reachable. Compare that, or a capped count would be announced
+    # as a scale (an Event and a new lastDecision) on every sync.
+    rendered = sum(replicas_by_pool[p] for p, r in roles if r in ("primary", "overflow"))
+    scaled = rendered != current_replicas
     if scaled:
-        events.append(Event("Normal", scale.reason, scale.message))
+        message = scale.message
+        if rendered != total:
+            message += f"; capped at {rendered} (hybrid floor plus hybrid.maxOverflowReplicas)"
+        events.append(Event("Normal", scale.reason, message))
         last_decision = LastDecision(
             time=now,
-            action=f"scale {current_replicas}->{total}",
+            action=f"scale {current_replicas}->{rendered}",
             reason=scale.reason,
-            message=scale.message,
+            message=message,
         )
 
     # -- apply ---------------------------------------------------------------------------------
@@ -363,10 +401,10 @@ def sync(
         PoolStatus(
             name=pool_name,
             tenancy=by_name[pool_name].spec.tenancy,
-            role=role,  # type: ignore[arg-type]
+            role=role,
             replicas=replicas_by_pool[pool_name],
             ready_replicas=observed[pool_name].ready_replicas if pool_name in observed else 0,
-            deployment=engine.names.engine_deployment(infd.name, pool_name),
+            deployment=names.engine_deployment(infd.name, pool_name),
         )
         for pool_name, role in roles
     ]

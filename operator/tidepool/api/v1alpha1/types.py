@@ -28,10 +28,16 @@ Duration = Annotated[
 ]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: ``default: {}`` in the CRD, so the API server fills an omitted sub-object with its own defaults
+#: before the CEL rules that read it run (``self.scaling.minReplicas`` on an absent ``scaling`` is
+#: a "no such key" error, which refused e.g. ``kubectl scale`` on a manifest with no scaling block).
+_DEFAULT_EMPTY: Final[dict[str, Any]] = {"default": {}}
 
 
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    out = {"rule": rule, "message": message}
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    """A CEL rule. No ``messageExpression``: string building there exceeds the API server's
+    CEL cost budget for this schema, so ``fieldPath`` plus a plain message names the field."""
+    out: dict[str, Any] = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
     return out
@@ -336,14 +342,16 @@ class InferenceDeploymentSpec(_Model):
     )
 
     model: ModelSpec
-    engine: EngineSpec = Field(default_factory=EngineSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec, json_schema_extra=_DEFAULT_EMPTY)
     mode: DeploymentMode = DeploymentMode.SERVERLESS
     """serverless: shared pool, scale to zero. dedicated: single-tenant GPUs, warm minimum.
     hybrid: dedicated floor plus shared overflow. auto: Tidepool chooses and moves the tenant."""
     tenant: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
     """Tenant (billing and isolation unit). Defaults to the namespace."""
-    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
-    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec, json_schema_extra=_DEFAULT_EMPTY)
+    placement: PlacementSpec = Field(
+        default_factory=PlacementSpec, json_schema_extra=_DEFAULT_EMPTY
+    )
     hybrid: HybridSpec | None = None
     """Hybrid overflow settings (mode hybrid, or auto when it picks hybrid)."""
     replicas: int | None = Field(default=None, ge=0, le=1000)
@@ -369,7 +377,10 @@ class InferenceDeploymentSpec(_Model):
         if self.mode in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID) and s.min_replicas < 1:
             raise ValueError(f"mode {self.mode} needs scaling.minReplicas >= 1 (got 0)")
         if self.placement.demote_below >= self.placement.promote_above:
-            raise ValueError("placement.demoteBelow must be lower than placement.promoteAbove")
+            raise ValueError(
+                f"placement.demoteBelow ({self.placement.demote_below}) must be lower than"
+                f" placement.promoteAbove ({self.placement.promote_above})"
+            )
         tp = self.engine.tensor_parallel_size
         if tp is not None and tp > self.engine.gpus_per_replica:
             raise ValueError(

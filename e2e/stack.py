@@ -1,0 +1,140 @@
+"""Run Tidepool's own programs (operator, gateway) as real local processes for tests and the demo.
+
+They run as processes on loopback rather than as pods: kwok's pods are fake, and only
+127.0.0.0/8 may be contacted here. Each process gets its own log file, so a failing test can
+print the operator's log instead of a bare assertion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+            return bool(200 <= resp.status < 300)
+    except OSError:
+        return False
+
+
+@dataclass
+class ManagedProcess:
+    """A ``tidepool`` sub-command running in the background, with its log kept."""
+
+    name: str
+    args: list[str]
+    health_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".log")[1]))
+
+    def start(self, timeout: float = 30.0) -> ManagedProcess:
+        env = {**os.environ, "NO_PROXY": "127.0.0.0/8,localhost", **self.env}
+        env.pop("HTTP_PROXY", None)
+        env.pop("HTTPS_PROXY", None)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(  # noqa: S603 - our own program
+            [sys.executable, "-m", "tidepool", *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        if self.health_url:
+            deadline = time.monotonic() + timeout
+            while not http_ok(self.health_url):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.name} not healthy in {timeout}s:\n{self.tail()}")
+                time.sleep(0.1)
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (graceful), then SIGKILL after ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash looks like."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def operator(kubeconfig: str, prometheus_url: str, *, tick: float = 1.0) -> ManagedProcess:
+    health = free_port()
+    return ManagedProcess(
+        name="operator",
+        args=[
+            "run",
+            "--kubeconfig",
+            kubeconfig,
+            "--prometheus-url",
+            prometheus_url,
+            "--tick",
+            str(tick),
+            "--health-host",
+            "127.0.0.1",
+            "--health-port",
+            str(health),
+            "--metrics-port",
+            str(free_port()),
+        ],
+        health_url=f"http://127.0.0.1:{health}/readyz",
+        env={"KUBECONFIG": kubeconfig},
+    )
+
+
+def gateway(
+    kubeconfig: str, *, port: int | None = None, queue_timeout: str = "60s"
+) -> ManagedProcess:
+    port = port or free_port()
+    return ManagedProcess(
+        name="gateway",
+        args=[
+            "gateway",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--kubeconfig",
+            kubeconfig,
+            "--queue-timeout",
+            queue_timeout,
+        ],
+        health_url=f"http://127.0.0.1:{port}/readyz",
+        env={"KUBECONFIG": kubeconfig},
+    )

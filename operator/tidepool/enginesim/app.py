@@ -1,0 +1,402 @@
+"""``tidepool engine-sim``: an OpenAI-compatible fake vLLM server for tests and the demo.
+
+Role: serve ``POST /v1/completions`` and ``POST /v1/chat/completions`` (plain JSON or SSE
+streams ending in ``data: [DONE]``, with ``usage``), ``GET /v1/models``, ``/health`` (503 until
+the model-load delay has passed, and again while draining) and ``/metrics`` with vLLM's metric
+names, using the timing model of :mod:`tidepool.enginesim.engine`. On SIGTERM it stops
+accepting connections, finishes every in-flight request (long streams included, up to
+``--drain-timeout``) and exits: what lets a migration drain a pool without dropping a request.
+
+Streams carry ``usage`` in their last chunk always (vLLM does so only with
+``stream_options.include_usage``), so the gateway can meter tokens of every request.
+
+Must not: import ``kubernetes`` or ``kopf``, or use the global Prometheus registry (tests run
+several simulators in one process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from tidepool.api import durations
+from tidepool.enginesim import engine
+
+log = logging.getLogger(__name__)
+
+_TTFT_BUCKETS: Final = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+)  # fmt: skip
+_E2E_BUCKETS: Final = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
+    240.0, 480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
+
+
+class EngineMetrics:
+    """vLLM's series names (``vllm:`` prefix, label ``model_name``) in a private registry."""
+
+    def __init__(self, model: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r, lbl = self.registry, ["model_name"]
+        self.running = Gauge(
+            "vllm:num_requests_running", "Requests in the running batch.", lbl, registry=r
+        ).labels(model)
+        self.waiting = Gauge(
+            "vllm:num_requests_waiting", "Requests waiting for a batch slot.", lbl, registry=r
+        ).labels(model)
+        self.cache = Gauge(
+            "vllm:gpu_cache_usage_perc",
+            "KV-cache usage, 0 to 1 (simulated as running / max_num_seqs).",
+            lbl,
+            registry=r,
+        ).labels(model)
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds", "Time to first token.", lbl,
+            buckets=_TTFT_BUCKETS, registry=r,
+        ).labels(model)  # fmt: skip
+        self.e2e = Histogram(
+            "vllm:e2e_request_latency_seconds", "End-to-end request latency.", lbl,
+            buckets=_E2E_BUCKETS, registry=r,
+        ).labels(model)  # fmt: skip
+        self.prompt_tokens = Counter(
+            "vllm:prompt_tokens", "Prefill tokens processed.", lbl, registry=r
+        ).labels(model)
+        self.generation_tokens = Counter(
+            "vllm:generation_tokens", "Generation tokens processed.", lbl, registry=r
+        ).labels(model)
+        self.success = Counter(
+            "vllm:request_success",
+            "Finished requests, by finish reason.",
+            ["model_name", "finished_reason"],
+            registry=r,
+        )
+
+
+def _error(status: int, message: str, type_: str, code: str | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return web.json_response(body, status=status)
+
+
+class EngineSim:
+    def __init__(
+        self, config: engine.EngineConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self.engine = engine.Engine(config)
+        self.metrics = EngineMetrics(config.model)
+        self.clock = clock
+        self.started = clock()
+        self.draining = False
+        self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def on_startup(self, _app: web.Application) -> None:
+        self.started = self.clock()
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.config.drain_timeout)
+        except TimeoutError:
+            log.warning("engine-sim: drain timeout with %d requests in flight", self.active)
+
+    @property
+    def loaded(self) -> bool:
+        return self.clock() - self.started >= self.config.load_delay
+
+    def _sync_gauges(self) -> None:
+        self.metrics.running.set(self.engine.running)
+        self.metrics.waiting.set(self.engine.waiting)
+        self.metrics.cache.set(self.engine.running / self.config.max_num_seqs)
+
+    # ---- small endpoints ---------------------------------------------------------------
+    async def health(self, _request: web.Request) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, text="draining")
+        if not self.loaded:
+            return web.Response(status=503, text="loading model")
+        return web.Response(status=200)
+
+    async def models(self, _request: web.Request) -> web.Response:
+        card = {
+            "id": self.config.model,
+            "object": "model",
+            "created": 0,
+            "owned_by": "vllm",
+            "root": self.config.model,
+            "parent": None,
+            "max_model_len": 8192,
+        }
+        return web.json_response({"object": "list", "data": [card]})
+
+    async def metrics_handler(self, _request: web.Request) -> web.Response:
+        self._sync_gauges()
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # ---- generation --------------------------------------------------------------------
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=False)
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=True)
+
+    async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        self.active += 1
+        self._idle.clear()
+        try:
+            return await self._generate_inner(request, chat)
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
+
+    async def _generate_inner(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        if not self.loaded:
+            return _error(503, "the model is still loading", "service_unavailable_error")
+        try:
+            payload = json.loads(await request.read())
+        except ValueError:
+            return _error(400, "request body is not valid JSON", "BadRequestError")
+        if not isinstance(payload, dict):
+            return _error(400, "request body must be a JSON object", "BadRequestError")
+        model = payload.get("model", self.config.model)
+        if model != self.config.model:
+            return _error(404, f"The model `{model}` does not exist.", "NotFoundError", "404")
+        if chat:
+            messages = payload.get("messages")
+            if not isinstance(messages, list) or not messages:
+                return _error(400, "messages must be a non-empty list", "BadRequestError")
+            prompt_tokens = engine.count_chat_tokens(messages)
+            max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
+        else:
+            if "prompt" not in payload:
+                return _error(400, "prompt is required", "BadRequestError")
+            prompt_tokens = engine.count_prompt_tokens(payload["prompt"])
+            max_tokens = payload.get("max_tokens")
+        rng = self.engine.rng_for_next_request()
+        n_out = self.engine.output_length(max_tokens, rng)
+        stream = bool(payload.get("stream"))
+        gen = _Generation(
+            sim=self, chat=chat, model=str(model), prompt_tokens=prompt_tokens, n_out=n_out, rng=rng
+        )
+        return await (gen.stream(request) if stream else gen.whole())
+
+
+class _Generation:
+    """One request's life: wait for a slot, prefill, decode token by token."""
+
+    def __init__(
+        self,
+        *,
+        sim: EngineSim,
+        chat: bool,
+        model: str,
+        prompt_tokens: int,
+        n_out: int,
+        rng: Any,
+    ) -> None:
+        self.sim, self.chat, self.model = sim, chat, model
+        self.prompt_tokens, self.n_out, self.rng = prompt_tokens, n_out, rng
+        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.UUID(int=rng.getrandbits(128)).hex
+        self.created = int(time.time())
+        self.arrived = sim.clock()
+
+    async def tokens(self) -> Any:
+        """Async generator of tokens, holding a batch slot for its whole life."""
+        sim, eng = self.sim, self.sim.engine
+        acquire = asyncio.ensure_future(eng.acquire())
+        sim._sync_gauges()
+        await acquire
+        sim._sync_gauges()
+        try:
+            await asyncio.sleep(engine.prefill_seconds(self.prompt_tokens, sim.config))
+            sim.metrics.prompt_tokens.inc(self.prompt_tokens)
+            for i in range(self.n_out):
+                if i == 0:
+                    sim.metrics.ttft.observe(sim.clock() - self.arrived)
+                else:
+                    await asyncio.sleep(engine.decode_step_seconds(eng.running, sim.config))
+                sim.metrics.generation_tokens.inc()
+                yield eng.token(self.rng)
+            sim.metrics.e2e.observe(sim.clock() - self.arrived)
+            sim.metrics.success.labels(self.model, "length").inc()
+        finally:
+            eng.release()
+            sim._sync_gauges()
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.n_out,
+            "total_tokens": self.prompt_tokens + self.n_out,
+        }
+
+    async def whole(self) -> web.Response:
+        text = "".join([t async for t in self.tokens()])
+        if self.chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": "length",
+            }
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
+            obj = "text_completion"
+        body = {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": self.usage(),
+        }
+        return web.json_response(body)
+
+    def _chunk(self, piece: str | None, finish: str | None, first: bool = False) -> bytes:
+        if self.chat:
+            delta: dict[str, Any] = {} if piece is None else {"content": piece}
+            if first:
+                delta["role"] = "assistant"
+            choice: dict[str, Any] = {
+                "index": 0, "delta": delta, "logprobs": None, "finish_reason": finish,
+            }  # fmt: skip
+            obj = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+            obj = "text_completion"
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
+        if finish is not None:
+            body["usage"] = self.usage()
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        first = True
+        try:
+            async for piece in self.tokens():
+                await resp.write(self._chunk(piece, None, first))
+                first = False
+            await resp.write(self._chunk(None, "length"))
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except ConnectionResetError:
+            log.info("engine-sim: client went away mid-stream")
+        return resp
+
+
+SIM_KEY: Final = web.AppKey("engine_sim", EngineSim)
+
+
+def create_app(
+    config: engine.EngineConfig, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """The simulator as an aiohttp app (tests run it in-process)."""
+    sim = EngineSim(config, clock)
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[SIM_KEY] = sim
+    app.on_startup.append(sim.on_startup)
+    app.on_shutdown.append(sim.on_shutdown)
+    app.router.add_get("/health", sim.health)
+    app.router.add_get("/v1/models", sim.models)
+    app.router.add_get("/metrics", sim.metrics_handler)
+    app.router.add_post("/v1/completions", sim.completions)
+    app.router.add_post("/v1/chat/completions", sim.chat_completions)
+    return app
+
+
+# ---- program ---------------------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    try:
+        return durations.parse(text).total_seconds()
+    except durations.InvalidDurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", required=True, help="served model name")
+    parser.add_argument("--load-delay", type=_seconds, default=5.0, help="e.g. 5s, 2m")
+    parser.add_argument("--prefill-ms-per-1k-tokens", type=float, default=40.0)
+    parser.add_argument("--decode-ms-per-token", type=float, default=20.0)
+    parser.add_argument("--batch-slowdown", type=float, default=0.01)
+    parser.add_argument("--max-num-seqs", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--drain-timeout", type=_seconds, default=3600.0)
+    parser.add_argument("--log-level", default="INFO")
+
+
+def config_from_args(args: argparse.Namespace) -> engine.EngineConfig:
+    return engine.EngineConfig(
+        model=args.model,
+        load_delay=args.load_delay,
+        prefill_ms_per_1k_tokens=args.prefill_ms_per_1k_tokens,
+        decode_ms_per_token=args.decode_ms_per_token,
+        max_num_seqs=args.max_num_seqs,
+        seed=args.seed,
+        batch_slowdown=args.batch_slowdown,
+        drain_timeout=args.drain_timeout,
+    )
+
+
+async def serve(app: web.Application, host: str, port: int, drain_timeout: float) -> None:
+    """Serve until SIGTERM/SIGINT; then close the listener and finish in-flight requests."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=drain_timeout)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"engine-sim listening on {host}:{port}", flush=True)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"tidepool engine-sim: {exc}", file=sys.stderr, flush=True)
+        return 2
+    asyncio.run(serve(create_app(config), args.host, args.port, config.drain_timeout))
+    return 0

@@ -1,0 +1,105 @@
+"""``tidepool gateway``: the OpenAI-compatible front door for every model (program module).
+
+Role: parse flags, build the discovery source (a Kubernetes watch, or ``--static-routes`` for
+runs without a cluster), the wake port, and the aiohttp app from :mod:`tidepool.gateway.proxy`;
+serve until SIGTERM or SIGINT, then drain: the listener closes at once, ``/readyz`` turns 503,
+and in-flight and held requests get up to ``--drain-timeout`` to finish.
+
+Must not: contain request logic (that is :mod:`tidepool.gateway.proxy`) or import ``kopf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from tidepool.adapters import discovery, wake
+from tidepool.api import durations
+from tidepool.gateway import auth, proxy, static
+from tidepool.gateway import wake as wakes
+
+log = logging.getLogger(__name__)
+
+
+def _seconds(text: str) -> float:
+    try:
+        return durations.parse(text).total_seconds()
+    except durations.InvalidDurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--kubeconfig", default=None, help="default: in-cluster, then ~/.kube/config"
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", default=None, help="watch only this namespace")
+    scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument("--queue-size", type=int, default=100, help="held requests per model")
+    parser.add_argument("--queue-timeout", type=_seconds, default=120.0, help="e.g. 120s, 5m")
+    parser.add_argument("--drain-timeout", type=_seconds, default=900.0, help="on SIGTERM")
+    parser.add_argument(
+        "--api-keys", default=None, help="YAML: keys -> {tenant, requestsPerMinute}"
+    )
+    parser.add_argument(
+        "--static-routes", default=None, help="YAML routes instead of watching Kubernetes (dev)"
+    )
+    parser.add_argument("--log-level", default="INFO")
+
+
+def build(args: argparse.Namespace) -> web.Application:
+    """The app for ``args``; raises ValueError (naming the flag) on bad configuration."""
+    if args.queue_size < 0:
+        raise ValueError(f"--queue-size must be >= 0, got {args.queue_size}")
+    keys = auth.KeyRing.load(args.api_keys) if args.api_keys else None
+    config = proxy.GatewayConfig(
+        queue_size=args.queue_size,
+        queue_timeout=args.queue_timeout,
+        keys=keys,
+        drain_timeout=args.drain_timeout,
+    )
+    source: proxy.DiscoverySource
+    waker: wakes.Waker | None
+    if args.static_routes:
+        source, waker = static.StaticDiscovery.from_file(args.static_routes), None
+    else:
+        api = discovery.make_api_client(args.kubeconfig)
+        namespace = None if args.all_namespaces else args.namespace
+        source, waker = discovery.KubeDiscovery(api, namespace), wake.KubeWaker(api)
+    return proxy.create_app(config, source, waker)
+
+
+async def serve(app: web.Application, host: str, port: int, drain_timeout: float) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully (see the module docstring)."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=drain_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("listening on %s:%d", host, port)
+    await stop.wait()
+    log.info("shutting down: draining in-flight requests")
+    await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        app = build(args)
+    except Exception as exc:  # bad flags, key file or kubeconfig: a message, not a traceback
+        print(f"tidepool gateway: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(app, args.host, args.port, args.drain_timeout))
+    return 0

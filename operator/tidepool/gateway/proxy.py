@@ -1,0 +1,524 @@
+"""The gateway's async shell: HTTP in, checks, hold or lease, stream through, meter, release.
+
+Role: everything that touches aiohttp, futures and the clock, around the pure core
+(:mod:`~tidepool.gateway.routing`, :mod:`~tidepool.gateway.picking`,
+:mod:`~tidepool.gateway.queue`, :mod:`~tidepool.gateway.dispatch`,
+:mod:`~tidepool.gateway.auth`). Per request, in order: 503 while draining or before the first
+routing snapshot; 400 for a body without a ``model``; 401 for a missing or unknown key; 404 for
+an unknown model; 403 for another tenant's model; 429 over the tenant's rate; then a backend is
+leased, or the request is held (bounded queue, deadline) while the operator is woken. The
+response is streamed to the client chunk by chunk as it arrives, never buffered.
+
+Discovery calls back from its own thread; the callback only hops onto the loop
+(``call_soon_threadsafe``). Wake pushes are blocking Kubernetes calls and run in a small
+thread pool, never on the loop.
+
+Must not: import ``kubernetes`` or ``kopf``, decide routing itself, or drop a request it has
+accepted: held requests outlive routing-table changes and shutdown waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tidepool.adapters import discovery
+from tidepool.gateway import auth, dispatch, metrics, routing, usage
+from tidepool.gateway import wake as wakes
+
+log = logging.getLogger(__name__)
+
+#: Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus those aiohttp sets.
+_HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "date",
+        "server",
+    }
+)
+#: Never forwarded upstream: the tenant's key is for the gateway, not for the engine.
+_REQUEST_DROP: Final = _HOP_BY_HOP | {"authorization"}
+BACKEND_HEADER: Final = "X-Tidepool-Backend"
+
+
+class DiscoverySource(Protocol):
+    """Where routing snapshots come from (KubeDiscovery, StaticDiscovery, a test fake)."""
+
+    def start(self, on_change: Callable[[discovery.RoutingSnapshot], None]) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    queue_size: int = 100
+    """Held requests per model before 503."""
+    queue_timeout: float = 120.0
+    """Seconds a request may be held waiting for a replica before 503."""
+    keys: auth.KeyRing | None = None
+    """None: authentication and rate limits are off."""
+    connect_attempts: int = 3
+    """Backends tried when a connection fails before any response byte."""
+    drain_timeout: float = 900.0
+    """On shutdown, how long in-flight and held requests may take to finish."""
+    wake_interval: float = 1.0
+    """At most one wake push per model per this many seconds."""
+    max_body: int = 32 * 1024 * 1024
+
+
+def error_response(
+    status: int, message: str, type_: str, code: str | None, param: str | None = None
+) -> web.Response:
+    """OpenAI's error shape, so clients' SDKs show the message instead of a parse error."""
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return web.json_response(body, status=status)
+
+
+class _ConnectFailedError(Exception):
+    """The backend could not be reached and sent nothing: safe to try another."""
+
+
+@dataclass(slots=True)
+class _Labels:
+    model: str = metrics.UNKNOWN
+    namespace: str = ""
+    tenant: str = ""
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        source: DiscoverySource,
+        waker: wakes.Waker | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.waker = waker
+        self.wall_clock = wall_clock
+        self.metrics = metrics.GatewayMetrics()
+        self.dispatcher = dispatch.Dispatcher(config.queue_size)
+        self.limiter = auth.RateLimiter()
+        self.wake_limiter = wakes.WakeLimiter(config.wake_interval)
+        self.synced = False
+        self.draining = False
+        self.active = 0
+        """Requests between arrival and their last byte (held ones included)."""
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at: float | None = None
+        self._wake_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tidepool-wake")
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def on_startup(self, _app: web.Application) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
+            auto_decompress=False,
+        )
+        loop = self._loop
+
+        def on_change(snapshot: discovery.RoutingSnapshot) -> None:
+            loop.call_soon_threadsafe(self.apply_snapshot, snapshot)
+
+        self.source.start(on_change)
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        """Stop taking requests; wait (bounded) for in-flight and held ones to finish."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.config.drain_timeout)
+        except TimeoutError:
+            log.warning("gateway: drain timeout with %d requests still active", self.active)
+
+    async def on_cleanup(self, _app: web.Application) -> None:
+        self.source.stop()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._session is not None:
+            await self._session.close()
+        self._wake_pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- routing table -----------------------------------------------------------------
+    def apply_snapshot(self, snapshot: discovery.RoutingSnapshot) -> None:
+        """On the loop: swap the table and release held requests that now fit."""
+        table = routing.RoutingTable.from_snapshot(snapshot)
+        self._resolve(self.dispatcher.set_table(table))
+        self.synced = True
+        for model in list(self.dispatcher.held_models()):
+            self._gauge_depth(model)
+
+    def _resolve(self, released: list[dispatch.Release]) -> None:
+        pending = list(released)
+        while pending:
+            waiter, lease = pending.pop(0)  # FIFO: the oldest held request resumes first
+            fut: asyncio.Future[dispatch.Lease | None] = waiter.token  # type: ignore[assignment]
+            if fut.done():  # its handler is gone; give the slot to the next one
+                pending.extend(self.dispatcher.release(lease))
+            else:
+                fut.set_result(lease)
+            self._gauge_depth(lease.model)
+
+    def _gauge_depth(self, model: routing.ModelKey) -> None:
+        target = self.dispatcher.table.target(model)
+        served = target.route.served_model if target else model[1]
+        self.metrics.queue_depth.labels(served, model[0]).set(self.dispatcher.depth(model))
+
+    def _schedule_expiry(self) -> None:
+        assert self._loop is not None
+        when = self.dispatcher.next_deadline()
+        if when is None or (self._expiry_at is not None and self._expiry_at <= when):
+            return
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry_at = when
+        self._expiry = self._loop.call_at(when, self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        assert self._loop is not None
+        self._expiry, self._expiry_at = None, None
+        for waiter in self.dispatcher.expire(self._loop.time()):
+            fut: asyncio.Future[dispatch.Lease | None] = waiter.token  # type: ignore[assignment]
+            if not fut.done():
+                fut.set_result(None)
+            self._gauge_depth(waiter.model)
+        self._schedule_expiry()
+
+    # ---- wake --------------------------------------------------------------------------
+    def _maybe_wake(self, route: discovery.ModelRoute) -> None:
+        assert self._loop is not None
+        if self.waker is None or not self.wake_limiter.should_wake(route.key, self._loop.time()):
+            return
+        waker, now = self.waker, self.wall_clock()
+        done = self._loop.run_in_executor(
+            self._wake_pool, waker.request_wake, route.namespace, route.name, now
+        )
+        done.add_done_callback(lambda f: self._wake_done(route, f))
+
+    def _wake_done(self, route: discovery.ModelRoute, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            return
+        err = fut.exception()
+        result = "ok" if err is None else "error"
+        if err is not None:
+            log.warning("gateway: wake of %s/%s failed: %s", route.namespace, route.name, err)
+        self.metrics.wakes.labels(route.served_model, route.namespace, result).inc()
+
+    # ---- acquiring a backend -----------------------------------------------------------
+    async def _acquire(
+        self, route: discovery.ModelRoute, arrived: float, exclude: frozenset[str]
+    ) -> dispatch.Lease | str:
+        """A lease, or the 503 error code (``queue_full`` or ``queue_timeout``)."""
+        assert self._loop is not None
+        fut: asyncio.Future[dispatch.Lease | None] = self._loop.create_future()
+        deadline = arrived + self.config.queue_timeout
+        admission = self.dispatcher.admit(route.key, self._loop.time(), deadline, fut, exclude)
+        if isinstance(admission, dispatch.Lease):
+            return admission
+        if isinstance(admission, dispatch.QueueFull):
+            self._maybe_wake(route)
+            return "queue_full"
+        self._gauge_depth(route.key)
+        self._maybe_wake(route)
+        self._schedule_expiry()
+        try:
+            lease = await fut
+        except asyncio.CancelledError:
+            if not self.dispatcher.cancel(admission.waiter) and fut.done() and not fut.cancelled():
+                got = fut.result()
+                if got is not None:
+                    self._resolve(self.dispatcher.release(got))
+            self._gauge_depth(route.key)
+            raise
+        finally:
+            self.metrics.held_seconds.labels(route.served_model, route.namespace).observe(
+                self._loop.time() - admission.waiter.enqueued_at
+            )
+        return lease if lease is not None else "queue_timeout"
+
+    def _release(self, lease: dispatch.Lease) -> None:
+        self._resolve(self.dispatcher.release(lease))
+
+    # ---- HTTP handlers -----------------------------------------------------------------
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        if not self.synced:
+            return web.json_response({"status": "waiting for discovery"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics_handler(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def models(self, request: web.Request) -> web.Response:
+        tenant: str | None = None
+        if self.config.keys is not None:
+            key = self.config.keys.lookup(auth.bearer_token(request.headers.get("Authorization")))
+            if key is None:
+                return _unauthorized()
+            tenant = key.tenant
+        data = [
+            {
+                "id": t.route.served_model,
+                "object": "model",
+                "created": 0,
+                "owned_by": t.route.tenant,
+            }
+            for t in self.dispatcher.table.targets()
+            if tenant is None or t.route.tenant == tenant
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def inference(self, request: web.Request) -> web.StreamResponse:
+        assert self._loop is not None
+        arrived = self._loop.time()
+        labels = _Labels()
+        self.active += 1
+        self._idle.clear()
+        status = 500
+        try:
+            resp = await self._inference(request, arrived, labels)
+            status = resp.status
+            return resp
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
+            self.metrics.requests.labels(
+                labels.model, labels.namespace, labels.tenant, str(status)
+            ).inc()
+            if labels.namespace:
+                self.metrics.duration.labels(labels.model, labels.namespace).observe(
+                    self._loop.time() - arrived
+                )
+
+    async def _inference(
+        self, request: web.Request, arrived: float, labels: _Labels
+    ) -> web.StreamResponse:
+        assert self._loop is not None
+        if self.draining:
+            return error_response(
+                503, "the gateway is shutting down", "service_unavailable_error", "draining"
+            )
+        if not self.synced:
+            return error_response(
+                503, "the gateway has not loaded its routing table yet",
+                "service_unavailable_error", "not_ready",
+            )  # fmt: skip
+        body = await request.read()
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return error_response(
+                400, "request body is not valid JSON", "invalid_request_error", None
+            )
+        model = payload.get("model") if isinstance(payload, dict) else None
+        if not isinstance(model, str) or not model:
+            return error_response(
+                400, "you must provide a model parameter", "invalid_request_error", None, "model"
+            )
+        key: auth.TenantKey | None = None
+        if self.config.keys is not None:
+            key = self.config.keys.lookup(auth.bearer_token(request.headers.get("Authorization")))
+            if key is None:
+                return _unauthorized()
+            labels.tenant = key.tenant
+        target = self.dispatcher.table.lookup(model, key.tenant if key else None)
+        if target is None:
+            return error_response(
+                404, f"The model `{model}` does not exist.", "invalid_request_error",
+                "model_not_found", "model",
+            )  # fmt: skip
+        route = target.route
+        labels.model, labels.namespace = route.served_model, route.namespace
+        labels.tenant = labels.tenant or route.tenant
+        if key is not None:
+            if route.tenant != key.tenant:
+                return error_response(
+                    403, f"The model `{model}` belongs to another tenant.", "permission_error",
+                    "model_not_permitted", "model",
+                )  # fmt: skip
+            retry = self.limiter.check(key.tenant, key.requests_per_minute, arrived)
+            if retry is not None:
+                resp = error_response(
+                    429, f"Rate limit reached for tenant {key.tenant}: "
+                    f"{key.requests_per_minute} requests per minute.",
+                    "rate_limit_error", "rate_limit_exceeded",
+                )  # fmt: skip
+                resp.headers["Retry-After"] = auth.retry_after_header(retry)
+                return resp
+        tried: set[str] = set()
+        for _ in range(self.config.connect_attempts):
+            got = await self._acquire(route, arrived, frozenset(tried))
+            if isinstance(got, str):
+                what = (
+                    f"the queue for model `{model}` is full"
+                    if got == "queue_full"
+                    else f"no replica of model `{model}` became ready within"
+                    f" {self.config.queue_timeout:g}s"
+                )
+                return error_response(503, what, "service_unavailable_error", got)
+            try:
+                return await self._forward(request, body, got, route, arrived)
+            except _ConnectFailedError as exc:
+                tried.add(got.backend.endpoint.key)
+                log.info(
+                    "gateway: %s unreachable (%s); trying another", got.backend.endpoint.key, exc
+                )
+            finally:
+                self._release(got)
+        return error_response(
+            502,
+            f"no replica of model `{model}` could be reached",
+            "api_error",
+            "upstream_unreachable",
+        )
+
+    async def _forward(
+        self,
+        request: web.Request,
+        body: bytes,
+        lease: dispatch.Lease,
+        route: discovery.ModelRoute,
+        arrived: float,
+    ) -> web.StreamResponse:
+        assert self._session is not None
+        assert self._loop is not None
+        endpoint = lease.backend.endpoint
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP}
+        inflight = self.metrics.inflight.labels(route.served_model, route.namespace, endpoint.pool)
+        inflight.inc()
+        try:
+            try:
+                upstream = await self._session.post(
+                    endpoint.url + request.rel_url.path_qs, data=body, headers=headers
+                )
+            except (
+                aiohttp.ClientConnectorError,
+                aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError,
+            ) as exc:
+                # Nothing came back, so the engine did not take it (refused, or an idle
+                # keep-alive it closed while draining): another replica may.
+                raise _ConnectFailedError(str(exc)) from exc
+            async with upstream:
+                return await self._stream(request, upstream, lease, route, arrived)
+        finally:
+            inflight.dec()
+
+    async def _stream(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        lease: dispatch.Lease,
+        route: discovery.ModelRoute,
+        arrived: float,
+    ) -> web.StreamResponse:
+        assert self._loop is not None
+        out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+        out_headers[BACKEND_HEADER] = lease.backend.endpoint.key
+        resp = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=out_headers
+        )
+        if upstream.content_length is not None:
+            resp.content_length = upstream.content_length
+        meter = usage.UsageMeter(upstream.headers.get("Content-Type", ""))
+        first = True
+        try:
+            await resp.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                if first:
+                    first = False
+                    self.metrics.ttft.labels(route.served_model, route.namespace).observe(
+                        self._loop.time() - arrived
+                    )
+                meter.feed(chunk)
+                await resp.write(chunk)
+            await resp.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            log.info(
+                "gateway: client went away during a response from %s", lease.backend.endpoint.key
+            )
+        except aiohttp.ClientError as exc:
+            # The engine failed mid-response; headers are gone, so all we can do is cut the
+            # stream and let the client see it as an error, never as a clean end.
+            log.warning(
+                "gateway: upstream %s failed mid-response: %s", lease.backend.endpoint.key, exc
+            )
+            resp.force_close()
+            with contextlib.suppress(Exception):
+                if request.transport is not None:
+                    request.transport.close()
+        self._meter(meter.finish(), route)
+        return resp
+
+    def _meter(self, found: usage.Usage | None, route: discovery.ModelRoute) -> None:
+        if found is None:
+            return
+        m, ns, t = route.served_model, route.namespace, route.tenant
+        self.metrics.tokens.labels(m, ns, t, "prompt").inc(found.prompt_tokens)
+        self.metrics.tokens.labels(m, ns, t, "completion").inc(found.completion_tokens)
+
+
+GATEWAY_KEY: Final = web.AppKey("gateway", Gateway)
+
+
+def _unauthorized() -> web.Response:
+    return error_response(
+        401,
+        "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>'.",
+        "invalid_request_error",
+        "invalid_api_key",
+    )
+
+
+def create_app(
+    config: GatewayConfig,
+    source: DiscoverySource,
+    waker: wakes.Waker | None = None,
+    wall_clock: Callable[[], datetime] | None = None,
+) -> web.Application:
+    """The gateway as an aiohttp application (tests run it in-process on 127.0.0.1)."""
+    gw = Gateway(config, source, waker, wall_clock or (lambda: datetime.now(UTC)))
+    app = web.Application(client_max_size=config.max_body)
+    app[GATEWAY_KEY] = gw
+    app.on_startup.append(gw.on_startup)
+    app.on_shutdown.append(gw.on_shutdown)
+    app.on_cleanup.append(gw.on_cleanup)
+    app.router.add_get("/healthz", gw.healthz)
+    app.router.add_get("/readyz", gw.readyz)
+    app.router.add_get("/metrics", gw.metrics_handler)
+    app.router.add_get("/v1/models", gw.models)
+    app.router.add_post("/v1/{tail:.+}", gw.inference)
+    return app

@@ -1,0 +1,82 @@
+"""PNG plots of a comparison: traffic, replicas per pool, cumulative cost over time.
+
+Role: draw; nothing else. Uses matplotlib's non-interactive Agg backend, so it runs on a server
+and in CI without a display.
+
+This module must not simulate or compute costs; it reads finished runs.
+"""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from tidepool.sim.engine import TenantRun
+
+_MAX_POINTS = 2000
+
+
+def _thin(values: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Downsample by block means to at most ``_MAX_POINTS`` points; x in hours."""
+    step = max(1, len(values) // _MAX_POINTS)
+    usable = len(values) // step * step
+    y = values[:usable].reshape(-1, step).mean(axis=1) if usable else values
+    x = np.arange(len(y)) * step * dt / 3600.0
+    return x, y
+
+
+def _sum(runs: Sequence[TenantRun], attr: str) -> np.ndarray:
+    arrays = [np.asarray(getattr(r, attr), dtype=np.float64) for r in runs]
+    return np.asarray(np.sum(arrays, axis=0), dtype=np.float64)
+
+
+def draw(runs: Mapping[str, Sequence[TenantRun]], out_dir: Path, trace: str) -> list[Path]:
+    """Write ``<trace>_traffic.png``, ``<trace>_replicas.png`` and ``<trace>_cost.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    auto = runs["tidepool-auto"]
+    dt = auto[0].dt
+
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    x, y = _thin(_sum(auto, "demand_timeline"), dt)
+    ax.plot(x, y, lw=0.8)
+    ax.set(
+        xlabel="hours",
+        ylabel="in flight (running + waiting)",
+        title=f"{trace}: traffic (tidepool-auto)",
+    )
+    written.append(out_dir / f"{trace}_traffic.png")
+    fig.tight_layout()
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    for ax, name in zip(axes, ("tidepool-auto", "reactive-keda-hpa"), strict=True):
+        if name not in runs:
+            continue
+        for attr, label in (("shared_timeline", "shared"), ("dedicated_timeline", "dedicated")):
+            x, y = _thin(_sum(runs[name], attr), dt)
+            ax.plot(x, y, lw=0.9, label=f"{label} pool")
+        ax.set(ylabel="replicas", title=name)
+        ax.legend(loc="upper right")
+    axes[-1].set_xlabel("hours")
+    written.append(out_dir / f"{trace}_replicas.png")
+    fig.tight_layout()
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for name, group in runs.items():
+        x, y = _thin(_sum(group, "cost_timeline"), dt)
+        ax.plot(x, y, lw=1.0, label=name)
+    ax.set(xlabel="hours", ylabel="cumulative cost ($)", title=f"{trace}: cumulative cost")
+    ax.legend(loc="upper left", fontsize=8)
+    written.append(out_dir / f"{trace}_cost.png")
+    fig.tight_layout()
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written

@@ -1,0 +1,349 @@
+"""Trace loaders: turn the shared traces (and a user's request log) into per-tenant arrival series.
+
+Role: the only module of the simulator that reads files. Everything downstream works on a
+:class:`Workload`: for each tenant, per time step of ``dt`` seconds, how many requests arrived,
+how many tokens they carry, and their mean service time.
+
+Formats:
+
+* **Request logs** (Azure LLM 2023, ``tidepool advise`` input): one row per request,
+  ``TIMESTAMP,ContextTokens,GeneratedTokens`` or ``timestamp,input_tokens,output_tokens``.
+  Timestamps are ISO date-times or plain seconds.
+* **ServeGen** (Alibaba): per client, 600 s windows of ``rate_rps`` and the coefficient of
+  variation of inter-arrival times. Arrivals per step are drawn from a gamma-Poisson
+  (negative binomial) with the window's mean and variance ``cv^2 * mean`` (a renewal process with
+  inter-arrival CV ``cv`` has count variance ~ ``cv^2`` times its mean), from a fixed seed.
+  Token lengths come from ``servegen_client_token_windows.csv.gz`` next to it when present.
+
+This module must not decide anything about scaling or cost; it only reads and bins.
+"""
+
+import csv
+import gzip
+import io
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from tidepool.sim import config
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Header names accepted for a request log, lower-cased.
+TIME_COLUMNS: Final = ("timestamp", "time", "ts")
+INPUT_COLUMNS: Final = ("contexttokens", "input_tokens", "prompt_tokens", "input")
+OUTPUT_COLUMNS: Final = ("generatedtokens", "output_tokens", "completion_tokens", "output")
+#: ServeGen's day 0 starts at 00:00; the date itself is anonymised.
+SERVEGEN_EPOCH: Final = datetime(2025, 1, 1, tzinfo=UTC)
+#: Token lengths when a ServeGen client has no token summary (the m-large median client).
+DEFAULT_INPUT_TOKENS: Final = 1000.0
+DEFAULT_OUTPUT_TOKENS: Final = 200.0
+
+
+class TraceError(ValueError):
+    """A trace that cannot be read, with the file and what was wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLoad:
+    """One tenant's demand per step. Arrays have one entry per step."""
+
+    name: str
+    arrivals: FloatArray
+    tokens: FloatArray
+    service_s: FloatArray
+
+    @property
+    def requests(self) -> float:
+        return float(self.arrivals.sum())
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    name: str
+    dt: float
+    start: datetime
+    tenants: tuple[TenantLoad, ...]
+    note: str = ""
+
+    @property
+    def steps(self) -> int:
+        return len(self.tenants[0].arrivals) if self.tenants else 0
+
+    @property
+    def hours(self) -> float:
+        return self.steps * self.dt / 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLog:
+    """A per-request log: seconds since the first request, input and output tokens."""
+
+    start: datetime
+    offsets_s: FloatArray
+    input_tokens: FloatArray
+    output_tokens: FloatArray
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.offsets_s[-1]) if len(self.offsets_s) else 0.0
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return io.TextIOWrapper(path.open("rb"), encoding="utf-8")
+
+
+def _column(header: list[str], names: tuple[str, ...], path: Path) -> int:
+    low = [h.strip().lower() for h in header]
+    for name in names:
+        if name in low:
+            return low.index(name)
+    raise TraceError(f"{path}: no column named any of {', '.join(names)} (header: {header})")
+
+
+def _parse_time(text: str) -> datetime:
+    text = text.strip()
+    try:
+        return SERVEGEN_EPOCH + timedelta(seconds=float(text))
+    except ValueError:
+        pass
+    stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def read_request_log(path: Path) -> RequestLog:
+    """Read a per-request CSV (Azure's header or ``timestamp,input_tokens,output_tokens``)."""
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise TraceError(f"{path}: empty file") from None
+        it, ii, io_ = (
+            _column(header, TIME_COLUMNS, path),
+            _column(header, INPUT_COLUMNS, path),
+            _column(header, OUTPUT_COLUMNS, path),
+        )
+        stamps: list[datetime] = []
+        ins: list[float] = []
+        outs: list[float] = []
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                stamps.append(_parse_time(row[it]))
+                ins.append(float(row[ii]))
+                outs.append(float(row[io_]))
+            except (ValueError, IndexError) as exc:
+                raise TraceError(f"{path}:{line}: cannot parse {row!r}: {exc}") from None
+    if not stamps:
+        raise TraceError(f"{path}: no requests")
+    order = np.argsort(np.array([s.timestamp() for s in stamps]), kind="stable")
+    start = stamps[int(order[0])]
+    offsets = np.array([(stamps[i] - start).total_seconds() for i in order], dtype=np.float64)
+    return RequestLog(
+        start=start,
+        offsets_s=offsets,
+        input_tokens=np.asarray(ins, dtype=np.float64)[order],
+        output_tokens=np.asarray(outs, dtype=np.float64)[order],
+    )
+
+
+def bin_log(
+    log: RequestLog, engine: config.EngineModel, dt: float, name: str, hours: float | None = None
+) -> TenantLoad:
+    """Bin a request log into steps of ``dt`` seconds (mean service time per step)."""
+    end = log.duration_s if hours is None else min(log.duration_s, hours * 3600.0)
+    keep = log.offsets_s <= end
+    steps = max(1, math.floor(end / dt) + 1)
+    idx = np.minimum((log.offsets_s[keep] // dt).astype(np.int64), steps - 1)
+    ins, outs = log.input_tokens[keep], log.output_tokens[keep]
+    arrivals = np.bincount(idx, minlength=steps).astype(np.float64)
+    tokens = np.bincount(idx, weights=ins + outs, minlength=steps).astype(np.float64)
+    svc = ins / engine.prefill_tokens_per_s + outs * engine.decode_s_per_token
+    svc_sum = np.bincount(idx, weights=svc, minlength=steps)
+    service = np.divide(svc_sum, arrivals, out=np.zeros(steps), where=arrivals > 0)
+    return TenantLoad(name=name, arrivals=arrivals, tokens=tokens, service_s=service)
+
+
+def load_request_log(
+    path: Path, engine: config.EngineModel, dt: float = 1.0, hours: float | None = None
+) -> Workload:
+    log = read_request_log(path)
+    tenant = bin_log(log, engine, dt, path.stem, hours)
+    return Workload(
+        name=path.stem,
+        dt=dt,
+        start=log.start,
+        tenants=(tenant,),
+        note=f"{len(log.offsets_s):,} requests over {log.duration_s / 3600:.2f} h, one tenant",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    start_s: float
+    length_s: float
+    rate: float
+    cv: float
+
+
+def _servegen_rows(path: Path) -> Iterator[list[str]]:
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        if header[:5] != ["model_pool", "client_id", "window_start_s", "window_len_s", "rate_rps"]:
+            raise TraceError(f"{path}: not a ServeGen rate-window file (header {header})")
+        yield from reader
+
+
+def _token_means(path: Path) -> dict[tuple[str, str], list[tuple[float, float, float]]]:
+    """(pool, client) -> [(window_start_s, mean input, mean output)] from the token summary."""
+    out: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(dict)
+    if not path.exists():
+        return {}
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        for row in reader:
+            pool, client, start, fld, mean = row[0], row[1], float(row[2]), row[3], float(row[4])
+            slot = out[(pool, client)].setdefault(start, [DEFAULT_INPUT_TOKENS, 0.0])
+            if fld == "input_tokens":
+                slot[0] = mean
+            elif fld == "output_tokens":
+                slot[1] = mean
+    return {
+        key: sorted((s, v[0], v[1] or DEFAULT_OUTPUT_TOKENS) for s, v in windows.items())
+        for key, windows in out.items()
+    }
+
+
+def load_servegen(
+    path: Path,
+    engine: config.EngineModel,
+    *,
+    dt: float = 5.0,
+    top: int = 8,
+    sample: int = 8,
+    hours: float | None = 24.0,
+    seed: int = 0,
+) -> Workload:
+    """The ``top`` busiest clients plus ``sample`` others drawn at random (fixed ``seed``).
+
+    Why top-N plus a sample: the top 5 clients carry 43-77% of a pool's traffic and decide the
+    cost; the sample keeps the idle majority (the median client is idle 93% of the time), which is
+    what scale-to-zero and the shared pool are for. ``hours`` cuts the 14-day file to keep a run
+    under two minutes on two cores.
+    """
+    limit_s = math.inf if hours is None else hours * 3600.0
+    windows: dict[tuple[str, str], list[_Window]] = defaultdict(list)
+    volume: dict[tuple[str, str], float] = defaultdict(float)
+    for row in _servegen_rows(path):
+        start = float(row[2])
+        if start >= limit_s:
+            continue
+        w = _Window(start, float(row[3]), float(row[4]), float(row[5] or 0.0))
+        key = (row[0], row[1])
+        windows[key].append(w)
+        volume[key] += w.rate * w.length_s
+    if not windows:
+        raise TraceError(f"{path}: no windows in the first {hours} h")
+    ranked = sorted(volume, key=lambda k: (-volume[k], k))
+    chosen = ranked[:top]
+    rest = [k for k in ranked[top:] if volume[k] > 0]
+    rng = np.random.default_rng(seed)
+    if rest and sample > 0:
+        picks = rng.choice(len(rest), size=min(sample, len(rest)), replace=False)
+        chosen += [rest[int(i)] for i in sorted(picks)]
+    span = max(w.start_s + w.length_s for ws in windows.values() for w in ws)
+    span = min(span, limit_s)
+    steps = math.ceil(span / dt)
+    tokens_path = path.with_name("servegen_client_token_windows.csv.gz")
+    token_means = _token_means(tokens_path)
+    tenants = []
+    for key in chosen:
+        arrivals = np.zeros(steps)
+        mean_rate = np.zeros(steps)
+        var_factor = np.ones(steps)
+        for w in windows[key]:
+            a = int(w.start_s // dt)
+            b = min(steps, math.ceil((w.start_s + w.length_s) / dt))
+            mean_rate[a:b] = w.rate
+            var_factor[a:b] = max(1.0, w.cv * w.cv)
+        mu = mean_rate * dt
+        busy = mu > 0
+        # Gamma-Poisson: var = mu + mu^2/k = cv^2 mu  =>  k = mu / (cv^2 - 1).
+        over = busy & (var_factor > 1.0)
+        lam = mu.copy()
+        k = np.where(over, mu / np.maximum(var_factor - 1.0, 1e-9), 1.0)
+        lam[over] = rng.gamma(shape=k[over], scale=mu[over] / k[over])
+        arrivals[busy] = rng.poisson(lam[busy])
+        ins = np.full(steps, DEFAULT_INPUT_TOKENS)
+        outs = np.full(steps, DEFAULT_OUTPUT_TOKENS)
+        for s, mi, mo in token_means.get(key, []):
+            a = int(s // dt)
+            ins[a:] = mi
+            outs[a:] = mo
+        svc = ins / engine.prefill_tokens_per_s + outs * engine.decode_s_per_token
+        tenants.append(
+            TenantLoad(
+                name=f"{key[0]}/{key[1]}",
+                arrivals=arrivals,
+                tokens=arrivals * (ins + outs),
+                service_s=np.where(arrivals > 0, svc, 0.0),
+            )
+        )
+    total = sum(volume.values())
+    share = sum(volume[k] for k in chosen[:top]) / total if total else 0.0
+    print(
+        f"servegen: {len(windows)} clients in {span / 3600:.0f} h; simulating top {top}"
+        f" ({share:.0%} of requests) + {len(chosen) - top} sampled",
+        file=sys.stderr,
+    )
+    return Workload(
+        name=path.name.removesuffix(".csv.gz"),
+        dt=dt,
+        start=SERVEGEN_EPOCH,
+        tenants=tuple(tenants),
+        note=f"{len(chosen)} of {len(windows)} clients (top {top}: {share:.0%} of requests),"
+        f" {span / 3600:.0f} h, dt {dt:g}s",
+    )
+
+
+def load(
+    path: Path,
+    engine: config.EngineModel,
+    *,
+    dt: float | None = None,
+    hours: float | None = None,
+    top: int = 8,
+    sample: int = 8,
+    seed: int = 0,
+) -> Workload:
+    """Pick the loader by file contents: a ServeGen rate file or a per-request log.
+
+    Defaults: request logs at ``dt=1s`` over the whole log; ServeGen at ``dt=5s`` over 24 h.
+    """
+    with _open_text(path) as fh:
+        first = fh.readline()
+    if first.startswith("model_pool,"):
+        return load_servegen(
+            path,
+            engine,
+            dt=dt or 5.0,
+            top=top,
+            sample=sample,
+            hours=24.0 if hours is None else hours,
+            seed=seed,
+        )
+    return load_request_log(path, engine, dt=dt or 1.0, hours=hours)

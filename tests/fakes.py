@@ -1,0 +1,151 @@
+"""In-memory stand-ins for the reconciler's ports, and a clock the test moves by hand.
+
+``FakeKube`` implements :class:`tidepool.reconcile.ports.KubePort`: it keeps applied objects as a
+server-side apply would (the last body wins), records every apply and delete so tests can assert
+idempotency, and plays the Deployment controller only when told (``make_ready``), so a test decides
+exactly when a model has "loaded". ``FakeMetrics`` implements
+:class:`tidepool.reconcile.ports.MetricsPort` with configured :class:`Signal` values.
+
+No ``MagicMock``: a fake that is wrong fails loudly with a ``KeyError`` or a type error, instead of
+answering anything.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tidepool.adapters.kube import ObservedDeployment, PodProblem
+from tidepool.adapters.prometheus import TrafficWindow
+from tidepool.api import labels
+from tidepool.api.v1alpha1 import GPUPool
+from tidepool.policy.signals import NoData, Sample, Signal
+
+JSON = dict[str, Any]
+T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+
+
+class ManualClock:
+    """A clock that moves only when the test says so."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def advance(self, seconds: float = 0.0, **delta: float) -> datetime:
+        self.now += timedelta(seconds=seconds, **delta)
+        return self.now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class FakeKube:
+    """The cluster, in memory. Keys are ``(kind, namespace, name)``."""
+
+    pools: list[GPUPool] = field(default_factory=list)
+    objects: dict[tuple[str, str, str], JSON] = field(default_factory=dict)
+    ready: dict[str, int] = field(default_factory=dict)
+    """Deployment name -> ready replicas, as the Deployment controller would report."""
+    problems: list[PodProblem] = field(default_factory=list)
+    applies: list[JSON] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+
+    # ---------------------------------------------------------------- KubePort
+
+    def list_pools(self) -> list[GPUPool]:
+        return sorted(self.pools, key=lambda p: p.name)
+
+    def engine_deployments(self, namespace: str, infd_name: str) -> list[ObservedDeployment]:
+        out = []
+        for (kind, ns, name), obj in self.objects.items():
+            meta_labels = obj["metadata"].get("labels", {})
+            if (
+                kind != "Deployment"
+                or ns != namespace
+                or meta_labels.get(labels.INFERENCE_DEPLOYMENT) != infd_name
+            ):
+                continue
+            replicas = int(obj["spec"].get("replicas", 1))
+            ready = min(self.ready.get(name, 0), replicas)
+            out.append(
+                ObservedDeployment(
+                    name=name,
+                    pool=meta_labels.get(labels.POOL, ""),
+                    replicas=replicas,
+                    ready_replicas=ready,
+                    updated_replicas=ready,
+                    generation_observed=True,
+                )
+            )
+        return sorted(out, key=lambda d: d.name)
+
+    def pod_problems(self, namespace: str, infd_name: str) -> list[PodProblem]:
+        return list(self.problems)
+
+    def apply(self, obj: JSON) -> None:
+        for key in ("apiVersion", "kind"):
+            assert key in obj, f"applied object lacks {key}"
+        assert obj["metadata"].get("name"), "applied object lacks metadata.name"
+        body = copy.deepcopy(obj)
+        self.applies.append(body)
+        meta = body["metadata"]
+        self.objects[(body["kind"], meta.get("namespace", ""), meta["name"])] = body
+
+    def delete_deployments(self, namespace: str, names: list[str]) -> None:
+        for name in names:
+            self.deletes.append(name)
+            self.objects.pop(("Deployment", namespace, name), None)
+            self.ready.pop(name, None)
+
+    # ---------------------------------------------------------------- test controls
+
+    def deployment(self, name: str, namespace: str = "default") -> JSON:
+        return self.objects[("Deployment", namespace, name)]
+
+    def deployment_names(self, namespace: str = "default") -> list[str]:
+        return sorted(n for (k, ns, n) in self.objects if k == "Deployment" and ns == namespace)
+
+    def services(self, namespace: str = "default") -> list[str]:
+        return sorted(n for (k, ns, n) in self.objects if k == "Service" and ns == namespace)
+
+    def make_ready(self, name: str | None = None, count: int | None = None) -> None:
+        """Play the Deployment controller: ``count`` (default: all desired) replicas are Ready.
+
+        Without ``name``, every Deployment becomes fully ready.
+        """
+        targets = [name] if name else self.deployment_names()
+        for target in targets:
+            desired = int(self.deployment(target)["spec"]["replicas"])
+            self.ready[target] = desired if count is None else count
+
+    def clear_records(self) -> None:
+        self.applies.clear()
+        self.deletes.clear()
+
+
+@dataclass
+class FakeMetrics:
+    """Prometheus, as configured signals. ``inflight`` is per pool, with a default."""
+
+    queue: Signal = field(default_factory=lambda: Sample(0.0, T0))
+    inflight: dict[str, Signal] = field(default_factory=dict)
+    default_inflight: Signal = field(default_factory=lambda: Sample(0.0, T0))
+    window: TrafficWindow = field(
+        default_factory=lambda: TrafficWindow(
+            NoData("not configured"), NoData("not configured"), NoData("not configured")
+        )
+    )
+
+    def demand(
+        self, *, namespace: str, name: str, served_model: str, ready_replicas: int, now: datetime
+    ) -> Signal:
+        return self.queue
+
+    def pool_inflight(self, *, namespace: str, name: str, pool: str, now: datetime) -> Signal:
+        return self.inflight.get(pool, self.default_inflight)
+
+    def traffic(
+        self, *, namespace: str, name: str, served_model: str, window_seconds: int, now: datetime
+    ) -> TrafficWindow:
+        return self.window

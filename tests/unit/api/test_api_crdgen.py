@@ -1,0 +1,217 @@
+"""Generated CRDs: structural, with CEL rules, columns and scale; equal to the committed files."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidepool.api import crdgen, generate
+
+REPO = Path(__file__).resolve().parents[3]
+JSON = dict[str, Any]
+
+
+def _crd(kind: str) -> JSON:
+    return next(c for c in crdgen.all_crds() if c["spec"]["names"]["kind"] == kind)
+
+
+def _root(kind: str) -> JSON:
+    schema: JSON = _crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, JSON]]:
+    """Every schema node: the values under ``properties`` are nodes, their keys are not."""
+    if not isinstance(node, dict):
+        return
+    yield path, node
+    for name, prop in node.get("properties", {}).items():
+        yield from _walk(prop, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def _at(kind: str, path: str) -> JSON:
+    node = _root(kind)
+    for part in path.strip(".").split("."):
+        node = node["properties"][part]
+    return node
+
+
+KINDS = [
+    pytest.param("InferenceDeployment", id="inferencedeployment"),
+    pytest.param("GPUPool", id="gpupool"),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("forbidden", "why"),
+    [
+        pytest.param("$ref", "references are not structural", id="no-ref"),
+        pytest.param("$defs", "definitions must be inlined", id="no-defs"),
+        pytest.param("anyOf", "optional fields must not become anyOf-with-null", id="no-anyof"),
+        pytest.param("oneOf", "not structural", id="no-oneof"),
+        pytest.param("allOf", "not structural", id="no-allof"),
+        pytest.param("const", "the API server wants enum", id="no-const"),
+        pytest.param("title", "pydantic titles are noise in kubectl explain", id="no-title"),
+        pytest.param("examples", "not part of the Kubernetes OpenAPI subset", id="no-examples"),
+    ],
+)
+def test_schema_has_no_forbidden_keyword(kind: str, forbidden: str, why: str) -> None:
+    offenders = [path or "<root>" for path, node in _walk(_root(kind)) if forbidden in node]
+
+    assert not offenders, f"{forbidden} at {offenders}: {why}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_schema_is_structural(kind: str) -> None:
+    problems = []
+    for path, node in _walk(_root(kind)):
+        if "properties" in node and "additionalProperties" in node:
+            problems.append(f"{path}: additionalProperties beside properties")
+        if "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            problems.append(f"{path}: no type")
+        if node.get("type") == "array" and "items" not in node:
+            problems.append(f"{path}: array without items")
+        if node.get("default", 0) is None:
+            problems.append(f"{path}: default null")
+    assert not problems
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "rule_fragment"),
+    [
+        pytest.param(
+            "InferenceDeployment",
+            "spec.scaling",
+            "self.minReplicas <= self.maxReplicas",
+            id="min-le-max",
+        ),
+        pytest.param(
+            "InferenceDeployment",
+            "spec.placement",
+            "self.demoteBelow < self.promoteAbove",
+            id="demote-below-promote",
+        ),
+        pytest.param(
+            "InferenceDeployment",
+            "spec.engine",
+            "self.tensorParallelSize <= self.gpusPerReplica",
+            id="tensor-parallel-le-gpus",
+        ),
+        pytest.param(
+            "InferenceDeployment", "spec", "self.mode != 'dedicated'", id="dedicated-warm-minimum"
+        ),
+        pytest.param("InferenceDeployment", "spec", "self.mode != 'hybrid'", id="hybrid-floor"),
+        pytest.param(
+            "InferenceDeployment",
+            "spec",
+            "self.replicas >= self.scaling.minReplicas",
+            id="pinned-replicas-in-range",
+        ),
+        pytest.param(
+            "GPUPool", "spec", "!has(self.pricePerMillionTokens)", id="token-price-only-on-shared"
+        ),
+    ],
+)
+def test_cel_rules_present(kind: str, path: str, rule_fragment: str) -> None:
+    rules = _at(kind, path).get("x-kubernetes-validations", [])
+
+    matching = [r for r in rules if rule_fragment in r["rule"]]
+    assert matching, f"no rule containing {rule_fragment!r} at {path}: {rules}"
+    assert all(r["message"] and r.get("fieldPath", ".").startswith(".") for r in matching)
+
+
+@pytest.mark.parametrize(
+    ("parent", "child"),
+    [
+        pytest.param("spec", "scaling", id="scaling"),
+        pytest.param("spec", "engine", id="engine"),
+        pytest.param("spec", "placement", id="placement"),
+    ],
+)
+def test_objects_the_cel_rules_read_are_defaulted(parent: str, child: str) -> None:
+    # CEL on ``self.scaling.minReplicas`` fails with "no such key" when ``scaling`` is absent,
+    # so ``kubectl scale`` on a manifest without a scaling block would be refused.
+    node = _at("InferenceDeployment", f"{parent}.{child}")
+
+    assert node.get("default") == {}
+
+
+def test_duration_fields_carry_the_pattern() -> None:
+    node = _at("InferenceDeployment", "spec.scaling.scaleToZeroAfter")
+
+    assert node["type"] == "string"
+    assert node["pattern"] == r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+    assert node["default"] == "5m"
+
+
+def test_conditions_are_a_map_list_keyed_by_type() -> None:
+    node = _at("InferenceDeployment", "status.conditions")
+
+    assert node["x-kubernetes-list-type"] == "map"
+    assert node["x-kubernetes-list-map-keys"] == ["type"]
+    assert "type" in node["items"]["required"]
+
+
+def test_printer_columns_and_scale_subresource() -> None:
+    version = _crd("InferenceDeployment")["spec"]["versions"][0]
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+
+    assert {"Mode", "Pool", "Ready", "Queue", "Age"} <= set(columns)
+    assert columns["Mode"]["jsonPath"] == ".spec.mode"
+    assert columns["Ready"]["jsonPath"] == ".status.ready"
+    assert columns["Queue"] == {
+        "name": "Queue",
+        "type": "integer",
+        "jsonPath": ".status.queueDepth",
+    }
+    assert columns["Age"]["type"] == "date"
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+    for column in columns.values():
+        field = column["jsonPath"].split(".")[2].split("[")[0]
+        top = column["jsonPath"].split(".")[1]
+        if top in ("spec", "status"):
+            assert field in _at("InferenceDeployment", top)["properties"], column
+
+
+def test_gpupool_is_cluster_scoped_without_scale() -> None:
+    crd = _crd("GPUPool")
+
+    assert crd["spec"]["scope"] == "Cluster"
+    assert "scale" not in crd["spec"]["versions"][0]["subresources"]
+    assert crd["spec"]["names"]["shortNames"] == ["gpool"]
+    assert _crd("InferenceDeployment")["spec"]["names"]["shortNames"] == ["infd"]
+
+
+def test_generation_is_deterministic() -> None:
+    assert generate.artefacts() == generate.artefacts()
+
+
+@pytest.mark.parametrize("rel", sorted(generate.artefacts()))
+def test_committed_artefact_is_up_to_date(rel: str) -> None:
+    path = REPO / rel
+    expected = generate.artefacts()[rel]
+
+    current = path.read_text() if path.exists() else None
+    assert current == expected, f"{rel} is out of date: run `tidepool crd` and commit the result"
+
+
+def test_chart_crds_are_behind_install_and_keep_flags() -> None:
+    text = generate.artefacts()["charts/tidepool/templates/crds/inferencedeployments.yaml"]
+
+    assert "{{- if .Values.crds.install }}" in text
+    assert "{{- if .Values.crds.keep }}" in text
+    assert "helm.sh/resource-policy: keep" in text
+    assert text.rstrip().endswith("{{- end }}")

@@ -1,0 +1,347 @@
+"""What `helm template` renders: the layout rules of R12 and the chart's safety properties.
+
+Client-side only. The same manifests go through `kubectl apply --dry-run=server` in
+tests/integration/test_chart.py.
+"""
+
+from typing import Any
+
+import pytest
+import yaml
+from chartkit import REPO, Render, by_kind, one
+
+from tidepool.api.v1alpha1 import GPUPool
+
+GPUPOOL_API = "tidepool.dev/v1alpha1/GPUPool"
+MONITORING_APIS = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PodMonitor")
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in by_kind(docs, "Deployment")
+    }
+
+
+def rules_of(docs: list[dict[str, Any]], kind: str, suffix: str) -> list[dict[str, Any]]:
+    return [
+        r for d in by_kind(docs, kind) if d["metadata"]["name"].endswith(suffix) for r in d["rules"]
+    ]
+
+
+def allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules
+    )
+
+
+# ------------------------------------------------------------------------------- layout (R12)
+
+
+def test_default_objects(render: Render) -> None:
+    kinds = sorted(d["kind"] for d in render())
+    assert kinds == sorted(
+        [
+            "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
+            "CustomResourceDefinition", "CustomResourceDefinition",
+            "Deployment", "Deployment", "GPUPool", "GPUPool",
+            "Service", "Service", "ServiceAccount", "ServiceAccount",
+        ]
+    )  # fmt: skip
+
+
+def test_operator_is_one_recreated_replica(render: Render) -> None:
+    dep = one(render(), "Deployment", "-operator")
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_operator_args_probes_and_ports(render: Render) -> None:
+    pod = one(render(), "Deployment", "-operator")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == [
+        "run",
+        "--all-namespaces",
+        "--metrics-port=9090",
+        "--health-port=8080",
+        "--prometheus-url=http://prometheus-operated.monitoring.svc:9090",
+    ]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 9090, "health": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert pod["terminationGracePeriodSeconds"] == 60
+
+
+def test_operator_watches_listed_namespaces(render: Render) -> None:
+    docs = render({"operator": {"watchNamespaces": ["team-a", "team-b"]}})
+    args = one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" not in args
+    assert [a for a in args if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == [
+        "team-a",
+        "team-b",
+    ]
+    # Namespaced powers only through the Roles; the ClusterRole keeps cluster-scoped reads.
+    cluster = rules_of(docs, "ClusterRole", "-operator")
+    assert not allows(cluster, "apps", "deployments", "patch")
+    assert not allows(cluster, "tidepool.dev", "inferencedeployments", "watch")
+    assert allows(cluster, "tidepool.dev", "gpupools", "watch")
+    assert allows(roles[0]["rules"], "apps", "deployments", "patch")
+
+
+def test_gateway(render: Render) -> None:
+    docs = render()
+    dep = one(docs, "Deployment", "-gateway")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == [
+        "gateway",
+        "--port=8080",
+        "--all-namespaces",
+        "--queue-size=100",
+        "--queue-timeout=120s",
+        "--drain-timeout=110s",
+    ]
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 120
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    svc = one(docs, "Service", "-gateway")
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_gateway_api_keys_from_a_secret(render: Render) -> None:
+    docs = render({"gateway": {"apiKeys": {"existingSecret": "tenant-keys", "key": "keys.yaml"}}})
+    pod = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    assert "--api-keys=/etc/tidepool/api-keys/keys.yaml" in pod["containers"][0]["args"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    assert volume["secret"]["secretName"] == "tenant-keys"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-keys")
+    assert mount == {"name": "api-keys", "mountPath": "/etc/tidepool/api-keys", "readOnly": True}
+
+
+def test_gateway_disabled(render: Render) -> None:
+    docs = render({"gateway": {"enabled": False}})
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-gateway")]
+
+
+def test_images_have_no_registry_host_by_default(render: Render) -> None:
+    images = {c["image"] for s in pod_specs(render()).values() for c in s["containers"]}
+    assert images == {"tidepool/operator:0.1.0", "tidepool/gateway:0.1.0"}
+
+
+def test_image_registry_digest_and_tag(render: Render) -> None:
+    digest = "sha256:" + "b" * 64
+    docs = render(
+        {
+            "imageRegistry": "registry.example.internal/",
+            "operator": {"image": {"digest": digest}},
+            "gateway": {"image": {"tag": "0.2.0-rc1"}},
+        }
+    )
+    specs = pod_specs(docs)
+    assert specs["tp-tidepool-operator"]["containers"][0]["image"] == (
+        f"registry.example.internal/tidepool/operator@{digest}"
+    )
+    assert specs["tp-tidepool-gateway"]["containers"][0]["image"] == (
+        "registry.example.internal/tidepool/gateway:0.2.0-rc1"
+    )
+
+
+# -------------------------------------------------------------------------------------- CRDs
+
+
+@pytest.mark.parametrize(
+    ("crds", "count", "kept"),
+    [
+        pytest.param({}, 2, True, id="default-installed-and-kept"),
+        pytest.param({"keep": False}, 2, False, id="installed-not-kept"),
+        pytest.param({"install": False}, 0, False, id="not-installed"),
+    ],
+)
+def test_crds_gated_and_kept(render: Render, crds: dict[str, bool], count: int, kept: bool) -> None:
+    found = by_kind(render({"crds": crds}), "CustomResourceDefinition")
+    assert len(found) == count
+    for crd in found:
+        policy = (crd["metadata"].get("annotations") or {}).get("helm.sh/resource-policy")
+        assert policy == ("keep" if kept else None)
+    assert sorted(c["metadata"]["name"] for c in found) == sorted(
+        ["gpupools.tidepool.dev", "inferencedeployments.tidepool.dev"][:count]
+    )
+
+
+# ------------------------------------------------------------------------------------- RBAC
+
+
+def test_operator_rbac_least_privilege(render: Render) -> None:
+    rules = rules_of(render(), "ClusterRole", "-operator")
+    for verb in ("get", "list", "watch", "patch"):
+        assert allows(rules, "tidepool.dev", "inferencedeployments", verb)
+    assert allows(rules, "tidepool.dev", "inferencedeployments/status", "patch")
+    assert allows(rules, "tidepool.dev", "gpupools/status", "patch")
+    for verb in ("get", "list", "watch", "create", "patch", "delete"):
+        assert allows(rules, "apps", "deployments", verb)
+        assert allows(rules, "", "services", verb)
+    assert allows(rules, "", "events", "create")
+    assert allows(rules, "", "nodes", "watch")
+    for verb in ("create", "update", "patch", "delete", "deletecollection"):
+        assert not allows(rules, "", "nodes", verb)
+        assert not allows(rules, "", "pods", verb)
+    assert not allows(rules, "tidepool.dev", "inferencedeployments", "delete")
+    assert not allows(rules, "tidepool.dev", "inferencedeployments", "create")
+
+
+def test_gateway_rbac_is_read_plus_wake(render: Render) -> None:
+    rules = rules_of(render(), "ClusterRole", "-gateway")
+    granted = sorted(
+        (g, res, v)
+        for r in rules
+        for g in r["apiGroups"]
+        for res in r["resources"]
+        for v in r["verbs"]
+    )
+    assert granted == sorted(
+        [("", "pods", v) for v in ("get", "list", "watch")]
+        + [("tidepool.dev", "inferencedeployments", v) for v in ("get", "list", "watch", "patch")]
+    )
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({}, id="cluster-wide"),
+        pytest.param({"operator": {"watchNamespaces": ["team-a"]}}, id="namespaced"),
+    ],
+)
+def test_no_wildcards_and_no_secrets(render: Render, values: dict[str, Any]) -> None:
+    docs = render(values)
+    for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], (role["metadata"]["name"], rule)
+            assert not {"secrets", "configmaps", "serviceaccounts/token"} & set(rule["resources"])
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+
+
+def test_rbac_create_false(render: Render) -> None:
+    docs = render({"rbac": {"create": False}})
+    assert not [
+        d for d in docs if d["kind"] in {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    ]
+
+
+# ---------------------------------------------------------------------------- pod security
+
+
+def test_pods_meet_restricted_pod_security(render: Render) -> None:
+    specs = pod_specs(render())
+    assert len(specs) == 2
+    for name, spec in specs.items():
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True, name
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is True, name
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(spec), name
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+            assert sc["runAsNonRoot"] is True, name
+            assert c["resources"]["requests"], name
+
+
+# ------------------------------------------------------------------------------- GPU pools
+
+
+def test_default_pools_validate_against_the_api(render: Render) -> None:
+    pools = by_kind(render(), "GPUPool")
+    assert {p["metadata"]["name"]: p["spec"]["tenancy"] for p in pools} == {
+        "shared-a100": "shared",
+        "dedicated-a100": "dedicated",
+    }
+    for pool in pools:
+        GPUPool.model_validate(pool)
+    shared = next(p for p in pools if p["metadata"]["name"] == "shared-a100")
+    assert shared["spec"]["pricePerMillionTokens"] == 0.2
+
+
+def test_default_pools_are_the_documented_example(render: Render) -> None:
+    """examples/gpupools.yaml says it shows the chart's default pools; keep that true."""
+    example = [
+        d for d in yaml.safe_load_all((REPO / "examples" / "gpupools.yaml").read_text()) if d
+    ]
+    expected = {d["metadata"]["name"]: GPUPool.model_validate(d).spec for d in example}
+    rendered = {
+        p["metadata"]["name"]: GPUPool.model_validate(p).spec for p in by_kind(render(), "GPUPool")
+    }
+    assert rendered == expected
+
+
+def test_pools_are_post_install_hooks_until_the_crd_is_served(render: Render) -> None:
+    for pool in by_kind(render(), "GPUPool"):
+        notes = pool["metadata"]["annotations"]
+        assert notes["helm.sh/hook"] == "post-install"
+        # Ownership metadata, so the next `helm upgrade` adopts the hook-created pools.
+        assert notes["meta.helm.sh/release-name"] == "tp"
+        assert notes["meta.helm.sh/release-namespace"] == "tidepool-system"
+        assert pool["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    for pool in by_kind(render(api_versions=[GPUPOOL_API]), "GPUPool"):
+        assert "annotations" not in pool["metadata"]
+
+
+def test_no_pools(render: Render) -> None:
+    assert by_kind(render({"gpuPools": []}), "GPUPool") == []
+
+
+# ------------------------------------------------------------------- optional extras
+
+
+def test_monitoring_needs_both_the_value_and_the_api(render: Render) -> None:
+    on = {"monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
+    assert not by_kind(render(on), "ServiceMonitor")
+    assert not by_kind(render(on), "PodMonitor")
+    assert not by_kind(render(api_versions=MONITORING_APIS), "ServiceMonitor")
+    docs = render(on, api_versions=MONITORING_APIS)
+    sm = one(docs, "ServiceMonitor")
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics", "http"]
+    pm = one(docs, "PodMonitor")
+    assert pm["spec"]["selector"]["matchLabels"] == {"tidepool.dev/component": "engine"}
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+
+
+def test_network_policies(render: Render) -> None:
+    assert not by_kind(render(), "NetworkPolicy")
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+    docs = render({"networkPolicy": {"enabled": True, "gatewayFrom": [peer]}})
+    gw = one(docs, "NetworkPolicy", "-gateway")
+    assert gw["spec"]["ingress"] == [
+        {"ports": [{"port": "http", "protocol": "TCP"}], "from": [peer]}
+    ]
+    op = one(docs, "NetworkPolicy", "-operator")
+    assert op["spec"]["policyTypes"] == ["Ingress"]
+
+
+def test_pdb(render: Render) -> None:
+    assert not by_kind(render(), "PodDisruptionBudget")
+    pdb = one(
+        render({"gateway": {"podDisruptionBudget": {"enabled": True}}}), "PodDisruptionBudget"
+    )
+    assert pdb["spec"]["minAvailable"] == 1
+
+
+def test_common_labels_everywhere(render: Render) -> None:
+    docs = render({"commonLabels": {"team": "platform"}}, api_versions=[GPUPOOL_API])
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "tp", doc["metadata"]["name"]
+        if doc["kind"] != "CustomResourceDefinition":  # generated by `tidepool crd`
+            assert labels["team"] == "platform", doc["metadata"]["name"]

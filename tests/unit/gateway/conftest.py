@@ -1,0 +1,90 @@
+"""Fixtures for in-process gateway tests: real engine-sim apps and a fake discovery source.
+
+Everything binds to 127.0.0.1 with ephemeral ports; nothing leaves loopback.
+"""
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tidepool.enginesim import app as sim_app
+from tidepool.enginesim import engine
+from tidepool.gateway import proxy
+
+# Lets the test modules here import the local ``snapshots`` builders.
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+class FakeDiscovery:
+    """Publishes whatever snapshot a test hands it, like the watch thread would."""
+
+    def __init__(self, snapshot=None):
+        self.snapshot = snapshot
+        self.on_change = None
+        self.stopped = False
+
+    def start(self, on_change):
+        self.on_change = on_change
+        if self.snapshot is not None:
+            on_change(self.snapshot)
+
+    def publish(self, snapshot):
+        self.snapshot = snapshot
+        self.on_change(snapshot)
+
+    def stop(self):
+        self.stopped = True
+
+
+class FakeWaker:
+    def __init__(self):
+        self.calls = []
+        self._lock = threading.Lock()
+
+    def request_wake(self, namespace, name, now):
+        with self._lock:
+            self.calls.append((namespace, name, now))
+
+
+@pytest.fixture
+async def engines():
+    servers = []
+
+    async def _start(model="llama", **kw):
+        cfg = engine.EngineConfig(
+            model=model,
+            **{
+                "load_delay": 0.0,
+                "prefill_ms_per_1k_tokens": 1.0,
+                "decode_ms_per_token": 1.0,
+                **kw,
+            },
+        )
+        server = TestServer(sim_app.create_app(cfg), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield _start
+    for s in servers:
+        await s.close()
+
+
+@pytest.fixture
+async def gateway():
+    servers = []
+
+    async def _start(source, waker=None, **config):
+        server = TestServer(
+            proxy.create_app(proxy.GatewayConfig(**config), source, waker), host="127.0.0.1"
+        )
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield _start
+    for s in servers:
+        await s.close()

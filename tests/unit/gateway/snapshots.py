@@ -1,0 +1,49 @@
+"""Builders for routing snapshots used across the gateway tests (plain values, no I/O)."""
+
+from __future__ import annotations
+
+from tidepool.adapters import discovery
+
+
+def route(
+    name: str = "llama",
+    *,
+    namespace: str = "default",
+    served: str | None = None,
+    tenant: str | None = None,
+    hybrid: bool = False,
+    cap: int = 32,
+    pools: tuple[tuple[str, str, str], ...] = (),
+    routable: tuple[str, ...] = (),
+) -> discovery.ModelRoute:
+    return discovery.ModelRoute(
+        namespace=namespace,
+        name=name,
+        served_model=served or name,
+        tenant=tenant or namespace,
+        hybrid=hybrid,
+        overflow_concurrency_per_replica=cap,
+        routable_pools=routable,
+        pools=tuple(discovery.PoolRole(n, t, r) for n, t, r in pools),
+    )
+
+
+def endpoint(
+    pod: str,
+    *,
+    deployment: str = "llama",
+    pool: str = "shared",
+    port: int = 8000,
+    namespace: str = "default",
+    host: str = "127.0.0.1",
+) -> discovery.Endpoint:
+    return discovery.Endpoint(namespace, pod, deployment, pool, host, port)
+
+
+def snapshot(
+    models: tuple[discovery.ModelRoute, ...], endpoints: tuple[discovery.Endpoint, ...] = ()
+) -> discovery.RoutingSnapshot:
+    return discovery.RoutingSnapshot(models=models, endpoints=endpoints)
+
+
+HYBRID_POOLS = (("dedicated-a", "dedicated", "primary"), ("shared", "shared", "overflow"))

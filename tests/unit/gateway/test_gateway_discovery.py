@@ -1,0 +1,119 @@
+"""Translation of API JSON into routing values (adapters/discovery.py, no cluster needed)."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from tidepool.adapters import discovery, wake
+from tidepool.api import labels
+from tidepool.gateway import static
+from tidepool.gateway import wake as wakes
+
+
+def _pod(ready="True", ip="127.0.0.9", deleting=False, port_name="http", pool="shared"):
+    meta = {
+        "name": "p1",
+        "namespace": "ns",
+        "labels": {labels.INFERENCE_DEPLOYMENT: "llama", labels.POOL: pool},
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "metadata": meta,
+        "spec": {"containers": [{"ports": [{"name": port_name, "containerPort": 9000}]}]},
+        "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        pytest.param(_pod(), ("127.0.0.9", 9000, "shared"), id="ready-pod-named-port"),
+        pytest.param(_pod(port_name="metrics"), ("127.0.0.9", 8000, "shared"), id="default-port"),
+        pytest.param(_pod(ready="False"), None, id="not-ready"),
+        pytest.param(_pod(deleting=True), None, id="terminating"),
+        pytest.param(_pod(ip=None), None, id="no-ip-yet"),
+    ],
+)
+def test_endpoint_from_pod(pod, expected):
+    e = discovery.endpoint_from_pod(pod)
+    assert (None if e is None else (e.host, e.port, e.pool)) == expected
+
+
+@pytest.mark.parametrize(
+    ("obj", "served", "hybrid", "tenant"),
+    [
+        pytest.param({"metadata": {"name": "m", "namespace": "ns"}}, "m", False, "ns", id="bare"),
+        pytest.param(
+            {"metadata": {"name": "m"}, "spec": {"model": {"servedName": "s"}}},
+            "s",
+            False,
+            "default",
+            id="spec-served-name",
+        ),
+        pytest.param(
+            {
+                "metadata": {"name": "m", "namespace": "ns"},
+                "spec": {"model": {"servedName": "s"}, "tenant": "acme"},
+                "status": {"servedModel": "st"},
+            },
+            "st",
+            False,
+            "acme",
+            id="status-served-model-wins",
+        ),
+        pytest.param(
+            {
+                "metadata": {"name": "m"},
+                "spec": {"mode": "auto"},
+                "status": {"effectiveMode": "hybrid"},
+            },
+            "m",
+            True,
+            "default",
+            id="auto-running-hybrid",
+        ),
+    ],
+)
+def test_model_from_inference_deployment(obj, served, hybrid, tenant):
+    m = discovery.model_from_inference_deployment(obj)
+    assert (m.served_model, m.hybrid, m.tenant) == (served, hybrid, tenant)
+    assert m.overflow_concurrency_per_replica == 32
+
+
+def test_build_snapshot_drops_unroutable_pods():
+    snap = discovery.build_snapshot(
+        {"ns/p1": _pod(), "ns/p2": _pod(ready="False")},
+        {"ns/llama": {"metadata": {"name": "llama", "namespace": "ns"}}},
+    )
+    assert [e.pod for e in snap.endpoints] == ["p1"]
+    assert [m.name for m in snap.models] == ["llama"]
+
+
+def test_wake_patch_is_a_single_annotation_rfc3339():
+    now = datetime(2026, 9, 2, 10, 0, 0, 123000, tzinfo=UTC)
+    assert wake.wake_patch(now) == {
+        "metadata": {"annotations": {labels.WAKE_REQUESTED_AT: "2026-09-02T10:00:00.123Z"}}
+    }
+
+
+@pytest.mark.parametrize(
+    ("times", "expected"),
+    [
+        pytest.param([0.0, 0.5, 0.99, 1.0], [True, False, False, True], id="one-per-second"),
+        pytest.param([0.0, 5.0], [True, True], id="spaced-out"),
+    ],
+)
+def test_wake_limiter(times, expected):
+    limiter = wakes.WakeLimiter(1.0)
+    assert [limiter.should_wake(("ns", "m"), t) for t in times] == expected
+
+
+def test_static_routes_parse_and_errors():
+    snap = static.parse(
+        {"models": [{"name": "m", "endpoints": [{"port": 8001, "pool": "shared"}]}]}
+    )
+    assert snap.models[0].served_model == "m"
+    assert snap.endpoints[0].url == "http://127.0.0.1:8001"
+    with pytest.raises(static.StaticRoutesError, match=r"endpoints\[0\]\.port"):
+        static.parse({"models": [{"name": "m", "endpoints": [{}]}]})

@@ -1,0 +1,303 @@
+"""Table-driven tests and properties for tidepool.policy.autoscale.decide."""
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tidepool.api.conditions import Reason
+from tidepool.api.v1alpha1 import ScalingSpec
+from tidepool.policy import autoscale, signals
+
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+LONG_AGO = NOW - timedelta(days=1)
+POLICY = autoscale.AutoscalePolicy(
+    min_replicas=0,
+    max_replicas=10,
+    target_queue_depth=8,
+    scale_to_zero_after=timedelta(minutes=5),
+    scale_up_stabilization=timedelta(0),
+    scale_down_stabilization=timedelta(minutes=2),
+    max_scale_up_rate=2.0,
+)
+
+
+def q(value: float) -> signals.Signal:
+    return signals.Sample(value, NOW)
+
+
+def rec(ago_s: float, replicas: int) -> autoscale.Recommendation:
+    return autoscale.Recommendation(at=NOW - timedelta(seconds=ago_s), replicas=replicas)
+
+
+def inputs(**kw: object) -> autoscale.AutoscaleInputs:
+    base = autoscale.AutoscaleInputs(
+        policy=POLICY,
+        current_replicas=2,
+        ready_replicas=2,
+        queue=q(16),
+        wake_requested=False,
+        pinned_replicas=None,
+        last_active_at=NOW,
+        history=(),
+        operator_started_at=LONG_AGO,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+CASES = [
+    pytest.param(
+        inputs(queue=q(37)),
+        4,
+        Reason.SCALED_UP,
+        id="queue-37-target-8-ready-2-rate-2-gives-4-not-5",
+    ),
+    pytest.param(
+        inputs(queue=q(37), current_replicas=4, ready_replicas=4),
+        5,
+        Reason.SCALED_UP,
+        id="queue-37-with-4-ready-reaches-5",
+    ),
+    pytest.param(
+        inputs(current_replicas=0, ready_replicas=0, queue=q(3)),
+        1,
+        Reason.SCALED_FROM_ZERO,
+        id="scales-from-zero-on-queue",
+    ),
+    pytest.param(
+        inputs(current_replicas=0, ready_replicas=0, queue=q(100)),
+        2,
+        Reason.SCALED_FROM_ZERO,
+        id="from-zero-limited-to-rate-times-one",
+    ),
+    pytest.param(
+        inputs(
+            current_replicas=0,
+            ready_replicas=0,
+            queue=signals.NoData("no series"),
+            wake_requested=True,
+        ),
+        1,
+        Reason.WAKE_REQUESTED,
+        id="wake-at-zero-scales-without-metrics",
+    ),
+    pytest.param(
+        inputs(
+            current_replicas=0,
+            ready_replicas=0,
+            queue=signals.NoData("no series"),
+            wake_requested=True,
+            policy=replace(POLICY, min_replicas=3),
+        ),
+        3,
+        Reason.WAKE_REQUESTED,
+        id="wake-at-zero-goes-to-warm-minimum",
+    ),
+    pytest.param(
+        inputs(current_replicas=3, queue=signals.NoData("prometheus unreachable")),
+        3,
+        Reason.METRICS_UNKNOWN,
+        id="holds-on-missing-metrics",
+    ),
+    pytest.param(
+        inputs(current_replicas=1, queue=signals.NoData("NaN"), last_active_at=LONG_AGO),
+        1,
+        Reason.METRICS_UNKNOWN,
+        id="never-to-zero-on-missing-metrics-even-when-idle",
+    ),
+    pytest.param(
+        inputs(current_replicas=3, queue=q(0), history=(rec(60, 3),)),
+        3,
+        Reason.COOLING_DOWN,
+        id="holds-highest-recommendation-in-window",
+    ),
+    pytest.param(
+        inputs(current_replicas=3, queue=q(8), history=(rec(200, 3),)),
+        1,
+        Reason.SCALED_DOWN,
+        id="scales-down-after-window",
+    ),
+    pytest.param(
+        inputs(current_replicas=3, queue=q(8), operator_started_at=NOW - timedelta(seconds=30)),
+        3,
+        Reason.COOLING_DOWN,
+        id="no-scale-down-right-after-restart",
+    ),
+    pytest.param(
+        inputs(current_replicas=1, queue=q(0), last_active_at=NOW - timedelta(minutes=2)),
+        1,
+        Reason.COOLING_DOWN,
+        id="idle-2m-of-5m-holds-one",
+    ),
+    pytest.param(
+        inputs(current_replicas=1, queue=q(0), last_active_at=NOW - timedelta(minutes=6)),
+        0,
+        Reason.SCALED_TO_ZERO_AFTER_IDLE,
+        id="idle-6m-scales-to-zero",
+    ),
+    pytest.param(
+        inputs(
+            current_replicas=2,
+            queue=q(0),
+            policy=replace(POLICY, min_replicas=2),
+            last_active_at=LONG_AGO,
+        ),
+        2,
+        Reason.HOLDING_WARM_MINIMUM,
+        id="holds-warm-minimum-when-queue-empty",
+    ),
+    pytest.param(
+        inputs(current_replicas=2, queue=q(16)),
+        2,
+        Reason.HOLDING,
+        id="holds-when-on-target",
+    ),
+    pytest.param(
+        inputs(pinned_replicas=7, queue=q(0)),
+        7,
+        Reason.PINNED,
+        id="pinned-by-scale-subresource",
+    ),
+    pytest.param(
+        inputs(pinned_replicas=50, queue=q(0)),
+        10,
+        Reason.PINNED,
+        id="pinned-is-clamped-to-max",
+    ),
+    pytest.param(
+        inputs(current_replicas=12, ready_replicas=12, queue=q(200)),
+        10,
+        Reason.SCALED_DOWN,
+        id="above-max-is-cut-at-once",
+    ),
+]
+
+
+@pytest.mark.parametrize(("given_inputs", "replicas", "reason"), CASES)
+def test_decide(given_inputs: autoscale.AutoscaleInputs, replicas: int, reason: Reason) -> None:
+    d = autoscale.decide(given_inputs, NOW)
+    assert (d.replicas, d.reason) == (replicas, reason), d.message
+
+
+def test_message_carries_the_numbers() -> None:
+    d = autoscale.decide(inputs(queue=q(37)), NOW)
+    assert "queue 37" in d.message
+    assert "2 -> 4" in d.message
+    assert "max rate 2" in d.message
+
+
+def test_missing_metrics_keep_last_active_and_history() -> None:
+    hist = (rec(10, 2),)
+    d = autoscale.decide(
+        inputs(queue=signals.NoData("no series"), history=hist, last_active_at=LONG_AGO), NOW
+    )
+    assert d.metrics_known is False
+    assert d.last_active_at == LONG_AGO
+    assert d.history == hist
+
+
+def test_demand_refreshes_last_active_and_history_is_trimmed() -> None:
+    d = autoscale.decide(inputs(queue=q(5), history=(rec(600, 4), rec(30, 2))), NOW)
+    assert d.last_active_at == NOW
+    assert [r.at for r in d.history] == [NOW - timedelta(seconds=30), NOW]
+
+
+def test_from_spec_parses_durations() -> None:
+    p = autoscale.AutoscalePolicy.from_spec(ScalingSpec())
+    assert p.scale_to_zero_after == timedelta(minutes=5)
+    assert p.scale_down_stabilization == timedelta(minutes=2)
+    assert (p.min_replicas, p.max_replicas, p.target_queue_depth) == (0, 4, 8)
+
+
+def test_scale_up_stabilization_takes_lowest_recommendation() -> None:
+    pol = replace(POLICY, scale_up_stabilization=timedelta(seconds=60))
+    d = autoscale.decide(inputs(policy=pol, queue=q(64), history=(rec(30, 3),)), NOW)
+    assert d.replicas == 3
+
+
+# ---- properties ------------------------------------------------------------------------------
+
+policies = st.builds(
+    lambda lo, span, target, rate: replace(
+        POLICY,
+        min_replicas=lo,
+        max_replicas=lo + span,
+        target_queue_depth=target,
+        max_scale_up_rate=rate,
+    ),
+    st.integers(0, 5),
+    st.integers(1, 20),
+    st.integers(1, 64),
+    st.floats(1.0, 10.0),
+)
+queues = st.one_of(
+    st.floats(0, 5000, allow_nan=False).map(q),
+    st.sampled_from([signals.NoData("no series"), signals.NoData("NaN")]),
+)
+histories = st.lists(st.builds(rec, st.floats(0, 400), st.integers(0, 30)), max_size=6).map(tuple)
+snapshots = st.builds(
+    lambda pol, cur, ready, queue, wake, hist, idle, restart: inputs(
+        policy=pol,
+        current_replicas=cur,
+        ready_replicas=min(cur, ready),
+        queue=queue,
+        wake_requested=wake,
+        history=hist,
+        last_active_at=NOW - timedelta(seconds=idle),
+        operator_started_at=NOW - timedelta(seconds=restart),
+    ),
+    policies,
+    st.integers(0, 30),
+    st.integers(0, 30),
+    queues,
+    st.booleans(),
+    histories,
+    st.floats(0, 3600),
+    st.floats(0, 86400),
+)
+
+
+@given(snapshots)
+def test_never_above_max_nor_below_min(s: autoscale.AutoscaleInputs) -> None:
+    d = autoscale.decide(s, NOW)
+    assert s.policy.min_replicas <= d.replicas <= s.policy.max_replicas
+
+
+@given(snapshots)
+def test_missing_metrics_never_scale_down(s: autoscale.AutoscaleInputs) -> None:
+    d = autoscale.decide(s, NOW)
+    if isinstance(s.queue, signals.NoData):
+        assert d.replicas >= min(s.current_replicas, s.policy.max_replicas)
+        assert d.metrics_known is False
+        assert d.replicas > 0 or s.current_replicas == 0
+
+
+@given(snapshots)
+def test_zero_only_after_idle_window(s: autoscale.AutoscaleInputs) -> None:
+    d = autoscale.decide(s, NOW)
+    if d.replicas == 0 and s.current_replicas > 0:
+        assert s.last_active_at is not None
+        assert NOW - s.last_active_at >= s.policy.scale_to_zero_after
+        assert s.policy.min_replicas == 0
+        assert not s.wake_requested
+
+
+@given(snapshots)
+def test_wake_at_zero_always_scales_up(s: autoscale.AutoscaleInputs) -> None:
+    if s.current_replicas == 0 and s.wake_requested and s.pinned_replicas is None:
+        assert autoscale.decide(s, NOW).replicas >= max(1, s.policy.min_replicas)
+
+
+@given(snapshots, st.floats(0, 5000), st.floats(0, 5000))
+def test_monotone_in_queue_depth(s: autoscale.AutoscaleInputs, a: float, b: float) -> None:
+    lo, hi = sorted((a, b))
+    d_lo = autoscale.decide(replace(s, queue=q(lo)), NOW)
+    d_hi = autoscale.decide(replace(s, queue=q(hi)), NOW)
+    assert d_lo.replicas <= d_hi.replicas
+
+
+@given(snapshots)
+def test_pure(s: autoscale.AutoscaleInputs) -> None:
+    assert autoscale.decide(s, NOW) == autoscale.decide(s, NOW)

@@ -1,0 +1,200 @@
+"""A change of ``spec.mode`` walks a make-before-break migration, durable across restarts."""
+
+from typing import Any
+
+import pytest
+from reconcile_harness import DEDICATED, SHARED, Harness, dep
+
+from tidepool.api.v1alpha1 import DeploymentMode, MigrationPhase
+from tidepool.policy.signals import NoData, Sample
+
+SERVERLESS = {"mode": "serverless", "scaling": {"minReplicas": 0, "maxReplicas": 4}}
+TO_DEDICATED = {"mode": "dedicated", "scaling": {"minReplicas": 1, "maxReplicas": 4}}
+
+
+def _phase(h: Harness) -> MigrationPhase | None:
+    return h.status.migration.phase if h.status.migration else None
+
+
+def _roles(h: Harness) -> dict[str, str]:
+    return {p.name: p.role for p in h.status.pools}
+
+
+def _serving_warm(h: Harness) -> Harness:
+    """A serverless deployment with one ready replica and some traffic."""
+    h.metrics.queue = Sample(4.0, h.clock.now)
+    h.sync()
+    h.kube.make_ready()
+    h.sync(advance=5)
+    assert h.replicas() == {SHARED: 1}
+    return h
+
+
+def test_serverless_to_dedicated_walks_every_phase_and_survives_a_restart() -> None:
+    h = _serving_warm(Harness(SERVERLESS))
+    h.metrics.inflight[SHARED] = Sample(3.0, h.clock.now)
+    h.change_spec(**TO_DEDICATED)
+
+    # 1. StartingTarget: the dedicated pool gets a replica; traffic stays on shared.
+    h.sync(advance=5)
+    assert _phase(h) == MigrationPhase.STARTING_TARGET
+    assert _roles(h) == {SHARED: "primary", DEDICATED: "target"}
+    assert h.status.routable_pools == [SHARED]
+    assert h.replicas()[DEDICATED] >= 1
+    assert h.condition("Migrating")[:2] == ("True", "StartingTarget")
+    started_at = h.status.migration.started_at if h.status.migration else None
+
+    h.sync(advance=20)  # still loading: nothing moves
+    assert _phase(h) == MigrationPhase.STARTING_TARGET
+    assert h.status.routable_pools == [SHARED]
+
+    # 2. The target is ready: traffic shifts; shared drains.
+    h.kube.make_ready(dep(DEDICATED))
+    h.sync(advance=5)
+    assert _phase(h) == MigrationPhase.SHIFTING_TRAFFIC
+    assert h.status.routable_pools == [DEDICATED]
+    assert _roles(h) == {SHARED: "draining", DEDICATED: "primary"}
+    assert h.replicas()[SHARED] == 1, "a draining pool keeps its replicas"
+
+    # The operator restarts here: memo is gone; status.migration is all it has.
+    h.restart()
+    h.sync(advance=5)
+    assert _phase(h) == MigrationPhase.DRAINING, "resumed, not restarted"
+    assert h.status.migration is not None
+    assert h.status.migration.started_at == started_at
+    assert h.status.routable_pools == [DEDICATED]
+
+    # 3. Draining: shared still has 3 in flight, so it stays.
+    h.sync(advance=30)
+    assert _phase(h) == MigrationPhase.DRAINING
+    assert SHARED in h.kube.deployment_names() or dep(SHARED) in h.kube.deployment_names()
+
+    # In-flight reaches zero: complete, and the old Deployment is deleted.
+    h.metrics.inflight[SHARED] = Sample(0.0, h.clock.now)
+    h.sync(advance=5)
+    assert h.status.migration is None
+    assert h.status.effective_mode == DeploymentMode.DEDICATED
+    assert h.kube.deletes == [dep(SHARED)]
+    assert h.kube.deployment_names() == [dep(DEDICATED)]
+    assert h.status.routable_pools == [DEDICATED]
+    assert _roles(h) == {DEDICATED: "primary"}
+    assert h.condition("Migrating")[:2] == ("False", "Stable")
+    assert h.status.last_migration_time == h.clock.now
+    assert [e.reason for e in h.events()] == ["MigrationComplete"]
+
+    # And it stays done.
+    h.kube.clear_records()
+    h.sync(advance=15)
+    assert h.status.migration is None
+    assert h.kube.deletes == []
+
+    assert all(r.status.routable_pools for r in h.results), "routablePools was never empty"
+
+
+def test_migration_events_name_each_phase() -> None:
+    h = _serving_warm(Harness(SERVERLESS))
+    h.change_spec(**TO_DEDICATED)
+    h.sync(advance=5)
+    first = [e.reason for e in h.events()]
+    h.kube.make_ready(dep(DEDICATED))
+    h.sync(advance=5)
+
+    assert "FixedMode" in first
+    assert [e.reason for e in h.events()] == ["ShiftingTraffic"]
+    assert h.status.last_decision is not None
+    assert h.status.last_decision.reason == "ShiftingTraffic"
+
+
+def test_unknown_inflight_keeps_the_old_pool_until_the_drain_timeout() -> None:
+    h = _serving_warm(Harness(SERVERLESS))
+    h.metrics.inflight[SHARED] = NoData("prometheus unreachable")
+    h.change_spec(**TO_DEDICATED)
+    h.sync(advance=5)
+    h.kube.make_ready(dep(DEDICATED))
+    h.sync(advance=5)
+    h.sync(advance=5)
+    assert _phase(h) == MigrationPhase.DRAINING
+
+    h.sync(advance=14 * 60)
+    assert _phase(h) == MigrationPhase.DRAINING
+    assert dep(SHARED) in h.kube.deployment_names()
+
+    h.sync(advance=60)
+    assert h.status.migration is None
+    assert dep(SHARED) not in h.kube.deployment_names()
+
+
+def test_target_that_never_starts_is_rolled_back() -> None:
+    h = _serving_warm(Harness(SERVERLESS))
+    h.change_spec(**TO_DEDICATED)
+    h.sync(advance=5)
+    assert dep(DEDICATED) in h.kube.deployment_names()
+
+    h.sync(advance=31 * 60)
+
+    assert h.status.migration is None
+    assert h.status.effective_mode == DeploymentMode.SERVERLESS
+    assert h.kube.deployment_names() == [dep(SHARED)]
+    assert h.status.routable_pools == [SHARED]
+    assert [(e.type, e.reason) for e in h.events("MigrationRolledBack")] == [
+        ("Warning", "MigrationRolledBack")
+    ]
+
+
+def test_no_migration_budget_defers_the_move() -> None:
+    h = _serving_warm(Harness(SERVERLESS))
+    h.may_start_migration = False
+    h.change_spec(**TO_DEDICATED)
+
+    h.sync(advance=5)
+
+    assert h.status.migration is None
+    assert h.kube.deployment_names() == [dep(SHARED)]
+    assert [e.reason for e in h.events("MigrationDeferred")] == ["MigrationDeferred"]
+
+
+@pytest.mark.parametrize(
+    ("start", "to"),
+    [
+        pytest.param(
+            {"mode": "hybrid", "scaling": {"minReplicas": 1, "maxReplicas": 8}},
+            {"mode": "dedicated", "scaling": {"minReplicas": 1, "maxReplicas": 8}},
+            id="hybrid-to-dedicated",
+        ),
+        pytest.param(
+            {"mode": "dedicated", "scaling": {"minReplicas": 1, "maxReplicas": 8}},
+            {"mode": "serverless", "scaling": {"minReplicas": 0, "maxReplicas": 8}},
+            id="dedicated-to-serverless",
+        ),
+        pytest.param(
+            {"mode": "serverless", "scaling": {"minReplicas": 0, "maxReplicas": 8}},
+            {"mode": "hybrid", "scaling": {"minReplicas": 1, "maxReplicas": 8}},
+            id="serverless-to-hybrid",
+        ),
+    ],
+)
+def test_after_the_shift_the_new_primary_scales_to_the_whole_load(
+    start: dict[str, Any], to: dict[str, Any]
+) -> None:
+    h = Harness(start)
+    h.metrics.queue = Sample(32.0, h.clock.now)  # 4 replicas' worth
+    h.metrics.default_inflight = Sample(5.0, h.clock.now)  # old pools keep draining throughout
+    for _ in range(4):
+        h.sync(advance=5)
+        h.kube.make_ready()
+    h.change_spec(**to)
+
+    serving_after_shift = []
+    for _ in range(8):
+        h.sync(advance=5)
+        h.kube.make_ready()
+        assert h.status.routable_pools
+        if _phase(h) in (MigrationPhase.SHIFTING_TRAFFIC, MigrationPhase.DRAINING):
+            serving_after_shift.append(
+                sum(p.replicas for p in h.status.pools if p.role in ("primary", "overflow"))
+            )
+
+    assert serving_after_shift, "the migration never shifted traffic"
+    assert max(serving_after_shift) >= 4, (
+        f"while draining, the new layout never reached the 4-replica load: {serving_after_shift}"
+    )
