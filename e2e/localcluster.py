@@ -720,6 +720,30 @@ class Cluster:
         return names
 
 
+def reap_stale_clusters(prefix: str) -> list[str]:
+    """Delete clusters named ``prefix*`` whose owner died (their ``<name>.lock`` is free).
+
+    Why: a SIGKILLed test session cannot run its teardown, and kwokctl's processes outlive it
+    by design. The next session calls this, so at most one session's leftovers ever exist.
+    """
+    reaped = []
+    clusters_dir = KWOK_WORKDIR / "clusters"
+    if not clusters_dir.is_dir():
+        return reaped
+    for workdir in sorted(clusters_dir.iterdir()):
+        if not workdir.name.startswith(prefix):
+            continue
+        cluster = Cluster(workdir.name)
+        try:
+            cluster._take_ownership()
+        except ClusterBusyError:
+            continue  # a live session uses it
+        log(f"deleting cluster {workdir.name!r} left behind by a dead session")
+        cluster.down()
+        reaped.append(workdir.name)
+    return reaped
+
+
 def _kill_if_alive(pid: int) -> None:
     """SIGTERM, then SIGKILL after 5s, a pid kwokctl recorded (only if it still runs)."""
     try:

@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -410,7 +411,7 @@ class PodBacker:
             out.write(f"\n--- {_now()} {' '.join(argv)}\n".encode())
             out.flush()
             b.process = subprocess.Popen(
-                argv,
+                die_with_parent(argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -529,6 +530,17 @@ class PodBacker:
         spec = spec_from_pod(pod, self.default_load_delay)
         if spec is not None:
             self._force_delete(spec)
+
+
+def die_with_parent(argv: list[str]) -> list[str]:
+    """Prefix ``argv`` so the child gets SIGKILL if the thread that started it dies.
+
+    Why: children run in their own session (so a Ctrl-C reaches them only through an orderly
+    stop), which also means a SIGKILLed pytest would leave them running, holding their loopback
+    addresses for the next session. PR_SET_PDEATHSIG (via util-linux ``setpriv``) closes that.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
 
 def _is_ready(pod: client.V1Pod) -> bool:

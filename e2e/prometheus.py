@@ -41,7 +41,14 @@ from typing import Any
 
 from kubernetes import client, config
 
-from podbacker import COMPONENT, ENGINE_SELECTOR, INFERENCE_DEPLOYMENT, SERVED_MODEL, http_port
+from podbacker import (
+    COMPONENT,
+    ENGINE_SELECTOR,
+    INFERENCE_DEPLOYMENT,
+    SERVED_MODEL,
+    die_with_parent,
+    http_port,
+)
 
 TEMPLATE = Path(__file__).resolve().parent / "cluster" / "prometheus.yml.tmpl"
 #: Jobs whose targets come from file_sd files written by ``set_targets``.
@@ -223,7 +230,7 @@ class Prometheus:
         ]
         with self.log_path.open("ab") as out:
             self._process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                die_with_parent(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout

@@ -30,7 +30,7 @@ def free_port() -> int:
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return bool(200 <= resp.status < 300)
     except OSError:
         return False
@@ -52,7 +52,7 @@ class ManagedProcess:
         env.pop("HTTP_PROXY", None)
         env.pop("HTTPS_PROXY", None)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 - our own program
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "tidepool", *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -57,6 +57,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[localcluster.Cluster]:
     bin_dir = localcluster.ensure_binaries()
+    localcluster.reap_stale_clusters(f"{CLUSTER_NAME}-")
     c = localcluster.Cluster(CLUSTER_NAME, bin_dir=bin_dir)
     try:
         try:

@@ -213,8 +213,8 @@ def make_api_client(kubeconfig: str | None) -> Any:
 
     With ``kubeconfig`` None: in-cluster service account first, then the default kubeconfig.
     """
-    from kubernetes import client  # noqa: PLC0415 - lazy, see module docstring
-    from kubernetes import config as kube_config  # noqa: PLC0415
+    from kubernetes import client
+    from kubernetes import config as kube_config
 
     config: Any = kube_config  # its loaders are untyped
     cfg = client.Configuration()
@@ -248,7 +248,7 @@ class KubeDiscovery:
         self._on_change: Callable[[RoutingSnapshot], None] | None = None
 
     def start(self, on_change: Callable[[RoutingSnapshot], None]) -> None:
-        from kubernetes import client  # noqa: PLC0415 - lazy, see module docstring
+        from kubernetes import client
 
         self._on_change = on_change
         core = client.CoreV1Api(self._api_client)
@@ -296,7 +296,7 @@ class KubeDiscovery:
         Why relist instead of resuming: after a 410 or a broken stream we may have missed a
         DELETED event, and only a fresh list makes the cache exact again.
         """
-        from kubernetes import watch as kube_watch  # noqa: PLC0415 - lazy, see docstring
+        from kubernetes import watch as kube_watch
 
         watch: Any = kube_watch  # Watch is untyped
 

@@ -36,7 +36,7 @@ ENGINE_LABEL: Final = "inference_deployment"
 TIMEOUT_SECONDS: Final = 3.0
 
 
-class _Unknown(Exception):
+class _UnknownError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -67,24 +67,24 @@ class PrometheusMetrics:
         )
 
     def _scalar(self, promql: str) -> float | None:
-        """The single value of ``promql``; None for an empty vector. Raises _Unknown otherwise."""
+        """The single value of ``promql``; None for an empty vector; _UnknownError otherwise."""
         try:
             result = self._prom.custom_query(query=promql)
         except (PrometheusApiClientException, RequestException, ValueError) as exc:
-            raise _Unknown(f"prometheus unreachable: {type(exc).__name__}") from exc
+            raise _UnknownError(f"prometheus unreachable: {type(exc).__name__}") from exc
         if not result:
             return None
         if len(result) > 1:
-            raise _Unknown(f"{len(result)} series where one was expected")
+            raise _UnknownError(f"{len(result)} series where one was expected")
         value = float(result[0]["value"][1])
         if not math.isfinite(value):
-            raise _Unknown("NaN")
+            raise _UnknownError("NaN")
         return value
 
     def _gateway_up(self) -> None:
         up = self._scalar(f'max(up{{job="{GATEWAY_JOB}"}})')
         if up is None or up < 1:
-            raise _Unknown("gateway not scraped")
+            raise _UnknownError("gateway not scraped")
 
     def demand(
         self, *, namespace: str, name: str, served_model: str, ready_replicas: int, now: datetime
@@ -97,12 +97,12 @@ class PrometheusMetrics:
                 f"sum(vllm:num_requests_waiting{{{sel}}}) + sum(vllm:num_requests_running{{{sel}}})"
             )
             if engines is None and ready_replicas > 0:
-                raise _Unknown("engine metrics missing")
+                raise _UnknownError("engine metrics missing")
             held = self._scalar(
                 f'sum(tidepool_gateway_queue_depth{{namespace="{_escape(namespace)}",'
                 f'model="{_escape(served_model)}"}})'
             )
-        except _Unknown as unknown:
+        except _UnknownError as unknown:
             return NoData(unknown.reason)
         return Sample(value=(engines or 0.0) + (held or 0.0), at=now)
 
@@ -116,7 +116,7 @@ class PrometheusMetrics:
             value = self._scalar(
                 f"sum(vllm:num_requests_waiting{{{sel}}}) + sum(vllm:num_requests_running{{{sel}}})"
             )
-        except _Unknown as unknown:
+        except _UnknownError as unknown:
             return NoData(unknown.reason)
         return Sample(value=value or 0.0, at=now)
 
@@ -141,7 +141,7 @@ class PrometheusMetrics:
             mean = self._scalar(f"avg_over_time(({conc}){win})")
             peak = self._scalar(f"max_over_time(({conc}){win})")
             tps = self._scalar(tokens)
-        except _Unknown as unknown:
+        except _UnknownError as unknown:
             return TrafficWindow(
                 NoData(unknown.reason), NoData(unknown.reason), NoData(unknown.reason)
             )

@@ -39,7 +39,7 @@ class KubeWaker:
     """Patches the wake annotation through the Kubernetes API."""
 
     def __init__(self, api_client: Any) -> None:
-        from kubernetes import client  # noqa: PLC0415 - keep the import out of module load
+        from kubernetes import client
 
         self._custom = client.CustomObjectsApi(api_client)
 

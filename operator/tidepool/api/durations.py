@@ -21,7 +21,8 @@ def parse(text: str) -> timedelta:
     """Parse ``text``; e.g. ``parse("1h30m") == timedelta(minutes=90)``."""
     if not re.fullmatch(PATTERN, text):
         raise InvalidDurationError(
-            f"{text!r} is not a duration; use a number with a unit ms, s, m or h, e.g. 90s, 5m, 1h30m"
+            f"{text!r} is not a duration; use a number with a unit ms, s, m or h,"
+            " e.g. 90s, 5m, 1h30m"
         )
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
     return timedelta(seconds=seconds)
@@ -34,7 +35,9 @@ def format_seconds(seconds: float) -> str:
         return f"{whole}s"
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
-    out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (
-        f"{secs}s" if secs else ""
+    out = (
+        (f"{hours}h" if hours else "")
+        + (f"{minutes}m" if minutes else "")
+        + (f"{secs}s" if secs else "")
     )
     return out or "0s"

@@ -88,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
             path.write_text(text)
             print(f"wrote {rel}")
     if args.check and stale:
-        print(
-            "out of date (run `tidepool crd` and commit): " + ", ".join(stale), file=sys.stderr
-        )
+        print("out of date (run `tidepool crd` and commit): " + ", ".join(stale), file=sys.stderr)
         return 1
     if not stale:
         print("all generated files up to date")

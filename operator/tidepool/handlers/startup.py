@@ -44,7 +44,7 @@ def serve_health(deps: Deps, host: str, port: int) -> ThreadingHTTPServer:
     """``/healthz`` (process alive) and ``/readyz`` (started and talked to the API server)."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             if self.path == "/healthz":
                 code, text = 200, "ok"
             elif self.path == "/readyz":
@@ -58,7 +58,7 @@ def serve_health(deps: Deps, host: str, port: int) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     server = ThreadingHTTPServer((host, port), Handler)

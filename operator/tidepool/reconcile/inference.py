@@ -244,7 +244,13 @@ def sync(
 
     if mig is None:
         decision = _decide_placement(
-            infd, metrics, current_mode, shared, dedicated, placement_since, now
+            infd,
+            metrics=metrics,
+            current=current_mode,
+            shared=shared,
+            dedicated=dedicated,
+            placement_since=placement_since,
+            now=now,
         )
         above_since, below_since = decision.above_since, decision.below_since
         utilization = decision.utilization if decision.utilization is not None else utilization
@@ -310,10 +316,7 @@ def sync(
             placement_since = now
             last_migration_time = now
             above_since = below_since = None
-        if stepped.completed or stepped.rolled_back:
-            mig = None
-        else:
-            mig = stepped.status
+        mig = None if stepped.completed or stepped.rolled_back else stepped.status
 
     # -- autoscaling ------------------------------------------------------------------------
     serving = [p for p, r in roles if r in ("primary", "overflow")]
@@ -490,6 +493,7 @@ def _apply_if_changed(
 
 def _decide_placement(
     infd: InferenceDeployment,
+    *,
     metrics: MetricsPort,
     current: DeploymentMode,
     shared: GPUPool | None,

@@ -166,7 +166,7 @@ def test_sigterm_drains_then_exits(unused_tcp_port):
     try:
         assert proc.stdout is not None
         assert b"listening" in proc.stdout.readline()
-        import http.client  # noqa: PLC0415
+        import http.client
 
         conn = http.client.HTTPConnection("127.0.0.1", unused_tcp_port, timeout=10)
         body = json.dumps({"model": "m", "prompt": "x", "max_tokens": 25, "stream": True})
@@ -188,7 +188,7 @@ def test_sigterm_drains_then_exits(unused_tcp_port):
 
 @pytest.fixture
 def unused_tcp_port():
-    import socket  # noqa: PLC0415
+    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -246,7 +246,7 @@ async def test_readyz_and_models(engines, gateway):
 
 @pytest.fixture
 def unused_port():
-    import socket  # noqa: PLC0415
+    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -28,10 +28,6 @@ Duration = Annotated[
 ]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-#: ``default: {}`` in the CRD, so the API server fills an omitted sub-object with its own defaults
-#: before the CEL rules that read it run (``self.scaling.minReplicas`` on an absent ``scaling`` is
-#: a "no such key" error, which refused e.g. ``kubectl scale`` on a manifest with no scaling block).
-_DEFAULT_EMPTY: Final[dict[str, Any]] = {"default": {}}
 
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
@@ -118,7 +114,8 @@ class GPUPoolSpec(_Model):
             "x-kubernetes-validations": [
                 _cel(
                     "self.tenancy == 'shared' || !has(self.pricePerMillionTokens)",
-                    "pricePerMillionTokens applies only to shared pools; dedicated pools bill GPU-hours",
+                    "pricePerMillionTokens applies only to shared pools;"
+                    " dedicated pools bill GPU-hours",
                     ".pricePerMillionTokens",
                 ),
             ]
@@ -129,7 +126,7 @@ class GPUPoolSpec(_Model):
     """shared: tenants are packed onto the same nodes and billed per token. dedicated: one
     tenant per node (taints plus anti-affinity), billed per GPU-hour."""
     gpu_type: str = Field(min_length=1, examples=["NVIDIA-A100-SXM4-80GB"])
-    """GPU model of the nodes, as NVIDIA GPU feature discovery labels it (nvidia.com/gpu.product)."""
+    """GPU model of the nodes, as GPU feature discovery labels it (nvidia.com/gpu.product)."""
     gpus_per_node: int = Field(default=8, ge=1, le=64)
     """GPUs on each node of this pool."""
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -201,7 +198,8 @@ class EngineSpec(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "!has(self.tensorParallelSize) || self.tensorParallelSize <= self.gpusPerReplica",
+                    "!has(self.tensorParallelSize)"
+                    " || self.tensorParallelSize <= self.gpusPerReplica",
                     "tensorParallelSize must not exceed gpusPerReplica",
                     ".tensorParallelSize",
                 ),
@@ -316,12 +314,13 @@ class InferenceDeploymentSpec(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "self.mode != 'dedicated' || self.scaling.minReplicas >= 1",
+                    "self.mode != 'dedicated'"
+                    " || (has(self.scaling) && self.scaling.minReplicas >= 1)",
                     "mode dedicated keeps warm replicas: scaling.minReplicas must be at least 1",
                     ".scaling.minReplicas",
                 ),
                 _cel(
-                    "self.mode != 'hybrid' || self.scaling.minReplicas >= 1",
+                    "self.mode != 'hybrid' || (has(self.scaling) && self.scaling.minReplicas >= 1)",
                     "mode hybrid needs a dedicated floor: scaling.minReplicas must be at least 1",
                     ".scaling.minReplicas",
                 ),
@@ -331,7 +330,8 @@ class InferenceDeploymentSpec(_Model):
                     ".hybrid",
                 ),
                 _cel(
-                    "!has(self.replicas) || (self.replicas >= self.scaling.minReplicas"
+                    "!has(self.replicas) || !has(self.scaling)"
+                    " || (self.replicas >= self.scaling.minReplicas"
                     " && self.replicas <= self.scaling.maxReplicas)",
                     "replicas (set through the scale subresource) must lie within"
                     " scaling.minReplicas..scaling.maxReplicas",
@@ -342,16 +342,14 @@ class InferenceDeploymentSpec(_Model):
     )
 
     model: ModelSpec
-    engine: EngineSpec = Field(default_factory=EngineSpec, json_schema_extra=_DEFAULT_EMPTY)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
     mode: DeploymentMode = DeploymentMode.SERVERLESS
     """serverless: shared pool, scale to zero. dedicated: single-tenant GPUs, warm minimum.
     hybrid: dedicated floor plus shared overflow. auto: Tidepool chooses and moves the tenant."""
     tenant: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
     """Tenant (billing and isolation unit). Defaults to the namespace."""
-    scaling: ScalingSpec = Field(default_factory=ScalingSpec, json_schema_extra=_DEFAULT_EMPTY)
-    placement: PlacementSpec = Field(
-        default_factory=PlacementSpec, json_schema_extra=_DEFAULT_EMPTY
-    )
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
     hybrid: HybridSpec | None = None
     """Hybrid overflow settings (mode hybrid, or auto when it picks hybrid)."""
     replicas: int | None = Field(default=None, ge=0, le=1000)
