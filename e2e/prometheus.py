@@ -230,9 +230,12 @@ class Prometheus:
         ]
         with self.log_path.open("ab") as out:
             self._process = subprocess.Popen(
-                die_with_parent(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                die_with_parent(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         deadline = time.monotonic() + timeout
         while not self._ready():
             if self._process.poll() is not None:
