@@ -1,0 +1,179 @@
+"""Shared helpers for the integration tests: apply manifests, wait on status, send traffic.
+
+Everything talks to the real local control plane and to processes on loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+GROUP, VERSION, PLURAL = "tidepool.dev", "v1alpha1", "inferencedeployments"
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def infd_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"model": {"name": f"org/{name}", "servedName": name}, **spec},
+    }
+    return body
+
+
+def apply_infd(kube: client.ApiClient, body: dict[str, Any], manager: str = "kubectl") -> None:
+    """Server-side apply as a user (or Argo CD) would."""
+    api = client.CustomObjectsApi(kube)
+    api.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        body["metadata"]["namespace"],
+        PLURAL,
+        body["metadata"]["name"],
+        body,
+        field_manager=manager,
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
+
+
+def get_infd(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    return obj
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+def deployments(kube: client.ApiClient, namespace: str) -> dict[str, client.V1Deployment]:
+    items = client.AppsV1Api(kube).list_namespaced_deployment(namespace).items
+    return {d.metadata.name: d for d in items}
+
+
+def engine_pods(kube: client.ApiClient, namespace: str) -> list[client.V1Pod]:
+    return [
+        p
+        for p in client.CoreV1Api(kube).list_namespaced_pod(namespace).items
+        if p.metadata.deletion_timestamp is None
+    ]
+
+
+def node_pool(kube: client.ApiClient, node_name: str) -> str:
+    node = client.CoreV1Api(kube).read_node(node_name)
+    return str((node.metadata.labels or {}).get("tidepool.dev/pool", ""))
+
+
+def replicas_of(kube: client.ApiClient, namespace: str, name: str) -> int | None:
+    try:
+        dep = client.AppsV1Api(kube).read_namespaced_deployment(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return int(dep.spec.replicas or 0)
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+    backend: str
+    seconds: float
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def complete(
+    gateway_url: str, model: str, *, max_tokens: int = 8, timeout: float = 120.0,
+    api_key: str | None = None,
+) -> Reply:
+    """One OpenAI completion through the gateway."""
+    payload = json.dumps({"model": model, "prompt": "hello tidepool", "max_tokens": max_tokens})
+    req = urllib.request.Request(  # noqa: S310 - loopback only
+        f"{gateway_url}/v1/completions",
+        data=payload.encode(),
+        headers={"Content-Type": "application/json",
+                 **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
+        method="POST",
+    )
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            return Reply(
+                status=resp.status,
+                body=json.loads(resp.read() or b"{}"),
+                backend=resp.headers.get("X-Tidepool-Backend", ""),
+                seconds=time.monotonic() - started,
+                headers=dict(resp.headers),
+            )
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        return Reply(
+            status=err.code,
+            body=json.loads(raw) if raw.startswith(b"{") else {"raw": raw.decode(errors="replace")},
+            backend="",
+            seconds=time.monotonic() - started,
+            headers=dict(err.headers),
+        )
+
+
+class TrafficLoop:
+    """Continuous client traffic in background threads; counts every non-200 as a failure."""
+
+    def __init__(self, gateway_url: str, model: str, *, clients: int = 4, max_tokens: int = 16):
+        self.gateway_url, self.model = gateway_url, model
+        self.clients, self.max_tokens = clients, max_tokens
+        self.ok = 0
+        self.failures: list[str] = []
+        self.backends: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            reply = complete(self.gateway_url, self.model, max_tokens=self.max_tokens)
+            with self._lock:
+                if reply.status == 200:
+                    self.ok += 1
+                    self.backends[reply.backend] = self.backends.get(reply.backend, 0) + 1
+                else:
+                    self.failures.append(f"{reply.status}: {reply.body}")
+
+    def __enter__(self) -> TrafficLoop:
+        for i in range(self.clients):
+            t = threading.Thread(target=self._run, name=f"traffic-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=180)
