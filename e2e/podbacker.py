@@ -111,7 +111,12 @@ def spec_from_pod(pod: client.V1Pod, default_load_delay: str) -> EngineSpec | No
         return None
     labels = meta.labels or {}
     annotations = meta.annotations or {}
-    model = labels.get(SERVED_MODEL) or labels.get(INFERENCE_DEPLOYMENT) or meta.name
+    model = (
+        annotations.get(SERVED_MODEL)
+        or labels.get(SERVED_MODEL)
+        or labels.get(INFERENCE_DEPLOYMENT)
+        or meta.name
+    )
     grace = pod.spec.termination_grace_period_seconds
     return EngineSpec(
         namespace=meta.namespace,

@@ -36,6 +36,12 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def _new_log_file() -> Path:
+    fd, path = tempfile.mkstemp(prefix="tidepool-", suffix=".log")
+    os.close(fd)
+    return Path(path)
+
+
 @dataclass
 class ManagedProcess:
     """A ``tidepool`` sub-command running in the background, with its log kept."""
@@ -45,21 +51,21 @@ class ManagedProcess:
     health_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".log")[1]))
+    log_path: Path = field(default_factory=lambda: _new_log_file())
 
     def start(self, timeout: float = 30.0) -> ManagedProcess:
         env = {**os.environ, "NO_PROXY": "127.0.0.0/8,localhost", **self.env}
         env.pop("HTTP_PROXY", None)
         env.pop("HTTPS_PROXY", None)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tidepool", *self.args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-            start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tidepool", *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+            )
         if self.health_url:
             deadline = time.monotonic() + timeout
             while not http_ok(self.health_url):

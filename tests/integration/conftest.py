@@ -42,6 +42,14 @@ import localcluster
 from podbacker import PodBacker
 from prometheus import Prometheus
 
+# Fixtures that run Tidepool itself (operator, gateway, GPUPools).
+from fixtures_stack import (  # noqa: F401 - re-exported for pytest
+    gpupools,
+    logs_on_failure,
+    pytest_runtest_makereport,
+    tidepool,
+)
+
 CLUSTER_NAME = "tidepool-test"
 HERE = Path(__file__).resolve().parent
 

@@ -6,10 +6,8 @@ import subprocess
 import time
 
 import pytest
-from kubernetes import client
-
-import localcluster
 from fixtures_stack import Tidepool
+from kubernetes import client
 from tidepool_stack import (
     apply_infd,
     condition,
@@ -20,6 +18,8 @@ from tidepool_stack import (
     node_pool,
     wait_for,
 )
+
+import localcluster
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
 

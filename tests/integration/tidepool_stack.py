@@ -115,7 +115,7 @@ def complete(
 ) -> Reply:
     """One OpenAI completion through the gateway."""
     payload = json.dumps({"model": model, "prompt": "hello tidepool", "max_tokens": max_tokens})
-    req = urllib.request.Request(  # noqa: S310 - loopback only
+    req = urllib.request.Request(
         f"{gateway_url}/v1/completions",
         data=payload.encode(),
         headers={"Content-Type": "application/json",
@@ -124,7 +124,7 @@ def complete(
     )
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return Reply(
                 status=resp.status,
                 body=json.loads(resp.read() or b"{}"),
