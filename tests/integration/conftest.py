@@ -35,12 +35,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-
-import localcluster
-from podbacker import PodBacker
-from prometheus import Prometheus
 
 # Fixtures that run Tidepool itself (operator, gateway, GPUPools).
 from fixtures_stack import (  # noqa: F401 - re-exported for pytest
@@ -49,6 +43,12 @@ from fixtures_stack import (  # noqa: F401 - re-exported for pytest
     pytest_runtest_makereport,
     tidepool,
 )
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+import localcluster
+from podbacker import PodBacker
+from prometheus import Prometheus
 
 CLUSTER_NAME = "tidepool-test"
 HERE = Path(__file__).resolve().parent

@@ -70,9 +70,7 @@ def tidepool(
 
 
 @pytest.fixture
-def logs_on_failure(
-    request: pytest.FixtureRequest, tidepool: Tidepool
-) -> Iterator[None]:
+def logs_on_failure(request: pytest.FixtureRequest, tidepool: Tidepool) -> Iterator[None]:
     """Print the operator's and gateway's last log lines when a test fails."""
     yield
     report = getattr(request.node, "rep_call", None)

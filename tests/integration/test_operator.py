@@ -26,8 +26,9 @@ pytestmark = pytest.mark.usefixtures("logs_on_failure")
 
 def _ready(kube: client.ApiClient, ns: str, name: str) -> dict:
     return wait_for(
-        lambda: (o := get_infd(kube, ns, name)) and condition(o, "Ready").get("status") == "True"
-        and o,
+        lambda: (
+            (o := get_infd(kube, ns, name)) and condition(o, "Ready").get("status") == "True" and o
+        ),
         timeout=60,
         what=f"{ns}/{name} Ready=True",
     )
@@ -43,9 +44,7 @@ def _ready(kube: client.ApiClient, ns: str, name: str) -> dict:
 def test_applied_cr_gets_engine_pods_bound_to_its_pool(
     kube: client.ApiClient, namespace: str, tidepool: Tidepool, mode: str, pool: str
 ) -> None:
-    body = infd_manifest(
-        "m", namespace, mode=mode, scaling={"minReplicas": 2, "maxReplicas": 3}
-    )
+    body = infd_manifest("m", namespace, mode=mode, scaling={"minReplicas": 2, "maxReplicas": 3})
     apply_infd(kube, body)
 
     obj = _ready(kube, namespace, "m")
@@ -75,9 +74,18 @@ spec:
   scaling: {{minReplicas: 5, maxReplicas: 2, scaleToZeroAfter: "5 minutes"}}
 """
     result = subprocess.run(
-        [str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig),
-         "apply", "-f", "-"],
-        input=manifest, capture_output=True, text=True, check=False,
+        [
+            str(cluster.bin_dir / "kubectl"),
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "apply",
+            "-f",
+            "-",
+        ],
+        input=manifest,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
     assert result.returncode != 0
@@ -90,8 +98,7 @@ spec:
 def test_deleting_the_cr_removes_its_children(
     kube: client.ApiClient, namespace: str, tidepool: Tidepool
 ) -> None:
-    apply_infd(kube, infd_manifest("gone", namespace, mode="dedicated",
-                                   scaling={"minReplicas": 1}))
+    apply_infd(kube, infd_manifest("gone", namespace, mode="dedicated", scaling={"minReplicas": 1}))
     wait_for(lambda: deployments(kube, namespace), timeout=30, what="engine deployment")
 
     client.CustomObjectsApi(kube).delete_namespaced_custom_object(
@@ -99,8 +106,10 @@ def test_deleting_the_cr_removes_its_children(
     )
 
     wait_for(
-        lambda: not deployments(kube, namespace)
-        and not client.CoreV1Api(kube).list_namespaced_service(namespace).items,
+        lambda: (
+            not deployments(kube, namespace)
+            and not client.CoreV1Api(kube).list_namespaced_service(namespace).items
+        ),
         timeout=60,
         what="garbage collection of the Deployment and Service",
     )
@@ -109,8 +118,12 @@ def test_deleting_the_cr_removes_its_children(
 def test_operator_restart_changes_nothing(
     kube: client.ApiClient, namespace: str, tidepool: Tidepool
 ) -> None:
-    apply_infd(kube, infd_manifest("steady", namespace, mode="dedicated",
-                                   scaling={"minReplicas": 1, "maxReplicas": 2}))
+    apply_infd(
+        kube,
+        infd_manifest(
+            "steady", namespace, mode="dedicated", scaling={"minReplicas": 1, "maxReplicas": 2}
+        ),
+    )
     before_obj = _ready(kube, namespace, "steady")
     time.sleep(3)  # let the status settle
     before = {n: d.metadata.resource_version for n, d in deployments(kube, namespace).items()}
@@ -160,8 +173,9 @@ def test_applying_the_same_manifest_twice_never_resets_replicas(
     kube: client.ApiClient, namespace: str, tidepool: Tidepool
 ) -> None:
     """GitOps: Argo CD re-applies the manifest; the autoscaler's count stands."""
-    body = infd_manifest("gitops", namespace, mode="serverless",
-                         scaling={"minReplicas": 0, "maxReplicas": 3})
+    body = infd_manifest(
+        "gitops", namespace, mode="serverless", scaling={"minReplicas": 0, "maxReplicas": 3}
+    )
     apply_infd(kube, body, manager="argocd-controller")
     wait_for(lambda: deployments(kube, namespace), timeout=30, what="engine deployment")
     name = next(iter(deployments(kube, namespace)))
@@ -169,11 +183,18 @@ def test_applying_the_same_manifest_twice_never_resets_replicas(
 
     # The autoscaler's path: a wake from the gateway scales to 1.
     client.CustomObjectsApi(kube).patch_namespaced_custom_object(
-        "tidepool.dev", "v1alpha1", namespace, "inferencedeployments", "gitops",
+        "tidepool.dev",
+        "v1alpha1",
+        namespace,
+        "inferencedeployments",
+        "gitops",
         {"metadata": {"annotations": {"tidepool.dev/wake-requested-at": "2026-01-01T00:00:00Z"}}},
     )
-    wait_for(lambda: deployments(kube, namespace)[name].spec.replicas == 1, timeout=20,
-             what="autoscaler scale to 1")
+    wait_for(
+        lambda: deployments(kube, namespace)[name].spec.replicas == 1,
+        timeout=20,
+        what="autoscaler scale to 1",
+    )
 
     apply_infd(kube, body, manager="argocd-controller")
     time.sleep(3)
@@ -186,14 +207,23 @@ def test_unschedulable_pods_surface_as_a_condition(
     kube: client.ApiClient, namespace: str, tidepool: Tidepool
 ) -> None:
     # Two dedicated nodes with 8 GPUs each: a third 8-GPU replica can never be placed.
-    apply_infd(kube, infd_manifest(
-        "big", namespace, mode="dedicated",
-        engine={"gpusPerReplica": 8}, scaling={"minReplicas": 3, "maxReplicas": 3},
-    ))
+    apply_infd(
+        kube,
+        infd_manifest(
+            "big",
+            namespace,
+            mode="dedicated",
+            engine={"gpusPerReplica": 8},
+            scaling={"minReplicas": 3, "maxReplicas": 3},
+        ),
+    )
 
     obj = wait_for(
-        lambda: (o := get_infd(kube, namespace, "big"))
-        and condition(o, "Scheduled").get("status") == "False" and o,
+        lambda: (
+            (o := get_infd(kube, namespace, "big"))
+            and condition(o, "Scheduled").get("status") == "False"
+            and o
+        ),
         timeout=60,
         what="Scheduled=False",
     )

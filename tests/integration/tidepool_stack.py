@@ -110,7 +110,11 @@ class Reply:
 
 
 def complete(
-    gateway_url: str, model: str, *, max_tokens: int = 8, timeout: float = 120.0,
+    gateway_url: str,
+    model: str,
+    *,
+    max_tokens: int = 8,
+    timeout: float = 120.0,
     api_key: str | None = None,
 ) -> Reply:
     """One OpenAI completion through the gateway."""
@@ -118,8 +122,10 @@ def complete(
     req = urllib.request.Request(
         f"{gateway_url}/v1/completions",
         data=payload.encode(),
-        headers={"Content-Type": "application/json",
-                 **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+        },
         method="POST",
     )
     started = time.monotonic()
@@ -141,6 +147,19 @@ def complete(
             seconds=time.monotonic() - started,
             headers=dict(err.headers),
         )
+
+
+def gateway_knows(gateway_url: str, model: str, timeout: float = 30.0) -> None:
+    """Wait until the gateway's watch has seen ``model`` (it lists it under /v1/models)."""
+
+    def listed() -> bool:
+        try:
+            with urllib.request.urlopen(f"{gateway_url}/v1/models", timeout=2) as resp:
+                return model in {m["id"] for m in json.loads(resp.read())["data"]}
+        except OSError:
+            return False
+
+    wait_for(listed, timeout=timeout, what=f"gateway to know model {model}")
 
 
 class TrafficLoop:
