@@ -539,7 +539,12 @@ class Cluster:
             f"creating cluster {self.name!r} (kwokctl --runtime=binary, binaries in {self.bin_dir})"
         )
         try:
-            self._kwokctl(*self._create_args())
+            # kwokctl picks "unused" ports by probing and by reading other clusters' saved
+            # configs; two creates at once pick the same ports and break each other. So creates
+            # are serialized across processes (each takes ~4 s).
+            with (KWOK_WORKDIR / ".create.lock").open("w") as guard:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                self._kwokctl(*self._create_args())
             self.timings.kwokctl_create = time.monotonic() - start
             self.wait_api_ready(timeout=timeout)
             self.timings.api_ready = time.monotonic() - start
@@ -741,6 +746,16 @@ def reap_stale_clusters(prefix: str) -> list[str]:
         log(f"deleting cluster {workdir.name!r} left behind by a dead session")
         cluster.down()
         reaped.append(workdir.name)
+    # Lock files of pid-suffixed sessions that are gone (unique names: no unlink race).
+    for lock_path in KWOK_WORKDIR.glob(f"{prefix}*.lock"):
+        if (clusters_dir / lock_path.stem).exists():
+            continue
+        with lock_path.open("w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue
+            lock_path.unlink(missing_ok=True)
     return reaped
 
 

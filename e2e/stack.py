@@ -51,7 +51,7 @@ class ManagedProcess:
     health_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(default_factory=lambda: _new_log_file())
+    log_path: Path = field(default_factory=_new_log_file)
 
     def start(self, timeout: float = 30.0) -> ManagedProcess:
         env = {**os.environ, "NO_PROXY": "127.0.0.0/8,localhost", **self.env}

@@ -8,7 +8,9 @@ Fixtures (all tests in this directory are marked ``cluster`` automatically):
 
 * ``cluster`` -> ``localcluster.Cluster`` (session): control plane up, fake GPU nodes Ready,
   ``crds/*.yaml`` applied and Established. Has ``.kubeconfig``, ``.kubectl()``, ``.apply()``,
-  ``.add_node()``, ``.remove_node()``, ``.timings``.
+  ``.add_node()``, ``.gpu_node()``, ``.remove_node()``, ``.slot``, ``.timings``. Named
+  ``tidepool-test``; if another live session owns that name, ``tidepool-test-<pid>`` on its own
+  loopback slot (disjoint pod IPs), and leftovers of dead sessions are deleted first.
 * ``kubeconfig`` -> ``pathlib.Path`` (session).
 * ``kube`` -> ``kubernetes.client.ApiClient`` (session), e.g. ``CoreV1Api(kube)``.
 * ``namespace`` -> ``str`` (function): a fresh namespace; on teardown it is deleted and the

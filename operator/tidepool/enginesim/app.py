@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -229,7 +230,14 @@ class _Generation:
         sim, eng = self.sim, self.sim.engine
         acquire = asyncio.ensure_future(eng.acquire())
         sim._sync_gauges()
-        await acquire
+        try:
+            await acquire
+        except asyncio.CancelledError:
+            # Cancelled just after the slot was granted: give it back, or it leaks for good.
+            if acquire.done() and not acquire.cancelled() and acquire.exception() is None:
+                eng.release()
+                sim._sync_gauges()
+            raise
         sim._sync_gauges()
         try:
             await asyncio.sleep(engine.prefill_seconds(self.prompt_tokens, sim.config))
@@ -307,9 +315,13 @@ class _Generation:
         await resp.prepare(request)
         first = True
         try:
-            async for piece in self.tokens():
-                await resp.write(self._chunk(piece, None, first))
-                first = False
+            # aclosing: a client that goes away mid-stream must free its batch slot now, not
+            # whenever the suspended generator is garbage-collected (a leaked slot reads as a
+            # request running forever, and the autoscaler would never scale to zero).
+            async with contextlib.aclosing(self.tokens()) as pieces:
+                async for piece in pieces:
+                    await resp.write(self._chunk(piece, None, first))
+                    first = False
             await resp.write(self._chunk(None, "length"))
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()

@@ -11,6 +11,7 @@ restart resumes decisions where they were. Only the autoscaler's recommendation 
 memory; an empty history after a restart makes the autoscaler hold instead of scaling down.
 """
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -324,6 +325,12 @@ def sync(
     ready_serving = sum(observed[p].ready_replicas for p in serving if p in observed)
     wake = _wake_pending(infd)
     policy = autoscale.AutoscalePolicy.from_spec(infd.spec.scaling)
+    if effective in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID) and policy.min_replicas < 1:
+        # auto promoted the tenant onto dedicated GPUs: those keep a warm replica, as an
+        # explicit dedicated deployment must (the CRD refuses minReplicas 0 there).
+        policy = dataclasses.replace(
+            policy, min_replicas=1, max_replicas=max(1, policy.max_replicas)
+        )
     initial = (
         infd.spec.scaling.initial_replicas
         if infd.spec.scaling.initial_replicas is not None

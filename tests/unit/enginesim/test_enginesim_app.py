@@ -1,6 +1,7 @@
 """The simulator over HTTP, in-process on 127.0.0.1: OpenAI shapes, health, metrics, drain."""
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -193,3 +194,24 @@ def unused_tcp_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "stream", [pytest.param(True, id="stream"), pytest.param(False, id="whole")]
+)
+async def test_a_client_that_goes_away_frees_its_batch_slot(start, stream):
+    """A leaked slot reads as a request running forever: the autoscaler would never idle."""
+    server = await start(max_num_seqs=4, decode_ms_per_token=50.0)
+    body = {"model": "m", "prompt": "hi", "max_tokens": 200, "stream": stream}
+    async with aiohttp.ClientSession() as s:
+        task = asyncio.create_task(s.post(_url(server, "/v1/completions"), json=body))
+        await asyncio.sleep(0.3)
+        task.cancel()  # the client hangs up mid-request
+        if stream and not task.cancelled():
+            with contextlib.suppress(asyncio.CancelledError):
+                (await task).close()
+        await asyncio.sleep(0.5)
+        async with s.get(_url(server, "/metrics")) as r:
+            text = await r.text()
+
+    assert 'vllm:num_requests_running{model_name="m"} 0.0' in text
