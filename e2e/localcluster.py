@@ -606,6 +606,38 @@ class Cluster:
                     f"{component} is not running; {log_file}:\n{tail}"
                 ) from None
 
+    def restart_apiserver(self, *, down_for: float = 3.0, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver, keep it down ``down_for`` seconds, start it again as it was.
+
+        For resilience tests: clients must reconnect their watches on their own. The process
+        is re-executed with its own command line and environment, and its pid file updated, so
+        ``down()`` still finds it.
+        """
+        pid_file = self.workdir / "pids" / "kube-apiserver.pid"
+        pid = int(pid_file.read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        environ = dict(
+            item.split(b"=", 1)
+            for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if b"=" in item
+        )
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not _alive(pid), timeout=30, what="apiserver exit")
+        time.sleep(down_for)
+        log_path = self.workdir / "logs" / "kube-apiserver.log"
+        with log_path.open("ab") as out:
+            proc = subprocess.Popen(  # the same binary and flags kwokctl used
+                [a.decode() for a in argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={k.decode(): v.decode() for k, v in environ.items()},
+                cwd=cwd,
+                start_new_session=True,
+            )
+        pid_file.write_text(str(proc.pid))
+        self.wait_api_ready(timeout=timeout)
+
     def _component_pids(self) -> list[int]:
         pids = []
         for pid_file in (self.workdir / "pids").glob("*.pid"):
@@ -723,6 +755,15 @@ class Cluster:
             self.kubectl("wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
                          *[f"crd/{n}" for n in names], timeout=timeout + 10)  # fmt: skip
         return names
+
+
+def _alive(pid: int) -> bool:
+    """Running, i.e. present and not a zombie (PID 1 here may never reap kwokctl's children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
 
 
 def reap_stale_clusters(prefix: str) -> list[str]:

@@ -21,6 +21,9 @@ COMPONENT_ENGINE: Final = "engine"
 #: Pod annotation: the model name clients put in the OpenAI ``model`` field.
 SERVED_MODEL: Final = f"{PREFIX}/served-model"
 
+#: GPUPool annotation, like StorageClass's is-default-class: the pool of its tenancy that an
+#: InferenceDeployment without ``placement.pools`` uses. Without one, the first pool by name.
+DEFAULT_POOL: Final = f"{PREFIX}/is-default-pool"
 #: Set by the gateway when a request arrives for a model with no ready replica. The operator
 #: reacts to a change of this annotation at once, instead of waiting for a Prometheus scrape.
 WAKE_REQUESTED_AT: Final = f"{PREFIX}/wake-requested-at"

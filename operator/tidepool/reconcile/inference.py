@@ -104,7 +104,13 @@ def _pick_pool(pools: list[GPUPool], tenancy: Tenancy, preferred: str | None) ->
                 f" {match.spec.tenancy}, not {tenancy}"
             )
         return match
-    return next((p for p in pools if p.spec.tenancy == tenancy), None)
+    candidates = [p for p in pools if p.spec.tenancy == tenancy]  # sorted by name
+    default = [
+        p
+        for p in candidates
+        if str(p.metadata.get("annotations", {}).get(labels.DEFAULT_POOL, "")).lower() == "true"
+    ]
+    return (default or candidates or [None])[0]
 
 
 def _check_fits(infd: InferenceDeployment, pool: GPUPool) -> None:

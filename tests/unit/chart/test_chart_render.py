@@ -295,7 +295,14 @@ def test_pools_are_post_install_hooks_until_the_crd_is_served(render: Render) ->
         assert notes["meta.helm.sh/release-namespace"] == "tidepool-system"
         assert pool["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
     for pool in by_kind(render(api_versions=[GPUPOOL_API]), "GPUPool"):
-        assert "annotations" not in pool["metadata"]
+        assert "helm.sh/hook" not in pool["metadata"]["annotations"]
+
+
+def test_chart_pools_are_the_default_pools(render: Render) -> None:
+    """An InferenceDeployment that names no pool uses the pool marked default for its tenancy."""
+    for api_versions in ([], [GPUPOOL_API]):
+        for pool in by_kind(render(api_versions=api_versions), "GPUPool"):
+            assert pool["metadata"]["annotations"]["tidepool.dev/is-default-pool"] == "true"
 
 
 def test_no_pools(render: Render) -> None:
