@@ -346,6 +346,8 @@ class Cluster:
         self.timings = Timings()
         self._atexit_registered = False
         self._owner_lock: IO[str] | None = None
+        #: Components this object re-started itself (``restart_apiserver``), reaped in ``down``.
+        self._restarted: list[subprocess.Popen[bytes]] = []
         self.slot: int = self._recorded_slot() if self._slot_file.exists() else -1
 
     # ---- paths
@@ -568,6 +570,12 @@ class Cluster:
         try:
             self._down()
         finally:
+            for proc in self._restarted:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+            self._restarted.clear()
             if release:
                 self._release_ownership()
 
@@ -623,7 +631,11 @@ class Cluster:
         )
         cwd = os.readlink(f"/proc/{pid}/cwd")
         os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not _alive(pid), timeout=30, what="apiserver exit")
+        try:
+            wait_for(lambda: not _alive(pid), timeout=5, what="apiserver graceful exit")
+        except TimeoutError:
+            os.kill(pid, signal.SIGKILL)  # its graceful shutdown can take minutes; crash it
+            wait_for(lambda: not _alive(pid), timeout=30, what="apiserver exit")
         time.sleep(down_for)
         log_path = self.workdir / "logs" / "kube-apiserver.log"
         with log_path.open("ab") as out:
@@ -635,6 +647,7 @@ class Cluster:
                 cwd=cwd,
                 start_new_session=True,
             )
+        self._restarted.append(proc)
         pid_file.write_text(str(proc.pid))
         self.wait_api_ready(timeout=timeout)
 

@@ -143,6 +143,10 @@ class Tidepool:
             now,
         )
         self.above, self.below = d.above_since, d.below_since
+        if self.placement_since is None and d.reason == placement.PlacementReason.HOLDING:
+            # The first full window confirmed the initial placement: from now on it is a
+            # placement chosen on evidence, with the dwell and hold of any other.
+            self.placement_since = now
         if d.move:
             self.target = d.mode
             self.target_floor = d.floor_replicas
