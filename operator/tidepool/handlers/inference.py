@@ -6,6 +6,7 @@ the daemon (a ``threading.Event`` in the object's memo), which then reconciles a
 reaches ``replicas: 1`` within one API round trip, not a Prometheus scrape later.
 """
 
+import copy
 import threading
 import time
 from typing import Any
@@ -32,9 +33,28 @@ def _poke(memo: kopf.Memo) -> threading.Event:
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 @kopf.on.field(*RESOURCE, field=("metadata", "annotations", labels.WAKE_REQUESTED_AT))
-def poke(memo: kopf.Memo, **_: Any) -> None:
-    """Something changed that the daemon should act on now."""
+def poke(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Something changed that the daemon should act on now.
+
+    The body travels with the poke: the daemon may wake before Kopf refreshes its live view of
+    the object, and a wake must not wait a whole tick for the annotation to become visible.
+    """
+    memo["fresh_body"] = copy.deepcopy(dict(body))
     _poke(memo).set()
+
+
+def _newest(live: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
+    """The newer of Kopf's live body and the one the last poke carried (by resourceVersion)."""
+    current = dict(live)
+    fresh = memo.get("fresh_body")
+    if not fresh:
+        return current
+
+    def version(obj: dict[str, Any]) -> int:
+        text = str(obj.get("metadata", {}).get("resourceVersion", "0"))
+        return int(text) if text.isdigit() else 0
+
+    return fresh if version(fresh) > version(current) else current
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
@@ -54,7 +74,12 @@ def reconcile_loop(
         poked.clear()
         wait = deps.tick_seconds
         try:
-            wait = min(wait, _reconcile_once(body, deps, cache, key, logger))
+            wait = min(
+                wait,
+                _reconcile_once(
+                    _newest(body, memo), body=body, deps=deps, cache=cache, logger=logger, key=key
+                ),
+            )
         except TransientKubeError as exc:
             logger.warning(f"transient API error, retrying: {exc}")
             deps.telemetry.reconciles.labels(result="retry").inc()
@@ -67,9 +92,14 @@ def reconcile_loop(
 
 
 def _reconcile_once(
-    body: kopf.Body, deps: Deps, cache: inference.ObjectCache, key: str, logger: kopf.Logger
+    raw: dict[str, Any],
+    *,
+    body: kopf.Body,
+    deps: Deps,
+    cache: inference.ObjectCache,
+    logger: kopf.Logger,
+    key: str,
 ) -> float:
-    raw = dict(body)
     started = time.perf_counter()
     try:
         infd = InferenceDeployment.model_validate(raw)

@@ -382,19 +382,17 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
     cur_cost = _monthly(proj, current)
     ut = f"utilization {u:.2f}"
     # The evidence timers (module docstring, "Hysteresis"): recomputed on every decision.
-    gpu_options = [m for m in available if m != DeploymentMode.SERVERLESS]
-    best_gpu = min(gpu_options, key=lambda m: _monthly(proj, m)) if gpu_options else None
-    gpu_cost = _monthly(proj, best_gpu) if best_gpu is not None else math.inf
-    srv_cost = (
-        proj.serverless_monthly if DeploymentMode.SERVERLESS in available else math.inf
+    gpu_options: list[DeploymentMode] = [m for m in available if m != DeploymentMode.SERVERLESS]
+    best_gpu: DeploymentMode | None = (
+        min(gpu_options, key=lambda m: _monthly(proj, m)) if gpu_options else None
     )
+    gpu_cost = _monthly(proj, best_gpu) if best_gpu is not None else math.inf
+    srv_cost = proj.serverless_monthly if DeploymentMode.SERVERLESS in available else math.inf
     ref = cur_cost if current != DeploymentMode.SERVERLESS else gpu_cost
     favours_gpus = gpu_cost <= (1.0 - margin) * srv_cost or (
         u > p.promote_above and gpu_cost <= srv_cost
     )
-    favours_serverless = srv_cost <= (1.0 - margin) * ref or (
-        u < p.demote_below and srv_cost < ref
-    )
+    favours_serverless = srv_cost <= (1.0 - margin) * ref or (u < p.demote_below and srv_cost < ref)
     above = (above or now) if favours_gpus else None
     below = (below or now) if favours_serverless else None
     hold_for = evidence_hold(p)
@@ -411,7 +409,7 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
             f" {_fmt(p.window)} window + {_fmt(hold_for)} hold)"
         )
 
-    target = current
+    target: DeploymentMode = current
     why = ""
     if current == DeploymentMode.SERVERLESS:
         if best_gpu is not None and sustained(above):

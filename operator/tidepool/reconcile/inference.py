@@ -25,6 +25,7 @@ from tidepool.api.v1alpha1 import (
     Condition,
     DeploymentMode,
     GPUPool,
+    HybridSpec,
     InferenceDeployment,
     InferenceDeploymentStatus,
     LastDecision,
@@ -110,7 +111,9 @@ def _pick_pool(pools: list[GPUPool], tenancy: Tenancy, preferred: str | None) ->
         for p in candidates
         if str(p.metadata.get("annotations", {}).get(labels.DEFAULT_POOL, "")).lower() == "true"
     ]
-    return (default or candidates or [None])[0]
+    if default:
+        return default[0]
+    return candidates[0] if candidates else None
 
 
 def _check_fits(infd: InferenceDeployment, pool: GPUPool) -> None:
@@ -244,7 +247,9 @@ def sync(
     effective = current_mode
     roles: tuple[tuple[str, str], ...] = current_layout.roles
     routable: tuple[str, ...] = current_layout.pools
-    placement_since = status.placement_since or now
+    # None until the first window with known metrics confirms (or changes) the initial placement:
+    # a brand-new tenant may move on its first window, without waiting out a dwell.
+    placement_since = status.placement_since
     last_migration_time = status.last_migration_time
     above_since, below_since = status.utilization_above_since, status.utilization_below_since
     utilization = status.utilization
@@ -260,6 +265,8 @@ def sync(
             now=now,
         )
         above_since, below_since = decision.above_since, decision.below_since
+        if placement_since is None and decision.reason in ("Holding", "FixedMode"):
+            placement_since = now
         utilization = decision.utilization if decision.utilization is not None else utilization
         if decision.move and decision.mode != current_mode:
             if context.may_start_migration:
@@ -511,7 +518,7 @@ def _decide_placement(
     current: DeploymentMode,
     shared: GPUPool | None,
     dedicated: GPUPool | None,
-    placement_since: datetime,
+    placement_since: datetime | None,
     now: datetime,
 ) -> placement.PlacementDecision:
     policy = placement.PlacementPolicy.from_spec(infd.spec.placement)
@@ -548,6 +555,9 @@ def _decide_placement(
             above_since=infd.status.utilization_above_since,
             below_since=infd.status.utilization_below_since,
             migration_in_progress=False,
+            overflow_concurrency_per_replica=(
+                infd.spec.hybrid or HybridSpec()
+            ).overflow_concurrency_per_replica,
         ),
         now,
     )

@@ -81,20 +81,15 @@ class EngineModel:
 
 
 def _sim_scaling() -> ScalingSpec:
-    # target 48 of 64 seats: a replica runs at 75% of its batch capacity, and the other 16 seats
-    # absorb growth during the 60 s a new replica needs to load. The CRD default (8) is
-    # latency-first and would provision 8x the GPUs a saturated replica needs.
-    # Scale-down window 5m (the HPA default) rather than the CRD's 2m: with 60 s model loads and
-    # bursty tenants (ServeGen inter-arrival CV up to 8), 2m gave back replicas that the next
-    # burst needed and pushed the p99 queue wait past the SLO.
-    return ScalingSpec(
-        min_replicas=0, max_replicas=1000, target_queue_depth=48, scale_down_stabilization="5m"
-    )
+    # The CRD defaults (targetQueueDepth, scaleDownStabilization): the same code and the same
+    # defaults run in the operator and here. Only the bounds are the tenant's: scale to zero, and
+    # no artificial cap (the CRD's maxReplicas 4 would cap the busiest ServeGen clients).
+    return ScalingSpec(min_replicas=0, max_replicas=1000)
 
 
 def _sim_hybrid() -> HybridSpec:
-    # Spill above the same 48 in flight per dedicated replica the autoscaler targets.
-    return HybridSpec(overflow_concurrency_per_replica=48, max_overflow_replicas=1000)
+    # The CRD default overflowConcurrencyPerReplica; the overflow is uncapped like maxReplicas.
+    return HybridSpec(max_overflow_replicas=1000)
 
 
 @dataclass(frozen=True, slots=True)

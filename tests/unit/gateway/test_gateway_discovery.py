@@ -78,7 +78,7 @@ def test_endpoint_from_pod(pod, expected):
 def test_model_from_inference_deployment(obj, served, hybrid, tenant):
     m = discovery.model_from_inference_deployment(obj)
     assert (m.served_model, m.hybrid, m.tenant) == (served, hybrid, tenant)
-    assert m.overflow_concurrency_per_replica == 32
+    assert m.overflow_concurrency_per_replica == 56  # HybridSpec's default
 
 
 def test_build_snapshot_drops_unroutable_pods():

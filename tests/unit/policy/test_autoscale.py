@@ -207,8 +207,8 @@ def test_demand_refreshes_last_active_and_history_is_trimmed() -> None:
 def test_from_spec_parses_durations() -> None:
     p = autoscale.AutoscalePolicy.from_spec(ScalingSpec())
     assert p.scale_to_zero_after == timedelta(minutes=5)
-    assert p.scale_down_stabilization == timedelta(minutes=2)
-    assert (p.min_replicas, p.max_replicas, p.target_queue_depth) == (0, 4, 8)
+    assert p.scale_down_stabilization == timedelta(minutes=10)
+    assert (p.min_replicas, p.max_replicas, p.target_queue_depth) == (0, 4, 56)
 
 
 def test_scale_up_stabilization_takes_lowest_recommendation() -> None:

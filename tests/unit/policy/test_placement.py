@@ -368,5 +368,6 @@ def test_moves_respect_dwell_and_sustained_evidence(series: list[float]) -> None
         if last is not None:
             assert now - last >= dwell
         since = s.above_since if d.mode != S else s.below_since
-        assert since is not None and now - since >= hold, d.message
+        assert since is not None, d.message
+        assert now - since >= hold, d.message
         last = now

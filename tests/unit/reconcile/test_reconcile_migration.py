@@ -157,18 +157,36 @@ def test_no_migration_budget_defers_the_move() -> None:
     ("start", "to"),
     [
         pytest.param(
-            {"mode": "hybrid", "scaling": {"minReplicas": 1, "maxReplicas": 8}},
-            {"mode": "dedicated", "scaling": {"minReplicas": 1, "maxReplicas": 8}},
+            {
+                "mode": "hybrid",
+                "scaling": {"minReplicas": 1, "maxReplicas": 8, "targetQueueDepth": 8},
+            },
+            {
+                "mode": "dedicated",
+                "scaling": {"minReplicas": 1, "maxReplicas": 8, "targetQueueDepth": 8},
+            },
             id="hybrid-to-dedicated",
         ),
         pytest.param(
-            {"mode": "dedicated", "scaling": {"minReplicas": 1, "maxReplicas": 8}},
-            {"mode": "serverless", "scaling": {"minReplicas": 0, "maxReplicas": 8}},
+            {
+                "mode": "dedicated",
+                "scaling": {"minReplicas": 1, "maxReplicas": 8, "targetQueueDepth": 8},
+            },
+            {
+                "mode": "serverless",
+                "scaling": {"minReplicas": 0, "maxReplicas": 8, "targetQueueDepth": 8},
+            },
             id="dedicated-to-serverless",
         ),
         pytest.param(
-            {"mode": "serverless", "scaling": {"minReplicas": 0, "maxReplicas": 8}},
-            {"mode": "hybrid", "scaling": {"minReplicas": 1, "maxReplicas": 8}},
+            {
+                "mode": "serverless",
+                "scaling": {"minReplicas": 0, "maxReplicas": 8, "targetQueueDepth": 8},
+            },
+            {
+                "mode": "hybrid",
+                "scaling": {"minReplicas": 1, "maxReplicas": 8, "targetQueueDepth": 8},
+            },
             id="serverless-to-hybrid",
         ),
     ],
@@ -177,7 +195,7 @@ def test_after_the_shift_the_new_primary_scales_to_the_whole_load(
     start: dict[str, Any], to: dict[str, Any]
 ) -> None:
     h = Harness(start)
-    h.metrics.queue = Sample(32.0, h.clock.now)  # 4 replicas' worth
+    h.metrics.queue = Sample(32.0, h.clock.now)  # 4 replicas' worth at target 8
     h.metrics.default_inflight = Sample(5.0, h.clock.now)  # old pools keep draining throughout
     for _ in range(4):
         h.sync(advance=5)

@@ -27,7 +27,9 @@ SERVERLESS: JSON = {"mode": "serverless"}
 DEDICATED_2: JSON = {"mode": "dedicated", "scaling": {"minReplicas": 2, "maxReplicas": 4}}
 HYBRID_2: JSON = {
     "mode": "hybrid",
-    "scaling": {"minReplicas": 2, "maxReplicas": 8},
+    # An explicit latency-first target (the default is 56): the queue numbers below are
+    # in units of 8.
+    "scaling": {"minReplicas": 2, "maxReplicas": 8, "targetQueueDepth": 8},
     "hybrid": {"maxOverflowReplicas": 4},
 }
 MODES = [
@@ -171,7 +173,7 @@ def test_a_new_wake_value_is_acted_on() -> None:
 
 
 def test_no_data_never_scales_down_and_says_why() -> None:
-    h = Harness({"mode": "serverless", "scaling": {"maxReplicas": 4}})
+    h = Harness({"mode": "serverless", "scaling": {"maxReplicas": 4, "targetQueueDepth": 8}})
     _queue(h, 16)
     h.sync()
     h.kube.make_ready()

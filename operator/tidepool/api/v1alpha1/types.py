@@ -248,14 +248,19 @@ class ScalingSpec(_Model):
     """Warm minimum. 0 lets the deployment scale to zero after the idle window."""
     max_replicas: int = Field(default=4, ge=1, le=1000)
     """Upper bound on replicas across all pools."""
-    target_queue_depth: int = Field(default=8, ge=1, le=10000)
-    """Requests (waiting plus running plus held at the gateway) one replica should carry."""
+    target_queue_depth: int = Field(default=56, ge=1, le=10000)
+    """Requests (waiting plus running plus held at the gateway) one replica should carry.
+    56 is 7/8 of the default 64-seat batch (maxNumSeqs): auto prices dedicated replicas at full
+    batches, so a target far below the batch runs GPUs the projection never priced; the other 8
+    seats absorb arrivals while the 30s queue signal catches up. Lower it for latency-first."""
     scale_to_zero_after: Duration = "5m"
     """Idle time before scaling to zero (only when minReplicas is 0)."""
     scale_up_stabilization: Duration = "0s"
     """Scale up only to the lowest recommendation seen in this window (0s: react at once)."""
-    scale_down_stabilization: Duration = "2m"
-    """Scale down only to the highest recommendation seen in this window."""
+    scale_down_stabilization: Duration = "10m"
+    """Scale down only to the highest recommendation seen in this window. 10m: bursty tenants
+    come back within minutes, and each return on a replica given back costs a model load
+    (60s+) of queueing; 2m and 5m missed the p99 queue-wait SLO on the ServeGen traces."""
     max_scale_up_rate: float = Field(default=2.0, ge=1.0, le=100.0)
     """At most this factor more replicas per decision (from at least 1)."""
     initial_replicas: int | None = Field(default=None, ge=0, le=1000)
@@ -265,8 +270,9 @@ class ScalingSpec(_Model):
 class HybridSpec(_Model):
     """Hybrid serving: a dedicated floor, with overflow spilled to the shared pool."""
 
-    overflow_concurrency_per_replica: int = Field(default=32, ge=1, le=10000)
-    """In-flight requests one dedicated replica takes before the gateway spills to shared."""
+    overflow_concurrency_per_replica: int = Field(default=56, ge=1, le=10000)
+    """In-flight requests one dedicated replica takes before the gateway spills to shared
+    (default: the scaling target, so the floor runs as loaded as an autoscaled replica)."""
     max_overflow_replicas: int = Field(default=4, ge=0, le=1000)
     """Upper bound on shared-pool overflow replicas."""
 
@@ -294,15 +300,16 @@ class PlacementSpec(_Model):
     )
 
     promote_above: Fraction = 0.5
-    """Promote to dedicated when utilization stays above this for the window."""
+    """Utilization above this (with dedicated not dearer) is evidence for promoting."""
     demote_below: Fraction = 0.3
-    """Demote to shared when utilization stays below this for the window."""
+    """Utilization below this (with shared cheaper) is evidence for demoting."""
     window: Duration = "10m"
-    """How long utilization must stay past a threshold."""
+    """Traffic window each decision measures. A move needs its evidence to hold for another
+    max(2 x window, minDwell) - window (20m by default); a new tenant's first window excepted."""
     min_dwell: Duration = "30m"
     """Minimum time in a placement before moving again."""
     cost_margin: float = Field(default=0.15, ge=0.0, le=10.0)
-    """Promote on cost alone only if dedicated is cheaper by at least this fraction."""
+    """A cost advantage counts as evidence for a move from this fraction on."""
     pools: PoolPreferences = Field(default_factory=PoolPreferences)
     """Preferred pools per tenancy."""
 
@@ -464,9 +471,11 @@ class InferenceDeploymentStatus(_Status):
     placement_since: datetime | None = None
     """When the current placement began (minimum dwell counts from here)."""
     utilization_above_since: datetime | None = None
-    """Since when utilization has stayed above promoteAbove (None: it is not)."""
+    """Since when the evidence has favoured dedicated GPUs: cheaper than serverless by costMargin,
+    or utilization above promoteAbove and not dearer (None: it does not)."""
     utilization_below_since: datetime | None = None
-    """Since when utilization has stayed below demoteBelow (None: it is not)."""
+    """Since when the evidence has favoured serverless: cheaper by costMargin, or utilization below
+    demoteBelow and cheaper (None: it does not)."""
     migration: MigrationStatus | None = None
     last_migration_time: datetime | None = None
     last_decision: LastDecision | None = None
