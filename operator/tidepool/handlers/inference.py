@@ -30,9 +30,23 @@ def _poke(memo: kopf.Memo) -> threading.Event:
     return event
 
 
+def _wake_pending(body: kopf.Body, **_: Any) -> bool:
+    wake = body.get("metadata", {}).get("annotations", {}).get(labels.WAKE_REQUESTED_AT)
+    return bool(wake) and wake != body.get("status", {}).get("lastWakeHandled")
+
+
+@kopf.on.event(*RESOURCE, when=_wake_pending)
+def wake(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """The gateway holds a request for this model: reconcile now, not at the next tick.
+
+    A raw watch event, not a change handler: Kopf's change detection is needless latency here,
+    and the daemon ignores a wake it has already handled (``status.lastWakeHandled``).
+    """
+    poke(body=body, memo=memo, **kwargs)
+
+
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-@kopf.on.field(*RESOURCE, field=("metadata", "annotations", labels.WAKE_REQUESTED_AT))
 def poke(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Something changed that the daemon should act on now.
 

@@ -2,7 +2,7 @@
 
 Settings are explicit, each with its reason:
 
-- progress and diff-base annotations use the ``tidepool.dev`` prefix, so status stays
+- progress and diff-base annotations use the ``kopf.tidepool.dev`` prefix, so status stays
   schema-strict and nothing under ``kopf.zalando.org`` appears on user objects;
 - the watch has a server-side timeout so a silently dead connection (API server restart behind
   a load balancer) is replaced within a minute, and reconnects back off briefly;
@@ -20,13 +20,18 @@ from prometheus_client import start_http_server
 from tidepool.api.labels import PREFIX
 from tidepool.handlers.deps import MEMO_KEY, Deps
 
+KOPF_PREFIX = f"kopf.{PREFIX}"
+
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     deps: Deps = memo[MEMO_KEY]
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    # Kopf drops annotations under its storage prefix from the object's essence (so its own
+    # writes do not retrigger it). Its prefix must therefore differ from the one the gateway's
+    # wake annotation uses, or a wake would be invisible to change detection.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.posting.level = logging.INFO
