@@ -199,6 +199,9 @@ def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
     keep = max(p.scale_up_stabilization, p.scale_down_stabilization)
     history = _trim((*inputs.history, Recommendation(at=now, replicas=raw)), now, keep)
     base = f"queue {q:g} vs {cur} replicas x target {p.target_queue_depth}"
+    if inputs.wake_requested and cur == 0:
+        # The metrics lag the push: say what actually triggered the scale-up.
+        base = f"woken by the gateway (requests held at zero replicas); {base}"
 
     if raw > cur:
         # Scale-up stabilization: the lowest recommendation in the window (0s: just ``raw``).

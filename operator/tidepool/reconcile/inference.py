@@ -460,6 +460,14 @@ def sync(
             f"running {effective} on {', '.join(p for p, _ in roles)}",
         )
 
+    if last_decision is None:
+        where = ", ".join(f"{p.name} ({p.role})" for p in pool_status)
+        last_decision = LastDecision(
+            time=now,
+            action="created",
+            reason="Created",
+            message=f"placed {effective} on {where} with {desired} replica(s): {scale.message}",
+        )
     new_status = InferenceDeploymentStatus(
         observed_generation=gen,
         conditions=conds,

@@ -7,7 +7,8 @@ import pytest
 
 from tidepool.sim import advise, config, simulate, traces
 
-TRACES = Path("/work/shared/traces")
+#: ``shared/`` sits beside the repository (as on the dev machines and in CI).
+TRACES = Path(__file__).resolve().parents[4] / "shared" / "traces"
 CONV = TRACES / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
 CODE = TRACES / "azure_llm_2023" / "AzureLLMInferenceTrace_code.csv"
 SERVEGEN_DAY0 = TRACES / "servegen_alibaba" / "servegen_mlarge_day0_subset.csv.gz"
