@@ -34,34 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 NS = "demo"
 BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
 
-# The auto tenant's pools carry laptop-scale prices: a few simulated clients make a few hundred
-# tokens a second, far below the ~650k tokens/min where real A100s break even (seed 002). Pricing
-# the dedicated GPU at $0.01/h puts the break-even inside what this machine can generate, so the
-# same policy code makes the same decision it would make at production volume.
-DEMO_POOLS = """
-apiVersion: tidepool.dev/v1alpha1
-kind: GPUPool
-metadata: {name: demo-shared}
-spec:
-  tenancy: shared
-  gpuType: NVIDIA-A100-SXM4-80GB
-  nodeSelector: {tidepool.dev/pool: shared-a100}
-  tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
-  pricePerGpuHour: 4.0
-  pricePerMillionTokens: 0.10
----
-apiVersion: tidepool.dev/v1alpha1
-kind: GPUPool
-metadata: {name: demo-dedicated}
-spec:
-  tenancy: dedicated
-  gpuType: NVIDIA-A100-SXM4-80GB
-  nodeSelector: {tidepool.dev/pool: dedicated-a100}
-  tolerations:
-  - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
-  - {key: tidepool.dev/tenancy, operator: Equal, value: dedicated, effect: NoSchedule}
-  pricePerGpuHour: 0.01
-"""
+#: The auto tenant's pools: laptop-scale prices, so a few clients cross the break-even.
+LAPTOP_POOLS = REPO / "e2e" / "cluster" / "laptop-priced-pools.yaml"
 
 MODELS = f"""
 apiVersion: tidepool.dev/v1alpha1
@@ -105,7 +79,7 @@ spec:
   placement:
     window: 15s
     minDwell: 20s
-    pools: {{shared: demo-shared, dedicated: demo-dedicated}}
+    pools: {{shared: laptop-shared, dedicated: laptop-dedicated}}
 """
 
 
@@ -153,7 +127,7 @@ def run(keep: bool, name: str) -> int:
     try:
         cluster.apply_crds(localcluster.CRDS_DIR)
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "examples" / "gpupools.yaml"))
-        cluster.kubectl("apply", "--server-side", "-f", "-", input_text=DEMO_POOLS)
+        cluster.kubectl("apply", "--server-side", "-f", str(LAPTOP_POOLS))
         cluster.kubectl("create", "namespace", NS)
         note(
             cluster.kubectl(

@@ -1,6 +1,6 @@
 """Moving tenants between pools with continuous traffic: zero failed requests, no orphans.
 
-Test-only GPUPools give a price scenario where the cost policy has a clear answer: dedicated GPUs
+The laptop-priced GPUPools (e2e/cluster/laptop-priced-pools.yaml) give a price scenario where the cost policy has a clear answer: dedicated GPUs
 at $0.01/GPU-h against shared tokens at $0.10 per million. At the load of 4 busy clients the
 shared pool costs more, so ``auto`` promotes; at a trickle it costs less, so it demotes. The
 pools select the same fake nodes as the default pools (pools may overlap).
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fixtures_stack import Tidepool
@@ -29,38 +30,16 @@ from tidepool_stack import (
 import localcluster
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
+REPO = Path(__file__).resolve().parents[2]
 
-PRICED_POOLS = """
-apiVersion: tidepool.dev/v1alpha1
-kind: GPUPool
-metadata: {name: test-shared}
-spec:
-  tenancy: shared
-  gpuType: NVIDIA-A100-SXM4-80GB
-  nodeSelector: {tidepool.dev/pool: shared-a100}
-  tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
-  pricePerGpuHour: 4.0
-  pricePerMillionTokens: 0.10
----
-apiVersion: tidepool.dev/v1alpha1
-kind: GPUPool
-metadata: {name: test-dedicated}
-spec:
-  tenancy: dedicated
-  gpuType: NVIDIA-A100-SXM4-80GB
-  nodeSelector: {tidepool.dev/pool: dedicated-a100}
-  tolerations:
-  - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
-  - {key: tidepool.dev/tenancy, operator: Equal, value: dedicated, effect: NoSchedule}
-  pricePerGpuHour: 0.01
-"""
+PRICED_POOLS = REPO / "e2e" / "cluster" / "laptop-priced-pools.yaml"
 
 
 @pytest.fixture(scope="module")
 def priced_pools(cluster: localcluster.Cluster) -> Iterator[None]:
-    cluster.kubectl("apply", "--server-side", "-f", "-", input_text=PRICED_POOLS)
+    cluster.kubectl("apply", "--server-side", "-f", str(PRICED_POOLS))
     yield
-    cluster.kubectl("delete", "gpupool", "test-shared", "test-dedicated", "--ignore-not-found")
+    cluster.kubectl("delete", "-f", str(PRICED_POOLS), "--ignore-not-found")
 
 
 def _auto(name: str, ns: str) -> dict:
@@ -80,7 +59,7 @@ def _auto(name: str, ns: str) -> dict:
             "demoteBelow": 0.2,
             "window": "15s",
             "minDwell": "20s",
-            "pools": {"shared": "test-shared", "dedicated": "test-dedicated"},
+            "pools": {"shared": "laptop-shared", "dedicated": "laptop-dedicated"},
         },
     )
     body["metadata"]["annotations"] = {"tidepool.dev/sim-load-delay": "3s"}
@@ -130,10 +109,10 @@ def test_promotion_and_demotion_drop_no_request(
     decision = obj["status"]["lastDecision"]
     assert "MigrationComplete" in decision["action"] or "complete" in decision["message"]
     assert (
-        obj["status"]["routablePools"] == ["test-dedicated"]
-        or "test-dedicated" in obj["status"]["routablePools"]
+        obj["status"]["routablePools"] == ["laptop-dedicated"]
+        or "laptop-dedicated" in obj["status"]["routablePools"]
     )
-    assert not [d for d in deployments(kube, namespace) if d.endswith("test-shared")]
+    assert not [d for d in deployments(kube, namespace) if d.endswith("laptop-shared")]
 
     # A trickle: utilization falls below demoteBelow and the shared pool is cheaper again.
     # About 7 tokens/s: $1.8/month on the shared pool against $7.3 for the dedicated GPU.
@@ -156,7 +135,7 @@ def test_promotion_and_demotion_drop_no_request(
 
     assert trickle.failures == [], trickle.failures[:5]
     assert trickle.ok > 5
-    assert set(deployments(kube, namespace)) == {"tenant-test-shared"}
+    assert set(deployments(kube, namespace)) == {"tenant-laptop-shared"}
 
 
 def test_operator_crash_mid_migration_resumes_without_orphans(
@@ -168,7 +147,7 @@ def test_operator_crash_mid_migration_resumes_without_orphans(
         mode="serverless",
         engine={"maxNumSeqs": 4},
         scaling={"minReplicas": 1, "maxReplicas": 2},
-        placement={"pools": {"shared": "test-shared", "dedicated": "test-dedicated"}},
+        placement={"pools": {"shared": "laptop-shared", "dedicated": "laptop-dedicated"}},
     )
     body["metadata"]["annotations"] = {"tidepool.dev/sim-load-delay": "6s"}
     apply_infd(kube, body)
@@ -200,7 +179,7 @@ def test_operator_crash_mid_migration_resumes_without_orphans(
         time.sleep(2)
 
     assert traffic.failures == [], traffic.failures[:5]
-    assert set(deployments(kube, namespace)) == {"crashy-test-dedicated"}, "orphaned Deployment"
+    assert set(deployments(kube, namespace)) == {"crashy-laptop-dedicated"}, "orphaned Deployment"
     wait_for(
         lambda: _pools_of_pods(kube, namespace) == {"dedicated-a100"},
         timeout=60,
