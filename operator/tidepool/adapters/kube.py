@@ -174,11 +174,15 @@ class Kube:
         except ApiException as exc:
             raise _wrap(exc) from exc
 
-    def merge_patch_status(self, namespace: str, name: str, status: JSON) -> None:
-        """JSON-merge-patch the InferenceDeployment's status (a null deletes a field)."""
+    def merge_patch_status(self, namespace: str, name: str, status: JSON) -> JSON:
+        """JSON-merge-patch the InferenceDeployment's status (a null deletes a field).
+
+        Returns the object as the API server stored it: the freshest copy there is, fresher
+        than any watch event that may still be in flight.
+        """
         resource = self._dyn.resources.get(api_version=API_VERSION, kind="InferenceDeployment")
         try:
-            resource.status.patch(
+            stored = resource.status.patch(
                 body={"status": status},
                 name=name,
                 namespace=namespace,
@@ -186,6 +190,8 @@ class Kube:
             )
         except ApiException as exc:
             raise _wrap(exc) from exc
+        result: JSON = stored.to_dict()
+        return result
 
     def delete_deployments(self, namespace: str, names: Iterable[str]) -> None:
         for name in names:

@@ -53,22 +53,31 @@ def poke(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     The body travels with the poke: the daemon may wake before Kopf refreshes its live view of
     the object, and a wake must not wait a whole tick for the annotation to become visible.
     """
-    memo["fresh_body"] = copy.deepcopy(dict(body))
+    _remember(memo, copy.deepcopy(dict(body)))
     _poke(memo).set()
 
 
+def _version(obj: dict[str, Any]) -> int:
+    text = str(obj.get("metadata", {}).get("resourceVersion", "0"))
+    return int(text) if text.isdigit() else 0
+
+
+def _remember(memo: kopf.Memo, obj: dict[str, Any]) -> None:
+    """Keep the newest copy of the object seen outside Kopf's live view (a poke, our own write)."""
+    known = memo.get("fresh_body")
+    if not known or _version(obj) > _version(known):
+        memo["fresh_body"] = obj
+
+
 def _newest(live: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
-    """The newer of Kopf's live body and the one the last poke carried (by resourceVersion)."""
+    """The newest copy by resourceVersion: Kopf's live view, a poke's, or our own last write.
+
+    Reconciling from a copy older than our own last status write would write stale status back
+    (an older decision, or a migration phase already left behind).
+    """
     current = dict(live)
     fresh = memo.get("fresh_body")
-    if not fresh:
-        return current
-
-    def version(obj: dict[str, Any]) -> int:
-        text = str(obj.get("metadata", {}).get("resourceVersion", "0"))
-        return int(text) if text.isdigit() else 0
-
-    return fresh if version(fresh) > version(current) else current
+    return fresh if fresh and _version(fresh) > _version(current) else current
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
@@ -91,7 +100,13 @@ def reconcile_loop(
             wait = min(
                 wait,
                 _reconcile_once(
-                    _newest(body, memo), body=body, deps=deps, cache=cache, logger=logger, key=key
+                    _newest(body, memo),
+                    memo=memo,
+                    body=body,
+                    deps=deps,
+                    cache=cache,
+                    logger=logger,
+                    key=key,
                 ),
             )
         except TransientKubeError as exc:
@@ -108,6 +123,7 @@ def reconcile_loop(
 def _reconcile_once(
     raw: dict[str, Any],
     *,
+    memo: kopf.Memo,
     body: kopf.Body,
     deps: Deps,
     cache: inference.ObjectCache,
@@ -153,7 +169,7 @@ def _reconcile_once(
     new_status = result.status.model_dump(mode="json", by_alias=True)
     old_status = raw.get("status") or {}
     if _differs(new_status, old_status):
-        deps.kube.merge_patch_status(infd.namespace, infd.name, new_status)
+        _remember(memo, deps.kube.merge_patch_status(infd.namespace, infd.name, new_status))
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
         deps.telemetry.decisions.labels(reason=event.reason).inc()
