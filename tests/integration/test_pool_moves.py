@@ -1,9 +1,10 @@
 """Moving tenants between pools with continuous traffic: zero failed requests, no orphans.
 
 The laptop-priced GPUPools (e2e/cluster/laptop-priced-pools.yaml) give a price scenario where
-the cost policy has a clear answer: dedicated GPUs at $0.01/GPU-h against shared tokens at $0.10 per million. At the load of 4 busy clients the
-shared pool costs more, so ``auto`` promotes; at a trickle it costs less, so it demotes. The
-pools select the same fake nodes as the default pools (pools may overlap).
+the cost policy has a clear answer: dedicated GPUs at $0.01/GPU-h against shared tokens at
+$0.10 per million. At the load of 4 busy clients the shared pool costs more, so ``auto``
+promotes; at a trickle it costs less, so it demotes. The pools select the same fake nodes as
+the default pools (pools may overlap).
 """
 
 from __future__ import annotations
