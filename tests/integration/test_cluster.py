@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import importlib.util
 import ipaddress
 import json
 import threading
@@ -31,19 +30,6 @@ GPU = "nvidia.com/gpu"
 GPU_TOLERATION = client.V1Toleration(key=GPU, operator="Exists", effect="NoSchedule")
 DEDICATED_TOLERATION = client.V1Toleration(
     key="tidepool.dev/tenancy", operator="Equal", value="dedicated", effect="NoSchedule"
-)
-
-
-def _enginesim_available() -> bool:
-    try:
-        return importlib.util.find_spec("tidepool.enginesim.app") is not None
-    except ImportError:
-        return False
-
-
-needs_enginesim = pytest.mark.skipif(
-    not _enginesim_available(),
-    reason="tidepool.enginesim.app (the real engine simulator) is not importable yet",
 )
 
 
@@ -228,7 +214,6 @@ def test_ninth_single_gpu_pod_on_a_full_node_stays_pending(
         cluster.remove_node(node.name)
 
 
-@needs_enginesim
 def test_engine_pod_gets_a_loopback_ip_and_is_ready_only_when_the_simulator_is_healthy(
     kube: client.ApiClient, namespace: str, podbacker: PodBacker
 ) -> None:
@@ -306,7 +291,6 @@ def _stream_completion(host: str, model: str, result: dict[str, Any]) -> None:
         conn.close()
 
 
-@needs_enginesim
 def test_deleting_an_engine_pod_drains_in_flight_requests(
     kube: client.ApiClient, namespace: str, podbacker: PodBacker
 ) -> None:
@@ -335,7 +319,6 @@ def test_deleting_an_engine_pod_drains_in_flight_requests(
     assert result["done_at"] <= gone_at, "the pod vanished before its last request finished"
 
 
-@needs_enginesim
 def test_a_crashed_simulator_is_restarted_and_readiness_follows(
     kube: client.ApiClient, namespace: str, podbacker: PodBacker
 ) -> None:
@@ -364,7 +347,6 @@ def test_a_crashed_simulator_is_restarted_and_readiness_follows(
     )
 
 
-@needs_enginesim
 def test_prometheus_scrapes_engine_pods_and_can_be_stopped(
     kube: client.ApiClient, namespace: str, podbacker: PodBacker, prometheus: Prometheus
 ) -> None:

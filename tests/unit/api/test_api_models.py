@@ -191,7 +191,6 @@ def _documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-@pytest.mark.skipif(not EXAMPLES, reason="no examples/*.yaml yet")
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_example_parses(path: Path) -> None:
     docs = _documents(path)

@@ -13,7 +13,9 @@ import yaml
 def helm() -> str:
     path = chartkit.find_helm()
     if path is None:
-        pytest.skip("helm not found (PATH, $HELM or the tidepool binary cache)")
+        pytest.fail(
+            "helm not found (PATH, $HELM or the tidepool binary cache): run `make binaries`"
+        )
     return path
 
 

@@ -58,7 +58,7 @@ def find_lua() -> str | None:
 def lua() -> str:
     path = find_lua()
     if path is None:
-        pytest.skip("lua5.1 not installed (apt-get install lua5.1)")
+        pytest.fail("lua5.1 not installed: run `make deps` (apt-get install lua5.1)")
     return path
 
 

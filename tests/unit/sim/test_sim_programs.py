@@ -12,7 +12,6 @@ TRACES = Path(__file__).resolve().parents[4] / "shared" / "traces"
 CONV = TRACES / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
 CODE = TRACES / "azure_llm_2023" / "AzureLLMInferenceTrace_code.csv"
 SERVEGEN_DAY0 = TRACES / "servegen_alibaba" / "servegen_mlarge_day0_subset.csv.gz"
-needs_traces = pytest.mark.skipif(not CONV.exists(), reason="shared traces not present")
 
 
 def parse(module: object, argv: list[str]) -> argparse.Namespace:
@@ -84,13 +83,11 @@ def test_bad_log_names_the_column(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "no column named" in capsys.readouterr().err
 
 
-@needs_traces
 def test_advise_conv_trace_recommends_dedicated(capsys: pytest.CaptureFixture[str]) -> None:
     assert advise.run(parse(advise, [str(CONV)])) == 0
     assert "recommended mode: dedicated" in capsys.readouterr().out
 
 
-@needs_traces
 def test_simulate_program_prints_table_and_writes_plots(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -108,7 +105,6 @@ def test_simulate_program_prints_table_and_writes_plots(
     ]
 
 
-@needs_traces
 def test_servegen_slice_loads_top_and_sample() -> None:
     cfg = config.SimConfig()
     w = traces.load(SERVEGEN_DAY0, cfg.engine, hours=1.0, top=2, sample=1)
@@ -117,7 +113,6 @@ def test_servegen_slice_loads_top_and_sample() -> None:
     assert all(t.requests > 0 for t in w.tenants[:2])
 
 
-@needs_traces
 def test_compare_on_conv_slice_meets_slo_and_orders_costs() -> None:
     cfg = config.SimConfig()
     w = traces.load(CONV, cfg.engine, hours=0.5)
