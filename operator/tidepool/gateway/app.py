@@ -2,8 +2,10 @@
 
 Role: parse flags, build the discovery source (a Kubernetes watch, or ``--static-routes`` for
 runs without a cluster), the wake port, and the aiohttp app from :mod:`tidepool.gateway.proxy`;
-serve until SIGTERM or SIGINT, then drain: the listener closes at once, ``/readyz`` turns 503,
-and in-flight and held requests get up to ``--drain-timeout`` to finish.
+serve the API on ``--port`` and ``/metrics`` on ``--metrics-port`` (its labels name every
+tenant, so it stays off the port clients reach) until SIGTERM or SIGINT, then drain: the
+listener closes at once, ``/readyz`` turns 503, and in-flight and held requests get up to
+``--drain-timeout`` to finish.
 
 Must not: contain request logic (that is :mod:`tidepool.gateway.proxy`) or import ``kopf``.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
 
@@ -33,9 +36,24 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+_SIZE = re.compile(r"^([0-9]+)(Ki|Mi|Gi)?$")
+_UNITS = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def _bytes(text: str) -> int:
+    """A size as Kubernetes writes it: ``8Mi``, ``512Ki`` or plain bytes."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected bytes, e.g. 8Mi, 512Ki or 1048576: {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=8080, help="the OpenAI-compatible API")
+    parser.add_argument(
+        "--metrics-port", type=int, default=9090, help="Prometheus /metrics (keep it private)"
+    )
     parser.add_argument(
         "--kubeconfig", default=None, help="default: in-cluster, then ~/.kube/config"
     )
@@ -45,6 +63,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-size", type=int, default=100, help="held requests per model")
     parser.add_argument("--queue-timeout", type=_seconds, default=120.0, help="e.g. 120s, 5m")
     parser.add_argument("--drain-timeout", type=_seconds, default=900.0, help="on SIGTERM")
+    parser.add_argument(
+        "--max-body-size", type=_bytes, default="8Mi", help="larger request bodies get 413"
+    )
+    parser.add_argument(
+        "--max-prompt-chars", type=int, default=0, help="longer prompts get 413 (0: no limit)"
+    )
+    parser.add_argument(
+        "--header-timeout", type=_seconds, default=30.0,
+        help="to send a request head, and idle keep-alive",
+    )  # fmt: skip
+    parser.add_argument(
+        "--body-timeout", type=_seconds, default=60.0, help="to send a request body (then 408)"
+    )
     parser.add_argument(
         "--api-keys", default=None, help="YAML: keys -> {tenant, requestsPerMinute}"
     )
@@ -58,12 +89,22 @@ def build(args: argparse.Namespace) -> web.Application:
     """The app for ``args``; raises ValueError (naming the flag) on bad configuration."""
     if args.queue_size < 0:
         raise ValueError(f"--queue-size must be >= 0, got {args.queue_size}")
+    if args.port == args.metrics_port and args.port != 0:
+        raise ValueError(f"--metrics-port must differ from --port, both are {args.port}")
+    if args.max_body_size < 1:
+        raise ValueError(f"--max-body-size must be at least 1 byte, got {args.max_body_size}")
+    if args.max_prompt_chars < 0:
+        raise ValueError(f"--max-prompt-chars must be >= 0, got {args.max_prompt_chars}")
     keys = auth.KeyRing.load(args.api_keys) if args.api_keys else None
     config = proxy.GatewayConfig(
         queue_size=args.queue_size,
         queue_timeout=args.queue_timeout,
         keys=keys,
         drain_timeout=args.drain_timeout,
+        max_body=args.max_body_size,
+        max_prompt_chars=args.max_prompt_chars or None,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
     )
     source: proxy.DiscoverySource
     waker: wakes.Waker | None
@@ -76,20 +117,19 @@ def build(args: argparse.Namespace) -> web.Application:
     return proxy.create_app(config, source, waker)
 
 
-async def serve(app: web.Application, host: str, port: int, drain_timeout: float) -> None:
+async def serve(app: web.Application, host: str, port: int, metrics_port: int) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully (see the module docstring)."""
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=drain_timeout)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    listeners = await proxy.start(app, host, port, metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("listening on %s:%d", host, port)
+    log.info(
+        "listening on %s:%d (metrics on port %d)", host, listeners.port, listeners.metrics_port
+    )
     await stop.wait()
     log.info("shutting down: draining in-flight requests")
-    await runner.cleanup()
+    await listeners.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,5 +141,5 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # bad flags, key file or kubeconfig: a message, not a traceback
         print(f"tidepool gateway: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(app, args.host, args.port, args.drain_timeout))
+    asyncio.run(serve(app, args.host, args.port, args.metrics_port))
     return 0

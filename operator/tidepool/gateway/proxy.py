@@ -3,11 +3,21 @@
 Role: everything that touches aiohttp, futures and the clock, around the pure core
 (:mod:`~tidepool.gateway.routing`, :mod:`~tidepool.gateway.picking`,
 :mod:`~tidepool.gateway.queue`, :mod:`~tidepool.gateway.dispatch`,
-:mod:`~tidepool.gateway.auth`). Per request, in order: 503 while draining or before the first
-routing snapshot; 400 for a body without a ``model``; 401 for a missing or unknown key; 404 for
-an unknown model; 403 for another tenant's model; 429 over the tenant's rate; then a backend is
-leased, or the request is held (bounded queue, deadline) while the operator is woken. The
-response is streamed to the client chunk by chunk as it arrives, never buffered.
+:mod:`~tidepool.gateway.auth`). Per request, in order: 404 for a path that is not a
+forwarded OpenAI endpoint (:mod:`~tidepool.gateway.inbound`); 503 while draining or before the
+first routing snapshot; 401 for a missing or unknown key; 413 for a body over ``max_body`` or a
+prompt over ``max_prompt_chars``, 408 for a body that takes longer than ``body_timeout``; 400
+for a body that is not JSON or names no ``model``; 404 for an unknown model and, with the same
+answer, for another tenant's (a key holder must not learn which names exist); 429 over the
+tenant's rate; then a backend is leased, or the request is held (bounded queue, deadline) while
+the operator is woken. The response is streamed to the client chunk by chunk as it arrives,
+never buffered. Every error, the router's own included, is OpenAI's error JSON, and every
+request is counted under the status its client saw (499 when the client went away).
+
+A client that goes away cancels its handler (``handler_cancellation``, set by :func:`start`):
+a held request gives its queue slot back and is never forwarded, and a forwarded one closes
+its upstream connection, which is how an engine learns to abort it. ``/metrics`` is served on
+its own port (:func:`start`), because its labels name every tenant, namespace and model.
 
 Discovery calls back from its own thread; the callback only hops onto the loop
 (``call_soon_threadsafe``). Wake pushes are blocking Kubernetes calls and run in a small
@@ -23,7 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,9 +42,10 @@ from typing import Final, Protocol
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from tidepool.adapters import discovery
-from tidepool.gateway import auth, dispatch, metrics, routing, usage
+from tidepool.gateway import auth, dispatch, inbound, metrics, routing, usage
 from tidepool.gateway import wake as wakes
 
 log = logging.getLogger(__name__)
@@ -82,7 +93,17 @@ class GatewayConfig:
     """On shutdown, how long in-flight and held requests may take to finish."""
     wake_interval: float = 1.0
     """At most one wake push per model per this many seconds."""
-    max_body: int = 32 * 1024 * 1024
+    max_body: int = 8 * 1024 * 1024
+    """Largest request body in bytes; a larger one gets 413, unread when its length is declared.
+    8 MiB holds a long-context prompt with room to spare; a 31 MB prompt is no request."""
+    max_prompt_chars: int | None = None
+    """Largest prompt in characters (:func:`~tidepool.gateway.inbound.prompt_chars`), 413
+    above it; None: only the body limit applies."""
+    header_timeout: float = 30.0
+    """Seconds a connection may take, from opening or from its last response, to send a
+    complete request head; then it is closed (a slow-header client holds no socket for long)."""
+    body_timeout: float = 60.0
+    """Seconds a request may take to send its whole body before it gets 408."""
 
 
 def error_response(
@@ -91,6 +112,46 @@ def error_response(
     """OpenAI's error shape, so clients' SDKs show the message instead of a parse error."""
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return web.json_response(body, status=status)
+
+
+def _model_not_found(model: str) -> web.Response:
+    """The one answer for a model the caller may not use, whether or not it exists."""
+    return error_response(
+        404, f"The model `{model}` does not exist or you do not have access to it.",
+        "invalid_request_error", "model_not_found", "model",
+    )  # fmt: skip
+
+
+def _too_large(what: str, limit: int, unit: str, code: str) -> web.Response:
+    return error_response(
+        413, f"The {what} is larger than this gateway accepts ({limit} {unit}).",
+        "invalid_request_error", code,
+    )  # fmt: skip
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no route, wrong method, body too large) as OpenAI JSON."""
+    if exc.status == 404:
+        resp = error_response(
+            404, f"Invalid URL ({request.method} {request.path}).", "invalid_request_error",
+            "unknown_url",
+        )  # fmt: skip
+    elif exc.status == 405:
+        resp = error_response(
+            405, f"Method {request.method} is not allowed for {request.path}.",
+            "invalid_request_error", "method_not_allowed",
+        )  # fmt: skip
+    elif exc.status == 413:
+        resp = error_response(
+            413, "The request body is larger than this gateway accepts.",
+            "invalid_request_error", "request_too_large",
+        )  # fmt: skip
+    else:
+        type_ = "invalid_request_error" if exc.status < 500 else "api_error"
+        resp = error_response(exc.status, exc.reason, type_, None)
+    if "Allow" in exc.headers:
+        resp.headers["Allow"] = exc.headers["Allow"]
+    return resp
 
 
 class _ConnectFailedError(Exception):
@@ -278,6 +339,28 @@ class Gateway:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    @web.middleware
+    async def errors_as_json(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Whatever goes wrong answers in OpenAI's error shape, never aiohttp's plain text."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            resp = _http_error(request, exc)
+            if request.match_info.http_exception is exc:  # the router refused; count it here
+                self.metrics.requests.labels(metrics.UNKNOWN, "", "", str(resp.status)).inc()
+            return resp
+        except Exception:
+            log.exception("gateway: unexpected error on %s %s", request.method, request.path)
+            return error_response(
+                500, "The gateway failed to handle the request.", "api_error", "internal_error"
+            )
+
     async def models(self, request: web.Request) -> web.Response:
         tenant: str | None = None
         if self.config.keys is not None:
@@ -309,7 +392,10 @@ class Gateway:
             status = resp.status
             return resp
         except asyncio.CancelledError:
-            status = 499
+            status = 499  # the client went away (nginx's code for it)
+            raise
+        except web.HTTPException as exc:
+            status = exc.status
             raise
         finally:
             self.active -= 1
@@ -327,6 +413,9 @@ class Gateway:
         self, request: web.Request, arrived: float, labels: _Labels
     ) -> web.StreamResponse:
         assert self._loop is not None
+        path = inbound.forwarded_path(request.path)
+        if path is None:
+            return _http_error(request, web.HTTPNotFound())
         if self.draining:
             return error_response(
                 503, "the gateway is shutting down", "service_unavailable_error", "draining"
@@ -336,9 +425,21 @@ class Gateway:
                 503, "the gateway has not loaded its routing table yet",
                 "service_unavailable_error", "not_ready",
             )  # fmt: skip
-        body = await request.read()
+        key: auth.TenantKey | None = None
+        if self.config.keys is not None:
+            key = self.config.keys.lookup(auth.bearer_token(request.headers.get("Authorization")))
+            if key is None:
+                return _unauthorized()
+            labels.tenant = key.tenant
+        body = await self._read_body(request)
+        if not isinstance(body, bytes):
+            return body
         try:
             payload = json.loads(body)
+        except RecursionError:
+            return error_response(
+                400, "request body is nested too deeply", "invalid_request_error", None
+            )
         except ValueError:
             return error_response(
                 400, "request body is not valid JSON", "invalid_request_error", None
@@ -348,27 +449,16 @@ class Gateway:
             return error_response(
                 400, "you must provide a model parameter", "invalid_request_error", None, "model"
             )
-        key: auth.TenantKey | None = None
-        if self.config.keys is not None:
-            key = self.config.keys.lookup(auth.bearer_token(request.headers.get("Authorization")))
-            if key is None:
-                return _unauthorized()
-            labels.tenant = key.tenant
+        limit = self.config.max_prompt_chars
+        if limit is not None and inbound.prompt_chars(payload) > limit:
+            return _too_large("prompt", limit, "characters", "prompt_too_long")
         target = self.dispatcher.table.lookup(model, key.tenant if key else None)
-        if target is None:
-            return error_response(
-                404, f"The model `{model}` does not exist.", "invalid_request_error",
-                "model_not_found", "model",
-            )  # fmt: skip
+        if target is None or (key is not None and target.route.tenant != key.tenant):
+            return _model_not_found(model)
         route = target.route
         labels.model, labels.namespace = route.served_model, route.namespace
         labels.tenant = labels.tenant or route.tenant
         if key is not None:
-            if route.tenant != key.tenant:
-                return error_response(
-                    403, f"The model `{model}` belongs to another tenant.", "permission_error",
-                    "model_not_permitted", "model",
-                )  # fmt: skip
             retry = self.limiter.check(key.tenant, key.requests_per_minute, arrived)
             if retry is not None:
                 resp = error_response(
@@ -378,6 +468,7 @@ class Gateway:
                 )  # fmt: skip
                 resp.headers["Retry-After"] = auth.retry_after_header(retry)
                 return resp
+        upstream_url = URL.build(path=path, query=request.query)
         tried: set[str] = set()
         for _ in range(self.config.connect_attempts):
             got = await self._acquire(route, arrived, frozenset(tried))
@@ -390,12 +481,18 @@ class Gateway:
                 )
                 return error_response(503, what, "service_unavailable_error", got)
             try:
-                return await self._forward(request, body, got, route, arrived)
+                return await self._forward(request, body, got, route, arrived, path=upstream_url)
             except _ConnectFailedError as exc:
                 tried.add(got.backend.endpoint.key)
                 log.info(
                     "gateway: %s unreachable (%s); trying another", got.backend.endpoint.key, exc
                 )
+            except aiohttp.ClientError as exc:
+                log.warning("gateway: upstream %s failed: %s", got.backend.endpoint.key, exc)
+                return error_response(
+                    502, f"the replica serving model `{model}` failed to answer", "api_error",
+                    "upstream_error",
+                )  # fmt: skip
             finally:
                 self._release(got)
         return error_response(
@@ -405,6 +502,39 @@ class Gateway:
             "upstream_unreachable",
         )
 
+    async def _read_body(self, request: web.Request) -> bytes | web.Response:
+        """The whole body, or the error that answers the request instead."""
+        limit = self.config.max_body
+        if request.content_length is not None and request.content_length > limit:
+            return _too_large("request body", limit, "bytes", "request_too_large")
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:  # no declared length: found while reading
+            return _too_large("request body", limit, "bytes", "request_too_large")
+        except TimeoutError:
+            resp = error_response(
+                408, f"The request body did not arrive within {self.config.body_timeout:g}s.",
+                "invalid_request_error", "request_timeout",
+            )  # fmt: skip
+            # Answer and hang up now: aiohttp would otherwise linger, reading the rest of the
+            # body for up to 10 s more, which is what a slow sender wants.
+            resp.force_close()
+            with contextlib.suppress(ConnectionError):
+                await resp.prepare(request)
+                await resp.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+            return resp
+        except web.RequestPayloadError:
+            return error_response(
+                400, "the request body could not be read (bad chunked encoding or cut short)",
+                "invalid_request_error", None,
+            )  # fmt: skip
+        except ConnectionError:
+            # The client is gone; nobody reads this, but the request is counted as 499.
+            return web.Response(status=499)
+
     async def _forward(
         self,
         request: web.Request,
@@ -412,6 +542,8 @@ class Gateway:
         lease: dispatch.Lease,
         route: discovery.ModelRoute,
         arrived: float,
+        *,
+        path: URL,
     ) -> web.StreamResponse:
         assert self._session is not None
         assert self._loop is not None
@@ -422,7 +554,7 @@ class Gateway:
         try:
             try:
                 upstream = await self._session.post(
-                    endpoint.url + request.rel_url.path_qs, data=body, headers=headers
+                    URL(endpoint.url).join(path), data=body, headers=headers
                 )
             except (
                 aiohttp.ClientConnectorError,
@@ -432,8 +564,12 @@ class Gateway:
                 # Nothing came back, so the engine did not take it (refused, or an idle
                 # keep-alive it closed while draining): another replica may.
                 raise _ConnectFailedError(str(exc)) from exc
-            async with upstream:
-                return await self._stream(request, upstream, lease, route, arrived)
+            try:
+                async with upstream:
+                    return await self._stream(request, upstream, lease, route, arrived)
+            except asyncio.CancelledError:
+                upstream.close()  # drop the connection: the engine aborts the request on it
+                raise
         finally:
             inflight.dec()
 
@@ -511,14 +647,80 @@ def create_app(
 ) -> web.Application:
     """The gateway as an aiohttp application (tests run it in-process on 127.0.0.1)."""
     gw = Gateway(config, source, waker, wall_clock or (lambda: datetime.now(UTC)))
-    app = web.Application(client_max_size=config.max_body)
+    app = web.Application(client_max_size=config.max_body, middlewares=[gw.errors_as_json])
     app[GATEWAY_KEY] = gw
     app.on_startup.append(gw.on_startup)
     app.on_shutdown.append(gw.on_shutdown)
     app.on_cleanup.append(gw.on_cleanup)
     app.router.add_get("/healthz", gw.healthz)
     app.router.add_get("/readyz", gw.readyz)
-    app.router.add_get("/metrics", gw.metrics_handler)
     app.router.add_get("/v1/models", gw.models)
     app.router.add_post("/v1/{tail:.+}", gw.inference)
     return app
+
+
+def create_metrics_app(gw: Gateway) -> web.Application:
+    """``/metrics`` alone, for its own port: only Prometheus should reach it."""
+    app = web.Application()
+    app.router.add_get("/metrics", gw.metrics_handler)
+    return app
+
+
+@dataclass(slots=True)
+class Listeners:
+    """The running gateway: its runners and the ports they bound (0 asks for a free one)."""
+
+    api: web.AppRunner
+    metrics: web.AppRunner
+    port: int
+    metrics_port: int
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.api.app[GATEWAY_KEY]
+
+    async def close(self) -> None:
+        """Drain the API first (see :meth:`Gateway.on_shutdown`); metrics stay up meanwhile, so
+        the queue of a draining gateway is still visible."""
+        try:
+            await self.api.cleanup()
+        finally:
+            await self.metrics.cleanup()
+
+
+async def start(app: web.Application, host: str, port: int, metrics_port: int) -> Listeners:
+    """Serve ``app`` on ``host:port`` and its metrics on ``host:metrics_port``.
+
+    The program and the tests both start the gateway here, so the tests run the listener
+    settings production runs: handler cancellation (aiohttp's runner leaves it off, its
+    TestServer turns it on) and the header timeout as the keep-alive timeout, which aiohttp
+    also applies from the moment a connection opens until a complete request head arrives.
+    """
+    gw = app[GATEWAY_KEY]
+    cfg = gw.config
+    api = web.AppRunner(
+        app,
+        handle_signals=False,
+        handler_cancellation=True,
+        shutdown_timeout=cfg.drain_timeout,
+        keepalive_timeout=cfg.header_timeout,
+    )
+    scrape = web.AppRunner(
+        create_metrics_app(gw),
+        handle_signals=False,
+        handler_cancellation=True,
+        keepalive_timeout=cfg.header_timeout,
+    )
+    await scrape.setup()
+    try:
+        await web.TCPSite(scrape, host, metrics_port).start()
+        await api.setup()
+        try:
+            await web.TCPSite(api, host, port).start()
+        except BaseException:
+            await api.cleanup()
+            raise
+    except BaseException:
+        await scrape.cleanup()
+        raise
+    return Listeners(api, scrape, api.addresses[0][1], scrape.addresses[0][1])

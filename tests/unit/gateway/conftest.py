@@ -75,16 +75,19 @@ async def engines():
 
 @pytest.fixture
 async def gateway():
-    servers = []
+    """Start gateways exactly as ``tidepool gateway`` does (same runner and listeners).
+
+    Why not aiohttp's TestServer: it turns on handler cancellation itself, which hid that the
+    program's own runner did not.
+    """
+    running = []
 
     async def _start(source, waker=None, **config):
-        server = TestServer(
-            proxy.create_app(proxy.GatewayConfig(**config), source, waker), host="127.0.0.1"
-        )
-        await server.start_server()
-        servers.append(server)
-        return server
+        app = proxy.create_app(proxy.GatewayConfig(**config), source, waker)
+        listeners = await proxy.start(app, "127.0.0.1", 0, 0)
+        running.append(listeners)
+        return listeners
 
     yield _start
-    for s in servers:
-        await s.close()
+    for listeners in running:
+        await listeners.close()

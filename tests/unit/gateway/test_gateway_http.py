@@ -79,7 +79,10 @@ async def test_streaming_passes_chunks_through_as_they_come(engines, gateway):
     # Not buffered: bytes arrived spread over the ~210 ms of decoding, not in one lump.
     assert len(arrivals) >= 4
     assert arrivals[-1] - arrivals[0] > 0.1
-    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{gw.port}/metrics") as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(f"http://127.0.0.1:{gw.metrics_port}/metrics") as r,
+    ):
         metrics = await r.text()
     assert (
         'tidepool_gateway_tokens_total{kind="completion",model="llama",'
@@ -94,7 +97,7 @@ async def test_held_request_released_when_endpoint_appears_and_wakes_once(engine
     async with aiohttp.ClientSession() as s:
         pending = [asyncio.create_task(_post(s, gw)) for _ in range(3)]
         await asyncio.sleep(0.1)
-        async with s.get(f"http://127.0.0.1:{gw.port}/metrics") as r:
+        async with s.get(f"http://127.0.0.1:{gw.metrics_port}/metrics") as r:
             assert (
                 'tidepool_gateway_queue_depth{model="llama",namespace="default"} 3.0'
                 in await r.text()
@@ -178,7 +181,9 @@ KEYS = auth.KeyRing.parse(
     [
         pytest.param({}, "llama", [401], id="missing-key-401"),
         pytest.param({"Authorization": "Bearer sk-nope"}, "llama", [401], id="bad-key-401"),
-        pytest.param({"Authorization": "Bearer sk-beta"}, "llama", [403], id="other-tenant-403"),
+        pytest.param(
+            {"Authorization": "Bearer sk-beta"}, "llama", [404], id="other-tenant-same-as-unknown"
+        ),
         pytest.param(
             {"Authorization": "Bearer sk-acme"}, "llama", [200, 200, 429], id="over-limit-429"
         ),
