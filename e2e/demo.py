@@ -147,7 +147,8 @@ def run(keep: bool, name: str) -> int:
             port = stack.free_port()
             gw = stack.gateway(str(cluster.kubeconfig), port=port, queue_timeout="120s").start()
             procs.append(gw)
-            prom.set_targets("tidepool-gateway", [f"127.0.0.1:{port}"])
+            assert gw.metrics_address is not None
+            prom.set_targets("tidepool-gateway", [gw.metrics_address])
             op = stack.operator(str(cluster.kubeconfig), prom.url, tick=1.0).start()
             procs.append(op)
             url = f"http://127.0.0.1:{port}"

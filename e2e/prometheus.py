@@ -327,7 +327,8 @@ class Prometheus:
 
 
 if __name__ == "__main__":
-    # Demo helper: python e2e/prometheus.py KUBECONFIG [GATEWAY_ADDR] -- runs until Ctrl-C.
+    # Demo helper: python e2e/prometheus.py KUBECONFIG [GATEWAY_METRICS_ADDR] -- runs until
+    # Ctrl-C. The gateway serves /metrics on its --metrics-port, not on its API port.
     prom = Prometheus(
         sys.argv[1], port=int(os.environ.get("TIDEPOOL_PROMETHEUS_PORT", "0")) or None
     )

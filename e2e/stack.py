@@ -49,6 +49,8 @@ class ManagedProcess:
     name: str
     args: list[str]
     health_url: str | None = None
+    metrics_address: str | None = None
+    """``host:port`` Prometheus scrapes (the gateway serves /metrics on a port of its own)."""
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=_new_log_file)
@@ -128,6 +130,7 @@ def gateway(
     kubeconfig: str, *, port: int | None = None, queue_timeout: str = "60s"
 ) -> ManagedProcess:
     port = port or free_port()
+    metrics_port = free_port()
     return ManagedProcess(
         name="gateway",
         args=[
@@ -136,11 +139,14 @@ def gateway(
             "127.0.0.1",
             "--port",
             str(port),
+            "--metrics-port",
+            str(metrics_port),
             "--kubeconfig",
             kubeconfig,
             "--queue-timeout",
             queue_timeout,
         ],
         health_url=f"http://127.0.0.1:{port}/readyz",
+        metrics_address=f"127.0.0.1:{metrics_port}",
         env={"KUBECONFIG": kubeconfig},
     )

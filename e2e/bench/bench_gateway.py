@@ -108,7 +108,7 @@ async def _throughput(url: str, clients: int, seconds: float) -> float:
 
 
 async def bench(args: argparse.Namespace) -> None:
-    engine_port, gw_port = _free_port(), _free_port()
+    engine_port, gw_port, metrics_port = _free_port(), _free_port(), _free_port()
     cpus = sorted(os.sched_getaffinity(0))
     gw_cpu, engine_cpu = cpus[0], cpus[-1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,8 +123,8 @@ async def bench(args: argparse.Namespace) -> None:
             str(args.decode_ms), "--max-num-seqs", "256", "--log-level", "WARNING",
         ]  # fmt: skip
         gw_args = [
-            "gateway", "--host", "127.0.0.1", "--port", str(gw_port), "--static-routes",
-            str(routes), "--log-level", "WARNING",
+            "gateway", "--host", "127.0.0.1", "--port", str(gw_port), "--metrics-port",
+            str(metrics_port), "--static-routes", str(routes), "--log-level", "WARNING",
         ]  # fmt: skip
         with _process(engine_args, engine_cpu), _process(gw_args, gw_cpu):
             direct = f"http://127.0.0.1:{engine_port}/v1/completions"

@@ -53,7 +53,8 @@ def tidepool(
     kubeconfig = str(cluster.kubeconfig)
     port = stack.free_port()
     gateway = stack.gateway(kubeconfig, port=port, queue_timeout="90s").start()
-    prometheus.set_targets("tidepool-gateway", [f"127.0.0.1:{port}"])
+    assert gateway.metrics_address is not None
+    prometheus.set_targets("tidepool-gateway", [gateway.metrics_address])
     operator = stack.operator(kubeconfig, prometheus.url, tick=1.0).start()
     tp = Tidepool(
         operator=operator,

@@ -2,8 +2,9 @@
 
 Role: load the ``--api-keys`` YAML file into a :class:`KeyRing` (key -> tenant and its
 requests-per-minute limit) and keep one token bucket per tenant (:class:`RateLimiter`), so the
-gateway can answer 401 (no or unknown key), 403 (another tenant's model; decided by the
-caller) and 429 with a ``Retry-After`` in whole seconds.
+gateway can answer 401 (no or unknown key) and 429 with a ``Retry-After`` in whole seconds.
+Another tenant's model is the caller's decision, and it answers the same 404 as for a model
+that does not exist.
 
 File format (``keys:`` may be omitted and the mapping given at the top level)::
 

@@ -103,7 +103,7 @@ class RoutingTable:
 
         Why tenant-aware: with --all-namespaces two tenants may both call their model
         ``llama-8b``; the caller's own deployment wins, otherwise the first by namespace/name
-        (which the caller may then be refused with 403).
+        (which the caller then refuses with the same 404 as an unknown model).
         """
         candidates = self._by_served.get(served_model)
         if not candidates:
