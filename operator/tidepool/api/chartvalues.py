@@ -185,7 +185,13 @@ class Gateway(PodPlacement):
     """Gateway replicas. Stateless apart from requests in flight."""
     image: Image = Field(default_factory=lambda: Image(repository="tidepool/gateway"))
     port: Port = 8080
-    """Container port for the API, /metrics, /healthz and /readyz."""
+    """Container port for the OpenAI-compatible API, /healthz and /readyz."""
+    metrics_port: Port = 9090
+    """Container port for the gateway's Prometheus metrics (/metrics). Separate from the API
+    port because its labels name every tenant, namespace and model; only the gateway-metrics
+    Service (ClusterIP) exposes it, never the API Service."""
+    max_body_size: Annotated[str, Field(pattern=r"^[0-9]+(Ki|Mi|Gi)?$")] = "8Mi"
+    """Largest request body the gateway accepts (e.g. 8Mi, 512Ki); a larger one gets 413."""
     service: GatewayService = Field(default_factory=GatewayService)
     queue_size: int = Field(default=100, ge=0, le=100000)
     """Requests held per model while it wakes from zero; a full queue answers 503."""
@@ -200,6 +206,15 @@ class Gateway(PodPlacement):
     pod_disruption_budget: PodDisruptionBudget = Field(default_factory=PodDisruptionBudget)
     service_account: ServiceAccount = Field(default_factory=ServiceAccount)
     """ServiceAccount of the gateway."""
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> "Gateway":
+        if self.port == self.metrics_port:
+            raise ValueError(
+                f"gateway.metricsPort must differ from gateway.port (both {self.port}): metrics"
+                " stay off the API port"
+            )
+        return self
 
 
 class ChartGPUPool(types.GPUPoolSpec):
@@ -306,9 +321,9 @@ class NetworkPolicy(_Values):
     gateway_from: list[dict[str, Any]] = Field(default_factory=list)
     """NetworkPolicyPeers allowed to reach the gateway API port. Empty: any source."""
     metrics_from: list[dict[str, Any]] = Field(default_factory=list)
-    """NetworkPolicyPeers allowed to scrape the operator's metrics port (the gateway's
-    /metrics shares its API port). Empty: any source. Health probes come from the kubelet and
-    are not subject to NetworkPolicy in common CNIs."""
+    """NetworkPolicyPeers allowed to scrape the operator's and the gateway's metrics ports.
+    Empty: any source. Health probes come from the kubelet and are not subject to
+    NetworkPolicy in common CNIs."""
 
 
 class Rbac(_Values):

@@ -44,7 +44,7 @@ def test_default_objects(render: Render) -> None:
             "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
             "CustomResourceDefinition", "CustomResourceDefinition",
             "Deployment", "Deployment", "GPUPool", "GPUPool",
-            "Service", "Service", "ServiceAccount", "ServiceAccount",
+            "Service", "Service", "Service", "ServiceAccount", "ServiceAccount",
         ]
     )  # fmt: skip
 
@@ -101,11 +101,15 @@ def test_gateway(render: Render) -> None:
     assert container["args"] == [
         "gateway",
         "--port=8080",
+        "--metrics-port=9090",
         "--all-namespaces",
         "--queue-size=100",
         "--queue-timeout=120s",
+        "--max-body-size=8Mi",
         "--drain-timeout=110s",
     ]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "metrics": 9090}
     assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 120
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -116,6 +120,13 @@ def test_gateway(render: Render) -> None:
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     ]
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    # Metrics name every tenant: a ClusterIP Service of their own, never the API Service.
+    metrics = one(docs, "Service", "-gateway-metrics")
+    assert metrics["spec"]["type"] == "ClusterIP"
+    assert metrics["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert metrics["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
 
 
 def test_gateway_api_keys_from_a_secret(render: Render) -> None:
@@ -319,7 +330,7 @@ def test_monitoring_needs_both_the_value_and_the_api(render: Render) -> None:
     assert not by_kind(render(api_versions=MONITORING_APIS), "ServiceMonitor")
     docs = render(on, api_versions=MONITORING_APIS)
     sm = one(docs, "ServiceMonitor")
-    assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics", "http"]
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics"]
     pm = one(docs, "PodMonitor")
     assert pm["spec"]["selector"]["matchLabels"] == {"tidepool.dev/component": "engine"}
     assert pm["spec"]["namespaceSelector"] == {"any": True}
@@ -328,10 +339,14 @@ def test_monitoring_needs_both_the_value_and_the_api(render: Render) -> None:
 def test_network_policies(render: Render) -> None:
     assert not by_kind(render(), "NetworkPolicy")
     peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
-    docs = render({"networkPolicy": {"enabled": True, "gatewayFrom": [peer]}})
+    scraper = {"podSelector": {"matchLabels": {"app": "prometheus"}}}
+    docs = render(
+        {"networkPolicy": {"enabled": True, "gatewayFrom": [peer], "metricsFrom": [scraper]}}
+    )
     gw = one(docs, "NetworkPolicy", "-gateway")
     assert gw["spec"]["ingress"] == [
-        {"ports": [{"port": "http", "protocol": "TCP"}], "from": [peer]}
+        {"ports": [{"port": "http", "protocol": "TCP"}], "from": [peer]},
+        {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [scraper]},
     ]
     op = one(docs, "NetworkPolicy", "-operator")
     assert op["spec"]["policyTypes"] == ["Ingress"]

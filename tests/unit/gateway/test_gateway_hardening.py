@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from conftest import FakeDiscovery
 from snapshots import endpoint, route, snapshot
 
+from tidepool.enginesim import app as sim_app
 from tidepool.gateway import auth
 
 MODEL_KEY = ("default", "llama")
@@ -159,6 +160,21 @@ async def test_client_that_gives_up_mid_request_cancels_it_upstream(gateway, rec
         with pytest.raises(TimeoutError):
             await s.post(f"http://127.0.0.1:{gw.port}/v1/completions", json=BODY)
     assert await _eventually(rec.cancelled.is_set), "the engine still works for a gone client"
+    assert await _eventually(lambda: gw.gateway.dispatcher.total_inflight() == 0)
+
+
+async def test_client_that_leaves_mid_stream_frees_the_engines_batch_slot(engines, gateway):
+    engine = await engines(decode_ms_per_token=50.0)  # 200 tokens: 10 s if nobody stops it
+    source = FakeDiscovery(snapshot((route(),), (endpoint("a", port=engine.port),)))
+    gw = await gateway(source)
+    sim = engine.app[sim_app.SIM_KEY]
+    body = {**BODY, "max_tokens": 200, "stream": True}
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(f"http://127.0.0.1:{gw.port}/v1/completions", json=body)
+        await r.content.readline()
+        assert sim.engine.running == 1
+        r.close()  # the client hangs up mid-stream
+    assert await _eventually(lambda: sim.engine.running == 0, timeout=2.0)
     assert await _eventually(lambda: gw.gateway.dispatcher.total_inflight() == 0)
 
 
