@@ -29,7 +29,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
 from urllib3.util.retry import Retry
 
-from tidepool.policy.signals import NoData, Sample, Signal
+from tidepool.policy.signals import NoData, Sample, Signal, sample
 
 GATEWAY_JOB: Final = "tidepool-gateway"
 ENGINE_LABEL: Final = "inference_deployment"
@@ -53,6 +53,20 @@ class TrafficWindow:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+@dataclass(frozen=True, slots=True)
+class EngineThroughput:
+    """What one engine replica did over a window, for :func:`tidepool.policy.capacity.refine`.
+
+    All three are per replica (averaged over the tenant's engine pods): prompt and generated
+    tokens/s from vLLM's counters, and the mean share of batch seats running
+    (``vllm:num_requests_running / max_num_seqs``). Each is :class:`NoData` when unknown.
+    """
+
+    prompt_tokens_per_s: Signal
+    generation_tokens_per_s: Signal
+    busy_fraction: Signal
 
 
 class PrometheusMetrics:
@@ -119,6 +133,55 @@ class PrometheusMetrics:
         except _UnknownError as unknown:
             return NoData(unknown.reason)
         return Sample(value=value or 0.0, at=now)
+
+    def engine_throughput(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        max_num_seqs: int,
+        window_seconds: int,
+        now: datetime,
+        pool: str | None = None,
+    ) -> EngineThroughput:
+        """Per-replica prompt and generation token rates and busy fraction over a window.
+
+        Each pod's rates are summed over its series (vLLM labels by model and engine), then
+        averaged over pods, so the figures are one replica's; ``pool`` narrows to one pool's
+        replicas, whose GPUs may differ from the other pool's. E.g. two pods at 20,000 and 24,000
+        prompt tokens/s, each running 56 of 64 seats on average: 22,000 tokens/s, busy 0.875.
+        No engine series in the window is ``NoData``, never 0: a replica with no samples has shown
+        nothing about its capacity.
+        """
+        if max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
+        sel = f'namespace="{_escape(namespace)}",{ENGINE_LABEL}="{_escape(name)}"'
+        if pool is not None:
+            sel += f',pool="{_escape(pool)}"'
+        over = f"[{window_seconds}s]"
+
+        def per_replica(expr: str) -> str:
+            return f"avg(sum by (pod) ({expr}))"
+
+        try:
+            prompt = self._scalar(per_replica(f"rate(vllm:prompt_tokens_total{{{sel}}}{over})"))
+            generated = self._scalar(
+                per_replica(f"rate(vllm:generation_tokens_total{{{sel}}}{over})")
+            )
+            running = self._scalar(
+                per_replica(f"avg_over_time(vllm:num_requests_running{{{sel}}}{over})")
+            )
+        except _UnknownError as unknown:
+            missing = NoData(unknown.reason)
+            return EngineThroughput(missing, missing, missing)
+
+        def sig(value: float | None) -> Signal:
+            if value is None:
+                return NoData("no engine samples in window")
+            return sample(value, now)
+
+        busy = None if running is None else running / max_num_seqs
+        return EngineThroughput(sig(prompt), sig(generated), sig(busy))
 
     def traffic(
         self, *, namespace: str, name: str, served_model: str, window_seconds: int, now: datetime

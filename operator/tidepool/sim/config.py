@@ -14,6 +14,7 @@ from typing import Final
 
 from tidepool.api.v1alpha1 import HybridSpec, PlacementSpec, ScalingSpec, Tenancy
 from tidepool.policy import placement
+from tidepool.policy.capacity import EngineCapacity, calibrated
 
 #: A100 on-demand, $4.00 per GPU-hour: seed 004's worked example ("Dedicated: $4.00 per hour
 #: (A100)", $2,880 for 720 h).
@@ -55,29 +56,57 @@ class Prices:
 
 @dataclass(frozen=True, slots=True)
 class EngineModel:
-    """One vLLM replica of an 8B model on one A100, reduced to four numbers.
+    """One vLLM replica: its cold start, its batch, and its throughput from the capacity model.
 
     * ``cold_start_s``: pod scheduled to Ready (weights from a node-local cache). The anchors
       measured 85 s for a 32B model (llm-d#2492) and 2-7 min including node provisioning (WVA);
       60 s is an 8B model on a node that already exists.
     * ``max_num_seqs``: batch capacity, vLLM's ``--max-num-seqs`` (the CRD default 64); beyond it
       requests wait.
-    * a request's service time is ``input/prefill_tokens_per_s + output*decode_s_per_token``.
+    * throughput: :func:`tidepool.policy.capacity.calibrated` for ``gpu_type``,
+      ``model_params_b``, ``max_num_seqs`` and ``gpus_per_replica``, the same table the operator
+      plans with. A request holds a seat for ``capacity().service_seconds(input, output)``, so a
+      full replica serves ``1 / seconds_per_request`` requests/s whatever the mix.
 
-    Worked example (Azure conversation trace means: 1,155 input and 211 output tokens):
-    ``1155/8000 + 211*0.03 = 6.47 s``; a full replica serves ``64/6.47 = 9.9`` requests/s, i.e.
-    13,500 tokens/s, so at $4.00/h it costs $0.082 per 1M tokens saturated, close to seed 002's
-    "$0.09/1M on a saturated GPU"; the crossover with $0.20/1M serverless is at 41% utilization.
+    Worked example, an 8B model on one H100 (the defaults), Azure conversation trace means of
+    1,155 input and 211 output tokens: ``1155/32517 + 211/3600 = 0.0941`` replica-seconds per
+    request, so a request holds a seat ``64 * 0.0941 = 6.02`` s and a full replica serves 10.6
+    requests/s, 14,500 tokens/s: at $7.79/h that is $0.149 per 1M tokens saturated. On the Azure
+    code trace (2,048 in, 28 out) a seat is held 4.53 s and a replica serves 14.1 requests/s,
+    29,300 tokens/s; the former per-seat model (8,000 prompt tokens/s per seat, 30 ms per output
+    token) gave it 58 requests/s, four times what an H100 does.
     """
 
     cold_start_s: float = 60.0
     max_num_seqs: int = 64
-    prefill_tokens_per_s: float = 8000.0
-    decode_s_per_token: float = 0.03
     gpus_per_replica: int = 1
+    gpu_type: str = "NVIDIA-H100-80GB-HBM3"
+    model_params_b: float = 8.0
+
+    def capacity(self) -> EngineCapacity:
+        """The replica's calibrated throughput: P 32,517 and D 3,600 tokens/s by default."""
+        return calibrated(
+            self.gpu_type, self.model_params_b, self.max_num_seqs, self.gpus_per_replica
+        )
 
     def service_seconds(self, input_tokens: float, output_tokens: float) -> float:
-        return input_tokens / self.prefill_tokens_per_s + output_tokens * self.decode_s_per_token
+        """Seconds a request holds one batch seat: 6.02 s for 1,155 in and 211 out by default."""
+        return self.capacity().service_seconds(input_tokens, output_tokens)
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        """Prompt tokens/s *per seat*: ``P / max_num_seqs`` (508 by default).
+
+        With :attr:`decode_s_per_token`, ``input / prefill_tokens_per_s + output *
+        decode_s_per_token`` equals :meth:`service_seconds`, for callers that compute service
+        times on whole arrays of requests at once.
+        """
+        return self.capacity().prefill_tokens_per_s / self.max_num_seqs
+
+    @property
+    def decode_s_per_token(self) -> float:
+        """Seconds one output token holds a seat: ``max_num_seqs / D`` (17.8 ms by default)."""
+        return self.max_num_seqs / self.capacity().decode_tokens_per_s
 
 
 def _sim_scaling() -> ScalingSpec:

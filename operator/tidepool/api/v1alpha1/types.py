@@ -191,6 +191,22 @@ class SpeculativeDecoding(_Model):
     prompt_lookup_max: int = Field(default=4, ge=1, le=16)
 
 
+class EngineCapacitySpec(_Model):
+    """Measured throughput of one engine replica, overriding the calibrated and learned figures."""
+
+    prefill_tokens_per_second: float = Field(gt=0.0, examples=[32500.0])
+    """Prompt tokens one replica processes per second with its batch full (aggregate over the
+    replica, not per sequence). Default when unset: a table calibrated on Fireworks' published
+    cost of Llama 3 8B on one H100 (32,500 for that pair), scaled by the GPU's FLOPs, the
+    model's size and gpusPerReplica; the operator then learns it from vLLM's
+    vllm:prompt_tokens_total counter while replicas are busy."""
+    decode_tokens_per_second: float = Field(gt=0.0, examples=[3600.0])
+    """Tokens one replica generates per second across all its sequences with its batch full.
+    Default when unset: the same calibration (3,600 for Llama 3 8B on one H100 at 64 sequences),
+    scaled by the GPU's memory bandwidth, the model's size and maxNumSeqs; the operator then
+    learns it from vLLM's vllm:generation_tokens_total counter while replicas are busy."""
+
+
 class EngineSpec(_Model):
     """The vLLM engine container."""
 
@@ -217,6 +233,9 @@ class EngineSpec(_Model):
     """Context length cap (``--max-model-len``)."""
     max_num_seqs: int = Field(default=64, ge=1, le=4096)
     """Batch capacity of one replica (``--max-num-seqs``); beyond it requests wait."""
+    capacity: EngineCapacitySpec | None = None
+    """Throughput of one replica, if measured. Unset: calibrated from the GPU type and model
+    size, then learned from the engine's counters (status.capacity shows the figures in use)."""
     prefix_caching: bool = False
     """Enable automatic prefix caching."""
     speculative_decoding: SpeculativeDecoding | None = None
@@ -310,6 +329,9 @@ class PlacementSpec(_Model):
     """Minimum time in a placement before moving again."""
     cost_margin: float = Field(default=0.15, ge=0.0, le=10.0)
     """A cost advantage counts as evidence for a move from this fraction on."""
+    expected_tokens_per_minute: float | None = Field(default=None, ge=0.0)
+    """The tenant's declared load (input plus output tokens per minute). Used only to choose the
+    first placement, before any traffic has been seen; measured traffic replaces it after."""
     pools: PoolPreferences = Field(default_factory=PoolPreferences)
     """Preferred pools per tenancy."""
 
@@ -436,6 +458,20 @@ class LastDecision(_Status):
     message: str
 
 
+class CapacityStatus(_Status):
+    """The engine throughput the operator currently plans with, and where it came from."""
+
+    prefill_tokens_per_second: float
+    """Prompt tokens one replica processes per second with its batch full."""
+    decode_tokens_per_second: float
+    """Tokens one replica generates per second across all its sequences with its batch full."""
+    source: str
+    """Where the figures came from: spec.engine.capacity, the calibration table, or learned from
+    vLLM's counters."""
+    updated: datetime | None = None
+    """When the figures last changed."""
+
+
 class InferenceDeploymentStatus(_Status):
     """Observed state, written only by the operator."""
 
@@ -479,6 +515,8 @@ class InferenceDeploymentStatus(_Status):
     migration: MigrationStatus | None = None
     last_migration_time: datetime | None = None
     last_decision: LastDecision | None = None
+    capacity: CapacityStatus | None = None
+    """Engine throughput used for sizing and placement (learned when busy, else calibrated)."""
 
 
 class InferenceDeployment(_Status):
