@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tidepool.adapters.kube import ObservedDeployment, PodProblem
-from tidepool.adapters.prometheus import TrafficWindow
 from tidepool.api import labels
 from tidepool.api.v1alpha1 import GPUPool
+from tidepool.policy.capacity import EngineThroughput
+from tidepool.policy.placement import Traffic
+from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.signals import NoData, Sample, Signal
 
 JSON = dict[str, Any]
@@ -131,8 +132,9 @@ class FakeMetrics:
     queue: Signal = field(default_factory=lambda: Sample(0.0, T0))
     inflight: dict[str, Signal] = field(default_factory=dict)
     default_inflight: Signal = field(default_factory=lambda: Sample(0.0, T0))
-    window: TrafficWindow = field(
-        default_factory=lambda: TrafficWindow(
+    window: Traffic | NoData = field(default_factory=lambda: NoData("not configured"))
+    throughput: EngineThroughput = field(
+        default_factory=lambda: EngineThroughput(
             NoData("not configured"), NoData("not configured"), NoData("not configured")
         )
     )
@@ -146,6 +148,25 @@ class FakeMetrics:
         return self.inflight.get(pool, self.default_inflight)
 
     def traffic(
-        self, *, namespace: str, name: str, served_model: str, window_seconds: int, now: datetime
-    ) -> TrafficWindow:
+        self,
+        *,
+        namespace: str,
+        name: str,
+        served_model: str,
+        window_seconds: int,
+        idle_seconds: int,
+        now: datetime,
+    ) -> Traffic | NoData:
         return self.window
+
+    def engine_throughput(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        max_num_seqs: int,
+        window_seconds: int,
+        now: datetime,
+        pool: str | None = None,
+    ) -> EngineThroughput:
+        return self.throughput

@@ -6,7 +6,6 @@ idempotent (re-applying the same object is a no-op and bumps no generation).
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Final
 
 from kubernetes import client, config
@@ -16,6 +15,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from tidepool.api import labels
 from tidepool.api.v1alpha1 import API_VERSION, GPUPool
+from tidepool.policy.plan import ObservedDeployment, PodProblem
 
 JSON = dict[str, Any]
 TRANSIENT_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
@@ -23,28 +23,6 @@ TRANSIENT_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
 
 class TransientKubeError(RuntimeError):
     """The API server refused for a reason that retrying fixes (conflict, throttling, restart)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ObservedDeployment:
-    """An engine Deployment as the cluster shows it."""
-
-    name: str
-    pool: str
-    replicas: int
-    ready_replicas: int
-    updated_replicas: int
-    generation_observed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PodProblem:
-    """An engine pod that cannot run, e.g. ``Unschedulable: 0/4 nodes have free nvidia.com/gpu``."""
-
-    pod: str
-    pool: str
-    reason: str
-    message: str
 
 
 def load_client(kubeconfig: str | None = None) -> client.ApiClient:

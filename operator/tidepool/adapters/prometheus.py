@@ -20,8 +20,7 @@ the event loop.
 """
 
 import math
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from prometheus_api_client import PrometheusConnect
@@ -29,6 +28,8 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
 from urllib3.util.retry import Retry
 
+from tidepool.policy import placement
+from tidepool.policy.capacity import EngineThroughput
 from tidepool.policy.signals import NoData, Sample, Signal, sample
 
 GATEWAY_JOB: Final = "tidepool-gateway"
@@ -42,31 +43,8 @@ class _UnknownError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class TrafficWindow:
-    """Traffic over the placement window, for the placement policy."""
-
-    mean_concurrency: Signal
-    peak_concurrency: Signal
-    tokens_per_second: Signal
-
-
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-@dataclass(frozen=True, slots=True)
-class EngineThroughput:
-    """What one engine replica did over a window, for :func:`tidepool.policy.capacity.refine`.
-
-    All three are per replica (averaged over the tenant's engine pods): prompt and generated
-    tokens/s from vLLM's counters, and the mean share of batch seats running
-    (``vllm:num_requests_running / max_num_seqs``). Each is :class:`NoData` when unknown.
-    """
-
-    prompt_tokens_per_s: Signal
-    generation_tokens_per_s: Signal
-    busy_fraction: Signal
 
 
 class PrometheusMetrics:
@@ -184,35 +162,70 @@ class PrometheusMetrics:
         return EngineThroughput(sig(prompt), sig(generated), sig(busy))
 
     def traffic(
-        self, *, namespace: str, name: str, served_model: str, window_seconds: int, now: datetime
-    ) -> TrafficWindow:
-        """Mean and peak concurrency and token throughput over the placement window."""
-        sel = f'namespace="{_escape(namespace)}",{ENGINE_LABEL}="{_escape(name)}"'
+        self,
+        *,
+        namespace: str,
+        name: str,
+        served_model: str,
+        window_seconds: int,
+        idle_seconds: int,
+        now: datetime,
+    ) -> placement.Traffic | NoData:
+        """Offered load over the placement window, from the gateway's counters.
+
+        Offered load is what clients sent (requests and metered tokens), not what the engines
+        hold: a queue that builds while replicas load is not demand. The busiest minute is the
+        highest one-minute rate in the window; ``span`` is how long the tenant's counters have
+        existed within it, so a new tenant's first minutes count as evidence.
+        """
         gw = f'namespace="{_escape(namespace)}",model="{_escape(served_model)}"'
-        conc = (
-            f"(sum(vllm:num_requests_waiting{{{sel}}}) + sum(vllm:num_requests_running{{{sel}}})"
-            f" or vector(0)) + (sum(tidepool_gateway_queue_depth{{{gw}}}) or vector(0))"
-        )
-        step = max(5, window_seconds // 60)
-        win = f"[{window_seconds}s:{step}s]"
-        tokens = (
-            f"(sum(rate(vllm:prompt_tokens_total{{{sel}}}[{window_seconds}s])) or vector(0))"
-            f" + (sum(rate(vllm:generation_tokens_total{{{sel}}}[{window_seconds}s])) or vector(0))"
-        )
+        win = f"[{window_seconds}s:{_STEP_SECONDS}s]"
+
+        def rate(metric: str, extra: str = "", over: str = f"{window_seconds}s") -> str:
+            return f"sum(rate({metric}{{{gw}{extra}}}[{over}]))"
+
+        series = {
+            "requests": ("tidepool_gateway_requests_total", ""),
+            "input": ("tidepool_gateway_tokens_total", ',kind="prompt"'),
+            "output": ("tidepool_gateway_tokens_total", ',kind="completion"'),
+        }
         try:
             self._gateway_up()
-            mean = self._scalar(f"avg_over_time(({conc}){win})")
-            peak = self._scalar(f"max_over_time(({conc}){win})")
-            tps = self._scalar(tokens)
-        except _UnknownError as unknown:
-            return TrafficWindow(
-                NoData(unknown.reason), NoData(unknown.reason), NoData(unknown.reason)
+            seen = self._scalar(
+                f"count_over_time(sum(tidepool_gateway_requests_total{{{gw}}}){win})"
             )
+            if not seen:
+                return placement.Traffic(
+                    mean=_IDLE, peak=_IDLE, span=timedelta(0), active_fraction=0.0, wakes=0.0
+                )
+            mean = {k: self._scalar(rate(m, x)) or 0.0 for k, (m, x) in series.items()}
+            peak = {
+                k: self._scalar(f"max_over_time(({rate(m, x, '1m')}){win})") or 0.0
+                for k, (m, x) in series.items()
+            }
+            # Activity and wakes over the wake horizon, from arrivals: a tenant is active while
+            # a request came within its idle window, and each idle -> active edge is a wake a
+            # serverless placement would pay, whether or not it is scaled to zero now.
+            horizon = max(window_seconds, int(placement.WAKE_HORIZON.total_seconds()))
+            hwin = f"[{horizon}s:{_STEP_SECONDS}s]"
+            busy = f"({rate('tidepool_gateway_requests_total', '', f'{idle_seconds}s')} > bool 0)"
+            active = self._scalar(f"avg_over_time({busy}{hwin})")
+            edges = self._scalar(f"changes({busy}{hwin})")
+            wakes = None if edges is None else math.ceil(edges / 2)
+        except _UnknownError as unknown:
+            return NoData(unknown.reason)
+        return placement.Traffic(
+            mean=placement.Load(mean["requests"], mean["input"], mean["output"]),
+            peak=placement.Load(peak["requests"], peak["input"], peak["output"]),
+            span=timedelta(seconds=min(window_seconds, seen * _STEP_SECONDS)),
+            active_fraction=min(1.0, max(0.0, active or 0.0)),
+            wakes=float(max(0, wakes or 0)),
+            horizon=timedelta(seconds=horizon),
+        )
 
-        def sig(value: float | None) -> Signal:
-            return Sample(value, now) if value is not None else NoData("no samples in window")
 
-        return TrafficWindow(sig(mean), sig(peak), sig(tps))
+_STEP_SECONDS: Final = 15
+_IDLE: Final = placement.Load(0.0, 0.0, 0.0)
 
 
 def utc_now() -> datetime:

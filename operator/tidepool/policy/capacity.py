@@ -78,6 +78,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tidepool.api import v1alpha1
+from tidepool.policy.signals import Signal
 
 # --------------------------------------------------------------------------------- the anchor
 
@@ -461,3 +462,17 @@ def _solve_log_step(p_time: float, p_share: float, d_time: float, d_share: float
         else:
             hi = mid
     return (lo + hi) / 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineThroughput:
+    """What one engine replica did over a window, for :func:`tidepool.policy.capacity.refine`.
+
+    All three are per replica (averaged over the tenant's engine pods): prompt and generated
+    tokens/s from vLLM's counters, and the mean share of batch seats running
+    (``vllm:num_requests_running / max_num_seqs``). Each is :class:`NoData` when unknown.
+    """
+
+    prompt_tokens_per_s: Signal
+    generation_tokens_per_s: Signal
+    busy_fraction: Signal

@@ -4,50 +4,55 @@ Role: one pure function, :func:`decide`, of a :class:`PlacementInputs` snapshot 
 operator and ``tidepool simulate`` both call it. It only *chooses*; the make-before-break migration
 that follows is the reconciler's job.
 
-**Utilization** is busy capacity over the capacity a dedicated deployment would provision::
+**Spend, not a bill.** Tidepool runs on the platform's own GPUs, so every option is priced as
+the GPU-hours it holds, at each GPUPool's price per GPU-hour (:func:`project`):
 
-    replicas_dedicated = max(1, min_replicas, ceil(peak_concurrency / capacity_per_replica))
-    utilization        = mean_concurrency / (capacity_per_replica * replicas_dedicated)
+* serverless: the tenant's own replicas on the shared pool, up only while it is active (they
+  scale to zero after ``scaleToZeroAfter``), sized for its offered load at the autoscaler's
+  target utilization;
+* dedicated: replicas sized for the busiest minute, kept warm, counted as *whole nodes* because
+  a single-tenant node cannot be shared (one GPU of an 8-GPU node pays for 8);
+* hybrid: a warm dedicated floor (whole nodes) plus shared replicas for the expected overflow.
 
-i.e. seed 001's "average utilization you would see on a dedicated instance sized for your peak".
-Worked example (test ``utilization-mean-46-peak-60-capacity-64-is-0.72``): mean 46.08 in-flight
-requests, peak 60, ``maxNumSeqs`` 64: one replica covers the peak, so utilization is
-``46.08 / 64 = 0.72``. With peak 100 instead, two replicas are needed and utilization is 0.36.
+The shared pool's per-token price is the *chargeback*, what the platform bills the tenant. It is
+projected and printed beside spend, and never decides anything.
+
+**Offered load, never the backlog.** Sizes come from the gateway's counters (arrival rate and
+tokens over the window) and the engine's throughput (:mod:`tidepool.policy.capacity`), in
+*replicas of work*: ``input tokens/s / prefill tokens/s + output tokens/s / decode tokens/s``.
+A queue that built while replicas were loading is not demand. Worked example (test
+``work-8k-in-400-out``): 8,000 input and 400 output tokens/s on a replica that prefills 40,000
+and decodes 2,000 tokens/s is ``0.2 + 0.2 = 0.4`` replicas of work.
+
+**Utilization** is mean work over the dedicated replicas sized for the peak: with a mean of 0.4
+and a peak of 0.9 replicas of work at a target utilization of 0.875, 2 replicas, utilization 0.2.
+
+**The SLO.** A serverless tenant that idles out pays a model load on its next request, and the
+requests that arrive during it wait. The policy estimates the share of active time spent
+cold-starting, ``wakes x cold start / active seconds``; above :data:`COLD_START_BUDGET`, serverless
+cannot meet a p99 queue-wait SLO, and the evidence favours a warm GPU floor whatever it costs.
 
 **The choice** (only for ``spec.mode: auto``; a fixed mode is obeyed, reason ``FixedMode``):
 
-* the evidence *favours GPUs* when the cheaper of dedicated/hybrid beats serverless by
-  ``cost_margin`` (15%), or utilization is above ``promote_above`` (0.5) and GPUs are not
-  more expensive; it *favours serverless* when serverless beats the current (or, while
-  serverless, the cheapest GPU) option by ``cost_margin``, or utilization is below
-  ``demote_below`` (0.3) and serverless is cheaper;
-* promote from serverless (to the cheaper of dedicated and hybrid) once the evidence has
-  favoured GPUs without a break for the hold of :func:`evidence_hold`; demote likewise;
-* between dedicated and hybrid, move only when the other is cheaper by ``cost_margin``: a steady
-  base with large spikes makes hybrid (a dedicated floor plus per-token overflow) the cheapest;
-* never move within ``min_dwell`` of the last move, during a migration, or on unknown metrics.
+* the evidence *favours GPUs* when serverless would miss the SLO, or the cheaper of
+  dedicated/hybrid spends ``cost_margin`` (15%) less than serverless, or utilization is above
+  ``promote_above`` (0.5) and GPUs spend no more; it *favours serverless* when serverless meets
+  the SLO and spends ``cost_margin`` less than the current option, or utilization is below
+  ``demote_below`` (0.3) and serverless spends less;
+* promote from serverless once the evidence has favoured GPUs without a break for the hold of
+  :func:`evidence_hold`; demote likewise;
+* between dedicated and hybrid, move only when the other spends ``cost_margin`` less;
+* never move within ``min_dwell`` of the last move, during a migration, or on unknown traffic.
 
 **Hysteresis.** ``status.utilizationAboveSince`` / ``utilizationBelowSince`` record since when the
-evidence has favoured GPUs / serverless; any decision where it does not clears the timer. Why
-not move on the first window that is cheaper by the margin: a move commits the tenant to the
-new placement for ``min_dwell`` (30 min) and costs a model load on both sides, but one 10-minute
-window of bursty traffic is a poor forecast of the next 30 minutes. On the Azure code trace a
-single window showed dedicated 27% cheaper; the following 30 minutes were 8% *dearer* on
-dedicated, and the promotion plus the forced dwell cost more than either static choice. So the
-evidence must cover at least two independent windows and at least the commitment:
-``window + hold >= max(2 x window, min_dwell)`` (defaults: 10 min window + 20 min hold).
+evidence has favoured GPUs / serverless; a decision where it does not clears the timer. A move
+commits the tenant for ``min_dwell`` and costs a model load on both sides, and one window of
+bursty traffic is a poor forecast of the next half hour, so the evidence must cover at least two
+windows and the commitment: ``window + hold >= max(2 x window, min_dwell)``.
 
-**A new tenant** (``placement_since is None``: never placed) starts serverless because nothing
-is known, not because evidence chose it. Its first full window is all the evidence there is and
-nothing contradicts it, so it moves as soon as that window favours GPUs, without the hold:
-waiting 20 more minutes on a placement nobody chose would cost real money (17% of the
-one-hour Azure conversation trace was spent that way). A tenant that has been placed, even by
-default, passes its ``placement_since`` and gets the full hold.
-
-Why both utilization and cost: the seeds' 30%/50% band is the rule people recognise and brackets
-the economics (seed 002's crossover is at 45% of saturation, see
-:func:`tidepool.policy.cost.crossover_utilization`); the projected monthly cost is what actually
-decides, and it is printed in every message.
+**A new tenant** (``placement_since is None``) starts serverless because nothing is known. Its
+first evidence decides without the hold: the declared ``expectedTokensPerMinute`` at once, else
+its first minutes of arrivals (at least :data:`FIRST_EVIDENCE`, not a full window).
 
 This module must not import ``policy.autoscale`` (an import-linter independence contract), read
 the clock, do I/O, or import ``kopf``/``kubernetes``/``prometheus_api_client``.
@@ -62,6 +67,7 @@ from typing import Final
 from tidepool.api import durations, v1alpha1
 from tidepool.api.v1alpha1 import DeploymentMode, Tenancy
 from tidepool.policy import cost, signals
+from tidepool.policy.capacity import EngineCapacity
 
 
 class PlacementReason(StrEnum):
@@ -99,24 +105,95 @@ class PlacementPolicy:
         )
 
 
+#: The share of a serverless tenant's active time that may be spent loading the model after a
+#: wake. Requests that arrive during a load wait for it, and a 60 s load breaks a 10 s p99 queue
+#: wait once more than 1% of requests fall into one; half of that leaves room for bursts at wake.
+COLD_START_BUDGET: Final = 0.005
+#: How far back idle gaps are counted for :func:`cold_start_share`. Wakes are rare events: one
+#: placement window sees none or one, so a window-sized count would swing the evidence on and
+#: off; an hour sees the tenant's rhythm.
+WAKE_HORIZON: Final = timedelta(hours=1)
+#: A new tenant's first placement may use this much traffic instead of a full window.
+FIRST_EVIDENCE: Final = timedelta(minutes=3)
+#: Output tokens per input token assumed when only a total (``expectedTokensPerMinute``) is
+#: declared: chat traffic is prompt-heavy (the Azure 2023 conversation trace averages 1,155
+#: input and 211 output tokens per request, about 5.5 to 1).
+DECLARED_OUTPUT_SHARE: Final = 0.15
+
+
 @dataclass(frozen=True, slots=True)
 class PoolPrice:
-    """What a GPUPool costs. ``price_per_million_tokens`` is set only for shared pools."""
+    """What a GPUPool costs. ``price_per_million_tokens`` (shared pools) is the chargeback."""
 
     name: str
     tenancy: Tenancy
     gpu_type: str
     price_per_gpu_hour: float
     price_per_million_tokens: float | None
+    gpus_per_node: int = 1
+
+    def gpus_held(self, replicas: float, gpus_per_replica: int) -> float:
+        """GPUs paid for: whole nodes on a dedicated pool, GPUs on a shared one.
+
+        E.g. 1 replica of 1 GPU on 8-GPU dedicated nodes holds 8 GPUs; on a shared pool, 1.
+        """
+        gpus = replicas * gpus_per_replica
+        if self.tenancy == Tenancy.DEDICATED and gpus > 0:
+            return math.ceil(gpus / self.gpus_per_node - 1e-9) * self.gpus_per_node
+        return gpus
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Offered load: arrivals and tokens per second, as the gateway counts them."""
+
+    requests_per_second: float
+    input_tokens_per_second: float
+    output_tokens_per_second: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.input_tokens_per_second + self.output_tokens_per_second
 
 
 @dataclass(frozen=True, slots=True)
 class Traffic:
-    """Demand measured over the placement window."""
+    """Offered load over the placement window (or the part of it seen so far)."""
 
-    mean_concurrency: signals.Signal
-    peak_concurrency: signals.Signal
-    tokens_per_second: signals.Signal
+    mean: Load
+    peak: Load
+    """The busiest minute of the window."""
+    span: timedelta
+    """How much traffic history ``mean`` and ``peak`` cover."""
+    active_fraction: float
+    """Share of ``horizon`` in which the tenant had requests within its idle window (0..1)."""
+    wakes: float
+    """Requests that came after a whole idle window without one in ``horizon``: the wakes a
+    serverless placement pays (counted from arrivals, so a warm tenant shows them too)."""
+    horizon: timedelta = WAKE_HORIZON
+    """How much history ``active_fraction`` and ``wakes`` cover."""
+
+
+def work(load: Load, cap: EngineCapacity) -> float:
+    """Replicas of work ``load`` keeps busy: ``input/prefill + output/decode``."""
+    return (
+        load.input_tokens_per_second / cap.prefill_tokens_per_s
+        + load.output_tokens_per_second / cap.decode_tokens_per_s
+    )
+
+
+def declared(tokens_per_minute: float) -> Traffic:
+    """Traffic as a tenant declares it (``spec.placement.expectedTokensPerMinute``): steady."""
+    tps = tokens_per_minute / 60.0
+    load = Load(0.0, tps * (1 - DECLARED_OUTPUT_SHARE), tps * DECLARED_OUTPUT_SHARE)
+    return Traffic(
+        mean=load,
+        peak=load,
+        span=timedelta(0),
+        active_fraction=1.0,
+        wakes=0.0,
+        horizon=timedelta(0),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,36 +201,49 @@ class PlacementInputs:
     requested_mode: DeploymentMode
     current_mode: DeploymentMode
     policy: PlacementPolicy
-    traffic: Traffic
-    capacity_per_replica: int
+    traffic: Traffic | signals.NoData
+    capacity: EngineCapacity
     gpus_per_replica: int
     min_replicas: int
+    #: Busy share of a replica the autoscaler aims for (targetQueueDepth / maxNumSeqs).
+    target_utilization: float
+    #: The serverless idle window (``spec.scaling.scaleToZeroAfter``).
+    scale_to_zero_after: timedelta
     shared: PoolPrice | None
     dedicated: PoolPrice | None
-    #: When the current placement was chosen; ``None`` for a tenant never placed on evidence
-    #: (a new tenant's default). The caller sets it when a move completes, and also on the first
-    #: decision with known metrics that holds (that window confirmed the default placement).
+    #: When the current placement was chosen; ``None`` for a tenant never placed on evidence.
     placement_since: datetime | None
     #: Since when the evidence has favoured GPUs / serverless (module docstring, "Hysteresis").
     above_since: datetime | None
     below_since: datetime | None
     migration_in_progress: bool
     #: In-flight requests one dedicated replica takes before the gateway spills to the shared pool
-    #: (``spec.hybrid.overflowConcurrencyPerReplica``); ``None`` means ``capacity_per_replica``.
+    #: (``spec.hybrid.overflowConcurrencyPerReplica``); ``None`` means its whole batch.
     overflow_concurrency_per_replica: int | None = None
+    #: The tenant's declared load, used until its own traffic is known.
+    expected_tokens_per_minute: float | None = None
+    #: Pod start to Ready: what a wake costs the requests that arrive during it.
+    cold_start: timedelta = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
 class CostProjection:
-    """Monthly cost of each option at the measured traffic; ``inf`` when the pool is missing."""
+    """Monthly spend of each option at the measured traffic; ``inf`` when the pool is missing."""
 
     serverless_monthly: float
     dedicated_monthly: float
     hybrid_monthly: float
-    break_even_tokens_per_month: float | None
-    #: Dedicated replicas sized for the peak, and the hybrid floor, behind the two projections.
+    #: What the shared pool's per-token price would bill the tenant (never part of spend).
+    chargeback_monthly: float | None
+    #: Dedicated replicas sized for the peak, and the cheapest hybrid floor.
     dedicated_replicas: int = 0
     hybrid_floor_replicas: int = 0
+    #: Share of active time a serverless tenant would spend cold-starting (module docstring).
+    cold_start_share: float = 0.0
+
+    @property
+    def serverless_meets_slo(self) -> bool:
+        return self.cold_start_share <= COLD_START_BUDGET
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,26 +273,30 @@ def evidence_hold(policy: PlacementPolicy) -> timedelta:
     return max(2 * policy.window, policy.min_dwell) - policy.window
 
 
-def dedicated_replicas(peak: float, capacity_per_replica: int, min_replicas: int) -> int:
-    """Replicas a dedicated deployment sized for ``peak`` runs: at least 1 and the warm minimum."""
-    return max(1, min_replicas, math.ceil(peak / capacity_per_replica - 1e-9))
+def dedicated_replicas(peak_work: float, target_utilization: float, min_replicas: int) -> int:
+    """Replicas a dedicated deployment sized for ``peak_work`` runs: at least 1 and the minimum.
+
+    E.g. 1.2 replicas of work at a target utilization of 0.875: ``ceil(1.37) = 2``.
+    """
+    return max(1, min_replicas, math.ceil(peak_work / target_utilization - 1e-9))
 
 
-def utilization(mean: float, peak: float, capacity_per_replica: int, min_replicas: int) -> float:
-    """Busy over provisioned capacity (module docstring): ``46.08 / (64 * 1) = 0.72``."""
-    n = dedicated_replicas(peak, capacity_per_replica, min_replicas)
-    return mean / (capacity_per_replica * n)
+def utilization(
+    mean_work: float, peak_work: float, target_utilization: float, min_replicas: int
+) -> float:
+    """Mean work over the dedicated replicas sized for the peak: ``0.4 / 2 = 0.2``."""
+    return mean_work / dedicated_replicas(peak_work, target_utilization, min_replicas)
 
 
 def expected_overflow(mean: float, peak: float, threshold: float) -> float:
-    """Expected in-flight requests above ``threshold``, knowing only the mean and the peak.
+    """Expected load above ``threshold``, knowing only the mean and the peak.
 
-    Why an approximation: the window gives two numbers, not a distribution. We take concurrency
-    as uniform on ``[lo, peak]`` with ``lo = 2*mean - peak``; when that is negative (a spiky
+    Why an approximation: the window gives two numbers, not a distribution. We take the load as
+    uniform on ``[lo, peak]`` with ``lo = 2*mean - peak``; when that is negative (a spiky
     window), as idle (0) with probability ``1 - w`` and uniform on ``[0, peak]`` with probability
     ``w = 2*mean/peak``, which keeps the mean. Above ``lo``,
     ``E[(C - x)+] = w * (peak - x)^2 / (2 (peak - lo))``. E.g. mean 40, peak 100, floor at 64:
-    ``w = 0.8``, ``0.8 * 36^2 / 200 = 5.18`` requests spill on average, 13% of the traffic.
+    ``w = 0.8``, ``0.8 * 36^2 / 200 = 5.18`` spills on average, 13% of the traffic.
     """
     if peak <= threshold or peak <= 0:
         return 0.0
@@ -215,47 +309,66 @@ def expected_overflow(mean: float, peak: float, threshold: float) -> float:
     return w * (peak - threshold) ** 2 / (2.0 * (peak - lo))
 
 
-def project(inputs: PlacementInputs, mean: float, peak: float, tps: float) -> CostProjection:
-    """Monthly cost of serverless, dedicated and hybrid at the measured traffic.
+def cold_start_share(traffic: Traffic, cold_start: timedelta) -> float:
+    """Share of active time spent loading after wakes: 3 wakes x 60 s in 30 active min is 10%."""
+    active = traffic.active_fraction * traffic.horizon.total_seconds()
+    if traffic.wakes <= 0:
+        return 0.0
+    if active <= 0:
+        return 1.0
+    return min(1.0, traffic.wakes * cold_start.total_seconds() / active)
 
-    * serverless: ``tokens/s x 2,628,000 s x $/1M`` (shared pool's per-token price);
-    * dedicated: replicas sized for the peak x GPUs x $/GPU-h x 730 h;
-    * hybrid: a floor of ``max(1, floor(mean / overflow_limit))`` dedicated replicas, plus the
-      tokens of the expected overflow (:func:`expected_overflow`) billed per token.
+
+def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
+    """Monthly spend of serverless, dedicated and hybrid at ``traffic`` (module docstring).
+
+    Worked example (test ``spend-h100-one-replica``): a steady 0.5 replicas of work, target
+    utilization 0.875, H100s at $7.79/GPU-hour on both pools, dedicated nodes of 8 GPUs:
+    serverless holds ``max(1, 0.5/0.875) = 1`` GPU while active (always): ``7.79 x 730 =
+    $5,687``/month; dedicated holds 1 replica, i.e. a whole node of 8 GPUs: $45,494/month.
     """
-    cap = inputs.capacity_per_replica
-    n_ded = dedicated_replicas(peak, cap, inputs.min_replicas)
-    token_price = (
-        inputs.shared.price_per_million_tokens
-        if inputs.shared is not None and inputs.shared.price_per_million_tokens is not None
-        else None
-    )
-    serverless = math.inf if token_price is None else cost.serverless_monthly(tps, token_price)
-    dedicated = math.inf
-    hybrid = math.inf
+    cap = inputs.capacity
+    target = inputs.target_utilization
+    gpr = inputs.gpus_per_replica
+    mean = work(traffic.mean, cap)
+    peak = max(work(traffic.peak, cap), mean)
+    active = max(1e-9, traffic.active_fraction)
+    n_ded = dedicated_replicas(peak, target, inputs.min_replicas)
+
+    def monthly(pool: PoolPrice, replicas: float) -> float:
+        return cost.dedicated_monthly(pool.gpus_held(replicas, gpr), pool.price_per_gpu_hour)
+
+    serverless = dedicated = hybrid = math.inf
+    chargeback: float | None = None
     floor = 0
-    break_even: float | None = None
-    if inputs.dedicated is not None:
-        gpu_price = inputs.dedicated.price_per_gpu_hour
-        dedicated = cost.dedicated_monthly(n_ded * inputs.gpus_per_replica, gpu_price)
-        if token_price is not None and token_price > 0:
-            break_even = cost.break_even_tokens(
-                n_ded * inputs.gpus_per_replica * gpu_price, cost.HOURS_PER_MONTH, token_price
+    if inputs.shared is not None:
+        # While active it runs what its load needs, at least one replica; idle, nothing.
+        up = max(float(inputs.min_replicas), active * max(1.0, mean / active / target))
+        serverless = monthly(inputs.shared, up)
+        if inputs.shared.price_per_million_tokens is not None:
+            chargeback = cost.serverless_monthly(
+                traffic.mean.tokens_per_second, inputs.shared.price_per_million_tokens
             )
-            limit = inputs.overflow_concurrency_per_replica or cap
-            floor = max(1, inputs.min_replicas, math.floor(mean / limit))
-            spill = expected_overflow(mean, peak, floor * limit)
-            spill_share = min(1.0, spill / mean) if mean > 0 else 0.0
-            hybrid = cost.dedicated_monthly(
-                floor * inputs.gpus_per_replica, gpu_price
-            ) + cost.serverless_monthly(tps * spill_share, token_price)
+    if inputs.dedicated is not None:
+        dedicated = monthly(inputs.dedicated, n_ded)
+        if inputs.shared is not None:
+            limit = (inputs.overflow_concurrency_per_replica or cap.max_num_seqs) / cap.max_num_seqs
+            # Up to the floor that carries the peak without spilling (beyond n_ded when the
+            # spill threshold is below a full batch).
+            top = max(n_ded, math.ceil(peak / limit - 1e-9))
+            for f in range(max(1, inputs.min_replicas), top + 1):
+                spill = expected_overflow(mean, peak, f * limit)
+                price = monthly(inputs.dedicated, f) + monthly(inputs.shared, spill / target)
+                if price < hybrid:
+                    hybrid, floor = price, f
     return CostProjection(
         serverless_monthly=serverless,
         dedicated_monthly=dedicated,
         hybrid_monthly=hybrid,
-        break_even_tokens_per_month=break_even,
+        chargeback_monthly=chargeback,
         dedicated_replicas=n_ded,
         hybrid_floor_replicas=floor,
+        cold_start_share=cold_start_share(traffic, inputs.cold_start),
     )
 
 
@@ -267,12 +380,27 @@ def _monthly(proj: CostProjection, mode: DeploymentMode) -> float:
     return proj.serverless_monthly
 
 
-def _costs_text(proj: CostProjection) -> str:
-    return (
-        f"dedicated {cost.money(proj.dedicated_monthly)}/mo ({proj.dedicated_replicas} replicas)"
-        f" vs hybrid {cost.money(proj.hybrid_monthly)}/mo (floor {proj.hybrid_floor_replicas})"
-        f" vs serverless {cost.money(proj.serverless_monthly)}/mo"
+def spend_text(proj: CostProjection) -> str:
+    """Spend of each option and the chargeback, for status and events.
+
+    E.g. ``spend/mo: dedicated $5,687 (1 replicas) vs hybrid $5,687 (floor 1) vs serverless
+    $2,843; chargeback $1,051/mo``.
+    """
+    charge = (
+        f"; chargeback {cost.money(proj.chargeback_monthly)}/mo"
+        if proj.chargeback_monthly is not None
+        else ""
     )
+    slo = "" if proj.serverless_meets_slo else f" (cold starts {proj.cold_start_share:.1%})"
+    return (
+        f"spend/mo: dedicated {cost.money(proj.dedicated_monthly)}"
+        f" ({proj.dedicated_replicas} replicas) vs hybrid {cost.money(proj.hybrid_monthly)}"
+        f" (floor {proj.hybrid_floor_replicas}) vs serverless"
+        f" {cost.money(proj.serverless_monthly)}{slo}{charge}"
+    )
+
+
+_costs_text = spend_text
 
 
 def _fmt(td: timedelta) -> str:
@@ -309,23 +437,25 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
             floor_replicas=floor,
         )
 
-    known = (
-        isinstance(t.mean_concurrency, signals.Sample)
-        and isinstance(t.peak_concurrency, signals.Sample)
-        and isinstance(t.tokens_per_second, signals.Sample)
-    )
+    first = inputs.placement_since is None
+    evidence: Traffic | None = None
+    unknown_why = ""
+    if isinstance(t, Traffic) and (t.span >= p.window or (first and t.span >= FIRST_EVIDENCE)):
+        evidence = t
+    elif first and inputs.expected_tokens_per_minute is not None:
+        evidence = declared(inputs.expected_tokens_per_minute)
+    elif isinstance(t, Traffic):
+        unknown_why = f"traffic seen for {_fmt(t.span)} of a {_fmt(p.window)} window"
+    else:
+        unknown_why = f"traffic {signals.describe(t)}"
     u: float | None = None
     proj: CostProjection | None = None
     above, below = inputs.above_since, inputs.below_since
-    if (
-        isinstance(t.mean_concurrency, signals.Sample)
-        and isinstance(t.peak_concurrency, signals.Sample)
-        and isinstance(t.tokens_per_second, signals.Sample)
-    ):
-        mean = t.mean_concurrency.value
-        peak = max(t.peak_concurrency.value, mean)
-        u = utilization(mean, peak, inputs.capacity_per_replica, inputs.min_replicas)
-        proj = project(inputs, mean, peak, t.tokens_per_second.value)
+    if evidence is not None:
+        mean_work = work(evidence.mean, inputs.capacity)
+        peak_work = max(work(evidence.peak, inputs.capacity), mean_work)
+        u = utilization(mean_work, peak_work, inputs.target_utilization, inputs.min_replicas)
+        proj = project(inputs, evidence)
 
     if inputs.requested_mode != DeploymentMode.AUTO:
         mode = inputs.requested_mode
@@ -350,20 +480,8 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
             utilization=u,
             cost=proj,
         )
-    if not known or proj is None or u is None:
-        reasons = [
-            f"{name} {signals.describe(sig)}"
-            for name, sig in (
-                ("mean concurrency", t.mean_concurrency),
-                ("peak concurrency", t.peak_concurrency),
-                ("tokens/s", t.tokens_per_second),
-            )
-            if isinstance(sig, signals.NoData)
-        ]
-        return hold(
-            PlacementReason.METRICS_UNKNOWN,
-            f"{'; '.join(reasons)}: holding {current}",
-        )
+    if proj is None or u is None:
+        return hold(PlacementReason.METRICS_UNKNOWN, f"{unknown_why}: holding {current}")
     if inputs.shared is None and inputs.dedicated is None:
         return hold(PlacementReason.NO_POOL, "no shared or dedicated GPUPool found", utilization=u)
 
@@ -389,25 +507,35 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
     gpu_cost = _monthly(proj, best_gpu) if best_gpu is not None else math.inf
     srv_cost = proj.serverless_monthly if DeploymentMode.SERVERLESS in available else math.inf
     ref = cur_cost if current != DeploymentMode.SERVERLESS else gpu_cost
-    favours_gpus = gpu_cost <= (1.0 - margin) * srv_cost or (
-        u > p.promote_above and gpu_cost <= srv_cost
+    slo_ok = proj.serverless_meets_slo
+    favours_gpus = (
+        gpu_cost < math.inf and (not slo_ok or gpu_cost <= (1.0 - margin) * srv_cost)
+    ) or (u > p.promote_above and gpu_cost <= srv_cost)
+    favours_serverless = slo_ok and (
+        srv_cost <= (1.0 - margin) * ref or (u < p.demote_below and srv_cost < ref)
     )
-    favours_serverless = srv_cost <= (1.0 - margin) * ref or (u < p.demote_below and srv_cost < ref)
     above = (above or now) if favours_gpus else None
     below = (below or now) if favours_serverless else None
     hold_for = evidence_hold(p)
-    first = inputs.placement_since is None
 
     def sustained(since: datetime | None) -> bool:
         return since is not None and (first or now - since >= hold_for)
 
-    def because(since: datetime | None, cheaper: float, base: float) -> str:
+    def because(
+        since: datetime | None, cheaper: float, base: float, target_is_serverless: bool = False
+    ) -> str:
         assert since is not None
         held = "first window of a new tenant" if first else f"held {_fmt(now - since)}"
-        return (
-            f"{1 - cheaper / base:.0%} cheaper, {ut} ({held}; evidence"
-            f" {_fmt(p.window)} window + {_fmt(hold_for)} hold)"
-        )
+        if cheaper < base:
+            gain = f"spends {1 - cheaper / base:.0%} less"
+        elif proj.serverless_meets_slo or target_is_serverless:
+            gain = f"spends no more, utilization above {p.promote_above:.2f}"
+        else:
+            gain = (
+                f"serverless would spend {proj.cold_start_share:.1%} of its active time"
+                f" cold-starting (budget {COLD_START_BUDGET:.1%})"
+            )
+        return f"{gain}, {ut} ({held}; evidence {_fmt(p.window)} window + {_fmt(hold_for)} hold)"
 
     target: DeploymentMode = current
     why = ""
@@ -423,11 +551,11 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
         )
         if DeploymentMode.SERVERLESS in available and sustained(below):
             target = DeploymentMode.SERVERLESS
-            why = because(below, srv_cost, cur_cost)
+            why = because(below, srv_cost, cur_cost, target_is_serverless=True)
         elif other in available and _monthly(proj, other) <= (1.0 - margin) * cur_cost:
             target = other
             why = (
-                f"{other} is cheaper by {1 - _monthly(proj, other) / cur_cost:.0%}"
+                f"{other} spends {1 - _monthly(proj, other) / cur_cost:.0%} less"
                 f" (>= margin {margin:.0%}); {ut}"
             )
         elif current not in available:

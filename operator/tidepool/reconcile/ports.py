@@ -1,12 +1,17 @@
-"""What reconcile needs from the outside world, as Protocols (fakes in tests, adapters in prod)."""
+"""What reconcile needs from the outside world, as Protocols (fakes in tests, adapters in prod).
+
+The value types that cross these ports belong to the functional core
+(:mod:`tidepool.policy.plan` and :mod:`tidepool.policy.placement`); the adapters import them.
+"""
 
 from datetime import datetime
 from typing import Any, Protocol
 
-from tidepool.adapters.kube import ObservedDeployment, PodProblem
-from tidepool.adapters.prometheus import TrafficWindow
 from tidepool.api.v1alpha1 import GPUPool
-from tidepool.policy.signals import Signal
+from tidepool.policy.capacity import EngineThroughput
+from tidepool.policy.placement import Traffic
+from tidepool.policy.plan import ObservedDeployment, PodProblem
+from tidepool.policy.signals import NoData, Signal
 
 
 class KubePort(Protocol):
@@ -23,5 +28,22 @@ class MetricsPort(Protocol):
     ) -> Signal: ...
     def pool_inflight(self, *, namespace: str, name: str, pool: str, now: datetime) -> Signal: ...
     def traffic(
-        self, *, namespace: str, name: str, served_model: str, window_seconds: int, now: datetime
-    ) -> TrafficWindow: ...
+        self,
+        *,
+        namespace: str,
+        name: str,
+        served_model: str,
+        window_seconds: int,
+        idle_seconds: int,
+        now: datetime,
+    ) -> Traffic | NoData: ...
+    def engine_throughput(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        max_num_seqs: int,
+        window_seconds: int,
+        now: datetime,
+        pool: str | None = None,
+    ) -> EngineThroughput: ...

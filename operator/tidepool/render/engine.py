@@ -16,9 +16,8 @@ Why the pod looks the way it does:
 import json
 from typing import Any, Final
 
-from tidepool.api import labels
-from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, PoolStatus, Tenancy
-from tidepool.render import names
+from tidepool.api import labels, names
+from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, Tenancy
 
 JSON = dict[str, Any]
 TERMINATION_GRACE_SECONDS: Final = 600
@@ -197,14 +196,3 @@ def engine_service(infd: InferenceDeployment) -> JSON:
             ],
         },
     }
-
-
-def endpoint_url(infd: InferenceDeployment) -> str:
-    svc = names.engine_service(infd.name)
-    return f"http://{svc}.{infd.namespace}.svc:{infd.spec.engine.port}/v1"
-
-
-def pool_summary(pools: list[PoolStatus]) -> str:
-    """``shared-a100`` or ``dedicated-a100+shared-a100(overflow)`` for ``kubectl get infd``."""
-    parts = [p.name if p.role == "primary" else f"{p.name}({p.role})" for p in pools]
-    return ",".join(parts) if parts else "-"

@@ -1,13 +1,15 @@
-"""Controllers: Tidepool's own policies, and the baselines they are measured against.
+"""Controllers: Tidepool's own plan, and the baselines it is measured against.
 
 Role: turn an :class:`~tidepool.sim.engine.Observation` into a
 :class:`~tidepool.sim.engine.Command`.
 
-* :class:`Tidepool` calls exactly :func:`tidepool.policy.autoscale.decide` and
-  :func:`tidepool.policy.placement.decide`, carrying their durable state (``last_active_at``,
-  ``history``, hysteresis timers, ``placement_since``) between ticks as the operator carries it in
-  status, and migrating make-before-break (start the target pool, switch routing once it is
-  Ready, then release the old pool). ``mode=serverless`` is the *always-serverless* baseline.
+* :class:`Tidepool` runs :func:`tidepool.policy.plan.plan`, the very function the operator's
+  reconcile runs: it translates the simulated tenant into the plan's :class:`Observed` (its pools'
+  engine Deployments, the queue, the offered load over the placement window, in-flight requests
+  per pool) and the returned :class:`Plan` into a command (replicas per pool, where the gateway
+  routes, the hybrid spill limit). The status the plan returns is carried to the next tick, as
+  the operator writes it to the API server. ``mode=serverless`` is the *always-serverless*
+  baseline, ``mode=dedicated`` a queue-autoscaled dedicated deployment.
 * :class:`FixedDedicated`: *always-dedicated*, replicas sized for the trace's peak, all the time.
 * :class:`StaticHybrid`: a fixed dedicated floor plus Tidepool's autoscaler for the shared
   overflow; the benchmark sweeps the floor in hindsight.
@@ -24,16 +26,74 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Final
 
-from tidepool.api.v1alpha1 import DeploymentMode
-from tidepool.policy import autoscale, placement, signals
+from tidepool.api import labels
+from tidepool.api.v1alpha1 import (
+    DeploymentMode,
+    GPUPool,
+    InferenceDeployment,
+    InferenceDeploymentStatus,
+    Tenancy,
+)
+from tidepool.policy import placement, plan, signals
 from tidepool.sim import config
 from tidepool.sim.engine import Command, Observation
 
 _LONG_AGO: Final = timedelta(days=1)
+SHARED_POOL: Final = "shared"
+DEDICATED_POOL: Final = "dedicated"
+#: Plans made at the trace's start to reach the steady state of a system already running.
+_WARM_UP_PLANS: Final = 16
+
+
+def sim_pools(cfg: config.SimConfig) -> tuple[GPUPool, GPUPool]:
+    """The shared and the dedicated GPUPool the simulated tenants run on, at ``cfg``'s prices."""
+    prices = cfg.prices
+
+    def pool(name: str, tenancy: Tenancy, per_gpu_hour: float, gpus_per_node: int) -> GPUPool:
+        spec: dict[str, object] = {
+            "tenancy": tenancy,
+            "gpuType": prices.gpu_type,
+            "gpusPerNode": gpus_per_node,
+            "nodeSelector": {labels.POOL: name},
+            "pricePerGpuHour": per_gpu_hour,
+        }
+        if tenancy == Tenancy.SHARED:
+            spec["pricePerMillionTokens"] = prices.chargeback_per_million_tokens
+        return GPUPool.model_validate({"metadata": {"name": name}, "spec": spec})
+
+    return (
+        pool(SHARED_POOL, Tenancy.SHARED, prices.shared_per_gpu_hour, 8),
+        pool(
+            DEDICATED_POOL, Tenancy.DEDICATED, prices.dedicated_per_gpu_hour, prices.gpus_per_node
+        ),
+    )
+
+
+def sim_tenant(
+    cfg: config.SimConfig, mode: DeploymentMode, name: str = "tenant"
+) -> InferenceDeployment:
+    """The InferenceDeployment a simulated tenant stands for, with ``cfg``'s settings."""
+    eng = cfg.engine
+    return InferenceDeployment.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "sim", "generation": 1, "annotations": {}},
+            "spec": {
+                "model": {"name": f"sim-{eng.model_params_b:g}b"},
+                "mode": mode,
+                "engine": {
+                    "maxNumSeqs": eng.max_num_seqs,
+                    "gpusPerReplica": eng.gpus_per_replica,
+                },
+                "scaling": cfg.scaling.model_dump(by_alias=True, exclude_none=True),
+                "placement": cfg.placement.model_dump(by_alias=True, exclude_none=True),
+                "hybrid": cfg.hybrid.model_dump(by_alias=True, exclude_none=True),
+            },
+        }
+    )
 
 
 class Tidepool:
-    """Tidepool's autoscaler and placement policy, as the operator would run them."""
+    """The operator's plan, run on the simulated tenant (module docstring)."""
 
     push_wake = True
 
@@ -41,221 +101,123 @@ class Tidepool:
         self.name = "tidepool-auto" if mode == DeploymentMode.AUTO else f"always-{mode}"
         self.cfg = cfg
         self.requested = mode
-        self.policy = autoscale.AutoscalePolicy.from_spec(cfg.scaling)
-        self.dedicated_policy = replace(self.policy, min_replicas=max(1, self.policy.min_replicas))
-        self.overflow_policy = replace(
-            self.policy, min_replicas=0, max_replicas=cfg.hybrid.max_overflow_replicas
-        )
-        self.placement_policy = placement.PlacementPolicy.from_spec(cfg.placement)
-        self.mode: DeploymentMode = (
-            DeploymentMode.SERVERLESS if mode == DeploymentMode.AUTO else mode
-        )
-        self.floor = max(1, self.policy.min_replicas) if self.mode == DeploymentMode.HYBRID else 0
-        self.last_active: datetime | None = None
-        self.history: tuple[autoscale.Recommendation, ...] = ()
-        self.overflow_history: tuple[autoscale.Recommendation, ...] = ()
-        self.overflow_active: datetime | None = None
+        self.pools = sim_pools(cfg)
+        self.infd = sim_tenant(cfg, mode)
+        self.capacity = cfg.engine.capacity()
+        self.history = plan.History()
         self.started: datetime | None = None
-        self.placement_since: datetime | None = None
-        self.above: datetime | None = None
-        self.below: datetime | None = None
-        self.next_placement: datetime | None = None
-        self.target: DeploymentMode | None = None
-        self.target_floor = 0
+        self.exists: dict[str, int] = {}
+        """Pool -> replicas of the engine Deployments the last plan kept."""
         self.decisions: list[tuple[datetime, str, str]] = []
+        self.last: plan.Plan | None = None
+        self._wakes = 0
 
-    # -- helpers -------------------------------------------------------------------------------
+    # -- translation -----------------------------------------------------------------------
 
-    def _limit(self) -> int:
-        return self.cfg.hybrid.overflow_concurrency_per_replica
-
-    def _scale(
-        self,
-        *,
-        policy: autoscale.AutoscalePolicy,
-        current: int,
-        ready: int,
-        queue: float,
-        wake: bool,
-        now: datetime,
-        overflow: bool = False,
-    ) -> autoscale.ScaleDecision:
+    def _observed(
+        self, obs: Observation, traffic: placement.Traffic | signals.NoData
+    ) -> plan.Observed:
         assert self.started is not None
-        d = autoscale.decide(
-            autoscale.AutoscaleInputs(
-                policy=policy,
-                current_replicas=current,
-                ready_replicas=ready,
-                queue=signals.Sample(queue, now),
-                wake_requested=wake,
-                pinned_replicas=None,
-                last_active_at=self.overflow_active if overflow else self.last_active,
-                history=self.overflow_history if overflow else self.history,
-                operator_started_at=self.started,
-            ),
-            now,
-        )
-        if overflow:
-            self.overflow_active, self.overflow_history = d.last_active_at, d.history
-        else:
-            self.last_active, self.history = d.last_active_at, d.history
-        return d
-
-    def _need(self, mode: DeploymentMode, demand: float, floor: int) -> tuple[int, int]:
-        """(shared, dedicated) replicas a migration target should have Ready before switching."""
-        want = max(1, math.ceil(demand / self.policy.target_queue_depth))
-        if mode == DeploymentMode.DEDICATED:
-            return 0, self.dedicated_policy.clamp(want)
-        if mode == DeploymentMode.HYBRID:
-            spill = max(0.0, demand - floor * self._limit())
-            return math.ceil(spill / self.policy.target_queue_depth), floor
-        return self.policy.clamp(want), 0
-
-    def _place(self, obs: Observation) -> None:
-        now = obs.now
-        cfg = self.cfg
-        stats = obs.window(self.placement_policy.window.total_seconds())
-        if stats is None:
-            why = signals.NoData("placement window not yet full")
-            traffic = placement.Traffic(why, why, why)
-        else:
-            mean, peak, tps = stats
-            traffic = placement.Traffic(
-                signals.Sample(mean, now), signals.Sample(peak, now), signals.Sample(tps, now)
+        live = {
+            SHARED_POOL: (obs.shared, obs.shared_ready, obs.shared_running),
+            DEDICATED_POOL: (obs.dedicated, obs.dedicated_ready, obs.dedicated_running),
+        }
+        deployments = {
+            pool: plan.ObservedDeployment(
+                name=f"{self.infd.name}-{pool}",
+                pool=pool,
+                replicas=live[pool][0],
+                ready_replicas=live[pool][1],
+                updated_replicas=live[pool][1],
+                generation_observed=True,
             )
-        d = placement.decide(
-            placement.PlacementInputs(
-                requested_mode=self.requested,
-                current_mode=self.mode,
-                policy=self.placement_policy,
-                traffic=traffic,
-                capacity_per_replica=cfg.engine.max_num_seqs,
-                gpus_per_replica=cfg.engine.gpus_per_replica,
-                min_replicas=self.policy.min_replicas,
-                shared=cfg.prices.shared_pool(),
-                dedicated=cfg.prices.dedicated_pool(),
-                placement_since=self.placement_since,
-                above_since=self.above,
-                below_since=self.below,
-                migration_in_progress=self.target is not None,
-                overflow_concurrency_per_replica=self._limit(),
-            ),
-            now,
+            for pool in self.exists
+        }
+        return plan.Observed(
+            pools=self.pools,
+            deployments=deployments,
+            pod_problems=(),
+            demand=signals.Sample(obs.recent_demand, obs.now),
+            traffic=traffic,
+            inflight={p: signals.Sample(v[2], obs.now) for p, v in live.items()},
+            operator_started_at=self.started,
+            capacity=self.capacity,
         )
-        self.above, self.below = d.above_since, d.below_since
-        if self.placement_since is None and d.reason == placement.PlacementReason.HOLDING:
-            # The first full window confirmed the initial placement: from now on it is a
-            # placement chosen on evidence, with the dwell and hold of any other.
-            self.placement_since = now
-        if d.move:
-            self.target = d.mode
-            self.target_floor = d.floor_replicas
-            self.decisions.append((now, d.reason, d.message))
+
+    def _plan(self, observed: plan.Observed, now: datetime, wake: bool) -> plan.Plan:
+        if wake:
+            # The gateway's push: a new wake-requested-at value the status has not handled.
+            self._wakes += 1
+            self.infd.metadata["annotations"] = {labels.WAKE_REQUESTED_AT: f"wake-{self._wakes}"}
+        result = plan.plan(self.infd, observed, self.history, now)
+        self.history = result.history
+        self.infd = self.infd.model_copy(update={"status": result.status})
+        self.exists = result.replicas()
+        self.last = result
+        for event in result.events:
+            if event.reason in (
+                placement.PlacementReason.PROMOTED,
+                placement.PlacementReason.DEMOTED,
+                placement.PlacementReason.HYBRID_CHOSEN,
+            ):
+                self.decisions.append((now, event.reason, event.message))
+        return result
+
+    def _command(self, result: plan.Plan) -> Command:
+        replicas = result.replicas()
+        status: InferenceDeploymentStatus = result.status
+        mode = str(status.effective_mode or "")
+        if status.migration is not None:
+            mode += f"->{status.migration.to_mode}"
+        return Command(
+            shared=replicas.get(SHARED_POOL, 0),
+            dedicated=replicas.get(DEDICATED_POOL, 0),
+            next_tick_s=result.requeue_after.total_seconds(),
+            route_shared=SHARED_POOL in result.routable,
+            route_dedicated=DEDICATED_POOL in result.routable,
+            dedicated_limit=result.overflow_limit,
+            mode=mode,
+        )
 
     # -- Controller ----------------------------------------------------------------------------
 
     def initial(self, concurrency: float, now: datetime) -> Command:
+        """The steady state of a system that was running before the trace began."""
         self.started = now - _LONG_AGO
-        self.last_active = now
-        self.next_placement = now
-        want = math.ceil(concurrency / self.policy.target_queue_depth)
-        if self.mode == DeploymentMode.DEDICATED:
-            return Command(0, self.dedicated_policy.clamp(want), 0.0, mode=self.mode)
-        if self.mode == DeploymentMode.HYBRID:
-            return Command(0, self.floor, 0.0, dedicated_limit=self._limit(), mode=self.mode)
-        return Command(self.policy.clamp(want), 0, 0.0, mode=self.mode)
+        unknown = signals.NoData("trace not started")
+        result: plan.Plan | None = None
+        for _ in range(_WARM_UP_PLANS):
+            shared = self.exists.get(SHARED_POOL, 0)
+            dedicated = self.exists.get(DEDICATED_POOL, 0)
+            warm = Observation(
+                now=now,
+                elapsed_s=0.0,
+                demand=concurrency,
+                recent_demand=concurrency,
+                queued=0.0,
+                shared=shared,
+                shared_ready=shared,
+                dedicated=dedicated,
+                dedicated_ready=dedicated,
+                window=lambda _s: None,
+            )
+            before = dict(self.exists)
+            result = self._plan(self._observed(warm, unknown), now, wake=False)
+            if result.replicas() == before:
+                break
+        assert result is not None
+        self.decisions.clear()
+        return self._command(result)
 
     def tick(self, obs: Observation) -> Command:
-        now = obs.now
-        if (
-            self.requested == DeploymentMode.AUTO
-            and self.next_placement is not None
-            and now >= self.next_placement
-        ):
-            self._place(obs)
-            self.next_placement = now + timedelta(seconds=self.cfg.placement_tick_s)
-
-        # Serve in the current mode.
-        shared = dedicated = 0
-        requeue = autoscale.DEFAULT_REQUEUE
-        if self.mode == DeploymentMode.SERVERLESS:
-            d = self._scale(
-                policy=self.policy,
-                current=obs.shared,
-                ready=obs.shared_ready,
-                queue=obs.recent_demand,
-                wake=obs.wake,
-                now=now,
+        window = self.infd.spec.placement.window
+        traffic: placement.Traffic | signals.NoData = signals.NoData("fixed mode: not measured")
+        if self.requested == DeploymentMode.AUTO:
+            seconds = placement.PlacementPolicy.from_spec(self.infd.spec.placement).window
+            traffic = obs.offered(seconds.total_seconds()) or signals.NoData(
+                f"no traffic observed yet ({window} window)"
             )
-            shared, requeue = d.replicas, d.requeue_after
-        elif self.mode == DeploymentMode.DEDICATED:
-            d = self._scale(
-                policy=self.dedicated_policy,
-                current=obs.dedicated,
-                ready=obs.dedicated_ready,
-                queue=obs.recent_demand,
-                wake=obs.wake,
-                now=now,
-            )
-            dedicated, requeue = d.replicas, d.requeue_after
-        else:
-            dedicated = self.floor
-            spill = max(0.0, obs.recent_demand - obs.dedicated_ready * self._limit())
-            d = self._scale(
-                policy=self.overflow_policy,
-                current=obs.shared,
-                ready=obs.shared_ready,
-                queue=spill,
-                wake=obs.wake,
-                now=now,
-                overflow=True,
-            )
-            shared, requeue = d.replicas, d.requeue_after
-        route_shared = self.mode != DeploymentMode.DEDICATED
-        route_dedicated = self.mode != DeploymentMode.SERVERLESS
-        limit = self._limit() if self.mode == DeploymentMode.HYBRID else 0
-
-        # Make-before-break: bring the target up next to the current pools, switch once Ready.
-        if self.target is not None:
-            need_sh, need_de = self._need(self.target, obs.recent_demand, self.target_floor)
-            if DeploymentMode.HYBRID in (self.target, self.mode):
-                # Pools overlap: keep what serves now and add what the target needs.
-                shared, dedicated = max(shared, need_sh), max(dedicated, need_de)
-            elif self.target == DeploymentMode.DEDICATED:
-                dedicated = max(dedicated, need_de)
-            else:
-                shared = max(shared, need_sh)
-            ready = (
-                obs.shared_ready >= need_sh
-                if need_sh and self.target == DeploymentMode.SERVERLESS
-                else True
-            ) and obs.dedicated_ready >= need_de
-            if ready:
-                self.mode = self.target
-                self.floor = self.target_floor if self.target == DeploymentMode.HYBRID else 0
-                self.placement_since = now
-                self.target = None
-                self.history = self.overflow_history = ()
-                # The old pool goes away now that the new one routes (its requests drain).
-                route_shared = self.mode != DeploymentMode.DEDICATED
-                route_dedicated = self.mode != DeploymentMode.SERVERLESS
-                limit = self._limit() if self.mode == DeploymentMode.HYBRID else 0
-                if self.mode == DeploymentMode.DEDICATED:
-                    shared, dedicated = 0, need_de
-                elif self.mode == DeploymentMode.SERVERLESS:
-                    shared, dedicated = need_sh, 0
-                else:
-                    shared, dedicated = need_sh, self.floor
-            requeue = min(requeue, timedelta(seconds=5))
-        return Command(
-            shared=shared,
-            dedicated=dedicated,
-            next_tick_s=requeue.total_seconds(),
-            route_shared=route_shared,
-            route_dedicated=route_dedicated,
-            dedicated_limit=limit,
-            mode=str(self.mode) + (f"->{self.target}" if self.target else ""),
-        )
+        return self._command(self._plan(self._observed(obs, traffic), obs.now, wake=obs.wake))
 
 
 class FixedDedicated:

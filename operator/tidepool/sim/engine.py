@@ -1,5 +1,5 @@
 """The simulator's clock and physics: replicas that take a model load to start, batch slots,
-a FIFO queue at the gateway, and the two bills (GPU-hours and tokens).
+a FIFO queue at the gateway, the GPU spend and the chargeback.
 
 Role: advance one tenant through a :class:`~tidepool.sim.traces.TenantLoad` step by step, asking a
 :class:`Controller` (Tidepool's policies or a baseline) what to run whenever it asked to be
@@ -14,12 +14,17 @@ per request. Queue waits are whole steps (a request admitted in the step it arri
 
 Modelling choices, stated once:
 
-* billing: GPU-hours for every provisioned replica, starting ones included (a loading GPU is
-  rented); tokens are billed when a request is admitted to a shared-pool replica;
+* spend: every provisioned replica costs GPU-hours at its pool's price, starting ones included
+  (a loading GPU is rented), on the shared pool as on the dedicated one; a dedicated pool is
+  single-tenant, so it is paid in whole nodes (:meth:`~tidepool.sim.config.Prices.dedicated_gpus`);
+* chargeback: tokens admitted to a shared-pool replica, at the shared pool's per-token price.
+  It is what the platform bills tenants, reported beside spend and never added to it;
 * a replica removed while busy lets its running requests finish (make-before-break) and stops
   billing at once (a small under-count, equal for every policy);
-* the queue is unbounded: nothing is dropped; requests still queued at the end count with their
-  wait so far.
+* the queue is unbounded: nothing is dropped. When the trace ends, the simulation goes on with no
+  new arrivals (the controller still ticking) until the queue and the batches are empty, so what
+  is still in flight is served and paid for, with its full wait. The drain stops after
+  :data:`DRAIN_CAP_S`; requests still queued then count with their wait so far and as unserved.
 
 This module must not decide how many replicas to run (controllers do) and must not read files.
 """
@@ -29,15 +34,28 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
+from tidepool.api import durations
+from tidepool.policy import capacity, placement
 from tidepool.sim import config, traces
+
+#: The longest the simulation runs past the trace's end to serve what is still queued or running:
+#: 2 h. A policy that needs longer than that to clear its backlog has failed the SLO anyway.
+DRAIN_CAP_S: Final = 7200.0
 
 #: (mean in-flight, peak in-flight, tokens/s) over the last ``seconds``; ``None`` until that much
 #: time has been observed.
 WindowFn = Callable[[float], tuple[float, float, float] | None]
+#: The offered load (arrivals and tokens the clients sent) over the last ``seconds``, as the
+#: gateway's counters give it to the operator; ``None`` before the trace has started.
+OfferedFn = Callable[[float], placement.Traffic | None]
+
+
+def _nothing_offered(_seconds: float) -> placement.Traffic | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +74,10 @@ class Observation:
     dedicated: int
     dedicated_ready: int
     window: WindowFn
+    #: Requests running on each pool's replicas (what ``vllm:num_requests_running`` shows).
+    shared_running: float = 0.0
+    dedicated_running: float = 0.0
+    offered: OfferedFn = _nothing_offered
 
     @property
     def wake(self) -> bool:
@@ -91,15 +113,19 @@ class Controller(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TenantRun:
-    """One tenant under one controller: totals, the wait distribution and timelines."""
+    """One tenant under one controller: spend, chargeback, the wait distribution and timelines.
+
+    Timelines have one entry per simulated step: the trace's ``trace_steps``, then the drain.
+    """
 
     tenant: str
     controller: str
     dt: float
     gpu_hours_shared: float
-    gpu_hours_dedicated: float
-    dedicated_cost: float
-    token_cost: float
+    gpu_hours_dedicated: float  # whole nodes
+    spend_shared: float  # GPU dollars on the shared pool
+    spend_dedicated: float  # GPU dollars on the dedicated pool
+    chargeback: float  # billed to the tenant for shared-pool tokens; not part of spend
     tokens_shared: float
     tokens_total: float
     requests: float
@@ -108,16 +134,40 @@ class TenantRun:
     shared_timeline: np.ndarray
     dedicated_timeline: np.ndarray
     demand_timeline: np.ndarray
-    cost_timeline: np.ndarray  # cumulative dollars
+    spend_timeline: np.ndarray  # cumulative spend, dollars
     modes: tuple[tuple[float, str], ...]  # (elapsed s, mode) on change
+    trace_steps: int = 0
+    #: Requests still queued when the drain stopped at :data:`DRAIN_CAP_S`.
+    unserved: float = 0.0
+
+    @property
+    def spend(self) -> float:
+        """GPU dollars on both pools."""
+        return self.spend_shared + self.spend_dedicated
 
     @property
     def cost(self) -> float:
-        return self.dedicated_cost + self.token_cost
+        """The old name of :attr:`spend`."""
+        return self.spend
+
+    @property
+    def dedicated_cost(self) -> float:
+        """The old name of :attr:`spend_dedicated`."""
+        return self.spend_dedicated
+
+    @property
+    def token_cost(self) -> float:
+        """The old name of :attr:`chargeback`."""
+        return self.chargeback
 
     @property
     def gpu_hours(self) -> float:
         return self.gpu_hours_shared + self.gpu_hours_dedicated
+
+    @property
+    def drain_s(self) -> float:
+        """Seconds simulated past the trace's end to serve what was still in flight."""
+        return max(0, len(self.shared_timeline) - self.trace_steps) * self.dt
 
 
 class _Pool:
@@ -152,6 +202,77 @@ class _Pool:
         self.ready -= drop
 
 
+class OfferedLoad:
+    """The offered load of one tenant's trace, windowed as the gateway's counters are.
+
+    Built once per run from the trace arrays, then asked at each tick for the last ``seconds``
+    up to the current step (``last``). It sees arrivals and tokens, never the queue: the
+    placement policy sizes from what clients sent, not from a backlog of cold starts.
+
+    The trace keeps each step's total tokens and its mean service time; with the engine's
+    prefill and decode rates (P, D) and ``service = seats x (in/P + out/D)``, the step's input and
+    output tokens are the solution of ``in + out = tokens`` and ``in/P + out/D = work``.
+    """
+
+    __slots__ = ("active", "cap", "cum", "dt", "idle_steps", "last", "minute", "wake")
+
+    def __init__(
+        self, load: traces.TenantLoad, dt: float, cap: capacity.EngineCapacity, idle_s: float
+    ) -> None:
+        self.dt = dt
+        self.cap = cap
+        self.last = -1
+        work = load.arrivals * load.service_s / cap.max_num_seqs  # replica-seconds per step
+        inv_p, inv_d = 1.0 / cap.prefill_tokens_per_s, 1.0 / cap.decode_tokens_per_s
+        inputs = np.clip((work - load.tokens * inv_d) / (inv_p - inv_d), 0.0, load.tokens)
+        per_step = np.stack([load.arrivals, inputs, load.tokens - inputs])
+        self.cum = np.concatenate([np.zeros((3, 1)), np.cumsum(per_step, axis=1)], axis=1)
+        self.minute = max(1, round(60.0 / dt))
+        self.idle_steps = max(1, round(idle_s / dt))
+        busy = load.arrivals > 0
+        # A step is active when a request arrived within the idle window up to it; a wake is an
+        # arrival after a whole idle window without one (the replicas had scaled to zero).
+        recent = np.convolve(busy.astype(np.float64), np.ones(self.idle_steps))[: len(busy)]
+        self.active = np.concatenate([[0.0], np.cumsum(recent > 0)])
+        arrived = np.flatnonzero(busy)
+        # The system was running before the trace began: its first request is a wake only if
+        # it comes a whole idle window after the start.
+        before = np.diff(np.concatenate([[-1], arrived]))
+        wakes = np.zeros(len(busy))
+        wakes[arrived[before > self.idle_steps]] = 1.0
+        self.wake = np.concatenate([[0.0], np.cumsum(wakes)])
+
+    def _load(self, lo: int, hi: int) -> placement.Load:
+        sums = (self.cum[:, hi] - self.cum[:, lo]) / ((hi - lo) * self.dt)
+        return placement.Load(float(sums[0]), float(sums[1]), float(sums[2]))
+
+    def __call__(self, seconds: float) -> placement.Traffic | None:
+        # Past the trace's end (the run drains what is left) no request arrives: the window
+        # holds fewer steps of trace, as the gateway's counters would stop rising.
+        hi = min(self.last + 1, self.cum.shape[1] - 1)
+        if hi <= 0:
+            return None
+        lo = max(0, hi - max(1, round(seconds / self.dt)))
+        mean = self._load(lo, hi)
+        # The busiest minute: one-minute rates on a minute grid ending at ``hi``.
+        starts = range(hi - self.minute, lo - 1, -self.minute) if hi - lo >= self.minute else [lo]
+        peak = max(
+            (self._load(max(lo, a), max(lo, a) + min(self.minute, hi - lo)) for a in starts),
+            key=lambda ld: placement.work(ld, self.cap),
+        )
+        steps = hi - lo
+        # Wakes and activity over the longer horizon (see placement.WAKE_HORIZON).
+        wlo = max(0, hi - max(steps, round(placement.WAKE_HORIZON.total_seconds() / self.dt)))
+        return placement.Traffic(
+            mean=mean,
+            peak=peak,
+            span=timedelta(seconds=steps * self.dt),
+            active_fraction=float(self.active[hi] - self.active[wlo]) / (hi - wlo),
+            wakes=float(self.wake[hi] - self.wake[wlo]),
+            horizon=timedelta(seconds=(hi - wlo) * self.dt),
+        )
+
+
 class _WindowStats:
     """Window statistics over the steps simulated so far (up to ``last``, inclusive)."""
 
@@ -182,29 +303,39 @@ def simulate(
     dt: float,
     start: datetime,
 ) -> TenantRun:
-    """Run ``load`` under ``controller``; see the module docstring for the model."""
+    """Run ``load`` under ``controller``, then drain; see the module docstring for the model."""
     n = len(load.arrivals)
+    limit = n + math.ceil(DRAIN_CAP_S / dt)
     cap = cfg.engine.max_num_seqs
     gpus = cfg.engine.gpus_per_replica
+    prices = cfg.prices
     cold = max(1, math.ceil(cfg.engine.cold_start_s / dt))
     arrivals = load.arrivals.tolist()
     svc_steps = np.maximum(1e-3, load.service_s / dt).tolist()
     per_req = np.divide(
         load.tokens, load.arrivals, out=np.zeros(n), where=load.arrivals > 0
     ).tolist()
-    horizon = n + math.ceil(max(svc_steps, default=1.0)) + 2
+    horizon = limit + math.ceil(max(svc_steps, default=1.0)) + 2
     done_sh = [0.0] * horizon
     done_de = [0.0] * horizon
-    waits = [0.0] * (n + 1)
-    conc = np.zeros(n)
-    shared_tl = np.zeros(n, dtype=np.float32)
-    ded_tl = np.zeros(n, dtype=np.float32)
-    cost_tl = np.zeros(n)
-    token_price = cfg.prices.shared_per_million_tokens / 1e6
-    ded_price_step = cfg.prices.dedicated_per_gpu_hour * gpus * dt / 3600.0
+    waits = [0.0] * (limit + 1)
+    conc = np.zeros(limit)
+    shared_tl = np.zeros(limit, dtype=np.float32)
+    ded_tl = np.zeros(limit, dtype=np.float32)
+    spend_tl = np.zeros(limit)
+    token_price = prices.chargeback_per_million_tokens / 1e6
+    step_h = dt / 3600.0
+    sh_step = prices.shared_per_gpu_hour * gpus * step_h  # one shared replica for one step
+    de_step = prices.dedicated_per_gpu_hour * step_h  # one dedicated GPU for one step
 
     signal_k = max(1, round(cfg.queue_signal_s / dt))
     window = _WindowStats(conc, load.tokens, dt, cfg.peak_percentile)
+    offered = OfferedLoad(
+        load,
+        dt,
+        cfg.engine.capacity(),
+        durations.parse(cfg.scaling.scale_to_zero_after).total_seconds(),
+    )
 
     # Warm start: size from the first minute's offered load (Little's law).
     first = max(1, round(60.0 / dt))
@@ -218,16 +349,18 @@ def simulate(
     next_tick = 0
     gh_sh = gh_de = 0.0
     tokens_sh = 0.0
-    token_cost = ded_cost = 0.0
+    chargeback = spend_sh = spend_de = 0.0
     modes: list[tuple[float, str]] = [(0.0, cmd.mode)]
     eps = 1e-9
+    busy_until = 0  # the first step at which every admitted request has finished
 
-    for i in range(n):
+    i = 0
+    while i < n or (i < limit and (queue or i < busy_until)):
         run_sh -= done_sh[i]
         run_de -= done_de[i]
         shared.promote(i)
         ded.promote(i)
-        a = arrivals[i]
+        a = arrivals[i] if i < n else 0.0
         if a > 0:
             queue.append([float(i), a, svc_steps[i], per_req[i]])
             qlen += a
@@ -235,6 +368,7 @@ def simulate(
         wake_now = controller.push_wake and qlen > 0 and ready_total == 0 and a > 0
         if i >= next_tick or wake_now:
             window.last = i - 1
+            offered.last = i - 1
             now_demand = qlen + run_sh + run_de
             lo = max(0, i - signal_k + 1)
             recent = (float(conc[lo:i].sum()) + now_demand) / (i - lo + 1)
@@ -249,6 +383,9 @@ def simulate(
                 dedicated=ded.provisioned,
                 dedicated_ready=ded.ready,
                 window=window,
+                shared_running=run_sh,
+                dedicated_running=run_de,
+                offered=offered,
             )
             cmd = controller.tick(obs)
             shared.resize(cmd.shared, i, cold)
@@ -257,8 +394,8 @@ def simulate(
             if cmd.mode != modes[-1][1]:
                 modes.append((i * dt, cmd.mode))
         if qlen > eps:
-            limit = cmd.dedicated_limit or cap
-            free_de = ded.ready * limit - run_de if cmd.route_dedicated else 0.0
+            limit_de = cmd.dedicated_limit or cap
+            free_de = ded.ready * limit_de - run_de if cmd.route_dedicated else 0.0
             free_sh = shared.ready * cap - run_sh if cmd.route_shared else 0.0
             while queue and (free_de > eps or free_sh > eps):
                 c = queue[0]
@@ -273,6 +410,7 @@ def simulate(
                 whole = int(span)
                 frac = span - whole
                 end = i + whole
+                busy_until = max(busy_until, end + (1 if frac > 0 else 0))
                 if take_de > 0:
                     slots = take_de * unit
                     done_de[end] += slots * (1.0 - frac)
@@ -286,7 +424,7 @@ def simulate(
                     run_sh += slots
                     free_sh -= slots
                     tokens_sh += take_sh * c[3]
-                    token_cost += take_sh * c[3] * token_price
+                    chargeback += take_sh * c[3] * token_price
                 waits[i - int(c[0])] += take
                 c[1] -= take
                 qlen -= take
@@ -295,32 +433,41 @@ def simulate(
             if not queue:
                 qlen = 0.0
         conc[i] = qlen + run_sh + run_de
-        gh_sh += shared.provisioned * gpus * dt / 3600.0
-        gh_de += ded.provisioned * gpus * dt / 3600.0
-        ded_cost += ded.provisioned * ded_price_step
-        shared_tl[i] = shared.provisioned
+        n_sh = shared.provisioned
+        n_de = prices.dedicated_gpus(ded.provisioned, gpus)  # whole nodes
+        gh_sh += n_sh * gpus * step_h
+        gh_de += n_de * step_h
+        spend_sh += n_sh * sh_step
+        spend_de += n_de * de_step
+        shared_tl[i] = n_sh
         ded_tl[i] = ded.provisioned
-        cost_tl[i] = ded_cost + token_cost
-    for c in queue:  # still waiting at the end of the trace
-        waits[n - int(c[0])] += c[1]
+        spend_tl[i] = spend_sh + spend_de
+        i += 1
+    unserved = 0.0
+    for c in queue:  # still waiting when the drain stopped
+        waits[i - int(c[0])] += c[1]
+        unserved += c[1]
     return TenantRun(
         tenant=load.name,
         controller=controller.name,
         dt=dt,
         gpu_hours_shared=gh_sh,
         gpu_hours_dedicated=gh_de,
-        dedicated_cost=ded_cost,
-        token_cost=token_cost,
+        spend_shared=spend_sh,
+        spend_dedicated=spend_de,
+        chargeback=chargeback,
         tokens_shared=tokens_sh,
         tokens_total=float(load.tokens.sum()),
         requests=float(load.arrivals.sum()),
         replica_starts=shared.starts + ded.starts,
-        wait_weights=np.asarray(waits),
-        shared_timeline=shared_tl,
-        dedicated_timeline=ded_tl,
-        demand_timeline=conc,
-        cost_timeline=cost_tl,
+        wait_weights=np.asarray(waits[: i + 1]),
+        shared_timeline=shared_tl[:i],
+        dedicated_timeline=ded_tl[:i],
+        demand_timeline=conc[:i],
+        spend_timeline=spend_tl[:i],
         modes=tuple(modes),
+        trace_steps=n,
+        unserved=unserved,
     )
 
 
@@ -330,3 +477,35 @@ def offered_concurrency(load: traces.TenantLoad, dt: float, smooth_s: float = 60
     raw = load.arrivals * load.service_s / dt
     k = max(1, round(smooth_s / dt))
     return np.convolve(raw, np.ones(k) / k, mode="same")
+
+
+def lower_bound_spend(load: traces.TenantLoad, cfg: config.SimConfig, dt: float) -> float:
+    """The GPU spend of an oracle that knows each minute's load and starts replicas instantly.
+
+    Why: best-static-in-hindsight is only as good as static policies; this bound says how much a
+    dynamic policy could still save. For every minute, the offered load is the request-seconds
+    arriving in it over 60 s (Little's law), served at full batches:
+    ``ceil(offered / max_num_seqs)`` replicas for that minute (none when idle), on whichever pool
+    is cheaper for that count (the dedicated pool in whole nodes). No cold starts, no headroom.
+
+    Worked example: 90 requests/s of 2 s each is 180 in flight; at 64 seats that is
+    ``ceil(180/64) = 3`` one-GPU replicas, so a minute costs ``3 * $7.79 / 60 = $0.3895``; with
+    8-GPU dedicated nodes the shared pool (3 GPUs) is the cheaper one at equal $/GPU-hour.
+    """
+    steps = len(load.arrivals)
+    if steps == 0:
+        return 0.0
+    k = max(1, round(60.0 / dt))
+    blocks = math.ceil(steps / k)
+    work = np.zeros(blocks * k)
+    work[:steps] = load.arrivals * load.service_s
+    seconds = np.full(blocks, k * dt)
+    seconds[-1] = (steps - (blocks - 1) * k) * dt
+    offered = work.reshape(blocks, k).sum(axis=1) / seconds
+    replicas = np.ceil(offered / cfg.engine.max_num_seqs - 1e-9)
+    prices = cfg.prices
+    gpus = replicas * cfg.engine.gpus_per_replica
+    shared = gpus * prices.shared_per_gpu_hour
+    node = prices.gpus_per_node
+    dedicated = np.ceil(gpus / node - 1e-9) * node * prices.dedicated_per_gpu_hour
+    return float((np.minimum(shared, dedicated) * seconds).sum() / 3600.0)

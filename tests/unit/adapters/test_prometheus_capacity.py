@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 from requests import ConnectionError as RequestsConnectionError
 
-from tidepool.adapters.prometheus import EngineThroughput, PrometheusMetrics
+from tidepool.adapters.prometheus import PrometheusMetrics
+from tidepool.policy.capacity import EngineThroughput
 from tidepool.policy.signals import NoData, Sample
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

@@ -14,9 +14,9 @@ from reconcile_harness import (
 )
 
 from fakes import FakeKube
-from tidepool.adapters.kube import PodProblem
 from tidepool.api import labels
 from tidepool.api.v1alpha1 import DeploymentMode
+from tidepool.policy.plan import PodProblem
 from tidepool.policy.signals import NoData, Sample
 
 JSON = dict[str, Any]

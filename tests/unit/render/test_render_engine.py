@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tidepool.api import labels
+from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, PoolStatus, Tenancy
-from tidepool.render import engine, names
+from tidepool.policy import plan
+from tidepool.render import engine
 
 JSON = dict[str, Any]
 
@@ -306,7 +307,9 @@ def test_service_selects_every_pool() -> None:
 
     assert svc["spec"]["selector"] == labels.selector_labels("llama")
     assert svc["spec"]["ports"][0]["port"] == 8000
-    assert engine.endpoint_url(_infd()) == "http://llama-engine.team-a.svc:8000/v1"
+    assert (
+        names.engine_endpoint("llama", "team-a", 8000) == "http://llama-engine.team-a.svc:8000/v1"
+    )
 
 
 # ---------------------------------------------------------------------------------- names
@@ -370,8 +373,8 @@ def test_pool_summary() -> None:
         PoolStatus(name="shared-a100", tenancy=Tenancy.SHARED, role="overflow"),
     ]
 
-    assert engine.pool_summary(pools) == "dedicated-a100,shared-a100(overflow)"
-    assert engine.pool_summary([]) == "-"
+    assert plan.pool_summary(pools) == "dedicated-a100,shared-a100(overflow)"
+    assert plan.pool_summary([]) == "-"
 
 
 _DNS = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,120}[a-z0-9])?", fullmatch=True)

@@ -499,6 +499,11 @@ class InferenceDeploymentStatus(_Status):
     """Last observed queue (waiting plus running plus held); absent when metrics are unknown."""
     utilization: float | None = None
     """Last observed busy/provisioned capacity over the placement window."""
+    spend: str | None = None
+    """Projected monthly GPU spend of each placement option at the last measured traffic, and
+    the chargeback the shared pool's per-token price would bill (never part of spend)."""
+    hybrid_floor: int | None = Field(default=None, ge=1)
+    """For auto placed hybrid: the dedicated replicas kept warm, as the placement decision chose."""
     last_active_time: datetime | None = None
     """Last time there was any demand. Scale to zero counts idleness from here."""
     last_scale_time: datetime | None = None

@@ -24,3 +24,8 @@ def engine_deployment(infd_name: str, pool: str) -> str:
 def engine_service(infd_name: str) -> str:
     """``llama-engine``: one Service over the engine pods of every pool."""
     return _fit(f"{infd_name}-engine")
+
+
+def engine_endpoint(infd_name: str, namespace: str, port: int) -> str:
+    """``http://llama-engine.team-a.svc:8000/v1``: the in-cluster OpenAI endpoint of a tenant."""
+    return f"http://{engine_service(infd_name)}.{namespace}.svc:{port}/v1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tidepool.api.v1alpha1 import GPUPool, Tenancy
-from tidepool.reconcile import inference
+from tidepool.policy import plan
 
 
 def _pool(name: str, tenancy: str, default: bool = False) -> GPUPool:
@@ -30,8 +30,8 @@ def _pool(name: str, tenancy: str, default: bool = False) -> GPUPool:
             [_pool("b-shared", "shared"), _pool("a-shared", "shared")],
             Tenancy.SHARED,
             None,
-            "b-shared",
-            id="no-default-first-pool-as-listed-which-sync-sorts-by-name",
+            "a-shared",
+            id="no-default-first-pool-by-name",
         ),
         pytest.param(
             [_pool("x", "shared", default=True), _pool("y", "shared")],
@@ -52,6 +52,6 @@ def _pool(name: str, tenancy: str, default: bool = False) -> GPUPool:
 def test_pool_choice(
     pools: list[GPUPool], tenancy: Tenancy, preferred: str | None, expected: str | None
 ) -> None:
-    chosen = inference._pick_pool(pools, tenancy, preferred)
+    chosen = plan.pick_pool(tuple(pools), tenancy, preferred)
 
     assert (chosen.name if chosen else None) == expected

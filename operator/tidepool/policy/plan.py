@@ -1,0 +1,811 @@
+"""The plan: everything one reconcile of an InferenceDeployment decides, as one pure function.
+
+Role: :func:`plan` takes the tenant (its spec and its durable status), what the cluster and the
+metrics showed (:class:`Observed`), the autoscaler's rebuildable memory (:class:`History`) and
+``now``, and returns a :class:`Plan`: which pools to run and in which role, how many replicas
+each gets, which engine Deployments go, where the gateway may route, and the status, conditions
+and events to write. It chooses the pools, asks the placement policy whether to move, steps a
+make-before-break migration, asks the autoscaler for a replica count, and splits it per pool.
+
+Two callers run it, and only it:
+
+* the operator's ``reconcile.sync`` (observe every read up front, ``plan``, then apply and delete);
+* ``tidepool simulate``, whose Tidepool controller turns its simulated replicas and traffic into an
+  :class:`Observed` and the :class:`Plan` into its commands.
+
+So what the simulator measures is what the operator does; a parity test runs one scripted
+scenario through both and compares the replicas per pool at every step.
+
+Every timer the decisions depend on lives in the returned status (``lastActiveTime``,
+``placementSince``, the evidence timers, ``migration``, ``hybridFloor``), so an operator restart
+resumes where it stopped. Only :class:`History` (the autoscaler's recent recommendations) lives in
+memory; an empty history makes the autoscaler hold instead of scaling down.
+
+This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``/
+``prometheus_api_client``.
+"""
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final, Protocol
+
+from tidepool.api import conditions, durations, labels, names
+from tidepool.api.conditions import ConditionType, Reason
+from tidepool.api.v1alpha1 import (
+    CapacityStatus,
+    Condition,
+    DeploymentMode,
+    GPUPool,
+    HybridSpec,
+    InferenceDeployment,
+    InferenceDeploymentStatus,
+    LastDecision,
+    MigrationPhase,
+    MigrationStatus,
+    PoolStatus,
+    Tenancy,
+)
+from tidepool.policy import autoscale, capacity, migration, placement, signals
+from tidepool.policy.capacity import EngineCapacity, EngineThroughput
+from tidepool.policy.signals import NoData, Sample, Signal
+
+#: How soon to look again while a migration is in flight: each phase waits on the cluster.
+MIGRATION_REQUEUE: Final = timedelta(seconds=5)
+#: How soon to look again after an invalid spec: a user edit re-triggers at once anyway.
+INVALID_REQUEUE: Final = timedelta(seconds=30)
+
+
+class Role(StrEnum):
+    """What one pool's engine Deployment does for its tenant (see :mod:`policy.migration`)."""
+
+    PRIMARY = "primary"
+    OVERFLOW = "overflow"
+    TARGET = "target"
+    DRAINING = "draining"
+
+
+SERVING_ROLES: Final = (Role.PRIMARY, Role.OVERFLOW)
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedDeployment:
+    """An engine Deployment as the cluster shows it."""
+
+    name: str
+    pool: str
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+    generation_observed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PodProblem:
+    """An engine pod that cannot run, e.g. ``Unschedulable: 0/4 nodes have free nvidia.com/gpu``."""
+
+    pod: str
+    pool: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """Everything the plan may look at besides the tenant itself, read before deciding."""
+
+    pools: tuple[GPUPool, ...]
+    deployments: Mapping[str, ObservedDeployment]
+    """Pool name -> this tenant's engine Deployment in it."""
+    pod_problems: tuple[PodProblem, ...]
+    demand: Signal
+    """Requests waiting plus running on the engines, plus held at the gateway."""
+    traffic: placement.Traffic | NoData
+    """Offered load over the placement window (``auto`` only; ``NoData`` otherwise)."""
+    inflight: Mapping[str, Signal]
+    """Pool -> requests in flight on it, for every pool a migration may drain."""
+    operator_started_at: datetime
+    may_start_migration: bool = True
+    """False when the operator-wide migration budget is used up."""
+    capacity: EngineCapacity | None = None
+    """The engine's throughput when it is known exactly (the simulator's engine model)."""
+    throughput: EngineThroughput | None = None
+    """What the tenant's busy replicas did lately, from vLLM's counters, to refine capacity."""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The autoscaler's recent recommendations: memory only, safe to lose."""
+
+    recommendations: tuple[autoscale.Recommendation, ...] = ()
+
+
+# ----------------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A Kubernetes Event to emit on the InferenceDeployment."""
+
+    type: str  # "Normal" | "Warning"
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPlan:
+    """One engine Deployment that must exist: its pool, role and replica count."""
+
+    pool: GPUPool
+    role: Role
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do now. ``pools`` empty and ``delete`` empty: write the status only."""
+
+    pools: tuple[PoolPlan, ...]
+    delete: tuple[str, ...]
+    """Names of engine Deployments to remove (pools no longer used)."""
+    routable: tuple[str, ...]
+    """Pools the gateway may send new requests to."""
+    overflow_limit: int
+    """Hybrid: requests in flight per primary replica before the gateway spills (0: no spill)."""
+    status: InferenceDeploymentStatus
+    events: tuple[Event, ...]
+    history: History
+    requeue_after: timedelta
+    actuate: bool = True
+    """False when the spec cannot be placed: nothing is applied or deleted."""
+
+    def replicas(self, role: Role | None = None) -> dict[str, int]:
+        """Pool name -> replicas, optionally only for one role."""
+        return {p.pool.name: p.replicas for p in self.pools if role is None or p.role == role}
+
+
+class InvalidPlacementError(ValueError):
+    """The spec passed the schema but cannot be placed (no pool, wrong tenancy, too few GPUs)."""
+
+    reason: Reason = Reason.INVALID_SPEC
+
+
+class _PoolNotFoundError(InvalidPlacementError):
+    """A preferred GPUPool is missing or has the wrong tenancy."""
+
+    reason = Reason.POOL_NOT_FOUND
+
+
+# ------------------------------------------------------------------------------------- pools
+
+
+def pick_pool(
+    pools: tuple[GPUPool, ...], tenancy: Tenancy, preferred: str | None
+) -> GPUPool | None:
+    """The pool of ``tenancy`` to use: the preferred one, else the default, else the first."""
+    if preferred:
+        match = next((p for p in pools if p.name == preferred), None)
+        if match is None:
+            raise _PoolNotFoundError(
+                f"placement.pools.{tenancy}: GPUPool {preferred!r} does not exist"
+                f" (have: {', '.join(p.name for p in pools) or 'none'})"
+            )
+        if match.spec.tenancy != tenancy:
+            raise _PoolNotFoundError(
+                f"placement.pools.{tenancy}: GPUPool {preferred!r} has tenancy"
+                f" {match.spec.tenancy}, not {tenancy}"
+            )
+        return match
+    candidates = sorted((p for p in pools if p.spec.tenancy == tenancy), key=lambda p: p.name)
+    default = [
+        p
+        for p in candidates
+        if str(p.metadata.get("annotations", {}).get(labels.DEFAULT_POOL, "")).lower() == "true"
+    ]
+    if default:
+        return default[0]
+    return candidates[0] if candidates else None
+
+
+def _check_fits(infd: InferenceDeployment, pool: GPUPool) -> None:
+    need = infd.spec.engine.gpus_per_replica
+    if need > pool.spec.gpus_per_node:
+        raise InvalidPlacementError(
+            f"engine.gpusPerReplica: {need} GPUs per replica cannot fit GPUPool {pool.name!r},"
+            f" whose nodes have {pool.spec.gpus_per_node}; allowed: 1..{pool.spec.gpus_per_node}"
+        )
+
+
+def pool_price(pool: GPUPool | None) -> placement.PoolPrice | None:
+    """The placement policy's view of a GPUPool's prices."""
+    if pool is None:
+        return None
+    return placement.PoolPrice(
+        name=pool.name,
+        tenancy=pool.spec.tenancy,
+        gpu_type=pool.spec.gpu_type,
+        price_per_gpu_hour=pool.spec.price_per_gpu_hour,
+        price_per_million_tokens=pool.spec.price_per_million_tokens,
+        gpus_per_node=pool.spec.gpus_per_node,
+    )
+
+
+def engine_capacity(
+    infd: InferenceDeployment, pool: GPUPool | None, observed: Observed
+) -> EngineCapacity:
+    """The throughput placement sizes with, and whether it was refined just now.
+
+    The spec's override wins; else what status learned so far, refined by the replicas' counters
+    when they were busy (:func:`capacity.refine`); else the calibration table for the pool's GPU.
+    """
+    spec = infd.spec.engine
+    if observed.capacity is not None and spec.capacity is None:
+        return observed.capacity
+    base = capacity.for_spec(spec, infd.spec.model.name, pool.spec.gpu_type if pool else "")
+    learned = infd.status.capacity
+    if spec.capacity is not None:
+        return base
+    prior = base
+    if learned is not None:
+        prior = EngineCapacity(
+            prefill_tokens_per_s=learned.prefill_tokens_per_second,
+            decode_tokens_per_s=learned.decode_tokens_per_second,
+            max_num_seqs=spec.max_num_seqs,
+            source=learned.source,
+        )
+    seen = observed.throughput
+    if seen is None:
+        return prior
+    rates = (seen.prompt_tokens_per_s, seen.generation_tokens_per_s, seen.busy_fraction)
+    if not all(isinstance(r, Sample) for r in rates):
+        return prior
+    prompt, generated, busy = (signals.value_or_none(r) or 0.0 for r in rates)
+    return capacity.refine(prior, prompt, generated, busy)
+
+
+def _capacity_status(
+    cap: EngineCapacity, before: CapacityStatus | None, now: datetime
+) -> CapacityStatus:
+    if (
+        before is not None
+        and before.prefill_tokens_per_second == cap.prefill_tokens_per_s
+        and before.decode_tokens_per_second == cap.decode_tokens_per_s
+        and before.source == cap.source
+    ):
+        return before
+    return CapacityStatus(
+        prefill_tokens_per_second=cap.prefill_tokens_per_s,
+        decode_tokens_per_second=cap.decode_tokens_per_s,
+        source=cap.source,
+        updated=now,
+    )
+
+
+# ----------------------------------------------------------------------------------- replicas
+
+
+def hybrid_floor(infd: InferenceDeployment, status: InferenceDeploymentStatus) -> int:
+    """Dedicated replicas a hybrid tenant keeps warm.
+
+    ``spec.mode: hybrid`` keeps ``max(1, minReplicas)``; ``auto`` keeps the floor its placement
+    decision chose (``status.hybridFloor``), so the operator runs what the policy priced.
+    """
+    base = max(1, infd.spec.scaling.min_replicas)
+    if infd.spec.mode == DeploymentMode.AUTO and status.hybrid_floor:
+        return max(base, status.hybrid_floor)
+    return base
+
+
+def split(mode: DeploymentMode, total: int, floor: int, max_overflow: int) -> dict[Role, int]:
+    """Replicas per role for ``total``: hybrid keeps its dedicated floor, overflow takes the rest.
+
+    E.g. hybrid, floor 2, max overflow 4: total 5 -> primary 2, overflow 3; total 0 -> primary 2.
+    """
+    if mode != DeploymentMode.HYBRID:
+        return {Role.PRIMARY: total, Role.OVERFLOW: 0}
+    primary = min(total, floor) if total else floor
+    return {Role.PRIMARY: primary, Role.OVERFLOW: min(max(0, total - primary), max_overflow)}
+
+
+def _wake_pending(infd: InferenceDeployment) -> str | None:
+    value = infd.metadata.get("annotations", {}).get(labels.WAKE_REQUESTED_AT)
+    if value and value != infd.status.last_wake_handled:
+        return str(value)
+    return None
+
+
+def _offered_replicas(
+    traffic: placement.Traffic | NoData, cap: EngineCapacity, target_utilization: float
+) -> int | None:
+    """Replicas the offered load needs at its busiest minute, or None when it is unknown.
+
+    Offered load, never the backlog: a queue that built while replicas were loading is not demand.
+    E.g. the busiest minute at 8,000 input and 400 output tokens/s on a replica that prefills
+    40,000 and decodes 2,000 tokens/s is 0.2 + 0.2 = 0.4 replicas of work; at a target
+    utilization of 0.875 that is 1 replica.
+    """
+    if isinstance(traffic, NoData):
+        return None
+    work = placement.work(traffic.peak, cap)
+    return max(0, math.ceil(work / target_utilization - 1e-9))
+
+
+# -------------------------------------------------------------------------------------- plan
+
+
+def plan(infd: InferenceDeployment, observed: Observed, history: History, now: datetime) -> Plan:
+    """Decide everything for ``infd`` at ``now`` from what was ``observed``. Pure."""
+    status = infd.status
+    events: list[Event] = []
+    gen = infd.generation
+    conds = list(status.conditions)
+
+    def cond(type_: ConditionType, ok: bool | None, reason: Reason, message: str) -> None:
+        nonlocal conds
+        conds, _ = conditions.set_condition(
+            conds, type_=type_, status=ok, reason=reason, message=message, generation=gen, now=now
+        )
+
+    # -- pools, and the spec checks the schema cannot do -------------------------------------
+    pools = observed.pools
+    prefs = infd.spec.placement.pools
+    requested = infd.spec.mode
+    current_mode = status.effective_mode or (
+        DeploymentMode.SERVERLESS if requested == DeploymentMode.AUTO else requested
+    )
+    try:
+        shared = pick_pool(pools, Tenancy.SHARED, prefs.shared)
+        dedicated = pick_pool(pools, Tenancy.DEDICATED, prefs.dedicated)
+        pools_kw = {
+            "shared": shared.name if shared else None,
+            "dedicated": dedicated.name if dedicated else None,
+        }
+        current_layout = migration.layout_for(current_mode, **pools_kw)
+        # Every pool this spec may run on must exist and fit: the current layout, the requested
+        # mode's (checked here, not when a migration to it starts), any migration target, and for
+        # auto every pool it may choose. A pool nothing will use does not block the spec.
+        needed = set(current_layout.pools)
+        if requested == DeploymentMode.AUTO:
+            needed |= {p.name for p in (shared, dedicated) if p is not None}
+        else:
+            needed |= set(migration.layout_for(requested, **pools_kw).pools)
+        if status.migration is not None:
+            needed |= set(migration.layout_for(status.migration.to_mode, **pools_kw).pools)
+        for candidate in (shared, dedicated):
+            if candidate is not None and candidate.name in needed:
+                _check_fits(infd, candidate)
+    except ValueError as exc:
+        # migration.layout_for raises a plain ValueError naming the missing pool tenancy.
+        reason = exc.reason if isinstance(exc, InvalidPlacementError) else Reason.POOL_NOT_FOUND
+        cond(ConditionType.READY, False, reason, str(exc))
+        if status.conditions != conds:
+            events.append(Event("Warning", reason, str(exc)))
+        return Plan(
+            pools=(),
+            delete=(),
+            routable=tuple(status.routable_pools),
+            overflow_limit=0,
+            status=status.model_copy(update={"conditions": conds, "observed_generation": gen}),
+            events=tuple(events),
+            history=history,
+            requeue_after=INVALID_REQUEUE,
+            actuate=False,
+        )
+    by_name = {p.name: p for p in pools}
+    deployments = observed.deployments
+    ready_total = sum(d.ready_replicas for d in deployments.values())
+    demand = observed.demand
+    scaling = infd.spec.scaling
+    hybrid_spec = infd.spec.hybrid or HybridSpec()
+    cap = engine_capacity(infd, shared or dedicated, observed)
+    target_utilization = min(
+        1.0, scaling.target_queue_depth / max(1, infd.spec.engine.max_num_seqs)
+    )
+
+    # -- placement: a migration in progress first, else ask the policy ----------------------
+    last_decision = status.last_decision
+    mig = status.migration
+    effective = current_mode
+    roles: tuple[tuple[str, str], ...] = current_layout.roles
+    routable: tuple[str, ...] = current_layout.pools
+    # None until the first decision with known traffic confirms (or changes) the initial
+    # placement: a brand-new tenant may move on its first evidence, without a dwell.
+    placement_since = status.placement_since
+    last_migration_time = status.last_migration_time
+    above_since, below_since = status.utilization_above_since, status.utilization_below_since
+    utilization = status.utilization
+    floor = hybrid_floor(infd, status)
+    new_floor = status.hybrid_floor
+    spend_text = status.spend
+
+    if mig is None:
+        decision = placement.decide(
+            placement_inputs(
+                infd, observed.traffic, current_mode, shared=shared, dedicated=dedicated, cap=cap
+            ),
+            now,
+        )
+        above_since, below_since = decision.above_since, decision.below_since
+        if placement_since is None and decision.reason in (
+            placement.PlacementReason.HOLDING,
+            placement.PlacementReason.FIXED_MODE,
+        ):
+            placement_since = now
+        utilization = decision.utilization if decision.utilization is not None else utilization
+        if decision.cost is not None:
+            spend_text = placement.spend_text(decision.cost)
+        if decision.move and decision.mode != current_mode:
+            if observed.may_start_migration:
+                target_layout = migration.layout_for(decision.mode, **pools_kw)
+                mig = migration.start(
+                    from_mode=current_mode,
+                    to_mode=decision.mode,
+                    source=current_layout,
+                    target=target_layout,
+                    reason=decision.message,
+                    now=now,
+                )
+                if decision.mode == DeploymentMode.HYBRID:
+                    new_floor = decision.floor_replicas
+                events.append(Event("Normal", decision.reason, decision.message))
+                last_decision = LastDecision(
+                    time=now,
+                    action=decision.reason,
+                    reason=decision.reason,
+                    message=decision.message,
+                )
+            else:
+                events.append(
+                    Event(
+                        "Normal",
+                        "MigrationDeferred",
+                        f"{decision.message}; deferred: migration budget in use",
+                    )
+                )
+        elif (
+            decision.mode == DeploymentMode.HYBRID
+            and current_mode == DeploymentMode.HYBRID
+            and decision.floor_replicas
+            and requested == DeploymentMode.AUTO
+        ):
+            new_floor = status.hybrid_floor or decision.floor_replicas
+
+    if mig is not None:
+        source = migration.layout_for(current_mode, **pools_kw)
+        target = migration.layout_for(mig.to_mode, **pools_kw)
+        observations = {
+            pool: migration.PoolObservation(
+                ready_replicas=deployments[pool].ready_replicas if pool in deployments else 0,
+                inflight=observed.inflight.get(pool, NoData("not observed")),
+            )
+            for pool in set(source.pools) | set(target.pools)
+        }
+        stepped = migration.step(mig, source=source, target=target, observed=observations, now=now)
+        roles, routable = stepped.roles, stepped.routable
+        if stepped.status is None or stepped.status.phase != mig.phase:
+            kind = (
+                "MigrationComplete"
+                if stepped.completed
+                else (
+                    "MigrationRolledBack"
+                    if stepped.rolled_back
+                    else str(stepped.status.phase if stepped.status else "")
+                )
+            )
+            events.append(
+                Event("Warning" if stepped.rolled_back else "Normal", kind, stepped.message)
+            )
+            last_decision = LastDecision(
+                time=now, action=kind, reason=kind, message=stepped.message
+            )
+        if stepped.completed:
+            effective = mig.to_mode
+            placement_since = now
+            last_migration_time = now
+            above_since = below_since = None
+        mig = None if stepped.completed or stepped.rolled_back else stepped.status
+
+    final_mode = mig.to_mode if mig is not None else effective
+    if DeploymentMode.HYBRID not in (final_mode, current_mode):
+        new_floor = None
+    status_for_floor = status.model_copy(update={"hybrid_floor": new_floor})
+    floor = hybrid_floor(infd, status_for_floor)
+
+    # -- autoscaling --------------------------------------------------------------------------
+    serving = [p for p, r in roles if r in SERVING_ROLES]
+    current_replicas = sum(deployments[p].replicas for p in serving if p in deployments)
+    ready_serving = sum(deployments[p].ready_replicas for p in serving if p in deployments)
+    wake = _wake_pending(infd)
+    policy = autoscale.AutoscalePolicy.from_spec(scaling)
+    if effective in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID):
+        # Dedicated GPUs keep a warm replica, as an explicit dedicated deployment must (the CRD
+        # refuses minReplicas 0 there), and a hybrid tenant keeps its whole floor.
+        keep = floor if effective == DeploymentMode.HYBRID else 1
+        policy = dataclasses.replace(
+            policy,
+            min_replicas=max(policy.min_replicas, keep),
+            max_replicas=max(keep, policy.max_replicas),
+        )
+    initial = (
+        scaling.initial_replicas if scaling.initial_replicas is not None else scaling.min_replicas
+    )
+    if not deployments and status.last_scale_time is None:
+        current_replicas = initial
+    scale = autoscale.decide(
+        autoscale.AutoscaleInputs(
+            policy=policy,
+            current_replicas=current_replicas,
+            ready_replicas=ready_serving,
+            queue=demand,
+            wake_requested=wake is not None,
+            pinned_replicas=infd.spec.replicas,
+            last_active_at=status.last_active_time,
+            history=history.recommendations,
+            operator_started_at=observed.operator_started_at,
+        ),
+        now,
+    )
+    total = scale.replicas
+    # Until traffic shifts, the pools serve in the current mode's roles; from ShiftingTraffic on
+    # they hold the target mode's roles, so they must be split the target mode's way (else after
+    # hybrid -> dedicated the new sole primary would be capped at the hybrid floor).
+    serving_mode = (
+        current_mode
+        if mig is not None and mig.phase == MigrationPhase.STARTING_TARGET
+        else final_mode
+    )
+    max_overflow = hybrid_spec.max_overflow_replicas
+    split_now = split(serving_mode, total, floor, max_overflow)
+    split_target = split(final_mode, total, floor, max_overflow)
+    # A target pool is sized for the offered load it is about to take (its busiest minute),
+    # not for the queue that built while it was loading.
+    offered = _offered_replicas(observed.traffic, cap, target_utilization)
+    replicas_by_pool: dict[str, int] = {}
+    for pool_name, role in roles:
+        if role == Role.DRAINING:
+            live = deployments.get(pool_name)
+            replicas_by_pool[pool_name] = live.replicas if live else 0
+        elif role == Role.TARGET:
+            final_layout = migration.layout_for(final_mode, **pools_kw)
+            target_role = Role(final_layout.role(pool_name) or Role.PRIMARY)
+            want = split_target[target_role]
+            if offered is not None and target_role == Role.PRIMARY:
+                sized = split(final_mode, policy.clamp(offered), floor, max_overflow)
+                want = max(want, sized[Role.PRIMARY])
+            replicas_by_pool[pool_name] = max(1, want)
+        else:
+            replicas_by_pool[pool_name] = split_now[Role(role)]
+    # What the serving pools really get: hybrid caps overflow at maxOverflowReplicas, so the
+    # autoscaler's total may not be reachable. Compare that, or a capped count would be announced
+    # as a scale (an Event and a new lastDecision) on every sync.
+    rendered = sum(replicas_by_pool[p] for p, r in roles if r in SERVING_ROLES)
+    scaled = rendered != current_replicas
+    if scaled:
+        message = scale.message
+        if rendered != total:
+            message += f"; capped at {rendered} (hybrid floor plus hybrid.maxOverflowReplicas)"
+        events.append(Event("Normal", scale.reason, message))
+        last_decision = LastDecision(
+            time=now,
+            action=f"scale {current_replicas}->{rendered}",
+            reason=scale.reason,
+            message=message,
+        )
+
+    # -- status --------------------------------------------------------------------------------
+
+    pool_status = [
+        PoolStatus(
+            name=pool_name,
+            tenancy=by_name[pool_name].spec.tenancy,
+            role=role,
+            replicas=replicas_by_pool[pool_name],
+            ready_replicas=deployments[pool_name].ready_replicas if pool_name in deployments else 0,
+            deployment=names.engine_deployment(infd.name, pool_name),
+        )
+        for pool_name, role in roles
+    ]
+    desired = sum(p.replicas for p in pool_status if p.role in SERVING_ROLES)
+    _ready_condition(cond, desired, ready_serving, pool_status, mig is not None)
+    _scheduling_condition(cond, list(observed.pod_problems), events, status.conditions)
+    if isinstance(demand, Sample):
+        cond(ConditionType.METRICS_AVAILABLE, True, Reason.METRICS_FRESH, "queue depth is known")
+    else:
+        reason_text = demand.reason if isinstance(demand, NoData) else "unknown"
+        msg = f"metrics unknown ({reason_text}); holding {total} replicas, never scaling to zero"
+        cond(ConditionType.METRICS_AVAILABLE, False, Reason.METRICS_UNKNOWN, msg)
+        prev = conditions.find(status.conditions, ConditionType.METRICS_AVAILABLE)
+        if prev is None or prev.status != "False":
+            events.append(Event("Warning", Reason.METRICS_UNKNOWN, msg))
+    cond(
+        ConditionType.SCALING,
+        scale.metrics_known or scale.replicas > 0,
+        scale.reason,
+        scale.message,
+    )
+    if mig is not None:
+        cond(ConditionType.MIGRATING, True, Reason(str(mig.phase)), mig.reason)
+    else:
+        cond(
+            ConditionType.MIGRATING,
+            False,
+            Reason.NOT_MIGRATING,
+            f"running {effective} on {', '.join(p for p, _ in roles)}",
+        )
+    if last_decision is None:
+        where = ", ".join(f"{p.name} ({p.role})" for p in pool_status)
+        last_decision = LastDecision(
+            time=now,
+            action="created",
+            reason="Created",
+            message=f"placed {effective} on {where} with {desired} replica(s): {scale.message}",
+        )
+    overflow_limit = (
+        hybrid_spec.overflow_concurrency_per_replica
+        if any(r == Role.OVERFLOW for _, r in roles if _ in routable)
+        else 0
+    )
+    new_status = InferenceDeploymentStatus(
+        observed_generation=gen,
+        conditions=conds,
+        replicas=sum(d.replicas for d in deployments.values()),
+        ready_replicas=ready_total,
+        desired_replicas=desired,
+        ready=f"{ready_serving}/{desired}",
+        selector=",".join(f"{k}={v}" for k, v in sorted(labels.selector_labels(infd.name).items())),
+        served_model=infd.served_model,
+        endpoint=names.engine_endpoint(infd.name, infd.namespace, infd.spec.engine.port),
+        effective_mode=effective,
+        pool=pool_summary(pool_status),
+        pools=pool_status,
+        routable_pools=list(routable),
+        queue_depth=int(demand.value) if isinstance(demand, Sample) else None,
+        utilization=utilization,
+        spend=spend_text,
+        hybrid_floor=new_floor,
+        capacity=_capacity_status(cap, status.capacity, now),
+        last_active_time=scale.last_active_at,
+        last_scale_time=now if scaled else status.last_scale_time or now,
+        last_wake_handled=wake or status.last_wake_handled,
+        placement_since=placement_since,
+        utilization_above_since=above_since,
+        utilization_below_since=below_since,
+        migration=mig,
+        last_migration_time=last_migration_time,
+        last_decision=last_decision,
+    )
+    requeue = min(scale.requeue_after, MIGRATION_REQUEUE) if mig else scale.requeue_after
+    in_use = {p for p, _ in roles}
+    return Plan(
+        pools=tuple(
+            PoolPlan(pool=by_name[p], role=Role(r), replicas=replicas_by_pool[p]) for p, r in roles
+        ),
+        delete=tuple(sorted(d.name for p, d in deployments.items() if p not in in_use)),
+        routable=tuple(routable),
+        overflow_limit=overflow_limit,
+        status=new_status,
+        events=tuple(events),
+        history=History(scale.history),
+        requeue_after=requeue,
+    )
+
+
+def placement_inputs(
+    infd: InferenceDeployment,
+    traffic: placement.Traffic | NoData,
+    current: DeploymentMode,
+    *,
+    shared: GPUPool | None,
+    dedicated: GPUPool | None,
+    cap: EngineCapacity,
+) -> placement.PlacementInputs:
+    """The placement policy's snapshot of this tenant (traffic is only measured for auto)."""
+    status = infd.status
+    scaling = infd.spec.scaling
+    return placement.PlacementInputs(
+        requested_mode=infd.spec.mode,
+        current_mode=current,
+        policy=placement.PlacementPolicy.from_spec(infd.spec.placement),
+        traffic=traffic
+        if infd.spec.mode == DeploymentMode.AUTO
+        else NoData("fixed mode: not measured"),
+        capacity=cap,
+        gpus_per_replica=infd.spec.engine.gpus_per_replica,
+        min_replicas=scaling.min_replicas,
+        target_utilization=min(
+            1.0, scaling.target_queue_depth / max(1, infd.spec.engine.max_num_seqs)
+        ),
+        scale_to_zero_after=durations.parse(scaling.scale_to_zero_after),
+        shared=pool_price(shared),
+        dedicated=pool_price(dedicated),
+        placement_since=status.placement_since,
+        above_since=status.utilization_above_since,
+        below_since=status.utilization_below_since,
+        migration_in_progress=False,
+        overflow_concurrency_per_replica=(
+            infd.spec.hybrid or HybridSpec()
+        ).overflow_concurrency_per_replica,
+        expected_tokens_per_minute=infd.spec.placement.expected_tokens_per_minute,
+    )
+
+
+def pool_summary(pools: list[PoolStatus]) -> str:
+    """``shared-a100`` or ``dedicated-a100,shared-a100(overflow)`` for ``kubectl get infd``."""
+    parts = [p.name if p.role == Role.PRIMARY.value else f"{p.name}({p.role})" for p in pools]
+    return ",".join(parts) if parts else "-"
+
+
+def _ready_condition(
+    cond: "_CondFn", desired: int, ready: int, pools: list[PoolStatus], migrating: bool
+) -> None:
+    where = ", ".join(p.name for p in pools if p.role in SERVING_ROLES) or "-"
+    if desired == 0 and not migrating:
+        cond(
+            ConditionType.READY,
+            True,
+            Reason.SCALED_TO_ZERO,
+            "scaled to zero; the gateway holds the first request and wakes it",
+        )
+    elif ready >= 1:
+        cond(
+            ConditionType.READY,
+            True,
+            Reason.REPLICAS_READY,
+            f"{ready}/{desired} replicas ready on {where}",
+        )
+    else:
+        cond(
+            ConditionType.READY,
+            False,
+            Reason.WAITING_FOR_REPLICAS,
+            f"0/{desired} replicas ready on {where} (model loading or no GPU free)",
+        )
+
+
+def _scheduling_condition(
+    cond: "_CondFn", problems: list[PodProblem], events: list[Event], before: list[Condition]
+) -> None:
+    if not problems:
+        cond(
+            ConditionType.SCHEDULED, True, Reason.ALL_PODS_SCHEDULED, "every engine pod has a node"
+        )
+        return
+    first = problems[0]
+    msg = (
+        f"{len(problems)} engine pod(s) cannot be scheduled in pool {first.pool}:"
+        f" {first.message or first.reason}"
+    )
+    cond(ConditionType.SCHEDULED, False, Reason.UNSCHEDULABLE, msg)
+    prev = conditions.find(before, ConditionType.SCHEDULED)
+    if prev is None or prev.status != "False":
+        events.append(Event("Warning", Reason.UNSCHEDULABLE, msg))
+
+
+class _CondFn(Protocol):
+    """Signature of the condition setter passed to the helpers above (for the type checker)."""
+
+    def __call__(
+        self, type_: ConditionType, ok: bool | None, reason: Reason, message: str
+    ) -> None: ...
+
+
+__all__ = [
+    "Event",
+    "History",
+    "InvalidPlacementError",
+    "MigrationStatus",
+    "Observed",
+    "ObservedDeployment",
+    "Plan",
+    "PodProblem",
+    "PoolPlan",
+    "Role",
+    "plan",
+    "signals",
+]
