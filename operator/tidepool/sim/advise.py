@@ -1,19 +1,24 @@
-"""``tidepool advise [LOG.csv]``: which mode a request log belongs in, and what each option costs.
+"""``tidepool advise [LOG.csv]``: which mode a request log belongs in, and what each option spends.
 
 Role: the program. From a per-request log (``timestamp,input_tokens,output_tokens``, or Azure's
-``TIMESTAMP,ContextTokens,GeneratedTokens``) it measures traffic the way the operator does
-(mean and peak in-flight requests via the engine model, tokens/s), asks the *same*
-:func:`tidepool.policy.placement.decide` what an ``auto`` tenant would run, and prints the
-projected monthly cost of every option and the crossover point.
+``TIMESTAMP,ContextTokens,GeneratedTokens``) it measures the offered load the way the gateway's
+counters give it to the operator (requests, input and output tokens per second, over the log and
+in its busiest minute), asks the *same* :func:`tidepool.policy.placement.decide` what an ``auto``
+tenant would run, with replicas sized by the calibrated capacity model
+(:func:`tidepool.policy.capacity.calibrated`, through ``EngineModel.capacity``), and prints the
+projected monthly GPU spend of every option. The chargeback (what the shared pool's per-token
+price would bill the tenant) is printed on its own line, never added to spend.
 
-It also reproduces the seeds' worked examples from flags, with no log needed:
+It also keeps the buyer's view: a team comparing a provider's serverless price with renting a
+GPU. From flags alone it reproduces three published worked examples:
 
-* ``--hourly-rate 4.00 --hours 720 --price-per-request 0.002`` prints the seed 004 break-even,
-  1,440,000 requests/month;
+* ``--hourly-rate 4.00 --hours 720 --price-per-request 0.002``: the break-even of the article
+  "When to Use Serverless vs Dedicated GPU", 1,440,000 requests/month;
 * ``--requests-per-day 10000 --tokens-per-request 110 --price-per-1k-tokens 0.0002
-  --hourly-rate 1.21 --hours-per-day 16`` prints seed 003's $0.22/day vs $19.36/day, 88x;
-* ``--hourly-rate 7.79 --price-per-million-tokens 0.20`` prints seed 002's crossover,
-  649,166 tokens/min.
+  --hourly-rate 1.21 --hours-per-day 16``: Predibase's serverless fine-tune example, $0.22/day
+  against an A10G's $19.36/day, 88x;
+* ``--hourly-rate 7.79 --price-per-million-tokens 0.20``: the crossover in Fireworks' post "GPUs
+  on-demand: Not serverless, not reserved, but some third thing", 649,166 tokens/min.
 
 This module must not implement policy or cost formulas itself; it calls ``tidepool.policy``.
 """
@@ -25,15 +30,15 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-
+from tidepool import cli
+from tidepool.api import durations
 from tidepool.api.v1alpha1 import DeploymentMode
-from tidepool.policy import cost, placement, signals
+from tidepool.policy import cost, placement
 from tidepool.sim import config, engine, traces
 
 
 def seed_lines(args: argparse.Namespace) -> list[str]:
-    """The worked examples the flags ask for (seeds 002, 003, 004)."""
+    """The buyer's-view worked examples the flags ask for (module docstring)."""
     out: list[str] = []
     if args.hourly_rate is not None and args.price_per_request is not None:
         hours = args.hours if args.hours is not None else cost.HOURS_PER_MONTH
@@ -74,27 +79,41 @@ def seed_lines(args: argparse.Namespace) -> list[str]:
 
 
 def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
-    """Recommend a mode for the request log at ``path``."""
+    """Recommend a mode for the request log at ``path``, with each option's monthly spend.
+
+    The whole log is the evidence: its span is treated as a sustained placement window, so the
+    recommendation is what ``auto`` would settle on if this traffic went on.
+    """
     log = traces.read_request_log(path)
     dt = 1.0
     load = traces.bin_log(log, cfg.engine, dt, path.stem)
-    seconds = max(dt, len(load.arrivals) * dt)
-    offered = engine.offered_concurrency(load, dt)
-    mean = float(load.arrivals @ load.service_s) / seconds
-    peak = float(np.percentile(offered, cfg.peak_percentile)) if len(offered) else 0.0
-    tps = float(load.tokens.sum()) / seconds
+    steps = len(load.arrivals)
+    seconds = max(dt, steps * dt)
+    cap = cfg.engine.capacity()
+    idle = durations.parse(cfg.scaling.scale_to_zero_after)
+    offered = engine.OfferedLoad(load, dt, cap, idle.total_seconds())
+    offered.last = steps - 1
+    traffic = offered(seconds)
     at = log.start + timedelta(seconds=seconds)
     pol = placement.PlacementPolicy.from_spec(cfg.placement)
+    requests = float(load.arrivals.sum())
+    tps = float(load.tokens.sum()) / seconds
+    lines = [
+        f"log {path.name}: {requests:,.0f} requests over {seconds / 3600:.2f} h;"
+        f" {tps:,.0f} tokens/s ({tps * 60:,.0f}/min)"
+    ]
+    if traffic is None:
+        return [*lines, "recommended mode: serverless (no traffic to measure)"]
     inputs = placement.PlacementInputs(
         requested_mode=DeploymentMode.AUTO,
         current_mode=DeploymentMode.SERVERLESS,
         policy=pol,
-        traffic=placement.Traffic(
-            signals.Sample(mean, at), signals.Sample(max(peak, mean), at), signals.Sample(tps, at)
-        ),
-        capacity_per_replica=cfg.engine.max_num_seqs,
+        traffic=traffic,
+        capacity=cap,
         gpus_per_replica=cfg.engine.gpus_per_replica,
         min_replicas=cfg.scaling.min_replicas,
+        target_utilization=cfg.scaling.target_queue_depth / cfg.engine.max_num_seqs,
+        scale_to_zero_after=idle,
         shared=cfg.prices.shared_pool(),
         dedicated=cfg.prices.dedicated_pool(),
         placement_since=None,
@@ -103,65 +122,119 @@ def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
         below_since=None,
         migration_in_progress=False,
         overflow_concurrency_per_replica=cfg.hybrid.overflow_concurrency_per_replica,
+        cold_start=timedelta(seconds=cfg.engine.cold_start_s),
     )
     d = placement.decide(inputs, at)
-    proj = d.cost
-    requests = float(load.arrivals.sum())
-    lines = [
-        f"log {path.name}: {requests:,.0f} requests over {seconds / 3600:.2f} h;"
-        f" {tps:,.0f} tokens/s ({tps * 60:,.0f}/min); in flight mean {mean:.1f}, p95 {peak:.1f}",
+    peak = traffic.peak
+    lines += [
+        f"offered load: mean {traffic.mean.requests_per_second:.2f} requests/s, busiest minute"
+        f" {peak.requests_per_second:.2f} requests/s ({peak.tokens_per_second:,.0f} tokens/s);"
+        f" active {traffic.active_fraction:.0%} of the time; one {cfg.engine.gpu_type} replica"
+        f" ({cfg.engine.gpus_per_replica} GPU) does {cap.prefill_tokens_per_s:,.0f} prompt +"
+        f" {cap.decode_tokens_per_s:,.0f} output tokens/s",
         f"recommended mode: {d.mode} ({d.reason}): {d.message}",
     ]
-    if proj is not None:
-        lines += [
-            "projected monthly cost at this traffic:",
-            f"  serverless  {cost.money(proj.serverless_monthly):>12}",
-            f"  dedicated   {cost.money(proj.dedicated_monthly):>12}"
-            f"  ({proj.dedicated_replicas} x {cfg.engine.gpus_per_replica} GPU at"
-            f" {cost.money(cfg.prices.dedicated_per_gpu_hour)}/h)",
-            f"  hybrid      {cost.money(proj.hybrid_monthly):>12}"
-            f"  (floor {proj.hybrid_floor_replicas} dedicated + shared overflow)",
-        ]
-        tpm = cost.crossover_tokens_per_minute(
-            proj.dedicated_replicas
-            * cfg.engine.gpus_per_replica
-            * cfg.prices.dedicated_per_gpu_hour,
-            cfg.prices.shared_per_million_tokens,
-        )
+    proj = d.cost
+    if proj is None:
+        return lines
+    p = cfg.prices
+    node = p.gpus_per_node
+    lines += [
+        f"projected monthly GPU spend at this traffic (prices {p.name}:"
+        f" {cost.money(p.shared_per_gpu_hour)}/GPU-h shared,"
+        f" {cost.money(p.dedicated_per_gpu_hour)}/GPU-h dedicated in nodes of {node}):",
+        f"  serverless  {cost.money(proj.serverless_monthly):>12}  (its own replicas on the shared"
+        f" pool while active; cold starts {proj.cold_start_share:.1%} of active time)",
+        f"  dedicated   {cost.money(proj.dedicated_monthly):>12}  ({proj.dedicated_replicas} x"
+        f" {cfg.engine.gpus_per_replica} GPU, whole nodes, all month)",
+        f"  hybrid      {cost.money(proj.hybrid_monthly):>12}  (floor"
+        f" {proj.hybrid_floor_replicas} dedicated + shared overflow)",
+    ]
+    if proj.chargeback_monthly is not None:
         lines.append(
-            f"crossover: {math.floor(tpm):,} tokens/min ({tpm * 60 * cost.HOURS_PER_MONTH:,.0f}"
-            f" tokens/month) for {proj.dedicated_replicas} dedicated replicas; you run"
-            f" {tps * 60:,.0f} tokens/min"
+            f"chargeback: {cost.money(proj.chargeback_monthly)}/month at"
+            f" ${p.chargeback_per_million_tokens:g}/1M tokens, what the shared pool bills the"
+            " tenant (not part of spend)"
         )
+    gpu_hourly = p.dedicated_per_hour(proj.dedicated_replicas, cfg.engine.gpus_per_replica)
+    tpm = cost.crossover_tokens_per_minute(gpu_hourly, p.chargeback_per_million_tokens)
+    lines.append(
+        f"buyer's view: {proj.dedicated_replicas} dedicated replicas at"
+        f" {cost.money(gpu_hourly)}/h cost what ${p.chargeback_per_million_tokens:g}/1M tokens"
+        f" does at {math.floor(tpm):,} tokens/min; you run {tps * 60:,.0f} tokens/min"
+    )
     return lines
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("log", type=Path, nargs="?", help="request log CSV")
-    parser.add_argument("--hourly-rate", type=float, help="dedicated $/hour (e.g. 4.00)")
-    parser.add_argument("--hours", type=float, help="hours the GPU runs (default 730)")
-    parser.add_argument("--hours-per-day", type=float, help="hours per day the GPU runs")
-    parser.add_argument("--price-per-request", type=float, help="serverless $/request")
-    parser.add_argument("--price-per-1k-tokens", type=float, help="serverless $/1k tokens")
-    parser.add_argument("--price-per-million-tokens", type=float, help="serverless $/1M tokens")
-    parser.add_argument("--requests-per-day", type=float, help="requests per day")
-    parser.add_argument("--tokens-per-request", type=float, help="input+output tokens/request")
+    parser.add_argument(
+        "--prices",
+        choices=sorted(config.PRICE_SETS),
+        default="h100",
+        help="GPU and chargeback prices for a log: h100 or a100 (default h100)",
+    )
+    parser.add_argument(
+        "--gpus-per-node",
+        type=cli.positive_int,
+        default=None,
+        help="GPUs per dedicated node, paid whole (default 1)",
+    )
+    parser.add_argument(
+        "--hourly-rate", type=cli.positive_float, help="GPU $/hour, both pools (e.g. 4.00)"
+    )
+    parser.add_argument("--hours", type=cli.positive_float, help="hours the GPU runs (default 730)")
+    parser.add_argument("--hours-per-day", type=hours_per_day, help="hours per day the GPU runs")
+    parser.add_argument("--price-per-request", type=cli.positive_float, help="serverless $/request")
+    parser.add_argument(
+        "--price-per-1k-tokens", type=cli.positive_float, help="serverless $/1k tokens"
+    )
+    parser.add_argument(
+        "--price-per-million-tokens",
+        type=cli.positive_float,
+        help="serverless $/1M tokens (for a log: the chargeback)",
+    )
+    parser.add_argument("--requests-per-day", type=cli.nonnegative_float, help="requests per day")
+    parser.add_argument(
+        "--tokens-per-request", type=cli.nonnegative_float, help="input+output tokens/request"
+    )
+
+
+def hours_per_day(text: str) -> float:
+    """An argparse type: hours in a day, more than 0 and at most 24. E.g. ``"16"`` gives 16.0."""
+    value = cli.positive_float(text)
+    if value > 24:
+        raise argparse.ArgumentTypeError(f"must be a number > 0 and <= 24, got {text!r}")
+    return value
+
+
+def build_config(args: argparse.Namespace) -> config.SimConfig:
+    """The prices a log is advised at: the ``--prices`` set (its GPU also sets the replica's
+    throughput), with ``--hourly-rate`` for both pools' GPUs and ``--price-per-million-tokens``
+    for the chargeback."""
+    prices = config.PRICE_SETS[getattr(args, "prices", None) or "h100"]
+    if args.hourly_rate is not None:
+        prices = replace(
+            prices,
+            shared_per_gpu_hour=args.hourly_rate,
+            dedicated_per_gpu_hour=args.hourly_rate,
+        )
+    if args.price_per_million_tokens is not None:
+        prices = replace(prices, chargeback_per_million_tokens=args.price_per_million_tokens)
+    if getattr(args, "gpus_per_node", None) is not None:
+        prices = replace(prices, gpus_per_node=args.gpus_per_node)
+    cfg = config.SimConfig()
+    # The price set names the GPU, and the GPU sets the replica's throughput.
+    return replace(cfg, prices=prices, engine=replace(cfg.engine, gpu_type=prices.gpu_type))
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config.SimConfig()
-    if args.hourly_rate is not None or args.price_per_million_tokens is not None:
-        prices = cfg.prices
-        if args.hourly_rate is not None:
-            prices = replace(prices, dedicated_per_gpu_hour=args.hourly_rate)
-        if args.price_per_million_tokens is not None:
-            prices = replace(prices, shared_per_million_tokens=args.price_per_million_tokens)
-        cfg = replace(cfg, prices=prices)
+    cfg = build_config(args)
     lines = seed_lines(args)
     if args.log is not None:
         try:
             lines += advise_log(args.log, cfg)
-        except (OSError, traces.TraceError) as exc:
+        except (OSError, ValueError) as exc:  # TraceError is a ValueError
             print(f"tidepool advise: {exc}", file=sys.stderr)
             return 2
     if not lines:

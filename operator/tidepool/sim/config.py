@@ -16,24 +16,87 @@ from tidepool.api.v1alpha1 import HybridSpec, PlacementSpec, ScalingSpec, Tenanc
 from tidepool.policy import placement
 from tidepool.policy.capacity import EngineCapacity, calibrated
 
-#: A100 on-demand, $4.00 per GPU-hour: seed 004's worked example ("Dedicated: $4.00 per hour
-#: (A100)", $2,880 for 720 h).
+#: An H100 80GB on demand, $7.79 per GPU-hour: Fireworks' on-demand H100 price, from its post
+#: "GPUs on-demand: Not serverless, not reserved, but some third thing" (June 2024).
+H100_PER_GPU_HOUR: Final = 7.79
+#: An A100 on demand, $4.00 per GPU-hour: the worked break-even example of the article "When to
+#: Use Serverless vs Dedicated GPU" ($4.00/hour x 720 h = $2,880 a month).
 A100_PER_GPU_HOUR: Final = 4.00
-#: Serverless price per 1M tokens (input plus output): seed 002's Llama 3 8B serverless row,
-#: "$0.2" per 1M tokens.
-SERVERLESS_PER_MILLION_TOKENS: Final = 0.20
+#: What the platform bills a tenant per 1M tokens (input plus output) served on the shared pool:
+#: Fireworks' serverless price for Llama 3 8B in the same post, $0.20 per 1M tokens. It is a price
+#: for the model, not for the GPU under it, so both price sets use it.
+CHARGEBACK_PER_MILLION_TOKENS: Final = 0.20
+
+
+def _positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class Prices:
-    """What the tenant is billed. Shared pool: per token. Dedicated pool: per GPU-hour."""
+    """GPU spend (what the platform pays) and chargeback (what it bills tenants): two numbers.
 
-    dedicated_per_gpu_hour: float = A100_PER_GPU_HOUR
-    #: GPU-hour price of the shared pool's nodes: only for reporting GPU-hours, never billed to
-    #: a serverless tenant (they pay per token).
-    shared_per_gpu_hour: float = A100_PER_GPU_HOUR
-    shared_per_million_tokens: float = SERVERLESS_PER_MILLION_TOKENS
-    gpu_type: str = "NVIDIA-A100-SXM4-80GB"
+    Why two: Tidepool runs on the platform's own GPUs, so every pool costs GPU-hours, the shared
+    pool included; the per-token price is only what tenants are billed for the shared pool, and
+    adding it to spend would count the same GPUs twice.
+
+    * Shared pool: many tenants' replicas are packed on its nodes, so a tenant's replicas cost
+      exactly their GPUs: 3 replicas of 1 GPU for 2 h at $7.79 = ``3*1*2*7.79 = $46.74``.
+    * Dedicated pool: single-tenant, so a tenant pays for whole nodes:
+      ``ceil(replicas*gpus_per_replica/gpus_per_node)*gpus_per_node`` GPUs. 3 one-GPU replicas on
+      8-GPU nodes pay for 8 GPUs (``ceil(3/8)*8``); on single-GPU nodes, 3.
+    * Chargeback: tokens served on the shared pool at ``chargeback_per_million_tokens``:
+      1.1M tokens at $0.20/1M = $0.22.
+    """
+
+    #: The price set's name, as ``--prices`` selects it.
+    name: str = "h100"
+    shared_per_gpu_hour: float = H100_PER_GPU_HOUR
+    dedicated_per_gpu_hour: float = H100_PER_GPU_HOUR
+    #: GPUs per node of the dedicated pool. Default 1: single-GPU instance types (one H100 or
+    #: A100 per VM, as cloud on-demand catalogues sell them), where whole-node rounding changes
+    #: nothing. ``--gpus-per-node 8`` prices a dedicated pool of 8-GPU servers.
+    gpus_per_node: int = 1
+    chargeback_per_million_tokens: float = CHARGEBACK_PER_MILLION_TOKENS
+    gpu_type: str = "NVIDIA-H100-80GB-HBM3"
+
+    def __post_init__(self) -> None:
+        _positive("shared $/GPU-hour", self.shared_per_gpu_hour)
+        _positive("dedicated $/GPU-hour", self.dedicated_per_gpu_hour)
+        _positive("chargeback $/1M tokens", self.chargeback_per_million_tokens)
+        if self.gpus_per_node < 1:
+            raise ValueError(f"gpus per node must be >= 1, got {self.gpus_per_node}")
+
+    @property
+    def shared_per_million_tokens(self) -> float:
+        """The old name of :attr:`chargeback_per_million_tokens`."""
+        return self.chargeback_per_million_tokens
+
+    def dedicated_gpus(self, replicas: float, gpus_per_replica: int) -> int:
+        """GPUs a dedicated pool pays for: whole nodes.
+
+        E.g. 3 replicas of 2 GPUs on 8-GPU nodes: ``ceil(6/8)*8 = 8``; 0 replicas: 0.
+        """
+        if replicas <= 0:
+            return 0
+        node = self.gpus_per_node
+        return math.ceil(replicas * gpus_per_replica / node - 1e-9) * node
+
+    def shared_per_hour(self, replicas: float, gpus_per_replica: int) -> float:
+        """Spend per hour of ``replicas`` on the shared pool: 2 one-GPU replicas at $7.79,
+        $15.58."""
+        return max(0.0, replicas) * gpus_per_replica * self.shared_per_gpu_hour
+
+    def dedicated_per_hour(self, replicas: float, gpus_per_replica: int) -> float:
+        """Spend per hour of ``replicas`` on the dedicated pool, whole nodes: 1 one-GPU replica on
+        8-GPU nodes at $4.00: $32.00."""
+        return self.dedicated_gpus(replicas, gpus_per_replica) * self.dedicated_per_gpu_hour
+
+    def chargeback(self, tokens: float) -> float:
+        """What tenants are billed for ``tokens`` served on the shared pool: 1.1M at $0.20/1M,
+        $0.22."""
+        return tokens / 1e6 * self.chargeback_per_million_tokens
 
     def shared_pool(self) -> placement.PoolPrice:
         return placement.PoolPrice(
@@ -41,7 +104,7 @@ class Prices:
             tenancy=Tenancy.SHARED,
             gpu_type=self.gpu_type,
             price_per_gpu_hour=self.shared_per_gpu_hour,
-            price_per_million_tokens=self.shared_per_million_tokens,
+            price_per_million_tokens=self.chargeback_per_million_tokens,
         )
 
     def dedicated_pool(self) -> placement.PoolPrice:
@@ -51,7 +114,20 @@ class Prices:
             gpu_type=self.gpu_type,
             price_per_gpu_hour=self.dedicated_per_gpu_hour,
             price_per_million_tokens=None,
+            gpus_per_node=self.gpus_per_node,
         )
+
+
+#: The named price sets ``--prices`` selects; ``h100`` is the default.
+PRICE_SETS: Final[dict[str, Prices]] = {
+    "h100": Prices(),
+    "a100": Prices(
+        name="a100",
+        shared_per_gpu_hour=A100_PER_GPU_HOUR,
+        dedicated_per_gpu_hour=A100_PER_GPU_HOUR,
+        gpu_type="NVIDIA-A100-SXM4-80GB",
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)

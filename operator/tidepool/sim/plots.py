@@ -1,4 +1,4 @@
-"""PNG plots of a comparison: traffic, replicas per pool, cumulative cost over time.
+"""PNG plots of a comparison: traffic, replicas per pool, cumulative GPU spend over time.
 
 Role: draw; nothing else. Uses matplotlib's non-interactive Agg backend, so it runs on a server
 and in CI without a display.
@@ -29,13 +29,24 @@ def _thin(values: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _sum(runs: Sequence[TenantRun], attr: str) -> np.ndarray:
+def _sum(runs: Sequence[TenantRun], attr: str, cumulative: bool = False) -> np.ndarray:
+    """Sum a timeline over tenants. Runs drain for different times after the trace, so shorter
+    ones are padded: with zeros, or with their last value for a ``cumulative`` timeline.
+
+    E.g. ``[1, 2]`` and ``[1, 2, 3]`` sum to ``[2, 4, 3]``; cumulative, to ``[2, 4, 5]``.
+    """
     arrays = [np.asarray(getattr(r, attr), dtype=np.float64) for r in runs]
-    return np.asarray(np.sum(arrays, axis=0), dtype=np.float64)
+    size = max((len(a) for a in arrays), default=0)
+    total = np.zeros(size)
+    for a in arrays:
+        total[: len(a)] += a
+        if cumulative and 0 < len(a) < size:
+            total[len(a) :] += a[-1]
+    return total
 
 
 def draw(runs: Mapping[str, Sequence[TenantRun]], out_dir: Path, trace: str) -> list[Path]:
-    """Write ``<trace>_traffic.png``, ``<trace>_replicas.png`` and ``<trace>_cost.png``."""
+    """Write ``<trace>_traffic.png``, ``<trace>_replicas.png`` and ``<trace>_cost.png`` (spend)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     auto = runs["tidepool-auto"]
@@ -71,9 +82,13 @@ def draw(runs: Mapping[str, Sequence[TenantRun]], out_dir: Path, trace: str) -> 
 
     fig, ax = plt.subplots(figsize=(10, 4))
     for name, group in runs.items():
-        x, y = _thin(_sum(group, "cost_timeline"), dt)
+        x, y = _thin(_sum(group, "spend_timeline", cumulative=True), dt)
         ax.plot(x, y, lw=1.0, label=name)
-    ax.set(xlabel="hours", ylabel="cumulative cost ($)", title=f"{trace}: cumulative cost")
+    ax.set(
+        xlabel="hours",
+        ylabel="cumulative GPU spend ($)",
+        title=f"{trace}: cumulative GPU spend (chargeback not included)",
+    )
     ax.legend(loc="upper left", fontsize=8)
     written.append(out_dir / f"{trace}_cost.png")
     fig.tight_layout()

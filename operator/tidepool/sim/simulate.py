@@ -2,26 +2,34 @@
 
 Role: the program. It loads a trace (:mod:`tidepool.sim.traces`), runs every tenant under
 Tidepool auto and the four baselines (:mod:`tidepool.sim.baselines`) in the simulator
-(:mod:`tidepool.sim.engine`), prints the table and the cost ratios, and writes PNG plots.
+(:mod:`tidepool.sim.engine`), prints the table and the spend ratios, and writes PNG plots.
 
-The "best static hybrid in hindsight" is found per tenant: every dedicated floor from 0 (all
-serverless) to the peak is priced analytically on the trace's offered load (floor GPU-hours plus
-the tokens above the floor), and the two cheapest floors are then simulated for real; the cheaper
-one that meets the SLO wins (the cheaper one if neither does).
+Like for like: every policy pays GPU-hours on both pools (spend), is judged by the same SLO rule
+(each tenant's own p99 queue wait, see :mod:`tidepool.sim.report`), and serves what is still in
+flight when the trace ends. The per-token chargeback is reported beside spend, never in it.
+
+The "best static hybrid in hindsight" is found per tenant by simulation (no analytic shortcut):
+every dedicated floor from 0 (all serverless: the shared-pool autoscaler) up to the floor whose
+replicas carry the trace's peak, plus always-dedicated sized for the peak, and the cheapest that
+meets the SLO wins (the cheapest overall if none does). See :func:`best_static`.
 
 This module must not implement policy: every scaling and placement choice comes from
 ``tidepool.policy`` or from a baseline controller.
 """
 
 import argparse
+import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 
+from tidepool import cli
 from tidepool.api.v1alpha1 import DeploymentMode
 from tidepool.policy import cost
 from tidepool.sim import baselines, config, engine, plots, report, traces
@@ -33,6 +41,24 @@ POLICIES = (
     "best-static-hybrid",
     "reactive-keda-hpa",
 )
+#: Simulate every candidate floor when there are at most this many (floors 0..F plus
+#: always-dedicated); above it, :func:`best_static` refines a coarse grid.
+EXHAUSTIVE_CANDIDATES: Final = 24
+#: Floors simulated per round of the grid refinement.
+GRID_POINTS: Final = 9
+#: ``best_static``'s floor for the always-dedicated candidate.
+ALWAYS_DEDICATED: Final = -1
+
+
+@dataclass(frozen=True, slots=True)
+class StaticChoice:
+    """The best static policy of one tenant, and how it was found."""
+
+    run: engine.TenantRun
+    floor: int  # ALWAYS_DEDICATED, or the hybrid floor (0: all serverless)
+    max_floor: int
+    simulated: int  # candidates simulated (the others were pruned or skipped by the grid)
+    exhaustive: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +68,19 @@ class Comparison:
     workload: traces.Workload
     runs: dict[str, list[engine.TenantRun]]
     results: dict[str, report.PolicyResult]
-    floors: dict[str, int]  # tenant -> best static floor (-1: always-dedicated)
+    static: dict[str, StaticChoice]  # tenant -> best static choice
     decisions: dict[str, list[str]]  # tenant -> tidepool-auto placement moves
+    lower_bounds: dict[str, float]  # tenant -> per-minute lower bound on spend
     seconds: float
+
+    @property
+    def floors(self) -> dict[str, int]:
+        """tenant -> best static floor (-1: always-dedicated)."""
+        return {t: c.floor for t, c in self.static.items()}
+
+    @property
+    def lower_bound(self) -> float:
+        return sum(self.lower_bounds.values())
 
     @property
     def ratios(self) -> report.Ratios:
@@ -55,30 +91,93 @@ class Comparison:
             r["reactive-keda-hpa"],
             r["always-serverless"],
             r["always-dedicated"],
+            lower_bound=self.lower_bound,
         )
 
 
-def hybrid_floor_costs(
-    load: traces.TenantLoad, cfg: config.SimConfig, dt: float, max_floor: int
-) -> np.ndarray:
-    """Analytic cost of each static floor 0..max_floor on the offered load (no queueing).
-
-    A floor of ``f`` replicas carries up to ``f x overflowConcurrencyPerReplica`` in flight; the
-    share of each step's tokens above that is billed per token.
-    """
-    offered = np.maximum(engine.offered_concurrency(load, dt, smooth_s=dt), 1e-12)
-    floors = np.arange(max_floor + 1)
-    limit = cfg.hybrid.overflow_concurrency_per_replica
-    spill = np.clip(offered[None, :] - floors[:, None] * limit, 0.0, None) / offered[None, :]
-    tokens = (np.minimum(spill, 1.0) * load.tokens[None, :]).sum(axis=1)
-    hours = len(load.arrivals) * dt / 3600.0
-    gpu = floors * cfg.engine.gpus_per_replica * cfg.prices.dedicated_per_gpu_hour * hours
-    return np.asarray(gpu + tokens / 1e6 * cfg.prices.shared_per_million_tokens)
-
-
 def _static_key(run: engine.TenantRun, cfg: config.SimConfig) -> tuple[bool, float]:
-    one = report.summarize("x", [run], cfg.slo_queue_wait_s, cfg.slo_p99_s)
-    return (not one.meets_slo, one.cost)
+    """Order static candidates: those meeting the SLO first, then by spend."""
+    return (not report.meets_slo(run, cfg.slo_p99_s), run.spend)
+
+
+def best_static(
+    sim: Callable[[engine.Controller], engine.TenantRun],
+    cfg: config.SimConfig,
+    peak: float,
+    serverless: engine.TenantRun,
+    dedicated: engine.TenantRun,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> StaticChoice:
+    """The cheapest static policy meeting the SLO, by simulation.
+
+    Candidates: hybrid floors ``0..F`` (floor 0 is the ``serverless`` run already made) where
+    ``F = ceil(peak / overflowConcurrencyPerReplica)`` carries the peak on the floor alone, plus
+    the ``dedicated`` run (always-dedicated sized for the peak). Ordered by (misses the SLO,
+    spend).
+
+    Method: with at most :data:`EXHAUSTIVE_CANDIDATES` candidates (``F <= 22``), every floor is
+    considered, so the answer is exact. Above that, a grid of :data:`GRID_POINTS` floors spanning
+    the bracket (first ``0..F``) is evaluated, the bracket shrinks to the best grid floor's two
+    neighbours, and this repeats until the bracket has at most :data:`GRID_POINTS` floors, which
+    are all evaluated. Each round shrinks the bracket 4x, so ``F = 1000`` takes about five
+    rounds (~40 evaluations, not 1,001). The grid's answer is exact when spend, among the floors
+    that meet the SLO, falls then rises with the floor (each floor replica adds a fixed
+    GPU-hour price while the overflow it removes shrinks), which is the shape these runs have;
+    otherwise it is a local optimum within one grid step. Every simulation is memoized.
+
+    Exact pruning: a floor of ``f`` replicas is paid for the whole trace whatever the overflow
+    does, so its spend is at least ``f``'s dedicated GPUs x price x trace hours. A floor whose
+    bound already reaches the spend of a candidate that meets the SLO cannot win and is not
+    simulated. E.g. 24 h at $7.79/GPU-hour: once a floor meets the SLO for $700, floors of 4 and
+    more (``4 x 7.79 x 24 = $747.84``) are skipped.
+
+    Worked example: peak 150 in flight, overflow 56 per replica: ``F = ceil(150/56) = 3``, so five
+    candidates (floors 0-3 and always-dedicated), all considered.
+    """
+    limit = cfg.hybrid.overflow_concurrency_per_replica
+    top = max(1, math.ceil(peak / limit - 1e-9))
+    hours = serverless.trace_steps * serverless.dt / 3600.0
+    gpr = cfg.engine.gpus_per_replica
+    tried: dict[int, engine.TenantRun] = {0: serverless, ALWAYS_DEDICATED: dedicated}
+
+    def floor_spend(floor: int) -> float:
+        return cfg.prices.dedicated_per_hour(floor, gpr) * hours
+
+    def best_feasible() -> float:
+        ok = [r.spend for r in tried.values() if report.meets_slo(r, cfg.slo_p99_s)]
+        return min(ok, default=math.inf)
+
+    def key(floor: int) -> tuple[bool, float]:
+        if floor not in tried:
+            bound = floor_spend(floor)
+            if bound >= best_feasible():
+                return (False, bound)  # no better than a run that meets the SLO: skip it
+            tried[floor] = sim(baselines.StaticHybrid(cfg, floor))
+        return _static_key(tried[floor], cfg)
+
+    exhaustive = top + 2 <= EXHAUSTIVE_CANDIDATES
+    if exhaustive:
+        for f in range(1, top + 1):
+            key(f)
+    else:
+        lo, hi = 0, top
+        while hi - lo + 1 > GRID_POINTS:
+            grid = sorted({round(x) for x in np.linspace(lo, hi, GRID_POINTS)})
+            at = min(range(len(grid)), key=lambda j: key(grid[j]))
+            lo, hi = grid[max(0, at - 1)], grid[min(len(grid) - 1, at + 1)]
+            if progress is not None:
+                progress(f"  floors 0..{top}: grid best {grid[at]}, refining {lo}..{hi}")
+        for f in range(lo, hi + 1):
+            key(f)
+    best = min(tried, key=lambda f: _static_key(tried[f], cfg))
+    return StaticChoice(
+        run=replace(tried[best], controller="best-static-hybrid"),
+        floor=best,
+        max_floor=top,
+        simulated=len(tried),
+        exhaustive=exhaustive,
+    )
 
 
 def compare(
@@ -90,8 +189,9 @@ def compare(
     began = time.monotonic()
     dt, start = workload.dt, workload.start
     runs: dict[str, list[engine.TenantRun]] = {p: [] for p in POLICIES}
-    floors: dict[str, int] = {}
+    static: dict[str, StaticChoice] = {}
     decisions: dict[str, list[str]] = {}
+    bounds: dict[str, float] = {}
     for k, load in enumerate(workload.tenants, start=1):
         t0 = time.monotonic()
 
@@ -104,23 +204,20 @@ def compare(
         serverless = sim(baselines.Tidepool(cfg, DeploymentMode.SERVERLESS))
         runs["always-serverless"].append(serverless)
         peak = float(engine.offered_concurrency(load, dt).max(initial=0.0))
-        runs["always-dedicated"].append(sim(baselines.FixedDedicated(cfg.replicas_for(peak))))
+        dedicated = sim(baselines.FixedDedicated(cfg.replicas_for(peak)))
+        runs["always-dedicated"].append(dedicated)
         runs["reactive-keda-hpa"].append(sim(baselines.Reactive(cfg)))
-
-        limit = cfg.hybrid.overflow_concurrency_per_replica
-        est = hybrid_floor_costs(load, cfg, dt, max(1, int(np.ceil(peak / limit))))
-        candidates = [int(f) for f in np.argsort(est, kind="stable")[:2]]
-        # Floors 0 (all serverless) and the peak (all dedicated) are static choices too.
-        tried = [(serverless, 0), (runs["always-dedicated"][-1], -1)]
-        tried += [(sim(baselines.StaticHybrid(cfg, f)), f) for f in candidates if f > 0]
-        best_run, best_floor = min(tried, key=lambda item: _static_key(item[0], cfg))
-        runs["best-static-hybrid"].append(replace(best_run, controller="best-static-hybrid"))
-        floors[load.name] = best_floor
+        choice = best_static(sim, cfg, peak, serverless, dedicated, progress=progress)
+        runs["best-static-hybrid"].append(choice.run)
+        static[load.name] = choice
+        bounds[load.name] = engine.lower_bound_spend(load, cfg, dt)
         if progress is not None:
+            floor = "always-dedicated" if choice.floor < 0 else f"floor {choice.floor}"
             progress(
                 f"[{k}/{len(workload.tenants)}] {load.name}: {load.requests:,.0f} requests,"
-                f" auto {cost.money(runs['tidepool-auto'][-1].cost)}, best floor {best_floor}"
-                f" ({time.monotonic() - t0:.1f}s)"
+                f" auto spend {cost.money(runs['tidepool-auto'][-1].spend)}, best static"
+                f" {floor} of 0..{choice.max_floor} ({choice.simulated} simulated,"
+                f" {'all' if choice.exhaustive else 'grid'}) ({time.monotonic() - t0:.1f}s)"
             )
     results = {
         name: report.summarize(name, group, cfg.slo_queue_wait_s, cfg.slo_p99_s)
@@ -130,32 +227,57 @@ def compare(
         workload=workload,
         runs=runs,
         results=results,
-        floors=floors,
+        static=static,
         decisions=decisions,
+        lower_bounds=bounds,
         seconds=time.monotonic() - began,
+    )
+
+
+def prices_line(prices: config.Prices) -> str:
+    node = prices.gpus_per_node
+    return (
+        f"prices {prices.name}: spend = GPU-hours, shared pool"
+        f" {cost.money(prices.shared_per_gpu_hour)}/GPU-h, dedicated"
+        f" {cost.money(prices.dedicated_per_gpu_hour)}/GPU-h in whole nodes of {node}"
+        f" GPU{'s' if node > 1 else ''}; chargeback (billed to tenants, not part of spend)"
+        f" ${prices.chargeback_per_million_tokens:g}/1M shared-pool tokens"
     )
 
 
 def render(cmp: Comparison, cfg: config.SimConfig) -> str:
     """The text printed by ``tidepool simulate``."""
     w = cmp.workload
+    auto = cmp.results["tidepool-auto"]
+    drains = [r.drain_s for group in cmp.runs.values() for r in group]
+    unserved = sum(r.unserved for r in cmp.results.values())
     lines = [
         f"trace {w.name}: {w.note}",
-        f"prices: dedicated {cost.money(cfg.prices.dedicated_per_gpu_hour)}/GPU-h, serverless"
-        f" {cost.money(cfg.prices.shared_per_million_tokens)}/1M tokens; cold start"
-        f" {cfg.engine.cold_start_s:g}s; batch {cfg.engine.max_num_seqs}; SLO p99 queue wait"
-        f" <= {cfg.slo_p99_s:g}s (miss: wait > {cfg.slo_queue_wait_s:g}s)",
+        prices_line(cfg.prices),
+        f"engine: cold start {cfg.engine.cold_start_s:g}s, batch {cfg.engine.max_num_seqs},"
+        f" {cfg.engine.gpus_per_replica} GPU/replica. SLO: every tenant's own p99 queue wait"
+        f" <= {cfg.slo_p99_s:g}s",
+        f"after the trace: in-flight requests are served and paid for (drain up to"
+        f" {engine.DRAIN_CAP_S / 3600:g} h; longest {max(drains, default=0.0):.0f}s"
+        + (f"; {unserved:,.0f} still queued at the cap" if unserved else "")
+        + ")",
         "",
-        report.table([cmp.results[p] for p in POLICIES]),
+        report.table([cmp.results[p] for p in POLICIES], cmp.lower_bound),
         "",
         cmp.ratios.line(),
+        f"tidepool-auto: {auto.tenants_meeting}/{auto.tenants} tenants within the SLO"
+        f" (worst {auto.worst_tenant}: p99 {auto.worst_p99_wait_s:.0f}s)",
     ]
+    lines.append("best static per tenant (floor of 0..max; -1 = always-dedicated):")
+    items = [f"{t} {c.floor}/{c.max_floor}" for t, c in cmp.static.items()]
+    for j in range(0, len(items), 6):
+        lines.append("  " + ", ".join(items[j : j + 6]))
     moved = {t: d for t, d in cmp.decisions.items() if d}
     if moved:
         lines.append("")
         lines.append("tidepool-auto placement moves:")
-        for tenant, items in list(moved.items())[:10]:
-            for item in items[:4]:
+        for tenant, entries in list(moved.items())[:10]:
+            for item in entries[:4]:
                 lines.append(f"  {tenant} {item}")
     lines.append(f"({cmp.seconds:.1f}s)")
     return "\n".join(lines)
@@ -165,49 +287,111 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("trace", type=Path, help="a request-log CSV or a ServeGen rate file")
     parser.add_argument("--out", type=Path, default=None, help="directory for PNG plots")
     parser.add_argument(
+        "--prices",
+        choices=sorted(config.PRICE_SETS),
+        default="h100",
+        help="price set: h100 ($7.79/GPU-hour) or a100 ($4.00/GPU-hour), both with a $0.20/1M"
+        " token chargeback (default h100)",
+    )
+    parser.add_argument(
         "--pool-prices",
         default=None,
-        metavar="DED,TOKENS",
-        help="dedicated $/GPU-hour and shared $/1M tokens, e.g. 4.00,0.20 (seeds 004 and 002)",
+        metavar="[SHARED,]DED,TOKENS",
+        help="override the set: $/GPU-hour of the shared pool (default: DED), of the dedicated"
+        " pool, and the chargeback $/1M tokens, e.g. 4.00,0.20",
     )
-    parser.add_argument("--hours", type=float, default=None, help="simulate only the first hours")
-    parser.add_argument("--dt", type=float, default=None, help="step seconds (1 logs, 5 ServeGen)")
-    parser.add_argument("--top", type=int, default=8, help="ServeGen: busiest clients to include")
-    parser.add_argument("--sample", type=int, default=8, help="ServeGen: other clients sampled")
+    parser.add_argument(
+        "--gpus-per-node",
+        type=cli.positive_int,
+        default=None,
+        help="GPUs per dedicated node, paid whole (default 1: single-GPU instance types)",
+    )
+    parser.add_argument("--hours", type=cli.positive_float, help="simulate only the first hours")
+    parser.add_argument("--dt", type=cli.positive_float, help="step seconds (1 logs, 5 ServeGen)")
+    parser.add_argument(
+        "--scale",
+        type=cli.positive_float,
+        default=1.0,
+        help="multiply the trace's demand (arrival rates) by this (default 1)",
+    )
+    parser.add_argument(
+        "--top",
+        type=cli.nonnegative_int,
+        default=8,
+        help="ServeGen: busiest clients to include",
+    )
+    parser.add_argument(
+        "--sample",
+        type=cli.nonnegative_int,
+        default=8,
+        help="ServeGen: other clients sampled",
+    )
     parser.add_argument("--seed", type=int, default=0, help="ServeGen: arrival sampling seed")
-    parser.add_argument("--cold-start", type=float, default=None, help="model load seconds")
+    parser.add_argument("--cold-start", type=cli.positive_float, help="model load seconds")
+
+
+def parse_pool_prices(text: str) -> tuple[float, float, float]:
+    """``--pool-prices``: ``DED,TOKENS`` (both pools at DED) or ``SHARED,DED,TOKENS``.
+
+    E.g. ``"4.00,0.20"`` is ``(4.0, 4.0, 0.2)``; ``"7.79,4.00,0.20"`` is ``(7.79, 4.0, 0.2)``.
+    Raises ``ValueError`` naming the flag, the value and what is allowed.
+    """
+    allowed = "DED,TOKENS or SHARED,DED,TOKENS with every price a finite number > 0, e.g. 4.00,0.20"
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3) or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"--pool-prices: expected {allowed}; got {text!r}")
+    if len(values) == 2:
+        values.insert(0, values[0])
+    return values[0], values[1], values[2]
 
 
 def build_config(args: argparse.Namespace) -> config.SimConfig:
+    """The config the flags ask for. Raises ``ValueError`` with a one-line message."""
     cfg = config.SimConfig()
+    prices = config.PRICE_SETS[getattr(args, "prices", None) or "h100"]
     if args.pool_prices:
-        try:
-            ded, tok = (float(v) for v in args.pool_prices.split(","))
-        except ValueError:
-            raise SystemExit(
-                f"--pool-prices: expected DED,TOKENS such as 4.00,0.20, got {args.pool_prices!r}"
-            ) from None
-        cfg = replace(
-            cfg,
-            prices=replace(
-                cfg.prices,
-                dedicated_per_gpu_hour=ded,
-                shared_per_gpu_hour=ded,
-                shared_per_million_tokens=tok,
-            ),
+        shared, ded, tok = parse_pool_prices(args.pool_prices)
+        prices = replace(
+            prices,
+            shared_per_gpu_hour=shared,
+            dedicated_per_gpu_hour=ded,
+            chargeback_per_million_tokens=tok,
         )
+    if getattr(args, "gpus_per_node", None) is not None:
+        prices = replace(prices, gpus_per_node=args.gpus_per_node)
+    # The price set names the GPU, and the GPU sets the replica's throughput (capacity model).
+    cfg = replace(cfg, prices=prices, engine=replace(cfg.engine, gpu_type=prices.gpu_type))
     if args.cold_start is not None:
         cfg = replace(cfg, engine=replace(cfg.engine, cold_start_s=args.cold_start))
     return cfg
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = build_config(args)
+def check_out_dir(out: Path) -> None:
+    """Fail before simulating if ``--out`` cannot receive the plots: create it, write a probe.
 
+    Raises ``ValueError`` naming the flag, the path and why.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".tidepool-probe-"):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"--out: {str(out)!r} must be a writable directory ({exc.strerror or exc})"
+        ) from None
+
+
+def run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     try:
+        cfg = build_config(args)
+        if args.out is not None:
+            check_out_dir(args.out)
         workload = traces.load(
             args.trace,
             cfg.engine,
@@ -216,9 +400,13 @@ def run(args: argparse.Namespace) -> int:
             top=args.top,
             sample=args.sample,
             seed=args.seed,
+            scale=getattr(args, "scale", 1.0),
         )
-    except (OSError, traces.TraceError) as exc:
+    except (OSError, ValueError) as exc:  # TraceError is a ValueError
         say(f"tidepool simulate: {exc}")
+        return 2
+    if not workload.tenants:
+        say(f"tidepool simulate: {args.trace}: no tenants to simulate")
         return 2
     say(f"simulating {workload.name}: {len(workload.tenants)} tenants, {workload.steps:,} steps")
     cmp = compare(workload, cfg, progress=say)

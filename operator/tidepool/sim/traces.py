@@ -15,6 +15,14 @@ Formats:
   inter-arrival CV ``cv`` has count variance ~ ``cv^2`` times its mean), from a fixed seed.
   Token lengths come from ``servegen_client_token_windows.csv.gz`` next to it when present.
 
+``scale`` multiplies demand: a request log's per-step arrivals and tokens (each request counts
+``scale`` times, at the same instant and length), a ServeGen client's window rates (before the
+arrivals are drawn, so the burstiness stays the trace's own).
+
+Bad input raises :class:`TraceError` naming the file, the line, the field, the value and what is
+allowed (not UTF-8, a number that does not parse, nan, infinity or a negative count), never a bare
+Python exception: the programs print it as one line.
+
 This module must not decide anything about scaling or cost; it only reads and bins.
 """
 
@@ -23,12 +31,13 @@ import gzip
 import io
 import math
 import sys
+import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -48,8 +57,43 @@ DEFAULT_INPUT_TOKENS: Final = 1000.0
 DEFAULT_OUTPUT_TOKENS: Final = 200.0
 
 
+_T = TypeVar("_T")
+
+
 class TraceError(ValueError):
     """A trace that cannot be read, with the file and what was wrong."""
+
+
+def _number(text: str, field: str, where: str, *, positive: bool = False) -> float:
+    """Parse one numeric field: finite and ``>= 0`` (``> 0`` when ``positive``).
+
+    E.g. ``_number("211", "GeneratedTokens", "log.csv:2")`` is 211.0; ``"nan"``, ``"inf"``,
+    ``"-3"`` and ``"abc"`` raise a :class:`TraceError` that names the field and the value.
+    """
+    allowed = "a finite number > 0" if positive else "a finite number >= 0"
+    try:
+        value = float(text)
+    except ValueError:
+        raise TraceError(f"{where}: {field} must be {allowed}, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise TraceError(f"{where}: {field} must be {allowed}, got {text!r}")
+    return value
+
+
+def _guard(path: Path, read: Callable[[], _T]) -> _T:
+    """Run ``read`` and turn encoding, compression and CSV errors into one-line TraceErrors."""
+    try:
+        return read()
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1].hex()
+        raise TraceError(
+            f"{path}: not UTF-8 text (byte 0x{bad} cannot be decoded); a trace must be a UTF-8"
+            " CSV file, optionally gzip-compressed"
+        ) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise TraceError(f"{path}: not a readable gzip file ({exc})") from None
+    except csv.Error as exc:
+        raise TraceError(f"{path}: not a readable CSV file ({exc})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,15 +158,23 @@ def _column(header: list[str], names: tuple[str, ...], path: Path) -> int:
 def _parse_time(text: str) -> datetime:
     text = text.strip()
     try:
-        return SERVEGEN_EPOCH + timedelta(seconds=float(text))
+        seconds = float(text)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        if not math.isfinite(seconds):
+            raise ValueError(text)
+        return SERVEGEN_EPOCH + timedelta(seconds=seconds)
     stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def read_request_log(path: Path) -> RequestLog:
     """Read a per-request CSV (Azure's header or ``timestamp,input_tokens,output_tokens``)."""
+    return _guard(path, lambda: _read_request_log(path))
+
+
+def _read_request_log(path: Path) -> RequestLog:
     with _open_text(path) as fh:
         reader = csv.reader(fh)
         try:
@@ -140,12 +192,17 @@ def read_request_log(path: Path) -> RequestLog:
         for line, row in enumerate(reader, start=2):
             if not row:
                 continue
+            where = f"{path}:{line}"
+            if len(row) <= max(it, ii, io_):
+                raise TraceError(f"{where}: expected {len(header)} fields, got {row!r}")
             try:
                 stamps.append(_parse_time(row[it]))
-                ins.append(float(row[ii]))
-                outs.append(float(row[io_]))
-            except (ValueError, IndexError) as exc:
-                raise TraceError(f"{path}:{line}: cannot parse {row!r}: {exc}") from None
+            except (ValueError, OverflowError):
+                raise TraceError(
+                    f"{where}: {header[it]} must be an ISO date-time or seconds, got {row[it]!r}"
+                ) from None
+            ins.append(_number(row[ii], header[ii], where))
+            outs.append(_number(row[io_], header[io_], where))
     if not stamps:
         raise TraceError(f"{path}: no requests")
     order = np.argsort(np.array([s.timestamp() for s in stamps]), kind="stable")
@@ -176,17 +233,38 @@ def bin_log(
     return TenantLoad(name=name, arrivals=arrivals, tokens=tokens, service_s=service)
 
 
+def scaled(load: TenantLoad, scale: float) -> TenantLoad:
+    """``load`` with ``scale`` times the arrivals and tokens per step, service times unchanged.
+
+    E.g. ×10 turns a step with 3 requests and 3,600 tokens into 30 requests and 36,000 tokens.
+    """
+    if scale == 1.0:
+        return load
+    return TenantLoad(
+        name=load.name,
+        arrivals=load.arrivals * scale,
+        tokens=load.tokens * scale,
+        service_s=load.service_s,
+    )
+
+
 def load_request_log(
-    path: Path, engine: config.EngineModel, dt: float = 1.0, hours: float | None = None
+    path: Path,
+    engine: config.EngineModel,
+    dt: float = 1.0,
+    hours: float | None = None,
+    scale: float = 1.0,
 ) -> Workload:
     log = read_request_log(path)
-    tenant = bin_log(log, engine, dt, path.stem, hours)
+    tenant = scaled(bin_log(log, engine, dt, path.stem, hours), scale)
+    times = f", demand x{scale:g}" if scale != 1.0 else ""
     return Workload(
         name=path.stem,
         dt=dt,
         start=log.start,
         tenants=(tenant,),
-        note=f"{len(log.offsets_s):,} requests over {log.duration_s / 3600:.2f} h, one tenant",
+        note=f"{len(log.offsets_s):,} requests over {log.duration_s / 3600:.2f} h, one tenant"
+        + times,
     )
 
 
@@ -198,13 +276,30 @@ class _Window:
     cv: float
 
 
-def _servegen_rows(path: Path) -> Iterator[list[str]]:
+_SERVEGEN_HEADER: Final = ["model_pool", "client_id", "window_start_s", "window_len_s", "rate_rps"]
+
+
+def _servegen_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) of a ServeGen rate-window file, header checked."""
     with _open_text(path) as fh:
         reader = csv.reader(fh)
-        header = next(reader)
-        if header[:5] != ["model_pool", "client_id", "window_start_s", "window_len_s", "rate_rps"]:
+        header = next(reader, None)
+        if header is None or header[:5] != _SERVEGEN_HEADER:
             raise TraceError(f"{path}: not a ServeGen rate-window file (header {header})")
-        yield from reader
+        yield from enumerate(reader, start=2)
+
+
+def _window(row: list[str], where: str) -> _Window:
+    """One ServeGen window, every number checked (an empty ``cv`` means 0: no arrivals)."""
+    if len(row) < 5:
+        raise TraceError(f"{where}: expected at least 5 fields, got {row!r}")
+    cv = row[5] if len(row) > 5 and row[5].strip() else "0"
+    return _Window(
+        _number(row[2], "window_start_s", where),
+        _number(row[3], "window_len_s", where, positive=True),
+        _number(row[4], "rate_rps", where),
+        _number(cv, "cv", where),
+    )
 
 
 def _token_means(path: Path) -> dict[tuple[str, str], list[tuple[float, float, float]]]:
@@ -214,9 +309,14 @@ def _token_means(path: Path) -> dict[tuple[str, str], list[tuple[float, float, f
         return {}
     with _open_text(path) as fh:
         reader = csv.reader(fh)
-        next(reader)
-        for row in reader:
-            pool, client, start, fld, mean = row[0], row[1], float(row[2]), row[3], float(row[4])
+        next(reader, None)
+        for line, row in enumerate(reader, start=2):
+            where = f"{path}:{line}"
+            if len(row) < 5:
+                raise TraceError(f"{where}: expected at least 5 fields, got {row!r}")
+            pool, client, fld = row[0], row[1], row[3]
+            start = _number(row[2], "window_start_s", where)
+            mean = _number(row[4], "mean", where)
             slot = out[(pool, client)].setdefault(start, [DEFAULT_INPUT_TOKENS, 0.0])
             if fld == "input_tokens":
                 slot[0] = mean
@@ -237,6 +337,7 @@ def load_servegen(
     sample: int = 8,
     hours: float | None = 24.0,
     seed: int = 0,
+    scale: float = 1.0,
 ) -> Workload:
     """The ``top`` busiest clients plus ``sample`` others drawn at random (fixed ``seed``).
 
@@ -248,11 +349,10 @@ def load_servegen(
     limit_s = math.inf if hours is None else hours * 3600.0
     windows: dict[tuple[str, str], list[_Window]] = defaultdict(list)
     volume: dict[tuple[str, str], float] = defaultdict(float)
-    for row in _servegen_rows(path):
-        start = float(row[2])
-        if start >= limit_s:
+    for line, row in _servegen_rows(path):
+        w = _window(row, f"{path}:{line}")
+        if w.start_s >= limit_s:
             continue
-        w = _Window(start, float(row[3]), float(row[4]), float(row[5] or 0.0))
         key = (row[0], row[1])
         windows[key].append(w)
         volume[key] += w.rate * w.length_s
@@ -278,7 +378,7 @@ def load_servegen(
         for w in windows[key]:
             a = int(w.start_s // dt)
             b = min(steps, math.ceil((w.start_s + w.length_s) / dt))
-            mean_rate[a:b] = w.rate
+            mean_rate[a:b] = w.rate * scale
             var_factor[a:b] = max(1.0, w.cv * w.cv)
         mu = mean_rate * dt
         busy = mu > 0
@@ -310,13 +410,14 @@ def load_servegen(
         f" ({share:.0%} of requests) + {len(chosen) - top} sampled",
         file=sys.stderr,
     )
+    times = f", demand x{scale:g}" if scale != 1.0 else ""
     return Workload(
         name=path.name.removesuffix(".csv.gz"),
         dt=dt,
         start=SERVEGEN_EPOCH,
         tenants=tuple(tenants),
         note=f"{len(chosen)} of {len(windows)} clients (top {top}: {share:.0%} of requests),"
-        f" {span / 3600:.0f} h, dt {dt:g}s",
+        f" {span / 3600:.0f} h, dt {dt:g}s" + times,
     )
 
 
@@ -329,21 +430,29 @@ def load(
     top: int = 8,
     sample: int = 8,
     seed: int = 0,
+    scale: float = 1.0,
 ) -> Workload:
     """Pick the loader by file contents: a ServeGen rate file or a per-request log.
 
     Defaults: request logs at ``dt=1s`` over the whole log; ServeGen at ``dt=5s`` over 24 h.
     """
-    with _open_text(path) as fh:
-        first = fh.readline()
-    if first.startswith("model_pool,"):
-        return load_servegen(
+
+    def first_line() -> str:
+        with _open_text(path) as fh:
+            return str(fh.readline())
+
+    if _guard(path, first_line).startswith("model_pool,"):
+        return _guard(
             path,
-            engine,
-            dt=dt or 5.0,
-            top=top,
-            sample=sample,
-            hours=24.0 if hours is None else hours,
-            seed=seed,
+            lambda: load_servegen(
+                path,
+                engine,
+                dt=dt or 5.0,
+                top=top,
+                sample=sample,
+                hours=24.0 if hours is None else hours,
+                seed=seed,
+                scale=scale,
+            ),
         )
-    return load_request_log(path, engine, dt=dt or 1.0, hours=hours)
+    return load_request_log(path, engine, dt=dt or 1.0, hours=hours, scale=scale)

@@ -1,11 +1,15 @@
 """tidepool simulate / tidepool advise end to end, on small slices of the shared traces."""
 
 import argparse
+import gzip
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tidepool.sim import advise, config, simulate, traces
+from tidepool import cli
+from tidepool.sim import advise, baselines, config, engine, plots, report, simulate, traces
 
 #: ``shared/`` sits beside the repository (as on the dev machines and in CI).
 TRACES = Path(__file__).resolve().parents[4] / "shared" / "traces"
@@ -20,13 +24,21 @@ def parse(module: object, argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def main(argv: list[str]) -> int:
+    """The ``tidepool`` command in-process; argparse's refusals exit, so catch them."""
+    try:
+        return cli.main(argv)
+    except SystemExit as stop:
+        return int(stop.code or 0)
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
         pytest.param(
             ["--hourly-rate", "4.00", "--hours", "720", "--price-per-request", "0.002"],
             "= 1,440,000 requests",
-            id="seed-004-break-even-1440000",
+            id="break-even-1440000",
         ),
         pytest.param(
             [
@@ -42,16 +54,16 @@ def parse(module: object, argv: list[str]) -> argparse.Namespace:
                 "16",
             ],
             "= $0.22/day; dedicated $1.21/h x 16 h = $19.36/day; 88x",
-            id="seed-003-88x",
+            id="predibase-88x",
         ),
         pytest.param(
             ["--hourly-rate", "7.79", "--price-per-million-tokens", "0.20"],
             "= 649,166 tokens/min",
-            id="seed-002-crossover-649166",
+            id="fireworks-crossover-649166",
         ),
     ],
 )
-def test_advise_reproduces_the_seeds(
+def test_advise_reproduces_the_worked_examples(
     argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert advise.run(parse(advise, argv)) == 0
@@ -73,7 +85,21 @@ def test_advise_accepts_plain_header_log(
     out = capsys.readouterr().out
     assert "1,800 requests over 1.00 h" in out
     assert "recommended mode: serverless" in out
-    assert "projected monthly cost" in out
+    assert "projected monthly GPU spend" in out
+    # 0.5 requests/s x 1,200 tokens x 730 h x 3,600 s at $0.20/1M: $315.36 billed, not spent.
+    assert "chargeback: $315/month" in out
+
+
+def test_advise_sizes_replicas_with_the_price_sets_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    # The calibrated capacity model: an H100 prefills 32,517 tokens/s, an A100 312/989 of that.
+    assert main(["advise", str(CODE)]) == 0
+    assert "H100-80GB-HBM3 replica (1 GPU) does 32,517 prompt + 3,600 output" in (
+        capsys.readouterr().out
+    )
+    assert main(["advise", str(CODE), "--prices", "a100"]) == 0
+    out = capsys.readouterr().out
+    assert "A100-SXM4-80GB replica (1 GPU) does 10,258 prompt + 2,191 output" in out
+    assert "$4.00/GPU-h shared" in out
 
 
 def test_bad_log_names_the_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,9 +109,13 @@ def test_bad_log_names_the_column(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "no column named" in capsys.readouterr().err
 
 
-def test_advise_conv_trace_recommends_dedicated(capsys: pytest.CaptureFixture[str]) -> None:
+def test_advise_conv_trace_prints_spend_and_chargeback(capsys: pytest.CaptureFixture[str]) -> None:
     assert advise.run(parse(advise, [str(CONV)])) == 0
-    assert "recommended mode: dedicated" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "recommended mode:" in out
+    for option in ("serverless", "dedicated", "hybrid"):
+        assert f"  {option} " in out
+    assert "(not part of spend)" in out
 
 
 def test_simulate_program_prints_table_and_writes_plots(
@@ -96,7 +126,10 @@ def test_simulate_program_prints_table_and_writes_plots(
     out = capsys.readouterr()
     for policy in simulate.POLICIES:
         assert policy in out.out
-    assert "tidepool-auto cost / best static hybrid" in out.out
+    for words in ("spend", "chargeback", "SLO ok", report.BOUND_NAME):
+        assert words in out.out
+    assert "tidepool-auto spend / best static hybrid" in out.out
+    assert "/ per-minute lower bound" in out.out
     assert "[1/1]" in out.err  # progress on stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "AzureLLMInferenceTrace_code_cost.png",
@@ -113,23 +146,259 @@ def test_servegen_slice_loads_top_and_sample() -> None:
     assert all(t.requests > 0 for t in w.tenants[:2])
 
 
-def test_compare_on_conv_slice_meets_slo_and_orders_costs() -> None:
+def test_scale_multiplies_demand() -> None:
+    cfg = config.SimConfig()
+    one = traces.load(CODE, cfg.engine, hours=0.25)
+    ten = traces.load(CODE, cfg.engine, hours=0.25, scale=10.0)
+    a, b = one.tenants[0], ten.tenants[0]
+    np.testing.assert_allclose(b.arrivals, 10 * a.arrivals)
+    np.testing.assert_allclose(b.tokens, 10 * a.tokens)
+    np.testing.assert_allclose(b.service_s, a.service_s)
+    assert "demand x10" in ten.note
+    # ServeGen: the window rates are scaled before arrivals are drawn.
+    s1 = traces.load(SERVEGEN_DAY0, cfg.engine, hours=2.0, top=1, sample=0)
+    s10 = traces.load(SERVEGEN_DAY0, cfg.engine, hours=2.0, top=1, sample=0, scale=10.0)
+    assert s10.tenants[0].requests == pytest.approx(10 * s1.tenants[0].requests, rel=0.1)
+
+
+def test_compare_judges_like_for_like_on_conv_slice() -> None:
     cfg = config.SimConfig()
     w = traces.load(CONV, cfg.engine, hours=0.5)
     cmp = simulate.compare(w, cfg)
     r = cmp.results
-    assert r["tidepool-auto"].meets_slo
-    assert (
-        r["best-static-hybrid"].cost
-        <= min(r["always-serverless"].cost, r["always-dedicated"].cost) + 1e-9
+    best = cmp.runs["best-static-hybrid"][0]
+
+    def key(run: engine.TenantRun) -> tuple[bool, float]:
+        return (not report.meets_slo(run, cfg.slo_p99_s), run.spend)
+
+    # The best static choice is at least as good as both ends of the floor range.
+    for other in ("always-serverless", "always-dedicated"):
+        assert key(best) <= key(cmp.runs[other][0])
+    # Serverless spends GPU-hours on the shared pool and is charged back per token.
+    assert r["always-serverless"].spend_dedicated == 0.0
+    assert r["always-serverless"].spend_shared > 0.0
+    assert r["always-serverless"].chargeback > 0.0
+    assert r["always-dedicated"].chargeback == 0.0
+    assert r["always-dedicated"].spend == r["always-dedicated"].spend_dedicated
+    # Every policy pays at least the per-minute lower bound.
+    for result in r.values():
+        assert result.spend >= cmp.lower_bound * 0.999
+    assert cmp.ratios.vs_lower_bound == pytest.approx(r["tidepool-auto"].spend / cmp.lower_bound)
+
+
+def _fake_run(spend: float, waited_s: int) -> engine.TenantRun:
+    waits = np.zeros(waited_s + 1)
+    waits[waited_s] = 100.0
+    empty = np.zeros(1)
+    return engine.TenantRun(
+        tenant="t",
+        controller="x",
+        dt=1.0,
+        gpu_hours_shared=0.0,
+        gpu_hours_dedicated=0.0,
+        spend_shared=spend,
+        spend_dedicated=0.0,
+        chargeback=0.0,
+        tokens_shared=0.0,
+        tokens_total=0.0,
+        requests=100.0,
+        replica_starts=0,
+        wait_weights=waits,
+        shared_timeline=empty,
+        dedicated_timeline=empty,
+        demand_timeline=empty,
+        spend_timeline=empty,
+        modes=(),
     )
-    assert r["always-serverless"].dedicated_cost == 0.0
-    assert r["always-dedicated"].token_cost == 0.0
 
 
-def test_pool_prices_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    args = parse(simulate, ["x.csv", "--pool-prices", "2.5,0.3"])
-    cfg = simulate.build_config(args)
-    assert (cfg.prices.dedicated_per_gpu_hour, cfg.prices.shared_per_million_tokens) == (2.5, 0.3)
-    with pytest.raises(SystemExit, match="--pool-prices"):
-        simulate.build_config(parse(simulate, ["x.csv", "--pool-prices", "4"]))
+@pytest.mark.parametrize(
+    ("peak", "best", "exhaustive", "at_most"),
+    [
+        # Floors 0..19 and always-dedicated: 21 candidates, all simulated.
+        pytest.param(19 * 56, 12, True, 21, id="exhaustive-20-floors"),
+        # Floors 0..400: the grid refines to the optimum with far fewer simulations.
+        pytest.param(400 * 56, 137, False, 60, id="grid-401-floors"),
+    ],
+)
+def test_best_static_finds_the_cheapest_floor_meeting_the_slo(
+    peak: float, best: int, exhaustive: bool, at_most: int
+) -> None:
+    cfg = config.SimConfig()
+    calls: list[int] = []
+
+    def sim(ctrl: engine.Controller) -> engine.TenantRun:
+        assert isinstance(ctrl, baselines.StaticHybrid)
+        calls.append(ctrl.floor)
+        # Spend falls then rises with the floor; floors below 5 miss the SLO (20 s p99 wait).
+        return _fake_run(100.0 + (ctrl.floor - best) ** 2, 0 if ctrl.floor >= 5 else 20)
+
+    serverless = _fake_run(1.0, 20)  # cheapest of all, but misses the SLO
+    dedicated = _fake_run(1e6, 0)
+    choice = simulate.best_static(sim, cfg, peak, serverless, dedicated)
+    assert (choice.floor, choice.exhaustive) == (best, exhaustive)
+    assert choice.run.spend == 100.0
+    assert choice.run.controller == "best-static-hybrid"
+    assert choice.simulated <= at_most
+    assert len(calls) == len(set(calls))  # memoized
+
+
+def test_best_static_skips_floors_whose_own_gpus_cost_more_than_a_run_meeting_the_slo() -> None:
+    cfg = config.SimConfig()
+    calls: list[int] = []
+
+    def sim(ctrl: engine.Controller) -> engine.TenantRun:
+        assert isinstance(ctrl, baselines.StaticHybrid)
+        calls.append(ctrl.floor)
+        return _fake_run(650.0 + 50.0 * ctrl.floor, 0)
+
+    # A 24 h trace at $7.79/GPU-hour: floor 1 meets the SLO for $700, and a floor of 4 alone
+    # costs 4 x 7.79 x 24 = $747.84, so floors 4..20 are never simulated.
+    serverless = replace(_fake_run(2000.0, 20), trace_steps=24 * 3600)
+    choice = simulate.best_static(sim, cfg, 20 * 56, serverless, _fake_run(1e6, 0))
+    assert calls == [1, 2, 3]
+    assert (choice.floor, choice.run.spend) == (1, 700.0)
+
+
+def test_best_static_falls_back_to_the_cheapest_when_none_meets_the_slo() -> None:
+    cfg = config.SimConfig()
+
+    def sim(ctrl: engine.Controller) -> engine.TenantRun:
+        assert isinstance(ctrl, baselines.StaticHybrid)
+        return _fake_run(50.0 + ctrl.floor, 30)
+
+    choice = simulate.best_static(sim, cfg, 3 * 56, _fake_run(60.0, 30), _fake_run(40.0, 30))
+    assert choice.floor == simulate.ALWAYS_DEDICATED
+    assert choice.run.spend == 40.0
+
+
+def test_price_flags() -> None:
+    cfg = simulate.build_config(parse(simulate, ["x.csv", "--pool-prices", "2.5,0.3"]))
+    p = cfg.prices
+    assert (p.shared_per_gpu_hour, p.dedicated_per_gpu_hour) == (2.5, 2.5)
+    assert p.chargeback_per_million_tokens == 0.3
+    p = simulate.build_config(parse(simulate, ["x.csv", "--pool-prices", "9,2.5,0.3"])).prices
+    assert (p.shared_per_gpu_hour, p.dedicated_per_gpu_hour) == (9.0, 2.5)
+    cfg = simulate.build_config(parse(simulate, ["x.csv", "--prices", "a100"]))
+    assert cfg.prices == config.PRICE_SETS["a100"]
+    assert cfg.engine.gpu_type == config.PRICE_SETS["a100"].gpu_type
+    cfg = simulate.build_config(parse(simulate, ["x.csv", "--gpus-per-node", "8"]))
+    assert (cfg.prices.name, cfg.prices.gpus_per_node) == ("h100", 8)
+    assert simulate.parse_pool_prices("4.00,0.20") == (4.0, 4.0, 0.2)
+    with pytest.raises(ValueError, match="--pool-prices"):
+        simulate.parse_pool_prices("4")
+
+
+def test_plot_sums_pad_runs_that_drained_longer() -> None:
+    base = {
+        f.name: getattr(_fake_run(1.0, 0), f.name)
+        for f in engine.TenantRun.__dataclass_fields__.values()
+    }
+    short = engine.TenantRun(**{**base, "spend_timeline": np.array([1.0, 2.0])})
+    long = replace(short, spend_timeline=np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(plots._sum([short, long], "spend_timeline"), [2.0, 4.0, 3.0])
+    np.testing.assert_allclose(
+        plots._sum([short, long], "spend_timeline", cumulative=True), [2.0, 4.0, 5.0]
+    )
+
+
+# --------------------------------------------------------------------------- bad input: exit 2
+
+_AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+_SERVEGEN_HEADER = "model_pool,client_id,window_start_s,window_len_s,rate_rps,cv\n"
+
+
+def _write(tmp: Path, name: str, text: str | bytes) -> str:
+    path = tmp / name
+    data = text.encode() if isinstance(text, str) else text
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return str(path)
+
+
+_FILES: dict[str, str | bytes] = {
+    "nan.csv": _AZURE_HEADER + "2023-11-16 18:15:46,374,44\n2023-11-16 18:15:47,nan,44\n",
+    "inf.csv": _AZURE_HEADER + "2023-11-16 18:15:46,374,inf\n",
+    "neg.csv": _AZURE_HEADER + "2023-11-16 18:15:46,-5,44\n",
+    "word.csv": _AZURE_HEADER + "2023-11-16 18:15:46,many,44\n",
+    "when.csv": _AZURE_HEADER + "yesterday,374,44\n",
+    "latin1.csv": _AZURE_HEADER.encode() + b"2023-11-16 18:15:46,374,44 \xe9t\xe9\n",
+    "sg_rate.csv.gz": _SERVEGEN_HEADER + "m-large,0,0,600,1.5,2\nm-large,0,600,600,abc,2\n",
+    "sg_len.csv.gz": _SERVEGEN_HEADER + "m-large,0,0,0,1.5,2\n",
+    "sg_cv.csv.gz": _SERVEGEN_HEADER + "m-large,0,0,600,1.5,nan\n",
+    "notgz.csv.gz": b"plain text, not gzip\n",
+    "good.csv": _AZURE_HEADER + "2023-11-16 18:15:46,374,44\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        # simulate: flags
+        (["simulate", "{good.csv}", "--dt", "0"], ["--dt", "'0'", "> 0"]),
+        (["simulate", "{good.csv}", "--dt", "-1"], ["--dt", "'-1'", "> 0"]),
+        (["simulate", "{good.csv}", "--cold-start", "0"], ["--cold-start", "'0'", "> 0"]),
+        (["simulate", "{good.csv}", "--hours", "-2"], ["--hours", "'-2'", "> 0"]),
+        (["simulate", "{good.csv}", "--hours", "nan"], ["--hours", "'nan'", "finite"]),
+        (["simulate", "{good.csv}", "--scale", "0"], ["--scale", "'0'", "> 0"]),
+        (["simulate", "{good.csv}", "--scale", "inf"], ["--scale", "'inf'", "finite"]),
+        (["simulate", "{good.csv}", "--gpus-per-node", "0"], ["--gpus-per-node", "'0'", ">= 1"]),
+        (["simulate", "{good.csv}", "--top", "-1"], ["--top", "'-1'", ">= 0"]),
+        (["simulate", "{good.csv}", "--prices", "h200"], ["--prices", "'h200'", "a100"]),
+        (["simulate", "{good.csv}", "--pool-prices", "0,0.2"], ["--pool-prices", "'0,0.2'", "> 0"]),
+        (["simulate", "{good.csv}", "--pool-prices", "4,-1"], ["--pool-prices", "'4,-1'", "> 0"]),
+        (
+            ["simulate", "{good.csv}", "--out", "{good.csv}/plots"],
+            ["--out", "good.csv", "writable"],
+        ),
+        # simulate: trace contents
+        (["simulate", "{nan.csv}"], ["nan.csv:3", "ContextTokens", "'nan'", ">= 0"]),
+        (["simulate", "{inf.csv}"], ["inf.csv:2", "GeneratedTokens", "'inf'", "finite"]),
+        (["simulate", "{neg.csv}"], ["neg.csv:2", "ContextTokens", "'-5'", ">= 0"]),
+        (["simulate", "{word.csv}"], ["word.csv:2", "ContextTokens", "'many'", "number"]),
+        (["simulate", "{when.csv}"], ["when.csv:2", "TIMESTAMP", "'yesterday'", "ISO"]),
+        (["simulate", "{latin1.csv}"], ["latin1.csv", "not UTF-8", "0xe9"]),
+        (["simulate", "{sg_rate.csv.gz}"], ["sg_rate.csv.gz:3", "rate_rps", "'abc'", ">= 0"]),
+        (["simulate", "{sg_len.csv.gz}"], ["sg_len.csv.gz:2", "window_len_s", "'0'", "> 0"]),
+        (["simulate", "{sg_cv.csv.gz}"], ["sg_cv.csv.gz:2", "cv", "'nan'", "finite"]),
+        (["simulate", "{notgz.csv.gz}"], ["notgz.csv.gz", "gzip"]),
+        # advise
+        (["advise", "--price-per-million-tokens", "0"], ["--price-per-million-tokens", "'0'"]),
+        (["advise", "--price-per-1k-tokens", "0"], ["--price-per-1k-tokens", "'0'", "> 0"]),
+        (["advise", "--price-per-request", "0"], ["--price-per-request", "'0'", "> 0"]),
+        (["advise", "--hourly-rate", "-4"], ["--hourly-rate", "'-4'", "> 0"]),
+        (["advise", "--hours", "0"], ["--hours", "'0'", "> 0"]),
+        (["advise", "--hours-per-day", "25"], ["--hours-per-day", "'25'", "<= 24"]),
+        (["advise", "--tokens-per-request", "-1"], ["--tokens-per-request", "'-1'", ">= 0"]),
+        (["advise", "{nan.csv}"], ["nan.csv:3", "ContextTokens", "'nan'", ">= 0"]),
+        (["advise", "{latin1.csv}"], ["latin1.csv", "not UTF-8"]),
+    ],
+    ids=lambda v: "-".join(v) if isinstance(v, list) and v[0] in ("simulate", "advise") else "",
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], needles: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = {name: _write(tmp_path, name, text) for name, text in _FILES.items()}
+    args = list(argv)
+    for name, path in paths.items():
+        args = [a.replace("{" + name + "}", path) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line, no traceback
+    assert "Traceback" not in err
+    assert err.startswith(f"tidepool {argv[0]}: ")
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def test_unwritable_out_is_refused_before_simulating(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["simulate", str(CODE), "--out", str(blocker / "plots")]) == 2
+    err = capsys.readouterr().err
+    assert "simulating" not in err
+    assert "--out" in err
+    assert "writable directory" in err
