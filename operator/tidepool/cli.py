@@ -4,13 +4,12 @@ Each program module exposes ``configure(parser)`` and ``run(args) -> int``; this
 dispatches, importing a program when it is chosen so that ``tidepool crd`` does not load Kopf.
 
 Bad command-line input ends with one line on stderr and exit code 2, never a usage dump or a
-traceback: the argument types below name the flag, the value and what is allowed, and the parser
-prints argparse's own errors on one line.
+traceback: the argument types (:mod:`tidepool.sim.flags`) name the flag, the value and what is
+allowed, and the parser prints argparse's own errors on one line.
 """
 
 import argparse
 import importlib
-import math
 import sys
 from collections.abc import Sequence
 from typing import NoReturn, Protocol, cast
@@ -31,49 +30,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message}\n")
-
-
-def _number(text: str, least: float, strict: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < least or (strict and value == least):
-        bound = f"> {least:g}" if strict else f">= {least:g}"
-        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0. ``"0.5"`` gives 0.5; ``"0"``, ``"-1"``, ``"nan"``,
-    ``"inf"`` and ``"x"`` are refused, and the parser prints e.g.
-    ``tidepool simulate: argument --dt: must be a finite number > 0, got '0'``."""
-    return _number(text, 0.0, strict=True)
-
-
-def nonnegative_float(text: str) -> float:
-    """An argparse type: a finite number >= 0. ``"0"`` gives 0.0; ``"-1"`` is refused."""
-    return _number(text, 0.0, strict=False)
-
-
-def _integer(text: str, least: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = least - 1
-    if value < least:
-        raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1. ``"8"`` gives 8; ``"0"`` and ``"1.5"`` are refused."""
-    return _integer(text, 1)
-
-
-def nonnegative_int(text: str) -> int:
-    """An argparse type: an integer >= 0. ``"0"`` gives 0; ``"-1"`` is refused."""
-    return _integer(text, 0)
 
 
 class Program(Protocol):

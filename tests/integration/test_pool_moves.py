@@ -1,10 +1,11 @@
 """Moving tenants between pools with continuous traffic: zero failed requests, no orphans.
 
 The laptop-priced GPUPools (e2e/cluster/laptop-priced-pools.yaml) give a price scenario where
-the cost policy has a clear answer: dedicated GPUs at $0.01/GPU-h against shared tokens at
-$0.10 per million. At the load of 4 busy clients the shared pool costs more, so ``auto``
-promotes; at a trickle it costs less, so it demotes. The pools select the same fake nodes as
-the default pools (pools may overlap).
+the spend policy has a clear answer: dedicated GPUs at $0.01/GPU-h (a whole 8-GPU node is $0.08)
+against shared GPUs at $4/GPU-h. Under the load of 4 busy clients ``auto`` promotes. Then the
+platform re-prices the dedicated pool ($50/GPU-h, $400 a node): at a trickle, the tenant's shared
+replica spends far less, so it demotes. The pools select the same fake nodes as the default pools
+(pools may overlap).
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ def _auto(name: str, ns: str) -> dict:
     return body
 
 
+def _price_dedicated(kube: client.ApiClient, per_gpu_hour: float) -> None:
+    client.CustomObjectsApi(kube).patch_cluster_custom_object(
+        "tidepool.dev",
+        "v1alpha1",
+        "gpupools",
+        "laptop-dedicated",
+        {"spec": {"pricePerGpuHour": per_gpu_hour}},
+    )
+
+
 def _mode(kube: client.ApiClient, ns: str, name: str) -> str:
     status = get_infd(kube, ns, name).get("status", {})
     return str(status.get("effectiveMode", "")) if not status.get("migration") else "migrating"
@@ -115,28 +126,33 @@ def test_promotion_and_demotion_drop_no_request(
     )
     assert not [d for d in deployments(kube, namespace) if d.endswith("laptop-shared")]
 
-    # A trickle: utilization falls below demoteBelow and the shared pool is cheaper again.
-    # About 7 tokens/s: $1.8/month on the shared pool against $7.3 for the dedicated GPU.
-    with TrafficLoop(tidepool.gateway_url, "tenant", clients=1, max_tokens=4, pause=1.0) as trickle:
-        try:
+    # Dedicated GPUs get dear: a whole node at $400/h against one shared GPU at $4/h, at most.
+    _price_dedicated(kube, 50.0)
+    try:
+        with TrafficLoop(
+            tidepool.gateway_url, "tenant", clients=1, max_tokens=4, pause=1.0
+        ) as trickle:
+            try:
+                wait_for(
+                    lambda: _mode(kube, namespace, "tenant") == "serverless",
+                    timeout=150,
+                    what="demotion back to the shared pool",
+                    interval=1,
+                )
+            except AssertionError as exc:
+                status = get_infd(kube, namespace, "tenant")["status"]
+                raise AssertionError(f"{exc}; last decision: {status.get('lastDecision')}") from exc
             wait_for(
-                lambda: _mode(kube, namespace, "tenant") == "serverless",
-                timeout=150,
-                what="demotion back to the shared pool",
-                interval=1,
+                lambda: _pools_of_pods(kube, namespace) == {"shared-a100"},
+                timeout=60,
+                what="every engine pod on shared nodes",
             )
-        except AssertionError as exc:
-            status = get_infd(kube, namespace, "tenant")["status"]
-            raise AssertionError(f"{exc}; last decision: {status.get('lastDecision')}") from exc
-        wait_for(
-            lambda: _pools_of_pods(kube, namespace) == {"shared-a100"},
-            timeout=60,
-            what="every engine pod on shared nodes",
-        )
 
-    assert trickle.failures == [], trickle.failures[:5]
-    assert trickle.ok > 5
-    assert set(deployments(kube, namespace)) == {"tenant-laptop-shared"}
+        assert trickle.failures == [], trickle.failures[:5]
+        assert trickle.ok > 5
+        assert set(deployments(kube, namespace)) == {"tenant-laptop-shared"}
+    finally:
+        _price_dedicated(kube, 0.01)
 
 
 def test_operator_crash_mid_migration_resumes_without_orphans(

@@ -30,11 +30,10 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from tidepool import cli
 from tidepool.api import durations
 from tidepool.api.v1alpha1 import DeploymentMode
 from tidepool.policy import cost, placement
-from tidepool.sim import config, engine, traces
+from tidepool.sim import config, engine, flags, traces
 
 
 def seed_lines(args: argparse.Namespace) -> list[str]:
@@ -176,33 +175,37 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--gpus-per-node",
-        type=cli.positive_int,
+        type=flags.positive_int,
         default=None,
         help="GPUs per dedicated node, paid whole (default 1)",
     )
     parser.add_argument(
-        "--hourly-rate", type=cli.positive_float, help="GPU $/hour, both pools (e.g. 4.00)"
+        "--hourly-rate", type=flags.positive_float, help="GPU $/hour, both pools (e.g. 4.00)"
     )
-    parser.add_argument("--hours", type=cli.positive_float, help="hours the GPU runs (default 730)")
-    parser.add_argument("--hours-per-day", type=hours_per_day, help="hours per day the GPU runs")
-    parser.add_argument("--price-per-request", type=cli.positive_float, help="serverless $/request")
     parser.add_argument(
-        "--price-per-1k-tokens", type=cli.positive_float, help="serverless $/1k tokens"
+        "--hours", type=flags.positive_float, help="hours the GPU runs (default 730)"
+    )
+    parser.add_argument("--hours-per-day", type=hours_per_day, help="hours per day the GPU runs")
+    parser.add_argument(
+        "--price-per-request", type=flags.positive_float, help="serverless $/request"
+    )
+    parser.add_argument(
+        "--price-per-1k-tokens", type=flags.positive_float, help="serverless $/1k tokens"
     )
     parser.add_argument(
         "--price-per-million-tokens",
-        type=cli.positive_float,
+        type=flags.positive_float,
         help="serverless $/1M tokens (for a log: the chargeback)",
     )
-    parser.add_argument("--requests-per-day", type=cli.nonnegative_float, help="requests per day")
+    parser.add_argument("--requests-per-day", type=flags.nonnegative_float, help="requests per day")
     parser.add_argument(
-        "--tokens-per-request", type=cli.nonnegative_float, help="input+output tokens/request"
+        "--tokens-per-request", type=flags.nonnegative_float, help="input+output tokens/request"
     )
 
 
 def hours_per_day(text: str) -> float:
     """An argparse type: hours in a day, more than 0 and at most 24. E.g. ``"16"`` gives 16.0."""
-    value = cli.positive_float(text)
+    value = flags.positive_float(text)
     if value > 24:
         raise argparse.ArgumentTypeError(f"must be a number > 0 and <= 24, got {text!r}")
     return value

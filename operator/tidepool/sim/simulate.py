@@ -29,10 +29,9 @@ from typing import Final
 
 import numpy as np
 
-from tidepool import cli
 from tidepool.api.v1alpha1 import DeploymentMode
 from tidepool.policy import cost
-from tidepool.sim import baselines, config, engine, plots, report, traces
+from tidepool.sim import baselines, config, engine, flags, plots, report, traces
 
 POLICIES = (
     "tidepool-auto",
@@ -302,32 +301,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--gpus-per-node",
-        type=cli.positive_int,
+        type=flags.positive_int,
         default=None,
         help="GPUs per dedicated node, paid whole (default 1: single-GPU instance types)",
     )
-    parser.add_argument("--hours", type=cli.positive_float, help="simulate only the first hours")
-    parser.add_argument("--dt", type=cli.positive_float, help="step seconds (1 logs, 5 ServeGen)")
+    parser.add_argument("--hours", type=flags.positive_float, help="simulate only the first hours")
+    parser.add_argument("--dt", type=flags.positive_float, help="step seconds (1 logs, 5 ServeGen)")
     parser.add_argument(
         "--scale",
-        type=cli.positive_float,
+        type=flags.positive_float,
         default=1.0,
         help="multiply the trace's demand (arrival rates) by this (default 1)",
     )
     parser.add_argument(
         "--top",
-        type=cli.nonnegative_int,
+        type=flags.nonnegative_int,
         default=8,
         help="ServeGen: busiest clients to include",
     )
     parser.add_argument(
         "--sample",
-        type=cli.nonnegative_int,
+        type=flags.nonnegative_int,
         default=8,
         help="ServeGen: other clients sampled",
     )
     parser.add_argument("--seed", type=int, default=0, help="ServeGen: arrival sampling seed")
-    parser.add_argument("--cold-start", type=cli.positive_float, help="model load seconds")
+    parser.add_argument("--cold-start", type=flags.positive_float, help="model load seconds")
 
 
 def parse_pool_prices(text: str) -> tuple[float, float, float]:

@@ -100,7 +100,7 @@ class OperatorPath:
         h.metrics.default_inflight = Sample(s.inflight, now)
         h.metrics.window = s.offered
         h.sync(advance=s.advance)
-        return {p: n for p, n in h.replicas().items()}
+        return h.replicas()
 
     @property
     def mode(self) -> str:

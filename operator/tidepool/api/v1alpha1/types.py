@@ -194,13 +194,13 @@ class SpeculativeDecoding(_Model):
 class EngineCapacitySpec(_Model):
     """Measured throughput of one engine replica, overriding the calibrated and learned figures."""
 
-    prefill_tokens_per_second: float = Field(gt=0.0, examples=[32500.0])
+    prefill_tokens_per_second: float = Field(ge=1.0, examples=[32500.0])
     """Prompt tokens one replica processes per second with its batch full (aggregate over the
     replica, not per sequence). Default when unset: a table calibrated on Fireworks' published
     cost of Llama 3 8B on one H100 (32,500 for that pair), scaled by the GPU's FLOPs, the
     model's size and gpusPerReplica; the operator then learns it from vLLM's
     vllm:prompt_tokens_total counter while replicas are busy."""
-    decode_tokens_per_second: float = Field(gt=0.0, examples=[3600.0])
+    decode_tokens_per_second: float = Field(ge=1.0, examples=[3600.0])
     """Tokens one replica generates per second across all its sequences with its batch full.
     Default when unset: the same calibration (3,600 for Llama 3 8B on one H100 at 64 sequences),
     scaled by the GPU's memory bandwidth, the model's size and maxNumSeqs; the operator then

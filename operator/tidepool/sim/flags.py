@@ -1,0 +1,51 @@
+"""Command-line argument types for the programs: numbers checked with the flag named.
+
+argparse calls these with the raw text; a refusal becomes one line on stderr and exit code 2
+(``tidepool simulate: argument --dt: must be a finite number > 0, got '0'``), never a traceback.
+"""
+
+import argparse
+import math
+
+
+def _number(text: str, least: float, strict: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < least or (strict and value == least):
+        bound = f"> {least:g}" if strict else f">= {least:g}"
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0. ``"0.5"`` gives 0.5; ``"0"``, ``"-1"``, ``"nan"``,
+    ``"inf"`` and ``"x"`` are refused, and the parser prints e.g.
+    ``tidepool simulate: argument --dt: must be a finite number > 0, got '0'``."""
+    return _number(text, 0.0, strict=True)
+
+
+def nonnegative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0. ``"0"`` gives 0.0; ``"-1"`` is refused."""
+    return _number(text, 0.0, strict=False)
+
+
+def _integer(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1. ``"8"`` gives 8; ``"0"`` and ``"1.5"`` are refused."""
+    return _integer(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse type: an integer >= 0. ``"0"`` gives 0; ``"-1"`` is refused."""
+    return _integer(text, 0)
