@@ -21,7 +21,7 @@ from tidepool.api.v1alpha1 import types
 
 #: Pool roles that never get new requests unless routablePools names them explicitly: a
 #: migration target is not warmed up yet, a draining pool only finishes what it has.
-_NOT_ROUTED_BY_DEFAULT = frozenset({"target", "draining"})
+_NOT_ROUTED_BY_DEFAULT = frozenset({types.PoolRole.TARGET, types.PoolRole.DRAINING})
 
 ModelKey = tuple[str, str]
 """(namespace, InferenceDeployment name)."""

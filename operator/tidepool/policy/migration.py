@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from tidepool.api.v1alpha1 import DeploymentMode, MigrationPhase, MigrationStatus
+from tidepool.api.v1alpha1 import DeploymentMode, MigrationPhase, MigrationStatus, PoolRole
 from tidepool.policy.signals import NoData, Sample, Signal
 
 MIN_DRAIN: Final = timedelta(seconds=5)
@@ -40,13 +40,13 @@ START_TIMEOUT: Final = timedelta(minutes=30)
 class Layout:
     """Pool name -> role (``primary`` or ``overflow``) for one mode."""
 
-    roles: tuple[tuple[str, str], ...]
+    roles: tuple[tuple[str, PoolRole], ...]
 
     @property
     def pools(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.roles)
 
-    def role(self, pool: str) -> str | None:
+    def role(self, pool: str) -> PoolRole | None:
         return dict(self.roles).get(pool)
 
 
@@ -55,15 +55,15 @@ def layout_for(mode: DeploymentMode, *, shared: str | None, dedicated: str | Non
     if mode == DeploymentMode.SERVERLESS:
         if not shared:
             raise ValueError("mode serverless needs a GPUPool with tenancy shared")
-        return Layout(((shared, "primary"),))
+        return Layout(((shared, PoolRole.PRIMARY),))
     if mode == DeploymentMode.DEDICATED:
         if not dedicated:
             raise ValueError("mode dedicated needs a GPUPool with tenancy dedicated")
-        return Layout(((dedicated, "primary"),))
+        return Layout(((dedicated, PoolRole.PRIMARY),))
     if mode == DeploymentMode.HYBRID:
         if not (shared and dedicated):
             raise ValueError("mode hybrid needs one shared and one dedicated GPUPool")
-        return Layout(((dedicated, "primary"), (shared, "overflow")))
+        return Layout(((dedicated, PoolRole.PRIMARY), (shared, PoolRole.OVERFLOW)))
     raise ValueError(f"mode {mode} has no fixed layout; resolve auto to a concrete mode first")
 
 
@@ -82,7 +82,7 @@ class MigrationStep:
 
     status: MigrationStatus | None
     """The new durable state; None once complete."""
-    roles: tuple[tuple[str, str], ...]
+    roles: tuple[tuple[str, PoolRole], ...]
     """Every pool that must exist now, with its role (``target`` and ``draining`` included)."""
     routable: tuple[str, ...]
     """Pools the gateway may send new requests to."""
@@ -114,19 +114,19 @@ def start(
 
 def _roles_during(
     phase: MigrationPhase, source: Layout, target: Layout
-) -> tuple[tuple[str, str], ...]:
-    roles: dict[str, str] = {}
+) -> tuple[tuple[str, PoolRole], ...]:
+    roles: dict[str, PoolRole] = {}
     for pool, role in source.roles:
         roles[pool] = role
     for pool, role in target.roles:
         if pool not in roles:
-            roles[pool] = "target" if phase == MigrationPhase.STARTING_TARGET else role
+            roles[pool] = PoolRole.TARGET if phase == MigrationPhase.STARTING_TARGET else role
         elif phase != MigrationPhase.STARTING_TARGET:
             roles[pool] = role
     if phase != MigrationPhase.STARTING_TARGET:
         for pool in source.pools:
             if pool not in target.pools:
-                roles[pool] = "draining"
+                roles[pool] = PoolRole.DRAINING
     return tuple(roles.items())
 
 

@@ -26,14 +26,12 @@ This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``/
 """
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Final, Protocol
 
-from tidepool.api import conditions, durations, labels, names
+from tidepool.api import conditions, labels, names
 from tidepool.api.conditions import ConditionType, Reason
 from tidepool.api.v1alpha1 import (
     CapacityStatus,
@@ -45,11 +43,11 @@ from tidepool.api.v1alpha1 import (
     InferenceDeploymentStatus,
     LastDecision,
     MigrationPhase,
-    MigrationStatus,
+    PoolRole,
     PoolStatus,
     Tenancy,
 )
-from tidepool.policy import autoscale, capacity, migration, placement, signals
+from tidepool.policy import autoscale, capacity, migration, placement
 from tidepool.policy.capacity import EngineCapacity, EngineThroughput
 from tidepool.policy.signals import NoData, Sample, Signal
 
@@ -59,16 +57,7 @@ MIGRATION_REQUEUE: Final = timedelta(seconds=5)
 INVALID_REQUEUE: Final = timedelta(seconds=30)
 
 
-class Role(StrEnum):
-    """What one pool's engine Deployment does for its tenant (see :mod:`policy.migration`)."""
-
-    PRIMARY = "primary"
-    OVERFLOW = "overflow"
-    TARGET = "target"
-    DRAINING = "draining"
-
-
-SERVING_ROLES: Final = (Role.PRIMARY, Role.OVERFLOW)
+SERVING_ROLES: Final = (PoolRole.PRIMARY, PoolRole.OVERFLOW)
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -113,10 +102,10 @@ class Observed:
     operator_started_at: datetime
     may_start_migration: bool = True
     """False when the operator-wide migration budget is used up."""
-    capacity: EngineCapacity | None = None
-    """The engine's throughput when it is known exactly (the simulator's engine model)."""
     throughput: EngineThroughput | None = None
     """What the tenant's busy replicas did lately, from vLLM's counters, to refine capacity."""
+    cold_start: timedelta = placement.DEFAULT_COLD_START
+    """Pod start to Ready: what a wake costs the requests that arrive during it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +132,7 @@ class PoolPlan:
     """One engine Deployment that must exist: its pool, role and replica count."""
 
     pool: GPUPool
-    role: Role
+    role: PoolRole
     replicas: int
 
 
@@ -154,8 +143,6 @@ class Plan:
     pools: tuple[PoolPlan, ...]
     delete: tuple[str, ...]
     """Names of engine Deployments to remove (pools no longer used)."""
-    routable: tuple[str, ...]
-    """Pools the gateway may send new requests to."""
     overflow_limit: int
     """Hybrid: requests in flight per primary replica before the gateway spills (0: no spill)."""
     status: InferenceDeploymentStatus
@@ -165,7 +152,7 @@ class Plan:
     actuate: bool = True
     """False when the spec cannot be placed: nothing is applied or deleted."""
 
-    def replicas(self, role: Role | None = None) -> dict[str, int]:
+    def replicas(self, role: PoolRole | None = None) -> dict[str, int]:
         """Pool name -> replicas, optionally only for one role."""
         return {p.pool.name: p.replicas for p in self.pools if role is None or p.role == role}
 
@@ -239,14 +226,12 @@ def pool_price(pool: GPUPool | None) -> placement.PoolPrice | None:
 def engine_capacity(
     infd: InferenceDeployment, pool: GPUPool | None, observed: Observed
 ) -> EngineCapacity:
-    """The throughput placement sizes with, and whether it was refined just now.
+    """The throughput placement sizes with.
 
     The spec's override wins; else what status learned so far, refined by the replicas' counters
     when they were busy (:func:`capacity.refine`); else the calibration table for the pool's GPU.
     """
     spec = infd.spec.engine
-    if observed.capacity is not None and spec.capacity is None:
-        return observed.capacity
     base = capacity.for_spec(spec, infd.spec.model.name, pool.spec.gpu_type if pool else "")
     learned = infd.status.capacity
     if spec.capacity is not None:
@@ -262,11 +247,16 @@ def engine_capacity(
     seen = observed.throughput
     if seen is None:
         return prior
-    rates = (seen.prompt_tokens_per_s, seen.generation_tokens_per_s, seen.busy_fraction)
-    if not all(isinstance(r, Sample) for r in rates):
+    prompt, generated, busy = (
+        seen.prompt_tokens_per_s,
+        seen.generation_tokens_per_s,
+        seen.busy_fraction,
+    )
+    if not (
+        isinstance(prompt, Sample) and isinstance(generated, Sample) and isinstance(busy, Sample)
+    ):
         return prior
-    prompt, generated, busy = (signals.value_or_none(r) or 0.0 for r in rates)
-    return capacity.refine(prior, prompt, generated, busy)
+    return capacity.refine(prior, prompt.value, generated.value, busy.value)
 
 
 def _capacity_status(
@@ -290,27 +280,38 @@ def _capacity_status(
 # ----------------------------------------------------------------------------------- replicas
 
 
-def hybrid_floor(infd: InferenceDeployment, status: InferenceDeploymentStatus) -> int:
+def hybrid_floor(infd: InferenceDeployment, chosen: int | None) -> int:
     """Dedicated replicas a hybrid tenant keeps warm.
 
     ``spec.mode: hybrid`` keeps ``max(1, minReplicas)``; ``auto`` keeps the floor its placement
-    decision chose (``status.hybridFloor``), so the operator runs what the policy priced.
+    decision ``chosen`` (``status.hybridFloor``), so the operator runs what the policy priced.
     """
     base = max(1, infd.spec.scaling.min_replicas)
-    if infd.spec.mode == DeploymentMode.AUTO and status.hybrid_floor:
-        return max(base, status.hybrid_floor)
+    if infd.spec.mode == DeploymentMode.AUTO and chosen:
+        return max(base, chosen)
     return base
 
 
-def split(mode: DeploymentMode, total: int, floor: int, max_overflow: int) -> dict[Role, int]:
+def target_utilization(infd: InferenceDeployment) -> float:
+    """Busy share of a replica the autoscaler aims for: ``targetQueueDepth / maxNumSeqs``.
+
+    E.g. the defaults, 56 of 64 seats: 0.875.
+    """
+    return min(1.0, infd.spec.scaling.target_queue_depth / infd.spec.engine.max_num_seqs)
+
+
+def split(mode: DeploymentMode, total: int, floor: int, max_overflow: int) -> dict[PoolRole, int]:
     """Replicas per role for ``total``: hybrid keeps its dedicated floor, overflow takes the rest.
 
     E.g. hybrid, floor 2, max overflow 4: total 5 -> primary 2, overflow 3; total 0 -> primary 2.
     """
     if mode != DeploymentMode.HYBRID:
-        return {Role.PRIMARY: total, Role.OVERFLOW: 0}
+        return {PoolRole.PRIMARY: total, PoolRole.OVERFLOW: 0}
     primary = min(total, floor) if total else floor
-    return {Role.PRIMARY: primary, Role.OVERFLOW: min(max(0, total - primary), max_overflow)}
+    return {
+        PoolRole.PRIMARY: primary,
+        PoolRole.OVERFLOW: min(max(0, total - primary), max_overflow),
+    }
 
 
 def _wake_pending(infd: InferenceDeployment) -> str | None:
@@ -318,22 +319,6 @@ def _wake_pending(infd: InferenceDeployment) -> str | None:
     if value and value != infd.status.last_wake_handled:
         return str(value)
     return None
-
-
-def _offered_replicas(
-    traffic: placement.Traffic | NoData, cap: EngineCapacity, target_utilization: float
-) -> int | None:
-    """Replicas the offered load needs at its busiest minute, or None when it is unknown.
-
-    Offered load, never the backlog: a queue that built while replicas were loading is not demand.
-    E.g. the busiest minute at 8,000 input and 400 output tokens/s on a replica that prefills
-    40,000 and decodes 2,000 tokens/s is 0.2 + 0.2 = 0.4 replicas of work; at a target
-    utilization of 0.875 that is 1 replica.
-    """
-    if isinstance(traffic, NoData):
-        return None
-    work = placement.work(traffic.peak, cap)
-    return max(0, math.ceil(work / target_utilization - 1e-9))
 
 
 # -------------------------------------------------------------------------------------- plan
@@ -389,7 +374,6 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         return Plan(
             pools=(),
             delete=(),
-            routable=tuple(status.routable_pools),
             overflow_limit=0,
             status=status.model_copy(update={"conditions": conds, "observed_generation": gen}),
             events=tuple(events),
@@ -404,15 +388,12 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     scaling = infd.spec.scaling
     hybrid_spec = infd.spec.hybrid or HybridSpec()
     cap = engine_capacity(infd, shared or dedicated, observed)
-    target_utilization = min(
-        1.0, scaling.target_queue_depth / max(1, infd.spec.engine.max_num_seqs)
-    )
 
     # -- placement: a migration in progress first, else ask the policy ----------------------
     last_decision = status.last_decision
     mig = status.migration
     effective = current_mode
-    roles: tuple[tuple[str, str], ...] = current_layout.roles
+    roles: tuple[tuple[str, PoolRole], ...] = current_layout.roles
     routable: tuple[str, ...] = current_layout.pools
     # None until the first decision with known traffic confirms (or changes) the initial
     # placement: a brand-new tenant may move on its first evidence, without a dwell.
@@ -420,14 +401,19 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     last_migration_time = status.last_migration_time
     above_since, below_since = status.utilization_above_since, status.utilization_below_since
     utilization = status.utilization
-    floor = hybrid_floor(infd, status)
-    new_floor = status.hybrid_floor
+    chosen_floor = status.hybrid_floor
     spend_text = status.spend
 
     if mig is None:
         decision = placement.decide(
             placement_inputs(
-                infd, observed.traffic, current_mode, shared=shared, dedicated=dedicated, cap=cap
+                infd,
+                observed.traffic,
+                current_mode,
+                shared=shared,
+                dedicated=dedicated,
+                cap=cap,
+                cold_start=observed.cold_start,
             ),
             now,
         )
@@ -452,7 +438,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
                     now=now,
                 )
                 if decision.mode == DeploymentMode.HYBRID:
-                    new_floor = decision.floor_replicas
+                    chosen_floor = decision.floor_replicas
                 events.append(Event("Normal", decision.reason, decision.message))
                 last_decision = LastDecision(
                     time=now,
@@ -468,13 +454,6 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
                         f"{decision.message}; deferred: migration budget in use",
                     )
                 )
-        elif (
-            decision.mode == DeploymentMode.HYBRID
-            and current_mode == DeploymentMode.HYBRID
-            and decision.floor_replicas
-            and requested == DeploymentMode.AUTO
-        ):
-            new_floor = status.hybrid_floor or decision.floor_replicas
 
     if mig is not None:
         source = migration.layout_for(current_mode, **pools_kw)
@@ -513,9 +492,8 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
 
     final_mode = mig.to_mode if mig is not None else effective
     if DeploymentMode.HYBRID not in (final_mode, current_mode):
-        new_floor = None
-    status_for_floor = status.model_copy(update={"hybrid_floor": new_floor})
-    floor = hybrid_floor(infd, status_for_floor)
+        chosen_floor = None
+    floor = hybrid_floor(infd, chosen_floor)
 
     # -- autoscaling --------------------------------------------------------------------------
     serving = [p for p, r in roles if r in SERVING_ROLES]
@@ -564,23 +542,29 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     split_now = split(serving_mode, total, floor, max_overflow)
     split_target = split(final_mode, total, floor, max_overflow)
     # A target pool is sized for the offered load it is about to take (its busiest minute),
-    # not for the queue that built while it was loading.
-    offered = _offered_replicas(observed.traffic, cap, target_utilization)
+    # never for the queue that built while replicas were loading.
+    offered = (
+        None
+        if isinstance(observed.traffic, NoData)
+        else placement.dedicated_replicas(
+            placement.work(observed.traffic.peak, cap), target_utilization(infd), 0
+        )
+    )
     replicas_by_pool: dict[str, int] = {}
     for pool_name, role in roles:
-        if role == Role.DRAINING:
+        if role == PoolRole.DRAINING:
             live = deployments.get(pool_name)
             replicas_by_pool[pool_name] = live.replicas if live else 0
-        elif role == Role.TARGET:
+        elif role == PoolRole.TARGET:
             final_layout = migration.layout_for(final_mode, **pools_kw)
-            target_role = Role(final_layout.role(pool_name) or Role.PRIMARY)
+            target_role = final_layout.role(pool_name) or PoolRole.PRIMARY
             want = split_target[target_role]
-            if offered is not None and target_role == Role.PRIMARY:
+            if offered is not None and target_role == PoolRole.PRIMARY:
                 sized = split(final_mode, policy.clamp(offered), floor, max_overflow)
-                want = max(want, sized[Role.PRIMARY])
+                want = max(want, sized[PoolRole.PRIMARY])
             replicas_by_pool[pool_name] = max(1, want)
         else:
-            replicas_by_pool[pool_name] = split_now[Role(role)]
+            replicas_by_pool[pool_name] = split_now[role]
     # What the serving pools really get: hybrid caps overflow at maxOverflowReplicas, so the
     # autoscaler's total may not be reachable. Compare that, or a capped count would be announced
     # as a scale (an Event and a new lastDecision) on every sync.
@@ -646,11 +630,8 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
             reason="Created",
             message=f"placed {effective} on {where} with {desired} replica(s): {scale.message}",
         )
-    overflow_limit = (
-        hybrid_spec.overflow_concurrency_per_replica
-        if any(r == Role.OVERFLOW for _, r in roles if _ in routable)
-        else 0
-    )
+    spills = any(role == PoolRole.OVERFLOW and pool in routable for pool, role in roles)
+    overflow_limit = hybrid_spec.overflow_concurrency_per_replica if spills else 0
     new_status = InferenceDeploymentStatus(
         observed_generation=gen,
         conditions=conds,
@@ -668,7 +649,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         queue_depth=int(demand.value) if isinstance(demand, Sample) else None,
         utilization=utilization,
         spend=spend_text,
-        hybrid_floor=new_floor,
+        hybrid_floor=chosen_floor,
         capacity=_capacity_status(cap, status.capacity, now),
         last_active_time=scale.last_active_at,
         last_scale_time=now if scaled else status.last_scale_time or now,
@@ -684,10 +665,9 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     in_use = {p for p, _ in roles}
     return Plan(
         pools=tuple(
-            PoolPlan(pool=by_name[p], role=Role(r), replicas=replicas_by_pool[p]) for p, r in roles
+            PoolPlan(pool=by_name[p], role=r, replicas=replicas_by_pool[p]) for p, r in roles
         ),
         delete=tuple(sorted(d.name for p, d in deployments.items() if p not in in_use)),
-        routable=tuple(routable),
         overflow_limit=overflow_limit,
         status=new_status,
         events=tuple(events),
@@ -704,6 +684,7 @@ def placement_inputs(
     shared: GPUPool | None,
     dedicated: GPUPool | None,
     cap: EngineCapacity,
+    cold_start: timedelta,
 ) -> placement.PlacementInputs:
     """The placement policy's snapshot of this tenant (traffic is only measured for auto)."""
     status = infd.status
@@ -718,26 +699,23 @@ def placement_inputs(
         capacity=cap,
         gpus_per_replica=infd.spec.engine.gpus_per_replica,
         min_replicas=scaling.min_replicas,
-        target_utilization=min(
-            1.0, scaling.target_queue_depth / max(1, infd.spec.engine.max_num_seqs)
-        ),
-        scale_to_zero_after=durations.parse(scaling.scale_to_zero_after),
+        target_utilization=target_utilization(infd),
         shared=pool_price(shared),
         dedicated=pool_price(dedicated),
         placement_since=status.placement_since,
         above_since=status.utilization_above_since,
         below_since=status.utilization_below_since,
-        migration_in_progress=False,
         overflow_concurrency_per_replica=(
             infd.spec.hybrid or HybridSpec()
         ).overflow_concurrency_per_replica,
         expected_tokens_per_minute=infd.spec.placement.expected_tokens_per_minute,
+        cold_start=cold_start,
     )
 
 
 def pool_summary(pools: list[PoolStatus]) -> str:
     """``shared-a100`` or ``dedicated-a100,shared-a100(overflow)`` for ``kubectl get infd``."""
-    parts = [p.name if p.role == Role.PRIMARY.value else f"{p.name}({p.role})" for p in pools]
+    parts = [p.name if p.role == PoolRole.PRIMARY else f"{p.name}({p.role})" for p in pools]
     return ",".join(parts) if parts else "-"
 
 
@@ -799,13 +777,10 @@ __all__ = [
     "Event",
     "History",
     "InvalidPlacementError",
-    "MigrationStatus",
     "Observed",
     "ObservedDeployment",
     "Plan",
     "PodProblem",
     "PoolPlan",
-    "Role",
     "plan",
-    "signals",
 ]

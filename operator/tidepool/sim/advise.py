@@ -32,8 +32,8 @@ from pathlib import Path
 
 from tidepool.api import durations
 from tidepool.api.v1alpha1 import DeploymentMode
-from tidepool.policy import cost, placement
-from tidepool.sim import config, engine, flags, traces
+from tidepool.policy import cost, placement, plan
+from tidepool.sim import baselines, config, engine, flags, traces
 
 
 def seed_lines(args: argparse.Namespace) -> list[str]:
@@ -94,7 +94,6 @@ def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
     offered.last = steps - 1
     traffic = offered(seconds)
     at = log.start + timedelta(seconds=seconds)
-    pol = placement.PlacementPolicy.from_spec(cfg.placement)
     requests = float(load.arrivals.sum())
     tps = float(load.tokens.sum()) / seconds
     lines = [
@@ -103,24 +102,16 @@ def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
     ]
     if traffic is None:
         return [*lines, "recommended mode: serverless (no traffic to measure)"]
-    inputs = placement.PlacementInputs(
-        requested_mode=DeploymentMode.AUTO,
-        current_mode=DeploymentMode.SERVERLESS,
-        policy=pol,
-        traffic=traffic,
-        capacity=cap,
-        gpus_per_replica=cfg.engine.gpus_per_replica,
-        min_replicas=cfg.scaling.min_replicas,
-        target_utilization=cfg.scaling.target_queue_depth / cfg.engine.max_num_seqs,
-        scale_to_zero_after=idle,
-        shared=cfg.prices.shared_pool(),
-        dedicated=cfg.prices.dedicated_pool(),
-        placement_since=None,
-        # The log is the whole evidence: treat its span as the sustained window.
-        above_since=at - max(pol.window, timedelta(seconds=seconds)),
-        below_since=None,
-        migration_in_progress=False,
-        overflow_concurrency_per_replica=cfg.hybrid.overflow_concurrency_per_replica,
+    # The tenant as the operator would see it: new (placed on no evidence yet), so the whole log
+    # is its first evidence and decides without a hold.
+    shared, dedicated = baselines.sim_pools(cfg)
+    inputs = plan.placement_inputs(
+        baselines.sim_tenant(cfg, DeploymentMode.AUTO),
+        traffic,
+        DeploymentMode.SERVERLESS,
+        shared=shared,
+        dedicated=dedicated,
+        cap=cap,
         cold_start=timedelta(seconds=cfg.engine.cold_start_s),
     )
     d = placement.decide(inputs, at)

@@ -11,8 +11,8 @@ Role: turn an :class:`~tidepool.sim.engine.Observation` into a
   the operator writes it to the API server. ``mode=serverless`` is the *always-serverless*
   baseline, ``mode=dedicated`` a queue-autoscaled dedicated deployment.
 * :class:`FixedDedicated`: *always-dedicated*, replicas sized for the trace's peak, all the time.
-* :class:`StaticHybrid`: a fixed dedicated floor plus Tidepool's autoscaler for the shared
-  overflow; the benchmark sweeps the floor in hindsight.
+* :class:`StaticHybrid`: the operator's own hybrid mode at a fixed dedicated floor; the
+  benchmark sweeps the floor in hindsight.
 * :class:`Reactive`: an HPA/KEDA-like scaler on dedicated GPUs with the projects' default windows:
   KEDA polls every 30 s to activate 0 -> 1 and waits a 300 s cooldown before 1 -> 0; the HPA
   syncs every 15 s, scales up by max(+100%, +4 pods) and down to the highest recommendation of the
@@ -26,7 +26,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Final
 
-from tidepool.api import labels
+from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import (
     DeploymentMode,
     GPUPool,
@@ -74,15 +74,22 @@ def sim_tenant(
 ) -> InferenceDeployment:
     """The InferenceDeployment a simulated tenant stands for, with ``cfg``'s settings."""
     eng = cfg.engine
+    cap = eng.capacity()
     return InferenceDeployment.model_validate(
         {
             "metadata": {"name": name, "namespace": "sim", "generation": 1, "annotations": {}},
             "spec": {
                 "model": {"name": f"sim-{eng.model_params_b:g}b"},
                 "mode": mode,
+                # The simulated engine's throughput is known exactly: the spec's override, so
+                # the plan sizes with the very model that runs the requests.
                 "engine": {
                     "maxNumSeqs": eng.max_num_seqs,
                     "gpusPerReplica": eng.gpus_per_replica,
+                    "capacity": {
+                        "prefillTokensPerSecond": cap.prefill_tokens_per_s,
+                        "decodeTokensPerSecond": cap.decode_tokens_per_s,
+                    },
                 },
                 "scaling": cfg.scaling.model_dump(by_alias=True, exclude_none=True),
                 "placement": cfg.placement.model_dump(by_alias=True, exclude_none=True),
@@ -99,17 +106,20 @@ class Tidepool:
 
     def __init__(self, cfg: config.SimConfig, mode: DeploymentMode = DeploymentMode.AUTO) -> None:
         self.name = "tidepool-auto" if mode == DeploymentMode.AUTO else f"always-{mode}"
-        self.cfg = cfg
-        self.requested = mode
         self.pools = sim_pools(cfg)
         self.infd = sim_tenant(cfg, mode)
-        self.capacity = cfg.engine.capacity()
+        #: Offered load is only measured for ``auto``, as the operator's observe step does.
+        self.window_s: float | None = (
+            placement.PlacementPolicy.from_spec(cfg.placement).window.total_seconds()
+            if mode == DeploymentMode.AUTO
+            else None
+        )
+        self.cold_start = timedelta(seconds=cfg.engine.cold_start_s)
         self.history = plan.History()
         self.started: datetime | None = None
-        self.exists: dict[str, int] = {}
-        """Pool -> replicas of the engine Deployments the last plan kept."""
         self.decisions: list[tuple[datetime, str, str]] = []
         self.last: plan.Plan | None = None
+        """The last plan: its pools are the engine Deployments that exist."""
         self._wakes = 0
 
     # -- translation -----------------------------------------------------------------------
@@ -122,16 +132,17 @@ class Tidepool:
             SHARED_POOL: (obs.shared, obs.shared_ready, obs.shared_running),
             DEDICATED_POOL: (obs.dedicated, obs.dedicated_ready, obs.dedicated_running),
         }
+        exists = self.last.replicas() if self.last else {}
         deployments = {
             pool: plan.ObservedDeployment(
-                name=f"{self.infd.name}-{pool}",
+                name=names.engine_deployment(self.infd.name, pool),
                 pool=pool,
                 replicas=live[pool][0],
                 ready_replicas=live[pool][1],
                 updated_replicas=live[pool][1],
                 generation_observed=True,
             )
-            for pool in self.exists
+            for pool in exists
         }
         return plan.Observed(
             pools=self.pools,
@@ -141,7 +152,7 @@ class Tidepool:
             traffic=traffic,
             inflight={p: signals.Sample(v[2], obs.now) for p, v in live.items()},
             operator_started_at=self.started,
-            capacity=self.capacity,
+            cold_start=self.cold_start,
         )
 
     def _plan(self, observed: plan.Observed, now: datetime, wake: bool) -> plan.Plan:
@@ -152,7 +163,6 @@ class Tidepool:
         result = plan.plan(self.infd, observed, self.history, now)
         self.history = result.history
         self.infd = self.infd.model_copy(update={"status": result.status})
-        self.exists = result.replicas()
         self.last = result
         for event in result.events:
             if event.reason in (
@@ -173,8 +183,8 @@ class Tidepool:
             shared=replicas.get(SHARED_POOL, 0),
             dedicated=replicas.get(DEDICATED_POOL, 0),
             next_tick_s=result.requeue_after.total_seconds(),
-            route_shared=SHARED_POOL in result.routable,
-            route_dedicated=DEDICATED_POOL in result.routable,
+            route_shared=SHARED_POOL in status.routable_pools,
+            route_dedicated=DEDICATED_POOL in status.routable_pools,
             dedicated_limit=result.overflow_limit,
             mode=mode,
         )
@@ -187,8 +197,9 @@ class Tidepool:
         unknown = signals.NoData("trace not started")
         result: plan.Plan | None = None
         for _ in range(_WARM_UP_PLANS):
-            shared = self.exists.get(SHARED_POOL, 0)
-            dedicated = self.exists.get(DEDICATED_POOL, 0)
+            before = self.last.replicas() if self.last else {}
+            shared = before.get(SHARED_POOL, 0)
+            dedicated = before.get(DEDICATED_POOL, 0)
             warm = Observation(
                 now=now,
                 elapsed_s=0.0,
@@ -199,9 +210,7 @@ class Tidepool:
                 shared_ready=shared,
                 dedicated=dedicated,
                 dedicated_ready=dedicated,
-                window=lambda _s: None,
             )
-            before = dict(self.exists)
             result = self._plan(self._observed(warm, unknown), now, wake=False)
             if result.replicas() == before:
                 break
@@ -210,13 +219,9 @@ class Tidepool:
         return self._command(result)
 
     def tick(self, obs: Observation) -> Command:
-        window = self.infd.spec.placement.window
         traffic: placement.Traffic | signals.NoData = signals.NoData("fixed mode: not measured")
-        if self.requested == DeploymentMode.AUTO:
-            seconds = placement.PlacementPolicy.from_spec(self.infd.spec.placement).window
-            traffic = obs.offered(seconds.total_seconds()) or signals.NoData(
-                f"no traffic observed yet ({window} window)"
-            )
+        if self.window_s is not None:
+            traffic = obs.offered(self.window_s) or signals.NoData("no traffic observed yet")
         return self._command(self._plan(self._observed(obs, traffic), obs.now, wake=obs.wake))
 
 
@@ -236,30 +241,21 @@ class FixedDedicated:
         return self.initial(0.0, obs.now)
 
 
-class StaticHybrid:
-    """A fixed dedicated floor of ``floor`` replicas; the overflow autoscaled on the shared pool."""
-
-    push_wake = True
+class StaticHybrid(Tidepool):
+    """A fixed dedicated floor of ``floor`` replicas with the overflow autoscaled on the shared
+    pool: the operator's own ``mode: hybrid`` with ``minReplicas: floor``, run through the same
+    plan. The benchmark sweeps the floor in hindsight (floor 0 is ``mode: serverless``).
+    """
 
     def __init__(self, cfg: config.SimConfig, floor: int) -> None:
+        if floor < 1:
+            raise ValueError(f"a hybrid floor is at least 1 replica, got {floor}")
+        scaling = cfg.scaling.model_copy(
+            update={"min_replicas": floor, "max_replicas": max(floor, cfg.scaling.max_replicas)}
+        )
+        super().__init__(replace(cfg, scaling=scaling), DeploymentMode.HYBRID)
         self.name = f"static-hybrid(floor={floor})"
         self.floor = floor
-        self.inner = Tidepool(cfg, DeploymentMode.SERVERLESS)
-        self.limit = cfg.hybrid.overflow_concurrency_per_replica
-
-    def initial(self, concurrency: float, now: datetime) -> Command:
-        sub = self.inner.initial(max(0.0, concurrency - self.floor * self.limit), now)
-        return Command(sub.shared, self.floor, 0.0, dedicated_limit=self.limit, mode="hybrid")
-
-    def tick(self, obs: Observation) -> Command:
-        spill = max(0.0, obs.recent_demand - obs.dedicated_ready * self.limit)
-        now_spill = max(0.0, obs.demand - obs.dedicated_ready * self.limit)
-        sub = self.inner.tick(
-            replace(obs, demand=now_spill, recent_demand=spill, queued=min(obs.queued, now_spill))
-        )
-        return Command(
-            sub.shared, self.floor, sub.next_tick_s, dedicated_limit=self.limit, mode="hybrid"
-        )
 
 
 class Reactive:

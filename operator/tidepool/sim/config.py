@@ -231,8 +231,6 @@ class SimConfig:
     queue_signal_s: float = 30.0
     #: Seconds between placement decisions (the policy itself needs a full window to move).
     placement_tick_s: float = 60.0
-    #: Percentile of in-flight requests over the window used as the "peak" for sizing.
-    peak_percentile: float = 95.0
 
     def replicas_for(self, concurrency: float) -> int:
         """Replicas a static deployment needs for ``concurrency`` in flight (full batches)."""

@@ -46,9 +46,6 @@ from tidepool.sim import config, traces
 #: 2 h. A policy that needs longer than that to clear its backlog has failed the SLO anyway.
 DRAIN_CAP_S: Final = 7200.0
 
-#: (mean in-flight, peak in-flight, tokens/s) over the last ``seconds``; ``None`` until that much
-#: time has been observed.
-WindowFn = Callable[[float], tuple[float, float, float] | None]
 #: The offered load (arrivals and tokens the clients sent) over the last ``seconds``, as the
 #: gateway's counters give it to the operator; ``None`` before the trace has started.
 OfferedFn = Callable[[float], placement.Traffic | None]
@@ -73,7 +70,6 @@ class Observation:
     shared_ready: int
     dedicated: int
     dedicated_ready: int
-    window: WindowFn
     #: Requests running on each pool's replicas (what ``vllm:num_requests_running`` shows).
     shared_running: float = 0.0
     dedicated_running: float = 0.0
@@ -273,28 +269,6 @@ class OfferedLoad:
         )
 
 
-class _WindowStats:
-    """Window statistics over the steps simulated so far (up to ``last``, inclusive)."""
-
-    __slots__ = ("conc", "dt", "last", "percentile", "tokens")
-
-    def __init__(self, conc: np.ndarray, tokens: np.ndarray, dt: float, percentile: float) -> None:
-        self.conc = conc
-        self.tokens = tokens
-        self.dt = dt
-        self.percentile = percentile
-        self.last = -1
-
-    def __call__(self, seconds: float) -> tuple[float, float, float] | None:
-        k = max(1, round(seconds / self.dt))
-        lo = self.last + 1 - k
-        if lo < 0:
-            return None
-        seg = self.conc[lo : self.last + 1]
-        tps = float(self.tokens[lo : self.last + 1].sum()) / (k * self.dt)
-        return float(seg.mean()), float(np.percentile(seg, self.percentile)), tps
-
-
 def simulate(
     load: traces.TenantLoad,
     controller: Controller,
@@ -329,7 +303,6 @@ def simulate(
     de_step = prices.dedicated_per_gpu_hour * step_h  # one dedicated GPU for one step
 
     signal_k = max(1, round(cfg.queue_signal_s / dt))
-    window = _WindowStats(conc, load.tokens, dt, cfg.peak_percentile)
     offered = OfferedLoad(
         load,
         dt,
@@ -367,7 +340,6 @@ def simulate(
         ready_total = shared.ready + ded.ready
         wake_now = controller.push_wake and qlen > 0 and ready_total == 0 and a > 0
         if i >= next_tick or wake_now:
-            window.last = i - 1
             offered.last = i - 1
             now_demand = qlen + run_sh + run_de
             lo = max(0, i - signal_k + 1)
@@ -382,7 +354,6 @@ def simulate(
                 shared_ready=shared.ready,
                 dedicated=ded.provisioned,
                 dedicated_ready=ded.ready,
-                window=window,
                 shared_running=run_sh,
                 dedicated_running=run_de,
                 offered=offered,

@@ -88,13 +88,11 @@ def inputs(**kw: Any) -> PlacementInputs:
         gpus_per_replica=1,
         min_replicas=0,
         target_utilization=0.875,
-        scale_to_zero_after=timedelta(minutes=5),
         shared=SHARED,
         dedicated=DEDICATED,
         placement_since=None,
         above_since=None,
         below_since=None,
-        migration_in_progress=False,
     )
     return replace(base, **kw)
 
@@ -298,11 +296,11 @@ CASES = [
         id="fixed-mode-obeyed-without-metrics",
     ),
     pytest.param(
-        inputs(requested_mode=D, migration_in_progress=True, placement_since=ago(1)),
+        inputs(requested_mode=D, placement_since=ago(1)),
         D,
         True,
         "FixedMode",
-        id="fixed-mode-beats-migration-and-dwell",
+        id="fixed-mode-beats-dwell",
     ),
     # --- holds before any evidence is weighed
     pytest.param(
@@ -318,13 +316,6 @@ CASES = [
         False,
         "MetricsUnknown",
         id="unknown-metrics-hold-a-new-tenant-without-a-declared-load",
-    ),
-    pytest.param(
-        inputs(traffic=HOT, migration_in_progress=True),
-        S,
-        False,
-        "MigrationInProgress",
-        id="no-decision-during-migration",
     ),
     pytest.param(
         inputs(traffic=HOT, shared=None, dedicated=None),
@@ -811,12 +802,6 @@ def test_unknown_traffic_message_and_timers_kept(t: Traffic | signals.NoData, te
             None,
             id="cold-starts-favour-gpus-never-serverless",
         ),
-        pytest.param(
-            inputs(traffic=HOT, migration_in_progress=True, above_since=ago(3)),
-            ago(3),
-            None,
-            id="migration-keeps-timers",
-        ),
     ],
 )
 def test_timers_start_keep_and_clear(
@@ -1039,16 +1024,11 @@ def test_never_moves_on_unknown_traffic(
     assert why in d.message
 
 
-@given(snapshots, st.sampled_from([S, D, H]), st.booleans(), st.none() | st.floats(0, 1e7))
+@given(snapshots, st.sampled_from([S, D, H]), st.none() | st.floats(0, 1e7))
 def test_a_fixed_mode_is_returned_as_is(
-    s: PlacementInputs, requested: DeploymentMode, migrating: bool, expected: float | None
+    s: PlacementInputs, requested: DeploymentMode, expected: float | None
 ) -> None:
-    s = replace(
-        s,
-        requested_mode=requested,
-        migration_in_progress=migrating,
-        expected_tokens_per_minute=expected,
-    )
+    s = replace(s, requested_mode=requested, expected_tokens_per_minute=expected)
     d = placement.decide(s, NOW)
     assert d.mode == requested
     assert d.reason == "FixedMode"

@@ -132,7 +132,6 @@ class SimulatorPath:
             shared_ready=min(self.ready.get(SHARED, 0), self.replicas.get(SHARED, 0)),
             dedicated=self.replicas.get(DEDICATED, 0),
             dedicated_ready=min(self.ready.get(DEDICATED, 0), self.replicas.get(DEDICATED, 0)),
-            window=lambda _s: None,
             shared_running=s.inflight,
             dedicated_running=s.inflight,
             offered=lambda _s, t=s.offered: t,

@@ -74,6 +74,19 @@ class DeploymentMode(StrEnum):
     AUTO = "auto"
 
 
+class PoolRole(StrEnum):
+    """What one pool's engine Deployment does for its tenant."""
+
+    PRIMARY = "primary"
+    """Serves traffic."""
+    OVERFLOW = "overflow"
+    """Hybrid's spill-over on the shared pool."""
+    TARGET = "target"
+    """Being started by a migration; not routed yet."""
+    DRAINING = "draining"
+    """Takes no new requests; the ones in flight finish."""
+
+
 class Toleration(_Model):
     """A Kubernetes toleration, copied onto engine pods placed in the pool."""
 
@@ -422,7 +435,7 @@ class PoolStatus(_Status):
 
     name: str
     tenancy: Tenancy
-    role: Literal["primary", "overflow", "target", "draining"] = "primary"
+    role: PoolRole = PoolRole.PRIMARY
     """primary: serves traffic. overflow: hybrid spill-over. target: being started by a
     migration, not routed yet. draining: no new requests; in-flight ones finish."""
     replicas: int = 0
