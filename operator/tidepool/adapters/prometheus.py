@@ -35,6 +35,9 @@ from tidepool.policy.signals import NoData, Sample, Signal, sample
 GATEWAY_JOB: Final = "tidepool-gateway"
 ENGINE_LABEL: Final = "inference_deployment"
 TIMEOUT_SECONDS: Final = 3.0
+#: Resolution of the subqueries over a window: one point per 15 s scrape.
+_STEP_SECONDS: Final = 15
+_IDLE: Final = placement.Load(0.0, 0.0, 0.0)
 
 
 class _UnknownError(Exception):
@@ -222,10 +225,6 @@ class PrometheusMetrics:
             wakes=float(max(0, wakes or 0)),
             horizon=timedelta(seconds=horizon),
         )
-
-
-_STEP_SECONDS: Final = 15
-_IDLE: Final = placement.Load(0.0, 0.0, 0.0)
 
 
 def utc_now() -> datetime:

@@ -3,6 +3,7 @@
 All keys share the ``tidepool.dev/`` prefix from the product brief.
 """
 
+from collections.abc import Mapping
 from typing import Final
 
 PREFIX: Final = "tidepool.dev"
@@ -40,3 +41,14 @@ FIELD_MANAGER_AUTOSCALER: Final = "tidepool-autoscaler"
 def selector_labels(namespace_scoped_name: str) -> dict[str, str]:
     """Labels that select every engine pod of one InferenceDeployment, in every pool."""
     return {INFERENCE_DEPLOYMENT: namespace_scoped_name, COMPONENT: COMPONENT_ENGINE}
+
+
+def pending_wake(annotations: Mapping[str, str] | None, last_handled: str | None) -> str | None:
+    """The wake-requested-at value not acted on yet, or None.
+
+    The gateway writes a new value for each wake; the operator records the last one it handled in
+    ``status.lastWakeHandled``, so the same wake is never acted on twice. E.g. annotation
+    ``"2026-01-01T00:00:05Z"`` with ``lastWakeHandled`` ``"2026-01-01T00:00:01Z"``: pending.
+    """
+    value = (annotations or {}).get(WAKE_REQUESTED_AT)
+    return str(value) if value and value != last_handled else None

@@ -31,8 +31,10 @@ def _poke(memo: kopf.Memo) -> threading.Event:
 
 
 def _wake_pending(body: kopf.Body, **_: Any) -> bool:
-    wake = body.get("metadata", {}).get("annotations", {}).get(labels.WAKE_REQUESTED_AT)
-    return bool(wake) and wake != body.get("status", {}).get("lastWakeHandled")
+    annotations = body.get("metadata", {}).get("annotations")
+    return (
+        labels.pending_wake(annotations, body.get("status", {}).get("lastWakeHandled")) is not None
+    )
 
 
 @kopf.on.event(*RESOURCE, when=_wake_pending)

@@ -314,13 +314,6 @@ def split(mode: DeploymentMode, total: int, floor: int, max_overflow: int) -> di
     }
 
 
-def _wake_pending(infd: InferenceDeployment) -> str | None:
-    value = infd.metadata.get("annotations", {}).get(labels.WAKE_REQUESTED_AT)
-    if value and value != infd.status.last_wake_handled:
-        return str(value)
-    return None
-
-
 # -------------------------------------------------------------------------------------- plan
 
 
@@ -499,7 +492,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     serving = [p for p, r in roles if r in SERVING_ROLES]
     current_replicas = sum(deployments[p].replicas for p in serving if p in deployments)
     ready_serving = sum(deployments[p].ready_replicas for p in serving if p in deployments)
-    wake = _wake_pending(infd)
+    wake = labels.pending_wake(infd.metadata.get("annotations"), status.last_wake_handled)
     policy = autoscale.AutoscalePolicy.from_spec(scaling)
     if effective in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID):
         # Dedicated GPUs keep a warm replica, as an explicit dedicated deployment must (the CRD
