@@ -138,7 +138,7 @@ class PoolPlan:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What to do now. ``pools`` empty and ``delete`` empty: write the status only."""
+    """What to do now. No pools (a spec that cannot be placed): write the status, touch nothing."""
 
     pools: tuple[PoolPlan, ...]
     delete: tuple[str, ...]
@@ -149,8 +149,11 @@ class Plan:
     events: tuple[Event, ...]
     history: History
     requeue_after: timedelta
-    actuate: bool = True
-    """False when the spec cannot be placed: nothing is applied or deleted."""
+
+    @property
+    def actuate(self) -> bool:
+        """Whether there is anything to apply: every placeable spec runs on at least one pool."""
+        return bool(self.pools)
 
     def replicas(self, role: PoolRole | None = None) -> dict[str, int]:
         """Pool name -> replicas, optionally only for one role."""
@@ -372,7 +375,6 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
             events=tuple(events),
             history=history,
             requeue_after=INVALID_REQUEUE,
-            actuate=False,
         )
     by_name = {p.name: p for p in pools}
     deployments = observed.deployments
