@@ -20,7 +20,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic.alias_generators import to_camel
 
-from tidepool.api import durations
+from tidepool.api import durations, sizes
 from tidepool.api.v1alpha1 import types
 
 DRAFT_07: Final = "http://json-schema.org/draft-07/schema#"
@@ -190,7 +190,7 @@ class Gateway(PodPlacement):
     """Container port for the gateway's Prometheus metrics (/metrics). Separate from the API
     port because its labels name every tenant, namespace and model; only the gateway-metrics
     Service (ClusterIP) exposes it, never the API Service."""
-    max_body_size: Annotated[str, Field(pattern=r"^[0-9]+(Ki|Mi|Gi)?$")] = "8Mi"
+    max_body_size: Annotated[str, Field(pattern=sizes.PATTERN)] = "8Mi"
     """Largest request body the gateway accepts (e.g. 8Mi, 512Ki); a larger one gets 413."""
     service: GatewayService = Field(default_factory=GatewayService)
     queue_size: int = Field(default=100, ge=0, le=100000)

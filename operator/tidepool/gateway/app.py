@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 import signal
 import sys
 
 from aiohttp import web
 
 from tidepool.adapters import discovery, wake
-from tidepool.api import durations
+from tidepool.api import durations, sizes
 from tidepool.gateway import auth, proxy, static
 from tidepool.gateway import wake as wakes
 
@@ -36,16 +35,11 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-_SIZE = re.compile(r"^([0-9]+)(Ki|Mi|Gi)?$")
-_UNITS = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
-
-
 def _bytes(text: str) -> int:
-    """A size as Kubernetes writes it: ``8Mi``, ``512Ki`` or plain bytes."""
-    match = _SIZE.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"expected bytes, e.g. 8Mi, 512Ki or 1048576: {text!r}")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return sizes.parse(text)
+    except sizes.InvalidSizeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
