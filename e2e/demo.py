@@ -144,11 +144,12 @@ def run(keep: bool, name: str) -> int:
             PodBacker(cluster.kubeconfig, default_load_delay="4s"),
             Prometheus(cluster.kubeconfig) as prom,
         ):
-            port = stack.free_port()
-            gw = stack.gateway(str(cluster.kubeconfig), port=port, queue_timeout="120s").start()
+            port, metrics_port = stack.free_port(), stack.free_port()
+            gw = stack.gateway(
+                str(cluster.kubeconfig), port=port, metrics_port=metrics_port, queue_timeout="120s"
+            ).start()
             procs.append(gw)
-            assert gw.metrics_address is not None
-            prom.set_targets("tidepool-gateway", [gw.metrics_address])
+            prom.set_targets("tidepool-gateway", [f"127.0.0.1:{metrics_port}"])
             op = stack.operator(str(cluster.kubeconfig), prom.url, tick=1.0).start()
             procs.append(op)
             url = f"http://127.0.0.1:{port}"

@@ -49,8 +49,6 @@ class ManagedProcess:
     name: str
     args: list[str]
     health_url: str | None = None
-    metrics_address: str | None = None
-    """``host:port`` Prometheus scrapes (the gateway serves /metrics on a port of its own)."""
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=_new_log_file)
@@ -127,10 +125,16 @@ def operator(kubeconfig: str, prometheus_url: str, *, tick: float = 1.0) -> Mana
 
 
 def gateway(
-    kubeconfig: str, *, port: int | None = None, queue_timeout: str = "60s"
+    kubeconfig: str,
+    *,
+    port: int | None = None,
+    metrics_port: int | None = None,
+    queue_timeout: str = "60s",
 ) -> ManagedProcess:
+    """The gateway on ``port`` (the API) and ``metrics_port`` (/metrics, what Prometheus
+    scrapes); a free port for either one not given."""
     port = port or free_port()
-    metrics_port = free_port()
+    metrics_port = metrics_port or free_port()
     return ManagedProcess(
         name="gateway",
         args=[
@@ -147,6 +151,5 @@ def gateway(
             queue_timeout,
         ],
         health_url=f"http://127.0.0.1:{port}/readyz",
-        metrics_address=f"127.0.0.1:{metrics_port}",
         env={"KUBECONFIG": kubeconfig},
     )

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,14 +30,12 @@ from pathlib import Path
 
 import aiohttp
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import stack
+
 ROOT = Path(__file__).resolve().parents[2]
 BODY = {"model": "bench", "prompt": "hello world", "max_tokens": 4}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pin(cpu: int) -> None:
@@ -108,7 +105,7 @@ async def _throughput(url: str, clients: int, seconds: float) -> float:
 
 
 async def bench(args: argparse.Namespace) -> None:
-    engine_port, gw_port, metrics_port = _free_port(), _free_port(), _free_port()
+    engine_port, gw_port, metrics_port = stack.free_port(), stack.free_port(), stack.free_port()
     cpus = sorted(os.sched_getaffinity(0))
     gw_cpu, engine_cpu = cpus[0], cpus[-1]
     with tempfile.TemporaryDirectory() as tmp:

@@ -79,11 +79,12 @@ def main() -> int:
             PodBacker(cluster.kubeconfig, default_load_delay=f"{LOAD_DELAY_S}s"),
             Prometheus(cluster.kubeconfig) as prom,
         ):
-            port = stack.free_port()
-            gw = stack.gateway(str(cluster.kubeconfig), port=port).start()
+            port, metrics_port = stack.free_port(), stack.free_port()
+            gw = stack.gateway(
+                str(cluster.kubeconfig), port=port, metrics_port=metrics_port
+            ).start()
             procs.append(gw)
-            assert gw.metrics_address is not None
-            prom.set_targets("tidepool-gateway", [gw.metrics_address])
+            prom.set_targets("tidepool-gateway", [f"127.0.0.1:{metrics_port}"])
             op = stack.operator(str(cluster.kubeconfig), prom.url, tick=5.0).start()
             procs.append(op)
             url = f"http://127.0.0.1:{port}"

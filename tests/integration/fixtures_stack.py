@@ -51,10 +51,11 @@ def tidepool(
     prometheus: Prometheus,
 ) -> Iterator[Tidepool]:
     kubeconfig = str(cluster.kubeconfig)
-    port = stack.free_port()
-    gateway = stack.gateway(kubeconfig, port=port, queue_timeout="90s").start()
-    assert gateway.metrics_address is not None
-    prometheus.set_targets("tidepool-gateway", [gateway.metrics_address])
+    port, metrics_port = stack.free_port(), stack.free_port()
+    gateway = stack.gateway(
+        kubeconfig, port=port, metrics_port=metrics_port, queue_timeout="90s"
+    ).start()
+    prometheus.set_targets("tidepool-gateway", [f"127.0.0.1:{metrics_port}"])
     operator = stack.operator(kubeconfig, prometheus.url, tick=1.0).start()
     tp = Tidepool(
         operator=operator,

@@ -1,15 +1,12 @@
 """What the gateway lets through to an engine: which paths, and how large a prompt.
 
-Role: :func:`forwarded_path` resolves ``.``, ``..`` and empty segments the way the engine's
-HTTP stack would, and answers with the resolved path only when it is one of the OpenAI
-inference endpoints in :data:`FORWARDED_PATHS`. The upstream URL is built from that answer,
-never from the raw request target: vLLM also serves POST endpoints that are not for tenants
-(``/tokenize``, ``/reset_prefix_cache``, ``/sleep``, ``/v1/load_lora_adapter``), and
-``/v1/../sleep`` would otherwise reach them. :func:`prompt_chars` measures a request's prompt,
-so a limit can be set on it without tokenising.
+Role: :data:`FORWARDED_PATHS` is the allowlist of OpenAI inference endpoints; the async shell
+in :mod:`tidepool.gateway.proxy` registers one route for each, so anything else (an engine's
+admin endpoints, a path with ``.`` or ``..`` segments) gets the router's 404 and never reaches
+an engine. :func:`prompt_chars` measures a request's prompt, so a limit can be set on it
+without tokenising.
 
-Must not: do I/O or import ``aiohttp``; the async shell in :mod:`tidepool.gateway.proxy`
-answers the refusals.
+Must not: do I/O or import ``aiohttp``; the async shell answers the refusals.
 """
 
 from __future__ import annotations
@@ -18,8 +15,11 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 #: The OpenAI endpoints an engine serves to tenants, each a POST with a JSON body naming the
-#: model. An allowlist rather than "anything under /v1/": an engine's admin endpoints live
-#: under /v1/ too.
+#: model. Exact paths, not "anything under /v1/": vLLM also serves POST endpoints that are not
+#: for tenants (``/tokenize``, ``/reset_prefix_cache``, ``/sleep``, ``/v1/load_lora_adapter``),
+#: some of them under /v1/. A catch-all ``/v1/...`` route once let ``/v1/../sleep`` through:
+#: the gateway built the engine's URL with yarl, whose URL join resolves ``..``, so the engine
+#: was asked for ``/sleep``. aiohttp's router matches the path as sent, dot segments and all.
 FORWARDED_PATHS: Final = frozenset(
     {
         "/v1/chat/completions",
@@ -34,31 +34,6 @@ FORWARDED_PATHS: Final = frozenset(
 #: Request fields that carry the prompt: completions' ``prompt``, chat's ``messages``,
 #: embeddings' and responses' ``input``, and rerank's and score's texts.
 _PROMPT_FIELDS: Final = ("prompt", "messages", "input", "query", "documents", "text_1", "text_2")
-
-
-def normalise(path: str) -> str:
-    """``path`` with ``.``, ``..`` and empty segments resolved; ``..`` stops at the root.
-
-    E.g. ``/v1/chat/completions/../../../health`` -> ``/health``; ``/v1//completions/`` ->
-    ``/v1/completions``.
-    """
-    segments: list[str] = []
-    for segment in path.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if segments:
-                segments.pop()
-            continue
-        segments.append(segment)
-    return "/" + "/".join(segments)
-
-
-def forwarded_path(path: str) -> str | None:
-    """The path to send upstream for a request to ``path`` (already percent-decoded), or None
-    when it must not reach an engine."""
-    resolved = normalise(path)
-    return resolved if resolved in FORWARDED_PATHS else None
 
 
 def prompt_chars(payload: Mapping[str, Any]) -> int:

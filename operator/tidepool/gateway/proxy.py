@@ -3,21 +3,23 @@
 Role: everything that touches aiohttp, futures and the clock, around the pure core
 (:mod:`~tidepool.gateway.routing`, :mod:`~tidepool.gateway.picking`,
 :mod:`~tidepool.gateway.queue`, :mod:`~tidepool.gateway.dispatch`,
-:mod:`~tidepool.gateway.auth`). Per request, in order: 404 for a path that is not a
-forwarded OpenAI endpoint (:mod:`~tidepool.gateway.inbound`); 503 while draining or before the
-first routing snapshot; 401 for a missing or unknown key; 413 for a body over ``max_body`` or a
-prompt over ``max_prompt_chars``, 408 for a body that takes longer than ``body_timeout``; 400
-for a body that is not JSON or names no ``model``; 404 for an unknown model and, with the same
-answer, for another tenant's (a key holder must not learn which names exist); 429 over the
-tenant's rate; then a backend is leased, or the request is held (bounded queue, deadline) while
-the operator is woken. The response is streamed to the client chunk by chunk as it arrives,
-never buffered. Every error, the router's own included, is OpenAI's error JSON, and every
-request is counted under the status its client saw (499 when the client went away).
+:mod:`~tidepool.gateway.auth`). Per request, in order: 404 from the router for a path that is
+not one of the forwarded OpenAI endpoints (:data:`~tidepool.gateway.inbound.FORWARDED_PATHS`,
+one route each); 503 while draining or before the first routing snapshot; 401 for a missing
+or unknown key; 413 for a body over ``max_body`` or a prompt over ``max_prompt_chars``, 408
+for a body that takes longer than ``body_timeout``; 400 for a body that is not JSON or names
+no ``model``; 404 for an unknown model and, with the same answer, for another tenant's (a key
+holder must not learn which names exist); 429 over the tenant's rate; then a backend is
+leased, or the request is held (bounded queue, deadline) while the operator is woken. The
+response is streamed to the client chunk by chunk as it arrives, never buffered. Every error,
+the router's own included, is OpenAI's error JSON, and every request is counted under the
+status its client saw (499 when the client went away).
 
 A client that goes away cancels its handler (``handler_cancellation``, set by :func:`start`):
 a held request gives its queue slot back and is never forwarded, and a forwarded one closes
 its upstream connection, which is how an engine learns to abort it. ``/metrics`` is served on
-its own port (:func:`start`), because its labels name every tenant, namespace and model.
+its own port by ``prometheus_client``'s server (:func:`start`), because its labels name every
+tenant, namespace and model.
 
 Discovery calls back from its own thread; the callback only hops onto the loop
 (``call_soon_threadsafe``). Wake pushes are blocking Kubernetes calls and run in a small
@@ -33,15 +35,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
+from wsgiref.simple_server import WSGIServer
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import start_http_server
 from yarl import URL
 
 from tidepool.adapters import discovery
@@ -130,7 +134,7 @@ def _too_large(what: str, limit: int, unit: str, code: str) -> web.Response:
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
-    """aiohttp's own refusals (no route, wrong method, body too large) as OpenAI JSON."""
+    """aiohttp's own refusals (no route, wrong method) as OpenAI JSON."""
     if exc.status == 404:
         resp = error_response(
             404, f"Invalid URL ({request.method} {request.path}).", "invalid_request_error",
@@ -140,11 +144,6 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
         resp = error_response(
             405, f"Method {request.method} is not allowed for {request.path}.",
             "invalid_request_error", "method_not_allowed",
-        )  # fmt: skip
-    elif exc.status == 413:
-        resp = error_response(
-            413, "The request body is larger than this gateway accepts.",
-            "invalid_request_error", "request_too_large",
         )  # fmt: skip
     else:
         type_ = "invalid_request_error" if exc.status < 500 else "api_error"
@@ -335,10 +334,6 @@ class Gateway:
             return web.json_response({"status": "waiting for discovery"}, status=503)
         return web.json_response({"status": "ready"})
 
-    async def metrics_handler(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     @web.middleware
     async def errors_as_json(
         self,
@@ -394,9 +389,6 @@ class Gateway:
         except asyncio.CancelledError:
             status = 499  # the client went away (nginx's code for it)
             raise
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
         finally:
             self.active -= 1
             if self.active == 0:
@@ -413,9 +405,6 @@ class Gateway:
         self, request: web.Request, arrived: float, labels: _Labels
     ) -> web.StreamResponse:
         assert self._loop is not None
-        path = inbound.forwarded_path(request.path)
-        if path is None:
-            return _http_error(request, web.HTTPNotFound())
         if self.draining:
             return error_response(
                 503, "the gateway is shutting down", "service_unavailable_error", "draining"
@@ -468,7 +457,6 @@ class Gateway:
                 )  # fmt: skip
                 resp.headers["Retry-After"] = auth.retry_after_header(retry)
                 return resp
-        upstream_url = URL.build(path=path, query=request.query)
         tried: set[str] = set()
         for _ in range(self.config.connect_attempts):
             got = await self._acquire(route, arrived, frozenset(tried))
@@ -481,7 +469,7 @@ class Gateway:
                 )
                 return error_response(503, what, "service_unavailable_error", got)
             try:
-                return await self._forward(request, body, got, route, arrived, path=upstream_url)
+                return await self._forward(request, body, got, route, arrived)
             except _ConnectFailedError as exc:
                 tried.add(got.backend.endpoint.key)
                 log.info(
@@ -513,19 +501,12 @@ class Gateway:
         except web.HTTPRequestEntityTooLarge:  # no declared length: found while reading
             return _too_large("request body", limit, "bytes", "request_too_large")
         except TimeoutError:
-            resp = error_response(
+            # The connection closes after this answer, the rest of the body unread (the API
+            # runner's lingering_time is 0, see start).
+            return error_response(
                 408, f"The request body did not arrive within {self.config.body_timeout:g}s.",
                 "invalid_request_error", "request_timeout",
             )  # fmt: skip
-            # Answer and hang up now: aiohttp would otherwise linger, reading the rest of the
-            # body for up to 10 s more, which is what a slow sender wants.
-            resp.force_close()
-            with contextlib.suppress(ConnectionError):
-                await resp.prepare(request)
-                await resp.write_eof()
-            if request.transport is not None:
-                request.transport.close()
-            return resp
         except web.RequestPayloadError:
             return error_response(
                 400, "the request body could not be read (bad chunked encoding or cut short)",
@@ -542,20 +523,22 @@ class Gateway:
         lease: dispatch.Lease,
         route: discovery.ModelRoute,
         arrived: float,
-        *,
-        path: URL,
     ) -> web.StreamResponse:
         assert self._session is not None
         assert self._loop is not None
         endpoint = lease.backend.endpoint
+        # The router matched request.path to an allowlisted route exactly; the query goes on
+        # as the client sent it (decoding and re-encoding it could change its meaning).
+        url = URL.build(
+            scheme="http", host=endpoint.host, port=endpoint.port, path=request.path,
+            query_string=request.rel_url.raw_query_string, encoded=True,
+        )  # fmt: skip
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP}
         inflight = self.metrics.inflight.labels(route.served_model, route.namespace, endpoint.pool)
         inflight.inc()
         try:
             try:
-                upstream = await self._session.post(
-                    URL(endpoint.url).join(path), data=body, headers=headers
-                )
+                upstream = await self._session.post(url, data=body, headers=headers)
             except (
                 aiohttp.ClientConnectorError,
                 aiohttp.ServerDisconnectedError,
@@ -564,12 +547,10 @@ class Gateway:
                 # Nothing came back, so the engine did not take it (refused, or an idle
                 # keep-alive it closed while draining): another replica may.
                 raise _ConnectFailedError(str(exc)) from exc
-            try:
-                async with upstream:
-                    return await self._stream(request, upstream, lease, route, arrived)
-            except asyncio.CancelledError:
-                upstream.close()  # drop the connection: the engine aborts the request on it
-                raise
+            # Leaving this block early (the client went away: CancelledError) closes the
+            # connection with the response unread, which is how the engine learns to abort it.
+            async with upstream:
+                return await self._stream(request, upstream, lease, route, arrived)
         finally:
             inflight.dec()
 
@@ -655,25 +636,27 @@ def create_app(
     app.router.add_get("/healthz", gw.healthz)
     app.router.add_get("/readyz", gw.readyz)
     app.router.add_get("/v1/models", gw.models)
-    app.router.add_post("/v1/{tail:.+}", gw.inference)
+    for path in sorted(inbound.FORWARDED_PATHS):
+        app.router.add_post(path, gw.inference)
     return app
 
 
-def create_metrics_app(gw: Gateway) -> web.Application:
-    """``/metrics`` alone, for its own port: only Prometheus should reach it."""
-    app = web.Application()
-    app.router.add_get("/metrics", gw.metrics_handler)
-    return app
-
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Listeners:
-    """The running gateway: its runners and the ports they bound (0 asks for a free one)."""
+    """The running gateway: the API's runner and the metrics server."""
 
     api: web.AppRunner
-    metrics: web.AppRunner
-    port: int
-    metrics_port: int
+    scrape: WSGIServer
+
+    @property
+    def port(self) -> int:
+        """The API's bound port (the one asked for, or a free one when that was 0)."""
+        return int(self.api.addresses[0][1])
+
+    @property
+    def metrics_port(self) -> int:
+        """The metrics server's bound port."""
+        return int(self.scrape.server_port)
 
     @property
     def gateway(self) -> Gateway:
@@ -685,11 +668,23 @@ class Listeners:
         try:
             await self.api.cleanup()
         finally:
-            await self.metrics.cleanup()
+            await asyncio.to_thread(_stop_metrics, self.scrape)
+
+
+def _stop_metrics(server: WSGIServer) -> None:
+    """Stop the metrics server and free its port."""
+    # Shutting the listening socket wakes the server's select loop now; shutdown() alone
+    # returns only after the loop's next 0.5 s poll (a cost every test's teardown would pay).
+    with contextlib.suppress(OSError):
+        server.socket.shutdown(socket.SHUT_RDWR)
+    server.shutdown()
+    server.server_close()
 
 
 async def start(app: web.Application, host: str, port: int, metrics_port: int) -> Listeners:
-    """Serve ``app`` on ``host:port`` and its metrics on ``host:metrics_port``.
+    """Serve ``app`` on ``host:port`` and its metrics on ``host:metrics_port`` (port 0 asks for
+    a free one), the metrics with ``prometheus_client``'s own server in a thread, as the
+    operator serves its metrics.
 
     The program and the tests both start the gateway here, so the tests run the listener
     settings production runs: handler cancellation (aiohttp's runner leaves it off, its
@@ -704,23 +699,15 @@ async def start(app: web.Application, host: str, port: int, metrics_port: int) -
         handler_cancellation=True,
         shutdown_timeout=cfg.drain_timeout,
         keepalive_timeout=cfg.header_timeout,
+        # A request answered before its body has all arrived (408, a declared-too-large 413,
+        # any early refusal) ends its connection; aiohttp's default reads on for 10 s more.
+        lingering_time=0,
     )
-    scrape = web.AppRunner(
-        create_metrics_app(gw),
-        handle_signals=False,
-        handler_cancellation=True,
-        keepalive_timeout=cfg.header_timeout,
-    )
-    await scrape.setup()
+    await api.setup()
     try:
-        await web.TCPSite(scrape, host, metrics_port).start()
-        await api.setup()
-        try:
-            await web.TCPSite(api, host, port).start()
-        except BaseException:
-            await api.cleanup()
-            raise
+        await web.TCPSite(api, host, port).start()
+        scrape, _ = start_http_server(metrics_port, addr=host, registry=gw.metrics.registry)
     except BaseException:
-        await scrape.cleanup()
+        await api.cleanup()
         raise
-    return Listeners(api, scrape, api.addresses[0][1], scrape.addresses[0][1])
+    return Listeners(api, scrape)

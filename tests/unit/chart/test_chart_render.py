@@ -4,11 +4,12 @@ Client-side only. The same manifests go through `kubectl apply --dry-run=server`
 tests/integration/test_chart.py.
 """
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from chartkit import REPO, Render, by_kind, one
+from chartkit import REPO, Render, by_kind, one, run_helm, template_args
 
 from tidepool.api.v1alpha1 import GPUPool
 
@@ -127,6 +128,21 @@ def test_gateway(render: Render) -> None:
         {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
     ]
     assert metrics["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize(
+    "gateway",
+    [
+        pytest.param({"metricsPort": 8080}, id="metrics-on-the-default-api-port"),
+        pytest.param({"port": 9090}, id="api-on-the-default-metrics-port"),
+    ],
+)
+def test_gateway_metrics_on_the_api_port_fails_to_render(
+    helm: str, tmp_path: Path, gateway: dict[str, int]
+) -> None:
+    proc = run_helm(helm, *template_args({"gateway": gateway}, tmp_path))
+    assert proc.returncode != 0, "helm rendered a gateway serving metrics on its API port"
+    assert "gateway.metricsPort must differ from gateway.port" in proc.stderr, proc.stderr
 
 
 def test_gateway_api_keys_from_a_secret(render: Render) -> None:

@@ -119,9 +119,13 @@ def _parse(module: str, args: list[str]) -> argparse.Namespace:
         pytest.param(
             {
                 "operator": {"watchNamespaces": ["team-a", "team-b"]},
-                "gateway": {"apiKeys": {"existingSecret": "keys"}},
+                "gateway": {
+                    "apiKeys": {"existingSecret": "keys"},
+                    "metricsPort": 9100,
+                    "maxBodySize": "512Ki",
+                },
             },
-            id="namespaced-with-keys",
+            id="namespaced-with-keys-and-gateway-limits",
         ),
     ],
 )
@@ -138,5 +142,8 @@ def test_chart_arguments_parse_with_the_programs(render: Render, values: dict[st
     gw_args = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0]
     gw = _parse(cli.PROGRAMS["gateway"][0], gw_args["args"])
     assert gw.port == 8080
+    custom = bool(values)
+    assert gw.metrics_port == (9100 if custom else 9090)
+    assert gw.max_body_size == (512 * 1024 if custom else 8 * 1024 * 1024)
     assert gw.all_namespaces is True
     assert gw.drain_timeout == 110.0

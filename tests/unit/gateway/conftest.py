@@ -1,10 +1,9 @@
-"""Fixtures for in-process gateway tests: real engine-sim apps and a fake discovery source.
+"""Fixtures for in-process gateway tests: real engine-sim apps and the gateway's own listeners.
 
 Everything binds to 127.0.0.1 with ephemeral ports; nothing leaves loopback.
 """
 
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,39 +13,8 @@ from tidepool.enginesim import app as sim_app
 from tidepool.enginesim import engine
 from tidepool.gateway import proxy
 
-# Lets the test modules here import the local ``snapshots`` builders.
+# Lets the test modules here import the local ``snapshots`` builders and ``gateway_fakes``.
 sys.path.insert(0, str(Path(__file__).parent))
-
-
-class FakeDiscovery:
-    """Publishes whatever snapshot a test hands it, like the watch thread would."""
-
-    def __init__(self, snapshot=None):
-        self.snapshot = snapshot
-        self.on_change = None
-        self.stopped = False
-
-    def start(self, on_change):
-        self.on_change = on_change
-        if self.snapshot is not None:
-            on_change(self.snapshot)
-
-    def publish(self, snapshot):
-        self.snapshot = snapshot
-        self.on_change(snapshot)
-
-    def stop(self):
-        self.stopped = True
-
-
-class FakeWaker:
-    def __init__(self):
-        self.calls = []
-        self._lock = threading.Lock()
-
-    def request_wake(self, namespace, name, now):
-        with self._lock:
-            self.calls.append((namespace, name, now))
 
 
 @pytest.fixture

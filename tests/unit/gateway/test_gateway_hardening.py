@@ -17,11 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from conftest import FakeDiscovery
+from gateway_fakes import FakeDiscovery
 from snapshots import endpoint, route, snapshot
 
 from tidepool.enginesim import app as sim_app
-from tidepool.gateway import auth
+from tidepool.gateway import auth, inbound
 
 MODEL_KEY = ("default", "llama")
 BODY = {"model": "llama", "prompt": "hello", "max_tokens": 3}
@@ -189,30 +189,50 @@ async def test_client_that_leaves_mid_stream_frees_the_engines_batch_slot(engine
         pytest.param("/v1/%2e%2e/tokenize", id="encoded-dotdot"),
         pytest.param("/v1/load_lora_adapter", id="engine-admin-endpoint-under-v1"),
         pytest.param("/v1/completions/../../sleep", id="dotdot-from-allowed-path"),
+        pytest.param("/v1/x/../chat/completions", id="dotdot-back-to-allowed-path"),
+        pytest.param("/v1/./completions", id="dot-segment"),
+        pytest.param("/v1//completions", id="empty-segment"),
+        pytest.param("/v1/completions/", id="trailing-slash"),
+        pytest.param("/v1/completions/extra", id="below-allowed-path"),
     ],
 )
-async def test_only_normalised_openai_paths_reach_the_engine(gateway, recorder, path):
+async def test_only_allowlisted_paths_reach_the_engine(gateway, recorder, path):
     rec, gw = await _with_engine(gateway, recorder)
     body = json.dumps(BODY).encode()
     status, headers, reply = await _raw(gw.port, _head(path, len(body)) + body)
     err = _openai_error(status, headers, reply, 404)
     assert err["code"] == "unknown_url"
+    assert _count(gw, "404") == 1
     assert rec.paths == []
 
 
-@pytest.mark.parametrize(
-    ("path", "forwarded"),
-    [
-        pytest.param("/v1/./completions", "/v1/completions", id="dot-segment"),
-        pytest.param("/v1/x/../chat/completions", "/v1/chat/completions", id="dotdot-inside"),
-        pytest.param("/v1//completions", "/v1/completions", id="empty-segment"),
-    ],
-)
-async def test_forwarded_path_is_the_normalised_one(gateway, recorder, path, forwarded):
+@pytest.mark.parametrize("path", sorted(inbound.FORWARDED_PATHS))
+async def test_every_allowlisted_path_reaches_the_engine(gateway, recorder, path):
     rec, gw = await _with_engine(gateway, recorder)
     body = json.dumps(BODY).encode()
-    status, _, _ = await _raw(gw.port, _head(path, len(body)) + body)
-    assert status == 200
+    status, _, reply = await _raw(gw.port, _head(path, len(body)) + body)
+    assert status == 200, reply
+    assert rec.paths == [path]
+
+
+@pytest.mark.parametrize(
+    ("target", "forwarded"),
+    [
+        pytest.param(
+            "/v1/completions?api-version=2024%2D06&q=a+b%26c=d&t=%20&flag",
+            "/v1/completions?api-version=2024%2D06&q=a+b%26c=d&t=%20&flag",
+            id="query-byte-for-byte",
+        ),
+        pytest.param("/v1/%63ompletions", "/v1/completions", id="encoded-letter-as-route-path"),
+    ],
+)
+async def test_forwarded_target_is_the_route_path_and_the_query_as_sent(
+    gateway, recorder, target, forwarded
+):
+    rec, gw = await _with_engine(gateway, recorder)
+    body = json.dumps(BODY).encode()
+    status, _, reply = await _raw(gw.port, _head(target, len(body)) + body)
+    assert status == 200, reply
     assert rec.paths == [forwarded]
 
 
@@ -220,16 +240,19 @@ async def test_forwarded_path_is_the_normalised_one(gateway, recorder, path, for
 
 
 async def test_metrics_are_served_on_their_own_port_only(gateway, recorder):
-    _, gw = await _with_engine(gateway, recorder)
-    assert gw.metrics_port != gw.port
+    rec, gw = await _with_engine(gateway, recorder)
     async with aiohttp.ClientSession() as s:
         async with s.get(f"http://127.0.0.1:{gw.port}/metrics") as r:
-            _openai_error(r.status, _lower(r.headers), await r.read(), 404)
+            err = _openai_error(r.status, _lower(r.headers), await r.read(), 404)
+            assert err["code"] == "unknown_url"
         async with s.get(f"http://127.0.0.1:{gw.metrics_port}/metrics") as r:
             assert r.status == 200
+            assert r.headers["Content-Type"].startswith("text/plain")
             assert "tidepool_gateway_queue_depth" in await r.text()
+        # The metrics port only answers GETs with metrics; it never forwards a request.
         async with s.post(f"http://127.0.0.1:{gw.metrics_port}/v1/completions", json=BODY) as r:
-            assert r.status == 404
+            assert r.status == 405
+    assert rec.paths == []
 
 
 # ------------------------------------------------------------- 6. every error is OpenAI JSON
@@ -262,17 +285,28 @@ async def test_too_large_body_is_a_json_413_counted_as_413(gateway, recorder, ch
     assert rec.paths == []
 
 
+async def test_declared_too_large_body_is_refused_before_it_arrives(gateway, recorder):
+    rec, gw = await _with_engine(gateway, recorder, max_body=1024, body_timeout=30.0)
+    # 10 MB declared, a few bytes sent, and the client waits: only the declared length can
+    # tell, so an answer (and a closed connection) within 3 s means the body was never awaited.
+    data = _head("/v1/completions", 10 * 1024 * 1024) + b'{"model": "llama", '
+    err = _openai_error(*await _raw(gw.port, data, timeout=3.0), 413)
+    assert err["code"] == "request_too_large"
+    assert _count(gw, "413") == 1
+    assert rec.paths == []
+
+
 async def test_client_reset_during_upload_is_quiet(gateway, recorder, caplog):
     rec, gw = await _with_engine(gateway, recorder)
     caplog.set_level(logging.INFO)
-    sock = socket.create_connection(("127.0.0.1", gw.port))
-    try:
-        sock.sendall(_head("/v1/completions", 100_000) + b'{"model": "ll')
-        await asyncio.sleep(0.1)
-        # SO_LINGER 0: close() sends a RST, as a crashing or killed client does.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    finally:
-        sock.close()
+    _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(_head("/v1/completions", 100_000) + b'{"model": "ll')
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    # SO_LINGER 0: closing sends a RST, as a crashing or killed client does.
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
     assert await _eventually(lambda: _count(gw, "499") == 1)
     await asyncio.sleep(0.1)
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

@@ -5,7 +5,7 @@ import json
 
 import aiohttp
 import pytest
-from conftest import FakeDiscovery, FakeWaker
+from gateway_fakes import FakeDiscovery, FakeWaker
 from snapshots import HYBRID_POOLS, endpoint, route, snapshot
 
 from tidepool.gateway import auth, proxy

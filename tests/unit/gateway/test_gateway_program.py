@@ -1,15 +1,12 @@
 """``tidepool gateway`` as a program: its flags, and the two ports it serves."""
 
 import argparse
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+import stack
 from tidepool.gateway import app
 
 
@@ -17,12 +14,6 @@ def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     app.configure(parser)
     return parser.parse_args(["--static-routes", "unused.yaml", *argv])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_hardening_flags_reach_the_config(tmp_path):
@@ -64,27 +55,19 @@ def _get(url: str) -> tuple[int, bytes]:
 def test_program_serves_metrics_on_its_own_port(tmp_path):
     routes = tmp_path / "routes.yaml"
     routes.write_text("models: []\n")
-    port, metrics_port = _free_port(), _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "tidepool", "gateway", "--host", "127.0.0.1",
-            "--port", str(port), "--metrics-port", str(metrics_port),
-            "--static-routes", str(routes), "--log-level", "WARNING",
+    port, metrics_port = stack.free_port(), stack.free_port()
+    gateway = stack.ManagedProcess(
+        name="gateway",
+        args=[
+            "gateway", "--host", "127.0.0.1", "--port", str(port),
+            "--metrics-port", str(metrics_port), "--static-routes", str(routes),
+            "--log-level", "WARNING",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        health_url=f"http://127.0.0.1:{port}/readyz",
+        log_path=tmp_path / "gateway.log",
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if _get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            time.sleep(0.1)
+        gateway.start(timeout=20)
         status, body = _get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
         assert b"tidepool_gateway_" in body
@@ -92,7 +75,6 @@ def test_program_serves_metrics_on_its_own_port(tmp_path):
         assert status == 404
         assert b'"unknown_url"' in body
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        if proc.stderr:
-            proc.stderr.close()
+        gateway.stop()
+    assert gateway.proc is not None
+    assert gateway.proc.returncode == 0, gateway.tail()
