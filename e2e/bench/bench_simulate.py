@@ -86,10 +86,8 @@ class Row:
 def run_job(job: Job) -> Row:
     """Load one trace at one scale and compare every policy on it (runs in a worker)."""
     began = time.monotonic()
-    cfg = simulate.build_config(
-        argparse.Namespace(prices=job.prices, pool_prices=None, gpus_per_node=None, cold_start=None)
-    )
-    workload = traces.load(job.path, cfg.engine, hours=job.hours, scale=job.scale)
+    cfg = config.for_prices(job.prices)
+    workload = traces.load(job.path, cfg.capacity(), hours=job.hours, scale=job.scale)
     cmp = simulate.compare(workload, cfg)
     auto, static = cmp.results["tidepool-auto"], cmp.results["best-static-hybrid"]
     q = cmp.ratios

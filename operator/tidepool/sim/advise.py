@@ -5,7 +5,7 @@ Role: the program. From a per-request log (``timestamp,input_tokens,output_token
 counters give it to the operator (requests, input and output tokens per second, over the log and
 in its busiest minute), asks the *same* :func:`tidepool.policy.placement.decide` what an ``auto``
 tenant would run, with replicas sized by the calibrated capacity model
-(:func:`tidepool.policy.capacity.calibrated`, through ``EngineModel.capacity``), and prints the
+(:func:`tidepool.policy.capacity.calibrated`, through ``SimConfig.capacity``), and prints the
 projected monthly GPU spend of every option. The chargeback (what the shared pool's per-token
 price would bill the tenant) is printed on its own line, never added to spend.
 
@@ -26,7 +26,6 @@ This module must not implement policy or cost formulas itself; it calls ``tidepo
 import argparse
 import math
 import sys
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -85,10 +84,10 @@ def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
     """
     log = traces.read_request_log(path)
     dt = 1.0
-    load = traces.bin_log(log, cfg.engine, dt, path.stem)
+    cap = cfg.capacity()
+    load = traces.bin_log(log, cap, dt, path.stem)
     steps = len(load.arrivals)
     seconds = max(dt, steps * dt)
-    cap = cfg.engine.capacity()
     idle = durations.parse(cfg.scaling.scale_to_zero_after)
     offered = engine.OfferedLoad(load, dt, cap, idle.total_seconds())
     offered.last = steps - 1
@@ -119,7 +118,7 @@ def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
     lines += [
         f"offered load: mean {traffic.mean.requests_per_second:.2f} requests/s, busiest minute"
         f" {peak.requests_per_second:.2f} requests/s ({peak.tokens_per_second:,.0f} tokens/s);"
-        f" active {traffic.active_fraction:.0%} of the time; one {cfg.engine.gpu_type} replica"
+        f" active {traffic.active_fraction:.0%} of the time; one {cfg.prices.gpu_type} replica"
         f" ({cfg.engine.gpus_per_replica} GPU) does {cap.prefill_tokens_per_s:,.0f} prompt +"
         f" {cap.decode_tokens_per_s:,.0f} output tokens/s",
         f"recommended mode: {d.mode} ({d.reason}): {d.message}",
@@ -146,7 +145,13 @@ def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
             f" ${p.chargeback_per_million_tokens:g}/1M tokens, what the shared pool bills the"
             " tenant (not part of spend)"
         )
-    gpu_hourly = p.dedicated_per_hour(proj.dedicated_replicas, cfg.engine.gpus_per_replica)
+    pool = inputs.dedicated
+    assert pool is not None  # sim_pools always has one
+    gpu_hourly = cost.dedicated_cost(
+        pool.gpus_held(proj.dedicated_replicas, cfg.engine.gpus_per_replica),
+        pool.price_per_gpu_hour,
+        1.0,
+    )
     tpm = cost.crossover_tokens_per_minute(gpu_hourly, p.chargeback_per_million_tokens)
     lines.append(
         f"buyer's view: {proj.dedicated_replicas} dedicated replicas at"
@@ -203,23 +208,16 @@ def hours_per_day(text: str) -> float:
 
 
 def build_config(args: argparse.Namespace) -> config.SimConfig:
-    """The prices a log is advised at: the ``--prices`` set (its GPU also sets the replica's
-    throughput), with ``--hourly-rate`` for both pools' GPUs and ``--price-per-million-tokens``
-    for the chargeback."""
-    prices = config.PRICE_SETS[getattr(args, "prices", None) or "h100"]
-    if args.hourly_rate is not None:
-        prices = replace(
-            prices,
-            shared_per_gpu_hour=args.hourly_rate,
-            dedicated_per_gpu_hour=args.hourly_rate,
-        )
-    if args.price_per_million_tokens is not None:
-        prices = replace(prices, chargeback_per_million_tokens=args.price_per_million_tokens)
-    if getattr(args, "gpus_per_node", None) is not None:
-        prices = replace(prices, gpus_per_node=args.gpus_per_node)
-    cfg = config.SimConfig()
-    # The price set names the GPU, and the GPU sets the replica's throughput.
-    return replace(cfg, prices=prices, engine=replace(cfg.engine, gpu_type=prices.gpu_type))
+    """The prices a log is advised at (:func:`tidepool.sim.config.for_prices`): the ``--prices``
+    set, with ``--hourly-rate`` for both pools' GPUs and ``--price-per-million-tokens`` for the
+    chargeback."""
+    return config.for_prices(
+        args.prices,
+        shared_per_gpu_hour=args.hourly_rate,
+        dedicated_per_gpu_hour=args.hourly_rate,
+        chargeback_per_million_tokens=args.price_per_million_tokens,
+        gpus_per_node=args.gpus_per_node,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

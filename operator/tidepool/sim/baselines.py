@@ -74,7 +74,7 @@ def sim_tenant(
 ) -> InferenceDeployment:
     """The InferenceDeployment a simulated tenant stands for, with ``cfg``'s settings."""
     eng = cfg.engine
-    cap = eng.capacity()
+    cap = cfg.capacity()
     return InferenceDeployment.model_validate(
         {
             "metadata": {"name": name, "namespace": "sim", "generation": 1, "annotations": {}},

@@ -2,18 +2,18 @@
 
 Role: prices, the engine (vLLM replica) model, the tenant's scaling and placement settings, the
 baselines' windows and the SLO. ``tidepool simulate`` runs every trace with these same values; the
-benchmark is not tuned per trace.
+benchmark is not tuned per trace. :func:`for_prices` is the one way the programs and the
+benchmark build a config from a price set and their overrides.
 
 This module must not read files, the clock or the environment; command-line flags override fields
 by building a new (frozen) config.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
-from tidepool.api.v1alpha1 import HybridSpec, PlacementSpec, ScalingSpec, Tenancy
-from tidepool.policy import placement
+from tidepool.api.v1alpha1 import HybridSpec, PlacementSpec, ScalingSpec
 from tidepool.policy.capacity import EngineCapacity, calibrated
 
 #: An H100 80GB on demand, $7.79 per GPU-hour: Fireworks' on-demand H100 price, from its post
@@ -28,26 +28,21 @@ A100_PER_GPU_HOUR: Final = 4.00
 CHARGEBACK_PER_MILLION_TOKENS: Final = 0.20
 
 
-def _positive(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class Prices:
-    """GPU spend (what the platform pays) and chargeback (what it bills tenants): two numbers.
+    """A price set: the GPU both pools run, what its GPU-hours cost, and the chargeback.
 
-    Why two: Tidepool runs on the platform's own GPUs, so every pool costs GPU-hours, the shared
-    pool included; the per-token price is only what tenants are billed for the shared pool, and
-    adding it to spend would count the same GPUs twice.
+    Why two numbers: Tidepool runs on the platform's own GPUs, so every pool costs GPU-hours
+    (spend), the shared pool included; the per-token price is only what tenants are billed for
+    the shared pool (chargeback), and adding it to spend would count the same GPUs twice.
 
-    * Shared pool: many tenants' replicas are packed on its nodes, so a tenant's replicas cost
-      exactly their GPUs: 3 replicas of 1 GPU for 2 h at $7.79 = ``3*1*2*7.79 = $46.74``.
-    * Dedicated pool: single-tenant, so a tenant pays for whole nodes:
-      ``ceil(replicas*gpus_per_replica/gpus_per_node)*gpus_per_node`` GPUs. 3 one-GPU replicas on
-      8-GPU nodes pay for 8 GPUs (``ceil(3/8)*8``); on single-GPU nodes, 3.
-    * Chargeback: tokens served on the shared pool at ``chargeback_per_million_tokens``:
-      1.1M tokens at $0.20/1M = $0.22.
+    These are the two GPUPools' fields (:func:`tidepool.sim.baselines.sim_pools` builds them);
+    the maths is the operator's: :meth:`tidepool.policy.placement.PoolPrice.gpus_held` (whole
+    nodes on the single-tenant dedicated pool: 3 one-GPU replicas on 8-GPU nodes hold 8 GPUs),
+    :func:`tidepool.policy.cost.dedicated_cost` and :func:`tidepool.policy.cost.serverless_cost`.
+
+    ``gpu_type`` is the only place the simulator names its GPU: the pools carry it, and the
+    engine's throughput is calibrated for it (:meth:`SimConfig.capacity`).
     """
 
     #: The price set's name, as ``--prices`` selects it.
@@ -62,60 +57,15 @@ class Prices:
     gpu_type: str = "NVIDIA-H100-80GB-HBM3"
 
     def __post_init__(self) -> None:
-        _positive("shared $/GPU-hour", self.shared_per_gpu_hour)
-        _positive("dedicated $/GPU-hour", self.dedicated_per_gpu_hour)
-        _positive("chargeback $/1M tokens", self.chargeback_per_million_tokens)
+        for what, value in (
+            ("shared $/GPU-hour", self.shared_per_gpu_hour),
+            ("dedicated $/GPU-hour", self.dedicated_per_gpu_hour),
+            ("chargeback $/1M tokens", self.chargeback_per_million_tokens),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{what} must be a finite number > 0, got {value!r}")
         if self.gpus_per_node < 1:
             raise ValueError(f"gpus per node must be >= 1, got {self.gpus_per_node}")
-
-    @property
-    def shared_per_million_tokens(self) -> float:
-        """The old name of :attr:`chargeback_per_million_tokens`."""
-        return self.chargeback_per_million_tokens
-
-    def dedicated_gpus(self, replicas: float, gpus_per_replica: int) -> int:
-        """GPUs a dedicated pool pays for: whole nodes.
-
-        E.g. 3 replicas of 2 GPUs on 8-GPU nodes: ``ceil(6/8)*8 = 8``; 0 replicas: 0.
-        """
-        if replicas <= 0:
-            return 0
-        node = self.gpus_per_node
-        return math.ceil(replicas * gpus_per_replica / node - 1e-9) * node
-
-    def shared_per_hour(self, replicas: float, gpus_per_replica: int) -> float:
-        """Spend per hour of ``replicas`` on the shared pool: 2 one-GPU replicas at $7.79,
-        $15.58."""
-        return max(0.0, replicas) * gpus_per_replica * self.shared_per_gpu_hour
-
-    def dedicated_per_hour(self, replicas: float, gpus_per_replica: int) -> float:
-        """Spend per hour of ``replicas`` on the dedicated pool, whole nodes: 1 one-GPU replica on
-        8-GPU nodes at $4.00: $32.00."""
-        return self.dedicated_gpus(replicas, gpus_per_replica) * self.dedicated_per_gpu_hour
-
-    def chargeback(self, tokens: float) -> float:
-        """What tenants are billed for ``tokens`` served on the shared pool: 1.1M at $0.20/1M,
-        $0.22."""
-        return tokens / 1e6 * self.chargeback_per_million_tokens
-
-    def shared_pool(self) -> placement.PoolPrice:
-        return placement.PoolPrice(
-            name="shared",
-            tenancy=Tenancy.SHARED,
-            gpu_type=self.gpu_type,
-            price_per_gpu_hour=self.shared_per_gpu_hour,
-            price_per_million_tokens=self.chargeback_per_million_tokens,
-        )
-
-    def dedicated_pool(self) -> placement.PoolPrice:
-        return placement.PoolPrice(
-            name="dedicated",
-            tenancy=Tenancy.DEDICATED,
-            gpu_type=self.gpu_type,
-            price_per_gpu_hour=self.dedicated_per_gpu_hour,
-            price_per_million_tokens=None,
-            gpus_per_node=self.gpus_per_node,
-        )
 
 
 #: The named price sets ``--prices`` selects; ``h100`` is the default.
@@ -132,57 +82,35 @@ PRICE_SETS: Final[dict[str, Prices]] = {
 
 @dataclass(frozen=True, slots=True)
 class EngineModel:
-    """One vLLM replica: its cold start, its batch, and its throughput from the capacity model.
+    """One vLLM replica: its cold start, its batch, and the model it serves.
 
     * ``cold_start_s``: pod scheduled to Ready (weights from a node-local cache). The anchors
       measured 85 s for a 32B model (llm-d#2492) and 2-7 min including node provisioning (WVA);
       60 s is an 8B model on a node that already exists.
     * ``max_num_seqs``: batch capacity, vLLM's ``--max-num-seqs`` (the CRD default 64); beyond it
       requests wait.
-    * throughput: :func:`tidepool.policy.capacity.calibrated` for ``gpu_type``,
-      ``model_params_b``, ``max_num_seqs`` and ``gpus_per_replica``, the same table the operator
-      plans with. A request holds a seat for ``capacity().service_seconds(input, output)``, so a
-      full replica serves ``1 / seconds_per_request`` requests/s whatever the mix.
+    * throughput: :func:`tidepool.policy.capacity.calibrated` for the pools' GPU (the price set's
+      ``gpu_type``), ``model_params_b``, ``max_num_seqs`` and ``gpus_per_replica``, the same table
+      the operator plans with. A request holds a seat for ``capacity.service_seconds(input,
+      output)``, so a full replica serves ``1 / seconds_per_request`` requests/s whatever the mix.
 
     Worked example, an 8B model on one H100 (the defaults), Azure conversation trace means of
     1,155 input and 211 output tokens: ``1155/32517 + 211/3600 = 0.0941`` replica-seconds per
     request, so a request holds a seat ``64 * 0.0941 = 6.02`` s and a full replica serves 10.6
     requests/s, 14,500 tokens/s: at $7.79/h that is $0.149 per 1M tokens saturated. On the Azure
     code trace (2,048 in, 28 out) a seat is held 4.53 s and a replica serves 14.1 requests/s,
-    29,300 tokens/s; the former per-seat model (8,000 prompt tokens/s per seat, 30 ms per output
-    token) gave it 58 requests/s, four times what an H100 does.
+    29,300 tokens/s.
     """
 
     cold_start_s: float = 60.0
     max_num_seqs: int = 64
     gpus_per_replica: int = 1
-    gpu_type: str = "NVIDIA-H100-80GB-HBM3"
     model_params_b: float = 8.0
 
-    def capacity(self) -> EngineCapacity:
-        """The replica's calibrated throughput: P 32,517 and D 3,600 tokens/s by default."""
-        return calibrated(
-            self.gpu_type, self.model_params_b, self.max_num_seqs, self.gpus_per_replica
-        )
-
-    def service_seconds(self, input_tokens: float, output_tokens: float) -> float:
-        """Seconds a request holds one batch seat: 6.02 s for 1,155 in and 211 out by default."""
-        return self.capacity().service_seconds(input_tokens, output_tokens)
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        """Prompt tokens/s *per seat*: ``P / max_num_seqs`` (508 by default).
-
-        With :attr:`decode_s_per_token`, ``input / prefill_tokens_per_s + output *
-        decode_s_per_token`` equals :meth:`service_seconds`, for callers that compute service
-        times on whole arrays of requests at once.
-        """
-        return self.capacity().prefill_tokens_per_s / self.max_num_seqs
-
-    @property
-    def decode_s_per_token(self) -> float:
-        """Seconds one output token holds a seat: ``max_num_seqs / D`` (17.8 ms by default)."""
-        return self.max_num_seqs / self.capacity().decode_tokens_per_s
+    def capacity(self, gpu_type: str) -> EngineCapacity:
+        """The replica's calibrated throughput on ``gpu_type``: P 32,517 and D 3,600 tokens/s
+        on an H100 by default."""
+        return calibrated(gpu_type, self.model_params_b, self.max_num_seqs, self.gpus_per_replica)
 
 
 def _sim_scaling() -> ScalingSpec:
@@ -220,18 +148,55 @@ class SimConfig:
     placement: PlacementSpec = field(default_factory=PlacementSpec)
     hybrid: HybridSpec = field(default_factory=_sim_hybrid)
     reactive: Reactive = field(default_factory=Reactive)
-    #: A request misses the SLO when it waits longer than this for a batch slot (queue wait, the
-    #: part of time-to-first-token that scaling controls). 10 s: seed 004 calls "first users wait
-    #: 15+ seconds" the mistake to avoid.
-    slo_queue_wait_s: float = 10.0
-    #: The p99 queue wait a policy must stay under to "meet the SLO".
+    #: The p99 queue wait (the part of time-to-first-token that scaling controls) every tenant
+    #: must stay under to "meet the SLO". 10 s: users who wait 15 s or more for a first token
+    #: after a cold start are the experience serverless is known for and Tidepool must avoid.
     slo_p99_s: float = 10.0
     #: The autoscalers' queue signal is in-flight requests averaged over this many seconds (two
     #: 15 s Prometheus scrapes), not a 1 s spike.
     queue_signal_s: float = 30.0
-    #: Seconds between placement decisions (the policy itself needs a full window to move).
-    placement_tick_s: float = 60.0
+
+    def capacity(self) -> EngineCapacity:
+        """The engine's throughput on the price set's GPU (the pools' ``gpuType``)."""
+        return self.engine.capacity(self.prices.gpu_type)
 
     def replicas_for(self, concurrency: float) -> int:
         """Replicas a static deployment needs for ``concurrency`` in flight (full batches)."""
         return max(0, math.ceil(concurrency / self.engine.max_num_seqs - 1e-9))
+
+
+def for_prices(
+    name: str = "h100",
+    *,
+    shared_per_gpu_hour: float | None = None,
+    dedicated_per_gpu_hour: float | None = None,
+    chargeback_per_million_tokens: float | None = None,
+    gpus_per_node: int | None = None,
+    cold_start_s: float | None = None,
+) -> SimConfig:
+    """The config for price set ``name`` with the given overrides (None keeps the set's value).
+
+    The set names the GPU, so the pools' ``gpuType`` and the engine's throughput follow it:
+    ``for_prices("a100")`` prices $4.00/GPU-hour and runs A100 replicas (P 10,258 tokens/s).
+    Raises ``ValueError`` for an unknown set or a price that is not a finite number > 0.
+    """
+    if name not in PRICE_SETS:
+        raise ValueError(f"unknown price set {name!r}; known: {', '.join(sorted(PRICE_SETS))}")
+    base = PRICE_SETS[name]
+    prices = replace(
+        base,
+        shared_per_gpu_hour=_or(shared_per_gpu_hour, base.shared_per_gpu_hour),
+        dedicated_per_gpu_hour=_or(dedicated_per_gpu_hour, base.dedicated_per_gpu_hour),
+        chargeback_per_million_tokens=_or(
+            chargeback_per_million_tokens, base.chargeback_per_million_tokens
+        ),
+        gpus_per_node=base.gpus_per_node if gpus_per_node is None else gpus_per_node,
+    )
+    engine = EngineModel()
+    if cold_start_s is not None:
+        engine = replace(engine, cold_start_s=cold_start_s)
+    return SimConfig(prices=prices, engine=engine)
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value

@@ -14,11 +14,16 @@ per request. Queue waits are whole steps (a request admitted in the step it arri
 
 Modelling choices, stated once:
 
-* spend: every provisioned replica costs GPU-hours at its pool's price, starting ones included
-  (a loading GPU is rented), on the shared pool as on the dedicated one; a dedicated pool is
-  single-tenant, so it is paid in whole nodes (:meth:`~tidepool.sim.config.Prices.dedicated_gpus`);
-* chargeback: tokens admitted to a shared-pool replica, at the shared pool's per-token price.
-  It is what the platform bills tenants, reported beside spend and never added to it;
+* spend: every provisioned replica holds GPUs, starting ones included (a loading GPU is rented),
+  on the shared pool as on the dedicated one; a dedicated pool is single-tenant, so it holds
+  whole nodes. Each step adds the GPUs each pool holds
+  (:meth:`~tidepool.policy.placement.PoolPrice.gpus_held`, the operator's rule); the GPU-hours
+  are priced once, at the end, with :func:`~tidepool.policy.cost.dedicated_cost`;
+* chargeback: tokens admitted to a shared-pool replica, priced once at the end at the shared
+  pool's per-token price (:func:`~tidepool.policy.cost.serverless_cost`). It is what the
+  platform bills tenants, reported beside spend and never added to it;
+* the pools priced are the pools simulated: :func:`pool_prices` is the placement policy's view
+  of the GPUPools the controllers run on;
 * a replica removed while busy lets its running requests finish (make-before-break) and stops
   billing at once (a small under-count, equal for every policy);
 * the queue is unbounded: nothing is dropped. When the trace ends, the simulation goes on with no
@@ -39,7 +44,7 @@ from typing import Final, Protocol
 import numpy as np
 
 from tidepool.api import durations
-from tidepool.policy import capacity, placement
+from tidepool.policy import capacity, cost, placement, plan
 from tidepool.sim import config, traces
 
 #: The longest the simulation runs past the trace's end to serve what is still queued or running:
@@ -53,6 +58,23 @@ OfferedFn = Callable[[float], placement.Traffic | None]
 
 def _nothing_offered(_seconds: float) -> placement.Traffic | None:
     return None
+
+
+def pool_prices(cfg: config.SimConfig) -> tuple[placement.PoolPrice, placement.PoolPrice]:
+    """The shared and the dedicated pool's prices, as the placement policy sees them.
+
+    :func:`tidepool.policy.plan.pool_price` of the very GPUPools the controllers run on
+    (:func:`tidepool.sim.baselines.sim_pools`), so the pools priced are the pools simulated: at
+    the defaults, H100s at $7.79/GPU-hour on both, the shared pool charging back $0.20/1M tokens,
+    the dedicated one in single-GPU nodes.
+    """
+    from tidepool.sim import baselines  # baselines imports this module (Command, Observation)
+
+    shared_pool, dedicated_pool = baselines.sim_pools(cfg)
+    shared, dedicated = plan.pool_price(shared_pool), plan.pool_price(dedicated_pool)
+    assert shared is not None
+    assert dedicated is not None
+    return shared, dedicated
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +141,11 @@ class TenantRun:
     dt: float
     gpu_hours_shared: float
     gpu_hours_dedicated: float  # whole nodes
-    spend_shared: float  # GPU dollars on the shared pool
-    spend_dedicated: float  # GPU dollars on the dedicated pool
+    #: GPU dollars on each pool: the GPU-hours priced once, when the run ends.
+    spend_shared: float
+    spend_dedicated: float
     chargeback: float  # billed to the tenant for shared-pool tokens; not part of spend
-    tokens_shared: float
-    tokens_total: float
+    tokens_shared: float  # admitted to shared-pool replicas: what the chargeback bills
     requests: float
     replica_starts: int
     wait_weights: np.ndarray  # weight of requests per whole-step wait
@@ -140,21 +162,6 @@ class TenantRun:
     def spend(self) -> float:
         """GPU dollars on both pools."""
         return self.spend_shared + self.spend_dedicated
-
-    @property
-    def cost(self) -> float:
-        """The old name of :attr:`spend`."""
-        return self.spend
-
-    @property
-    def dedicated_cost(self) -> float:
-        """The old name of :attr:`spend_dedicated`."""
-        return self.spend_dedicated
-
-    @property
-    def token_cost(self) -> float:
-        """The old name of :attr:`chargeback`."""
-        return self.chargeback
 
     @property
     def gpu_hours(self) -> float:
@@ -201,13 +208,10 @@ class _Pool:
 class OfferedLoad:
     """The offered load of one tenant's trace, windowed as the gateway's counters are.
 
-    Built once per run from the trace arrays, then asked at each tick for the last ``seconds``
-    up to the current step (``last``). It sees arrivals and tokens, never the queue: the
-    placement policy sizes from what clients sent, not from a backlog of cold starts.
-
-    The trace keeps each step's total tokens and its mean service time; with the engine's
-    prefill and decode rates (P, D) and ``service = seats x (in/P + out/D)``, the step's input and
-    output tokens are the solution of ``in + out = tokens`` and ``in/P + out/D = work``.
+    Built once per run from the trace's per-step arrivals, input and output tokens, then asked
+    at each tick for the last ``seconds`` up to the current step (``last``). It sees arrivals and
+    tokens, never the queue: the placement policy sizes from what clients sent, not from a
+    backlog of cold starts.
     """
 
     __slots__ = ("active", "cap", "cum", "dt", "idle_steps", "last", "minute", "wake")
@@ -218,10 +222,7 @@ class OfferedLoad:
         self.dt = dt
         self.cap = cap
         self.last = -1
-        work = load.arrivals * load.service_s / cap.max_num_seqs  # replica-seconds per step
-        inv_p, inv_d = 1.0 / cap.prefill_tokens_per_s, 1.0 / cap.decode_tokens_per_s
-        inputs = np.clip((work - load.tokens * inv_d) / (inv_p - inv_d), 0.0, load.tokens)
-        per_step = np.stack([load.arrivals, inputs, load.tokens - inputs])
+        per_step = np.stack([load.arrivals, load.input_tokens, load.output_tokens])
         self.cum = np.concatenate([np.zeros((3, 1)), np.cumsum(per_step, axis=1)], axis=1)
         self.minute = max(1, round(60.0 / dt))
         self.idle_steps = max(1, round(idle_s / dt))
@@ -282,7 +283,7 @@ def simulate(
     limit = n + math.ceil(DRAIN_CAP_S / dt)
     cap = cfg.engine.max_num_seqs
     gpus = cfg.engine.gpus_per_replica
-    prices = cfg.prices
+    shared_pool, dedicated_pool = pool_prices(cfg)
     cold = max(1, math.ceil(cfg.engine.cold_start_s / dt))
     arrivals = load.arrivals.tolist()
     svc_steps = np.maximum(1e-3, load.service_s / dt).tolist()
@@ -297,16 +298,17 @@ def simulate(
     shared_tl = np.zeros(limit, dtype=np.float32)
     ded_tl = np.zeros(limit, dtype=np.float32)
     spend_tl = np.zeros(limit)
-    token_price = prices.chargeback_per_million_tokens / 1e6
     step_h = dt / 3600.0
-    sh_step = prices.shared_per_gpu_hour * gpus * step_h  # one shared replica for one step
-    de_step = prices.dedicated_per_gpu_hour * step_h  # one dedicated GPU for one step
+
+    def spend(gpu_steps: float, pool: placement.PoolPrice) -> float:
+        """Dollars for GPUs held summed over steps: each step is ``dt`` of a GPU-hour price."""
+        return cost.dedicated_cost(gpu_steps, pool.price_per_gpu_hour, step_h)
 
     signal_k = max(1, round(cfg.queue_signal_s / dt))
     offered = OfferedLoad(
         load,
         dt,
-        cfg.engine.capacity(),
+        cfg.capacity(),
         durations.parse(cfg.scaling.scale_to_zero_after).total_seconds(),
     )
 
@@ -320,9 +322,8 @@ def simulate(
     queue: deque[list[float]] = deque()
     qlen = 0.0
     next_tick = 0
-    gh_sh = gh_de = 0.0
+    gpu_steps_sh = gpu_steps_de = 0.0  # GPUs held by each pool, summed over steps
     tokens_sh = 0.0
-    chargeback = spend_sh = spend_de = 0.0
     modes: list[tuple[float, str]] = [(0.0, cmd.mode)]
     eps = 1e-9
     busy_until = 0  # the first step at which every admitted request has finished
@@ -395,7 +396,6 @@ def simulate(
                     run_sh += slots
                     free_sh -= slots
                     tokens_sh += take_sh * c[3]
-                    chargeback += take_sh * c[3] * token_price
                 waits[i - int(c[0])] += take
                 c[1] -= take
                 qlen -= take
@@ -404,15 +404,11 @@ def simulate(
             if not queue:
                 qlen = 0.0
         conc[i] = qlen + run_sh + run_de
-        n_sh = shared.provisioned
-        n_de = prices.dedicated_gpus(ded.provisioned, gpus)  # whole nodes
-        gh_sh += n_sh * gpus * step_h
-        gh_de += n_de * step_h
-        spend_sh += n_sh * sh_step
-        spend_de += n_de * de_step
-        shared_tl[i] = n_sh
+        gpu_steps_sh += shared_pool.gpus_held(shared.provisioned, gpus)
+        gpu_steps_de += dedicated_pool.gpus_held(ded.provisioned, gpus)  # whole nodes
+        shared_tl[i] = shared.provisioned
         ded_tl[i] = ded.provisioned
-        spend_tl[i] = spend_sh + spend_de
+        spend_tl[i] = spend(gpu_steps_sh, shared_pool) + spend(gpu_steps_de, dedicated_pool)
         i += 1
     unserved = 0.0
     for c in queue:  # still waiting when the drain stopped
@@ -422,13 +418,13 @@ def simulate(
         tenant=load.name,
         controller=controller.name,
         dt=dt,
-        gpu_hours_shared=gh_sh,
-        gpu_hours_dedicated=gh_de,
-        spend_shared=spend_sh,
-        spend_dedicated=spend_de,
-        chargeback=chargeback,
+        gpu_hours_shared=gpu_steps_sh * step_h,
+        gpu_hours_dedicated=gpu_steps_de * step_h,
+        spend_shared=spend(gpu_steps_sh, shared_pool),
+        spend_dedicated=spend(gpu_steps_de, dedicated_pool),
+        # A shared pool without a per-token price bills nothing.
+        chargeback=cost.serverless_cost(tokens_sh, shared_pool.price_per_million_tokens or 0.0),
         tokens_shared=tokens_sh,
-        tokens_total=float(load.tokens.sum()),
         requests=float(load.arrivals.sum()),
         replica_starts=shared.starts + ded.starts,
         wait_weights=np.asarray(waits[: i + 1]),
@@ -474,9 +470,13 @@ def lower_bound_spend(load: traces.TenantLoad, cfg: config.SimConfig, dt: float)
     seconds[-1] = (steps - (blocks - 1) * k) * dt
     offered = work.reshape(blocks, k).sum(axis=1) / seconds
     replicas = np.ceil(offered / cfg.engine.max_num_seqs - 1e-9)
-    prices = cfg.prices
-    gpus = replicas * cfg.engine.gpus_per_replica
-    shared = gpus * prices.shared_per_gpu_hour
-    node = prices.gpus_per_node
-    dedicated = np.ceil(gpus / node - 1e-9) * node * prices.dedicated_per_gpu_hour
-    return float((np.minimum(shared, dedicated) * seconds).sum() / 3600.0)
+    pools = pool_prices(cfg)
+    gpr = cfg.engine.gpus_per_replica
+
+    def cheapest(count: float, span_s: float) -> float:
+        return min(
+            cost.dedicated_cost(p.gpus_held(count, gpr), p.price_per_gpu_hour, span_s / 3600.0)
+            for p in pools
+        )
+
+    return sum(cheapest(float(n), float(s)) for n, s in zip(replicas, seconds, strict=True))

@@ -31,30 +31,18 @@ class PolicyResult:
     spend_dedicated: float
     chargeback: float  # billed to tenants for shared-pool tokens; not part of spend
     replica_starts: int
-    p50_wait_s: float  # pooled over tenants
-    p99_wait_s: float  # pooled over tenants (for reference; the SLO is per tenant)
     worst_p99_wait_s: float  # the worst tenant's own p99
     worst_tenant: str
     tenants: int
     tenants_meeting: int
-    slo_misses: float  # requests that waited longer than the per-request threshold
     requests: float
     slo_p99_s: float
     unserved: float = 0.0  # still queued when the drain stopped
 
     @property
-    def cost(self) -> float:
-        """The old name of :attr:`spend`."""
-        return self.spend
-
-    @property
     def meets_slo(self) -> bool:
         """Every tenant's p99 queue wait is within the SLO."""
         return self.tenants_meeting == self.tenants
-
-    @property
-    def tenants_missing(self) -> int:
-        return self.tenants - self.tenants_meeting
 
 
 def weighted_percentile(weights: np.ndarray, q: float) -> int:
@@ -84,15 +72,7 @@ def meets_slo(run: TenantRun, slo_p99_s: float) -> bool:
     return tenant_p99_s(run) <= slo_p99_s
 
 
-def summarize(
-    name: str, runs: Sequence[TenantRun], slo_wait_s: float, slo_p99_s: float
-) -> PolicyResult:
-    dt = runs[0].dt
-    size = max(len(r.wait_weights) for r in runs)
-    waits = np.zeros(size)
-    for r in runs:
-        waits[: len(r.wait_weights)] += r.wait_weights
-    over = math.floor(slo_wait_s / dt) + 1
+def summarize(name: str, runs: Sequence[TenantRun], slo_p99_s: float) -> PolicyResult:
     p99s = [tenant_p99_s(r) for r in runs]
     worst = int(np.argmax(p99s))
     return PolicyResult(
@@ -103,13 +83,10 @@ def summarize(
         spend_dedicated=sum(r.spend_dedicated for r in runs),
         chargeback=sum(r.chargeback for r in runs),
         replica_starts=sum(r.replica_starts for r in runs),
-        p50_wait_s=weighted_percentile(waits, 50.0) * dt,
-        p99_wait_s=weighted_percentile(waits, 99.0) * dt,
         worst_p99_wait_s=p99s[worst],
         worst_tenant=runs[worst].tenant,
         tenants=len(runs),
         tenants_meeting=sum(p <= slo_p99_s for p in p99s),
-        slo_misses=float(waits[over:].sum()),
         requests=sum(r.requests for r in runs),
         slo_p99_s=slo_p99_s,
         unserved=sum(r.unserved for r in runs),

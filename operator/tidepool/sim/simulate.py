@@ -73,11 +73,6 @@ class Comparison:
     seconds: float
 
     @property
-    def floors(self) -> dict[str, int]:
-        """tenant -> best static floor (-1: always-dedicated)."""
-        return {t: c.floor for t, c in self.static.items()}
-
-    @property
     def lower_bound(self) -> float:
         return sum(self.lower_bounds.values())
 
@@ -138,10 +133,11 @@ def best_static(
     top = max(1, math.ceil(peak / limit - 1e-9))
     hours = serverless.trace_steps * serverless.dt / 3600.0
     gpr = cfg.engine.gpus_per_replica
+    _, pool = engine.pool_prices(cfg)
     tried: dict[int, engine.TenantRun] = {0: serverless, ALWAYS_DEDICATED: dedicated}
 
     def floor_spend(floor: int) -> float:
-        return cfg.prices.dedicated_per_hour(floor, gpr) * hours
+        return cost.dedicated_cost(pool.gpus_held(floor, gpr), pool.price_per_gpu_hour, hours)
 
     def best_feasible() -> float:
         ok = [r.spend for r in tried.values() if report.meets_slo(r, cfg.slo_p99_s)]
@@ -218,10 +214,7 @@ def compare(
                 f" {floor} of 0..{choice.max_floor} ({choice.simulated} simulated,"
                 f" {'all' if choice.exhaustive else 'grid'}) ({time.monotonic() - t0:.1f}s)"
             )
-    results = {
-        name: report.summarize(name, group, cfg.slo_queue_wait_s, cfg.slo_p99_s)
-        for name, group in runs.items()
-    }
+    results = {name: report.summarize(name, group, cfg.slo_p99_s) for name, group in runs.items()}
     return Comparison(
         workload=workload,
         runs=runs,
@@ -294,6 +287,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--pool-prices",
+        type=flags.pool_prices,
         default=None,
         metavar="[SHARED,]DED,TOKENS",
         help="override the set: $/GPU-hour of the shared pool (default: DED), of the dedicated"
@@ -329,43 +323,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cold-start", type=flags.positive_float, help="model load seconds")
 
 
-def parse_pool_prices(text: str) -> tuple[float, float, float]:
-    """``--pool-prices``: ``DED,TOKENS`` (both pools at DED) or ``SHARED,DED,TOKENS``.
-
-    E.g. ``"4.00,0.20"`` is ``(4.0, 4.0, 0.2)``; ``"7.79,4.00,0.20"`` is ``(7.79, 4.0, 0.2)``.
-    Raises ``ValueError`` naming the flag, the value and what is allowed.
-    """
-    allowed = "DED,TOKENS or SHARED,DED,TOKENS with every price a finite number > 0, e.g. 4.00,0.20"
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (2, 3) or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"--pool-prices: expected {allowed}; got {text!r}")
-    if len(values) == 2:
-        values.insert(0, values[0])
-    return values[0], values[1], values[2]
-
-
 def build_config(args: argparse.Namespace) -> config.SimConfig:
-    """The config the flags ask for. Raises ``ValueError`` with a one-line message."""
-    cfg = config.SimConfig()
-    prices = config.PRICE_SETS[getattr(args, "prices", None) or "h100"]
-    if args.pool_prices:
-        shared, ded, tok = parse_pool_prices(args.pool_prices)
-        prices = replace(
-            prices,
-            shared_per_gpu_hour=shared,
-            dedicated_per_gpu_hour=ded,
-            chargeback_per_million_tokens=tok,
-        )
-    if getattr(args, "gpus_per_node", None) is not None:
-        prices = replace(prices, gpus_per_node=args.gpus_per_node)
-    # The price set names the GPU, and the GPU sets the replica's throughput (capacity model).
-    cfg = replace(cfg, prices=prices, engine=replace(cfg.engine, gpu_type=prices.gpu_type))
-    if args.cold_start is not None:
-        cfg = replace(cfg, engine=replace(cfg.engine, cold_start_s=args.cold_start))
-    return cfg
+    """The config the flags ask for (:func:`tidepool.sim.config.for_prices`)."""
+    shared, dedicated, tokens = args.pool_prices or (None, None, None)
+    return config.for_prices(
+        args.prices,
+        shared_per_gpu_hour=shared,
+        dedicated_per_gpu_hour=dedicated,
+        chargeback_per_million_tokens=tokens,
+        gpus_per_node=args.gpus_per_node,
+        cold_start_s=args.cold_start,
+    )
 
 
 def check_out_dir(out: Path) -> None:
@@ -393,13 +361,13 @@ def run(args: argparse.Namespace) -> int:
             check_out_dir(args.out)
         workload = traces.load(
             args.trace,
-            cfg.engine,
+            cfg.capacity(),
             dt=args.dt,
             hours=args.hours,
             top=args.top,
             sample=args.sample,
             seed=args.seed,
-            scale=getattr(args, "scale", 1.0),
+            scale=args.scale,
         )
     except (OSError, ValueError) as exc:  # TraceError is a ValueError
         say(f"tidepool simulate: {exc}")

@@ -2,7 +2,8 @@
 
 Role: the only module of the simulator that reads files. Everything downstream works on a
 :class:`Workload`: for each tenant, per time step of ``dt`` seconds, how many requests arrived,
-how many tokens they carry, and their mean service time.
+their input and output tokens, and their mean service time (how long a request holds a batch
+seat, from the engine's capacity model).
 
 Formats:
 
@@ -26,6 +27,7 @@ Python exception: the programs print it as one line.
 This module must not decide anything about scaling or cost; it only reads and bins.
 """
 
+import argparse
 import csv
 import gzip
 import io
@@ -42,7 +44,8 @@ from typing import Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from tidepool.sim import config
+from tidepool.policy.capacity import EngineCapacity
+from tidepool.sim import flags
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -70,14 +73,10 @@ def _number(text: str, field: str, where: str, *, positive: bool = False) -> flo
     E.g. ``_number("211", "GeneratedTokens", "log.csv:2")`` is 211.0; ``"nan"``, ``"inf"``,
     ``"-3"`` and ``"abc"`` raise a :class:`TraceError` that names the field and the value.
     """
-    allowed = "a finite number > 0" if positive else "a finite number >= 0"
     try:
-        value = float(text)
-    except ValueError:
-        raise TraceError(f"{where}: {field} must be {allowed}, got {text!r}") from None
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise TraceError(f"{where}: {field} must be {allowed}, got {text!r}")
-    return value
+        return flags.finite_number(text, 0.0, strict=positive)
+    except argparse.ArgumentTypeError as exc:
+        raise TraceError(f"{where}: {field} {exc}") from None
 
 
 def _guard(path: Path, read: Callable[[], _T]) -> _T:
@@ -98,12 +97,22 @@ def _guard(path: Path, read: Callable[[], _T]) -> _T:
 
 @dataclass(frozen=True, slots=True)
 class TenantLoad:
-    """One tenant's demand per step. Arrays have one entry per step."""
+    """One tenant's demand per step. Arrays have one entry per step.
+
+    ``input_tokens`` and ``output_tokens`` are the step's totals (what the gateway's counters
+    add up); ``service_s`` is the mean seconds one of the step's requests holds a batch seat.
+    """
 
     name: str
     arrivals: FloatArray
-    tokens: FloatArray
+    input_tokens: FloatArray
+    output_tokens: FloatArray
     service_s: FloatArray
+
+    @property
+    def tokens(self) -> FloatArray:
+        """Input plus output tokens per step."""
+        return self.input_tokens + self.output_tokens
 
     @property
     def requests(self) -> float:
@@ -216,47 +225,73 @@ def _read_request_log(path: Path) -> RequestLog:
     )
 
 
-def bin_log(
-    log: RequestLog, engine: config.EngineModel, dt: float, name: str, hours: float | None = None
+def tenant_load(
+    name: str,
+    cap: EngineCapacity,
+    arrivals: FloatArray,
+    input_tokens: FloatArray,
+    output_tokens: FloatArray,
 ) -> TenantLoad:
-    """Bin a request log into steps of ``dt`` seconds (mean service time per step)."""
+    """A tenant's load from its per-step arrivals and token totals, with the mean service time.
+
+    A request holds a seat for ``cap.service_seconds(input, output)``, which is linear in the
+    tokens, so a step's mean request holds one for the service time of its mean tokens: on an H100
+    8B engine, 2 requests of 1,155 + 211 tokens in a step (2,310 input and 422 output) each hold
+    a seat 6.02 s. A step without arrivals has service time 0.
+    """
+    per_input, per_output = cap.service_seconds(1.0, 0.0), cap.service_seconds(0.0, 1.0)
+    seat_seconds = input_tokens * per_input + output_tokens * per_output
+    service = np.divide(seat_seconds, arrivals, out=np.zeros(len(arrivals)), where=arrivals > 0)
+    return TenantLoad(name, arrivals, input_tokens, output_tokens, service)
+
+
+def bin_log(
+    log: RequestLog, cap: EngineCapacity, dt: float, name: str, hours: float | None = None
+) -> TenantLoad:
+    """Bin a request log into steps of ``dt`` seconds: arrivals, input and output tokens."""
     end = log.duration_s if hours is None else min(log.duration_s, hours * 3600.0)
     keep = log.offsets_s <= end
     steps = max(1, math.floor(end / dt) + 1)
     idx = np.minimum((log.offsets_s[keep] // dt).astype(np.int64), steps - 1)
-    ins, outs = log.input_tokens[keep], log.output_tokens[keep]
-    arrivals = np.bincount(idx, minlength=steps).astype(np.float64)
-    tokens = np.bincount(idx, weights=ins + outs, minlength=steps).astype(np.float64)
-    svc = ins / engine.prefill_tokens_per_s + outs * engine.decode_s_per_token
-    svc_sum = np.bincount(idx, weights=svc, minlength=steps)
-    service = np.divide(svc_sum, arrivals, out=np.zeros(steps), where=arrivals > 0)
-    return TenantLoad(name=name, arrivals=arrivals, tokens=tokens, service_s=service)
+
+    def per_step(weights: FloatArray | None = None) -> FloatArray:
+        return np.bincount(idx, weights=weights, minlength=steps).astype(np.float64)
+
+    return tenant_load(
+        name,
+        cap,
+        per_step(),
+        per_step(log.input_tokens[keep]),
+        per_step(log.output_tokens[keep]),
+    )
 
 
 def scaled(load: TenantLoad, scale: float) -> TenantLoad:
     """``load`` with ``scale`` times the arrivals and tokens per step, service times unchanged.
 
-    E.g. ×10 turns a step with 3 requests and 3,600 tokens into 30 requests and 36,000 tokens.
+    E.g. ×10 turns a step with 3 requests and 3,000 + 600 tokens into 30 requests and
+    30,000 + 6,000 tokens.
     """
     if scale == 1.0:
         return load
     return TenantLoad(
         name=load.name,
         arrivals=load.arrivals * scale,
-        tokens=load.tokens * scale,
+        input_tokens=load.input_tokens * scale,
+        output_tokens=load.output_tokens * scale,
         service_s=load.service_s,
     )
 
 
 def load_request_log(
     path: Path,
-    engine: config.EngineModel,
+    cap: EngineCapacity,
     dt: float = 1.0,
     hours: float | None = None,
     scale: float = 1.0,
 ) -> Workload:
     log = read_request_log(path)
-    tenant = scaled(bin_log(log, engine, dt, path.stem, hours), scale)
+    tenant = scaled(bin_log(log, cap, dt, path.stem, hours), scale)
     times = f", demand x{scale:g}" if scale != 1.0 else ""
     return Workload(
         name=path.stem,
@@ -330,7 +365,7 @@ def _token_means(path: Path) -> dict[tuple[str, str], list[tuple[float, float, f
 
 def load_servegen(
     path: Path,
-    engine: config.EngineModel,
+    cap: EngineCapacity,
     *,
     dt: float = 5.0,
     top: int = 8,
@@ -388,20 +423,15 @@ def load_servegen(
         k = np.where(over, mu / np.maximum(var_factor - 1.0, 1e-9), 1.0)
         lam[over] = rng.gamma(shape=k[over], scale=mu[over] / k[over])
         arrivals[busy] = rng.poisson(lam[busy])
+        # Only per-window means are known: each step's requests carry its window's means.
         ins = np.full(steps, DEFAULT_INPUT_TOKENS)
         outs = np.full(steps, DEFAULT_OUTPUT_TOKENS)
         for s, mi, mo in token_means.get(key, []):
             a = int(s // dt)
             ins[a:] = mi
             outs[a:] = mo
-        svc = ins / engine.prefill_tokens_per_s + outs * engine.decode_s_per_token
         tenants.append(
-            TenantLoad(
-                name=f"{key[0]}/{key[1]}",
-                arrivals=arrivals,
-                tokens=arrivals * (ins + outs),
-                service_s=np.where(arrivals > 0, svc, 0.0),
-            )
+            tenant_load(f"{key[0]}/{key[1]}", cap, arrivals, arrivals * ins, arrivals * outs)
         )
     total = sum(volume.values())
     share = sum(volume[k] for k in chosen[:top]) / total if total else 0.0
@@ -423,7 +453,7 @@ def load_servegen(
 
 def load(
     path: Path,
-    engine: config.EngineModel,
+    cap: EngineCapacity,
     *,
     dt: float | None = None,
     hours: float | None = None,
@@ -446,7 +476,7 @@ def load(
             path,
             lambda: load_servegen(
                 path,
-                engine,
+                cap,
                 dt=dt or 5.0,
                 top=top,
                 sample=sample,
@@ -455,4 +485,4 @@ def load(
                 scale=scale,
             ),
         )
-    return load_request_log(path, engine, dt=dt or 1.0, hours=hours, scale=scale)
+    return load_request_log(path, cap, dt=dt or 1.0, hours=hours, scale=scale)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tidepool import cli
-from tidepool.sim import advise, baselines, config, engine, plots, report, simulate, traces
+from tidepool.sim import advise, baselines, config, engine, flags, plots, report, simulate, traces
 
 #: ``shared/`` sits beside the repository (as on the dev machines and in CI).
 TRACES = Path(__file__).resolve().parents[4] / "shared" / "traces"
@@ -140,7 +140,7 @@ def test_simulate_program_prints_table_and_writes_plots(
 
 def test_servegen_slice_loads_top_and_sample() -> None:
     cfg = config.SimConfig()
-    w = traces.load(SERVEGEN_DAY0, cfg.engine, hours=1.0, top=2, sample=1)
+    w = traces.load(SERVEGEN_DAY0, cfg.capacity(), hours=1.0, top=2, sample=1)
     assert len(w.tenants) == 3
     assert w.steps == 720
     assert all(t.requests > 0 for t in w.tenants[:2])
@@ -148,22 +148,23 @@ def test_servegen_slice_loads_top_and_sample() -> None:
 
 def test_scale_multiplies_demand() -> None:
     cfg = config.SimConfig()
-    one = traces.load(CODE, cfg.engine, hours=0.25)
-    ten = traces.load(CODE, cfg.engine, hours=0.25, scale=10.0)
+    one = traces.load(CODE, cfg.capacity(), hours=0.25)
+    ten = traces.load(CODE, cfg.capacity(), hours=0.25, scale=10.0)
     a, b = one.tenants[0], ten.tenants[0]
     np.testing.assert_allclose(b.arrivals, 10 * a.arrivals)
-    np.testing.assert_allclose(b.tokens, 10 * a.tokens)
+    np.testing.assert_allclose(b.input_tokens, 10 * a.input_tokens)
+    np.testing.assert_allclose(b.output_tokens, 10 * a.output_tokens)
     np.testing.assert_allclose(b.service_s, a.service_s)
     assert "demand x10" in ten.note
     # ServeGen: the window rates are scaled before arrivals are drawn.
-    s1 = traces.load(SERVEGEN_DAY0, cfg.engine, hours=2.0, top=1, sample=0)
-    s10 = traces.load(SERVEGEN_DAY0, cfg.engine, hours=2.0, top=1, sample=0, scale=10.0)
+    s1 = traces.load(SERVEGEN_DAY0, cfg.capacity(), hours=2.0, top=1, sample=0)
+    s10 = traces.load(SERVEGEN_DAY0, cfg.capacity(), hours=2.0, top=1, sample=0, scale=10.0)
     assert s10.tenants[0].requests == pytest.approx(10 * s1.tenants[0].requests, rel=0.1)
 
 
 def test_compare_judges_like_for_like_on_conv_slice() -> None:
     cfg = config.SimConfig()
-    w = traces.load(CONV, cfg.engine, hours=0.5)
+    w = traces.load(CONV, cfg.capacity(), hours=0.5)
     cmp = simulate.compare(w, cfg)
     r = cmp.results
     best = cmp.runs["best-static-hybrid"][0]
@@ -200,7 +201,6 @@ def _fake_run(spend: float, waited_s: int) -> engine.TenantRun:
         spend_dedicated=0.0,
         chargeback=0.0,
         tokens_shared=0.0,
-        tokens_total=0.0,
         requests=100.0,
         replica_starts=0,
         wait_weights=waits,
@@ -280,13 +280,26 @@ def test_price_flags() -> None:
     p = simulate.build_config(parse(simulate, ["x.csv", "--pool-prices", "9,2.5,0.3"])).prices
     assert (p.shared_per_gpu_hour, p.dedicated_per_gpu_hour) == (9.0, 2.5)
     cfg = simulate.build_config(parse(simulate, ["x.csv", "--prices", "a100"]))
-    assert cfg.prices == config.PRICE_SETS["a100"]
-    assert cfg.engine.gpu_type == config.PRICE_SETS["a100"].gpu_type
+    assert cfg == config.for_prices("a100")
     cfg = simulate.build_config(parse(simulate, ["x.csv", "--gpus-per-node", "8"]))
     assert (cfg.prices.name, cfg.prices.gpus_per_node) == ("h100", 8)
-    assert simulate.parse_pool_prices("4.00,0.20") == (4.0, 4.0, 0.2)
-    with pytest.raises(ValueError, match="--pool-prices"):
-        simulate.parse_pool_prices("4")
+    cfg = simulate.build_config(parse(simulate, ["x.csv", "--cold-start", "90"]))
+    assert cfg == config.for_prices(cold_start_s=90.0)
+    assert simulate.build_config(parse(simulate, ["x.csv"])) == config.SimConfig()
+    cfg = advise.build_config(
+        parse(advise, ["--prices", "a100", "--hourly-rate", "3", "--price-per-million-tokens", "1"])
+    )
+    assert cfg == config.for_prices(
+        "a100",
+        shared_per_gpu_hour=3.0,
+        dedicated_per_gpu_hour=3.0,
+        chargeback_per_million_tokens=1.0,
+    )
+    assert flags.pool_prices("4.00,0.20") == (4.0, 4.0, 0.2)
+    assert flags.pool_prices("7.79,4.00,0.20") == (7.79, 4.0, 0.2)
+    for bad in ("4", "1,2,3,4", "4,x", "4,nan", "0,0.2"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"SHARED,DED,TOKENS.*got '{bad}'"):
+            flags.pool_prices(bad)
 
 
 def test_plot_sums_pad_runs_that_drained_longer() -> None:
