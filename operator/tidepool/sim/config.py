@@ -160,10 +160,6 @@ class SimConfig:
         """The engine's throughput on the price set's GPU (the pools' ``gpuType``)."""
         return self.engine.capacity(self.prices.gpu_type)
 
-    def replicas_for(self, concurrency: float) -> int:
-        """Replicas a static deployment needs for ``concurrency`` in flight (full batches)."""
-        return max(0, math.ceil(concurrency / self.engine.max_num_seqs - 1e-9))
-
 
 def for_prices(
     name: str = "h100",

@@ -10,8 +10,9 @@ flight when the trace ends. The per-token chargeback is reported beside spend, n
 
 The "best static hybrid in hindsight" is found per tenant by simulation (no analytic shortcut):
 every dedicated floor from 0 (all serverless: the shared-pool autoscaler) up to the floor whose
-replicas carry the trace's peak, plus always-dedicated sized for the peak, and the cheapest that
-meets the SLO wins (the cheapest overall if none does). See :func:`best_static`.
+replicas carry the trace's peak, plus always-dedicated sized for the peak as the placement policy
+sizes its dedicated option (:func:`always_dedicated_replicas`), and the cheapest that meets the
+SLO wins (the cheapest overall if none does). See :func:`best_static`.
 
 This module must not implement policy: every scaling and placement choice comes from
 ``tidepool.policy`` or from a baseline controller.
@@ -30,7 +31,7 @@ from typing import Final
 import numpy as np
 
 from tidepool.api.v1alpha1 import DeploymentMode
-from tidepool.policy import cost
+from tidepool.policy import cost, placement, plan
 from tidepool.sim import baselines, config, engine, flags, plots, report, traces
 
 POLICIES = (
@@ -175,6 +176,23 @@ def best_static(
     )
 
 
+def always_dedicated_replicas(cfg: config.SimConfig, peak: float) -> int:
+    """Replicas of the always-dedicated baseline for ``peak`` requests in flight.
+
+    The size of the placement policy's dedicated option for the simulated ``auto`` tenant
+    (:func:`tidepool.policy.placement.dedicated_replicas` at
+    :func:`tidepool.policy.plan.target_utilization`): the peak in replicas of work is the
+    in-flight peak over the engine's seats (a request holds a seat for ``seats x
+    seconds_per_request``). E.g. 150 in flight on 64 seats is 2.34 replicas of work;
+    at the default 56 of 64 seats, ``ceil(2.34 / 0.875) = 3`` replicas.
+    """
+    tenant = baselines.sim_tenant(cfg, DeploymentMode.AUTO)
+    peak_work = peak / cfg.capacity().max_num_seqs
+    return placement.dedicated_replicas(
+        peak_work, plan.target_utilization(tenant), tenant.spec.scaling.min_replicas
+    )
+
+
 def compare(
     workload: traces.Workload,
     cfg: config.SimConfig,
@@ -199,7 +217,7 @@ def compare(
         serverless = sim(baselines.Tidepool(cfg, DeploymentMode.SERVERLESS))
         runs["always-serverless"].append(serverless)
         peak = float(engine.offered_concurrency(load, dt).max(initial=0.0))
-        dedicated = sim(baselines.FixedDedicated(cfg.replicas_for(peak)))
+        dedicated = sim(baselines.FixedDedicated(always_dedicated_replicas(cfg, peak)))
         runs["always-dedicated"].append(dedicated)
         runs["reactive-keda-hpa"].append(sim(baselines.Reactive(cfg)))
         choice = best_static(sim, cfg, peak, serverless, dedicated, progress=progress)

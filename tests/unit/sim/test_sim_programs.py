@@ -112,7 +112,10 @@ def test_bad_log_names_the_column(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_advise_conv_trace_prints_spend_and_chargeback(capsys: pytest.CaptureFixture[str]) -> None:
     assert advise.run(parse(advise, [str(CONV)])) == 0
     out = capsys.readouterr().out
-    assert "recommended mode:" in out
+    # Busiest minute 13,266 tokens/s on one H100: 0.52 busy, above the 0.50 promotion
+    # threshold, and one dedicated replica spends what serverless does ($5,687/month).
+    assert "recommended mode: dedicated (Promoted): promoted to dedicated: spends no more" in out
+    assert "utilization 0.52" in out
     for option in ("serverless", "dedicated", "hybrid"):
         assert f"  {option} " in out
     assert "(not part of spend)" in out
@@ -185,6 +188,13 @@ def test_compare_judges_like_for_like_on_conv_slice() -> None:
     for result in r.values():
         assert result.spend >= cmp.lower_bound * 0.999
     assert cmp.ratios.vs_lower_bound == pytest.approx(r["tidepool-auto"].spend / cmp.lower_bound)
+    # On this half hour (at most 0.52 replicas busy) auto keeps the one shared replica it starts
+    # with, as the best static choice (floor 0) does: the same spend, every request within 10 s.
+    auto = r["tidepool-auto"]
+    assert (auto.meets_slo, auto.missed, auto.worst_p99_wait_s) == (True, (), 0.0)
+    assert cmp.ratios.vs_best_static == 1.0
+    assert cmp.static[w.tenants[0].name].floor == 0
+    assert cmp.ratios.vs_lower_bound == pytest.approx(1.0033, abs=1e-4)
 
 
 def _fake_run(spend: float, waited_s: int) -> engine.TenantRun:
@@ -213,16 +223,29 @@ def _fake_run(spend: float, waited_s: int) -> engine.TenantRun:
 
 
 @pytest.mark.parametrize(
-    ("peak", "best", "exhaustive", "at_most"),
+    ("peak", "best", "exhaustive", "simulated"),
     [
-        # Floors 0..19 and always-dedicated: 21 candidates, all simulated.
-        pytest.param(19 * 56, 12, True, 21, id="exhaustive-20-floors"),
-        # Floors 0..400: the grid refines to the optimum with far fewer simulations.
-        pytest.param(400 * 56, 137, False, 60, id="grid-401-floors"),
+        # Floors 0..19 and always-dedicated: 21 candidates, floors 1..19 simulated in turn (0
+        # and always-dedicated are given). The trace is 0 h long, so no floor is pruned.
+        pytest.param(19 * 56, 12, True, list(range(1, 20)), id="exhaustive-20-floors"),
+        # Floors 0..400: a 9-point grid over 0..400 (0 given), then 100..150, then 125..138,
+        # then every floor of 135..140 not yet simulated: 25 simulations, not 400.
+        pytest.param(
+            400 * 56,
+            137,
+            False,
+            [
+                *(50, 100, 150, 200, 250, 300, 350, 400),
+                *(112, 125, 138, 162, 175, 188),
+                *(128, 131, 134, 141, 144, 147),
+                *(135, 136, 137, 139, 140),
+            ],
+            id="grid-401-floors",
+        ),
     ],
 )
 def test_best_static_finds_the_cheapest_floor_meeting_the_slo(
-    peak: float, best: int, exhaustive: bool, at_most: int
+    peak: float, best: int, exhaustive: bool, simulated: list[int]
 ) -> None:
     cfg = config.SimConfig()
     calls: list[int] = []
@@ -239,8 +262,8 @@ def test_best_static_finds_the_cheapest_floor_meeting_the_slo(
     assert (choice.floor, choice.exhaustive) == (best, exhaustive)
     assert choice.run.spend == 100.0
     assert choice.run.controller == "best-static-hybrid"
-    assert choice.simulated <= at_most
-    assert len(calls) == len(set(calls))  # memoized
+    assert calls == simulated  # each once: memoized
+    assert choice.simulated == len(simulated) + 2
 
 
 def test_best_static_skips_floors_whose_own_gpus_cost_more_than_a_run_meeting_the_slo() -> None:
@@ -300,6 +323,22 @@ def test_price_flags() -> None:
     for bad in ("4", "1,2,3,4", "4,x", "4,nan", "0,0.2"):
         with pytest.raises(argparse.ArgumentTypeError, match=f"SHARED,DED,TOKENS.*got '{bad}'"):
             flags.pool_prices(bad)
+
+
+@pytest.mark.parametrize(
+    ("peak", "replicas"),
+    [
+        pytest.param(56, 1, id="56-in-flight-fills-the-target"),
+        pytest.param(57, 2, id="57-in-flight-needs-a-second"),
+        pytest.param(150, 3, id="150-in-flight"),
+        pytest.param(0, 1, id="idle-still-one"),
+    ],
+)
+def test_always_dedicated_is_sized_as_the_policy_sizes_its_dedicated_option(
+    peak: float, replicas: int
+) -> None:
+    # 56 of 64 seats is the target: 150 in flight is 2.34 replicas of work, ceil(2.34/0.875) = 3.
+    assert simulate.always_dedicated_replicas(config.SimConfig(), peak) == replicas
 
 
 def test_plot_sums_pad_runs_that_drained_longer() -> None:
