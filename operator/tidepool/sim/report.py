@@ -1,7 +1,9 @@
 """Summaries of simulation runs: the comparison table, the ratios and the targets they are held to.
 
-Role: aggregate :class:`~tidepool.sim.engine.TenantRun` values per policy (summing tenants) and
-format them. Percentiles of queue wait are weighted by request counts, with numpy.
+Role: aggregate :class:`~tidepool.sim.engine.TenantRun` values per policy (summing tenants),
+format them, and judge tidepool-auto against its targets (:func:`missed_targets`, what
+``tidepool simulate`` prints and the benchmark exits on). Percentiles of queue wait are weighted
+by request counts, with numpy.
 
 Every policy is judged by one SLO rule, :func:`meets_slo`: a *tenant* meets it when its own p99
 queue wait is at most ``slo_p99_s``, and a *policy* meets it only when every tenant does. A wait
@@ -173,3 +175,27 @@ def ratios(
         vs_dedicated=cost.ratio(auto.spend, dedicated.spend),
         vs_lower_bound=math.nan if lower_bound is None else cost.ratio(auto.spend, lower_bound),
     )
+
+
+def missed_targets(auto: PolicyResult, q: Ratios) -> list[str]:
+    """The targets tidepool-auto misses on one comparison; empty when it meets them all.
+
+    Three targets: spend at most :data:`MAX_VS_BEST_STATIC` times the best static policy, at most
+    :data:`MAX_VS_LOWER_BOUND` times the per-minute lower bound (a ratio that is not a number
+    counts as a miss), and every tenant within the SLO. A miss of the SLO names the tenants,
+    worst first. E.g. ratios 1.23 and 1.40 with tenants ``a`` (p99 45 s, the worst) and ``b``
+    over a 10 s SLO: ``["auto/static 1.230 > 1.1", "SLO: 2/16 tenants over 10s: a (worst, p99
+    45s), b"]``.
+    """
+    out = []
+    if not q.vs_best_static <= MAX_VS_BEST_STATIC:
+        out.append(f"auto/static {q.vs_best_static:.3f} > {MAX_VS_BEST_STATIC:g}")
+    if not q.vs_lower_bound <= MAX_VS_LOWER_BOUND:
+        out.append(f"auto/bound {q.vs_lower_bound:.3f} > {MAX_VS_LOWER_BOUND:g}")
+    if auto.missed:
+        names = [f"{auto.missed[0]} (worst, p99 {auto.worst_p99_wait_s:.0f}s)", *auto.missed[1:]]
+        out.append(
+            f"SLO: {len(auto.missed)}/{auto.tenants} tenants over {auto.slo_p99_s:g}s:"
+            f" {', '.join(names)}"
+        )
+    return out

@@ -259,6 +259,7 @@ def render(cmp: Comparison, cfg: config.SimConfig) -> str:
     """The text printed by ``tidepool simulate``."""
     w = cmp.workload
     auto = cmp.results["tidepool-auto"]
+    missed = report.missed_targets(auto, cmp.ratios)
     drains = [r.drain_s for group in cmp.runs.values() for r in group]
     unserved = sum(r.unserved for r in cmp.results.values())
     lines = [
@@ -277,6 +278,7 @@ def render(cmp: Comparison, cfg: config.SimConfig) -> str:
         cmp.ratios.line(),
         f"tidepool-auto: {auto.tenants_meeting}/{auto.tenants} tenants within the SLO"
         f" (worst {auto.worst_tenant}: p99 {auto.worst_p99_wait_s:.0f}s)",
+        "targets: " + ("; ".join(missed) if missed else "all met"),
     ]
     lines.append("best static per tenant (floor of 0..max; -1 = always-dedicated):")
     items = [f"{t} {c.floor}/{c.max_floor}" for t, c in cmp.static.items()]

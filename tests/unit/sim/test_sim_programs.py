@@ -133,6 +133,8 @@ def test_simulate_program_prints_table_and_writes_plots(
         assert words in out.out
     assert "tidepool-auto spend / best static hybrid" in out.out
     assert "/ per-minute lower bound" in out.out
+    # A quarter hour of code traffic: auto meets the SLO but spends 2.4x the per-minute bound.
+    assert "\ntargets: auto/bound 2.400 > 1.5\n" in out.out
     assert "[1/1]" in out.err  # progress on stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "AzureLLMInferenceTrace_code_cost.png",
@@ -195,6 +197,7 @@ def test_compare_judges_like_for_like_on_conv_slice() -> None:
     assert cmp.ratios.vs_best_static == 1.0
     assert cmp.static[w.tenants[0].name].floor == 0
     assert cmp.ratios.vs_lower_bound == pytest.approx(1.0033, abs=1e-4)
+    assert report.missed_targets(auto, cmp.ratios) == []
 
 
 def _fake_run(spend: float, waited_s: int) -> engine.TenantRun:

@@ -1,0 +1,120 @@
+"""Judging tidepool-auto against its targets: report.missed_targets, and the benchmark's rows,
+table and exit code built on it."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import bench_simulate as bench
+from tidepool.sim import report
+
+
+def _auto(missed: tuple[str, ...] = (), worst_p99_s: float = 0.0) -> report.PolicyResult:
+    return report.PolicyResult(
+        name="tidepool-auto",
+        gpu_hours=1.0,
+        spend=7.79,
+        spend_shared=7.79,
+        spend_dedicated=0.0,
+        chargeback=0.0,
+        replica_starts=0,
+        worst_p99_wait_s=worst_p99_s,
+        worst_tenant=missed[0] if missed else "a",
+        tenants=16,
+        missed=missed,
+        requests=100.0,
+        slo_p99_s=10.0,
+    )
+
+
+def _ratios(vs_static: float, vs_bound: float) -> report.Ratios:
+    return report.Ratios(vs_static, 1.0, 1.0, 1.0, vs_lower_bound=vs_bound)
+
+
+def test_targets_are_named_constants_used_by_the_ratio_line() -> None:
+    assert (report.MAX_VS_BEST_STATIC, report.MAX_VS_LOWER_BOUND) == (1.10, 1.50)
+    line = _ratios(1.0, 1.2).line()
+    assert "best static hybrid = 1.000 (target <= 1.10)" in line
+    assert "lower bound = 1.200 (target <= 1.50)" in line
+
+
+@pytest.mark.parametrize(
+    ("vs_static", "vs_bound", "missed", "expected"),
+    [
+        pytest.param(1.10, 1.50, (), [], id="at-both-targets"),
+        pytest.param(1.2301, 1.50, (), ["auto/static 1.230 > 1.1"], id="over-best-static"),
+        pytest.param(1.0, 1.51, (), ["auto/bound 1.510 > 1.5"], id="over-the-bound"),
+        pytest.param(1.0, math.nan, (), ["auto/bound nan > 1.5"], id="no-bound-is-a-miss"),
+        pytest.param(
+            1.0,
+            1.0,
+            ("c", "a"),
+            ["SLO: 2/16 tenants over 10s: c (worst, p99 45s), a"],
+            id="slo-names-worst-first",
+        ),
+    ],
+)
+def test_missed_targets(
+    vs_static: float, vs_bound: float, missed: tuple[str, ...], expected: list[str]
+) -> None:
+    auto = _auto(missed, worst_p99_s=45.0)
+    assert report.missed_targets(auto, _ratios(vs_static, vs_bound)) == expected
+
+
+def _row(trace: str, vs_static: float, misses: tuple[str, ...] = ()) -> bench.Row:
+    return bench.Row(
+        trace=trace,
+        scale=1.0,
+        prices="h100",
+        hours=1.0,
+        vs_static=vs_static,
+        vs_bound=1.2,
+        tenants=16,
+        auto_ok=16 - sum(m.startswith("SLO") for m in misses),
+        static_ok=16,
+        worst_p99_s=0.0,
+        auto_spend=110.0,
+        static_spend=100.0,
+        bound=91.6,
+        seconds=3.0,
+        misses=misses,
+    )
+
+
+def test_bench_exit_code_is_0_all_met_1_on_a_miss_3_when_a_row_failed() -> None:
+    good = _row("good", 1.0)
+    miss = _row("miss", 1.05, ("SLO: 1/16 tenants over 10s: m-large/7 (worst, p99 45s)",))
+    failed = bench.failed_row(
+        bench.Job(Path("/t/servegen_x.csv.gz"), 10.0, "a100", 2.0), MemoryError("out of\nmemory")
+    )
+    assert bench.exit_code([good]) == 0
+    assert bench.exit_code([good, miss]) == bench.MISSED == 1
+    assert bench.exit_code([good, miss, failed]) == bench.FAILED == 3
+    assert (failed.trace, failed.scale, failed.prices) == ("servegen_x", 10.0, "a100")
+    assert failed.status == "ERROR: MemoryError: out of memory"
+
+
+def test_bench_table_prints_denominators_and_misses_worst_row_first() -> None:
+    good = _row("good", 1.0)
+    miss = _row("miss", 1.05, ("SLO: 1/16 tenants over 10s: m-large/7 (worst, p99 45s)",))
+    over = _row("over", 1.2, ("auto/static 1.200 > 1.1",))
+    failed = bench.failed_row(bench.Job(Path("/t/conv.csv"), 1.0, "h100", None), OSError("gone"))
+    lines = bench.table([good, miss, over, failed]).splitlines()
+    assert "static $" in lines[0]
+    assert "bound $" in lines[0]
+    assert [line.split()[0] for line in lines[2:]] == ["conv", "over", "miss", "good"]
+    assert lines[2].endswith("ERROR: OSError: gone")
+    assert "nan" not in lines[2]
+    assert lines[4].endswith("SLO: 1/16 tenants over 10s: m-large/7 (worst, p99 45s)")
+    assert "$110" in lines[5]
+    assert "$100" in lines[5]
+    assert "$92" in lines[5]
+    assert lines[5].endswith("  -")
+
+
+def test_bench_without_the_traces_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench.main(["--traces", str(tmp_path), "--quick"]) == bench.NO_TRACE == 2
+    assert "missing" in capsys.readouterr().err
