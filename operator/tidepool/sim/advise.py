@@ -32,7 +32,7 @@ from pathlib import Path
 from tidepool.api import durations
 from tidepool.api.v1alpha1 import DeploymentMode
 from tidepool.policy import cost, placement, plan
-from tidepool.sim import baselines, config, engine, flags, traces
+from tidepool.sim import config, engine, flags, traces
 
 
 def seed_lines(args: argparse.Namespace) -> list[str]:
@@ -103,9 +103,9 @@ def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
         return [*lines, "recommended mode: serverless (no traffic to measure)"]
     # The tenant as the operator would see it: new (placed on no evidence yet), so the whole log
     # is its first evidence and decides without a hold.
-    shared, dedicated = baselines.sim_pools(cfg)
+    shared, dedicated = cfg.pools()
     inputs = plan.placement_inputs(
-        baselines.sim_tenant(cfg, DeploymentMode.AUTO),
+        cfg.tenant(DeploymentMode.AUTO),
         traffic,
         DeploymentMode.SERVERLESS,
         shared=shared,
@@ -146,7 +146,7 @@ def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
             " tenant (not part of spend)"
         )
     pool = inputs.dedicated
-    assert pool is not None  # sim_pools always has one
+    assert pool is not None  # SimConfig.pools always has one
     gpu_hourly = cost.dedicated_cost(
         pool.gpus_held(proj.dedicated_replicas, cfg.engine.gpus_per_replica),
         pool.price_per_gpu_hour,

@@ -29,74 +29,15 @@ from typing import Final
 from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import (
     DeploymentMode,
-    GPUPool,
-    InferenceDeployment,
     InferenceDeploymentStatus,
-    Tenancy,
 )
 from tidepool.policy import placement, plan, signals
 from tidepool.sim import config
 from tidepool.sim.engine import Command, Observation
 
 _LONG_AGO: Final = timedelta(days=1)
-SHARED_POOL: Final = "shared"
-DEDICATED_POOL: Final = "dedicated"
 #: Plans made at the trace's start to reach the steady state of a system already running.
 _WARM_UP_PLANS: Final = 16
-
-
-def sim_pools(cfg: config.SimConfig) -> tuple[GPUPool, GPUPool]:
-    """The shared and the dedicated GPUPool the simulated tenants run on, at ``cfg``'s prices."""
-    prices = cfg.prices
-
-    def pool(name: str, tenancy: Tenancy, per_gpu_hour: float, gpus_per_node: int) -> GPUPool:
-        spec: dict[str, object] = {
-            "tenancy": tenancy,
-            "gpuType": prices.gpu_type,
-            "gpusPerNode": gpus_per_node,
-            "nodeSelector": {labels.POOL: name},
-            "pricePerGpuHour": per_gpu_hour,
-        }
-        if tenancy == Tenancy.SHARED:
-            spec["pricePerMillionTokens"] = prices.chargeback_per_million_tokens
-        return GPUPool.model_validate({"metadata": {"name": name}, "spec": spec})
-
-    return (
-        pool(SHARED_POOL, Tenancy.SHARED, prices.shared_per_gpu_hour, 8),
-        pool(
-            DEDICATED_POOL, Tenancy.DEDICATED, prices.dedicated_per_gpu_hour, prices.gpus_per_node
-        ),
-    )
-
-
-def sim_tenant(
-    cfg: config.SimConfig, mode: DeploymentMode, name: str = "tenant"
-) -> InferenceDeployment:
-    """The InferenceDeployment a simulated tenant stands for, with ``cfg``'s settings."""
-    eng = cfg.engine
-    cap = cfg.capacity()
-    return InferenceDeployment.model_validate(
-        {
-            "metadata": {"name": name, "namespace": "sim", "generation": 1, "annotations": {}},
-            "spec": {
-                "model": {"name": f"sim-{eng.model_params_b:g}b"},
-                "mode": mode,
-                # The simulated engine's throughput is known exactly: the spec's override, so
-                # the plan sizes with the very model that runs the requests.
-                "engine": {
-                    "maxNumSeqs": eng.max_num_seqs,
-                    "gpusPerReplica": eng.gpus_per_replica,
-                    "capacity": {
-                        "prefillTokensPerSecond": cap.prefill_tokens_per_s,
-                        "decodeTokensPerSecond": cap.decode_tokens_per_s,
-                    },
-                },
-                "scaling": cfg.scaling.model_dump(by_alias=True, exclude_none=True),
-                "placement": cfg.placement.model_dump(by_alias=True, exclude_none=True),
-                "hybrid": cfg.hybrid.model_dump(by_alias=True, exclude_none=True),
-            },
-        }
-    )
 
 
 class Tidepool:
@@ -106,8 +47,8 @@ class Tidepool:
 
     def __init__(self, cfg: config.SimConfig, mode: DeploymentMode = DeploymentMode.AUTO) -> None:
         self.name = "tidepool-auto" if mode == DeploymentMode.AUTO else f"always-{mode}"
-        self.pools = sim_pools(cfg)
-        self.infd = sim_tenant(cfg, mode)
+        self.pools = cfg.pools()
+        self.infd = cfg.tenant(mode)
         #: Offered load is only measured for ``auto``, as the operator's observe step does.
         self.window_s: float | None = (
             placement.PlacementPolicy.from_spec(cfg.placement).window.total_seconds()
@@ -129,8 +70,8 @@ class Tidepool:
     ) -> plan.Observed:
         assert self.started is not None
         live = {
-            SHARED_POOL: (obs.shared, obs.shared_ready, obs.shared_running),
-            DEDICATED_POOL: (obs.dedicated, obs.dedicated_ready, obs.dedicated_running),
+            config.SHARED_POOL: (obs.shared, obs.shared_ready, obs.shared_running),
+            config.DEDICATED_POOL: (obs.dedicated, obs.dedicated_ready, obs.dedicated_running),
         }
         exists = self.last.replicas() if self.last else {}
         deployments = {
@@ -180,11 +121,11 @@ class Tidepool:
         if status.migration is not None:
             mode += f"->{status.migration.to_mode}"
         return Command(
-            shared=replicas.get(SHARED_POOL, 0),
-            dedicated=replicas.get(DEDICATED_POOL, 0),
+            shared=replicas.get(config.SHARED_POOL, 0),
+            dedicated=replicas.get(config.DEDICATED_POOL, 0),
             next_tick_s=result.requeue_after.total_seconds(),
-            route_shared=SHARED_POOL in status.routable_pools,
-            route_dedicated=DEDICATED_POOL in status.routable_pools,
+            route_shared=config.SHARED_POOL in status.routable_pools,
+            route_dedicated=config.DEDICATED_POOL in status.routable_pools,
             dedicated_limit=result.overflow_limit,
             mode=mode,
         )
@@ -198,8 +139,8 @@ class Tidepool:
         result: plan.Plan | None = None
         for _ in range(_WARM_UP_PLANS):
             before = self.last.replicas() if self.last else {}
-            shared = before.get(SHARED_POOL, 0)
-            dedicated = before.get(DEDICATED_POOL, 0)
+            shared = before.get(config.SHARED_POOL, 0)
+            dedicated = before.get(config.DEDICATED_POOL, 0)
             warm = Observation(
                 now=now,
                 elapsed_s=0.0,

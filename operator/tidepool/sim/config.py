@@ -13,8 +13,21 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from tidepool.api.v1alpha1 import HybridSpec, PlacementSpec, ScalingSpec
+from tidepool.api import labels
+from tidepool.api.v1alpha1 import (
+    DeploymentMode,
+    GPUPool,
+    HybridSpec,
+    InferenceDeployment,
+    PlacementSpec,
+    ScalingSpec,
+    Tenancy,
+)
 from tidepool.policy.capacity import EngineCapacity, calibrated
+
+#: Names of the simulated shared and dedicated GPUPools.
+SHARED_POOL: Final = "shared"
+DEDICATED_POOL: Final = "dedicated"
 
 #: An H100 80GB on demand, $7.79 per GPU-hour: Fireworks' on-demand H100 price, from its post
 #: "GPUs on-demand: Not serverless, not reserved, but some third thing" (June 2024).
@@ -36,7 +49,7 @@ class Prices:
     (spend), the shared pool included; the per-token price is only what tenants are billed for
     the shared pool (chargeback), and adding it to spend would count the same GPUs twice.
 
-    These are the two GPUPools' fields (:func:`tidepool.sim.baselines.sim_pools` builds them);
+    These are the two GPUPools' fields (:meth:`SimConfig.pools` builds them);
     the maths is the operator's: :meth:`tidepool.policy.placement.PoolPrice.gpus_held` (whole
     nodes on the single-tenant dedicated pool: 3 one-GPU replicas on 8-GPU nodes hold 8 GPUs),
     :func:`tidepool.policy.cost.dedicated_cost` and :func:`tidepool.policy.cost.serverless_cost`.
@@ -159,6 +172,59 @@ class SimConfig:
     def capacity(self) -> EngineCapacity:
         """The engine's throughput on the price set's GPU (the pools' ``gpuType``)."""
         return self.engine.capacity(self.prices.gpu_type)
+
+    def pools(self) -> tuple[GPUPool, GPUPool]:
+        """The shared and the dedicated GPUPool the simulated tenants run on, at these prices."""
+        prices = self.prices
+
+        def pool(name: str, tenancy: Tenancy, per_gpu_hour: float, per_node: int) -> GPUPool:
+            spec: dict[str, object] = {
+                "tenancy": tenancy,
+                "gpuType": prices.gpu_type,
+                "gpusPerNode": per_node,
+                "nodeSelector": {labels.POOL: name},
+                "pricePerGpuHour": per_gpu_hour,
+            }
+            if tenancy == Tenancy.SHARED:
+                spec["pricePerMillionTokens"] = prices.chargeback_per_million_tokens
+            return GPUPool.model_validate({"metadata": {"name": name}, "spec": spec})
+
+        return (
+            pool(SHARED_POOL, Tenancy.SHARED, prices.shared_per_gpu_hour, 8),
+            pool(
+                DEDICATED_POOL,
+                Tenancy.DEDICATED,
+                prices.dedicated_per_gpu_hour,
+                prices.gpus_per_node,
+            ),
+        )
+
+    def tenant(self, mode: DeploymentMode, name: str = "tenant") -> InferenceDeployment:
+        """The InferenceDeployment a simulated tenant stands for, with these settings."""
+        eng = self.engine
+        cap = self.capacity()
+        return InferenceDeployment.model_validate(
+            {
+                "metadata": {"name": name, "namespace": "sim", "generation": 1, "annotations": {}},
+                "spec": {
+                    "model": {"name": f"sim-{eng.model_params_b:g}b"},
+                    "mode": mode,
+                    # The simulated engine's throughput is known exactly: the spec's override,
+                    # so the plan sizes with the very model that runs the requests.
+                    "engine": {
+                        "maxNumSeqs": eng.max_num_seqs,
+                        "gpusPerReplica": eng.gpus_per_replica,
+                        "capacity": {
+                            "prefillTokensPerSecond": cap.prefill_tokens_per_s,
+                            "decodeTokensPerSecond": cap.decode_tokens_per_s,
+                        },
+                    },
+                    "scaling": self.scaling.model_dump(by_alias=True, exclude_none=True),
+                    "placement": self.placement.model_dump(by_alias=True, exclude_none=True),
+                    "hybrid": self.hybrid.model_dump(by_alias=True, exclude_none=True),
+                },
+            }
+        )
 
 
 def for_prices(

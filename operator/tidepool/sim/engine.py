@@ -64,13 +64,11 @@ def pool_prices(cfg: config.SimConfig) -> tuple[placement.PoolPrice, placement.P
     """The shared and the dedicated pool's prices, as the placement policy sees them.
 
     :func:`tidepool.policy.plan.pool_price` of the very GPUPools the controllers run on
-    (:func:`tidepool.sim.baselines.sim_pools`), so the pools priced are the pools simulated: at
+    (:meth:`~tidepool.sim.config.SimConfig.pools`), so the pools priced are the pools simulated: at
     the defaults, H100s at $7.79/GPU-hour on both, the shared pool charging back $0.20/1M tokens,
     the dedicated one in single-GPU nodes.
     """
-    from tidepool.sim import baselines  # baselines imports this module (Command, Observation)
-
-    shared_pool, dedicated_pool = baselines.sim_pools(cfg)
+    shared_pool, dedicated_pool = cfg.pools()
     shared, dedicated = plan.pool_price(shared_pool), plan.pool_price(dedicated_pool)
     assert shared is not None
     assert dedicated is not None

@@ -186,7 +186,7 @@ def always_dedicated_replicas(cfg: config.SimConfig, peak: float) -> int:
     seconds_per_request``). E.g. 150 in flight on 64 seats is 2.34 replicas of work;
     at the default 56 of 64 seats, ``ceil(2.34 / 0.875) = 3`` replicas.
     """
-    tenant = baselines.sim_tenant(cfg, DeploymentMode.AUTO)
+    tenant = cfg.tenant(DeploymentMode.AUTO)
     peak_work = peak / cfg.capacity().max_num_seqs
     return placement.dedicated_replicas(
         peak_work, plan.target_utilization(tenant), tenant.spec.scaling.min_replicas

@@ -29,7 +29,7 @@ CFG = replace(
     prices=replace(config.SimConfig().prices, shared_per_gpu_hour=12.0, dedicated_per_gpu_hour=4.0),
     placement=PlacementSpec(window="10m", min_dwell="10m"),
 )
-SHARED, DEDICATED = baselines.SHARED_POOL, baselines.DEDICATED_POOL
+SHARED, DEDICATED = config.SHARED_POOL, config.DEDICATED_POOL
 
 
 def _load(tokens_per_s: float) -> placement.Load:
@@ -80,12 +80,12 @@ class OperatorPath:
     """``reconcile.sync`` on the fake cluster and fake Prometheus."""
 
     def __init__(self, started_offset: timedelta) -> None:
-        spec = baselines.sim_tenant(CFG, DeploymentMode.AUTO).spec
+        spec = CFG.tenant(DeploymentMode.AUTO).spec
         self.h = Harness(
             spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
             operator_started_at_offset=started_offset,
         )
-        self.h.kube.pools = list(baselines.sim_pools(CFG))
+        self.h.kube.pools = list(CFG.pools())
         self.wakes = 0
 
     def step(self, s: Step) -> dict[str, int]:
