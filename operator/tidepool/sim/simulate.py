@@ -30,7 +30,7 @@ from typing import Final
 
 import numpy as np
 
-from tidepool.api.v1alpha1 import DeploymentMode
+from tidepool.api.v1alpha1 import MAX_REPLICAS, DeploymentMode
 from tidepool.policy import cost, placement, plan
 from tidepool.sim import baselines, config, engine, flags, plots, report, traces
 
@@ -131,7 +131,8 @@ def best_static(
     candidates (floors 0-3 and always-dedicated), all considered.
     """
     limit = cfg.hybrid.overflow_concurrency_per_replica
-    top = max(1, math.ceil(peak / limit - 1e-9))
+    # Only floors a spec can state: minReplicas is at most MAX_REPLICAS.
+    top = min(MAX_REPLICAS, max(1, math.ceil(peak / limit - 1e-9)))
     hours = serverless.trace_steps * serverless.dt / 3600.0
     gpr = cfg.engine.gpus_per_replica
     _, pool = engine.pool_prices(cfg)

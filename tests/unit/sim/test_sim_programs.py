@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tidepool import cli
+from tidepool.api.v1alpha1 import MAX_REPLICAS
 from tidepool.sim import advise, baselines, config, engine, flags, plots, report, simulate, traces
 
 #: ``shared/`` sits beside the repository (as on the dev machines and in CI).
@@ -457,3 +458,19 @@ def test_unwritable_out_is_refused_before_simulating(
     assert "simulating" not in err
     assert "--out" in err
     assert "writable directory" in err
+
+
+def test_best_static_tries_only_floors_a_spec_can_state() -> None:
+    # A peak of 5,000 replicas' worth: floors above MAX_REPLICAS (minReplicas' bound) are not
+    # static choices anyone can apply, so none is simulated and the grid tops out there.
+    cfg = config.SimConfig()
+    calls: list[int] = []
+
+    def sim(ctrl: engine.Controller) -> engine.TenantRun:
+        assert isinstance(ctrl, baselines.StaticHybrid)
+        calls.append(ctrl.floor)
+        return _fake_run(100.0 + abs(ctrl.floor - 900), 0 if ctrl.floor >= 5 else 20)
+
+    choice = simulate.best_static(sim, cfg, 5000 * 56, _fake_run(1.0, 20), _fake_run(1e6, 0))
+    assert max(calls) == MAX_REPLICAS
+    assert choice.floor == 900

@@ -3,6 +3,7 @@
 from tidepool.api.v1alpha1.types import (
     API_VERSION,
     GROUP,
+    MAX_REPLICAS,
     VERSION,
     CapacityStatus,
     Condition,
@@ -33,6 +34,7 @@ from tidepool.api.v1alpha1.types import (
 __all__ = [
     "API_VERSION",
     "GROUP",
+    "MAX_REPLICAS",
     "VERSION",
     "CapacityStatus",
     "Condition",

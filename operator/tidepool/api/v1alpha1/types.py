@@ -62,6 +62,11 @@ class _Status(_Model):
 # --------------------------------------------------------------------------------------------
 
 
+#: The most replicas any replica field accepts: a bound the API server enforces, so a typo such as
+#: 10000 is refused instead of asking the cluster for ten thousand GPUs.
+MAX_REPLICAS: Final = 1000
+
+
 class Tenancy(StrEnum):
     SHARED = "shared"
     DEDICATED = "dedicated"
@@ -276,9 +281,9 @@ class ScalingSpec(_Model):
         }
     )
 
-    min_replicas: int = Field(default=0, ge=0, le=1000)
+    min_replicas: int = Field(default=0, ge=0, le=MAX_REPLICAS)
     """Warm minimum. 0 lets the deployment scale to zero after the idle window."""
-    max_replicas: int = Field(default=4, ge=1, le=1000)
+    max_replicas: int = Field(default=4, ge=1, le=MAX_REPLICAS)
     """Upper bound on replicas across all pools."""
     target_queue_depth: int = Field(default=56, ge=1, le=10000)
     """Requests (waiting plus running plus held at the gateway) one replica should carry.
@@ -295,7 +300,7 @@ class ScalingSpec(_Model):
     (60s+) of queueing; 2m and 5m missed the p99 queue-wait SLO on the ServeGen traces."""
     max_scale_up_rate: float = Field(default=2.0, ge=1.0, le=100.0)
     """At most this factor more replicas per decision (from at least 1)."""
-    initial_replicas: int | None = Field(default=None, ge=0, le=1000)
+    initial_replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
     """Replicas at first create; defaults to minReplicas."""
 
 
@@ -305,7 +310,7 @@ class HybridSpec(_Model):
     overflow_concurrency_per_replica: int = Field(default=56, ge=1, le=10000)
     """In-flight requests one dedicated replica takes before the gateway spills to shared
     (default: the scaling target, so the floor runs as loaded as an autoscaled replica)."""
-    max_overflow_replicas: int = Field(default=4, ge=0, le=1000)
+    max_overflow_replicas: int = Field(default=4, ge=0, le=MAX_REPLICAS)
     """Upper bound on shared-pool overflow replicas."""
 
 
@@ -394,7 +399,7 @@ class InferenceDeploymentSpec(_Model):
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
     hybrid: HybridSpec | None = None
     """Hybrid overflow settings (mode hybrid, or auto when it picks hybrid)."""
-    replicas: int | None = Field(default=None, ge=0, le=1000)
+    replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
     """Manual pin, normally absent. Written by ``kubectl scale``; while set, the autoscaler holds
     this count. Do not keep it in Git: the autoscaler owns the replica count."""
 
