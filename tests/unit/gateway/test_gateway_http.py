@@ -251,8 +251,14 @@ async def test_readyz_and_models(engines, gateway):
 
 @pytest.fixture
 def unused_port():
+    """A loopback port that refuses connections for the whole test.
+
+    The socket stays bound but never listens, so the kernel answers a connect
+    with RST and no other server in the test (a gateway's metrics port picked
+    by the OS, say) can take the number after the fixture returns it.
+    """
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
