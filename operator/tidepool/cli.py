@@ -18,7 +18,7 @@ from typing import NoReturn, Protocol, cast
 PROGRAMS: dict[str, tuple[str, str]] = {
     "run": ("tidepool.handlers.main", "run the operator (Kopf)"),
     "gateway": ("tidepool.gateway.app", "run the OpenAI-compatible gateway"),
-    "engine-sim": ("tidepool.enginesim.app", "run the vLLM-like engine simulator"),
+    "engine-sim": ("tidepool.enginesim.program", "run the vLLM-like engine simulator"),
     "simulate": ("tidepool.sim.simulate", "replay a traffic trace through the policies"),
     "advise": ("tidepool.sim.advise", "recommend a mode and its monthly cost for a request log"),
     "crd": ("tidepool.api.generate", "write the CRDs and chart schema generated from the API"),

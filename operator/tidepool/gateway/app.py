@@ -13,14 +13,11 @@ Must not: contain request logic (that is :mod:`tidepool.gateway.proxy`) or impor
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
-import sys
 
 from aiohttp import web
 
-from tidepool.adapters import discovery, wake
+from tidepool.adapters import discovery, http_server, wake
 from tidepool.api import durations, sizes
 from tidepool.gateway import auth, proxy, static
 from tidepool.gateway import wake as wakes
@@ -114,26 +111,16 @@ def build(args: argparse.Namespace) -> web.Application:
 async def serve(app: web.Application, host: str, port: int, metrics_port: int) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully (see the module docstring)."""
     listeners = await proxy.start(app, host, port, metrics_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     log.info(
         "listening on %s:%d (metrics on port %d)", host, listeners.port, listeners.metrics_port
     )
-    await stop.wait()
-    log.info("shutting down: draining in-flight requests")
-    await listeners.close()
+    await http_server.serve_until_signalled(listeners, "gateway")
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    return http_server.run_program(
+        "gateway",
+        args.log_level,
+        lambda: build(args),
+        lambda app: serve(app, args.host, args.port, args.metrics_port),
     )
-    try:
-        app = build(args)
-    except Exception as exc:  # bad flags, key file or kubeconfig: a message, not a traceback
-        print(f"tidepool gateway: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(serve(app, args.host, args.port, args.metrics_port))
-    return 0

@@ -49,6 +49,7 @@ from prometheus_client import start_http_server
 from yarl import URL
 
 from tidepool.adapters import discovery
+from tidepool.adapters.http_server import error_response
 from tidepool.gateway import auth, dispatch, inbound, metrics, routing, usage
 from tidepool.gateway import wake as wakes
 
@@ -108,14 +109,6 @@ class GatewayConfig:
     complete request head; then it is closed (a slow-header client holds no socket for long)."""
     body_timeout: float = 60.0
     """Seconds a request may take to send its whole body before it gets 408."""
-
-
-def error_response(
-    status: int, message: str, type_: str, code: str | None, param: str | None = None
-) -> web.Response:
-    """OpenAI's error shape, so clients' SDKs show the message instead of a parse error."""
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return web.json_response(body, status=status)
 
 
 def _model_not_found(model: str) -> web.Response:

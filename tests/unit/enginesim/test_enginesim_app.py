@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tidepool.enginesim import app as sim_app
 from tidepool.enginesim import engine
+from tidepool.enginesim import server as sim_app
 
 FAST = {"load_delay": 0.0, "prefill_ms_per_1k_tokens": 1.0, "decode_ms_per_token": 1.0}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tidepool.enginesim import app as sim_app
 from tidepool.enginesim import engine
+from tidepool.enginesim import server as sim_app
 from tidepool.gateway import proxy
 
 # Lets the test modules here import the local ``snapshots`` builders and ``gateway_fakes``.

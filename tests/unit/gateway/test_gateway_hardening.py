@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from gateway_fakes import FakeDiscovery
 from snapshots import endpoint, route, snapshot
 
-from tidepool.enginesim import app as sim_app
+from tidepool.enginesim import server as sim_app
 from tidepool.gateway import auth, inbound
 
 MODEL_KEY = ("default", "llama")

@@ -1,101 +1,38 @@
-"""``tidepool engine-sim``: an OpenAI-compatible fake vLLM server for tests and the demo.
+"""The engine simulator's HTTP face: an OpenAI-compatible fake vLLM for tests and the demo.
 
 Role: serve ``POST /v1/completions`` and ``POST /v1/chat/completions`` (plain JSON or SSE
 streams ending in ``data: [DONE]``, with ``usage``), ``GET /v1/models``, ``/health`` (503 until
 the model-load delay has passed, and again while draining) and ``/metrics`` with vLLM's metric
-names, using the timing model of :mod:`tidepool.enginesim.engine`. On SIGTERM it stops
-accepting connections, finishes every in-flight request (long streams included, up to
-``--drain-timeout``) and exits: what lets a migration drain a pool without dropping a request.
+names (:mod:`tidepool.enginesim.metrics`), using the timing model of
+:mod:`tidepool.enginesim.engine`. On shutdown it finishes every in-flight request (long streams
+included, up to the drain timeout): what lets a migration drain a pool without dropping a
+request.
 
 Streams carry ``usage`` in their last chunk always (vLLM does so only with
 ``stream_options.include_usage``), so the gateway can meter tokens of every request.
 
-Must not: import ``kubernetes`` or ``kopf``, or use the global Prometheus registry (tests run
-several simulators in one process).
+Must not: import ``kubernetes`` or ``kopf``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
-import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tidepool.api import durations
+from tidepool.adapters.http_server import error_response
 from tidepool.enginesim import engine
+from tidepool.enginesim.metrics import EngineMetrics
 
 log = logging.getLogger(__name__)
-
-_TTFT_BUCKETS: Final = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    20.0, 40.0, 80.0,
-)  # fmt: skip
-_E2E_BUCKETS: Final = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
-    240.0, 480.0, 960.0, 1920.0, 7680.0,
-)  # fmt: skip
-
-
-class EngineMetrics:
-    """vLLM's series names (``vllm:`` prefix, label ``model_name``) in a private registry."""
-
-    def __init__(self, model: str) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r, lbl = self.registry, ["model_name"]
-        self.running = Gauge(
-            "vllm:num_requests_running", "Requests in the running batch.", lbl, registry=r
-        ).labels(model)
-        self.waiting = Gauge(
-            "vllm:num_requests_waiting", "Requests waiting for a batch slot.", lbl, registry=r
-        ).labels(model)
-        self.cache = Gauge(
-            "vllm:gpu_cache_usage_perc",
-            "KV-cache usage, 0 to 1 (simulated as running / max_num_seqs).",
-            lbl,
-            registry=r,
-        ).labels(model)
-        self.ttft = Histogram(
-            "vllm:time_to_first_token_seconds", "Time to first token.", lbl,
-            buckets=_TTFT_BUCKETS, registry=r,
-        ).labels(model)  # fmt: skip
-        self.e2e = Histogram(
-            "vllm:e2e_request_latency_seconds", "End-to-end request latency.", lbl,
-            buckets=_E2E_BUCKETS, registry=r,
-        ).labels(model)  # fmt: skip
-        self.prompt_tokens = Counter(
-            "vllm:prompt_tokens", "Prefill tokens processed.", lbl, registry=r
-        ).labels(model)
-        self.generation_tokens = Counter(
-            "vllm:generation_tokens", "Generation tokens processed.", lbl, registry=r
-        ).labels(model)
-        self.success = Counter(
-            "vllm:request_success",
-            "Finished requests, by finish reason.",
-            ["model_name", "finished_reason"],
-            registry=r,
-        )
-
-
-def _error(status: int, message: str, type_: str, code: str | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return web.json_response(body, status=status)
 
 
 class EngineSim:
@@ -176,25 +113,25 @@ class EngineSim:
 
     async def _generate_inner(self, request: web.Request, chat: bool) -> web.StreamResponse:
         if not self.loaded:
-            return _error(503, "the model is still loading", "service_unavailable_error")
+            return error_response(503, "the model is still loading", "service_unavailable_error")
         try:
             payload = json.loads(await request.read())
         except ValueError:
-            return _error(400, "request body is not valid JSON", "BadRequestError")
+            return error_response(400, "request body is not valid JSON", "BadRequestError")
         if not isinstance(payload, dict):
-            return _error(400, "request body must be a JSON object", "BadRequestError")
+            return error_response(400, "request body must be a JSON object", "BadRequestError")
         model = payload.get("model", self.config.model)
         if model != self.config.model:
-            return _error(404, f"The model `{model}` does not exist.", "NotFoundError", "404")
+            return error_response(404, f"The model `{model}` does not exist.", "NotFoundError", 404)
         if chat:
             messages = payload.get("messages")
             if not isinstance(messages, list) or not messages:
-                return _error(400, "messages must be a non-empty list", "BadRequestError")
+                return error_response(400, "messages must be a non-empty list", "BadRequestError")
             prompt_tokens = engine.count_chat_tokens(messages)
             max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
         else:
             if "prompt" not in payload:
-                return _error(400, "prompt is required", "BadRequestError")
+                return error_response(400, "prompt is required", "BadRequestError")
             prompt_tokens = engine.count_prompt_tokens(payload["prompt"])
             max_tokens = payload.get("max_tokens")
         rng = self.engine.rng_for_next_request()
@@ -348,67 +285,3 @@ def create_app(
     app.router.add_post("/v1/completions", sim.completions)
     app.router.add_post("/v1/chat/completions", sim.chat_completions)
     return app
-
-
-# ---- program ---------------------------------------------------------------------------------
-
-
-def _seconds(text: str) -> float:
-    try:
-        return durations.parse(text).total_seconds()
-    except durations.InvalidDurationError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model", required=True, help="served model name")
-    parser.add_argument("--load-delay", type=_seconds, default=5.0, help="e.g. 5s, 2m")
-    parser.add_argument("--prefill-ms-per-1k-tokens", type=float, default=40.0)
-    parser.add_argument("--decode-ms-per-token", type=float, default=20.0)
-    parser.add_argument("--batch-slowdown", type=float, default=0.01)
-    parser.add_argument("--max-num-seqs", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--drain-timeout", type=_seconds, default=3600.0)
-    parser.add_argument("--log-level", default="INFO")
-
-
-def config_from_args(args: argparse.Namespace) -> engine.EngineConfig:
-    return engine.EngineConfig(
-        model=args.model,
-        load_delay=args.load_delay,
-        prefill_ms_per_1k_tokens=args.prefill_ms_per_1k_tokens,
-        decode_ms_per_token=args.decode_ms_per_token,
-        max_num_seqs=args.max_num_seqs,
-        seed=args.seed,
-        batch_slowdown=args.batch_slowdown,
-        drain_timeout=args.drain_timeout,
-    )
-
-
-async def serve(app: web.Application, host: str, port: int, drain_timeout: float) -> None:
-    """Serve until SIGTERM/SIGINT; then close the listener and finish in-flight requests."""
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=drain_timeout)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"engine-sim listening on {host}:{port}", flush=True)
-    await stop.wait()
-    await runner.cleanup()
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        print(f"tidepool engine-sim: {exc}", file=sys.stderr, flush=True)
-        return 2
-    asyncio.run(serve(create_app(config), args.host, args.port, config.drain_timeout))
-    return 0
