@@ -163,6 +163,7 @@ def inference_deployment_crd() -> JSON:
             _column("Mode", ".spec.mode"),
             _column("Running", ".status.effectiveMode", priority=1),
             _column("Pool", ".status.pool"),
+            _column("Engine", ".status.engine"),
             _column("Ready", ".status.ready"),
             _column("Queue", ".status.queueDepth", "integer"),
             _column("Status", '.status.conditions[?(@.type=="Ready")].reason'),
@@ -198,5 +199,35 @@ def gpu_pool_crd() -> JSON:
     )
 
 
+def shared_engine_crd() -> JSON:
+    """The cluster-scoped SharedEngine CRD: one base model's engine fleet, shared by LoRA tenants.
+
+    Cluster-scoped like GPUPool: the platform, not a tenant, decides which base models run as
+    shared fleets. It has a scale subresource, as InferenceDeployment does, so ``kubectl scale``
+    pins the fleet and an HPA could drive it.
+    """
+    return _crd(
+        plural="sharedengines",
+        kind="SharedEngine",
+        scope="Cluster",
+        short_names=["sheng"],
+        spec_model=types.SharedEngineSpec,
+        status_model=types.SharedEngineStatus,
+        description=(
+            "A running fleet of vLLM engines of one base model with LoRA enabled, shared by the"
+            " InferenceDeployments whose spec.model.adapter fine-tunes that model: one copy of"
+            " the base weights per replica serves every tenant's adapter."
+        ),
+        printer_columns=[
+            _column("Model", ".spec.model.name"),
+            _column("Pool", ".spec.pool"),
+            _column("Ready", ".status.ready"),
+            _column("Tenants", ".status.tenants", "integer"),
+            _column("Age", ".metadata.creationTimestamp", "date"),
+        ],
+        scale=True,
+    )
+
+
 def all_crds() -> list[JSON]:
-    return [gpu_pool_crd(), inference_deployment_crd()]
+    return [gpu_pool_crd(), inference_deployment_crd(), shared_engine_crd()]

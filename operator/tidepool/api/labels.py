@@ -19,6 +19,10 @@ TENANT: Final = f"{PREFIX}/tenant"
 #: Marks engine pods (what the gateway and the test harness look for).
 COMPONENT: Final = f"{PREFIX}/component"
 COMPONENT_ENGINE: Final = "engine"
+#: SharedEngine an engine pod, Deployment or Service belongs to (its name, cut to a label value by
+#: :func:`tidepool.api.names.shared_engine_label`). Shared engine pods carry no
+#: ``inference-deployment`` label: they serve many tenants and belong to none of them.
+SHARED_ENGINE: Final = f"{PREFIX}/shared-engine"
 #: Pod annotation: the model name clients put in the OpenAI ``model`` field.
 SERVED_MODEL: Final = f"{PREFIX}/served-model"
 
@@ -41,6 +45,11 @@ FIELD_MANAGER_AUTOSCALER: Final = "tidepool-autoscaler"
 def selector_labels(namespace_scoped_name: str) -> dict[str, str]:
     """Labels that select every engine pod of one InferenceDeployment, in every pool."""
     return {INFERENCE_DEPLOYMENT: namespace_scoped_name, COMPONENT: COMPONENT_ENGINE}
+
+
+def shared_engine_selector_labels(engine_label: str) -> dict[str, str]:
+    """Labels that select every engine pod of one SharedEngine."""
+    return {SHARED_ENGINE: engine_label, COMPONENT: COMPONENT_ENGINE}
 
 
 def pending_wake(annotations: Mapping[str, str] | None, last_handled: str | None) -> str | None:

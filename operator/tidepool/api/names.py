@@ -9,11 +9,13 @@ import hashlib
 MAX_NAME = 63
 
 
-def _fit(name: str, limit: int = MAX_NAME) -> str:
-    if len(name) <= limit:
+def _fit(name: str, limit: int = MAX_NAME, *, hash_of: str | None = None) -> str:
+    """``name`` if it fits, else cut and suffixed with a hash. ``hash_of``: always suffix, with a
+    hash of that text (for a name that was rewritten, so two originals never meet)."""
+    if hash_of is None and len(name) <= limit:
         return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: limit - 9].rstrip('-')}-{digest}"
+    digest = hashlib.sha256((name if hash_of is None else hash_of).encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-.')}-{digest}"
 
 
 def engine_deployment(infd_name: str, pool: str) -> str:
@@ -29,3 +31,22 @@ def engine_service(infd_name: str) -> str:
 def engine_endpoint(infd_name: str, namespace: str, port: int) -> str:
     """``http://llama-engine.team-a.svc:8000/v1``: the in-cluster OpenAI endpoint of a tenant."""
     return f"http://{engine_service(infd_name)}.{namespace}.svc:{port}/v1"
+
+
+def shared_engine(engine_name: str) -> str:
+    """``sheng-llama-8b``: the engine Deployment and the Service of one SharedEngine.
+
+    A SharedEngine is cluster-scoped, so its name is a DNS subdomain: up to 253 characters, dots
+    allowed, perhaps a leading digit. A Service name must be a DNS label starting with a letter:
+    the ``sheng-`` prefix gives the letter, and dots become dashes with a hash of the original
+    name appended, so ``llama.8b`` and ``llama-8b`` never share a Service.
+    """
+    name = f"sheng-{engine_name}"
+    if "." in name:
+        return _fit(name.replace(".", "-"), hash_of=engine_name)
+    return _fit(name)
+
+
+def shared_engine_label(engine_name: str) -> str:
+    """The SharedEngine's name as a label value (at most 63 characters; dots are allowed)."""
+    return _fit(engine_name)

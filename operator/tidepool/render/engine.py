@@ -17,7 +17,16 @@ import json
 from typing import Any, Final
 
 from tidepool.api import labels, names
-from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, Tenancy
+from tidepool.api.v1alpha1 import (
+    BaseModelSpec,
+    EngineSpec,
+    EnvVar,
+    GPUPool,
+    InferenceDeployment,
+    SharedEngine,
+    Tenancy,
+)
+from tidepool.render import lora
 
 JSON = dict[str, Any]
 TERMINATION_GRACE_SECONDS: Final = 600
@@ -25,26 +34,39 @@ MODEL_LOAD_BUDGET_SECONDS: Final = 1800
 SHM_SIZE: Final = "8Gi"
 
 
-def owner_reference(infd: InferenceDeployment) -> JSON:
-    """A controller owner reference, so deleting the CR cascades to its children."""
+def owner_reference(owner: InferenceDeployment | SharedEngine) -> JSON:
+    """A controller owner reference, so deleting the CR cascades to its children. A namespaced
+    child may have a cluster-scoped owner (a SharedEngine), never the other way round."""
     return {
-        "apiVersion": infd.api_version,
-        "kind": infd.kind,
-        "name": infd.name,
-        "uid": str(infd.metadata.get("uid", "")),
+        "apiVersion": owner.api_version,
+        "kind": owner.kind,
+        "name": owner.name,
+        "uid": str(owner.metadata.get("uid", "")),
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
 def vllm_args(infd: InferenceDeployment) -> list[str]:
-    """``vllm serve`` arguments, e.g. ``[model, --served-model-name, llama, --port, 8000, ...]``."""
-    engine = infd.spec.engine
-    model = infd.spec.model
+    """``vllm serve`` arguments, e.g. ``[model, --served-model-name, llama, --port, 8000, ...]``.
+
+    A tenant with ``spec.model.adapter`` that runs replicas of its own loads its adapter at start
+    (:func:`tidepool.render.lora.tenant_lora_args`); the served name stays the tenant's.
+    """
+    adapter = infd.spec.model.adapter
+    extra = lora.tenant_lora_args(adapter) if adapter else []
+    return serve_args(infd.spec.model, infd.spec.engine, infd.served_model, extra)
+
+
+def serve_args(
+    model: BaseModelSpec, engine: EngineSpec, served_name: str, extra: list[str]
+) -> list[str]:
+    """``vllm serve`` arguments of ``model`` on ``engine``: ``extra`` comes just before the
+    user's ``extraArgs``, which stay last so that a user can override anything rendered."""
     args = [
         model.source or model.name,
         "--served-model-name",
-        infd.served_model,
+        served_name,
         "--host",
         "0.0.0.0",
         "--port",
@@ -68,7 +90,7 @@ def vllm_args(infd: InferenceDeployment) -> list[str]:
             "prompt_lookup_max": spec.prompt_lookup_max,
         }
         args += ["--speculative-config", json.dumps(config, sort_keys=True)]
-    return args + list(engine.extra_args)
+    return args + extra + list(engine.extra_args)
 
 
 def pod_labels(infd: InferenceDeployment, pool: GPUPool) -> dict[str, str]:
@@ -101,19 +123,17 @@ def _affinity(infd: InferenceDeployment, pool: GPUPool) -> JSON | None:
     return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [other_tenants]}}
 
 
-def _container(infd: InferenceDeployment) -> JSON:
-    engine = infd.spec.engine
+def container(engine: EngineSpec, args: list[str], env: list[EnvVar]) -> JSON:
+    """The engine container running ``vllm serve args`` with ``env`` (sorted by name)."""
     gpus = str(engine.gpus_per_replica)
     probe_get = {"path": "/health", "port": "http"}
     return {
         "name": "engine",
         "image": engine.image,
         "command": ["vllm", "serve"],
-        "args": vllm_args(infd),
+        "args": args,
         "ports": [{"name": "http", "containerPort": engine.port, "protocol": "TCP"}],
-        "env": [
-            {"name": e.name, "value": e.value} for e in sorted(engine.env, key=lambda e: e.name)
-        ],
+        "env": [{"name": e.name, "value": e.value} for e in sorted(env, key=lambda e: e.name)],
         "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}},
         "startupProbe": {
             "httpGet": probe_get,
@@ -123,6 +143,44 @@ def _container(infd: InferenceDeployment) -> JSON:
         "readinessProbe": {"httpGet": probe_get, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {"httpGet": probe_get, "periodSeconds": 15, "failureThreshold": 4},
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+
+
+def pool_pod_spec(engine_container: JSON, pool: GPUPool) -> JSON:
+    """A pod spec placing ``engine_container`` on ``pool``'s nodes (selector and tolerations)."""
+    return {
+        "containers": [engine_container],
+        "nodeSelector": dict(sorted(pool.spec.node_selector.items())),
+        "tolerations": [
+            t.model_dump(by_alias=True, exclude_none=True) for t in pool.spec.tolerations
+        ],
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}],
+    }
+
+
+def deployment(
+    metadata: JSON,
+    *,
+    replicas: int,
+    selector: dict[str, str],
+    pod_metadata: JSON,
+    pod_spec: JSON,
+) -> JSON:
+    """An engine Deployment: ``replicas`` always sent, make-before-break rollout."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(sorted(selector.items()))},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {"metadata": pod_metadata, "spec": pod_spec},
+        },
     }
 
 
@@ -136,63 +194,55 @@ def engine_deployment(
     load_delay = infd.metadata.get("annotations", {}).get(labels.SIM_LOAD_DELAY)
     if load_delay:
         annotations[labels.SIM_LOAD_DELAY] = str(load_delay)
-    pod_spec: JSON = {
-        "containers": [_container(infd)],
-        "nodeSelector": dict(sorted(pool.spec.node_selector.items())),
-        "tolerations": [
-            t.model_dump(by_alias=True, exclude_none=True) for t in pool.spec.tolerations
-        ],
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}],
-    }
+    engine = infd.spec.engine
+    pod_spec = pool_pod_spec(container(engine, vllm_args(infd), engine.env), pool)
     affinity = _affinity(infd, pool)
     if affinity:
         pod_spec["affinity"] = affinity
-    selector = {**labels.selector_labels(infd.name), labels.POOL: pool.name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
+    return deployment(
+        {
             "name": names.engine_deployment(infd.name, pool.name),
             "namespace": infd.namespace,
             "labels": {**pod_meta_labels, f"{labels.PREFIX}/role": role},
             "ownerReferences": [owner_reference(infd)],
         },
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": dict(sorted(selector.items()))},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-            },
-            "template": {
-                "metadata": {"labels": pod_meta_labels, "annotations": annotations},
-                "spec": pod_spec,
-            },
-        },
-    }
+        replicas=replicas,
+        selector={**labels.selector_labels(infd.name), labels.POOL: pool.name},
+        pod_metadata={"labels": pod_meta_labels, "annotations": annotations},
+        pod_spec=pod_spec,
+    )
 
 
 def engine_service(infd: InferenceDeployment) -> JSON:
     """One ClusterIP Service over the engine pods of every pool (the gateway is the front door)."""
+    return service(
+        infd,
+        names.engine_service(infd.name),
+        infd.namespace,
+        labels.selector_labels(infd.name),
+        infd.spec.engine.port,
+    )
+
+
+def service(
+    owner: InferenceDeployment | SharedEngine,
+    name: str,
+    namespace: str,
+    selector: dict[str, str],
+    port: int,
+) -> JSON:
+    """A ClusterIP Service named ``name`` over the pods ``selector`` picks, owned by ``owner``."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": names.engine_service(infd.name),
-            "namespace": infd.namespace,
-            "labels": dict(sorted(labels.selector_labels(infd.name).items())),
-            "ownerReferences": [owner_reference(infd)],
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(sorted(selector.items())),
+            "ownerReferences": [owner_reference(owner)],
         },
         "spec": {
-            "selector": dict(sorted(labels.selector_labels(infd.name).items())),
-            "ports": [
-                {
-                    "name": "http",
-                    "port": infd.spec.engine.port,
-                    "targetPort": "http",
-                    "protocol": "TCP",
-                }
-            ],
+            "selector": dict(sorted(selector.items())),
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }

@@ -44,6 +44,7 @@ def _at(kind: str, path: str) -> JSON:
 KINDS = [
     pytest.param("InferenceDeployment", id="inferencedeployment"),
     pytest.param("GPUPool", id="gpupool"),
+    pytest.param("SharedEngine", id="sharedengine"),
 ]
 
 
@@ -115,6 +116,30 @@ def test_schema_is_structural(kind: str) -> None:
         ),
         pytest.param(
             "GPUPool", "spec", "!has(self.pricePerMillionTokens)", id="token-price-only-on-shared"
+        ),
+        pytest.param(
+            "SharedEngine",
+            "spec.lora",
+            "self.maxCpuLoras >= self.maxLoras",
+            id="shared-cpu-loras-ge-loras",
+        ),
+        pytest.param(
+            "SharedEngine",
+            "spec.scaling",
+            "self.minReplicas <= self.maxReplicas",
+            id="shared-min-le-max",
+        ),
+        pytest.param(
+            "SharedEngine",
+            "spec",
+            "self.replicas >= self.scaling.minReplicas",
+            id="shared-pinned-replicas-in-range",
+        ),
+        pytest.param(
+            "SharedEngine",
+            "spec.engine",
+            "self.tensorParallelSize <= self.gpusPerReplica",
+            id="shared-tensor-parallel-le-gpus",
         ),
     ],
 )

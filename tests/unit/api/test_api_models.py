@@ -13,6 +13,7 @@ from tidepool.api.v1alpha1 import (
     GPUPoolSpec,
     InferenceDeployment,
     InferenceDeploymentSpec,
+    SharedEngine,
     Tenancy,
 )
 
@@ -195,8 +196,8 @@ def _documents(path: Path) -> list[dict[str, Any]]:
 def test_every_example_parses(path: Path) -> None:
     docs = _documents(path)
     assert docs, f"{path.name} holds no documents"
+    kinds = {k.KIND: k for k in (InferenceDeployment, GPUPool, SharedEngine)}
     for doc in docs:
-        if doc.get("kind") == "InferenceDeployment":
-            InferenceDeployment.model_validate(doc)
-        elif doc.get("kind") == "GPUPool":
-            GPUPool.model_validate(doc)
+        if str(doc.get("apiVersion", "")).startswith("tidepool.dev/"):
+            assert doc.get("kind") in kinds, f"{path.name}: unknown kind {doc.get('kind')!r}"
+            kinds[doc["kind"]].model_validate(doc)

@@ -43,7 +43,7 @@ def test_default_objects(render: Render) -> None:
     assert kinds == sorted(
         [
             "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
-            "CustomResourceDefinition", "CustomResourceDefinition",
+            "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
             "Deployment", "Deployment", "GPUPool", "GPUPool",
             "Service", "Service", "Service", "ServiceAccount", "ServiceAccount",
         ]
@@ -68,8 +68,9 @@ def test_operator_args_probes_and_ports(render: Render) -> None:
     ]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 9090, "health": 8080}
+    # Kopf serves one path, /healthz, on its liveness endpoint; both probes ask it.
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert pod["terminationGracePeriodSeconds"] == 60
 
 
@@ -92,6 +93,8 @@ def test_operator_watches_listed_namespaces(render: Render) -> None:
     assert not allows(cluster, "apps", "deployments", "patch")
     assert not allows(cluster, "tidepool.dev", "inferencedeployments", "watch")
     assert allows(cluster, "tidepool.dev", "gpupools", "watch")
+    # Cluster-scoped kinds stay in the ClusterRole: a Role cannot grant them.
+    assert allows(cluster, "tidepool.dev", "sharedengines", "watch")
     assert allows(roles[0]["rules"], "apps", "deployments", "patch")
 
 
@@ -189,8 +192,8 @@ def test_image_registry_digest_and_tag(render: Render) -> None:
 @pytest.mark.parametrize(
     ("crds", "count", "kept"),
     [
-        pytest.param({}, 2, True, id="default-installed-and-kept"),
-        pytest.param({"keep": False}, 2, False, id="installed-not-kept"),
+        pytest.param({}, 3, True, id="default-installed-and-kept"),
+        pytest.param({"keep": False}, 3, False, id="installed-not-kept"),
         pytest.param({"install": False}, 0, False, id="not-installed"),
     ],
 )
@@ -201,7 +204,11 @@ def test_crds_gated_and_kept(render: Render, crds: dict[str, bool], count: int, 
         policy = (crd["metadata"].get("annotations") or {}).get("helm.sh/resource-policy")
         assert policy == ("keep" if kept else None)
     assert sorted(c["metadata"]["name"] for c in found) == sorted(
-        ["gpupools.tidepool.dev", "inferencedeployments.tidepool.dev"][:count]
+        [
+            "gpupools.tidepool.dev",
+            "inferencedeployments.tidepool.dev",
+            "sharedengines.tidepool.dev",
+        ][:count]
     )
 
 
@@ -224,6 +231,12 @@ def test_operator_rbac_least_privilege(render: Render) -> None:
         assert not allows(rules, "", "pods", verb)
     assert not allows(rules, "tidepool.dev", "inferencedeployments", "delete")
     assert not allows(rules, "tidepool.dev", "inferencedeployments", "create")
+    for verb in ("get", "list", "watch", "patch"):
+        assert allows(rules, "tidepool.dev", "sharedengines", verb)
+    assert allows(rules, "tidepool.dev", "sharedengines/status", "patch")
+    assert allows(rules, "tidepool.dev", "sharedengines/finalizers", "update")
+    for verb in ("create", "delete", "deletecollection"):
+        assert not allows(rules, "tidepool.dev", "sharedengines", verb)
 
 
 def test_gateway_rbac_is_read_plus_wake(render: Render) -> None:
@@ -238,6 +251,7 @@ def test_gateway_rbac_is_read_plus_wake(render: Render) -> None:
     assert granted == sorted(
         [("", "pods", v) for v in ("get", "list", "watch")]
         + [("tidepool.dev", "inferencedeployments", v) for v in ("get", "list", "watch", "patch")]
+        + [("tidepool.dev", "sharedengines", v) for v in ("get", "list", "watch")]
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from renderkit import SHARED, pool
 
 from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, PoolStatus, Tenancy
@@ -24,22 +25,7 @@ def _infd(spec: JSON | None = None, *, name: str = "llama", **meta: Any) -> Infe
     )
 
 
-def _pool(name: str, tenancy: str, **spec: Any) -> GPUPool:
-    return GPUPool.model_validate(
-        {
-            "metadata": {"name": name},
-            "spec": {"tenancy": tenancy, "gpuType": "A100", "pricePerGpuHour": 4.0, **spec},
-        }
-    )
-
-
-SHARED = _pool(
-    "shared-a100",
-    "shared",
-    nodeSelector={"tidepool.dev/pool": "shared-a100", "a-first": "x"},
-    tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-)
-DEDICATED = _pool(
+DEDICATED = pool(
     "dedicated-a100",
     "dedicated",
     nodeSelector={"tidepool.dev/pool": "dedicated-a100"},

@@ -1,4 +1,4 @@
-"""Pydantic models for ``InferenceDeployment`` and ``GPUPool``: the source of truth for the CRDs.
+"""Pydantic models for ``InferenceDeployment``, ``GPUPool`` and ``SharedEngine``: the CRDs' source.
 
 ``tidepool crd`` turns these into ``crds/*.yaml`` (see :mod:`tidepool.api.crdgen`); a test
 regenerates and diffs. Field descriptions become ``kubectl explain`` text, and the
@@ -11,7 +11,7 @@ hourly type), promote above 50% utilization and demote below 30% (the decision f
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -24,7 +24,11 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 Duration = Annotated[
     str,
-    Field(pattern=durations.PATTERN, description="A duration such as 90s, 5m or 1h30m."),
+    Field(
+        pattern=durations.PATTERN,
+        max_length=32,
+        description="A duration such as 90s, 5m or 1h30m.",
+    ),
 ]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -61,10 +65,40 @@ class _Status(_Model):
 # Shared pieces
 # --------------------------------------------------------------------------------------------
 
+#: On a scaling block (InferenceDeployment and SharedEngine alike).
+_MIN_LE_MAX: Final = _cel(
+    "self.minReplicas <= self.maxReplicas",
+    "minReplicas must be less than or equal to maxReplicas",
+    ".minReplicas",
+)
+#: On a spec with a scale subresource: ``kubectl scale`` must stay within the scaling bounds.
+_REPLICAS_IN_RANGE: Final = _cel(
+    "!has(self.replicas) || !has(self.scaling)"
+    " || (self.replicas >= self.scaling.minReplicas"
+    " && self.replicas <= self.scaling.maxReplicas)",
+    "replicas (set through the scale subresource) must lie within"
+    " scaling.minReplicas..scaling.maxReplicas",
+    ".replicas",
+)
+
 
 #: The most replicas any replica field accepts: a bound the API server enforces, so a typo such as
 #: 10000 is refused instead of asking the cluster for ten thousand GPUs.
 MAX_REPLICAS: Final = 1000
+
+#: Bound on model ids, paths and URIs: a long object-store URI fits, a pasted file does not.
+MAX_MODEL_REF: Final = 1024
+
+#: vLLM's --max-lora-rank accepts 8, 16, 32, 64, 128, 256, 320 or 512 (its engine arguments'
+#: choices, and the LoRAConfig.max_lora_rank literal in vllm/config/lora.py).
+LoraRank = Literal[8, 16, 32, 64, 128, 256, 320, 512]
+LORA_RANKS: Final[tuple[int, ...]] = get_args(LoraRank)
+
+#: An adapter name: a DNS label that may also hold dots (``support-bot.v2``).
+ADAPTER_NAME: Final = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+#: Requests one replica should carry, shared by InferenceDeployment and SharedEngine scaling.
+DEFAULT_TARGET_QUEUE_DEPTH: Final = 56
 
 
 class Tenancy(StrEnum):
@@ -104,17 +138,17 @@ class Toleration(_Model):
 class EnvVar(_Model):
     """An environment variable for the engine container."""
 
-    name: str = Field(min_length=1)
-    value: str = ""
+    name: str = Field(min_length=1, max_length=256)
+    value: str = Field(default="", max_length=32768)
 
 
 class Condition(_Status):
-    """A ``metav1.Condition``."""
+    """A ``metav1.Condition``, with the same length bounds Kubernetes puts on it."""
 
-    type: str
+    type: str = Field(max_length=316)
     status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
+    reason: str = Field(max_length=1024)
+    message: str = Field(default="", max_length=32768)
     last_transition_time: datetime
     observed_generation: int | None = None
 
@@ -187,17 +221,49 @@ class GPUPool(_Status):
 # --------------------------------------------------------------------------------------------
 
 
-class ModelSpec(_Model):
-    """Which model to serve."""
+class BaseModelSpec(_Model):
+    """Which base model a SharedEngine runs."""
 
-    name: str = Field(min_length=1, examples=["meta-llama/Llama-3.1-8B-Instruct"])
+    name: str = Field(
+        min_length=1, max_length=MAX_MODEL_REF, examples=["meta-llama/Llama-3.1-8B-Instruct"]
+    )
     """Model id passed to ``vllm serve`` (a hub id or a local path)."""
-    source: str | None = Field(default=None, examples=["s3://models/llama-3.1-8b"])
+    source: str | None = Field(
+        default=None, max_length=MAX_MODEL_REF, examples=["s3://models/llama-3.1-8b"]
+    )
     """Where the weights come from, if not the model id itself (a URI the engine image can read)."""
-    revision: str | None = None
+    revision: str | None = Field(default=None, max_length=256)
     """Model revision (branch, tag or commit) to pin."""
-    served_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")
+
+
+class AdapterSpec(_Model):
+    """A LoRA adapter served on top of the base model ``model.name``."""
+
+    name: str = Field(pattern=ADAPTER_NAME, max_length=63, examples=["support-bot"])
+    """Name the engine serves the adapter under (the OpenAI ``model`` field of a request sent to
+    the engine itself). Lower-case letters, digits, '-' and '.', at most 63, so that it is also a
+    valid label value and never holds the '=' or ',' that vLLM's --lora-modules syntax splits on."""
+    source: str = Field(
+        min_length=1, max_length=MAX_MODEL_REF, examples=["/models/adapters/support-bot"]
+    )
+    """What vLLM gets as the adapter's ``lora_path``: a directory on a model-cache volume the engine
+    mounts, or a reference (such as a hub id) passed through as is for the engine to resolve."""
+    rank: int = Field(default=16, ge=1, le=max(LORA_RANKS))
+    """The adapter's LoRA rank (``r`` in its adapter_config.json). An engine loads it only if its
+    --max-lora-rank is at least this, and vLLM's largest allowed --max-lora-rank is 512."""
+
+
+class ModelSpec(BaseModelSpec):
+    """Which model to serve. With ``adapter`` set, the tenant is a LoRA fine-tune: ``name`` is the
+    base model the adapter was trained on, so that tenants of one base model can share one
+    SharedEngine fleet instead of each loading a full copy of the weights."""
+
+    served_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$", max_length=253
+    )
     """Name clients send in the OpenAI ``model`` field. Defaults to the resource name."""
+    adapter: AdapterSpec | None = None
+    """A LoRA adapter on the base model ``name``; absent for a tenant serving the model as is."""
 
 
 class SpeculativeDecoding(_Model):
@@ -241,7 +307,7 @@ class EngineSpec(_Model):
         }
     )
 
-    image: str = Field(default="vllm/vllm-openai:v0.11.0", min_length=1)
+    image: str = Field(default="vllm/vllm-openai:v0.11.0", min_length=1, max_length=512)
     """Engine image. Any image whose entrypoint accepts ``vllm serve`` arguments."""
     gpus_per_replica: int = Field(default=1, ge=1, le=16)
     """nvidia.com/gpu requested by each replica."""
@@ -258,7 +324,7 @@ class EngineSpec(_Model):
     """Enable automatic prefix caching."""
     speculative_decoding: SpeculativeDecoding | None = None
     """Speculative decoding; the seeds report 50%+ lower latency on dedicated deployments."""
-    extra_args: list[str] = Field(default_factory=list)
+    extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list)
     """More ``vllm serve`` arguments, appended verbatim."""
     env: list[EnvVar] = Field(default_factory=list)
     """Environment for the engine container."""
@@ -269,23 +335,13 @@ class EngineSpec(_Model):
 class ScalingSpec(_Model):
     """Queue-depth autoscaling. The autoscaler, not Git, owns the replica count."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
-                    "self.minReplicas <= self.maxReplicas",
-                    "minReplicas must be less than or equal to maxReplicas",
-                    ".minReplicas",
-                ),
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_MIN_LE_MAX]})
 
     min_replicas: int = Field(default=0, ge=0, le=MAX_REPLICAS)
     """Warm minimum. 0 lets the deployment scale to zero after the idle window."""
     max_replicas: int = Field(default=4, ge=1, le=MAX_REPLICAS)
     """Upper bound on replicas across all pools."""
-    target_queue_depth: int = Field(default=56, ge=1, le=10000)
+    target_queue_depth: int = Field(default=DEFAULT_TARGET_QUEUE_DEPTH, ge=1, le=10000)
     """Requests (waiting plus running plus held at the gateway) one replica should carry.
     56 is 7/8 of the default 64-seat batch (maxNumSeqs): auto prices dedicated replicas at full
     batches, so a target far below the batch runs GPUs the projection never priced; the other 8
@@ -354,6 +410,24 @@ class PlacementSpec(_Model):
     """Preferred pools per tenancy."""
 
 
+def _check_min_le_max(min_replicas: int, max_replicas: int) -> None:
+    """Python mirror of :data:`_MIN_LE_MAX`."""
+    if min_replicas > max_replicas:
+        raise ValueError(
+            f"scaling.minReplicas ({min_replicas}) must be <= scaling.maxReplicas ({max_replicas})"
+        )
+
+
+def _check_tensor_parallel(engine: EngineSpec) -> None:
+    """Python mirror of EngineSpec's CEL rule."""
+    tp = engine.tensor_parallel_size
+    if tp is not None and tp > engine.gpus_per_replica:
+        raise ValueError(
+            f"engine.tensorParallelSize ({tp}) must not exceed engine.gpusPerReplica"
+            f" ({engine.gpus_per_replica})"
+        )
+
+
 class InferenceDeploymentSpec(_Model):
     """Desired state of an InferenceDeployment."""
 
@@ -376,14 +450,7 @@ class InferenceDeploymentSpec(_Model):
                     "hybrid settings apply only to mode hybrid or auto",
                     ".hybrid",
                 ),
-                _cel(
-                    "!has(self.replicas) || !has(self.scaling)"
-                    " || (self.replicas >= self.scaling.minReplicas"
-                    " && self.replicas <= self.scaling.maxReplicas)",
-                    "replicas (set through the scale subresource) must lie within"
-                    " scaling.minReplicas..scaling.maxReplicas",
-                    ".replicas",
-                ),
+                _REPLICAS_IN_RANGE,
             ]
         }
     )
@@ -414,11 +481,7 @@ class InferenceDeploymentSpec(_Model):
     def _cross_field(self) -> "InferenceDeploymentSpec":
         # Mirrors the CEL rules, so manifests validated in Python (examples, tests) fail the same.
         s = self.scaling
-        if s.min_replicas > s.max_replicas:
-            raise ValueError(
-                f"scaling.minReplicas ({s.min_replicas}) must be <= scaling.maxReplicas"
-                f" ({s.max_replicas})"
-            )
+        _check_min_le_max(s.min_replicas, s.max_replicas)
         if self.mode in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID) and s.min_replicas < 1:
             raise ValueError(f"mode {self.mode} needs scaling.minReplicas >= 1 (got 0)")
         if self.placement.demote_below >= self.placement.promote_above:
@@ -426,12 +489,7 @@ class InferenceDeploymentSpec(_Model):
                 f"placement.demoteBelow ({self.placement.demote_below}) must be lower than"
                 f" placement.promoteAbove ({self.placement.promote_above})"
             )
-        tp = self.engine.tensor_parallel_size
-        if tp is not None and tp > self.engine.gpus_per_replica:
-            raise ValueError(
-                f"engine.tensorParallelSize ({tp}) must not exceed engine.gpusPerReplica"
-                f" ({self.engine.gpus_per_replica})"
-            )
+        _check_tensor_parallel(self.engine)
         return self
 
 
@@ -503,6 +561,9 @@ class InferenceDeploymentStatus(_Status):
     """ready/desired, for kubectl get."""
     selector: str = ""
     """Label selector of the engine pods (for the scale subresource)."""
+    engine: str = ""
+    """The SharedEngine serving this tenant's adapter, or "" while it runs replicas of its own,
+    so that kubectl get shows which tenants share which engine fleet."""
     served_model: str = ""
     endpoint: str = ""
     """In-cluster URL of the engine Service (the gateway is the usual front door)."""
@@ -572,3 +633,143 @@ class InferenceDeployment(_Status):
     @property
     def tenant(self) -> str:
         return self.spec.tenant or self.namespace
+
+
+# --------------------------------------------------------------------------------------------
+# SharedEngine
+# --------------------------------------------------------------------------------------------
+
+
+class SharedEngineScaling(_Model):
+    """Queue-depth autoscaling of the whole fleet, on the demand of every tenant it serves."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_MIN_LE_MAX]})
+
+    min_replicas: int = Field(default=0, ge=0, le=MAX_REPLICAS)
+    """Warm minimum. 0 lets the fleet scale to zero once no tenant has sent a request for
+    scaleToZeroAfter."""
+    max_replicas: int = Field(default=4, ge=1, le=MAX_REPLICAS)
+    """Upper bound on replicas of the fleet, whatever the number of tenants."""
+    target_queue_depth: int = Field(default=DEFAULT_TARGET_QUEUE_DEPTH, ge=1, le=10000)
+    """Requests (waiting plus running plus held at the gateway) one replica should carry, summed
+    over all tenants: adapters share the replica's batch, so the fleet sizes on their total.
+    Default as for an InferenceDeployment (7/8 of the default 64-seat batch)."""
+    scale_to_zero_after: Duration = "5m"
+    """Idle time of every tenant together before scaling to zero (only when minReplicas is 0)."""
+
+
+class LoraSpec(_Model):
+    """How many adapters each engine replica holds, passed to vLLM's LoRA flags."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.maxCpuLoras) || self.maxCpuLoras >= self.maxLoras",
+                    "maxCpuLoras must be greater than or equal to maxLoras",
+                    ".maxCpuLoras",
+                ),
+            ]
+        }
+    )
+
+    max_loras: int = Field(default=4, ge=1, le=256)
+    """Adapters one batch may mix, held in GPU memory (vLLM's --max-loras). Each slot reserves
+    GPU memory for an adapter of maxLoraRank whether used or not, which is why it is bounded."""
+    max_cpu_loras: int | None = Field(default=None, ge=1, le=4096)
+    """Adapters kept in CPU memory for a quick swap onto the GPU (vLLM's --max-cpu-loras).
+    Unset: maxLoras, vLLM's own default. vLLM refuses a value below maxLoras."""
+    max_lora_rank: LoraRank = 16
+    """Largest adapter rank the engine accepts (vLLM's --max-lora-rank). vLLM allows 8, 16, 32,
+    64, 128, 256, 320 or 512; an adapter of a higher rank than this cannot join the fleet."""
+
+
+class SharedEngineSpec(_Model):
+    """A fleet of vLLM engines of one base model, shared by the LoRA tenants of that model."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_REPLICAS_IN_RANGE]})
+
+    model: BaseModelSpec
+    """The base model. InferenceDeployments whose spec.model.adapter is set and whose
+    spec.model.name equals this name can be served by this engine."""
+    pool: str = Field(pattern=DNS_LABEL, max_length=63, examples=["shared-a100"])
+    """The GPUPool the engine replicas run on (its node selector and tolerations are copied)."""
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    scaling: SharedEngineScaling = Field(default_factory=SharedEngineScaling)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
+    """Manual pin, normally absent. Written by ``kubectl scale``; while set, the autoscaler holds
+    this count. Do not keep it in Git: the autoscaler owns the replica count."""
+
+    @field_validator("scaling")
+    @classmethod
+    def _duration_parses(cls, value: SharedEngineScaling) -> SharedEngineScaling:
+        durations.parse(value.scale_to_zero_after)
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "SharedEngineSpec":
+        # Mirrors the CEL rules, so manifests validated in Python (examples, tests) fail the same.
+        s, lora = self.scaling, self.lora
+        _check_min_le_max(s.min_replicas, s.max_replicas)
+        if lora.max_cpu_loras is not None and lora.max_cpu_loras < lora.max_loras:
+            raise ValueError(
+                f"lora.maxCpuLoras ({lora.max_cpu_loras}) must be >= lora.maxLoras"
+                f" ({lora.max_loras})"
+            )
+        if self.replicas is not None and not s.min_replicas <= self.replicas <= s.max_replicas:
+            raise ValueError(
+                f"replicas ({self.replicas}) must lie within scaling.minReplicas"
+                f"..scaling.maxReplicas ({s.min_replicas}..{s.max_replicas})"
+            )
+        _check_tensor_parallel(self.engine)
+        return self
+
+
+class LoadedAdapter(_Status):
+    """One tenant's adapter on the fleet."""
+
+    name: str = Field(max_length=63)
+    """The adapter name the engines serve (the tenant's spec.model.adapter.name)."""
+    tenant: str = Field(max_length=317)
+    """The InferenceDeployment it belongs to, as namespace/name."""
+    loaded_replicas: int = 0
+    """Replicas that have the adapter loaded now."""
+
+
+class SharedEngineStatus(_Status):
+    """Observed state, written only by the operator."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    replicas: int = 0
+    """Replicas of the fleet (the scale subresource's status replicas)."""
+    ready_replicas: int = 0
+    ready: str = Field(default="0/0", max_length=32)
+    """ready/desired, for kubectl get."""
+    selector: str = Field(default="", max_length=1024)
+    """Label selector of the engine pods (for the scale subresource)."""
+    tenants: int = 0
+    """InferenceDeployments the fleet serves now."""
+    adapters: list[LoadedAdapter] = Field(default_factory=list)
+    """Each served tenant's adapter and on how many replicas it is loaded."""
+    last_active_time: datetime | None = None
+    """Last time any tenant had demand. Scale to zero counts idleness from here."""
+    last_scale_time: datetime | None = None
+    spend: str | None = Field(default=None, max_length=1024)
+    """Projected monthly GPU spend of the fleet at the last measured traffic."""
+
+
+class SharedEngine(_Status):
+    """The whole SharedEngine object (cluster-scoped)."""
+
+    KIND: ClassVar[str] = "SharedEngine"
+    api_version: str = API_VERSION
+    kind: str = "SharedEngine"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: SharedEngineSpec
+    status: SharedEngineStatus = Field(default_factory=SharedEngineStatus)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
