@@ -206,6 +206,7 @@ class PrometheusMetrics:
                 k: self._scalar(f"max_over_time(({rate(m, x, '1m')}){win})") or 0.0
                 for k, (m, x) in series.items()
             }
+            recent = {k: self._scalar(rate(m, x, "1m")) or 0.0 for k, (m, x) in series.items()}
             # Activity and wakes over the wake horizon, from arrivals: a tenant is active while
             # a request came within its idle window, and each idle -> active edge is a wake a
             # serverless placement would pay, whether or not it is scaled to zero now.
@@ -224,6 +225,7 @@ class PrometheusMetrics:
             active_fraction=min(1.0, max(0.0, active or 0.0)),
             wakes=float(max(0, wakes or 0)),
             horizon=timedelta(seconds=horizon),
+            recent=placement.Load(recent["requests"], recent["input"], recent["output"]),
         )
 
 

@@ -17,7 +17,12 @@ The rules, in the order :func:`decide` applies them:
    replicas (from at least 1) per decision, as Knative's ``ceil(maxScaleUpRate * ready)``.
 5. **Scale down slowly**: to the highest recommendation seen within ``scale_down_stabilization``
    (HPA's and Knative's stable window), and not at all until that window has refilled after an
-   operator restart (Knative "starts in panic mode", because the history is lost).
+   operator restart (Knative "starts in panic mode", because the history is lost). While
+   replicas are loading, and where the offered load is measured, the window remembers what the
+   *arrivals* asked for, not the queue: a backlog that builds during a model load is drained
+   once, by the scale-up it caused, and is no reason to keep those replicas for ten minutes. A
+   queue with every replica ready is demand (a burst) and is remembered as it is. Never below
+   what the queue asks right now.
 6. **Scale to zero** only when ``min_replicas == 0`` and there has been no demand since
    ``last_active_at`` for ``scale_to_zero_after``. ``last_active_at`` lives in status, so the idle
    clock survives a restart (KEDA's ``status.lastActiveTime``).
@@ -84,6 +89,14 @@ class Recommendation:
 
     at: datetime
     replicas: int
+    #: What the offered load alone asked for at ``at`` (the queue's ask when the offered load
+    #: was unknown): what scale-down keeps within its window (module docstring, rule 5).
+    sustained: int | None = None
+
+    @property
+    def held(self) -> int:
+        """The replicas scale-down stabilization keeps for this recommendation."""
+        return self.replicas if self.sustained is None else self.sustained
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +113,9 @@ class AutoscaleInputs:
     last_active_at: datetime | None
     history: tuple[Recommendation, ...]
     operator_started_at: datetime
+    #: In-flight requests the last minute's arrivals keep busy with no queue (Little's law, in
+    #: the queue's unit); ``None`` when the offered load is not measured.
+    offered: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,12 +208,23 @@ def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
     q = queue.value
     demand = q > 0 or inputs.wake_requested
     last_active = now if demand else inputs.last_active_at
-    wanted = math.ceil(q / p.target_queue_depth)
+    target = p.target_queue_depth
+    wanted = math.ceil(q / target)
     if inputs.wake_requested:
         wanted = max(wanted, 1)
     raw = p.clamp(wanted)
+    # While replicas load, the queue holds the backlog they will drain: remember the offered
+    # load instead (rule 5). With every replica ready, a queue is demand, bursts included.
+    loading = inputs.ready_replicas < cur
+    sustained = (
+        p.clamp(math.ceil(inputs.offered / target))
+        if inputs.offered is not None and loading
+        else None
+    )
     keep = max(p.scale_up_stabilization, p.scale_down_stabilization)
-    history = _trim((*inputs.history, Recommendation(at=now, replicas=raw)), now, keep)
+    history = _trim(
+        (*inputs.history, Recommendation(at=now, replicas=raw, sustained=sustained)), now, keep
+    )
     base = f"queue {q:g} vs {cur} replicas x target {p.target_queue_depth}"
     if inputs.wake_requested and cur == 0:
         # The metrics lag the push: say what actually triggered the scale-up.
@@ -268,7 +295,7 @@ def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
                 history=history,
                 requeue_after=min(DEFAULT_REQUEUE, left),
             )
-        peak = max(_window(history, now, p.scale_down_stabilization))
+        peak = max(raw, *(r.held for r in history if now - r.at <= p.scale_down_stabilization))
         desired = min(cur, peak)
         if desired == 0:
             idle_since = last_active if last_active is not None else now

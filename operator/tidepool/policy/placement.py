@@ -175,6 +175,9 @@ class Traffic:
     serverless placement pays (counted from arrivals, so a warm tenant shows them too)."""
     horizon: timedelta = WAKE_HORIZON
     """How much history ``active_fraction`` and ``wakes`` cover."""
+    recent: Load | None = None
+    """The last minute's load, which the autoscaler holds replicas for (``None``: not known,
+    e.g. a declared load)."""
 
 
 def work(load: Load, cap: EngineCapacity) -> float:

@@ -521,6 +521,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
             last_active_at=status.last_active_time,
             history=history.recommendations,
             operator_started_at=observed.operator_started_at,
+            offered=offered_concurrency(observed.traffic, cap),
         ),
         now,
     )
@@ -669,6 +670,17 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         history=History(scale.history),
         requeue_after=requeue,
     )
+
+
+def offered_concurrency(traffic: placement.Traffic | NoData, cap: EngineCapacity) -> float | None:
+    """In-flight requests the last minute's arrivals keep busy with no queue, or ``None``.
+
+    Replicas of work times the batch (Little's law at full batches): 0.5 replicas of work on
+    64-seat replicas is 32 requests in flight, what the queue signal shows with no backlog.
+    """
+    if isinstance(traffic, NoData) or traffic.recent is None:
+        return None
+    return placement.work(traffic.recent, cap) * cap.max_num_seqs
 
 
 def placement_inputs(

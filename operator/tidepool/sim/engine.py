@@ -265,6 +265,7 @@ class OfferedLoad:
             active_fraction=float(self.active[hi] - self.active[wlo]) / (hi - wlo),
             wakes=float(self.wake[hi] - self.wake[wlo]),
             horizon=timedelta(seconds=(hi - wlo) * self.dt),
+            recent=self._load(max(0, hi - self.minute), hi),
         )
 
 
@@ -310,10 +311,16 @@ def simulate(
         durations.parse(cfg.scaling.scale_to_zero_after).total_seconds(),
     )
 
-    # Warm start: size from the first minute's offered load (Little's law).
-    first = max(1, round(60.0 / dt))
-    offered0 = float((load.arrivals[:first] * load.service_s[:first]).sum()) / (first * dt)
-    cmd = controller.initial(offered0, start)
+    # Warm start: the trace is cut from traffic that ran before it, and a system serving that
+    # traffic holds, through its scale-down window, the replicas its busiest recent minute needed.
+    # The trace's own first window stands in for the unseen one before it (Little's law per
+    # minute); sizing from the first minute alone would start short whenever the cut fell in a lull.
+    cmd = controller.initial(
+        warm_start_concurrency(
+            load, dt, durations.parse(cfg.scaling.scale_down_stabilization).total_seconds()
+        ),
+        start,
+    )
     shared = _Pool(cmd.shared)
     ded = _Pool(cmd.dedicated)
     run_sh = run_de = 0.0
@@ -434,6 +441,18 @@ def simulate(
         trace_steps=n,
         unserved=unserved,
     )
+
+
+def warm_start_concurrency(load: traces.TenantLoad, dt: float, window_s: float) -> float:
+    """In-flight requests of the busiest minute within the first ``window_s`` (Little's law).
+
+    E.g. minutes offering 2, 5 and 3 requests/s of 2 s each: ``max(4, 10, 6) = 10`` in flight.
+    """
+    minute = max(1, round(60.0 / dt))
+    steps = max(minute, round(window_s / dt))
+    busy = load.arrivals[:steps] * load.service_s[:steps]
+    blocks = [busy[a : a + minute] for a in range(0, len(busy), minute)]
+    return max((float(b.sum()) / (len(b) * dt) for b in blocks if len(b)), default=0.0)
 
 
 def offered_concurrency(load: traces.TenantLoad, dt: float, smooth_s: float = 60.0) -> np.ndarray:

@@ -28,8 +28,10 @@ def q(value: float) -> signals.Signal:
     return signals.Sample(value, NOW)
 
 
-def rec(ago_s: float, replicas: int) -> autoscale.Recommendation:
-    return autoscale.Recommendation(at=NOW - timedelta(seconds=ago_s), replicas=replicas)
+def rec(ago_s: float, replicas: int, sustained: int | None = None) -> autoscale.Recommendation:
+    return autoscale.Recommendation(
+        at=NOW - timedelta(seconds=ago_s), replicas=replicas, sustained=sustained
+    )
 
 
 def inputs(**kw: object) -> autoscale.AutoscaleInputs:
@@ -172,7 +174,36 @@ CASES = [
         Reason.SCALED_DOWN,
         id="above-max-is-cut-at-once",
     ),
+    # Rule 5 with the offered load measured. A minute ago 6 replicas were loading and the queue
+    # of 48 asked for 6, but the arrivals only for 2 (sustained): that backlog is drained now
+    # (queue 16 asks 2), so 6 -> 2 at once instead of holding 6 for the window.
+    pytest.param(
+        inputs(current_replicas=6, ready_replicas=6, queue=q(16), history=(rec(60, 6, 2),)),
+        2,
+        Reason.SCALED_DOWN,
+        id="backlog-seen-while-loading-is-not-held",
+    ),
+    pytest.param(
+        inputs(current_replicas=6, ready_replicas=6, queue=q(16), history=(rec(60, 6),)),
+        6,
+        Reason.COOLING_DOWN,
+        id="burst-seen-with-every-replica-ready-is-held",
+    ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("ready", "offered", "held"),
+    [
+        pytest.param(2, 12.0, 6, id="all-ready-the-queue-is-demand"),
+        pytest.param(1, 12.0, 2, id="loading-the-offered-load-is-remembered"),
+        pytest.param(1, None, 6, id="loading-offered-unknown-falls-back-to-the-queue"),
+    ],
+)
+def test_what_the_scale_down_window_remembers(ready: int, offered: float | None, held: int) -> None:
+    # Queue 48 at target 8 asks 6; 12 requests offered ask 2.
+    d = autoscale.decide(inputs(queue=q(48), ready_replicas=ready, offered=offered), NOW)
+    assert d.history[-1].held == held
 
 
 @pytest.mark.parametrize(("given_inputs", "replicas", "reason"), CASES)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import pytest
 
 from tidepool.api.v1alpha1 import GPUPool, Tenancy
-from tidepool.policy import plan
+from tidepool.policy import placement, plan
+from tidepool.policy.capacity import EngineCapacity
+from tidepool.policy.signals import NoData
 
 
 def _pool(name: str, tenancy: str, default: bool = False) -> GPUPool:
@@ -55,3 +60,16 @@ def test_pool_choice(
     chosen = plan.pick_pool(tuple(pools), tenancy, preferred)
 
     assert (chosen.name if chosen else None) == expected
+
+
+def test_offered_concurrency_is_work_times_the_batch() -> None:
+    cap = EngineCapacity(40_000.0, 2_000.0, 64, "test")
+    # 10,000 input and 500 output tokens/s: 0.25 + 0.25 = 0.5 replicas of work, 32 in flight.
+    load = placement.Load(5.0, 10_000.0, 500.0)
+    traffic = placement.Traffic(
+        mean=load, peak=load, span=timedelta(minutes=10), active_fraction=1.0, wakes=0.0
+    )
+    assert plan.offered_concurrency(traffic, cap) is None  # no last minute measured
+    recent = replace(traffic, recent=load)
+    assert plan.offered_concurrency(recent, cap) == pytest.approx(32.0)
+    assert plan.offered_concurrency(NoData("down"), cap) is None

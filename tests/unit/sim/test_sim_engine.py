@@ -79,9 +79,11 @@ def test_serverless_spends_gpu_hours_and_reports_chargeback_apart() -> None:
 
 
 def test_wake_from_zero_waits_one_cold_start() -> None:
-    load = steady(1, 2.0, 600, idle_s=400)  # idle long enough to scale to zero, then traffic
+    # Idle for the whole first window, so the warm start (the busiest minute of that window,
+    # standing in for the traffic before the trace) is zero replicas; then traffic.
+    load = steady(1, 2.0, 900, idle_s=700)
     r = run(load, baselines.Tidepool(CFG, DeploymentMode.SERVERLESS))
-    assert r.shared_timeline[390] == 0  # scaled to zero after 5 idle minutes
+    assert r.shared_timeline[690] == 0
     worst = int(np.nonzero(r.wait_weights)[0].max())
     assert worst == pytest.approx(CFG.engine.cold_start_s, abs=2)
     assert r.replica_starts == 1
@@ -235,3 +237,18 @@ def test_pools_hold_whole_dedicated_nodes_and_named_sets() -> None:
     assert config.Prices() == h100
     with pytest.raises(ValueError, match="chargeback"):
         config.Prices(chargeback_per_million_tokens=0.0)
+
+
+def test_warm_start_is_the_busiest_minute_of_the_first_window() -> None:
+    # The docstring's example: minutes offering 2, 5 and 3 requests/s of 2 s each.
+    arrivals = np.concatenate([np.full(60, 2.0), np.full(60, 5.0), np.full(60, 3.0)])
+    load = traces.TenantLoad(
+        name="t",
+        arrivals=arrivals,
+        input_tokens=arrivals,
+        output_tokens=np.zeros(180),
+        service_s=np.full(180, 2.0),
+    )
+    assert engine.warm_start_concurrency(load, 1.0, 600.0) == pytest.approx(10.0)
+    # A window of one minute sees only the first: 4 in flight.
+    assert engine.warm_start_concurrency(load, 1.0, 60.0) == pytest.approx(4.0)
