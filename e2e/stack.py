@@ -119,7 +119,7 @@ def operator(kubeconfig: str, prometheus_url: str, *, tick: float = 1.0) -> Mana
             "--metrics-port",
             str(free_port()),
         ],
-        health_url=f"http://127.0.0.1:{health}/readyz",
+        health_url=f"http://127.0.0.1:{health}/healthz",
         env={"KUBECONFIG": kubeconfig},
     )
 

@@ -209,23 +209,11 @@ def _object_key(obj: Mapping[str, Any]) -> str:
 
 
 def make_api_client(kubeconfig: str | None) -> Any:
-    """An ApiClient with its own Configuration (no global client state).
+    """The gateway's client: :func:`tidepool.adapters.kube.load_client`, imported only when
+    called so that importing the snapshot types stays free of ``kubernetes``."""
+    from tidepool.adapters.kube import load_client
 
-    With ``kubeconfig`` None: in-cluster service account first, then the default kubeconfig.
-    """
-    from kubernetes import client
-    from kubernetes import config as kube_config
-
-    config: Any = kube_config  # its loaders are untyped
-    cfg = client.Configuration()
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=cfg)
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=cfg)
-    return client.ApiClient(cfg)
+    return load_client(kubeconfig)
 
 
 class KubeDiscovery:

@@ -22,24 +22,60 @@ TRANSIENT_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
 
 
 class TransientKubeError(RuntimeError):
-    """The API server refused for a reason that retrying fixes (conflict, throttling, restart)."""
+    """The API server refused for a reason that retrying fixes (conflict, throttling, restart).
+
+    A plain exception: adapters may not import Kopf (import-linter), so the Kopf handler turns
+    it into ``kopf.TemporaryError`` with ``retry_after`` as the delay.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds the server asked for in ``Retry-After`` (API Priority and Fairness sends it
+        with a 429), if it said."""
 
 
-def load_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (``KUBECONFIG`` or path)."""
+def load_client(
+    kubeconfig: str | None = None, *, pool_maxsize: int | None = None
+) -> client.ApiClient:
+    """One ``ApiClient`` with its own ``Configuration`` (no global client state), for the
+    operator and the gateway alike.
+
+    An explicit ``kubeconfig`` wins; without one, the in-cluster service account, then the
+    default kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``).
+
+    ``pool_maxsize``: urllib3 keeps at most this many connections per host for reuse and
+    discards each one returned beyond that, warning "Connection pool is full" (urllib3's docs
+    on ``PoolManager(maxsize=...)``). A caller whose threads share the client should pass how
+    many of them may call at once; the client's default is a small multiple of the CPU count.
+    """
+    loaders: Any = config  # its loaders are untyped
+    cfg = client.Configuration()
+    if kubeconfig:
+        loaders.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        try:
+            loaders.load_incluster_config(client_configuration=cfg)
+        except loaders.ConfigException:
+            loaders.load_kube_config(client_configuration=cfg)
+    if pool_maxsize is not None:
+        cfg.connection_pool_maxsize = pool_maxsize
+    return client.ApiClient(cfg)
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    text = (exc.headers or {}).get("Retry-After")
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    except config.ConfigException:
-        api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig
-        )
-        return api
+        return float(text) if text is not None else None
+    except ValueError:  # the HTTP-date form; the caller's own delay is good enough then
+        return None
 
 
 def _wrap(exc: ApiException) -> Exception:
     if exc.status in TRANSIENT_STATUS:
-        return TransientKubeError(f"API server answered {exc.status} {exc.reason}")
+        return TransientKubeError(
+            f"API server answered {exc.status} {exc.reason}", retry_after=_retry_after(exc)
+        )
     return exc
 
 

@@ -11,6 +11,9 @@ from tidepool.adapters.kube import Kube
 from tidepool.adapters.prometheus import PrometheusMetrics
 
 MEMO_KEY: Final = "tidepool_deps"
+#: Kopf runs each sync handler, and each InferenceDeployment's daemon for its whole life, on a
+#: thread of its executor (``settings.execution.max_workers``): sized for many objects.
+EXECUTOR_THREADS: Final = 400
 
 
 @dataclass
@@ -50,7 +53,13 @@ class Deps:
     telemetry: Telemetry
     migrating: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    ready: bool = False
+    last_reconciled: datetime | None = None
+    """When some InferenceDeployment last reconciled without an error (for the probes)."""
+    last_error: str | None = None
+    """The last reconcile error, cleared by the next clean reconcile (for the probes)."""
+    consistency_timeout: float = 5.0
+    """How long a daemon trusts its own status write over Kopf's live view: Kopf's own
+    ``settings.persistence.consistency_timeout``, copied at startup."""
 
     def may_start_migration(self, key: str) -> bool:
         with self.lock:

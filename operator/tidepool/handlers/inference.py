@@ -4,30 +4,124 @@ One daemon per object is the single writer of its children and status, so there 
 between a timer and change handlers. Change handlers and the gateway's wake annotation only poke
 the daemon (a ``threading.Event`` in the object's memo), which then reconciles at once: a wake
 reaches ``replicas: 1`` within one API round trip, not a Prometheus scrape later.
+
+Errors are Kopf's to retry: a transient API error becomes ``kopf.TemporaryError`` with a delay,
+anything else propagates and Kopf restarts the daemon after ``settings.execution.default_backoff``
+(Kopf's docs on error handling).
 """
 
-import copy
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
 
 import kopf
 
 from tidepool.adapters.kube import TransientKubeError
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api import labels
-from tidepool.api.v1alpha1 import GROUP, VERSION, InferenceDeployment
+from tidepool.api.conditions import ConditionType, Reason, set_condition
+from tidepool.api.v1alpha1 import GROUP, VERSION, Condition, InferenceDeployment
 from tidepool.handlers.deps import MEMO_KEY, Deps
 from tidepool.reconcile import inference
 
 RESOURCE = (GROUP, VERSION, "inferencedeployments")
+JSON = dict[str, Any]
+OWN_WRITES_KEY: Final = "own_writes"
 
 
 def _poke(memo: kopf.Memo) -> threading.Event:
-    if "poke" not in memo:
-        memo["poke"] = threading.Event()
-    event: threading.Event = memo["poke"]
+    # setdefault: the daemon's thread and the handlers' threads may both get here first.
+    event: threading.Event = memo.setdefault("poke", threading.Event())
     return event
+
+
+def resource_version(obj: Mapping[str, Any]) -> str:
+    """``metadata.resourceVersion`` as the opaque string Kubernetes documents it to be."""
+    return str(obj.get("metadata", {}).get("resourceVersion", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    version: str
+    body: JSON
+    at: float
+
+
+class OwnWrites:
+    """The daemon's own last status write, until Kopf's live view has caught up with it.
+
+    The write returns the object as the API server stored it, fresher than the watch event that
+    carries it (which may still be in flight); reconciling from the older live view would write
+    stale status back (an older decision, a migration phase already left). ``resourceVersion``
+    is opaque (the Kubernetes API concepts page: clients must not assume versions are numeric
+    or ordered), so the stored copy is preferred until the watch delivers exactly its version,
+    or, as Kopf does for its own patches (``settings.persistence.consistency_timeout``), until
+    a timeout passes without it.
+    """
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._timeout = timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._writing = False
+        self._seen_while_writing: set[str] = set()
+        self._pending: _Written | None = None
+
+    def awaiting(self) -> bool:
+        """Whether a write is in flight or not yet delivered (the only time events matter)."""
+        with self._lock:
+            return self._writing or self._pending is not None
+
+    def observe(self, version: str) -> None:
+        """A watch event with this version reached Kopf (called for every event, in order)."""
+        with self._lock:
+            if self._writing:
+                self._seen_while_writing.add(version)
+            if self._pending is not None and self._pending.version == version:
+                self._pending = None
+
+    def write(self, do_write: Callable[[], JSON]) -> JSON:
+        """Run ``do_write`` and remember what it stored.
+
+        Its own event may be observed before ``do_write`` returns; the versions seen meanwhile
+        are kept so that such an early event still counts as delivered.
+        """
+        with self._lock:
+            self._writing = True
+        stored: JSON | None = None
+        try:
+            stored = do_write()
+        finally:
+            with self._lock:
+                self._writing = False
+                if stored is not None:
+                    version = resource_version(stored)
+                    delivered = version in self._seen_while_writing
+                    self._pending = None if delivered else _Written(version, stored, self._clock())
+                self._seen_while_writing.clear()
+        return stored
+
+    def newest(self, live: JSON) -> JSON:
+        """``live`` once it has caught up with our last write (or waited long enough for it)."""
+        with self._lock:
+            pending = self._pending
+            if pending is None:
+                return live
+            if (
+                resource_version(live) == pending.version
+                or self._clock() - pending.at >= self._timeout
+            ):
+                self._pending = None
+                return live
+            return pending.body
+
+
+def _own_writes(memo: kopf.Memo) -> OwnWrites:
+    deps: Deps = memo[MEMO_KEY]
+    writes: OwnWrites = memo.setdefault(OWN_WRITES_KEY, OwnWrites(deps.consistency_timeout))
+    return writes
 
 
 def _wake_pending(body: kopf.Body, **_: Any) -> bool:
@@ -37,49 +131,40 @@ def _wake_pending(body: kopf.Body, **_: Any) -> bool:
     )
 
 
+def _awaiting_own_write(memo: kopf.Memo, **_: Any) -> bool:
+    return _own_writes(memo).awaiting()
+
+
+@kopf.on.event(*RESOURCE, when=_awaiting_own_write)
+async def observe(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The watch events, in order, while our own status write is awaited: tells the daemon
+    when it has arrived.
+
+    Async, so it costs no executor thread; filtered, so Kopf logs a line for it only around
+    our own writes, not for every event.
+    """
+    _own_writes(memo).observe(resource_version(body))
+
+
 @kopf.on.event(*RESOURCE, when=_wake_pending)
-def wake(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+def wake(memo: kopf.Memo, **_: Any) -> None:
     """The gateway holds a request for this model: reconcile now, not at the next tick.
 
     A raw watch event, not a change handler: Kopf's change detection is needless latency here,
     and the daemon ignores a wake it has already handled (``status.lastWakeHandled``).
     """
-    poke(body=body, memo=memo, **kwargs)
+    _poke(memo).set()
 
 
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-def poke(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def poke(memo: kopf.Memo, **_: Any) -> None:
     """Something changed that the daemon should act on now.
 
-    The body travels with the poke: the daemon may wake before Kopf refreshes its live view of
-    the object, and a wake must not wait a whole tick for the annotation to become visible.
+    The daemon reads Kopf's live view, which Kopf refreshes with each event before it calls
+    that event's handlers, so a poke carries no body.
     """
-    _remember(memo, copy.deepcopy(dict(body)))
     _poke(memo).set()
-
-
-def _version(obj: dict[str, Any]) -> int:
-    text = str(obj.get("metadata", {}).get("resourceVersion", "0"))
-    return int(text) if text.isdigit() else 0
-
-
-def _remember(memo: kopf.Memo, obj: dict[str, Any]) -> None:
-    """Keep the newest copy of the object seen outside Kopf's live view (a poke, our own write)."""
-    known = memo.get("fresh_body")
-    if not known or _version(obj) > _version(known):
-        memo["fresh_body"] = obj
-
-
-def _newest(live: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
-    """The newest copy by resourceVersion: Kopf's live view, a poke's, or our own last write.
-
-    Reconciling from a copy older than our own last status write would write stale status back
-    (an older decision, or a migration phase already left behind).
-    """
-    current = dict(live)
-    fresh = memo.get("fresh_body")
-    return fresh if fresh and _version(fresh) > _version(current) else current
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
@@ -94,41 +179,61 @@ def reconcile_loop(
     deps: Deps = memo[MEMO_KEY]
     poked = _poke(memo)
     cache = memo.setdefault("cache", inference.ObjectCache())
+    writes = _own_writes(memo)
     key = f"{body.get('metadata', {}).get('namespace')}/{body.get('metadata', {}).get('name')}"
-    while not stopped:
-        poked.clear()
-        wait = deps.tick_seconds
-        try:
-            wait = min(
-                wait,
-                _reconcile_once(
-                    _newest(body, memo),
-                    memo=memo,
+    try:
+        while not stopped:
+            poked.clear()
+            wait = reconcile_or_raise(
+                lambda: _reconcile_once(
+                    writes.newest(dict(body)),
                     body=body,
                     deps=deps,
                     cache=cache,
+                    writes=writes,
                     logger=logger,
                     key=key,
                 ),
+                deps=deps,
             )
-        except TransientKubeError as exc:
-            logger.warning(f"transient API error, retrying: {exc}")
-            deps.telemetry.reconciles.labels(result="retry").inc()
-        except Exception as exc:  # a bug must not kill the daemon or crash-loop the operator
-            logger.exception(f"reconcile failed: {exc}")
-            deps.telemetry.reconciles.labels(result="error").inc()
-            wait = max(wait, 10.0)
-        poked.wait(timeout=wait)
-    deps.note_migration(key, active=False)
+            poked.wait(timeout=min(wait, deps.tick_seconds))
+    finally:
+        # Also while Kopf waits out a retry: it may stop the daemon then without calling it
+        # again, and a slot kept would leak. The next reconcile claims the slot back.
+        deps.note_migration(key, active=False)
+
+
+def reconcile_or_raise(reconcile: Callable[[], float], *, deps: Deps) -> float:
+    """Run one reconcile; count its outcome and hand its errors to Kopf to retry.
+
+    A transient API error waits what the server asked for, else one tick (the pace the
+    daemon keeps anyway); any other error propagates to Kopf, which logs it with its
+    traceback and restarts the daemon after the handler backoff.
+    """
+    try:
+        wait = reconcile()
+    except TransientKubeError as exc:
+        deps.telemetry.reconciles.labels(result="retry").inc()
+        deps.last_error = str(exc)
+        delay = exc.retry_after if exc.retry_after is not None else deps.tick_seconds
+        raise kopf.TemporaryError(f"transient API error: {exc}", delay=delay) from exc
+    except Exception as exc:
+        deps.telemetry.reconciles.labels(result="error").inc()
+        deps.last_error = str(exc) or type(exc).__name__
+        raise
+    deps.telemetry.reconciles.labels(result="ok").inc()
+    deps.last_reconciled = utc_now()
+    deps.last_error = None
+    return wait
 
 
 def _reconcile_once(
-    raw: dict[str, Any],
+    raw: JSON,
     *,
-    memo: kopf.Memo,
     body: kopf.Body,
     deps: Deps,
     cache: inference.ObjectCache,
+    writes: OwnWrites,
     logger: kopf.Logger,
     key: str,
 ) -> float:
@@ -138,23 +243,7 @@ def _reconcile_once(
     except ValueError as exc:
         # The schema should have refused this; say so on the object instead of crash-looping.
         logger.error(f"spec does not validate: {exc}")
-        deps.kube.apply_status(
-            raw["apiVersion"],
-            raw["kind"],
-            raw["metadata"]["namespace"],
-            raw["metadata"]["name"],
-            {
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "False",
-                        "reason": "InvalidSpec",
-                        "message": str(exc).replace("\n", "; ")[:1000],
-                        "lastTransitionTime": utc_now().isoformat().replace("+00:00", "Z"),
-                    }
-                ]
-            },
-        )
+        _report_invalid_spec(raw, str(exc), deps=deps)
         return 30.0
     result = inference.sync(
         infd,
@@ -171,16 +260,46 @@ def _reconcile_once(
     new_status = result.status.model_dump(mode="json", by_alias=True)
     old_status = raw.get("status") or {}
     if _differs(new_status, old_status):
-        _remember(memo, deps.kube.merge_patch_status(infd.namespace, infd.name, new_status))
+        writes.write(lambda: deps.kube.merge_patch_status(infd.namespace, infd.name, new_status))
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
         deps.telemetry.decisions.labels(reason=event.reason).inc()
-    deps.telemetry.reconciles.labels(result="ok").inc()
     deps.telemetry.reconcile_seconds.observe(time.perf_counter() - started)
     return result.requeue_after.total_seconds()
 
 
-def _differs(new: dict[str, Any], old: dict[str, Any]) -> bool:
+def _report_invalid_spec(raw: JSON, error: str, *, deps: Deps) -> None:
+    """Ready=False/InvalidSpec on the object, through the one condition rule there is."""
+    status = raw.get("status") or {}
+    existing = []
+    for item in status.get("conditions") or []:
+        try:
+            existing.append(Condition.model_validate(item))
+        except ValueError:
+            continue  # a malformed condition is dropped, not copied forward
+    conditions, _ = set_condition(
+        existing,
+        type_=ConditionType.READY,
+        status=False,
+        reason=Reason.INVALID_SPEC,
+        message=error.replace("\n", "; ")[:1000],
+        generation=raw["metadata"].get("generation"),
+        now=utc_now(),
+    )
+    deps.kube.apply_status(
+        raw["apiVersion"],
+        raw["kind"],
+        raw["metadata"]["namespace"],
+        raw["metadata"]["name"],
+        {
+            "conditions": [
+                c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions
+            ]
+        },
+    )
+
+
+def _differs(new: JSON, old: JSON) -> bool:
     """Compare ignoring keys that are None in ``new`` and absent in ``old``."""
     keys = set(new) | set(old)
     return any(new.get(k) != old.get(k) for k in keys if not (new.get(k) is None and k not in old))

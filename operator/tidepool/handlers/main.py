@@ -15,7 +15,7 @@ import kopf
 from tidepool.adapters.kube import Kube, load_client
 from tidepool.adapters.prometheus import PrometheusMetrics, utc_now
 from tidepool.handlers import startup
-from tidepool.handlers.deps import MEMO_KEY, Deps, Telemetry
+from tidepool.handlers.deps import EXECUTOR_THREADS, MEMO_KEY, Deps, Telemetry
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--health-host", default="0.0.0.0")
     parser.add_argument(
-        "--health-port", type=int, default=8080, help="/healthz and /readyz; 0 disables"
+        "--health-port", type=int, default=8080, help="Kopf's /healthz (probe results); 0 disables"
     )
     parser.add_argument("--metrics-port", type=int, default=9090, help="/metrics; 0 disables")
     parser.add_argument("--peering", default=None, help="Kopf peering name (default: standalone)")
@@ -64,22 +64,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("kubernetes", "urllib3", "urllib3.connectionpool", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(verbose=args.verbose)
     deps = Deps(
-        kube=Kube(load_client(args.kubeconfig)),
+        # One client for every daemon thread, its urllib3 pool as large as the executor: each
+        # thread holds at most one connection at a time, so none is discarded ("Connection
+        # pool is full") and reopened when many objects reconcile at once.
+        kube=Kube(load_client(args.kubeconfig, pool_maxsize=EXECUTOR_THREADS)),
         metrics=PrometheusMetrics(args.prometheus_url),
         started_at=utc_now(),
         tick_seconds=args.tick,
         max_concurrent_migrations=args.max_concurrent_migrations,
         telemetry=Telemetry(),
     )
-    if args.health_port:
-        startup.serve_health(deps, args.health_host, args.health_port)
     if args.metrics_port:
         startup.serve_metrics(deps, args.health_host, args.metrics_port)
     namespaces = args.namespace or []
@@ -90,6 +86,27 @@ def run(args: argparse.Namespace) -> int:
             namespaces=namespaces,
             clusterwide=not namespaces,
             memo=kopf.Memo(**{MEMO_KEY: deps}),
+            liveness_endpoint=liveness_endpoint(args.health_host, args.health_port),
         )
     )
     return 0
+
+
+def liveness_endpoint(host: str, port: int) -> str | None:
+    """Where Kopf serves its probe results, or None (no endpoint) for port 0."""
+    if not port:
+        return None
+    bracketed = f"[{host}]" if ":" in host else host
+    return f"http://{bracketed}:{port}/healthz"
+
+
+def configure_logging(*, verbose: bool) -> None:
+    """Kopf's own log setup, with its object prefix.
+
+    Kopf's formatter starts each line logged through a handler's ``logger`` with
+    ``[namespace/name]`` (Kopf's docs on logging); ``logging.basicConfig`` would install a
+    plain formatter and drop it.
+    """
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.FULL, log_prefix=True)
+    for noisy in ("kubernetes", "urllib3", "urllib3.connectionpool", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,4 +1,4 @@
-"""Kopf settings, health endpoints and the operator's own /metrics.
+"""Kopf settings, Kopf's probe handlers and the operator's own /metrics.
 
 Settings are explicit, each with its reason:
 
@@ -6,21 +6,28 @@ Settings are explicit, each with its reason:
   schema-strict and nothing under ``kopf.zalando.org`` appears on user objects;
 - the watch has a server-side timeout so a silently dead connection (API server restart behind
   a load balancer) is replaced within a minute, and reconnects back off briefly;
-- the executor is sized for many objects: each InferenceDeployment's daemon is a thread.
+- the executor is sized for many objects: each InferenceDeployment's daemon is a thread;
+- a handler that fails with an unexpected error is retried after ``ERROR_BACKOFF_SECONDS``,
+  not Kopf's default minute: the daemon is what keeps serving and scaling that model.
+
+Health is Kopf's own: ``kopf.operator(liveness_endpoint=...)`` serves ``/healthz`` once the
+startup handlers have finished, answering with what the ``@kopf.on.probe`` handlers below
+return (Kopf's docs on health checks).
 """
 
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from datetime import datetime
+from typing import Any, Final
 
 import kopf
 from prometheus_client import start_http_server
 
+from tidepool.adapters.prometheus import utc_now
 from tidepool.api.labels import PREFIX
-from tidepool.handlers.deps import MEMO_KEY, Deps
+from tidepool.handlers.deps import EXECUTOR_THREADS, MEMO_KEY, Deps
 
 KOPF_PREFIX = f"kopf.{PREFIX}"
+ERROR_BACKOFF_SECONDS: Final = 10.0
 
 
 @kopf.on.startup()
@@ -39,36 +46,41 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 90
     settings.watching.connect_timeout = 10
     settings.watching.reconnect_backoff = 1.0
-    settings.execution.max_workers = 400
+    settings.execution.max_workers = EXECUTOR_THREADS
+    settings.execution.default_backoff = ERROR_BACKOFF_SECONDS
     settings.networking.request_timeout = 30
+    deps.consistency_timeout = settings.persistence.consistency_timeout
     deps.kube.list_pools()  # fail fast (and visibly) if the CRDs or RBAC are missing
-    deps.ready = True
 
 
-def serve_health(deps: Deps, host: str, port: int) -> ThreadingHTTPServer:
-    """``/healthz`` (process alive) and ``/readyz`` (started and talked to the API server)."""
+# The probe handlers report and never raise. Kopf answers a failed probe with a 500, and the
+# chart's liveness probe would then restart an operator that an API outage leaves idle, which
+# a restart cannot fix; liveness is for a stuck operator (Kopf's docs on health checks), and a
+# stuck event loop stops answering /healthz at all. They are async, so they answer even when
+# every executor thread is busy.
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                code, text = 200, "ok"
-            elif self.path == "/readyz":
-                code, text = (200, "ready") if deps.ready else (503, "starting")
-            else:
-                code, text = 404, "not found"
-            payload = text.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
+def seconds_since(then: datetime | None, now: datetime) -> float | None:
+    """Whole seconds from ``then`` to ``now``, or None if there was no ``then``."""
+    return None if then is None else round((now - then).total_seconds())
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
-    return server
+
+@kopf.on.probe(id="lastReconcileAgeSeconds")
+async def last_reconcile_age(memo: kopf.Memo, **_: Any) -> float | None:
+    """Seconds since some InferenceDeployment last reconciled cleanly (null before the first)."""
+    deps: Deps = memo[MEMO_KEY]
+    return seconds_since(deps.last_reconciled, utc_now())
+
+
+@kopf.on.probe(id="clusterClient")
+async def cluster_client(memo: kopf.Memo, **_: Any) -> str:
+    """``ok``, or the last reconcile error (cleared by the next clean reconcile).
+
+    Startup already listed the GPUPools through the same client, so ``ok`` before the first
+    reconcile means the client reached the API server.
+    """
+    deps: Deps = memo[MEMO_KEY]
+    return deps.last_error or "ok"
 
 
 def serve_metrics(deps: Deps, host: str, port: int) -> None:

@@ -89,8 +89,8 @@ MAX_REPLICAS: Final = 1000
 #: Bound on model ids, paths and URIs: a long object-store URI fits, a pasted file does not.
 MAX_MODEL_REF: Final = 1024
 
-#: vLLM's --max-lora-rank accepts 8, 16, 32, 64, 128, 256, 320 or 512 (its engine arguments'
-#: choices, and the LoRAConfig.max_lora_rank literal in vllm/config/lora.py).
+#: vLLM's --max-lora-rank accepts 8, 16, 32, 64, 128, 256, 320 or 512 (the choices of the default
+#: image's v0.11 engine arguments; later releases' LoRAConfig also allows 1, never anything else).
 LoraRank = Literal[8, 16, 32, 64, 128, 256, 320, 512]
 LORA_RANKS: Final[tuple[int, ...]] = get_args(LoraRank)
 
