@@ -10,7 +10,7 @@ engine sends).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -25,23 +25,31 @@ _E2E_BUCKETS: Final = (
 
 
 class EngineMetrics:
-    """vLLM's series names (``vllm:`` prefix, label ``model_name``) in a private registry."""
+    """vLLM's series names (``vllm:`` prefix, label ``model_name``) in a private registry.
 
-    def __init__(self, model: str) -> None:
+    Every series is labelled with the base model, adapter requests included, as vLLM labels
+    them with its served model name. ``max_loras`` is None without ``--enable-lora``; vLLM
+    then exports no ``vllm:lora_requests_info``.
+    """
+
+    def __init__(self, model: str, max_loras: int | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r, lbl = self.registry, ["model_name"]
-        self.running = Gauge(
-            "vllm:num_requests_running", "Requests in the running batch.", lbl, registry=r
-        ).labels(model)
-        self.waiting = Gauge(
-            "vllm:num_requests_waiting", "Requests waiting for a batch slot.", lbl, registry=r
-        ).labels(model)
-        self.cache = Gauge(
-            "vllm:gpu_cache_usage_perc",
-            "KV-cache usage, 0 to 1 (simulated as running / max_num_seqs).",
-            lbl,
-            registry=r,
-        ).labels(model)
+
+        def gauge(name: str, documentation: str) -> Any:
+            return Gauge(name, documentation, lbl, registry=r).labels(model)
+
+        self.running = gauge("vllm:num_requests_running", "Requests in the running batch.")
+        self.waiting = gauge(
+            "vllm:num_requests_waiting",
+            "Requests waiting for a batch slot (or for their LoRA adapter to fit the batch).",
+        )
+        # vLLM renamed its KV-cache gauge to kv_cache_usage_perc; routers still read either
+        # name (the Gateway API Inference Extension's default is the new one), so both go out.
+        self.kv_cache = [
+            gauge(name, "KV-cache usage, 0 to 1 (simulated as running / max_num_seqs).")
+            for name in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+        ]
         self.ttft = Histogram(
             "vllm:time_to_first_token_seconds", "Time to first token.", lbl,
             buckets=_TTFT_BUCKETS, registry=r,
@@ -61,4 +69,34 @@ class EngineMetrics:
             "Finished requests, by finish reason.",
             ["model_name", "finished_reason"],
             registry=r,
+        ).labels(model, "length")
+        self._max_lora = str(max_loras)
+        self.lora_info = (
+            None
+            if max_loras is None
+            else Gauge(
+                "vllm:lora_requests_info",
+                "Running stats on lora requests.",
+                ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
+                registry=r,
+            )
         )
+
+    def set_batch(self, running: int, waiting: int, kv_cache_usage: float) -> None:
+        self.running.set(running)
+        self.waiting.set(waiting)
+        for g in self.kv_cache:
+            g.set(kv_cache_usage)
+
+    def set_lora(self, running: list[str], waiting: list[str]) -> None:
+        """Stamp the current adapter sets with the wall-clock time, as vLLM does: its value is
+        a timestamp, and each distinct label set stays a series of its own, so a reader takes
+        the series with the largest value (what the Inference Extension's endpoint picker
+        does)."""
+        if self.lora_info is None:
+            return
+        self.lora_info.labels(
+            max_lora=self._max_lora,
+            waiting_lora_adapters=",".join(waiting),
+            running_lora_adapters=",".join(running),
+        ).set_to_current_time()

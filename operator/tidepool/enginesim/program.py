@@ -7,6 +7,9 @@ Must not: contain request handling (:mod:`tidepool.enginesim.server`) or timing
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
+from typing import Final
 
 from aiohttp import web
 
@@ -14,12 +17,23 @@ from tidepool.adapters import http_server
 from tidepool.api import durations
 from tidepool.enginesim import engine, server
 
+#: vLLM serves /v1/load_lora_adapter and /v1/unload_lora_adapter only with this set.
+RUNTIME_LORA_ENV: Final = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+
 
 def _seconds(text: str) -> float:
     try:
         return durations.parse(text).total_seconds()
     except durations.InvalidDurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _lora_module(text: str) -> tuple[str, str]:
+    """``name=path``, the form of vLLM's ``--lora-modules``."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,9 +48,52 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--drain-timeout", type=_seconds, default=3600.0)
     parser.add_argument("--log-level", default="INFO")
+    lora = parser.add_argument_group("LoRA (vLLM's flags, with vLLM's defaults)")
+    lora.add_argument("--enable-lora", action="store_true")
+    lora.add_argument("--max-loras", type=int, default=1, help="distinct adapters per batch")
+    lora.add_argument("--max-cpu-loras", type=int, default=None, help="default: --max-loras")
+    lora.add_argument("--max-lora-rank", type=int, default=16)
+    lora.add_argument(
+        "--lora-modules", type=_lora_module, nargs="+", action="extend", default=[],
+        metavar="NAME=PATH", help="adapters loaded at start (repeatable)",
+    )  # fmt: skip
+    sim = parser.add_argument_group("LoRA timing (the simulator's own)")
+    sim.add_argument(
+        "--default-lora-rank", type=int, default=8,
+        help="rank of an adapter whose path has no adapter_config.json",
+    )  # fmt: skip
+    sim.add_argument("--lora-load-seconds-per-rank", type=float, default=0.002)
+    sim.add_argument("--lora-swap-in-seconds", type=float, default=0.005)
 
 
-def config_from_args(args: argparse.Namespace) -> engine.EngineConfig:
+def lora_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> engine.LoraConfig | None:
+    """The LoRA settings; adapter ranks are read from the ``--lora-modules`` paths."""
+    if not args.enable_lora:
+        if args.lora_modules:
+            raise ValueError("--lora-modules needs --enable-lora")
+        return None
+    modules = tuple(
+        engine.Adapter(name, path, server.adapter_rank(path, args.default_lora_rank))
+        for name, path in args.lora_modules
+    )
+    return engine.LoraConfig(
+        max_loras=args.max_loras,
+        max_cpu_loras=args.max_cpu_loras,
+        max_lora_rank=args.max_lora_rank,
+        modules=modules,
+        # vLLM reads the variable as true when it is "1" or "true", in any case.
+        runtime_updating=environ.get(RUNTIME_LORA_ENV, "0").strip().lower() in ("1", "true"),
+        default_rank=args.default_lora_rank,
+        load_seconds_per_rank=args.lora_load_seconds_per_rank,
+        swap_in_seconds=args.lora_swap_in_seconds,
+    )
+
+
+def config_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> engine.EngineConfig:
     return engine.EngineConfig(
         model=args.model,
         load_delay=args.load_delay,
@@ -46,6 +103,7 @@ def config_from_args(args: argparse.Namespace) -> engine.EngineConfig:
         seed=args.seed,
         batch_slowdown=args.batch_slowdown,
         drain_timeout=args.drain_timeout,
+        lora=lora_from_args(args, environ),
     )
 
 

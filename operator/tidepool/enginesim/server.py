@@ -8,6 +8,14 @@ names (:mod:`tidepool.enginesim.metrics`), using the timing model of
 included, up to the drain timeout): what lets a migration drain a pool without dropping a
 request.
 
+With LoRA enabled (:class:`~tidepool.enginesim.engine.LoraConfig`) a request whose ``model``
+is a loaded adapter is served as that adapter, ``/v1/models`` lists each adapter with its
+``parent`` and ``root``, and, only when vLLM's ``VLLM_ALLOW_RUNTIME_LORA_UPDATING`` is on,
+``POST /v1/load_lora_adapter`` and ``/v1/unload_lora_adapter`` change the set at run time with
+vLLM's answers (plain-text success; 400 for a name already loaded or a rank over
+``max_lora_rank``, 404 for unloading an unknown name). Without that setting the routes do not
+exist (404), as in vLLM.
+
 Streams carry ``usage`` in their last chunk always (vLLM does so only with
 ``stream_options.include_usage``), so the gateway can meter tokens of every request.
 
@@ -23,6 +31,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
@@ -35,13 +44,37 @@ from tidepool.enginesim.metrics import EngineMetrics
 log = logging.getLogger(__name__)
 
 
+def adapter_rank(path: str, default: int) -> int:
+    """The rank ``r`` in ``<path>/adapter_config.json`` (PEFT's file, which vLLM reads), or
+    ``default`` when the path is not a local adapter directory (a simulated adapter)."""
+    try:
+        config = json.loads((Path(path) / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return default
+    rank = config.get("r") if isinstance(config, dict) else None
+    if isinstance(rank, int) and not isinstance(rank, bool) and rank > 0:
+        return rank
+    return default
+
+
+async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request body as a JSON object, or the 400 answer to send instead."""
+    try:
+        payload = json.loads(await request.read())
+    except ValueError:
+        return error_response(400, "request body is not valid JSON", "BadRequestError", 400)
+    if not isinstance(payload, dict):
+        return error_response(400, "request body must be a JSON object", "BadRequestError", 400)
+    return payload
+
+
 class EngineSim:
     def __init__(
         self, config: engine.EngineConfig, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config
-        self.engine = engine.Engine(config)
-        self.metrics = EngineMetrics(config.model)
+        self.engine = engine.Engine(config, clock)
+        self.metrics = EngineMetrics(config.model, config.lora.max_loras if config.lora else None)
         self.clock = clock
         self.started = clock()
         self.draining = False
@@ -65,9 +98,8 @@ class EngineSim:
         return self.clock() - self.started >= self.config.load_delay
 
     def _sync_gauges(self) -> None:
-        self.metrics.running.set(self.engine.running)
-        self.metrics.waiting.set(self.engine.waiting)
-        self.metrics.cache.set(self.engine.running / self.config.max_num_seqs)
+        eng = self.engine
+        self.metrics.set_batch(eng.running, eng.waiting, eng.running / self.config.max_num_seqs)
 
     # ---- small endpoints ---------------------------------------------------------------
     async def health(self, _request: web.Request) -> web.Response:
@@ -78,21 +110,55 @@ class EngineSim:
         return web.Response(status=200)
 
     async def models(self, _request: web.Request) -> web.Response:
-        card = {
-            "id": self.config.model,
-            "object": "model",
-            "created": 0,
-            "owned_by": "vllm",
-            "root": self.config.model,
-            "parent": None,
-            "max_model_len": 8192,
-        }
-        return web.json_response({"object": "list", "data": [card]})
+        base = self.config.model
+        cards = [_model_card(base, root=base, parent=None, max_model_len=8192)]
+        cards += [
+            _model_card(a.name, root=a.path, parent=base, max_model_len=None)
+            for a in self.engine.adapters.values()
+        ]
+        return web.json_response({"object": "list", "data": cards})
 
     async def metrics_handler(self, _request: web.Request) -> web.Response:
         self._sync_gauges()
+        self.metrics.set_lora(self.engine.running_adapters, self.engine.waiting_adapters)
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # ---- LoRA adapters at run time -----------------------------------------------------
+    async def load_lora_adapter(self, request: web.Request) -> web.Response:
+        payload = await _json_object(request)
+        if isinstance(payload, web.Response):
+            return payload
+        name, path = payload.get("lora_name"), payload.get("lora_path")
+        if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
+            return error_response(
+                400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput", 400
+            )
+        lora = self.config.lora
+        assert lora is not None  # the route exists only with LoRA enabled
+        rank = adapter_rank(path, lora.default_rank)
+        try:
+            self.engine.check_load(name, rank)
+            await asyncio.sleep(lora.load_seconds(rank))
+            self.engine.register(engine.Adapter(name, path, rank))  # checks again: a race
+        except engine.LoraError as exc:
+            return error_response(exc.status, str(exc), exc.type, exc.status)
+        log.info("engine-sim: loaded LoRA adapter %r (rank %d) from %r", name, rank, path)
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload_lora_adapter(self, request: web.Request) -> web.Response:
+        payload = await _json_object(request)
+        if isinstance(payload, web.Response):
+            return payload
+        name = payload.get("lora_name")
+        if not isinstance(name, str) or not name:
+            return error_response(400, "'lora_name' must be provided.", "InvalidUserInput", 400)
+        try:
+            self.engine.unregister(name)
+        except engine.LoraError as exc:
+            return error_response(exc.status, str(exc), exc.type, exc.status)
+        log.info("engine-sim: unloaded LoRA adapter %r", name)
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
     # ---- generation --------------------------------------------------------------------
     async def completions(self, request: web.Request) -> web.StreamResponse:
@@ -114,14 +180,12 @@ class EngineSim:
     async def _generate_inner(self, request: web.Request, chat: bool) -> web.StreamResponse:
         if not self.loaded:
             return error_response(503, "the model is still loading", "service_unavailable_error")
-        try:
-            payload = json.loads(await request.read())
-        except ValueError:
-            return error_response(400, "request body is not valid JSON", "BadRequestError")
-        if not isinstance(payload, dict):
-            return error_response(400, "request body must be a JSON object", "BadRequestError")
+        payload = await _json_object(request)
+        if isinstance(payload, web.Response):
+            return payload
         model = payload.get("model", self.config.model)
-        if model != self.config.model:
+        adapter = self.engine.adapters.get(model) if isinstance(model, str) else None
+        if model != self.config.model and adapter is None:
             return error_response(404, f"The model `{model}` does not exist.", "NotFoundError", 404)
         if chat:
             messages = payload.get("messages")
@@ -138,8 +202,9 @@ class EngineSim:
         n_out = self.engine.output_length(max_tokens, rng)
         stream = bool(payload.get("stream"))
         gen = _Generation(
-            sim=self, chat=chat, model=str(model), prompt_tokens=prompt_tokens, n_out=n_out, rng=rng
-        )
+            sim=self, chat=chat, model=str(model), adapter=adapter, prompt_tokens=prompt_tokens,
+            n_out=n_out, rng=rng,
+        )  # fmt: skip
         return await (gen.stream(request) if stream else gen.whole())
 
 
@@ -152,11 +217,12 @@ class _Generation:
         sim: EngineSim,
         chat: bool,
         model: str,
+        adapter: engine.Adapter | None,
         prompt_tokens: int,
         n_out: int,
         rng: Any,
     ) -> None:
-        self.sim, self.chat, self.model = sim, chat, model
+        self.sim, self.chat, self.model, self.adapter = sim, chat, model, adapter
         self.prompt_tokens, self.n_out, self.rng = prompt_tokens, n_out, rng
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.UUID(int=rng.getrandbits(128)).hex
         self.created = int(time.time())
@@ -165,19 +231,19 @@ class _Generation:
     async def tokens(self) -> Any:
         """Async generator of tokens, holding a batch slot for its whole life."""
         sim, eng = self.sim, self.sim.engine
-        acquire = asyncio.ensure_future(eng.acquire())
+        acquire = asyncio.ensure_future(eng.acquire(self.adapter))
         sim._sync_gauges()
         try:
-            await acquire
+            swap_in = await acquire
         except asyncio.CancelledError:
             # Cancelled just after the slot was granted: give it back, or it leaks for good.
             if acquire.done() and not acquire.cancelled() and acquire.exception() is None:
-                eng.release()
+                eng.release(self.adapter)
                 sim._sync_gauges()
             raise
         sim._sync_gauges()
         try:
-            await asyncio.sleep(engine.prefill_seconds(self.prompt_tokens, sim.config))
+            await asyncio.sleep(swap_in + engine.prefill_seconds(self.prompt_tokens, sim.config))
             sim.metrics.prompt_tokens.inc(self.prompt_tokens)
             for i in range(self.n_out):
                 if i == 0:
@@ -187,9 +253,9 @@ class _Generation:
                 sim.metrics.generation_tokens.inc()
                 yield eng.token(self.rng)
             sim.metrics.e2e.observe(sim.clock() - self.arrived)
-            sim.metrics.success.labels(self.model, "length").inc()
+            sim.metrics.success.inc()
         finally:
-            eng.release()
+            eng.release(self.adapter)
             sim._sync_gauges()
 
     def usage(self) -> dict[str, int]:
@@ -267,6 +333,16 @@ class _Generation:
         return resp
 
 
+def _model_card(
+    id_: str, *, root: str, parent: str | None, max_model_len: int | None
+) -> dict[str, Any]:
+    """vLLM's ``ModelCard``: an adapter's ``root`` is its path and its ``parent`` the base."""
+    return {
+        "id": id_, "object": "model", "created": 0, "owned_by": "vllm", "root": root,
+        "parent": parent, "max_model_len": max_model_len,
+    }  # fmt: skip
+
+
 SIM_KEY: Final = web.AppKey("engine_sim", EngineSim)
 
 
@@ -284,4 +360,7 @@ def create_app(
     app.router.add_get("/metrics", sim.metrics_handler)
     app.router.add_post("/v1/completions", sim.completions)
     app.router.add_post("/v1/chat/completions", sim.chat_completions)
+    if config.lora is not None and config.lora.runtime_updating:
+        app.router.add_post("/v1/load_lora_adapter", sim.load_lora_adapter)
+        app.router.add_post("/v1/unload_lora_adapter", sim.unload_lora_adapter)
     return app
