@@ -238,3 +238,11 @@ def test_lora_flags_reach_the_config(argv, env, expected):
 def test_bad_lora_flags_end_the_program_with_exit_2(capsys, argv, message):
     assert program.run(_args("--log-level", "WARNING", *argv)) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_startup_adapter_over_max_rank_fails_the_start(capsys, tmp_path):
+    """vLLM loads --lora-modules before serving and fails to start on one it refuses."""
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 32}))
+    args = _args("--log-level", "WARNING", "--enable-lora", "--lora-modules", f"big={tmp_path}")
+    assert program.run(args) == 2
+    assert "LoRA rank 32 is greater than max_lora_rank 16." in capsys.readouterr().err
