@@ -1,0 +1,508 @@
+"""The plan of one SharedEngine: how many replicas, which adapter on which replica, what to report.
+
+Role: :func:`plan_shared_engine` is to a SharedEngine what :func:`tidepool.policy.plan.plan` is to
+an InferenceDeployment: a pure function of the engine, its tenants, what was observed, the
+autoscaler's memory and ``now``, returning a frozen :class:`SharedEnginePlan`. The reconciler
+(``tidepool.reconcile.shared_engine``) observes, calls it, and carries it out.
+
+Who is a tenant (:func:`serves`): an InferenceDeployment with ``spec.model.adapter`` whose base
+model ``spec.model.name`` is the engine's, and that runs serverless (``mode: serverless``, or
+``auto`` while its effective mode is serverless or not yet decided). A tenant promoted to
+dedicated or hybrid runs its own replicas with its one adapter (``render.lora.tenant_lora_args``).
+
+Replicas: :func:`tidepool.policy.autoscale.decide` on the *aggregate* queue of the fleet (what its
+replicas run and queue, plus what the gateway holds for each tenant), because adapters share a
+replica's batch. A wake of any tenant (the gateway's wake annotation, :func:`labels.pending_wake`)
+scales 0 -> 1; the idle clock (``status.lastActiveTime``) restarts whenever any tenant has demand,
+so the fleet scales to zero only once every tenant has been idle for ``scaleToZeroAfter``.
+
+Adapter placement (:func:`place_adapters`), over the *ready* replicas in name order and the tenants
+in ``namespace/name`` order, with ``S`` adapter slots per replica (``lora.maxCpuLoras``, else
+``lora.maxLoras``: vLLM keeps at most that many adapters in CPU memory, its ``--max-cpu-loras``):
+
+* ``T <= S`` tenants: every adapter on every ready replica, so any replica serves any tenant;
+* else each adapter gets ``c = min(R, R*S // T)`` replicas (at least 1), tenant ``i`` on replicas
+  ``i*c .. i*c+c-1`` (mod ``R``): consecutive blocks around the ring, so every replica holds
+  ``floor`` or ``ceil`` of ``T*c/R <= S`` adapters;
+* more tenants than the fleet has slots (``T > R*S``): the first ``R*S`` are placed and the rest
+  report ``AdapterLoaded=False`` (``NoAdapterSlot``) until the fleet grows or a tenant leaves.
+
+An adapter loaded on a replica that should not hold it (its tenant left, or the spread moved) is
+unloaded. A replica whose adapters could not be listed is left alone this round.
+
+This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final, cast
+
+from tidepool.api import conditions, labels, names
+from tidepool.api.conditions import ConditionType, Reason
+from tidepool.api.v1alpha1 import (
+    Condition,
+    DeploymentMode,
+    GPUPool,
+    InferenceDeployment,
+    LoadedAdapter,
+    ScalingSpec,
+    SharedEngine,
+    SharedEngineStatus,
+)
+from tidepool.policy import autoscale
+from tidepool.policy.plan import Event, History, ObservedDeployment
+from tidepool.policy.signals import NoData, Sample, Signal
+
+#: The tenant condition this plan owns (positive polarity, like every condition in api.conditions).
+ADAPTER_LOADED: Final = "AdapterLoaded"
+#: How soon to look again while an adapter failed to load or waits for a replica.
+RETRY_REQUEUE: Final = timedelta(seconds=10)
+
+
+class AdapterReason(StrEnum):
+    """Reasons of ``AdapterLoaded`` on a tenant."""
+
+    LOADED = "AdapterLoaded"
+    LOAD_FAILED = "AdapterLoadFailed"
+    LOADING = "Loading"
+    ENGINE_SCALED_TO_ZERO = "EngineScaledToZero"
+    WAITING_FOR_REPLICAS = "WaitingForReplicas"
+    NO_ADAPTER_SLOT = "NoAdapterSlot"
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True, slots=True)
+class EnginePod:
+    """One engine replica of the fleet, as its pod and its own API showed it."""
+
+    name: str
+    endpoint: str
+    """``http://<pod IP>:<port>``: where vLLM's adapter endpoints of this replica answer."""
+    ready: bool
+    loaded: frozenset[str] | None
+    """Adapters ``GET /v1/models`` lists with the base model as ``parent``; None: not asked or
+    no answer (a replica not ready yet, or one that failed to answer)."""
+    queue: Signal
+    """Requests running plus waiting on this replica."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedObserved:
+    """Everything the plan may look at besides the engine and its tenants, read before deciding."""
+
+    pool: GPUPool | None
+    """The engine's GPUPool, or None when ``spec.pool`` names none that exists."""
+    deployment: ObservedDeployment | None
+    pods: tuple[EnginePod, ...]
+    held: Mapping[str, Signal]
+    """Tenant key (``namespace/name``) -> requests the gateway holds for it."""
+    load_errors: Mapping[str, str]
+    """Tenant key -> the engine's message from the last failed load of its adapter."""
+    operator_started_at: datetime
+
+
+# ----------------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterOp:
+    """Load (``path`` set) or unload (``path`` None) adapter ``adapter`` on one replica."""
+
+    pod: str
+    endpoint: str
+    adapter: str
+    tenant: str
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUpdate:
+    """The status fields of one tenant this plan writes (a merge patch of these only)."""
+
+    namespace: str
+    name: str
+    engine: str
+    conditions: tuple[Condition, ...]
+    last_wake_handled: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedEnginePlan:
+    """What to do now. ``pool`` None: write the status, touch nothing else."""
+
+    pool: GPUPool | None
+    replicas: int
+    loads: tuple[AdapterOp, ...]
+    unloads: tuple[AdapterOp, ...]
+    status: SharedEngineStatus
+    tenants: tuple[TenantUpdate, ...]
+    events: tuple[Event, ...]
+    history: History
+    requeue_after: timedelta
+
+
+# ------------------------------------------------------------------------------------- rules
+
+
+def tenant_key(infd: InferenceDeployment) -> str:
+    return f"{infd.namespace}/{infd.name}"
+
+
+def serves(engine: SharedEngine, infd: InferenceDeployment) -> bool:
+    """Whether ``engine`` serves ``infd``'s adapter (the rule of the module docstring)."""
+    if infd.spec.model.adapter is None or infd.spec.model.name != engine.spec.model.name:
+        return False
+    if infd.spec.mode == DeploymentMode.SERVERLESS:
+        return True
+    return infd.spec.mode == DeploymentMode.AUTO and infd.status.effective_mode in (
+        None,
+        DeploymentMode.SERVERLESS,
+    )
+
+
+def adapter_slots(engine: SharedEngine) -> int:
+    """Adapters one replica holds: ``maxCpuLoras``, else ``maxLoras`` (vLLM's own default)."""
+    lora = engine.spec.lora
+    return lora.max_cpu_loras if lora.max_cpu_loras is not None else lora.max_loras
+
+
+def place_adapters(tenants: list[str], replicas: list[str], slots: int) -> dict[str, list[str]]:
+    """Tenant -> the replicas that should hold its adapter (module docstring; unplaced: [])."""
+    if not replicas:
+        return {t: [] for t in tenants}
+    if len(tenants) <= slots:
+        return {t: list(replicas) for t in tenants}
+    r = len(replicas)
+    copies = max(1, min(r, r * slots // len(tenants)))
+    room = r * slots
+    return {
+        t: [replicas[(i * copies + j) % r] for j in range(copies)] if i < room else []
+        for i, t in enumerate(tenants)
+    }
+
+
+def scaling_policy(engine: SharedEngine) -> autoscale.AutoscalePolicy:
+    """The autoscaler's knobs: the SharedEngine's, and an InferenceDeployment's defaults for the
+    stabilization windows and rate a SharedEngine does not expose."""
+    s = engine.spec.scaling
+    return autoscale.AutoscalePolicy.from_spec(
+        ScalingSpec(
+            min_replicas=s.min_replicas,
+            max_replicas=s.max_replicas,
+            target_queue_depth=s.target_queue_depth,
+            scale_to_zero_after=s.scale_to_zero_after,
+        )
+    )
+
+
+def aggregate_queue(pods: tuple[EnginePod, ...], held: Mapping[str, Signal]) -> Signal:
+    """The fleet's queue: every ready replica's plus what the gateway holds for every tenant.
+
+    Unknown if any part is: the autoscaler then holds, never scaling to zero on a missing number.
+    """
+    parts = [p.queue for p in pods if p.ready] + [held[k] for k in sorted(held)]
+    total = 0.0
+    at: datetime | None = None
+    for part in parts:
+        if isinstance(part, NoData):
+            return part
+        total += part.value
+        at = part.at if at is None else min(at, part.at)
+    if at is None:
+        return NoData("no tenant and no ready replica to measure")
+    return Sample(value=total, at=at)
+
+
+def _set(
+    conds: list[Condition],
+    type_: str,
+    ok: bool | None,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    now: datetime,
+) -> list[Condition]:
+    # api.conditions types its vocabulary as the InferenceDeployment's enums; AdapterLoaded and
+    # its reasons are strings of the same shape, and set_condition only compares and stores them.
+    out, _ = conditions.set_condition(
+        conds,
+        type_=cast(ConditionType, type_),
+        status=ok,
+        reason=cast(Reason, reason),
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return out
+
+
+# -------------------------------------------------------------------------------------- plan
+
+
+def plan_shared_engine(
+    engine: SharedEngine,
+    tenants: list[InferenceDeployment],
+    observed: SharedObserved,
+    history: History,
+    now: datetime,
+) -> SharedEnginePlan:
+    """Decide everything for ``engine`` and its ``tenants`` at ``now``. Pure."""
+    status = engine.status
+    gen = engine.metadata.get("generation")
+    generation = int(gen) if gen is not None else None
+    members = sorted((t for t in tenants if serves(engine, t)), key=tenant_key)
+    events: list[Event] = []
+    conds = list(status.conditions)
+    selector = ",".join(
+        f"{k}={v}"
+        for k, v in sorted(
+            labels.shared_engine_selector_labels(names.shared_engine_label(engine.name)).items()
+        )
+    )
+
+    dep = observed.deployment
+    current = dep.replicas if dep is not None else 0
+    ready_pods = sorted((p for p in observed.pods if p.ready), key=lambda p: p.name)
+    ready = dep.ready_replicas if dep is not None else 0
+
+    if observed.pool is None:
+        message = f"pool: GPUPool {engine.spec.pool!r} does not exist"
+        conds = _set(
+            conds,
+            ConditionType.READY,
+            False,
+            Reason.POOL_NOT_FOUND,
+            message,
+            generation=generation,
+            now=now,
+        )
+        if conds != status.conditions:
+            events.append(Event("Warning", Reason.POOL_NOT_FOUND, message))
+        return SharedEnginePlan(
+            pool=None,
+            replicas=current,
+            loads=(),
+            unloads=(),
+            status=status.model_copy(
+                update={
+                    "conditions": conds,
+                    "observed_generation": generation,
+                    "tenants": len(members),
+                    "selector": selector,
+                }
+            ),
+            tenants=(),
+            events=tuple(events),
+            history=history,
+            requeue_after=autoscale.DEFAULT_REQUEUE,
+        )
+
+    # -- replicas ------------------------------------------------------------------------------
+    wakes = {
+        tenant_key(t): labels.pending_wake(
+            t.metadata.get("annotations"), t.status.last_wake_handled
+        )
+        for t in members
+    }
+    held = {k: v for k, v in observed.held.items() if k in wakes}
+    scale = autoscale.decide(
+        autoscale.AutoscaleInputs(
+            policy=scaling_policy(engine),
+            current_replicas=current,
+            ready_replicas=ready,
+            queue=aggregate_queue(observed.pods, held),
+            wake_requested=any(w is not None for w in wakes.values()),
+            pinned_replicas=engine.spec.replicas,
+            last_active_at=status.last_active_time,
+            history=history.recommendations,
+            operator_started_at=observed.operator_started_at,
+        ),
+        now,
+    )
+    desired = scale.replicas
+    if desired != current:
+        events.append(Event("Normal", scale.reason, scale.message))
+
+    # -- adapters ------------------------------------------------------------------------------
+    by_tenant = {tenant_key(t): t for t in members}
+    placement = place_adapters(list(by_tenant), [p.name for p in ready_pods], adapter_slots(engine))
+    wanted: dict[str, set[str]] = {p.name: set() for p in ready_pods}
+    adapter_of: dict[str, str] = {}
+    for key, infd in by_tenant.items():
+        adapter = infd.spec.model.adapter
+        assert adapter is not None  # serves() checked it
+        adapter_of[adapter.name] = key
+        for pod_name in placement[key]:
+            wanted[pod_name].add(adapter.name)
+    loads: list[AdapterOp] = []
+    unloads: list[AdapterOp] = []
+    loaded_on: dict[str, int] = {}
+    for pod in ready_pods:
+        if pod.loaded is None:
+            continue
+        for name in sorted(pod.loaded):
+            if name in wanted[pod.name]:
+                loaded_on[name] = loaded_on.get(name, 0) + 1
+            else:
+                unloads.append(
+                    AdapterOp(pod.name, pod.endpoint, name, adapter_of.get(name, ""), None)
+                )
+        for name in sorted(wanted[pod.name] - pod.loaded):
+            key = adapter_of[name]
+            adapter = by_tenant[key].spec.model.adapter
+            assert adapter is not None
+            loads.append(AdapterOp(pod.name, pod.endpoint, name, key, adapter.source))
+
+    # -- tenants -------------------------------------------------------------------------------
+    updates: list[TenantUpdate] = []
+    adapters: list[LoadedAdapter] = []
+    retry = False
+    for key, infd in by_tenant.items():
+        adapter = infd.spec.model.adapter
+        assert adapter is not None
+        n = loaded_on.get(adapter.name, 0)
+        m = len(placement[key])
+        error = observed.load_errors.get(key)
+        if error is not None:
+            verdict: tuple[bool | None, str, str] = (
+                False,
+                AdapterReason.LOAD_FAILED,
+                f"SharedEngine {engine.name}: {error}",
+            )
+        elif n >= 1:
+            verdict = (True, AdapterReason.LOADED, f"loaded on {n} of {m} replicas")
+        elif desired == 0 and not ready_pods:
+            verdict = (
+                None,
+                AdapterReason.ENGINE_SCALED_TO_ZERO,
+                f"SharedEngine {engine.name} is scaled to zero; the adapter loads when it wakes",
+            )
+        elif not ready_pods:
+            verdict = (
+                None,
+                AdapterReason.WAITING_FOR_REPLICAS,
+                f"waiting for a ready replica of SharedEngine {engine.name}",
+            )
+        elif m == 0:
+            verdict = (
+                False,
+                AdapterReason.NO_ADAPTER_SLOT,
+                f"SharedEngine {engine.name} holds {len(ready_pods)} x {adapter_slots(engine)}"
+                f" adapters and serves {len(by_tenant)} tenants: raise lora.maxCpuLoras or"
+                " scaling.maxReplicas",
+            )
+        else:
+            verdict = (None, AdapterReason.LOADING, f"loading on {m} replica(s)")
+        retry = retry or verdict[0] is not True
+        ok, reason, message = verdict
+        tenant_conds = _set(
+            list(infd.status.conditions),
+            ADAPTER_LOADED,
+            ok,
+            reason,
+            message,
+            generation=infd.generation,
+            now=now,
+        )
+        updates.append(
+            TenantUpdate(
+                namespace=infd.namespace,
+                name=infd.name,
+                engine=engine.name,
+                conditions=tuple(tenant_conds),
+                last_wake_handled=wakes[key] or infd.status.last_wake_handled,
+            )
+        )
+        adapters.append(LoadedAdapter(name=adapter.name, tenant=key, loaded_replicas=n))
+
+    # -- engine status -------------------------------------------------------------------------
+    if desired == 0:
+        conds = _set(
+            conds,
+            ConditionType.READY,
+            True,
+            Reason.SCALED_TO_ZERO,
+            "scaled to zero; the gateway holds the first request of any tenant and wakes it",
+            generation=generation,
+            now=now,
+        )
+    elif ready >= 1:
+        conds = _set(
+            conds,
+            ConditionType.READY,
+            True,
+            Reason.REPLICAS_READY,
+            f"{ready}/{desired} replicas ready on {observed.pool.name}",
+            generation=generation,
+            now=now,
+        )
+    else:
+        conds = _set(
+            conds,
+            ConditionType.READY,
+            False,
+            Reason.WAITING_FOR_REPLICAS,
+            f"0/{desired} replicas ready on {observed.pool.name} (model loading or no GPU free)",
+            generation=generation,
+            now=now,
+        )
+    conds = _set(
+        conds,
+        ConditionType.SCALING,
+        scale.metrics_known or scale.replicas > 0,
+        scale.reason,
+        scale.message,
+        generation=generation,
+        now=now,
+    )
+    new_status = SharedEngineStatus(
+        observed_generation=generation,
+        conditions=conds,
+        replicas=current,
+        ready_replicas=ready,
+        ready=f"{ready}/{desired}",
+        selector=selector,
+        tenants=len(by_tenant),
+        adapters=adapters,
+        last_active_time=scale.last_active_at,
+        last_scale_time=now if desired != current else status.last_scale_time or now,
+        spend=status.spend,
+    )
+    requeue = scale.requeue_after
+    if retry or loads or unloads:
+        requeue = min(requeue, RETRY_REQUEUE)
+    return SharedEnginePlan(
+        pool=observed.pool,
+        replicas=desired,
+        loads=tuple(loads),
+        unloads=tuple(unloads),
+        status=new_status,
+        tenants=tuple(updates),
+        events=tuple(events),
+        history=History(scale.history),
+        requeue_after=requeue,
+    )
+
+
+__all__ = [
+    "ADAPTER_LOADED",
+    "AdapterOp",
+    "AdapterReason",
+    "EnginePod",
+    "SharedEnginePlan",
+    "SharedObserved",
+    "TenantUpdate",
+    "aggregate_queue",
+    "place_adapters",
+    "plan_shared_engine",
+    "serves",
+]
