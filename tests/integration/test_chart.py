@@ -32,7 +32,11 @@ pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "tidepool"
-CRDS = ("inferencedeployments.tidepool.dev", "gpupools.tidepool.dev")
+CRDS = (
+    "inferencedeployments.tidepool.dev",
+    "gpupools.tidepool.dev",
+    "sharedengines.tidepool.dev",
+)
 KEEP = "helm.sh/resource-policy"
 HELM_OWNERSHIP_ANNOTATIONS = ("meta.helm.sh/release-name", "meta.helm.sh/release-namespace")
 #: Namespaced kinds a release may create, and cluster-scoped ones, for the orphan check.
