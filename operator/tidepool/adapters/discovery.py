@@ -1,11 +1,18 @@
 """Where the gateway learns which engine pods serve which model: a Kubernetes watch, in threads.
 
-Role: keep an in-memory copy of engine pods (label ``tidepool.dev/component=engine``) and of
-``InferenceDeployment`` objects, fed by ``watch.Watch()`` streams (list once, then watch from
-the list's resourceVersion; relist on 410 Gone), and hand the gateway a fresh, immutable
+Role: keep an in-memory copy of engine pods (label ``tidepool.dev/component=engine``: a
+tenant's own replicas and SharedEngine fleets alike), of ``InferenceDeployment`` objects and of
+``SharedEngine`` objects, fed by ``watch.Watch()`` streams (list once, then watch from the
+list's resourceVersion; relist on 410 Gone), and hand the gateway a fresh, immutable
 :class:`RoutingSnapshot` after every change. The translation from API JSON to snapshot values
-(:func:`endpoint_from_pod`, :func:`model_from_inference_deployment`) is pure and tested
-without a cluster.
+(:func:`endpoint_from_pod`, :func:`model_from_inference_deployment`, :func:`build_snapshot`) is
+pure and tested without a cluster.
+
+A LoRA tenant whose ``status.engine`` names a SharedEngine is served by that fleet's pods
+(label ``tidepool.dev/shared-engine``) under its adapter name: its route says so
+(:attr:`ModelRoute.engine`, :attr:`ModelRoute.upstream_model`), and each fleet pod carries the
+adapters the operator's record (``SharedEngine.status.adapters``) places on it
+(:attr:`Endpoint.adapters`), so the picker can prefer a replica that holds the adapter.
 
 Must not: decide routing (which pool is routable, hybrid spill: that is ``tidepool.gateway``),
 poll, or block the gateway's event loop (the kubernetes client is synchronous, so the watches
@@ -20,15 +27,16 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from tidepool.api import labels
+from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import types
 
 log = logging.getLogger(__name__)
 
 PLURAL: Final = "inferencedeployments"
+SHARED_ENGINE_PLURAL: Final = "sharedengines"
 ENGINE_SELECTOR: Final = f"{labels.COMPONENT}={labels.COMPONENT_ENGINE}"
 DEFAULT_ENGINE_PORT: Final = 8000
 #: Named container port the engine serves OpenAI on (falls back to DEFAULT_ENGINE_PORT).
@@ -46,10 +54,14 @@ class Endpoint:
     namespace: str
     pod: str
     deployment: str
-    """Name of the owning InferenceDeployment."""
+    """Name of the owning InferenceDeployment ("" on a SharedEngine's pod, which has none)."""
     pool: str
     host: str
     port: int
+    engine: str = ""
+    """The SharedEngine's label value (``tidepool.dev/shared-engine``) on a fleet pod, else ""."""
+    adapters: frozenset[str] = frozenset()
+    """LoRA adapters this replica holds, as far as the snapshot's sources know."""
 
     @property
     def key(self) -> str:
@@ -82,10 +94,20 @@ class ModelRoute:
     routable_pools: tuple[str, ...] = ()
     """Empty means every pool is routable."""
     pools: tuple[PoolRole, ...] = ()
+    upstream_model: str | None = None
+    """The ``model`` the engine serves this tenant under (its LoRA adapter's name), when that is
+    not ``served_model``: the gateway rewrites requests to it and responses back from it."""
+    engine: str | None = None
+    """The SharedEngine whose fleet serves this tenant (``status.engine``); None: its own pods."""
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def engine_label(self) -> str | None:
+        """The fleet pods' ``tidepool.dev/shared-engine`` value, or None for a tenant's own pods."""
+        return None if self.engine is None else names.shared_engine_label(self.engine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +136,8 @@ def endpoint_from_pod(pod: Mapping[str, Any]) -> Endpoint | None:
 
     Why each check: a pod that is not Ready is still loading the model; one with a
     deletionTimestamp is draining (it finishes in-flight requests but takes no new ones); one
-    without an IP or an owner label cannot be addressed or attributed.
+    without an IP or an owner label (its InferenceDeployment, or the SharedEngine whose fleet it
+    is part of) cannot be addressed or attributed.
     """
     meta = _map(pod.get("metadata"))
     status = _map(pod.get("status"))
@@ -126,8 +149,9 @@ def endpoint_from_pod(pod: Mapping[str, Any]) -> Endpoint | None:
         for c in _list(status.get("conditions"))
     )
     host = status.get("podIP")
-    owner = pod_labels.get(labels.INFERENCE_DEPLOYMENT)
-    if not ready or not host or not owner:
+    owner = pod_labels.get(labels.INFERENCE_DEPLOYMENT) or ""
+    engine = pod_labels.get(labels.SHARED_ENGINE) or ""
+    if not ready or not host or not (owner or engine):
         return None
     return Endpoint(
         namespace=str(meta.get("namespace", "default")),
@@ -136,6 +160,7 @@ def endpoint_from_pod(pod: Mapping[str, Any]) -> Endpoint | None:
         pool=str(pod_labels.get(labels.POOL, "")),
         host=str(host),
         port=_engine_port(pod),
+        engine=str(engine),
     )
 
 
@@ -172,6 +197,12 @@ def model_from_inference_deployment(obj: Mapping[str, Any]) -> ModelRoute:
         )
         for p in _list(status.get("pools"))
     )
+    # vLLM serves a LoRA adapter under its --lora-modules / load_lora_adapter name, on the
+    # tenant's own replicas (beside the base model under --served-model-name) as on a
+    # SharedEngine fleet, so a request reaches the adapter only under that name.
+    adapter = _map(_map(spec.get("model")).get("adapter")).get("name")
+    upstream = str(adapter) if adapter and str(adapter) != str(served) else None
+    engine = status.get("engine")
     return ModelRoute(
         namespace=namespace,
         name=name,
@@ -181,15 +212,51 @@ def model_from_inference_deployment(obj: Mapping[str, Any]) -> ModelRoute:
         overflow_concurrency_per_replica=overflow,
         routable_pools=tuple(str(p) for p in _list(status.get("routablePools"))),
         pools=pools,
+        upstream_model=upstream,
+        engine=str(engine) if engine else None,
     )
 
 
+def adapters_on_every_replica(engine: Mapping[str, Any]) -> frozenset[str]:
+    """Adapters the operator's record says every ready replica of the fleet holds.
+
+    Why only those: ``status.adapters[].loadedReplicas`` is a count, not a list of pods, so an
+    adapter loaded on some replicas but not all cannot be placed on particular pods from it; the
+    picker then has no preference and falls back to least outstanding requests. E.g.
+    ``readyReplicas: 2`` with ``bot`` on 2 and ``sql`` on 1: ``{"bot"}``.
+    """
+    status = _map(engine.get("status"))
+    ready = status.get("readyReplicas")
+    if not isinstance(ready, int) or ready < 1:
+        return frozenset()
+    held = set()
+    for a in _list(status.get("adapters")):
+        loaded, name = _map(a).get("loadedReplicas"), _map(a).get("name")
+        if name and isinstance(loaded, int) and loaded >= ready:
+            held.add(str(name))
+    return frozenset(held)
+
+
 def build_snapshot(
-    pods: Mapping[str, Mapping[str, Any]], deployments: Mapping[str, Mapping[str, Any]]
+    pods: Mapping[str, Mapping[str, Any]],
+    deployments: Mapping[str, Mapping[str, Any]],
+    engines: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RoutingSnapshot:
-    """Snapshot from the two caches (keyed ``namespace/name``), sorted so equal state is equal."""
+    """Snapshot from the caches (keyed ``namespace/name``; SharedEngines, cluster-scoped, by
+    ``/name``), sorted so equal state is equal. A fleet pod gets the adapters its SharedEngine's
+    record places on it (:func:`adapters_on_every_replica`)."""
+    held = {
+        names.shared_engine_label(str(_map(e.get("metadata")).get("name", ""))): (
+            adapters_on_every_replica(e)
+        )
+        for e in (engines or {}).values()
+    }
     endpoints = sorted(
-        (e for e in (endpoint_from_pod(p) for p in pods.values()) if e is not None),
+        (
+            replace(e, adapters=held.get(e.engine, frozenset())) if e.engine else e
+            for e in (endpoint_from_pod(p) for p in pods.values())
+            if e is not None
+        ),
         key=lambda e: e.key,
     )
     models = sorted(
@@ -217,10 +284,14 @@ def make_api_client(kubeconfig: str | None) -> Any:
 
 
 class KubeDiscovery:
-    """Watches engine pods and InferenceDeployments; calls ``on_change`` with each new snapshot.
+    """Watches engine pods, InferenceDeployments and SharedEngines; calls ``on_change`` with
+    each new snapshot.
 
-    ``on_change`` runs on a watch thread. The first call comes only after both initial lists
-    have succeeded, so the gateway never routes from a half-known world.
+    ``on_change`` runs on a watch thread. The first call comes only after the pods and
+    InferenceDeployments have been listed, so the gateway never routes from a half-known world.
+    SharedEngines do not hold that first call back: they only say which replica holds which
+    adapter (a preference, not a route), and a gateway whose RBAC predates SharedEngine must
+    still route every tenant.
     """
 
     def __init__(self, api_client: Any, namespace: str | None) -> None:
@@ -229,7 +300,9 @@ class KubeDiscovery:
         self._lock = threading.Lock()
         self._pods: dict[str, Mapping[str, Any]] = {}
         self._deployments: dict[str, Mapping[str, Any]] = {}
+        self._engines: dict[str, Mapping[str, Any]] = {}
         self._synced = {"pods": False, "deployments": False}
+        """Kinds the first snapshot waits for (see the class docstring for why not engines)."""
         self._stop = threading.Event()
         self._watches: list[Any] = []  # kubernetes.watch.Watch (untyped)
         self._threads: list[threading.Thread] = []
@@ -252,9 +325,12 @@ class KubeDiscovery:
             pods_fn, pods_args = core.list_pod_for_all_namespaces, ()
             infd_fn = custom.list_cluster_custom_object
             infd_args = (group, version, PLURAL)
+        engines_fn = custom.list_cluster_custom_object  # SharedEngine is cluster-scoped
+        engines_args = (group, version, SHARED_ENGINE_PLURAL)
         specs = [
             ("pods", self._pods, pods_fn, pods_args, {"label_selector": ENGINE_SELECTOR}),
             ("deployments", self._deployments, infd_fn, infd_args, {}),
+            ("engines", self._engines, engines_fn, engines_args, {}),
         ]
         for kind, cache, fn, args, kwargs in specs:
             thread = threading.Thread(
@@ -297,7 +373,8 @@ class KubeDiscovery:
                     cache.clear()
                     for item in _list(listing.get("items")):
                         cache[_object_key(item)] = item
-                    self._synced[kind] = True
+                    if kind in self._synced:
+                        self._synced[kind] = True
                 self._publish()
                 version = _map(listing.get("metadata")).get("resourceVersion")
                 w = watch.Watch()
@@ -344,6 +421,6 @@ class KubeDiscovery:
         with self._lock:
             if not all(self._synced.values()):
                 return
-            snapshot = build_snapshot(self._pods, self._deployments)
+            snapshot = build_snapshot(self._pods, self._deployments, self._engines)
         if self._on_change is not None:
             self._on_change(snapshot)

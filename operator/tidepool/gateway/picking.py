@@ -11,6 +11,13 @@ Role: a pure function of the model's backends and the current in-flight counts. 
 E.g. hybrid, cap 2, primaries A=2 B=1 in flight, overflow C=5: B (under cap). With A=2 B=2:
 C, although it has more in flight, because the primaries are full.
 
+Adapter affinity: for a LoRA tenant (``route.upstream_model``), within each step the replicas
+that already hold its adapter (``endpoint.adapters``) come first, least in flight among them;
+only when none does is it least outstanding over all. Why: a replica without the adapter must
+load it (vLLM's ``/v1/load_lora_adapter`` path: from disk into CPU memory, then into one of its
+``--max-loras`` GPU slots, evicting another tenant's) before the first token. E.g. adapter
+``bot`` held by A (3 in flight) but not B (0): A.
+
 Must not: mutate counts, do I/O, read the clock, or import ``kubernetes``/``aiohttp``.
 """
 
@@ -57,6 +64,14 @@ def least_outstanding(
     return tied[rotation % len(tied)]
 
 
+def holding(backends: Sequence[routing.Backend], adapter: str | None) -> list[routing.Backend]:
+    """The backends that hold ``adapter``, or all of them when none does (or no adapter)."""
+    if adapter is None:
+        return list(backends)
+    held = [b for b in backends if adapter in b.endpoint.adapters]
+    return held or list(backends)
+
+
 def choose(
     target: routing.ModelTarget | None,
     inflight: Mapping[str, int],
@@ -70,10 +85,11 @@ def choose(
     open_primaries = [
         b for b in primaries if b.cap is None or inflight.get(b.endpoint.key, 0) < b.cap
     ]
-    best = least_outstanding(open_primaries, inflight, rotation)
+    adapter = target.route.upstream_model if target else None
+    best = least_outstanding(holding(open_primaries, adapter), inflight, rotation)
     if best is None:
         overflow = [b for b in backends if b.tier is routing.Tier.OVERFLOW]
-        best = least_outstanding(overflow, inflight, rotation)
+        best = least_outstanding(holding(overflow, adapter), inflight, rotation)
     if best is not None:
         return Pick(best)
     return Hold(HoldReason.OVERFLOW_PENDING if primaries else HoldReason.NO_REPLICA)

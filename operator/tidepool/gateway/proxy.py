@@ -11,7 +11,10 @@ for a body that takes longer than ``body_timeout``; 400 for a body that is not J
 no ``model``; 404 for an unknown model and, with the same answer, for another tenant's (a key
 holder must not learn which names exist); 429 over the tenant's rate; then a backend is
 leased, or the request is held (bounded queue, deadline) while the operator is woken. The
-response is streamed to the client chunk by chunk as it arrives, never buffered. Every error,
+response is streamed to the client chunk by chunk as it arrives, never buffered. A LoRA
+tenant's request goes to its engine under the adapter's name and its answer comes back under
+the tenant's served name (:mod:`tidepool.gateway.model`); a stream is then passed on line by
+line. Keys, limits, metering and metrics know only the tenant and its served name. Every error,
 the router's own included, is OpenAI's error JSON, and every request is counted under the
 status its client saw (499 when the client went away).
 
@@ -52,6 +55,7 @@ from tidepool.adapters import discovery
 from tidepool.adapters.http_server import error_response
 from tidepool.gateway import auth, dispatch, inbound, metrics, routing, usage
 from tidepool.gateway import wake as wakes
+from tidepool.gateway.model import ResponseRewriter, rewrite_request
 
 log = logging.getLogger(__name__)
 
@@ -438,6 +442,9 @@ class Gateway:
         if target is None or (key is not None and target.route.tenant != key.tenant):
             return _model_not_found(model)
         route = target.route
+        if route.upstream_model is not None:
+            # The engine serves this tenant as its LoRA adapter (see tidepool.gateway.model).
+            body = rewrite_request(payload, route.upstream_model)
         labels.model, labels.namespace = route.served_model, route.namespace
         labels.tenant = labels.tenant or route.tenant
         if key is not None:
@@ -561,9 +568,20 @@ class Gateway:
         resp = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=out_headers
         )
-        if upstream.content_length is not None:
+        content_type = upstream.headers.get("Content-Type", "")
+        rewriter = (
+            None
+            if route.upstream_model is None
+            else ResponseRewriter(
+                content_type,
+                upstream.headers.get("Content-Encoding", ""),
+                route.upstream_model,
+                route.served_model,
+            )
+        )
+        if upstream.content_length is not None and (rewriter is None or not rewriter.rewrites):
             resp.content_length = upstream.content_length
-        meter = usage.UsageMeter(upstream.headers.get("Content-Type", ""))
+        meter = usage.UsageMeter(content_type)
         first = True
         try:
             await resp.prepare(request)
@@ -574,7 +592,11 @@ class Gateway:
                         self._loop.time() - arrived
                     )
                 meter.feed(chunk)
-                await resp.write(chunk)
+                out = chunk if rewriter is None else rewriter.feed(chunk)
+                if out:
+                    await resp.write(out)
+            if rewriter is not None and (rest := rewriter.finish()):
+                await resp.write(rest)
             await resp.write_eof()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             log.info(

@@ -5,6 +5,8 @@ lookup (served model name -> InferenceDeployment -> backends), applying the rout
 a pod gets new requests only if its pool is in ``status.routablePools`` (all pools when that is
 empty), and in hybrid mode each backend is tagged *primary* (a dedicated pool, capped at
 ``overflowConcurrencyPerReplica`` in flight) or *overflow* (the shared pool that takes the rest).
+A LoRA tenant on a SharedEngine (``route.engine``) is served by every ready pod of that fleet,
+uncapped: its own pools and their roles say nothing about the fleet's pods.
 
 Must not: do I/O, import ``kubernetes`` or ``aiohttp``, read the clock, or keep per-request
 state (in-flight counts live in :mod:`tidepool.gateway.dispatch`).
@@ -87,10 +89,21 @@ class RoutingTable:
     @classmethod
     def from_snapshot(cls, snapshot: discovery.RoutingSnapshot) -> RoutingTable:
         endpoints: dict[ModelKey, list[discovery.Endpoint]] = {}
+        fleets: dict[str, list[discovery.Endpoint]] = {}
         for e in snapshot.endpoints:
-            endpoints.setdefault((e.namespace, e.deployment), []).append(e)
+            if e.engine:
+                fleets.setdefault(e.engine, []).append(e)
+            else:
+                endpoints.setdefault((e.namespace, e.deployment), []).append(e)
         targets = []
         for route in snapshot.models:
+            label = route.engine_label
+            if label is not None:
+                fleet = fleets.get(label, ())
+                targets.append(
+                    ModelTarget(route, tuple(Backend(e, Tier.PRIMARY, None) for e in fleet))
+                )
+                continue
             backends = (classify(route, e) for e in endpoints.get(route.key, ()))
             targets.append(ModelTarget(route, tuple(b for b in backends if b is not None)))
         return cls(targets)

@@ -15,6 +15,8 @@ def route(
     cap: int = 32,
     pools: tuple[tuple[str, str, str], ...] = (),
     routable: tuple[str, ...] = (),
+    upstream: str | None = None,
+    engine: str | None = None,
 ) -> discovery.ModelRoute:
     return discovery.ModelRoute(
         namespace=namespace,
@@ -25,6 +27,8 @@ def route(
         overflow_concurrency_per_replica=cap,
         routable_pools=routable,
         pools=tuple(discovery.PoolRole(n, t, r) for n, t, r in pools),
+        upstream_model=upstream,
+        engine=engine,
     )
 
 
@@ -36,8 +40,12 @@ def endpoint(
     port: int = 8000,
     namespace: str = "default",
     host: str = "127.0.0.1",
+    engine: str = "",
+    adapters: tuple[str, ...] = (),
 ) -> discovery.Endpoint:
-    return discovery.Endpoint(namespace, pod, deployment, pool, host, port)
+    return discovery.Endpoint(
+        namespace, pod, deployment, pool, host, port, engine, frozenset(adapters)
+    )
 
 
 def snapshot(

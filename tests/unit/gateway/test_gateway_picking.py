@@ -1,4 +1,4 @@
-"""Least outstanding requests and the hybrid spill rule, as a table."""
+"""Least outstanding requests, the hybrid spill rule and LoRA adapter affinity, as a table."""
 
 import pytest
 from snapshots import HYBRID_POOLS, endpoint, route
@@ -6,13 +6,21 @@ from snapshots import HYBRID_POOLS, endpoint, route
 from tidepool.gateway import picking, routing
 
 
+def _pod(name, pool, held=()):
+    return endpoint(name, pool=pool, adapters=held)
+
+
 def _target(model, pods):
-    backends = [routing.classify(model, endpoint(name, pool=pool)) for name, pool in pods]
+    """``pods``: (name, pool) or (name, pool, adapters the replica holds)."""
+    backends = [routing.classify(model, _pod(*p)) for p in pods]
     return routing.ModelTarget(model, tuple(b for b in backends if b is not None))
 
 
 HYB = route(hybrid=True, cap=2, pools=HYBRID_POOLS)
 PLAIN = route()
+#: A LoRA tenant served by the fleet of SharedEngine "llama-8b" as adapter "bot".
+LORA = route("bot", served="bot-chat", upstream="bot", engine="llama-8b")
+BOT = ("bot",)
 
 
 @pytest.mark.parametrize(
@@ -55,8 +63,25 @@ PLAIN = route()
             "o2",
             id="hybrid-overflow-only-least-outstanding",
         ),
+        pytest.param(
+            LORA, [("a", "shared"), ("b", "shared", BOT)], {"default/b": 3}, "b",
+            id="adapter-holder-wins-over-idle-replica",
+        ),
+        pytest.param(
+            LORA, [("a", "shared", BOT), ("b", "shared", BOT), ("c", "shared")],
+            {"default/a": 2, "default/b": 1}, "b", id="least-outstanding-among-adapter-holders",
+        ),
+        pytest.param(
+            LORA, [("a", "shared", ("sql",)), ("b", "shared")], {"default/b": 1}, "a",
+            id="nobody-holds-the-adapter-least-outstanding",
+        ),
+        pytest.param(
+            PLAIN, [("a", "shared"), ("b", "shared", BOT)], {"default/b": 1}, "a",
+            id="no-adapter-no-preference",
+        ),
+        pytest.param(LORA, [], {}, picking.HoldReason.NO_REPLICA, id="fleet-at-zero-holds"),
     ],
-)
+)  # fmt: skip
 def test_choose(model, pods, inflight, expected):
     decision = picking.choose(_target(model, pods), inflight)
     if isinstance(expected, picking.HoldReason):
@@ -70,6 +95,13 @@ def test_ties_rotate_so_idle_replicas_share_a_trickle():
     target = _target(PLAIN, [("a", "shared"), ("b", "shared")])
     picks = {picking.choose(target, {}, rotation=r).backend.endpoint.pod for r in range(2)}
     assert picks == {"a", "b"}
+
+
+def test_excluded_adapter_holder_falls_back_to_another_replica():
+    target = _target(LORA, [("a", "shared"), ("b", "shared", BOT)])
+    decision = picking.choose(target, {}, exclude=frozenset({"default/b"}))
+    assert isinstance(decision, picking.Pick)
+    assert decision.backend.endpoint.pod == "a"
 
 
 def test_excluded_backend_is_not_picked():
