@@ -16,10 +16,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tidepool.api import labels
-from tidepool.api.v1alpha1 import GPUPool
+from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment
 from tidepool.policy.capacity import EngineThroughput
 from tidepool.policy.placement import Traffic
 from tidepool.policy.plan import ObservedDeployment, PodProblem
+from tidepool.policy.shared_engine import EnginePodAddress
 from tidepool.policy.signals import NoData, Sample, Signal
 
 JSON = dict[str, Any]
@@ -170,3 +171,100 @@ class FakeMetrics:
         pool: str | None = None,
     ) -> EngineThroughput:
         return self.throughput
+
+
+# ------------------------------------------------------------------------ SharedEngine ports
+
+
+@dataclass
+class FakeSharedCluster:
+    """The cluster for :func:`tidepool.reconcile.shared_engine.sync_shared_engine`.
+
+    Implements :class:`tidepool.reconcile.shared_engine.SharedEngineKubePort`. The test plays the
+    Deployment controller by setting ``pods`` (the fleet's pods, with their readiness).
+    """
+
+    pools: list[GPUPool] = field(default_factory=list)
+    tenants: list[InferenceDeployment] = field(default_factory=list)
+    pods: list[EnginePodAddress] = field(default_factory=list)
+    objects: dict[tuple[str, str, str], JSON] = field(default_factory=dict)
+    engine_status: dict[str, JSON] = field(default_factory=dict)
+    tenant_status: dict[tuple[str, str], JSON] = field(default_factory=dict)
+    applies: list[JSON] = field(default_factory=list)
+
+    def list_pools(self) -> list[GPUPool]:
+        return sorted(self.pools, key=lambda p: p.name)
+
+    def inference_deployments(self) -> list[InferenceDeployment]:
+        return list(self.tenants)
+
+    def shared_engine_deployment(self, namespace: str, name: str) -> ObservedDeployment | None:
+        obj = self.objects.get(("Deployment", namespace, name))
+        if obj is None:
+            return None
+        ready = sum(1 for p in self.pods if p.ready)
+        return ObservedDeployment(
+            name=name,
+            pool=obj["metadata"]["labels"].get(labels.POOL, ""),
+            replicas=int(obj["spec"]["replicas"]),
+            ready_replicas=ready,
+            updated_replicas=int(obj["spec"]["replicas"]),
+            generation_observed=True,
+        )
+
+    def shared_engine_pods(
+        self, namespace: str, engine_label: str, port: int
+    ) -> list[EnginePodAddress]:
+        return list(self.pods)
+
+    def apply(self, obj: JSON) -> None:
+        meta = obj["metadata"]
+        self.objects[(obj["kind"], meta.get("namespace", ""), meta["name"])] = copy.deepcopy(obj)
+        self.applies.append(copy.deepcopy(obj))
+
+    def patch_shared_engine_status(self, name: str, status: JSON) -> None:
+        self.engine_status[name] = copy.deepcopy(status)
+
+    def patch_tenant_status(self, namespace: str, name: str, status: JSON) -> None:
+        before = self.tenant_status.get((namespace, name), {})
+        self.tenant_status[(namespace, name)] = {**before, **copy.deepcopy(status)}
+
+    def replicas(self, namespace: str, name: str) -> int:
+        return int(self.objects[("Deployment", namespace, name)]["spec"]["replicas"])
+
+
+@dataclass
+class FakeLora:
+    """Engine replicas' adapters, in memory. Implements ``reconcile.shared_engine.LoraClient``.
+
+    ``refuse`` maps an adapter name to the message the engine answers a load of it with.
+    """
+
+    adapters: dict[str, set[str]] = field(default_factory=dict)
+    refuse: dict[str, str] = field(default_factory=dict)
+    queues: dict[str, float] = field(default_factory=dict)
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def load(self, endpoint: str, name: str, path: str) -> str | None:
+        self.calls.append(("load", endpoint, name))
+        if name in self.refuse:
+            return self.refuse[name]
+        held = self.adapters.setdefault(endpoint, set())
+        if name in held:
+            return f"The lora adapter '{name}' has already been loaded."
+        held.add(name)
+        return None
+
+    def unload(self, endpoint: str, name: str) -> str | None:
+        self.calls.append(("unload", endpoint, name))
+        held = self.adapters.setdefault(endpoint, set())
+        if name not in held:
+            return f"The lora adapter '{name}' cannot be found."
+        held.discard(name)
+        return None
+
+    def loaded(self, endpoint: str) -> frozenset[str] | None:
+        return frozenset(self.adapters.setdefault(endpoint, set()))
+
+    def queue(self, endpoint: str) -> float | None:
+        return self.queues.get(endpoint, 0.0)

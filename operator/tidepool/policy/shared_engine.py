@@ -76,6 +76,16 @@ class AdapterReason(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class EnginePodAddress:
+    """An engine pod of the fleet as the cluster shows it (what the Kubernetes adapter reads)."""
+
+    name: str
+    endpoint: str
+    """``http://<pod IP>:<port>``, or "" while the pod has no IP."""
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EnginePod:
     """One engine replica of the fleet, as its pod and its own API showed it."""
 
@@ -498,6 +508,7 @@ __all__ = [
     "AdapterOp",
     "AdapterReason",
     "EnginePod",
+    "EnginePodAddress",
     "SharedEnginePlan",
     "SharedObserved",
     "TenantUpdate",

@@ -1,0 +1,153 @@
+"""sync_shared_engine against fakes: the fleet appears on a wake, adapters are loaded on the
+ready replicas, a refused load is that tenant's AdapterLoaded=False, and a tenant that leaves has
+its adapter unloaded."""
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from fakes import T0, FakeLora, FakeMetrics, FakeSharedCluster
+from tidepool.api import labels
+from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
+from tidepool.reconcile.shared_engine import (
+    EnginePodAddress,
+    SharedEngineCache,
+    SharedSyncResult,
+    sync_shared_engine,
+)
+
+NS = "tidepool-system"
+BASE = "meta-llama/Llama-3.1-8B-Instruct"
+DEPLOYMENT = "sheng-llama-8b"
+POOL = GPUPool.model_validate(
+    {
+        "metadata": {"name": "shared-a100"},
+        "spec": {"tenancy": "shared", "gpuType": "A100", "pricePerGpuHour": 4.0},
+    }
+)
+ENGINE = SharedEngine.model_validate(
+    {
+        "metadata": {"name": "llama-8b", "generation": 1, "uid": "u1"},
+        "spec": {"model": {"name": BASE}, "pool": "shared-a100"},
+    }
+)
+RANK_ERROR = "LoRA rank 64 is greater than max_lora_rank 16."
+
+
+def _tenant(name: str, *, model: str = BASE, **meta: Any) -> InferenceDeployment:
+    return InferenceDeployment.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "team", "generation": 1, **meta},
+            "spec": {
+                "model": {"name": model, "adapter": {"name": name, "source": f"/adapters/{name}"}},
+                "mode": "serverless",
+            },
+        }
+    )
+
+
+def _pod(name: str) -> EnginePodAddress:
+    return EnginePodAddress(name=name, endpoint=f"http://{name}:8000", ready=True)
+
+
+class Fleet:
+    def __init__(self, tenants: list[InferenceDeployment]) -> None:
+        self.kube = FakeSharedCluster(pools=[POOL], tenants=tenants)
+        self.lora = FakeLora(refuse={"b": RANK_ERROR})
+        self.cache = SharedEngineCache()
+
+    def sync(self, minutes: float = 0) -> SharedSyncResult:
+        return sync_shared_engine(
+            ENGINE,
+            namespace=NS,
+            kube=self.kube,
+            lora=self.lora,
+            metrics=FakeMetrics(),
+            cache=self.cache,
+            operator_started_at=T0 - timedelta(hours=1),
+            now=T0 + timedelta(minutes=minutes),
+        )
+
+    def adapter_loaded(self) -> dict[str, tuple[str, str]]:
+        out = {}
+        for (_, name), status in sorted(self.kube.tenant_status.items()):
+            cond = next(c for c in status["conditions"] if c["type"] == "AdapterLoaded")
+            out[name] = (cond["status"], cond["message"])
+        return out
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    return Fleet(
+        [
+            _tenant("a"),
+            _tenant("b", annotations={labels.WAKE_REQUESTED_AT: "2025-06-01T11:59:58Z"}),
+            _tenant("c"),
+            _tenant("other", model="other/model"),
+        ]
+    )
+
+
+def test_a_wake_creates_the_fleet_and_names_it_on_every_tenant(fleet: Fleet) -> None:
+    result = fleet.sync()
+
+    assert fleet.kube.replicas(NS, DEPLOYMENT) == 1
+    assert ("Service", NS, DEPLOYMENT) in fleet.kube.objects
+    assert {k: v["engine"] for k, v in fleet.kube.tenant_status.items()} == {
+        ("team", "a"): "llama-8b",
+        ("team", "b"): "llama-8b",
+        ("team", "c"): "llama-8b",
+    }
+    assert fleet.kube.tenant_status["team", "b"]["lastWakeHandled"] == "2025-06-01T11:59:58Z"
+    assert result.status["tenants"] == 3
+    assert fleet.lora.calls == []
+
+
+def test_adapters_load_on_ready_replicas_and_a_refusal_is_one_tenants(fleet: Fleet) -> None:
+    fleet.sync()
+    fleet.kube.pods = [_pod("p0"), _pod("p1")]
+
+    result = fleet.sync(minutes=1)
+
+    assert fleet.lora.adapters == {"http://p0:8000": {"a", "c"}, "http://p1:8000": {"a", "c"}}
+    assert fleet.adapter_loaded() == {
+        "a": ("True", "loaded on 2 of 2 replicas"),
+        "b": ("False", f"SharedEngine llama-8b: replica p0: {RANK_ERROR}"),
+        "c": ("True", "loaded on 2 of 2 replicas"),
+    }
+    assert [(a["name"], a["loadedReplicas"]) for a in result.status["adapters"]] == [
+        ("a", 2),
+        ("b", 0),
+        ("c", 2),
+    ]
+    assert result.status["ready"] == "2/1"
+
+
+def test_a_second_sync_retries_only_the_refused_load(fleet: Fleet) -> None:
+    fleet.sync()
+    fleet.kube.pods = [_pod("p0"), _pod("p1")]
+    fleet.sync(minutes=1)
+    fleet.lora.calls.clear()
+    fleet.lora.refuse.clear()
+
+    fleet.sync(minutes=2)
+
+    assert sorted(fleet.lora.calls) == [
+        ("load", "http://p0:8000", "b"),
+        ("load", "http://p1:8000", "b"),
+    ]
+    assert fleet.adapter_loaded()["b"] == ("True", "loaded on 2 of 2 replicas")
+
+
+def test_a_tenant_that_leaves_has_its_adapter_unloaded(fleet: Fleet) -> None:
+    fleet.sync()
+    fleet.kube.pods = [_pod("p0")]
+    fleet.sync(minutes=1)
+    fleet.kube.tenants = [t for t in fleet.kube.tenants if t.name != "c"]
+    fleet.lora.calls.clear()
+
+    fleet.sync(minutes=2)
+
+    assert ("unload", "http://p0:8000", "c") in fleet.lora.calls
+    assert fleet.lora.adapters["http://p0:8000"] == {"a"}
