@@ -60,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tidepool.handlers import gpupool, inference  # noqa: F401 - registers the handlers
+    from tidepool.handlers import gpupool, inference, shared_engine  # noqa: F401 - registers the handlers
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
