@@ -12,7 +12,8 @@ A LoRA tenant whose ``status.engine`` names a SharedEngine is served by that fle
 (label ``tidepool.dev/shared-engine``) under its adapter name: its route says so
 (:attr:`ModelRoute.engine`, :attr:`ModelRoute.upstream_model`), and each fleet pod carries the
 adapters the operator's record (``SharedEngine.status.adapters``) places on it
-(:attr:`Endpoint.adapters`), so the picker can prefer a replica that holds the adapter.
+(:attr:`Endpoint.adapters`, :func:`adapter_holders`), so the picker can prefer a replica that
+holds the adapter.
 
 Must not: decide routing (which pool is routable, hybrid spill: that is ``tidepool.gateway``),
 poll, or block the gateway's event loop (the kubernetes client is synchronous, so the watches
@@ -26,12 +27,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import types
+from tidepool.policy import shared_engine
 
 log = logging.getLogger(__name__)
 
@@ -217,24 +219,39 @@ def model_from_inference_deployment(obj: Mapping[str, Any]) -> ModelRoute:
     )
 
 
-def adapters_on_every_replica(engine: Mapping[str, Any]) -> frozenset[str]:
-    """Adapters the operator's record says every ready replica of the fleet holds.
+def adapter_slots(engine: Mapping[str, Any]) -> int:
+    """:func:`tidepool.policy.shared_engine.adapter_slots` read leniently off the API JSON (a spec
+    field this gateway does not know must not cost the affinity): ``maxCpuLoras``, else
+    ``maxLoras``, else LoraSpec's default."""
+    lora = _map(_map(engine.get("spec")).get("lora"))
+    for field_name in ("maxCpuLoras", "maxLoras"):
+        value = lora.get(field_name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+    return types.LoraSpec().max_loras
 
-    Why only those: ``status.adapters[].loadedReplicas`` is a count, not a list of pods, so an
-    adapter loaded on some replicas but not all cannot be placed on particular pods from it; the
-    picker then has no preference and falls back to least outstanding requests. E.g.
-    ``readyReplicas: 2`` with ``bot`` on 2 and ``sql`` on 1: ``{"bot"}``.
+
+def adapter_holders(engine: Mapping[str, Any], ready_pods: Iterable[str]) -> dict[str, set[str]]:
+    """Pod name -> the adapters the operator's record places on that ready fleet replica.
+
+    ``status.adapters`` lists every tenant of the fleet with how many replicas hold its adapter
+    (a count, not pods), so the pods come from the operator's own placement rule,
+    :func:`tidepool.policy.shared_engine.place_adapters`, over the same inputs: the tenants in
+    ``namespace/name`` order, the ready replicas in name order and the fleet's adapter slots. An
+    adapter counted on no replica yet is placed nowhere (the picker has nothing to prefer). E.g.
+    two tenants within the slots, both loaded, two ready pods: both adapters on both pods.
     """
-    status = _map(engine.get("status"))
-    ready = status.get("readyReplicas")
-    if not isinstance(ready, int) or ready < 1:
-        return frozenset()
-    held = set()
-    for a in _list(status.get("adapters")):
-        loaded, name = _map(a).get("loadedReplicas"), _map(a).get("name")
-        if name and isinstance(loaded, int) and loaded >= ready:
-            held.add(str(name))
-    return frozenset(held)
+    record = [_map(a) for a in _list(_map(engine.get("status")).get("adapters"))]
+    tenants = sorted({str(a.get("tenant", "")) for a in record})
+    placement = shared_engine.place_adapters(tenants, sorted(ready_pods), adapter_slots(engine))
+    held: dict[str, set[str]] = {}
+    for a in record:
+        loaded, name = a.get("loadedReplicas"), a.get("name")
+        if not name or not isinstance(loaded, int) or loaded < 1:
+            continue
+        for pod in placement.get(str(a.get("tenant", "")), ()):
+            held.setdefault(pod, set()).add(str(name))
+    return held
 
 
 def build_snapshot(
@@ -244,18 +261,21 @@ def build_snapshot(
 ) -> RoutingSnapshot:
     """Snapshot from the caches (keyed ``namespace/name``; SharedEngines, cluster-scoped, by
     ``/name``), sorted so equal state is equal. A fleet pod gets the adapters its SharedEngine's
-    record places on it (:func:`adapters_on_every_replica`)."""
-    held = {
-        names.shared_engine_label(str(_map(e.get("metadata")).get("name", ""))): (
-            adapters_on_every_replica(e)
-        )
-        for e in (engines or {}).values()
-    }
+    record places on it (:func:`adapter_holders`)."""
+    found = [e for e in (endpoint_from_pod(p) for p in pods.values()) if e is not None]
+    fleets: dict[str, list[str]] = {}
+    for e in found:
+        if e.engine:
+            fleets.setdefault(e.engine, []).append(e.pod)
+    held: dict[tuple[str, str], set[str]] = {}
+    for obj in (engines or {}).values():
+        label = names.shared_engine_label(str(_map(obj.get("metadata")).get("name", "")))
+        for pod, adapters in adapter_holders(obj, fleets.get(label, ())).items():
+            held[(label, pod)] = adapters
     endpoints = sorted(
         (
-            replace(e, adapters=held.get(e.engine, frozenset())) if e.engine else e
-            for e in (endpoint_from_pod(p) for p in pods.values())
-            if e is not None
+            replace(e, adapters=frozenset(held.get((e.engine, e.pod), ()))) if e.engine else e
+            for e in found
         ),
         key=lambda e: e.key,
     )

@@ -266,43 +266,72 @@ def _engine_pod(name="sheng-llama-8b-abc", engine_label=FLEET):
     }
 
 
-def _shared_engine(ready, adapters, name=FLEET):
+@pytest.mark.parametrize(
+    ("owner", "expected"),
+    [
+        pytest.param({labels.SHARED_ENGINE: FLEET}, ("", FLEET), id="fleet-pod"),
+        pytest.param({labels.INFERENCE_DEPLOYMENT: "bot"}, ("bot", ""), id="tenant-pod"),
+        pytest.param({}, None, id="no-owner-no-traffic"),
+    ],
+)
+def test_engine_pod_owner(owner, expected):
+    pod = _engine_pod()
+    pod["metadata"]["labels"] = {labels.COMPONENT: labels.COMPONENT_ENGINE, **owner}
+    e = discovery.endpoint_from_pod(pod)
+    assert (None if e is None else (e.deployment, e.engine)) == expected
+
+
+def _shared_engine(adapters, lora=None, name=FLEET):
+    """A SharedEngine as the API serves it; ``adapters``: (name, tenant, loadedReplicas)."""
     return {
         "metadata": {"name": name},
+        "spec": {"model": {"name": BASE}, "pool": "shared-a100", "lora": lora or {}},
         "status": {
-            "readyReplicas": ready,
-            "adapters": [
-                {"name": n, "tenant": f"team/{n}", "loadedReplicas": k} for n, k in adapters
-            ],
+            "adapters": [{"name": n, "tenant": t, "loadedReplicas": k} for n, t, k in adapters],
         },
     }
+
+
+BOTH_LOADED = [("support-bot", "team-a/bot", 2), ("sql-bot", "team-b/sql", 1)]
 
 
 @pytest.mark.parametrize(
     ("engines", "held"),
     [
-        pytest.param({}, frozenset(), id="no-record-yet"),
+        pytest.param({}, [set(), set()], id="no-record-yet"),
         pytest.param(
-            {"/e": _shared_engine(2, [("support-bot", 2), ("sql-bot", 1)])},
-            frozenset({"support-bot"}),
-            id="only-adapters-on-every-replica",
+            {"/e": _shared_engine(BOTH_LOADED)},
+            [{"support-bot", "sql-bot"}] * 2,
+            id="tenants-within-slots-on-every-replica",
         ),
         pytest.param(
-            {"/e": _shared_engine(0, [("support-bot", 0)])}, frozenset(), id="fleet-at-zero"
+            {"/e": _shared_engine(BOTH_LOADED, {"maxLoras": 1})},
+            [{"support-bot"}, {"sql-bot"}],
+            id="more-tenants-than-slots-spread-as-the-operator-places-them",
         ),
         pytest.param(
-            {"/e": _shared_engine(1, [("support-bot", 1)], name="qwen-7b")},
-            frozenset(),
+            {"/e": _shared_engine(BOTH_LOADED, {"maxLoras": 1, "maxCpuLoras": 2})},
+            [{"support-bot", "sql-bot"}] * 2,
+            id="cpu-slots-count",
+        ),
+        pytest.param(
+            {"/e": _shared_engine([("support-bot", "team-a/bot", 0), BOTH_LOADED[1]])},
+            [{"sql-bot"}] * 2,
+            id="loaded-nowhere-yet",
+        ),
+        pytest.param(
+            {"/e": _shared_engine(BOTH_LOADED, name="qwen-7b")},
+            [set(), set()],
             id="another-fleets-record",
         ),
     ],
 )
 def test_build_snapshot_places_adapters_on_fleet_pods(engines, held):
-    snap = discovery.build_snapshot(
-        {"p": _engine_pod()}, {"i": _infd("support-bot", FLEET)}, engines
-    )
-    (pod,) = snap.endpoints
-    assert (pod.engine, pod.deployment, pod.host, pod.adapters) == (FLEET, "", "10.0.0.7", held)
+    pods = {f"p{i}": _engine_pod(f"sheng-{i}") for i in range(2)}
+    snap = discovery.build_snapshot(pods, {"i": _infd("support-bot", FLEET)}, engines)
+    assert [(e.pod, e.engine, e.deployment, set(e.adapters)) for e in snap.endpoints] == [
+        (f"sheng-{i}", FLEET, "", h) for i, h in enumerate(held)
+    ]
 
 
 def test_engine_pod_of_a_long_named_fleet_matches_its_route():
