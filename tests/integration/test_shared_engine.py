@@ -1,0 +1,150 @@
+"""A SharedEngine with three LoRA tenants on the real control plane: the operator creates the
+fleet's Deployment, loads each tenant's adapter on the engine replica through vLLM's runtime
+endpoint (served by the engine simulator), and records it on both sides.
+
+The pod backer starts engine simulators from the pod's model annotation only, not from the
+container's arguments, so for this test it runs the fleet's simulators with vLLM's LoRA flags
+and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING`` (what the rendered pod asks of vLLM).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fixtures_stack import Tidepool
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from tidepool_stack import (
+    GROUP,
+    VERSION,
+    apply_infd,
+    condition,
+    get_infd,
+    infd_manifest,
+    replicas_of,
+    wait_for,
+)
+
+from podbacker import EngineSpec, PodBacker, engine_sim_command
+
+pytestmark = pytest.mark.usefixtures("logs_on_failure")
+
+BASE = "org/base-8b"
+#: Where the operator runs shared fleets when POD_NAMESPACE is unset (the test runs it so).
+FLEET_NAMESPACE = "default"
+TENANTS = ("support-bot", "sql-helper", "legal-summaries")
+
+
+@pytest.fixture
+def lora_backer(podbacker: PodBacker, monkeypatch: pytest.MonkeyPatch) -> PodBacker:
+    def command(spec: EngineSpec) -> list[str]:
+        argv = engine_sim_command(spec)
+        if spec.name.startswith("sheng-"):
+            argv += ["--enable-lora", "--max-loras", "4", "--max-lora-rank", "16"]
+        return argv
+
+    monkeypatch.setenv("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")
+    monkeypatch.setattr(podbacker, "command", command)
+    return podbacker
+
+
+@pytest.fixture
+def engine_name(kube: client.ApiClient) -> Iterator[str]:
+    name = f"base-{uuid.uuid4().hex[:6]}"
+    yield name
+    api = client.CustomObjectsApi(kube)
+    try:
+        api.delete_cluster_custom_object(GROUP, VERSION, "sharedengines", name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    apps, core = client.AppsV1Api(kube), client.CoreV1Api(kube)
+    for delete in (apps.delete_namespaced_deployment, core.delete_namespaced_service):
+        try:
+            delete(f"sheng-{name}", FLEET_NAMESPACE)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def _shared_engine(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SharedEngine",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": BASE},
+            "pool": "shared-a100",
+            "scaling": {"minReplicas": 1, "maxReplicas": 2},
+            "lora": {"maxLoras": 4, "maxLoraRank": 16},
+        },
+    }
+
+
+def _tenant(name: str, namespace: str) -> dict[str, Any]:
+    body = infd_manifest(name, namespace, mode="serverless")
+    body["spec"]["model"] = {
+        "name": BASE,
+        "servedName": name,
+        "adapter": {"name": name, "source": f"/models/adapters/{name}"},
+    }
+    return body
+
+
+def test_three_lora_tenants_share_one_fleet(
+    kube: client.ApiClient,
+    namespace: str,
+    tidepool: Tidepool,
+    lora_backer: PodBacker,
+    engine_name: str,
+) -> None:
+    client.CustomObjectsApi(kube).create_cluster_custom_object(
+        GROUP, VERSION, "sharedengines", _shared_engine(engine_name)
+    )
+    for tenant in TENANTS:
+        apply_infd(kube, _tenant(tenant, namespace))
+
+    wait_for(
+        lambda: replicas_of(kube, FLEET_NAMESPACE, f"sheng-{engine_name}") == 1,
+        timeout=30,
+        what="the fleet's Deployment at 1 replica",
+    )
+
+    def adapter_loaded() -> dict[str, str]:
+        return {
+            t: condition(get_infd(kube, namespace, t), "AdapterLoaded").get("message", "")
+            for t in TENANTS
+        }
+
+    loaded = wait_for(
+        lambda: (
+            (got := adapter_loaded())
+            and all(m == "loaded on 1 of 1 replicas" for m in got.values())
+            and got
+        ),
+        timeout=60,
+        what="AdapterLoaded=True on every tenant",
+    )
+    assert set(loaded) == set(TENANTS)
+    for tenant in TENANTS:
+        obj = get_infd(kube, namespace, tenant)
+        assert condition(obj, "AdapterLoaded")["status"] == "True"
+    engine = wait_for(
+        lambda: (
+            (
+                obj := client.CustomObjectsApi(kube).get_cluster_custom_object(
+                    GROUP, VERSION, "sharedengines", engine_name
+                )
+            )
+            and obj.get("status", {}).get("tenants") == len(TENANTS)
+            and obj
+        ),
+        timeout=30,
+        what="the SharedEngine's status",
+    )
+    assert sorted(
+        (a["name"], a["tenant"], a["loadedReplicas"]) for a in engine["status"]["adapters"]
+    ) == sorted((t, f"{namespace}/{t}", 1) for t in TENANTS)
