@@ -33,7 +33,7 @@ OWN_WRITES_KEY: Final = "own_writes"
 
 def _poke(memo: kopf.Memo) -> threading.Event:
     # setdefault: the daemon's thread and the handlers' threads may both get here first.
-    event: threading.Event = memo.setdefault("poke", threading.Event())
+    event: threading.Event = memo.get("poke") or memo.setdefault("poke", threading.Event())
     return event
 
 
@@ -120,8 +120,8 @@ class OwnWrites:
 
 def _own_writes(memo: kopf.Memo) -> OwnWrites:
     deps: Deps = memo[MEMO_KEY]
-    writes: OwnWrites = memo.setdefault(OWN_WRITES_KEY, OwnWrites(deps.consistency_timeout))
-    return writes
+    writes: OwnWrites | None = memo.get(OWN_WRITES_KEY)
+    return writes or memo.setdefault(OWN_WRITES_KEY, OwnWrites(deps.consistency_timeout))
 
 
 def _wake_pending(body: kopf.Body, **_: Any) -> bool:
