@@ -265,7 +265,11 @@ def plan_shared_engine(
     history: History,
     now: datetime,
 ) -> SharedEnginePlan:
-    """Decide everything for ``engine`` and its ``tenants`` at ``now``. Pure."""
+    """Decide everything for ``engine`` at ``now``. Pure.
+
+    ``tenants``: every InferenceDeployment there is; the plan picks those :func:`serves` accepts,
+    and releases those whose status still names this engine but that it serves no more.
+    """
     status = engine.status
     gen = engine.metadata.get("generation")
     generation = int(gen) if gen is not None else None
@@ -433,6 +437,20 @@ def plan_shared_engine(
             )
         )
         adapters.append(LoadedAdapter(name=adapter.name, tenant=key, loaded_replicas=n))
+
+    # A tenant this engine served before (its status names the engine) that it serves no more,
+    # promoted or re-pointed at another base model: say so, and drop this engine's condition.
+    for infd in sorted(tenants, key=tenant_key):
+        if infd.status.engine == engine.name and tenant_key(infd) not in by_tenant:
+            updates.append(
+                TenantUpdate(
+                    namespace=infd.namespace,
+                    name=infd.name,
+                    engine="",
+                    conditions=tuple(c for c in infd.status.conditions if c.type != ADAPTER_LOADED),
+                    last_wake_handled=infd.status.last_wake_handled,
+                )
+            )
 
     # -- engine status -------------------------------------------------------------------------
     if desired == 0:

@@ -104,7 +104,8 @@ def sync_shared_engine(
 
     ``namespace``: where the operator runs shared fleets (a SharedEngine is cluster-scoped).
     """
-    tenants = [t for t in kube.inference_deployments() if planning.serves(engine, t)]
+    every = kube.inference_deployments()
+    tenants = [t for t in every if planning.serves(engine, t)]
     observed = observe(
         engine,
         tenants,
@@ -117,7 +118,7 @@ def sync_shared_engine(
         now=now,
     )
     history = History(cache.history)
-    result = planning.plan_shared_engine(engine, tenants, observed, history, now)
+    result = planning.plan_shared_engine(engine, every, observed, history, now)
     cache.history = result.history.recommendations
     final = result
     if result.pool is not None:
@@ -129,7 +130,7 @@ def sync_shared_engine(
         kube.apply(render.shared_engine_service(engine, namespace=namespace))
         if result.loads or result.unloads:
             after = actuate_adapters(result, observed, lora=lora, cache=cache)
-            final = planning.plan_shared_engine(engine, tenants, after, history, now)
+            final = planning.plan_shared_engine(engine, every, after, history, now)
     status = final.status.model_dump(mode="json", by_alias=True)
     kube.patch_shared_engine_status(engine.name, status)
     for update in final.tenants:

@@ -351,3 +351,33 @@ def test_a_missing_pool_touches_nothing() -> None:
     ready = conditions.find(result.status.conditions, conditions.ConditionType.READY)
     assert ready is not None
     assert (ready.status, ready.reason) == ("False", "PoolNotFound")
+
+
+def test_a_tenant_served_no_more_is_released() -> None:
+    served = _plan(Case([A, B], pods=[_pod("p0", {"a", "b"})], replicas=1))
+    b_status = {
+        "engine": "llama-8b",
+        "conditions": [
+            c.model_dump(mode="json", by_alias=True)
+            for u in served.tenants
+            if u.key == "team/b"
+            for c in u.conditions
+        ],
+    }
+    promoted = InferenceDeployment.model_validate(
+        {
+            **_tenant("b").model_dump(mode="json", by_alias=True),
+            "spec": {
+                **_tenant("b").model_dump(mode="json", by_alias=True)["spec"],
+                "mode": "auto",
+            },
+            "status": {**b_status, "effectiveMode": "dedicated"},
+        }
+    )
+
+    result = _plan(Case([A, promoted], pods=[_pod("p0", {"a", "b"})], replicas=1))
+
+    released = next(u for u in result.tenants if u.key == "team/b")
+    assert (released.engine, [c.type for c in released.conditions]) == ("", [])
+    assert [(o.pod, o.adapter) for o in result.unloads] == [("p0", "b")]
+    assert result.status.tenants == 1
