@@ -637,6 +637,8 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         ready=f"{ready_serving}/{desired}",
         selector=",".join(f"{k}={v}" for k, v in sorted(labels.selector_labels(infd.name).items())),
         served_model=infd.served_model,
+        # Written by the SharedEngine's plan, which owns it: carried over, never reset here.
+        engine=status.engine,
         endpoint=names.engine_endpoint(infd.name, infd.namespace, infd.spec.engine.port),
         effective_mode=effective,
         pool=pool_summary(pool_status),

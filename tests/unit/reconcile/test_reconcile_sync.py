@@ -450,3 +450,11 @@ def test_status_reports_mode_selector_and_endpoint() -> None:
     assert h.status.served_model == NAME
     assert h.status.pool == SHARED
     assert h.condition("Migrating")[:2] == ("False", "Stable")
+
+
+def test_status_engine_written_by_the_shared_engine_survives_a_sync() -> None:
+    # The SharedEngine's plan owns status.engine; the tenant's own sync carries it over.
+    h = Harness({"mode": "serverless"})
+    h.status = h.status.model_copy(update={"engine": "llama-8b"})
+    h.sync()
+    assert h.status.engine == "llama-8b"
