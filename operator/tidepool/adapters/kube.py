@@ -102,20 +102,7 @@ class Kube:
             items = self._apps.list_namespaced_deployment(namespace, label_selector=selector).items
         except ApiException as exc:
             raise _wrap(exc) from exc
-        out = []
-        for dep in items:
-            meta = dep.metadata or client.V1ObjectMeta()
-            status = dep.status or client.V1DeploymentStatus()
-            out.append(
-                ObservedDeployment(
-                    name=str(meta.name),
-                    pool=(meta.labels or {}).get(labels.POOL, ""),
-                    replicas=dep.spec.replicas or 0 if dep.spec else 0,
-                    ready_replicas=status.ready_replicas or 0,
-                    updated_replicas=status.updated_replicas or 0,
-                    generation_observed=(status.observed_generation or 0) >= (meta.generation or 0),
-                )
-            )
+        out = [_observed_deployment(dep) for dep in items]
         return sorted(out, key=lambda d: d.name)
 
     def pod_problems(self, namespace: str, infd_name: str) -> list[PodProblem]:
@@ -195,7 +182,12 @@ class Kube:
         Returns the object as the API server stored it: the freshest copy there is, fresher
         than any watch event that may still be in flight.
         """
-        resource = self._dyn.resources.get(api_version=API_VERSION, kind="InferenceDeployment")
+        return self._merge_patch_status("InferenceDeployment", name, status, namespace=namespace)
+
+    def _merge_patch_status(
+        self, kind: str, name: str, status: JSON, *, namespace: str | None = None
+    ) -> JSON:
+        resource = self._dyn.resources.get(api_version=API_VERSION, kind=kind)
         try:
             stored = resource.status.patch(
                 body={"status": status},
@@ -220,39 +212,70 @@ class Kube:
             except NotFoundError:
                 pass
 
+    # ---------------------------------------------------------- SharedEngine fleets
+
+    def inference_deployments(self) -> list[InferenceDeployment]:
+        """Every InferenceDeployment in the cluster; one that does not validate is skipped (its
+        own reconcile reports it as InvalidSpec)."""
+        resource = self._dyn.resources.get(api_version=API_VERSION, kind="InferenceDeployment")
+        try:
+            items = resource.get().to_dict().get("items", [])
+        except ApiException as exc:
+            raise _wrap(exc) from exc
+        out = []
+        for item in items:
+            try:
+                out.append(InferenceDeployment.model_validate(item))
+            except ValueError:
+                continue
+        return out
+
+    def shared_engine_deployment(self, namespace: str, name: str) -> ObservedDeployment | None:
+        """A SharedEngine's engine Deployment, or None before it exists."""
+        try:
+            dep = self._apps.read_namespaced_deployment(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _wrap(exc) from exc
+        return _observed_deployment(dep)
+
+    def shared_engine_pods(
+        self, namespace: str, engine_label: str, port: int
+    ) -> list[EnginePodAddress]:
+        """The fleet's engine pods that are not being deleted: name, ``http://IP:port``, Ready."""
+        selector = _selector(labels.shared_engine_selector_labels(engine_label))
+        try:
+            pods = self._core.list_namespaced_pod(namespace, label_selector=selector).items
+        except ApiException as exc:
+            raise _wrap(exc) from exc
+        out = []
+        for pod in pods:
+            meta = pod.metadata or client.V1ObjectMeta()
+            if meta.deletion_timestamp:
+                continue
+            status = pod.status or client.V1PodStatus()
+            ip = status.pod_ip or ""
+            host = f"[{ip}]" if ":" in ip else ip
+            ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+            endpoint = f"http://{host}:{port}" if ip else ""
+            out.append(EnginePodAddress(name=str(meta.name), endpoint=endpoint, ready=ready))
+        return sorted(out, key=lambda p: p.name)
+
+    def patch_shared_engine_status(self, name: str, status: JSON) -> None:
+        """JSON-merge-patch a (cluster-scoped) SharedEngine's status."""
+        self._merge_patch_status("SharedEngine", name, status)
+
+    def patch_tenant_status(self, namespace: str, name: str, status: JSON) -> None:
+        """The SharedEngine's part of a tenant's status (``engine``, ``AdapterLoaded``)."""
+        self.merge_patch_status(namespace, name, status)
+
 
 def _selector(match: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(match.items()))
 
 
-# ---------------------------------------------------------------------------- SharedEngine
-
-
-def list_inference_deployments(kube: Kube) -> list[InferenceDeployment]:
-    """Every InferenceDeployment in the cluster; one that does not validate is skipped (its own
-    reconcile reports it as InvalidSpec)."""
-    resource = kube._dyn.resources.get(api_version=API_VERSION, kind="InferenceDeployment")
-    try:
-        items = resource.get().to_dict().get("items", [])
-    except ApiException as exc:
-        raise _wrap(exc) from exc
-    out = []
-    for item in items:
-        try:
-            out.append(InferenceDeployment.model_validate(item))
-        except ValueError:
-            continue
-    return out
-
-
-def shared_engine_deployment(kube: Kube, namespace: str, name: str) -> ObservedDeployment | None:
-    """A SharedEngine's engine Deployment, or None before it exists."""
-    try:
-        dep = kube._apps.read_namespaced_deployment(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise _wrap(exc) from exc
+def _observed_deployment(dep: client.V1Deployment) -> ObservedDeployment:
     meta = dep.metadata or client.V1ObjectMeta()
     status = dep.status or client.V1DeploymentStatus()
     return ObservedDeployment(
@@ -263,72 +286,3 @@ def shared_engine_deployment(kube: Kube, namespace: str, name: str) -> ObservedD
         updated_replicas=status.updated_replicas or 0,
         generation_observed=(status.observed_generation or 0) >= (meta.generation or 0),
     )
-
-
-def shared_engine_pods(
-    kube: Kube, namespace: str, engine_label: str, port: int
-) -> list[EnginePodAddress]:
-    """The fleet's engine pods that are not being deleted: name, ``http://IP:port``, Ready."""
-    selector = _selector(labels.shared_engine_selector_labels(engine_label))
-    try:
-        pods = kube._core.list_namespaced_pod(namespace, label_selector=selector).items
-    except ApiException as exc:
-        raise _wrap(exc) from exc
-    out = []
-    for pod in pods:
-        meta = pod.metadata or client.V1ObjectMeta()
-        if meta.deletion_timestamp:
-            continue
-        status = pod.status or client.V1PodStatus()
-        ip = status.pod_ip or ""
-        host = f"[{ip}]" if ":" in ip else ip
-        ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
-        out.append(
-            EnginePodAddress(
-                name=str(meta.name), endpoint=f"http://{host}:{port}" if ip else "", ready=ready
-            )
-        )
-    return sorted(out, key=lambda p: p.name)
-
-
-def merge_patch_shared_engine_status(kube: Kube, name: str, status: JSON) -> None:
-    """JSON-merge-patch a (cluster-scoped) SharedEngine's status."""
-    resource = kube._dyn.resources.get(api_version=API_VERSION, kind="SharedEngine")
-    try:
-        resource.status.patch(
-            body={"status": status},
-            name=name,
-            content_type="application/merge-patch+json",
-        )
-    except ApiException as exc:
-        raise _wrap(exc) from exc
-
-
-class SharedEngineCluster:
-    """``reconcile.shared_engine.SharedEngineKubePort`` over the operator's :class:`Kube`."""
-
-    def __init__(self, kube: Kube) -> None:
-        self._kube = kube
-
-    def list_pools(self) -> list[GPUPool]:
-        return self._kube.list_pools()
-
-    def inference_deployments(self) -> list[InferenceDeployment]:
-        return list_inference_deployments(self._kube)
-
-    def shared_engine_deployment(self, namespace: str, name: str) -> ObservedDeployment | None:
-        return shared_engine_deployment(self._kube, namespace, name)
-
-    def shared_engine_pods(
-        self, namespace: str, engine_label: str, port: int
-    ) -> list[EnginePodAddress]:
-        return shared_engine_pods(self._kube, namespace, engine_label, port)
-
-    def apply(self, obj: JSON) -> None:
-        self._kube.apply(obj)
-
-    def patch_shared_engine_status(self, name: str, status: JSON) -> None:
-        merge_patch_shared_engine_status(self._kube, name, status)
-
-    def patch_tenant_status(self, namespace: str, name: str, status: JSON) -> None:
-        self._kube.merge_patch_status(namespace, name, status)

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import kopf
 
-from tidepool.adapters.kube import SharedEngineCluster
+from tidepool.adapters.kube import Kube
 from tidepool.adapters.lora import HttpLoraClient
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api.v1alpha1 import GROUP, VERSION, SharedEngine
@@ -94,7 +94,7 @@ def shared_engine_loop(
     deps: Deps = memo[MEMO_KEY]
     poked = POKES.register(name, _base_model(body))
     cache = memo.setdefault(CACHE_KEY, shared_engine.SharedEngineCache())
-    kube = SharedEngineCluster(deps.kube)
+    kube = deps.kube
     lora = HttpLoraClient()
     namespace = os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
     try:
@@ -125,7 +125,7 @@ def _reconcile_once(
     body: kopf.Body,
     deps: Deps,
     cache: shared_engine.SharedEngineCache,
-    kube: SharedEngineCluster,
+    kube: Kube,
     lora: HttpLoraClient,
     namespace: str,
     logger: kopf.Logger,

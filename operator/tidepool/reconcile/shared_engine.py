@@ -14,7 +14,7 @@ a timer, and when a tenant with an adapter changes.
 
 The ports here are this reconciler's own (:mod:`tidepool.reconcile.ports` is the
 InferenceDeployment's); the value types crossing them, such as :class:`EnginePodAddress`, belong
-to the functional core. The Kubernetes side is ``adapters.kube.SharedEngineCluster``, the engine
+to the functional core. The Kubernetes side is ``adapters.kube.Kube``, the engine
 side ``adapters.lora.HttpLoraClient``.
 """
 
