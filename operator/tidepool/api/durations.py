@@ -3,6 +3,7 @@
 Kept as strings in the CRD (so ``kubectl get -o yaml`` shows what the user wrote) and parsed here.
 """
 
+import argparse
 import re
 from datetime import timedelta
 from typing import Final
@@ -26,6 +27,18 @@ def parse(text: str) -> timedelta:
         )
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
     return timedelta(seconds=seconds)
+
+
+def seconds_flag(text: str) -> float:
+    """``argparse`` type for a duration flag of the command-line programs: ``"2m"`` -> 120.0.
+
+    A bad value becomes ``argparse.ArgumentTypeError``, so argparse prints one line naming the
+    flag and exits 2.
+    """
+    try:
+        return parse(text).total_seconds()
+    except InvalidDurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def format_seconds(seconds: float) -> str:

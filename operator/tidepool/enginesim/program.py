@@ -14,18 +14,11 @@ from typing import Final
 from aiohttp import web
 
 from tidepool.adapters import http_server
-from tidepool.api import durations
+from tidepool.api.durations import seconds_flag
 from tidepool.enginesim import engine, server
 
 #: vLLM serves /v1/load_lora_adapter and /v1/unload_lora_adapter only with this set.
 RUNTIME_LORA_ENV: Final = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
-
-
-def _seconds(text: str) -> float:
-    try:
-        return durations.parse(text).total_seconds()
-    except durations.InvalidDurationError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _lora_module(text: str) -> tuple[str, str]:
@@ -40,13 +33,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", required=True, help="served model name")
-    parser.add_argument("--load-delay", type=_seconds, default=5.0, help="e.g. 5s, 2m")
+    parser.add_argument("--load-delay", type=seconds_flag, default=5.0, help="e.g. 5s, 2m")
     parser.add_argument("--prefill-ms-per-1k-tokens", type=float, default=40.0)
     parser.add_argument("--decode-ms-per-token", type=float, default=20.0)
     parser.add_argument("--batch-slowdown", type=float, default=0.01)
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--drain-timeout", type=_seconds, default=3600.0)
+    parser.add_argument("--drain-timeout", type=seconds_flag, default=3600.0)
     parser.add_argument("--log-level", default="INFO")
     lora = parser.add_argument_group("LoRA (vLLM's flags, with vLLM's defaults)")
     lora.add_argument("--enable-lora", action="store_true")

@@ -18,18 +18,12 @@ import logging
 from aiohttp import web
 
 from tidepool.adapters import discovery, http_server, wake
-from tidepool.api import durations, sizes
+from tidepool.api import sizes
+from tidepool.api.durations import seconds_flag
 from tidepool.gateway import auth, proxy, static
 from tidepool.gateway import wake as wakes
 
 log = logging.getLogger(__name__)
-
-
-def _seconds(text: str) -> float:
-    try:
-        return durations.parse(text).total_seconds()
-    except durations.InvalidDurationError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _bytes(text: str) -> int:
@@ -52,8 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     scope.add_argument("--namespace", default=None, help="watch only this namespace")
     scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
     parser.add_argument("--queue-size", type=int, default=100, help="held requests per model")
-    parser.add_argument("--queue-timeout", type=_seconds, default=120.0, help="e.g. 120s, 5m")
-    parser.add_argument("--drain-timeout", type=_seconds, default=900.0, help="on SIGTERM")
+    parser.add_argument("--queue-timeout", type=seconds_flag, default=120.0, help="e.g. 120s, 5m")
+    parser.add_argument("--drain-timeout", type=seconds_flag, default=900.0, help="on SIGTERM")
     parser.add_argument(
         "--max-body-size", type=_bytes, default="8Mi", help="larger request bodies get 413"
     )
@@ -61,11 +55,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-prompt-chars", type=int, default=0, help="longer prompts get 413 (0: no limit)"
     )
     parser.add_argument(
-        "--header-timeout", type=_seconds, default=30.0,
+        "--header-timeout", type=seconds_flag, default=30.0,
         help="to send a request head, and idle keep-alive",
     )  # fmt: skip
     parser.add_argument(
-        "--body-timeout", type=_seconds, default=60.0, help="to send a request body (then 408)"
+        "--body-timeout", type=seconds_flag, default=60.0, help="to send a request body (then 408)"
     )
     parser.add_argument(
         "--api-keys", default=None, help="YAML: keys -> {tenant, requestsPerMinute}"

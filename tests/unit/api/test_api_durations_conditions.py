@@ -1,5 +1,6 @@
 """Go-style durations and ``set_condition``'s apimachinery rules."""
 
+import argparse
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,6 +46,12 @@ def test_parse_refuses_with_the_value_in_the_message(text: str) -> None:
 
     assert repr(text) in str(caught.value)
     assert "90s" in str(caught.value)
+
+
+def test_seconds_flag_gives_seconds_or_an_argparse_error_naming_the_value() -> None:
+    assert durations.seconds_flag("2m") == 120.0
+    with pytest.raises(argparse.ArgumentTypeError, match="'2 minutes' is not a duration"):
+        durations.seconds_flag("2 minutes")
 
 
 @pytest.mark.parametrize(
