@@ -51,7 +51,7 @@ from aiohttp import web
 from prometheus_client import start_http_server
 from yarl import URL
 
-from tidepool.adapters import discovery
+from tidepool.adapters import discovery, http_server
 from tidepool.adapters.http_server import error_response
 from tidepool.gateway import auth, dispatch, inbound, metrics, routing, usage
 from tidepool.gateway import wake as wakes
@@ -702,25 +702,23 @@ async def start(app: web.Application, host: str, port: int, metrics_port: int) -
     operator serves its metrics.
 
     The program and the tests both start the gateway here, so the tests run the listener
-    settings production runs: handler cancellation (aiohttp's runner leaves it off, its
-    TestServer turns it on) and the header timeout as the keep-alive timeout, which aiohttp
-    also applies from the moment a connection opens until a complete request head arrives.
+    settings production runs: the shared runner (handler cancellation on) with the header
+    timeout as the keep-alive timeout, which aiohttp also applies from the moment a connection
+    opens until a complete request head arrives.
     """
     gw = app[GATEWAY_KEY]
     cfg = gw.config
-    api = web.AppRunner(
+    api = await http_server.start_runner(
         app,
-        handle_signals=False,
-        handler_cancellation=True,
+        host,
+        port,
         shutdown_timeout=cfg.drain_timeout,
         keepalive_timeout=cfg.header_timeout,
         # A request answered before its body has all arrived (408, a declared-too-large 413,
         # any early refusal) ends its connection; aiohttp's default reads on for 10 s more.
         lingering_time=0,
     )
-    await api.setup()
     try:
-        await web.TCPSite(api, host, port).start()
         scrape, _ = start_http_server(metrics_port, addr=host, registry=gw.metrics.registry)
     except BaseException:
         await api.cleanup()
