@@ -182,25 +182,39 @@ def reconcile_loop(
     writes = _own_writes(memo)
     key = f"{body.get('metadata', {}).get('namespace')}/{body.get('metadata', {}).get('name')}"
     try:
-        while not stopped:
-            poked.clear()
-            wait = reconcile_or_raise(
-                lambda: _reconcile_once(
-                    writes.newest(dict(body)),
-                    body=body,
-                    deps=deps,
-                    cache=cache,
-                    writes=writes,
-                    logger=logger,
-                    key=key,
-                ),
+        reconcile_until_stopped(
+            stopped,
+            poked,
+            lambda: _reconcile_once(
+                writes.newest(dict(body)),
+                body=body,
                 deps=deps,
-            )
-            poked.wait(timeout=min(wait, deps.tick_seconds))
+                cache=cache,
+                writes=writes,
+                logger=logger,
+                key=key,
+            ),
+            deps=deps,
+        )
     finally:
         # Also while Kopf waits out a retry: it may stop the daemon then without calling it
         # again, and a slot kept would leak. The next reconcile claims the slot back.
         deps.note_migration(key, active=False)
+
+
+def reconcile_until_stopped(
+    stopped: kopf.DaemonStopped,
+    poked: threading.Event,
+    reconcile: Callable[[], float],
+    *,
+    deps: Deps,
+) -> None:
+    """A daemon's loop: reconcile, then sleep until poked or until the reconcile's requeue
+    (at most one tick), until Kopf stops the daemon."""
+    while not stopped:
+        poked.clear()
+        wait = reconcile_or_raise(reconcile, deps=deps)
+        poked.wait(timeout=min(wait, deps.tick_seconds))
 
 
 def reconcile_or_raise(reconcile: Callable[[], float], *, deps: Deps) -> float:

@@ -23,7 +23,7 @@ from tidepool.adapters.prometheus import utc_now
 from tidepool.api.v1alpha1 import GROUP, VERSION, SharedEngine
 from tidepool.handlers.deps import MEMO_KEY, Deps
 from tidepool.handlers.inference import RESOURCE as TENANT_RESOURCE
-from tidepool.handlers.inference import reconcile_or_raise
+from tidepool.handlers.inference import reconcile_until_stopped
 from tidepool.reconcile import shared_engine
 
 RESOURCE = (GROUP, VERSION, "sharedengines")
@@ -97,24 +97,22 @@ def shared_engine_loop(
     kube = deps.kube
     lora = HttpLoraClient()
     namespace = os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
+
+    def once() -> float:
+        POKES.register(name, _base_model(body))  # the base model may have been edited
+        return _reconcile_once(
+            dict(body),
+            body=body,
+            deps=deps,
+            cache=cache,
+            kube=kube,
+            lora=lora,
+            namespace=namespace,
+            logger=logger,
+        )
+
     try:
-        while not stopped:
-            poked.clear()
-            POKES.register(name, _base_model(body))  # the base model may have been edited
-            wait = reconcile_or_raise(
-                lambda: _reconcile_once(
-                    dict(body),
-                    body=body,
-                    deps=deps,
-                    cache=cache,
-                    kube=kube,
-                    lora=lora,
-                    namespace=namespace,
-                    logger=logger,
-                ),
-                deps=deps,
-            )
-            poked.wait(timeout=min(wait, deps.tick_seconds))
+        reconcile_until_stopped(stopped, poked, once, deps=deps)
     finally:
         POKES.forget(name)
 
