@@ -7,10 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 
-from tidepool.enginesim import engine
-from tidepool.enginesim import server as sim_app
 from tidepool.gateway import proxy
 
 # Lets the test modules here import the local ``snapshots`` builders and ``gateway_fakes``.
@@ -18,27 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture
-async def engines():
-    servers = []
-
-    async def _start(model="llama", **kw):
-        cfg = engine.EngineConfig(
-            model=model,
-            **{
-                "load_delay": 0.0,
-                "prefill_ms_per_1k_tokens": 1.0,
-                "decode_ms_per_token": 1.0,
-                **kw,
-            },
-        )
-        server = TestServer(sim_app.create_app(cfg), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return server
-
-    yield _start
-    for s in servers:
-        await s.close()
+def engines(engine_sims):
+    """Start engine simulators of ``model`` (default ``llama``); closed at teardown."""
+    return lambda model="llama", **kw: engine_sims(model, **kw)
 
 
 @pytest.fixture
