@@ -12,13 +12,15 @@ from tidepool.api.v1alpha1 import Condition
 
 
 class ConditionType(StrEnum):
-    """Positive-polarity condition types on an InferenceDeployment."""
+    """Positive-polarity condition types on an InferenceDeployment (and Ready and Scaling on a
+    SharedEngine)."""
 
     READY = "Ready"  # the summary: serving, or scaled to zero on purpose and able to wake
     SCALING = "Scaling"  # the autoscaler can act (metrics known, within bounds)
     MIGRATING = "Migrating"  # a make-before-break move between pools is in progress
     METRICS_AVAILABLE = "MetricsAvailable"
     SCHEDULED = "Scheduled"  # every engine pod found a GPU node in its pool
+    ADAPTER_LOADED = "AdapterLoaded"  # a LoRA tenant's adapter is on its SharedEngine's replicas
 
 
 class Reason(StrEnum):
@@ -51,6 +53,12 @@ class Reason(StrEnum):
     SHIFTING_TRAFFIC = "ShiftingTraffic"
     DRAINING = "Draining"
     MIGRATION_COMPLETE = "MigrationComplete"
+    # AdapterLoaded (WaitingForReplicas as for Ready)
+    ADAPTER_LOADED = "AdapterLoaded"
+    ADAPTER_LOAD_FAILED = "AdapterLoadFailed"
+    ADAPTER_LOADING = "Loading"
+    ENGINE_SCALED_TO_ZERO = "EngineScaledToZero"
+    NO_ADAPTER_SLOT = "NoAdapterSlot"
 
 
 def set_condition(

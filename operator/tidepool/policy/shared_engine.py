@@ -36,8 +36,7 @@ This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``.
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Final, cast
+from typing import Final
 
 from tidepool.api import conditions, labels, names
 from tidepool.api.conditions import ConditionType, Reason
@@ -55,21 +54,8 @@ from tidepool.policy import autoscale
 from tidepool.policy.plan import Event, History, ObservedDeployment
 from tidepool.policy.signals import NoData, Sample, Signal
 
-#: The tenant condition this plan owns (positive polarity, like every condition in api.conditions).
-ADAPTER_LOADED: Final = "AdapterLoaded"
 #: How soon to look again while an adapter failed to load or waits for a replica.
 RETRY_REQUEUE: Final = timedelta(seconds=10)
-
-
-class AdapterReason(StrEnum):
-    """Reasons of ``AdapterLoaded`` on a tenant."""
-
-    LOADED = "AdapterLoaded"
-    LOAD_FAILED = "AdapterLoadFailed"
-    LOADING = "Loading"
-    ENGINE_SCALED_TO_ZERO = "EngineScaledToZero"
-    WAITING_FOR_REPLICAS = "WaitingForReplicas"
-    NO_ADAPTER_SLOT = "NoAdapterSlot"
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -233,21 +219,19 @@ def aggregate_queue(pods: tuple[EnginePod, ...], held: Mapping[str, Signal]) -> 
 
 def _set(
     conds: list[Condition],
-    type_: str,
+    type_: ConditionType,
     ok: bool | None,
-    reason: str,
+    reason: Reason,
     message: str,
     *,
     generation: int | None,
     now: datetime,
 ) -> list[Condition]:
-    # api.conditions types its vocabulary as the InferenceDeployment's enums; AdapterLoaded and
-    # its reasons are strings of the same shape, and set_condition only compares and stores them.
     out, _ = conditions.set_condition(
         conds,
-        type_=cast(ConditionType, type_),
+        type_=type_,
         status=ok,
-        reason=cast(Reason, reason),
+        reason=reason,
         message=message,
         generation=generation,
         now=now,
@@ -387,40 +371,40 @@ def plan_shared_engine(
         m = len(placement[key])
         error = observed.load_errors.get(key)
         if error is not None:
-            verdict: tuple[bool | None, str, str] = (
+            verdict: tuple[bool | None, Reason, str] = (
                 False,
-                AdapterReason.LOAD_FAILED,
+                Reason.ADAPTER_LOAD_FAILED,
                 f"SharedEngine {engine.name}: {error}",
             )
         elif n >= 1:
-            verdict = (True, AdapterReason.LOADED, f"loaded on {n} of {m} replicas")
+            verdict = (True, Reason.ADAPTER_LOADED, f"loaded on {n} of {m} replicas")
         elif desired == 0 and not ready_pods:
             verdict = (
                 None,
-                AdapterReason.ENGINE_SCALED_TO_ZERO,
+                Reason.ENGINE_SCALED_TO_ZERO,
                 f"SharedEngine {engine.name} is scaled to zero; the adapter loads when it wakes",
             )
         elif not ready_pods:
             verdict = (
                 None,
-                AdapterReason.WAITING_FOR_REPLICAS,
+                Reason.WAITING_FOR_REPLICAS,
                 f"waiting for a ready replica of SharedEngine {engine.name}",
             )
         elif m == 0:
             verdict = (
                 False,
-                AdapterReason.NO_ADAPTER_SLOT,
+                Reason.NO_ADAPTER_SLOT,
                 f"SharedEngine {engine.name} holds {len(ready_pods)} x {adapter_slots(engine)}"
                 f" adapters and serves {len(by_tenant)} tenants: raise lora.maxCpuLoras or"
                 " scaling.maxReplicas",
             )
         else:
-            verdict = (None, AdapterReason.LOADING, f"loading on {m} replica(s)")
+            verdict = (None, Reason.ADAPTER_LOADING, f"loading on {m} replica(s)")
         retry = retry or verdict[0] is not True
         ok, reason, message = verdict
         tenant_conds = _set(
             list(infd.status.conditions),
-            ADAPTER_LOADED,
+            ConditionType.ADAPTER_LOADED,
             ok,
             reason,
             message,
@@ -447,7 +431,9 @@ def plan_shared_engine(
                     namespace=infd.namespace,
                     name=infd.name,
                     engine="",
-                    conditions=tuple(c for c in infd.status.conditions if c.type != ADAPTER_LOADED),
+                    conditions=tuple(
+                        c for c in infd.status.conditions if c.type != ConditionType.ADAPTER_LOADED
+                    ),
                     last_wake_handled=infd.status.last_wake_handled,
                 )
             )
@@ -522,9 +508,7 @@ def plan_shared_engine(
 
 
 __all__ = [
-    "ADAPTER_LOADED",
     "AdapterOp",
-    "AdapterReason",
     "EnginePod",
     "EnginePodAddress",
     "SharedEnginePlan",

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tidepool.api import conditions, labels
+from tidepool.api.conditions import ConditionType
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy import shared_engine as se
 from tidepool.policy.plan import History, ObservedDeployment
@@ -251,7 +252,7 @@ def test_loads_what_is_missing_and_unloads_what_no_tenant_wants() -> None:
 
 
 def _adapter_condition(update: se.TenantUpdate) -> tuple[str, str, str]:
-    cond = conditions.find(list(update.conditions), se.ADAPTER_LOADED)  # type: ignore[arg-type]
+    cond = conditions.find(list(update.conditions), ConditionType.ADAPTER_LOADED)
     assert cond is not None
     return cond.status, cond.reason, cond.message
 
