@@ -138,7 +138,8 @@ class PoolPlan:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What to do now. No pools (a spec that cannot be placed): write the status, touch nothing."""
+    """What to do now. No pools: a spec that cannot be placed (write the status, touch nothing),
+    or a tenant a SharedEngine serves (remove its own engines)."""
 
     pools: tuple[PoolPlan, ...]
     delete: tuple[str, ...]
@@ -152,8 +153,9 @@ class Plan:
 
     @property
     def actuate(self) -> bool:
-        """Whether there is anything to apply: every placeable spec runs on at least one pool."""
-        return bool(self.pools)
+        """Whether there is anything to apply or remove: every placeable spec runs on at least
+        one pool, and a tenant a SharedEngine serves removes the engines it ran before."""
+        return bool(self.pools or self.delete)
 
     def replicas(self, role: PoolRole | None = None) -> dict[str, int]:
         """Pool name -> replicas, optionally only for one role."""
@@ -173,6 +175,59 @@ class _PoolNotFoundError(InvalidPlacementError):
 
 
 # ------------------------------------------------------------------------------------- pools
+
+
+def shared_engine_serving(infd: InferenceDeployment) -> str | None:
+    """The SharedEngine serving ``infd``'s adapter, once it holds the adapter; else None.
+
+    The SharedEngine's plan writes ``status.engine`` and ``AdapterLoaded``; until the adapter is
+    loaded the tenant keeps whatever replicas of its own it runs (make-before-break), and from
+    then on it needs none.
+    """
+    if infd.spec.model.adapter is None or not infd.status.engine:
+        return None
+    loaded = conditions.find(list(infd.status.conditions), ConditionType.ADAPTER_LOADED)
+    return infd.status.engine if loaded is not None and loaded.status == "True" else None
+
+
+def _served_by_shared_engine(
+    infd: InferenceDeployment, engine_name: str, observed: Observed, history: History, now: datetime
+) -> Plan:
+    """The plan of a tenant whose adapter ``engine_name`` serves: Ready, and its own engine
+    Deployments (from before it moved onto the shared engine) removed."""
+    status = infd.status
+    conds, _ = conditions.set_condition(
+        list(status.conditions),
+        type_=ConditionType.READY,
+        status=True,
+        reason=Reason.ADAPTER_LOADED,
+        message=f"served by SharedEngine {engine_name}, which holds its adapter",
+        generation=infd.generation,
+        now=now,
+    )
+    own = tuple(sorted(d.name for d in observed.deployments.values()))
+    removing = f"served by SharedEngine {engine_name}: removing {', '.join(own)}"
+    return Plan(
+        pools=(),
+        delete=own,
+        overflow_limit=0,
+        status=status.model_copy(
+            update={
+                "conditions": conds,
+                "observed_generation": infd.generation,
+                "replicas": 0,
+                "ready_replicas": 0,
+                "desired_replicas": 0,
+                "ready": "0/0",
+                "pool": "",
+                "pools": [],
+                "routable_pools": [],
+            }
+        ),
+        events=(Event("Normal", Reason.ADAPTER_LOADED, removing),) if own else (),
+        history=history,
+        requeue_after=autoscale.DEFAULT_REQUEUE,
+    )
 
 
 def pick_pool(
@@ -332,6 +387,11 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         conds, _ = conditions.set_condition(
             conds, type_=type_, status=ok, reason=reason, message=message, generation=gen, now=now
         )
+
+    # -- a LoRA tenant that a SharedEngine serves needs no engine of its own -----------------
+    engine_name = shared_engine_serving(infd)
+    if engine_name is not None:
+        return _served_by_shared_engine(infd, engine_name, observed, history, now)
 
     # -- pools, and the spec checks the schema cannot do -------------------------------------
     pools = observed.pools

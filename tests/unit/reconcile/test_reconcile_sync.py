@@ -1,12 +1,15 @@
 """``reconcile.inference.sync`` against FakeKube and FakeMetrics, with a manual clock."""
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from reconcile_harness import (
     DEDICATED,
+    MODEL,
     NAME,
+    NS,
     SHARED,
     Harness,
     dep,
@@ -15,7 +18,7 @@ from reconcile_harness import (
 
 from fakes import FakeKube
 from tidepool.api import labels
-from tidepool.api.v1alpha1 import DeploymentMode
+from tidepool.api.v1alpha1 import Condition, DeploymentMode
 from tidepool.policy.plan import PodProblem
 from tidepool.policy.signals import NoData, Sample
 
@@ -458,3 +461,40 @@ def test_status_engine_written_by_the_shared_engine_survives_a_sync() -> None:
     h.status = h.status.model_copy(update={"engine": "llama-8b"})
     h.sync()
     assert h.status.engine == "llama-8b"
+
+
+def _adapter_condition(status: str) -> Condition:
+    return Condition(
+        type="AdapterLoaded",
+        status=status,
+        reason="AdapterLoaded" if status == "True" else "Loading",
+        last_transition_time=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+
+
+LORA_MODEL = {**MODEL, "adapter": {"name": "support-bot", "source": "/adapters/support-bot"}}
+
+
+@pytest.mark.parametrize(
+    ("engine", "adapter_loaded", "own_deployments"),
+    [
+        pytest.param("llama-8b", "True", 0, id="served-by-its-shared-engine-runs-none-of-its-own"),
+        pytest.param("llama-8b", "Unknown", 1, id="adapter-still-loading-keeps-its-own"),
+        pytest.param("", None, 1, id="no-shared-engine-runs-its-own"),
+    ],
+)
+def test_lora_tenant_runs_its_own_engine_only_until_a_shared_engine_holds_its_adapter(
+    engine: str, adapter_loaded: str | None, own_deployments: int
+) -> None:
+    h = Harness({"mode": "serverless", "model": LORA_MODEL})
+    h.sync()  # before the SharedEngine takes it: replicas of its own on the shared pool
+    assert len(h.kube.deployment_names(NS)) == 1
+    conds = [_adapter_condition(adapter_loaded)] if adapter_loaded else []
+    h.status = h.status.model_copy(update={"engine": engine, "conditions": conds})
+
+    h.sync(advance=15)
+
+    assert len(h.kube.deployment_names(NS)) == own_deployments
+    ready = next(c for c in h.status.conditions if c.type == "Ready")
+    assert (ready.status == "True" and ready.reason == "AdapterLoaded") == (own_deployments == 0)
+    assert h.status.engine == engine
