@@ -255,8 +255,7 @@ def plan_shared_engine(
     and releases those whose status still names this engine but that it serves no more.
     """
     status = engine.status
-    gen = engine.metadata.get("generation")
-    generation = int(gen) if gen is not None else None
+    generation = engine.generation
     members = sorted((t for t in tenants if serves(engine, t)), key=tenant_key)
     events: list[Event] = []
     conds = list(status.conditions)

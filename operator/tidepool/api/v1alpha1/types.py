@@ -61,6 +61,23 @@ class _Status(_Model):
     model_config = ConfigDict(extra="ignore")
 
 
+class _Object(_Status):
+    """A whole object of one of the kinds: apiVersion, kind, metadata, spec and status."""
+
+    api_version: str = API_VERSION
+    kind: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def generation(self) -> int | None:
+        gen = self.metadata.get("generation")
+        return int(gen) if gen is not None else None
+
+
 # --------------------------------------------------------------------------------------------
 # Shared pieces
 # --------------------------------------------------------------------------------------------
@@ -201,19 +218,13 @@ class GPUPoolStatus(_Status):
     observed_generation: int | None = None
 
 
-class GPUPool(_Status):
+class GPUPool(_Object):
     """The whole GPUPool object (cluster-scoped)."""
 
     KIND: ClassVar[str] = "GPUPool"
-    api_version: str = API_VERSION
     kind: str = "GPUPool"
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: GPUPoolSpec
     status: GPUPoolStatus = Field(default_factory=GPUPoolStatus)
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,28 +614,17 @@ class InferenceDeploymentStatus(_Status):
     """Engine throughput used for sizing and placement (learned when busy, else calibrated)."""
 
 
-class InferenceDeployment(_Status):
+class InferenceDeployment(_Object):
     """The whole InferenceDeployment object."""
 
     KIND: ClassVar[str] = "InferenceDeployment"
-    api_version: str = API_VERSION
     kind: str = "InferenceDeployment"
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: InferenceDeploymentSpec
     status: InferenceDeploymentStatus = Field(default_factory=InferenceDeploymentStatus)
 
     @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
     def namespace(self) -> str:
         return str(self.metadata.get("namespace", "default"))
-
-    @property
-    def generation(self) -> int | None:
-        gen = self.metadata.get("generation")
-        return int(gen) if gen is not None else None
 
     @property
     def served_model(self) -> str:
@@ -760,16 +760,10 @@ class SharedEngineStatus(_Status):
     """Projected monthly GPU spend of the fleet at the last measured traffic."""
 
 
-class SharedEngine(_Status):
+class SharedEngine(_Object):
     """The whole SharedEngine object (cluster-scoped)."""
 
     KIND: ClassVar[str] = "SharedEngine"
-    api_version: str = API_VERSION
     kind: str = "SharedEngine"
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: SharedEngineSpec
     status: SharedEngineStatus = Field(default_factory=SharedEngineStatus)
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
