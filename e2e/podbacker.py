@@ -75,6 +75,10 @@ class EngineSpec:
     load_delay: str
     containers: tuple[str, ...]
     grace_seconds: int
+    #: The engine container's vLLM LoRA flags, passed on as they are (the simulator takes the
+    #: same ones), and its environment the simulator reads (runtime adapter updating).
+    lora_args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -92,7 +96,36 @@ def engine_sim_command(spec: EngineSpec) -> list[str]:
         sys.executable, "-m", "tidepool", "engine-sim",
         "--host", spec.host, "--port", str(spec.port),
         "--model", spec.model, "--load-delay", spec.load_delay,
+        *spec.lora_args,
     ]  # fmt: skip
+
+
+#: vLLM's LoRA flags the simulator also takes, and whether each is followed by a value.
+LORA_FLAGS = {
+    "--enable-lora": False,
+    "--max-loras": True,
+    "--max-cpu-loras": True,
+    "--max-lora-rank": True,
+    "--lora-modules": True,
+}
+#: Engine environment the simulator reads, as vLLM does.
+SIM_ENV = ("VLLM_ALLOW_RUNTIME_LORA_UPDATING",)
+
+
+def lora_args(args: Sequence[str]) -> tuple[str, ...]:
+    """The LoRA flags (with their values) out of a vLLM command line, in order.
+
+    E.g. ``["serve", "m", "--max-num-seqs", "64", "--enable-lora", "--max-loras", "4"]`` gives
+    ``("--enable-lora", "--max-loras", "4")``.
+    """
+    out: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg in LORA_FLAGS:
+            out.append(arg)
+            if LORA_FLAGS[arg]:
+                out.append(next(rest, ""))
+    return tuple(out)
 
 
 def http_port(pod: client.V1Pod) -> int:
@@ -118,6 +151,7 @@ def spec_from_pod(pod: client.V1Pod, default_load_delay: str) -> EngineSpec | No
         or meta.name
     )
     grace = pod.spec.termination_grace_period_seconds
+    engine = next(iter(pod.spec.containers or []), None)
     return EngineSpec(
         namespace=meta.namespace,
         name=meta.name,
@@ -128,6 +162,10 @@ def spec_from_pod(pod: client.V1Pod, default_load_delay: str) -> EngineSpec | No
         load_delay=annotations.get(SIM_LOAD_DELAY, default_load_delay),
         containers=tuple(c.name for c in pod.spec.containers or []),
         grace_seconds=30 if grace is None else int(grace),
+        lora_args=lora_args(engine.args or []) if engine else (),
+        env=tuple((e.name, e.value or "") for e in (engine.env or []) if e.name in SIM_ENV)
+        if engine
+        else (),
     )
 
 
@@ -420,7 +458,7 @@ class PodBacker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=_sim_env(),
+                env={**_sim_env(), **dict(b.spec.env)},
                 start_new_session=True,  # Ctrl-C on pytest must not kill sims before they drain
             )
         _log(f"{b.spec.key}: started simulator pid {b.process.pid} on {b.spec.host}:{b.spec.port}")

@@ -21,7 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 import localcluster
-from podbacker import PodBacker, probe_health
+from podbacker import PodBacker, lora_args, probe_health
 from prometheus import Prometheus
 
 pytestmark = pytest.mark.cluster
@@ -367,3 +367,25 @@ def test_prometheus_scrapes_engine_pods_and_can_be_stopped(
         prometheus.query("up")
     prometheus.start()
     assert prometheus.wait_for_query(f'up{{namespace="{namespace}"}} == 1', timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ["--model", "m", "--enable-lora", "--max-loras", "4", "--max-num-seqs", "64"],
+            ("--enable-lora", "--max-loras", "4"),
+            id="shared-engine-flags-only",
+        ),
+        pytest.param(
+            ["--enable-lora", "--lora-modules", "bot=/a/bot", "--max-lora-rank", "16"],
+            ("--enable-lora", "--lora-modules", "bot=/a/bot", "--max-lora-rank", "16"),
+            id="promoted-tenant-adapter",
+        ),
+        pytest.param(["--model", "m", "--max-num-seqs", "64"], (), id="no-lora"),
+    ],
+)
+def test_the_backer_passes_a_pods_lora_flags_to_its_simulator(
+    args: list[str], expected: tuple[str, ...]
+) -> None:
+    assert lora_args(args) == expected

@@ -2,9 +2,8 @@
 fleet's Deployment, loads each tenant's adapter on the engine replica through vLLM's runtime
 endpoint (served by the engine simulator), and records it on both sides.
 
-The pod backer starts engine simulators from the pod's model annotation only, not from the
-container's arguments, so for this test it runs the fleet's simulators with vLLM's LoRA flags
-and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING`` (what the rendered pod asks of vLLM).
+The pod backer runs each fleet pod's simulator with the pod's own vLLM LoRA flags and
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING``, as the rendered pod asks of vLLM.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from tidepool_stack import (
     wait_for,
 )
 
-from podbacker import EngineSpec, PodBacker, engine_sim_command
+from podbacker import PodBacker
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
 
@@ -36,19 +35,6 @@ BASE = "org/base-8b"
 #: Where the operator runs shared fleets when POD_NAMESPACE is unset (the test runs it so).
 FLEET_NAMESPACE = "default"
 TENANTS = ("support-bot", "sql-helper", "legal-summaries")
-
-
-@pytest.fixture
-def lora_backer(podbacker: PodBacker, monkeypatch: pytest.MonkeyPatch) -> PodBacker:
-    def command(spec: EngineSpec) -> list[str]:
-        argv = engine_sim_command(spec)
-        if spec.name.startswith("sheng-"):
-            argv += ["--enable-lora", "--max-loras", "4", "--max-lora-rank", "16"]
-        return argv
-
-    monkeypatch.setenv("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")
-    monkeypatch.setattr(podbacker, "command", command)
-    return podbacker
 
 
 @pytest.fixture
@@ -98,7 +84,7 @@ def test_three_lora_tenants_share_one_fleet(
     kube: client.ApiClient,
     namespace: str,
     tidepool: Tidepool,
-    lora_backer: PodBacker,
+    podbacker: PodBacker,
     engine_name: str,
 ) -> None:
     client.CustomObjectsApi(kube).create_cluster_custom_object(
