@@ -135,7 +135,7 @@ class Operator(PodPlacement):
     metrics_port: Port = 9090
     """Port of the operator's own Prometheus metrics (/metrics)."""
     health_port: Port = 8080
-    """Port of the liveness (/healthz) and readiness (/readyz) endpoints."""
+    """Port of Kopf's health endpoint (/healthz), probed for liveness and readiness."""
     termination_grace_period_seconds: int = Field(default=60, ge=1, le=3600)
     """Time between SIGTERM and SIGKILL. Kopf finishes the handlers in flight and releases its
     watches; a migration interrupted here resumes from status on the next start."""
