@@ -14,6 +14,7 @@ so the gateway can run without a cluster (``tidepool gateway --static-routes rou
         routablePools: []
         pools: [{name: shared, tenancy: shared, role: primary}]
         endpoints: [{host: 127.0.0.1, port: 8001, pool: shared}]
+        adapter: support-bot   # optional: the LoRA adapter name the engine serves it under
 
 Must not: watch files or poll; it publishes once.
 """
@@ -47,6 +48,7 @@ def parse(document: Any) -> discovery.RoutingSnapshot:
                 "mode": m.get("mode", "serverless"),
                 "tenant": m.get("tenant"),
                 "hybrid": {"overflowConcurrencyPerReplica": m.get("overflowConcurrencyPerReplica")},
+                "model": {"adapter": {"name": m["adapter"]}} if m.get("adapter") else {},
             },
             "status": {
                 "servedModel": m.get("servedModel", ""),

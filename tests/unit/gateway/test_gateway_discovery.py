@@ -114,6 +114,9 @@ def test_static_routes_parse_and_errors():
         {"models": [{"name": "m", "endpoints": [{"port": 8001, "pool": "shared"}]}]}
     )
     assert snap.models[0].served_model == "m"
+    assert snap.models[0].upstream_model is None
     assert snap.endpoints[0].url == "http://127.0.0.1:8001"
+    lora = static.parse({"models": [{"name": "m", "adapter": "bot", "endpoints": []}]})
+    assert (lora.models[0].served_model, lora.models[0].upstream_model) == ("m", "bot")
     with pytest.raises(static.StaticRoutesError, match=r"endpoints\[0\]\.port"):
         static.parse({"models": [{"name": "m", "endpoints": [{}]}]})
