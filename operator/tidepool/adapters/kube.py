@@ -105,17 +105,18 @@ class Kube:
         out = [_observed_deployment(dep) for dep in items]
         return sorted(out, key=lambda d: d.name)
 
-    def pod_problems(self, namespace: str, infd_name: str) -> list[PodProblem]:
-        selector = _selector(labels.selector_labels(infd_name))
+    def _live_pods(self, namespace: str, match: dict[str, str]) -> list[client.V1Pod]:
+        """Pods matching ``match`` that are not being deleted."""
         try:
-            pods = self._core.list_namespaced_pod(namespace, label_selector=selector).items
+            pods = self._core.list_namespaced_pod(namespace, label_selector=_selector(match)).items
         except ApiException as exc:
             raise _wrap(exc) from exc
+        return [p for p in pods if not (p.metadata and p.metadata.deletion_timestamp)]
+
+    def pod_problems(self, namespace: str, infd_name: str) -> list[PodProblem]:
         problems = []
-        for pod in pods:
+        for pod in self._live_pods(namespace, labels.selector_labels(infd_name)):
             meta = pod.metadata or client.V1ObjectMeta()
-            if meta.deletion_timestamp:
-                continue
             for cond in (pod.status.conditions if pod.status else None) or []:
                 if cond.type == "PodScheduled" and cond.status == "False":
                     problems.append(
@@ -244,16 +245,9 @@ class Kube:
         self, namespace: str, engine_label: str, port: int
     ) -> list[EnginePodAddress]:
         """The fleet's engine pods that are not being deleted: name, ``http://IP:port``, Ready."""
-        selector = _selector(labels.shared_engine_selector_labels(engine_label))
-        try:
-            pods = self._core.list_namespaced_pod(namespace, label_selector=selector).items
-        except ApiException as exc:
-            raise _wrap(exc) from exc
         out = []
-        for pod in pods:
+        for pod in self._live_pods(namespace, labels.shared_engine_selector_labels(engine_label)):
             meta = pod.metadata or client.V1ObjectMeta()
-            if meta.deletion_timestamp:
-                continue
             status = pod.status or client.V1PodStatus()
             ip = status.pod_ip or ""
             host = f"[{ip}]" if ":" in ip else ip
