@@ -14,7 +14,9 @@ Replicas: :func:`tidepool.policy.autoscale.decide` on the *aggregate* queue of t
 replicas run and queue, plus what the gateway holds for each tenant), because adapters share a
 replica's batch. A wake of any tenant (the gateway's wake annotation, :func:`labels.pending_wake`)
 scales 0 -> 1; the idle clock (``status.lastActiveTime``) restarts whenever any tenant has demand,
-so the fleet scales to zero only once every tenant has been idle for ``scaleToZeroAfter``.
+so the fleet scales to zero only once every tenant has been idle for ``scaleToZeroAfter``. An
+awake fleet never runs fewer replicas than its tenants' adapters need (:func:`adapter_floor`), so
+a wake brings up room for every tenant at once.
 
 Adapter placement (:func:`place_adapters`), over the *ready* replicas in name order and the tenants
 in ``namespace/name`` order, with ``S`` adapter slots per replica (``lora.maxCpuLoras``, else
@@ -28,7 +30,9 @@ in ``namespace/name`` order, with ``S`` adapter slots per replica (``lora.maxCpu
   report ``AdapterLoaded=False`` (``NoAdapterSlot``) until the fleet grows or a tenant leaves.
 
 An adapter loaded on a replica that should not hold it (its tenant left, or the spread moved) is
-unloaded. A replica whose adapters could not be listed is left alone this round.
+unloaded. A replica whose adapters could not be listed is left alone this round. The engine's
+``status.adapters`` names the pods holding each adapter (``replicas``): the gateway routes a
+tenant only to those.
 
 This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``.
 """
@@ -185,6 +189,18 @@ def place_adapters(tenants: list[str], replicas: list[str], slots: int) -> dict[
     }
 
 
+def adapter_floor(engine: SharedEngine, tenants: int) -> int:
+    """Replicas an awake fleet needs so that every tenant's adapter has a home: ``ceil(T / S)``
+    for ``T`` tenants at ``S`` adapter slots per replica, at most ``scaling.maxReplicas``.
+
+    Why a floor and not only the queue: a tenant placed on no replica cannot be served at all
+    (vLLM answers 404 for an adapter it has not loaded), however short the queue. E.g. 20
+    tenants at maxLoras 4 (maxCpuLoras unset): 5 replicas; at maxCpuLoras 32: 1.
+    """
+    slots = adapter_slots(engine)
+    return min(engine.spec.scaling.max_replicas, -(-tenants // slots))
+
+
 def scaling_policy(engine: SharedEngine) -> autoscale.AutoscalePolicy:
     """The autoscaler's knobs: the SharedEngine's, and an InferenceDeployment's defaults for the
     stabilization windows and rate a SharedEngine does not expose."""
@@ -326,8 +342,16 @@ def plan_shared_engine(
         now,
     )
     desired = scale.replicas
+    message = scale.message
+    floor = adapter_floor(engine, len(members))
+    if desired > 0 and engine.spec.replicas is None and desired < floor:
+        message = (
+            f"{floor} replicas hold the adapters of {len(members)} tenants at"
+            f" {adapter_slots(engine)} per replica ({scale.message})"
+        )
+        desired = floor
     if desired != current:
-        events.append(Event("Normal", scale.reason, scale.message))
+        events.append(Event("Normal", scale.reason, message))
 
     # -- adapters ------------------------------------------------------------------------------
     by_tenant = {tenant_key(t): t for t in members}
@@ -342,13 +366,13 @@ def plan_shared_engine(
             wanted[pod_name].add(adapter.name)
     loads: list[AdapterOp] = []
     unloads: list[AdapterOp] = []
-    loaded_on: dict[str, int] = {}
+    loaded_on: dict[str, list[str]] = {}
     for pod in ready_pods:
         if pod.loaded is None:
             continue
         for name in sorted(pod.loaded):
             if name in wanted[pod.name]:
-                loaded_on[name] = loaded_on.get(name, 0) + 1
+                loaded_on.setdefault(name, []).append(pod.name)
             else:
                 unloads.append(
                     AdapterOp(pod.name, pod.endpoint, name, adapter_of.get(name, ""), None)
@@ -366,7 +390,8 @@ def plan_shared_engine(
     for key, infd in by_tenant.items():
         adapter = infd.spec.model.adapter
         assert adapter is not None
-        n = loaded_on.get(adapter.name, 0)
+        holders = loaded_on.get(adapter.name, [])
+        n = len(holders)
         m = len(placement[key])
         error = observed.load_errors.get(key)
         if error is not None:
@@ -419,7 +444,9 @@ def plan_shared_engine(
                 last_wake_handled=wakes[key] or infd.status.last_wake_handled,
             )
         )
-        adapters.append(LoadedAdapter(name=adapter.name, tenant=key, loaded_replicas=n))
+        adapters.append(
+            LoadedAdapter(name=adapter.name, tenant=key, loaded_replicas=n, replicas=holders)
+        )
 
     # A tenant this engine served before (its status names the engine) that it serves no more,
     # promoted or re-pointed at another base model: say so, and drop this engine's condition.

@@ -187,6 +187,32 @@ A, B, C = _tenant("a"), _tenant("b"), _tenant("c")
             1,
             id="one-tenant-unknown-holds",
         ),
+        pytest.param(
+            Case(
+                [_tenant("a", wake="2025-06-01T11:59:59Z"), *(_tenant(n) for n in "bcde")],
+                engine=_engine(lora={"maxLoras": 2}),
+            ),
+            3,
+            id="a-wake-brings-room-for-every-adapter-5-tenants-at-2-slots-gives-3",
+        ),
+        pytest.param(
+            Case(
+                [_tenant(n) for n in "abcde"],
+                pods=[_pod("p0", set())],
+                replicas=1,
+                engine=_engine(lora={"maxLoras": 1}, scaling={"maxReplicas": 4}),
+            ),
+            4,
+            id="the-adapter-floor-stops-at-max-replicas",
+        ),
+        pytest.param(
+            Case(
+                [_tenant("a", wake="2025-06-01T11:59:59Z"), *(_tenant(n) for n in "bcde")],
+                engine=_engine(lora={"maxLoras": 2}, replicas=1),
+            ),
+            1,
+            id="a-pin-wins-over-the-adapter-floor",
+        ),
     ],
 )
 def test_fleet_replicas(case: Case, expected: int) -> None:
@@ -248,7 +274,10 @@ def test_loads_what_is_missing_and_unloads_what_no_tenant_wants() -> None:
 
     assert [(o.pod, o.adapter, o.path) for o in result.loads] == [("p0", "b", "/models/adapters/b")]
     assert [(o.pod, o.adapter) for o in result.unloads] == [("p0", "gone")]
-    assert {a.name: a.loaded_replicas for a in result.status.adapters} == {"a": 1, "b": 0}
+    assert {a.name: (a.loaded_replicas, a.replicas) for a in result.status.adapters} == {
+        "a": (1, ["p0"]),
+        "b": (0, []),
+    }
 
 
 def _adapter_condition(update: se.TenantUpdate) -> tuple[str, str, str]:

@@ -735,6 +735,9 @@ class LoadedAdapter(_Status):
     """The InferenceDeployment it belongs to, as namespace/name."""
     loaded_replicas: int = 0
     """Replicas that have the adapter loaded now."""
+    replicas: list[str] = Field(default_factory=list)
+    """The fleet pods that have it loaded now, by name: the gateway sends the tenant's requests
+    only to these, so a replica receives an adapter's traffic only after the adapter is loaded."""
 
 
 class SharedEngineStatus(_Status):
