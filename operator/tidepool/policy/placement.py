@@ -51,6 +51,12 @@ commits the tenant for ``min_dwell`` and costs a model load on both sides, and o
 bursty traffic is a poor forecast of the next half hour, so the evidence must cover at least two
 windows and the commitment: ``window + hold >= max(2 x window, min_dwell)``.
 
+**A LoRA tenant of a SharedEngine** (``inputs.engine``): its serverless option is that engine,
+priced as its token share of the fleet plus the replicas it forces the fleet to add, with the
+engine's SLO (the fleet can grow to its load, and has an adapter slot) in place of the cold-start
+budget (:mod:`tidepool.policy.lora_promotion`). Everything else above applies unchanged, so a
+promotion to replicas of its own and a demotion back obey the same margin, hold and dwell.
+
 **A new tenant** (``placement_since is None``) starts serverless because nothing is known. Its
 first evidence decides without the hold: the declared ``expectedTokensPerMinute`` at once, else
 its first minutes of arrivals (at least :data:`FIRST_EVIDENCE`, not a full window).
@@ -67,7 +73,7 @@ from typing import Final
 
 from tidepool.api import durations, v1alpha1
 from tidepool.api.v1alpha1 import DeploymentMode, Tenancy
-from tidepool.policy import cost, signals
+from tidepool.policy import cost, lora_promotion, signals
 from tidepool.policy.capacity import EngineCapacity
 
 
@@ -224,6 +230,9 @@ class PlacementInputs:
     expected_tokens_per_minute: float | None = None
     #: Pod start to Ready: what a wake costs the requests that arrive during it.
     cold_start: timedelta = DEFAULT_COLD_START
+    #: For a LoRA tenant of a base model with a SharedEngine: that engine, which then *is* the
+    #: serverless option (priced by :func:`tidepool.policy.lora_promotion.engine_spend`).
+    engine: lora_promotion.EngineShare | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +249,27 @@ class CostProjection:
     hybrid_floor_replicas: int = 0
     #: Share of active time a serverless tenant would spend cold-starting (module docstring).
     cold_start_share: float = 0.0
+    #: The SharedEngine option of a LoRA tenant (then ``serverless_monthly`` is its decision
+    #: cost there, and the engine's SLO replaces the cold-start budget).
+    engine: lora_promotion.EngineSpend | None = None
 
     @property
     def serverless_meets_slo(self) -> bool:
+        if self.engine is not None:
+            return self.engine.meets_slo
         return self.cold_start_share <= COLD_START_BUDGET
+
+    @property
+    def serverless_slo_note(self) -> str:
+        """Why serverless misses the SLO, for messages ("" when it meets it)."""
+        if self.engine is not None:
+            return self.engine.slo_note
+        if self.serverless_meets_slo:
+            return ""
+        return (
+            f"serverless would spend {self.cold_start_share:.1%} of its active time"
+            f" cold-starting (budget {COLD_START_BUDGET:.1%})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +367,18 @@ def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
     serverless = dedicated = hybrid = math.inf
     chargeback: float | None = None
     floor = 0
-    if inputs.shared is not None:
+    on_engine: lora_promotion.EngineSpend | None = None
+    if inputs.engine is not None:
+        on_engine = lora_promotion.engine_spend(
+            inputs.engine,
+            input_tokens_per_second=traffic.mean.input_tokens_per_second,
+            output_tokens_per_second=traffic.mean.output_tokens_per_second,
+            peak_input_tokens_per_second=traffic.peak.input_tokens_per_second,
+            peak_output_tokens_per_second=traffic.peak.output_tokens_per_second,
+        )
+        serverless = on_engine.decision_monthly
+        chargeback = on_engine.chargeback_monthly
+    elif inputs.shared is not None:
         # While active it runs what its load needs, at least one replica; idle, nothing.
         up = max(float(inputs.min_replicas), active * max(1.0, mean / active / target))
         serverless = monthly(inputs.shared, up)
@@ -369,6 +406,7 @@ def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
         dedicated_replicas=n_ded,
         hybrid_floor_replicas=floor,
         cold_start_share=cold_start_share(traffic, inputs.cold_start),
+        engine=on_engine,
     )
 
 
@@ -391,12 +429,15 @@ def spend_text(proj: CostProjection) -> str:
         if proj.chargeback_monthly is not None
         else ""
     )
-    slo = "" if proj.serverless_meets_slo else f" (cold starts {proj.cold_start_share:.1%})"
+    if proj.engine is not None:
+        shared = lora_promotion.engine_text(proj.engine)
+    else:
+        slo = "" if proj.serverless_meets_slo else f" (cold starts {proj.cold_start_share:.1%})"
+        shared = f"serverless {cost.money(proj.serverless_monthly)}{slo}"
     return (
         f"spend/mo: dedicated {cost.money(proj.dedicated_monthly)}"
         f" ({proj.dedicated_replicas} replicas) vs hybrid {cost.money(proj.hybrid_monthly)}"
-        f" (floor {proj.hybrid_floor_replicas}) vs serverless"
-        f" {cost.money(proj.serverless_monthly)}{slo}{charge}"
+        f" (floor {proj.hybrid_floor_replicas}) vs {shared}{charge}"
     )
 
 
@@ -472,13 +513,16 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
         )
     if proj is None or u is None:
         return hold(PlacementReason.METRICS_UNKNOWN, f"{unknown_why}: holding {current}")
-    if inputs.shared is None and inputs.dedicated is None:
+    if inputs.shared is None and inputs.dedicated is None and inputs.engine is None:
         return hold(PlacementReason.NO_POOL, "no shared or dedicated GPUPool found", utilization=u)
 
     available = [
         m
         for m in _EFFECTIVE
-        if (m == DeploymentMode.SERVERLESS and inputs.shared is not None)
+        if (
+            m == DeploymentMode.SERVERLESS
+            and (inputs.shared is not None or inputs.engine is not None)
+        )
         or (m == DeploymentMode.DEDICATED and inputs.dedicated is not None)
         or (
             m == DeploymentMode.HYBRID
@@ -521,10 +565,7 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
         elif proj.serverless_meets_slo or target_is_serverless:
             gain = f"spends no more, utilization above {p.promote_above:.2f}"
         else:
-            gain = (
-                f"serverless would spend {proj.cold_start_share:.1%} of its active time"
-                f" cold-starting (budget {COLD_START_BUDGET:.1%})"
-            )
+            gain = proj.serverless_slo_note
         return f"{gain}, {ut} ({held}; evidence {_fmt(p.window)} window + {_fmt(hold_for)} hold)"
 
     target: DeploymentMode = current

@@ -1,0 +1,173 @@
+"""What a LoRA tenant spends on a SharedEngine, and whether the engine meets its SLO.
+
+Role: the price of the *shared-engine* option that :func:`tidepool.policy.placement.decide`
+weighs against replicas of the tenant's own. For a LoRA tenant of a base model that has a
+SharedEngine, "serverless" means that engine; :func:`engine_spend` prices it and the placement
+policy does the rest with its usual rules: a promotion to replicas of its own (dedicated, or
+hybrid) when its share on the engine exceeds their spend by the margin or the engine misses its
+SLO, a demotion back when the reverse holds, both behind the evidence hold and the minimum
+dwell. So the operator's plan and ``tidepool simulate`` call one rule: ``placement.decide`` with
+``PlacementInputs.engine`` set to an :class:`EngineShare`.
+
+**Spend is the fleet's GPU-hours apportioned by tokens.** The fleet runs the replicas its
+tenants' offered load needs (:func:`fleet_replicas`: at its target utilization, within its
+minimum, at least one while anyone sends). A tenant's *spend* is the fleet's monthly GPU spend
+times its share of the fleet's tokens (gateway counters, input plus output). What the placement
+compares is a little more: the apportioned share of the fleet *without* the tenant, plus the
+whole of the replicas it forces the fleet to add (nobody else needs them). Worked example (test
+``engine-share-forced-replica``), H100s at $7.79/GPU-hour, 1 GPU per replica, target 0.875:
+
+* the others keep 1.5 replicas busy (2 replicas), the tenant 1.0 more: 2.5 / 0.875 -> 3
+  replicas, so it forces 1;
+* it sends 40% of the tokens: spend ``3 x 7.79 x 730 x 0.4 = $6,824``/month;
+* its decision cost: ``2 x 7.79 x 730 x 0.4 + 1 x 7.79 x 730 = $4,549 + $5,687 = $10,236``.
+
+Its *chargeback* (the pool's per-token price times its tokens) is reported beside spend, never
+mixed into it.
+
+**The SLO on the engine.** Requests wait when the fleet cannot grow to the load: the busiest
+minute of the tenant on top of the others' load needs more than ``maxReplicas`` at the target, or
+the fleet has no adapter slot for it (``AdapterLoaded=False``, ``NoAdapterSlot``).
+
+This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``; it must not
+import :mod:`tidepool.policy.placement` (which imports it).
+"""
+
+import math
+from dataclasses import dataclass
+
+from tidepool.policy import cost
+from tidepool.policy.capacity import EngineCapacity
+
+
+@dataclass(frozen=True, slots=True)
+class EngineShare:
+    """One SharedEngine as one of its (current or prospective) tenants sees it."""
+
+    engine: str
+    """The SharedEngine's name."""
+    others_input_tokens_per_second: float
+    others_output_tokens_per_second: float
+    """Offered load of every *other* tenant of the fleet (their gateway counters)."""
+    capacity: EngineCapacity
+    """One fleet replica's throughput (the fleet's engine on its GPUPool)."""
+    gpus_per_replica: int
+    price_per_gpu_hour: float
+    """The fleet's GPUPool price; a shared pool is paid per GPU, not per node."""
+    min_replicas: int
+    max_replicas: int
+    target_utilization: float
+    """Busy share of a fleet replica its autoscaler aims for (targetQueueDepth / maxNumSeqs)."""
+    price_per_million_tokens: float | None = None
+    """The pool's chargeback price, if it has one."""
+    has_slot: bool = True
+    """False while the fleet holds the tenant's adapter nowhere for want of a slot."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSpend:
+    """The shared-engine option priced for one tenant (module docstring)."""
+
+    engine: str
+    fleet_replicas: int
+    """Replicas the fleet needs with the tenant."""
+    forced_replicas: int
+    """Of those, the ones only the tenant needs."""
+    token_share: float
+    """The tenant's share of the fleet's tokens (0..1)."""
+    spend_monthly: float
+    """The fleet's monthly GPU spend times ``token_share``: what the tenant costs the platform."""
+    decision_monthly: float
+    """Apportioned share of the fleet without it, plus its forced replicas: what placement
+    compares with replicas of its own."""
+    chargeback_monthly: float | None
+    meets_slo: bool
+    slo_note: str
+    """Why the SLO is missed ("" when met)."""
+
+
+def fleet_replicas(work: float, share: EngineShare) -> int:
+    """Replicas the fleet runs for ``work`` replicas of work: ``ceil(work / target)``, within its
+    minimum, and at least one while anyone sends.
+
+    E.g. 2.5 replicas of work at 0.875: 3; no work and minReplicas 0: 0.
+    """
+    if work <= 0:
+        return share.min_replicas
+    return max(share.min_replicas, 1, math.ceil(work / share.target_utilization - 1e-9))
+
+
+def engine_spend(
+    share: EngineShare,
+    *,
+    input_tokens_per_second: float,
+    output_tokens_per_second: float,
+    peak_input_tokens_per_second: float,
+    peak_output_tokens_per_second: float,
+) -> EngineSpend:
+    """The tenant's spend on the fleet, its decision cost, chargeback and SLO (module docstring).
+
+    The tenant's load is its mean over the placement window; its busiest minute decides the SLO.
+    """
+    cap = share.capacity
+    others = cap.seconds_per_request(
+        share.others_input_tokens_per_second, share.others_output_tokens_per_second
+    )
+    mine = cap.seconds_per_request(input_tokens_per_second, output_tokens_per_second)
+    peak = max(
+        mine, cap.seconds_per_request(peak_input_tokens_per_second, peak_output_tokens_per_second)
+    )
+    without = fleet_replicas(others, share)
+    with_tenant = fleet_replicas(others + mine, share)
+    tokens = input_tokens_per_second + output_tokens_per_second
+    total = tokens + share.others_input_tokens_per_second + share.others_output_tokens_per_second
+    token_share = tokens / total if total > 0 else 0.0
+
+    def monthly(replicas: int) -> float:
+        return cost.dedicated_monthly(replicas * share.gpus_per_replica, share.price_per_gpu_hour)
+
+    forced = max(0, with_tenant - without)
+    chargeback = (
+        cost.serverless_monthly(tokens, share.price_per_million_tokens)
+        if share.price_per_million_tokens is not None
+        else None
+    )
+    at_peak = math.ceil((others + peak) / share.target_utilization - 1e-9)
+    note = ""
+    if not share.has_slot:
+        note = f"SharedEngine {share.engine} has no adapter slot for it"
+    elif at_peak > share.max_replicas:
+        note = (
+            f"its busiest minute needs {at_peak} replicas of SharedEngine {share.engine},"
+            f" which stops at maxReplicas {share.max_replicas}"
+        )
+    return EngineSpend(
+        engine=share.engine,
+        fleet_replicas=with_tenant,
+        forced_replicas=forced,
+        token_share=token_share,
+        spend_monthly=monthly(with_tenant) * token_share,
+        decision_monthly=monthly(without) * token_share + monthly(forced),
+        chargeback_monthly=chargeback,
+        meets_slo=not note,
+        slo_note=note,
+    )
+
+
+def engine_text(spend: EngineSpend) -> str:
+    """The shared-engine option for status and events.
+
+    E.g. ``SharedEngine base-8b $6,824 (40% of 3 replicas' tokens; $10,236 with the 1
+    replica(s) it adds)``.
+    """
+    forced = (
+        f"; {cost.money(spend.decision_monthly)} with the {spend.forced_replicas} replica(s)"
+        " it adds"
+        if spend.forced_replicas
+        else ""
+    )
+    slo = f" (misses SLO: {spend.slo_note})" if spend.slo_note else ""
+    return (
+        f"SharedEngine {spend.engine} {cost.money(spend.spend_monthly)}"
+        f" ({spend.token_share:.0%} of {spend.fleet_replicas} replicas' tokens{forced}){slo}"
+    )

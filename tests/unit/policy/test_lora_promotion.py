@@ -1,0 +1,326 @@
+"""Spend on a SharedEngine and the promote/demote rule of a LoRA tenant (placement with an engine).
+
+One made-up engine throughout, as in ``test_placement``: prefill 40,000 and decode 2,000
+tokens/s, so ``20,000 w`` input plus ``1,000 w`` output tokens/s is exactly ``w`` replicas of
+work. H100s at $7.79/GPU-hour: one GPU for a month is ``GPU_MONTH`` = $5,686.70.
+"""
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tidepool.api.v1alpha1 import DeploymentMode, PlacementSpec, Tenancy
+from tidepool.policy import lora_promotion, placement
+from tidepool.policy.capacity import EngineCapacity
+from tidepool.policy.lora_promotion import EngineShare
+from tidepool.policy.placement import Load, PlacementInputs, PlacementReason, PoolPrice, Traffic
+
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+S, D, H, A = (
+    DeploymentMode.SERVERLESS,
+    DeploymentMode.DEDICATED,
+    DeploymentMode.HYBRID,
+    DeploymentMode.AUTO,
+)
+CAPACITY = EngineCapacity(
+    prefill_tokens_per_s=40_000.0, decode_tokens_per_s=2_000.0, max_num_seqs=64, source="test"
+)
+PRICE = 7.79
+GPU_MONTH = PRICE * 730
+DEDICATED = PoolPrice("dedicated", Tenancy.DEDICATED, "H100", PRICE, None, gpus_per_node=1)
+DEDICATED_8 = replace(DEDICATED, gpus_per_node=8)
+POLICY = placement.PlacementPolicy.from_spec(PlacementSpec())
+PLACED = NOW - timedelta(hours=2)
+
+
+def engine(others: float = 1.2, **kw: Any) -> EngineShare:
+    """A fleet whose other tenants keep ``others`` replicas busy."""
+    base = EngineShare(
+        engine="base-8b",
+        others_input_tokens_per_second=20_000.0 * others,
+        others_output_tokens_per_second=1_000.0 * others,
+        capacity=CAPACITY,
+        gpus_per_replica=1,
+        price_per_gpu_hour=PRICE,
+        min_replicas=0,
+        max_replicas=8,
+        target_utilization=0.875,
+        price_per_million_tokens=0.20,
+    )
+    return replace(base, **kw)
+
+
+def spend(share: EngineShare, mean: float, peak: float | None = None) -> Any:
+    p = mean if peak is None else peak
+    return lora_promotion.engine_spend(
+        share,
+        input_tokens_per_second=20_000.0 * mean,
+        output_tokens_per_second=1_000.0 * mean,
+        peak_input_tokens_per_second=20_000.0 * p,
+        peak_output_tokens_per_second=1_000.0 * p,
+    )
+
+
+def busy(w: float) -> Load:
+    return Load(10.0 * w, 20_000.0 * w, 1_000.0 * w)
+
+
+def traffic(mean: float, peak: float | None = None) -> Traffic:
+    return Traffic(
+        mean=busy(mean),
+        peak=busy(mean if peak is None else peak),
+        span=timedelta(minutes=10),
+        active_fraction=1.0,
+        wakes=0.0,
+        horizon=timedelta(minutes=10),
+    )
+
+
+def inputs(**kw: Any) -> PlacementInputs:
+    base = PlacementInputs(
+        requested_mode=A,
+        current_mode=S,
+        policy=POLICY,
+        traffic=traffic(0.1),
+        capacity=CAPACITY,
+        gpus_per_replica=1,
+        min_replicas=0,
+        target_utilization=0.875,
+        shared=None,
+        dedicated=DEDICATED,
+        placement_since=PLACED,
+        above_since=None,
+        below_since=None,
+        engine=engine(),
+    )
+    return replace(base, **kw)
+
+
+# ------------------------------------------------------------------------- worked examples
+
+
+def test_engine_share_forced_replica() -> None:
+    """Others 1.2 replicas of work (2 replicas), the tenant 1.0 more: 2.2 / 0.875 -> 3, it
+    forces 1 and sends 1/2.2 of the tokens; then the module docstring's 40% tenant."""
+    got = spend(engine(), 1.0)
+    assert (got.fleet_replicas, got.forced_replicas) == (3, 1)
+    assert got.token_share == pytest.approx(1.0 / 2.2)
+    assert got.spend_monthly == pytest.approx(3 * GPU_MONTH / 2.2)
+    assert got.decision_monthly == pytest.approx(2 * GPU_MONTH / 2.2 + GPU_MONTH)
+    # 40% of the tokens: others 1.5 (2 replicas), the tenant 1.0: 2.5 / 0.875 -> 3.
+    forty = spend(engine(others=1.5), 1.0)
+    assert forty.token_share == pytest.approx(0.4)
+    assert forty.forced_replicas == 1
+    assert round(forty.spend_monthly) == 6_824
+    assert round(forty.decision_monthly) == 10_236
+    assert lora_promotion.engine_text(forty) == (
+        "SharedEngine base-8b $6,824 (40% of 3 replicas' tokens; $10,236 with the 1 replica(s)"
+        " it adds)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("share", "load", "fleet", "forced", "slo"),
+    [
+        pytest.param(engine(), (0.5, None), 2, 0, True, id="fits-in-the-fleet-it-would-have"),
+        pytest.param(engine(), (1.0, None), 3, 1, True, id="forces-one-replica"),
+        pytest.param(engine(others=0.0), (0.1, None), 1, 1, True, id="alone-forces-the-first"),
+        pytest.param(
+            engine(others=0.0, min_replicas=2), (0.1, None), 2, 0, True, id="warm-minimum-free"
+        ),
+        pytest.param(engine(max_replicas=2), (0.5, 1.0), 2, 0, False, id="peak-beyond-max"),
+        pytest.param(engine(has_slot=False), (0.1, None), 2, 0, False, id="no-adapter-slot"),
+        pytest.param(engine(), (0.0, None), 2, 0, True, id="silent-tenant-pays-nothing"),
+    ],
+)
+def test_engine_spend(
+    share: EngineShare, load: tuple[float, float | None], fleet: int, forced: int, slo: bool
+) -> None:
+    mean, peak = load
+    got = spend(share, mean, peak)
+    assert (got.fleet_replicas, got.forced_replicas, got.meets_slo) == (fleet, forced, slo)
+    assert bool(got.slo_note) != slo
+    if mean == 0:
+        assert got.spend_monthly == got.decision_monthly == 0.0
+
+
+def test_chargeback_is_beside_spend_never_in_it() -> None:
+    priced = spend(engine(), 0.5)
+    free = spend(engine(price_per_million_tokens=None), 0.5)
+    assert free.chargeback_monthly is None
+    # 10,500 tokens/s x 2,628,000 s/month / 1e6 x $0.20.
+    assert priced.chargeback_monthly == pytest.approx(10_500 * 2_628_000 / 1e6 * 0.20)
+    assert (priced.spend_monthly, priced.decision_monthly) == (
+        free.spend_monthly,
+        free.decision_monthly,
+    )
+
+
+# --------------------------------------------------------------- the decision (placement)
+
+
+CASES = [
+    pytest.param(inputs(), S, False, PlacementReason.HOLDING, id="quiet-tenant-stays-on-engine"),
+    pytest.param(
+        # 3 replicas of work on top of 1.2: it forces 4 of the fleet's 5; its own 4 dedicated
+        # 1-GPU replicas spend less than 4 forced plus its share of the other 2.
+        inputs(traffic=traffic(3.0), above_since=NOW - timedelta(minutes=25)),
+        D,
+        True,
+        PlacementReason.PROMOTED,
+        id="busy-tenant-promoted-on-spend",
+    ),
+    pytest.param(
+        inputs(traffic=traffic(3.0), above_since=NOW - timedelta(minutes=5)),
+        S,
+        False,
+        PlacementReason.HOLDING,
+        id="busy-tenant-held-until-the-evidence-is-sustained",
+    ),
+    pytest.param(
+        inputs(
+            traffic=traffic(0.2, 3.0),
+            engine=engine(max_replicas=2),
+            dedicated=DEDICATED_8,
+            above_since=NOW - timedelta(minutes=25),
+        ),
+        D,
+        True,
+        PlacementReason.PROMOTED,
+        id="promoted-on-slo-though-dearer",
+    ),
+    pytest.param(
+        inputs(
+            current_mode=D,
+            traffic=traffic(0.1),
+            dedicated=DEDICATED_8,
+            below_since=NOW - timedelta(minutes=25),
+        ),
+        S,
+        True,
+        PlacementReason.DEMOTED,
+        id="quiet-dedicated-tenant-demoted-to-engine",
+    ),
+    pytest.param(
+        inputs(
+            current_mode=D,
+            traffic=traffic(0.1),
+            dedicated=DEDICATED_8,
+            engine=engine(has_slot=False),
+            below_since=NOW - timedelta(minutes=25),
+        ),
+        D,
+        False,
+        PlacementReason.HOLDING,
+        id="never-demoted-onto-an-engine-without-a-slot",
+    ),
+    pytest.param(
+        inputs(
+            current_mode=D,
+            traffic=traffic(0.1),
+            dedicated=DEDICATED_8,
+            placement_since=NOW - timedelta(minutes=10),
+            below_since=NOW - timedelta(minutes=25),
+        ),
+        D,
+        False,
+        PlacementReason.DWELL_NOT_ELAPSED,
+        id="demotion-waits-for-the-dwell",
+    ),
+]
+
+
+@pytest.mark.parametrize(("given_inputs", "mode", "move", "reason"), CASES)
+def test_decide_with_an_engine(
+    given_inputs: PlacementInputs, mode: DeploymentMode, move: bool, reason: str
+) -> None:
+    got = placement.decide(given_inputs, NOW)
+    assert (got.mode, got.move, got.reason) == (mode, move, reason)
+    assert got.cost is not None
+    assert got.cost.engine is not None
+    assert "SharedEngine base-8b" in got.message
+
+
+def test_promotion_message_names_the_engine_share_and_the_slo() -> None:
+    got = placement.decide(CASES[3].values[0], NOW)
+    assert "busiest minute needs" in got.message
+    assert "maxReplicas 2" in got.message
+
+
+def test_numeric_promotion_example() -> None:
+    """3 replicas of work beside the others' 1.2: the fleet needs ceil(4.2 / 0.875) = 5 replicas
+    instead of ceil(1.2 / 0.875) = 2, so the tenant forces 3 and pays 3/4.2 of the other 2
+    (its token share): $25,184/month; its own: ceil(3 / 0.875) = 4 dedicated 1-GPU replicas,
+    $22,747/month."""
+    got = placement.decide(inputs(traffic=traffic(3.0)), NOW)
+    assert got.cost is not None
+    assert got.cost.engine is not None
+    assert got.cost.engine.forced_replicas == 3
+    assert got.cost.serverless_monthly == pytest.approx(2 * GPU_MONTH * 3 / 4.2 + 3 * GPU_MONTH)
+    assert got.cost.dedicated_monthly == pytest.approx(4 * GPU_MONTH)
+    # 4 <= (1 - 0.15) x 4.43: the evidence favours GPUs from now on.
+    assert got.above_since == NOW
+
+
+# ------------------------------------------------------------------------------ properties
+
+
+@given(
+    st.floats(0.0, 6.0),
+    st.floats(0.0, 6.0),
+    st.floats(0.0, 6.0),
+    st.integers(0, 3),
+    st.integers(1, 16),
+)
+def test_spend_never_exceeds_decision_cost_and_shares_add_up(
+    mine: float, extra_peak: float, others: float, min_replicas: int, max_replicas: int
+) -> None:
+    share = engine(others=others, min_replicas=min_replicas, max_replicas=max_replicas)
+    got = spend(share, mine, mine + extra_peak)
+    assert 0.0 <= got.token_share <= 1.0
+    assert 0.0 <= got.spend_monthly <= got.decision_monthly + 1e-6
+    assert got.fleet_replicas >= got.forced_replicas >= 0
+
+
+@given(st.floats(0.0, 29.99), st.floats(0.0, 5.0), st.sampled_from([S, D, H]))
+def test_no_flapping_a_move_is_never_followed_by_another_within_the_dwell(
+    minutes_since_move: float, load: float, current: DeploymentMode
+) -> None:
+    """After a promotion (or demotion) the plan sets placementSince to the move's completion;
+    whatever the load then, placement never moves again before minDwell (30 min)."""
+    got = placement.decide(
+        inputs(
+            current_mode=current,
+            traffic=traffic(load),
+            placement_since=NOW - timedelta(minutes=minutes_since_move),
+            above_since=NOW - timedelta(hours=1),
+            below_since=NOW - timedelta(hours=1),
+        ),
+        NOW,
+    )
+    assert not got.move
+
+
+@given(st.floats(0.0, 5.0), st.floats(0.0, 3.0))
+def test_promotion_then_demotion_needs_the_evidence_to_reverse(load: float, others: float) -> None:
+    """With unchanged traffic, the evidence that promoted a tenant cannot also favour demoting
+    it: a demotion needs the engine cheaper by the margin, a promotion needed it dearer."""
+    on_engine = placement.decide(
+        inputs(traffic=traffic(load), engine=engine(others=others), above_since=PLACED), NOW
+    )
+    if not on_engine.move:
+        return
+    back = placement.decide(
+        inputs(
+            current_mode=on_engine.mode,
+            traffic=traffic(load),
+            engine=engine(others=others),
+            below_since=PLACED,
+        ),
+        NOW,
+    )
+    assert not back.move
