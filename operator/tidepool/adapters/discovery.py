@@ -10,10 +10,14 @@ pure and tested without a cluster.
 
 A LoRA tenant whose ``status.engine`` names a SharedEngine is served by that fleet's pods
 (label ``tidepool.dev/shared-engine``) under its adapter name: its route says so
-(:attr:`ModelRoute.engine`, :attr:`ModelRoute.upstream_model`), and each fleet pod carries the
-adapters the operator's record (``SharedEngine.status.adapters``) places on it
-(:attr:`Endpoint.adapters`, :func:`adapter_holders`), so the picker can prefer a replica that
-holds the adapter.
+(:attr:`ModelRoute.engine`, :attr:`ModelRoute.adapter`), and each fleet pod carries the adapters
+the operator's record (``SharedEngine.status.adapters[].replicas``) says it holds
+(:attr:`Endpoint.adapters`, :func:`adapter_holders`), so the picker sends a tenant's requests only
+to replicas that hold its adapter.
+
+The fleets run in the operator's namespace. A gateway that watches one namespace
+(``--namespace``) watches the fleet pods of ``fleet_namespace`` beside it, or it would route no
+LoRA tenant at all.
 
 Must not: decide routing (which pool is routable, hybrid spill: that is ``tidepool.gateway``),
 poll, or block the gateway's event loop (the kubernetes client is synchronous, so the watches
@@ -27,19 +31,20 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import types
-from tidepool.policy import shared_engine
 
 log = logging.getLogger(__name__)
 
 PLURAL: Final = "inferencedeployments"
 SHARED_ENGINE_PLURAL: Final = "sharedengines"
 ENGINE_SELECTOR: Final = f"{labels.COMPONENT}={labels.COMPONENT_ENGINE}"
+#: The engine pods of every SharedEngine fleet (the label's existence is the selector).
+FLEET_SELECTOR: Final = f"{ENGINE_SELECTOR},{labels.SHARED_ENGINE}"
 DEFAULT_ENGINE_PORT: Final = 8000
 #: Named container port the engine serves OpenAI on (falls back to DEFAULT_ENGINE_PORT).
 ENGINE_PORT_NAME: Final = "http"
@@ -101,6 +106,9 @@ class ModelRoute:
     not ``served_model``: the gateway rewrites requests to it and responses back from it."""
     engine: str | None = None
     """The SharedEngine whose fleet serves this tenant (``status.engine``); None: its own pods."""
+    adapter: str | None = None
+    """The tenant's LoRA adapter (``spec.model.adapter.name``), whether or not it is also the
+    served name: what a fleet replica must hold to serve the tenant."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -216,41 +224,25 @@ def model_from_inference_deployment(obj: Mapping[str, Any]) -> ModelRoute:
         pools=pools,
         upstream_model=upstream,
         engine=str(engine) if engine else None,
+        adapter=str(adapter) if adapter else None,
     )
 
 
-def adapter_slots(engine: Mapping[str, Any]) -> int:
-    """:func:`tidepool.policy.shared_engine.adapter_slots` read leniently off the API JSON (a spec
-    field this gateway does not know must not cost the affinity): ``maxCpuLoras``, else
-    ``maxLoras``, else LoraSpec's default."""
-    lora = _map(_map(engine.get("spec")).get("lora"))
-    for field_name in ("maxCpuLoras", "maxLoras"):
-        value = lora.get(field_name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-    return types.LoraSpec().max_loras
+def adapter_holders(engine: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Pod name -> the adapters the operator's record says that fleet replica holds.
 
-
-def adapter_holders(engine: Mapping[str, Any], ready_pods: Iterable[str]) -> dict[str, set[str]]:
-    """Pod name -> the adapters the operator's record places on that ready fleet replica.
-
-    ``status.adapters`` lists every tenant of the fleet with how many replicas hold its adapter
-    (a count, not pods), so the pods come from the operator's own placement rule,
-    :func:`tidepool.policy.shared_engine.place_adapters`, over the same inputs: the tenants in
-    ``namespace/name`` order, the ready replicas in name order and the fleet's adapter slots. An
-    adapter counted on no replica yet is placed nowhere (the picker has nothing to prefer). E.g.
-    two tenants within the slots, both loaded, two ready pods: both adapters on both pods.
+    ``status.adapters[].replicas`` names the pods on which the operator loaded each adapter
+    (vLLM said so in ``/v1/models``); a pod it does not name has not got the adapter, or is
+    about to lose it. E.g. ``support-bot`` on ``[p0, p1]`` and ``sql-bot`` on ``[p1]``:
+    ``{p0: {support-bot}, p1: {support-bot, sql-bot}}``.
     """
-    record = [_map(a) for a in _list(_map(engine.get("status")).get("adapters"))]
-    tenants = sorted({str(a.get("tenant", "")) for a in record})
-    placement = shared_engine.place_adapters(tenants, sorted(ready_pods), adapter_slots(engine))
     held: dict[str, set[str]] = {}
-    for a in record:
-        loaded, name = a.get("loadedReplicas"), a.get("name")
-        if not name or not isinstance(loaded, int) or loaded < 1:
+    for a in _list(_map(engine.get("status")).get("adapters")):
+        name = _map(a).get("name")
+        if not name:
             continue
-        for pod in placement.get(str(a.get("tenant", "")), ()):
-            held.setdefault(pod, set()).add(str(name))
+        for pod in _list(_map(a).get("replicas")):
+            held.setdefault(str(pod), set()).add(str(name))
     return held
 
 
@@ -261,16 +253,12 @@ def build_snapshot(
 ) -> RoutingSnapshot:
     """Snapshot from the caches (keyed ``namespace/name``; SharedEngines, cluster-scoped, by
     ``/name``), sorted so equal state is equal. A fleet pod gets the adapters its SharedEngine's
-    record places on it (:func:`adapter_holders`)."""
+    record says it holds (:func:`adapter_holders`)."""
     found = [e for e in (endpoint_from_pod(p) for p in pods.values()) if e is not None]
-    fleets: dict[str, list[str]] = {}
-    for e in found:
-        if e.engine:
-            fleets.setdefault(e.engine, []).append(e.pod)
     held: dict[tuple[str, str], set[str]] = {}
     for obj in (engines or {}).values():
         label = names.shared_engine_label(str(_map(obj.get("metadata")).get("name", "")))
-        for pod, adapters in adapter_holders(obj, fleets.get(label, ())).items():
+        for pod, adapters in adapter_holders(obj).items():
             held[(label, pod)] = adapters
     endpoints = sorted(
         (
@@ -314,15 +302,24 @@ class KubeDiscovery:
     still route every tenant.
     """
 
-    def __init__(self, api_client: Any, namespace: str | None) -> None:
+    def __init__(
+        self, api_client: Any, namespace: str | None, fleet_namespace: str | None = None
+    ) -> None:
+        """``namespace`` None: every namespace. ``fleet_namespace``: where the operator runs the
+        SharedEngine fleets; watched beside ``namespace`` when that is another one."""
         self._api_client = api_client
         self._namespace = namespace
+        elsewhere = namespace and fleet_namespace and fleet_namespace != namespace
+        self._fleet_namespace = fleet_namespace if elsewhere else None
         self._lock = threading.Lock()
         self._pods: dict[str, Mapping[str, Any]] = {}
+        self._fleet_pods: dict[str, Mapping[str, Any]] = {}
         self._deployments: dict[str, Mapping[str, Any]] = {}
         self._engines: dict[str, Mapping[str, Any]] = {}
         self._synced = {"pods": False, "deployments": False}
         """Kinds the first snapshot waits for (see the class docstring for why not engines)."""
+        if self._fleet_namespace is not None:
+            self._synced["fleet-pods"] = False
         self._stop = threading.Event()
         self._watches: list[Any] = []  # kubernetes.watch.Watch (untyped)
         self._threads: list[threading.Thread] = []
@@ -347,11 +344,23 @@ class KubeDiscovery:
             infd_args = (group, version, PLURAL)
         engines_fn = custom.list_cluster_custom_object  # SharedEngine is cluster-scoped
         engines_args = (group, version, SHARED_ENGINE_PLURAL)
-        specs = [
+        specs: list[
+            tuple[str, dict[str, Mapping[str, Any]], Callable[..., Any], tuple[Any, ...], Any]
+        ] = [
             ("pods", self._pods, pods_fn, pods_args, {"label_selector": ENGINE_SELECTOR}),
             ("deployments", self._deployments, infd_fn, infd_args, {}),
             ("engines", self._engines, engines_fn, engines_args, {}),
         ]
+        if self._fleet_namespace is not None:
+            specs.append(
+                (
+                    "fleet-pods",
+                    self._fleet_pods,
+                    core.list_namespaced_pod,
+                    (self._fleet_namespace,),
+                    {"label_selector": FLEET_SELECTOR},
+                )
+            )
         for kind, cache, fn, args, kwargs in specs:
             thread = threading.Thread(
                 target=self._run,
@@ -441,6 +450,7 @@ class KubeDiscovery:
         with self._lock:
             if not all(self._synced.values()):
                 return
-            snapshot = build_snapshot(self._pods, self._deployments, self._engines)
+            pods = {**self._pods, **self._fleet_pods}
+            snapshot = build_snapshot(pods, self._deployments, self._engines)
         if self._on_change is not None:
             self._on_change(snapshot)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+from typing import Final
 
 from aiohttp import web
 
@@ -24,6 +26,11 @@ from tidepool.gateway import auth, proxy, static
 from tidepool.gateway import wake as wakes
 
 log = logging.getLogger(__name__)
+
+#: The operator runs SharedEngine fleets in its own namespace, which the chart passes to both
+#: programs as POD_NAMESPACE (``tidepool.handlers.shared_engine``); "default" without it, as there.
+POD_NAMESPACE_ENV: Final = "POD_NAMESPACE"
+DEFAULT_FLEET_NAMESPACE: Final = "default"
 
 
 def _bytes(text: str) -> int:
@@ -45,6 +52,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--namespace", default=None, help="watch only this namespace")
     scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--shared-engine-namespace",
+        default=os.environ.get(POD_NAMESPACE_ENV) or DEFAULT_FLEET_NAMESPACE,
+        help="where the operator runs SharedEngine fleets, watched beside --namespace"
+        " (default: $POD_NAMESPACE, else default)",
+    )
     parser.add_argument("--queue-size", type=int, default=100, help="held requests per model")
     parser.add_argument("--queue-timeout", type=seconds_flag, default=120.0, help="e.g. 120s, 5m")
     parser.add_argument("--drain-timeout", type=seconds_flag, default=900.0, help="on SIGTERM")
@@ -98,7 +111,8 @@ def build(args: argparse.Namespace) -> web.Application:
     else:
         api = discovery.make_api_client(args.kubeconfig)
         namespace = None if args.all_namespaces else args.namespace
-        source, waker = discovery.KubeDiscovery(api, namespace), wake.KubeWaker(api)
+        source = discovery.KubeDiscovery(api, namespace, args.shared_engine_namespace)
+        waker = wake.KubeWaker(api)
     return proxy.create_app(config, source, waker)
 
 

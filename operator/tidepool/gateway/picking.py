@@ -11,12 +11,14 @@ Role: a pure function of the model's backends and the current in-flight counts. 
 E.g. hybrid, cap 2, primaries A=2 B=1 in flight, overflow C=5: B (under cap). With A=2 B=2:
 C, although it has more in flight, because the primaries are full.
 
-Adapter affinity: for a LoRA tenant (``route.upstream_model``), within each step the replicas
-that already hold its adapter (``endpoint.adapters``) come first, least in flight among them;
-only when none does is it least outstanding over all. Why: a replica without the adapter must
-load it (vLLM's ``/v1/load_lora_adapter`` path: from disk into CPU memory, then into one of its
-``--max-loras`` GPU slots, evicting another tenant's) before the first token. E.g. adapter
-``bot`` held by A (3 in flight) but not B (0): A.
+Adapter affinity: for a LoRA tenant (``route.adapter``), within each step only the replicas
+that hold its adapter (``endpoint.adapters``, the operator's record) are candidates, least in
+flight among them. A SharedEngine replica without the adapter cannot serve it at all (vLLM
+answers 404 for an adapter it has not loaded), so when no fleet replica holds it the request is
+held, as when nothing is ready, until the operator has loaded it: a new replica gets its
+adapters before their traffic. A tenant's own replicas load their adapter at start
+(``--lora-modules``), carry no record, and are all candidates. E.g. adapter ``bot`` held by fleet
+replica A (3 in flight) but not B (0): A; held by neither: hold.
 
 Must not: mutate counts, do I/O, read the clock, or import ``kubernetes``/``aiohttp``.
 """
@@ -65,11 +67,11 @@ def least_outstanding(
 
 
 def holding(backends: Sequence[routing.Backend], adapter: str | None) -> list[routing.Backend]:
-    """The backends that hold ``adapter``, or all of them when none does (or no adapter)."""
+    """The backends that can serve ``adapter``: a fleet replica only if the record says it
+    holds it, a tenant's own replica always (all of them when there is no adapter)."""
     if adapter is None:
         return list(backends)
-    held = [b for b in backends if adapter in b.endpoint.adapters]
-    return held or list(backends)
+    return [b for b in backends if not b.endpoint.engine or adapter in b.endpoint.adapters]
 
 
 def choose(
@@ -80,16 +82,18 @@ def choose(
     exclude: frozenset[str] = frozenset(),
 ) -> Decision:
     """Pick a backend or say why the request must be held (see the module docstring)."""
-    backends = [b for b in (target.backends if target else ()) if b.endpoint.key not in exclude]
+    adapter = target.route.adapter if target else None
+    backends = holding(
+        [b for b in (target.backends if target else ()) if b.endpoint.key not in exclude], adapter
+    )
     primaries = [b for b in backends if b.tier is routing.Tier.PRIMARY]
     open_primaries = [
         b for b in primaries if b.cap is None or inflight.get(b.endpoint.key, 0) < b.cap
     ]
-    adapter = target.route.upstream_model if target else None
-    best = least_outstanding(holding(open_primaries, adapter), inflight, rotation)
+    best = least_outstanding(open_primaries, inflight, rotation)
     if best is None:
         overflow = [b for b in backends if b.tier is routing.Tier.OVERFLOW]
-        best = least_outstanding(holding(overflow, adapter), inflight, rotation)
+        best = least_outstanding(overflow, inflight, rotation)
     if best is not None:
         return Pick(best)
     return Hold(HoldReason.OVERFLOW_PENDING if primaries else HoldReason.NO_REPLICA)

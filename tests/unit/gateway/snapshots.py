@@ -17,7 +17,9 @@ def route(
     routable: tuple[str, ...] = (),
     upstream: str | None = None,
     engine: str | None = None,
+    adapter: str | None = None,
 ) -> discovery.ModelRoute:
+    """``adapter`` defaults to ``upstream``: a tenant served under its adapter's name."""
     return discovery.ModelRoute(
         namespace=namespace,
         name=name,
@@ -29,6 +31,7 @@ def route(
         pools=tuple(discovery.PoolRole(n, t, r) for n, t, r in pools),
         upstream_model=upstream,
         engine=engine,
+        adapter=adapter or upstream,
     )
 
 

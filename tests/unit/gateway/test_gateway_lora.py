@@ -32,7 +32,11 @@ KEYS = auth.KeyRing.parse(
 )
 
 
-def _pod(name, server, adapters=()):
+#: Both tenants' adapters: what the operator's record says a replica holds once it has loaded them.
+BOTH = ("support-bot", "sql-bot")
+
+
+def _pod(name, server, adapters=BOTH):
     return endpoint(
         name, namespace="tidepool-system", deployment="", pool="shared-a100", port=server.port,
         engine=FLEET, adapters=adapters,
@@ -175,7 +179,7 @@ async def test_rate_limit_and_metering_are_per_tenant_on_a_shared_fleet(engines,
 
 async def test_requests_go_to_the_replica_holding_the_adapter(engines, gateway):
     cold, warm = await _fleet(engines, 2)
-    pods = (_pod("sheng-0", cold), _pod("sheng-1", warm, ("support-bot",)))
+    pods = (_pod("sheng-0", cold, ()), _pod("sheng-1", warm, ("support-bot",)))
     gw = await gateway(FakeDiscovery(snapshot((A,), pods)))
     async with aiohttp.ClientSession() as s:
         got = [await _post(s, gw, {"model": "bot-chat", "prompt": "x", "max_tokens": 1})]
@@ -203,6 +207,20 @@ def test_fleet_pods_serve_every_tenant_of_the_fleet_and_nobody_else():
 
 
 # ---- wake ----------------------------------------------------------------------------------
+
+
+async def test_a_request_waits_until_a_ready_replica_holds_its_adapter(engines, gateway):
+    (e,) = await _fleet(engines)
+    source = FakeDiscovery(snapshot((A, B), (_pod("sheng-0", e, ()),)))
+    gw = await gateway(source, FakeWaker(), queue_timeout=10.0)
+    async with aiohttp.ClientSession() as s:
+        pending = asyncio.create_task(_post(s, gw, {"model": "bot-chat", "prompt": "x"}))
+        await asyncio.sleep(0.2)
+        # Ready, but not holding the adapter yet: sending it there would be vLLM's 404.
+        assert not pending.done()
+        source.publish(snapshot((A, B), (_pod("sheng-0", e, ("support-bot",)),)))
+        status, _, raw = await pending
+    assert (status, json.loads(raw)["model"]) == (200, "bot-chat")
 
 
 async def test_held_request_wakes_the_tenant_and_runs_when_the_fleet_is_up(engines, gateway):
@@ -236,19 +254,30 @@ def _infd(adapter=None, engine=None, served="bot-chat"):
 
 
 @pytest.mark.parametrize(
-    ("obj", "upstream", "engine"),
+    ("obj", "upstream", "engine", "adapter"),
     [
-        pytest.param(_infd(), None, None, id="no-adapter"),
-        pytest.param(_infd("support-bot", FLEET), "support-bot", FLEET, id="on-shared-engine"),
-        pytest.param(_infd("support-bot", ""), "support-bot", None, id="adapter-on-own-replicas"),
+        pytest.param(_infd(), None, None, None, id="no-adapter"),
         pytest.param(
-            _infd("bot-chat", FLEET, served="bot-chat"), None, FLEET, id="adapter-is-served-name"
+            _infd("support-bot", FLEET), "support-bot", FLEET, "support-bot", id="on-shared-engine"
+        ),
+        pytest.param(
+            _infd("support-bot", ""), "support-bot", None, "support-bot",
+            id="adapter-on-own-replicas",
+        ),
+        pytest.param(
+            _infd("bot-chat", FLEET, served="bot-chat"), None, FLEET, "bot-chat",
+            id="adapter-is-served-name-no-rewrite-but-affinity",
         ),
     ],
-)
-def test_route_from_inference_deployment(obj, upstream, engine):
+)  # fmt: skip
+def test_route_from_inference_deployment(obj, upstream, engine, adapter):
     r = discovery.model_from_inference_deployment(obj)
-    assert (r.served_model, r.upstream_model, r.engine) == ("bot-chat", upstream, engine)
+    assert (r.served_model, r.upstream_model, r.engine, r.adapter) == (
+        "bot-chat",
+        upstream,
+        engine,
+        adapter,
+    )
 
 
 def _engine_pod(name="sheng-llama-8b-abc", engine_label=FLEET):
@@ -281,18 +310,24 @@ def test_engine_pod_owner(owner, expected):
     assert (None if e is None else (e.deployment, e.engine)) == expected
 
 
-def _shared_engine(adapters, lora=None, name=FLEET):
-    """A SharedEngine as the API serves it; ``adapters``: (name, tenant, loadedReplicas)."""
+def _shared_engine(adapters, name=FLEET):
+    """A SharedEngine as the API serves it; ``adapters``: (name, tenant, pods holding it)."""
     return {
         "metadata": {"name": name},
-        "spec": {"model": {"name": BASE}, "pool": "shared-a100", "lora": lora or {}},
+        "spec": {"model": {"name": BASE}, "pool": "shared-a100"},
         "status": {
-            "adapters": [{"name": n, "tenant": t, "loadedReplicas": k} for n, t, k in adapters],
+            "adapters": [
+                {"name": n, "tenant": t, "loadedReplicas": len(pods), "replicas": pods}
+                for n, t, pods in adapters
+            ],
         },
     }
 
 
-BOTH_LOADED = [("support-bot", "team-a/bot", 2), ("sql-bot", "team-b/sql", 1)]
+BOTH_LOADED = [
+    ("support-bot", "team-a/bot", ["sheng-0", "sheng-1"]),
+    ("sql-bot", "team-b/sql", ["sheng-1"]),
+]
 
 
 @pytest.mark.parametrize(
@@ -301,23 +336,18 @@ BOTH_LOADED = [("support-bot", "team-a/bot", 2), ("sql-bot", "team-b/sql", 1)]
         pytest.param({}, [set(), set()], id="no-record-yet"),
         pytest.param(
             {"/e": _shared_engine(BOTH_LOADED)},
-            [{"support-bot", "sql-bot"}] * 2,
-            id="tenants-within-slots-on-every-replica",
+            [{"support-bot"}, {"support-bot", "sql-bot"}],
+            id="each-pod-holds-what-the-record-names-on-it",
         ),
         pytest.param(
-            {"/e": _shared_engine(BOTH_LOADED, {"maxLoras": 1})},
-            [{"support-bot"}, {"sql-bot"}],
-            id="more-tenants-than-slots-spread-as-the-operator-places-them",
-        ),
-        pytest.param(
-            {"/e": _shared_engine(BOTH_LOADED, {"maxLoras": 1, "maxCpuLoras": 2})},
-            [{"support-bot", "sql-bot"}] * 2,
-            id="cpu-slots-count",
-        ),
-        pytest.param(
-            {"/e": _shared_engine([("support-bot", "team-a/bot", 0), BOTH_LOADED[1]])},
-            [{"sql-bot"}] * 2,
+            {"/e": _shared_engine([("support-bot", "team-a/bot", []), BOTH_LOADED[1]])},
+            [set(), {"sql-bot"}],
             id="loaded-nowhere-yet",
+        ),
+        pytest.param(
+            {"/e": _shared_engine([("support-bot", "team-a/bot", ["sheng-9"])])},
+            [set(), set()],
+            id="a-pod-that-is-gone-holds-nothing-here",
         ),
         pytest.param(
             {"/e": _shared_engine(BOTH_LOADED, name="qwen-7b")},
@@ -326,7 +356,7 @@ BOTH_LOADED = [("support-bot", "team-a/bot", 2), ("sql-bot", "team-b/sql", 1)]
         ),
     ],
 )
-def test_build_snapshot_places_adapters_on_fleet_pods(engines, held):
+def test_build_snapshot_gives_fleet_pods_their_recorded_adapters(engines, held):
     pods = {f"p{i}": _engine_pod(f"sheng-{i}") for i in range(2)}
     snap = discovery.build_snapshot(pods, {"i": _infd("support-bot", FLEET)}, engines)
     assert [(e.pod, e.engine, e.deployment, set(e.adapters)) for e in snap.endpoints] == [

@@ -6,13 +6,14 @@ from snapshots import HYBRID_POOLS, endpoint, route
 from tidepool.gateway import picking, routing
 
 
-def _pod(name, pool, held=()):
-    return endpoint(name, pool=pool, adapters=held)
+def _pod(name, pool, held=(), engine=""):
+    return endpoint(name, pool=pool, adapters=held, engine=engine)
 
 
 def _target(model, pods):
-    """``pods``: (name, pool) or (name, pool, adapters the replica holds)."""
-    backends = [routing.classify(model, _pod(*p)) for p in pods]
+    """``pods``: (name, pool) or (name, pool, adapters the replica holds); pods of a fleet
+    route are that SharedEngine's replicas."""
+    backends = [routing.classify(model, _pod(*p, engine=model.engine or "")) for p in pods]
     return routing.ModelTarget(model, tuple(b for b in backends if b is not None))
 
 
@@ -20,6 +21,8 @@ HYB = route(hybrid=True, cap=2, pools=HYBRID_POOLS)
 PLAIN = route()
 #: A LoRA tenant served by the fleet of SharedEngine "llama-8b" as adapter "bot".
 LORA = route("bot", served="bot-chat", upstream="bot", engine="llama-8b")
+#: The same tenant on replicas of its own (promoted): they load "bot" at start.
+OWN_LORA = route("bot", served="bot-chat", upstream="bot")
 BOT = ("bot",)
 
 
@@ -72,8 +75,12 @@ BOT = ("bot",)
             {"default/a": 2, "default/b": 1}, "b", id="least-outstanding-among-adapter-holders",
         ),
         pytest.param(
-            LORA, [("a", "shared", ("sql",)), ("b", "shared")], {"default/b": 1}, "a",
-            id="nobody-holds-the-adapter-least-outstanding",
+            LORA, [("a", "shared", ("sql",)), ("b", "shared")], {"default/b": 1},
+            picking.HoldReason.NO_REPLICA, id="no-fleet-replica-holds-the-adapter-holds",
+        ),
+        pytest.param(
+            OWN_LORA, [("a", "shared"), ("b", "shared")], {"default/a": 1}, "b",
+            id="own-replicas-of-a-lora-tenant-all-serve-it",
         ),
         pytest.param(
             PLAIN, [("a", "shared"), ("b", "shared", BOT)], {"default/b": 1}, "a",
@@ -97,11 +104,22 @@ def test_ties_rotate_so_idle_replicas_share_a_trickle():
     assert picks == {"a", "b"}
 
 
-def test_excluded_adapter_holder_falls_back_to_another_replica():
-    target = _target(LORA, [("a", "shared"), ("b", "shared", BOT)])
-    decision = picking.choose(target, {}, exclude=frozenset({"default/b"}))
-    assert isinstance(decision, picking.Pick)
-    assert decision.backend.endpoint.pod == "a"
+@pytest.mark.parametrize(
+    ("pods", "expected"),
+    [
+        pytest.param([("a", "shared", BOT), ("b", "shared", BOT)], "a", id="another-holder"),
+        pytest.param(
+            [("a", "shared"), ("b", "shared", BOT)], None, id="no-other-holder-holds-the-request"
+        ),
+    ],
+)
+def test_an_excluded_adapter_holder(pods, expected):
+    decision = picking.choose(_target(LORA, pods), {}, exclude=frozenset({"default/b"}))
+    if expected is None:
+        assert decision == picking.Hold(picking.HoldReason.NO_REPLICA)
+    else:
+        assert isinstance(decision, picking.Pick)
+        assert decision.backend.endpoint.pod == expected
 
 
 def test_excluded_backend_is_not_picked():
