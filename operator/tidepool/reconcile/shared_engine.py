@@ -7,10 +7,22 @@ a timer, and when a tenant with an adapter changes.
    each ready pod the adapters it serves and its queue (vLLM's ``GET /v1/models`` and
    ``/metrics``); every InferenceDeployment, and for the engine's tenants what the gateway holds;
 2. **plan**: :func:`tidepool.policy.shared_engine.plan_shared_engine`, pure;
-3. **actuate**: apply the engine Deployment and Service, then unload and load adapters through
-   vLLM's runtime endpoints (``/v1/unload_lora_adapter``, ``/v1/load_lora_adapter``); a failed
+3. **actuate**: apply the engine Deployment and Service, then load and unload adapters through
+   vLLM's runtime endpoints (``/v1/load_lora_adapter``, ``/v1/unload_lora_adapter``); a failed
    load is remembered for its tenant in :class:`SharedEngineCache`, and the plan runs once more on
    what the loads left, so the status written describes the fleet after this sync, not before.
+
+Make-before-break for adapters: the gateway sends a tenant only to the pods the engine's record
+(``status.adapters[].replicas``) names. So an adapter is unloaded from a pod only once a record
+written earlier no longer names that pod for it; until then the unload waits a sync (about a
+second), during which the gateway has read the record that stopped sending it there.
+
+``status.lastWakeHandled`` of a tenant is written by this reconciler only when it has acted on a
+newer wake than the tenant's status shows, never copied back from a read: the InferenceDeployment's
+own daemon writes the whole status from its (possibly older) view too, and a value stepped back
+would make an old wake look new and wake the fleet again. The newest wake acted on per tenant is
+also kept in :class:`SharedEngineCache`, so a value stepped back by the other writer is neither
+acted on twice nor left standing.
 
 The ports here are this reconciler's own (:mod:`tidepool.reconcile.ports` is the
 InferenceDeployment's); the value types crossing them, such as :class:`EnginePodAddress`, belong
@@ -21,10 +33,10 @@ side ``adapters.lora.HttpLoraClient``.
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from tidepool.api import names
-from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
+from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, LoadedAdapter, SharedEngine
 from tidepool.policy import autoscale
 from tidepool.policy import shared_engine as planning
 from tidepool.policy.plan import Event, History, ObservedDeployment
@@ -79,6 +91,11 @@ class SharedEngineCache:
     history: tuple[autoscale.Recommendation, ...] = ()
     load_errors: dict[str, str] = field(default_factory=dict)
     """Tenant key -> the engine's message from the last failed load (cleared by a success)."""
+    wakes_handled: dict[str, str] = field(default_factory=dict)
+    """Tenant key -> the newest wake (``wake-requested-at`` value) this process has acted on."""
+    record: frozenset[tuple[str, str]] = frozenset()
+    """(pod, adapter) pairs the last engine status this process wrote names: with the status
+    read, what the gateway may still be routing on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +121,8 @@ def sync_shared_engine(
 
     ``namespace``: where the operator runs shared fleets (a SharedEngine is cluster-scoped).
     """
-    every = kube.inference_deployments()
+    read = kube.inference_deployments()
+    every = [with_newest_wake(t, cache) for t in read]
     tenants = [t for t in every if planning.serves(engine, t)]
     observed = observe(
         engine,
@@ -128,19 +146,78 @@ def sync_shared_engine(
             )
         )
         kube.apply(render.shared_engine_service(engine, namespace=namespace))
-        if result.loads or result.unloads:
-            after = actuate_adapters(result, observed, lora=lora, cache=cache)
+        routed = cache.record | recorded(engine.status.adapters)
+        unloads = tuple(op for op in result.unloads if (op.pod, op.adapter) not in routed)
+        waiting = len(unloads) < len(result.unloads)
+        if result.loads or unloads:
+            now_result = dataclasses.replace(result, unloads=unloads)
+            after = actuate_adapters(now_result, observed, lora=lora, cache=cache)
             final = planning.plan_shared_engine(engine, every, after, history, now)
     status = final.status.model_dump(mode="json", by_alias=True)
     kube.patch_shared_engine_status(engine.name, status)
+    cache.record = recorded(final.status.adapters)
+    was = {planning.tenant_key(t): t for t in read}
     for update in final.tenants:
-        kube.patch_tenant_status(update.namespace, update.name, tenant_status(update))
+        if update.last_wake_handled is not None:
+            cache.wakes_handled[update.key] = (
+                newest(cache.wakes_handled.get(update.key), update.last_wake_handled)
+                or update.last_wake_handled
+            )
+        patch = tenant_status(update, was.get(update.key))
+        if patch:
+            kube.patch_tenant_status(update.namespace, update.name, patch)
+    requeue = final.requeue_after
+    if waiting:
+        requeue = min(requeue, UNLOAD_AFTER_RECORD)
     return SharedSyncResult(
         status=status,
         events=result.events,
-        requeue_after=final.requeue_after,
+        requeue_after=requeue,
         tenant_updates=final.tenants,
     )
+
+
+#: How soon an unload held back for the gateway to read the new record is retried.
+UNLOAD_AFTER_RECORD: Final = timedelta(seconds=1)
+
+
+def recorded(adapters: list[LoadedAdapter]) -> frozenset[tuple[str, str]]:
+    """The (pod, adapter) pairs an engine status names: where the gateway routes each adapter."""
+    return frozenset((pod, a.name) for a in adapters for pod in a.replicas)
+
+
+def _instant(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def newest(a: str | None, b: str | None) -> str | None:
+    """The later of two wake timestamps (RFC 3339, as the gateway writes them); ``b`` when
+    either does not parse (a hand-written annotation), so a new value is never ignored."""
+    ta, tb = _instant(a), _instant(b)
+    if ta is None or tb is None:
+        return b or a
+    return a if ta > tb else b
+
+
+def with_newest_wake(infd: InferenceDeployment, cache: SharedEngineCache) -> InferenceDeployment:
+    """``infd`` with ``status.lastWakeHandled`` at least the newest wake acted on for it here.
+
+    E.g. the fleet woke for ``10:00:05.000Z``; the tenant's own daemon then wrote its whole
+    status from a view still showing ``10:00:01.000Z``: the plan sees ``10:00:05.000Z``, so the
+    annotation (``10:00:05.000Z``) is no pending wake, and the value is written forward again.
+    """
+    cached = cache.wakes_handled.get(planning.tenant_key(infd))
+    current = infd.status.last_wake_handled
+    best = newest(current, cached) if cached else current
+    if best == current:
+        return infd
+    status = infd.status.model_copy(update={"last_wake_handled": best})
+    return infd.model_copy(update={"status": status})
 
 
 def observe(
@@ -206,11 +283,12 @@ def actuate_adapters(
     lora: LoraClient,
     cache: SharedEngineCache,
 ) -> planning.SharedObserved:
-    """Unload, then load (freeing slots first); return what the fleet holds afterwards."""
+    """Load, then unload (make before break); return what the fleet holds afterwards.
+
+    vLLM takes a load beyond ``--max-cpu-loras`` (it evicts the least recently used adapter
+    from CPU memory, which stays servable), so a load never waits for an unload.
+    """
     loaded = {p.name: set(p.loaded or ()) for p in observed.pods}
-    for op in result.unloads:
-        if lora.unload(op.endpoint, op.adapter) is None:
-            loaded[op.pod].discard(op.adapter)
     failed: dict[str, str] = {}
     succeeded: set[str] = set()
     for op in result.loads:
@@ -221,6 +299,9 @@ def actuate_adapters(
             succeeded.add(op.tenant)
         else:
             failed.setdefault(op.tenant, f"replica {op.pod}: {error}")
+    for op in result.unloads:
+        if lora.unload(op.endpoint, op.adapter) is None:
+            loaded[op.pod].discard(op.adapter)
     for tenant in succeeded - set(failed):
         cache.load_errors.pop(tenant, None)
     cache.load_errors.update(failed)
@@ -231,10 +312,25 @@ def actuate_adapters(
     return dataclasses.replace(observed, pods=pods, load_errors=dict(cache.load_errors))
 
 
-def tenant_status(update: planning.TenantUpdate) -> JSON:
-    """The merge patch of a tenant's status: only the fields the SharedEngine owns."""
-    return {
-        "engine": update.engine,
-        "conditions": [c.model_dump(mode="json", by_alias=True) for c in update.conditions],
-        "lastWakeHandled": update.last_wake_handled,
-    }
+def tenant_status(update: planning.TenantUpdate, was: InferenceDeployment | None = None) -> JSON:
+    """The merge patch of a tenant's status: only the fields the SharedEngine owns, and of those
+    only what differs from ``was`` (the tenant as read); empty when nothing does.
+
+    ``lastWakeHandled`` goes out only when it moves past what was read (see the module
+    docstring): a copy of the read value is what could step it back.
+    """
+    patch: JSON = {}
+    conditions = [c.model_dump(mode="json", by_alias=True) for c in update.conditions]
+    old = was.status if was is not None else None
+    if old is None or update.engine != (old.engine or ""):
+        patch["engine"] = update.engine
+    if old is None or conditions != [
+        c.model_dump(mode="json", by_alias=True) for c in old.conditions
+    ]:
+        patch["conditions"] = conditions
+    handled = update.last_wake_handled
+    if handled is not None and (
+        old is None or newest(old.last_wake_handled, handled) != (old.last_wake_handled)
+    ):
+        patch["lastWakeHandled"] = handled
+    return patch
