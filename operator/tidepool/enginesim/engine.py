@@ -29,6 +29,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Final
 
 _VOCAB: Final = (
@@ -36,6 +37,15 @@ _VOCAB: Final = (
     "waves", "come", "and", "go", "in", "the", "cold", "morning", "light", "a", "crab", "waits",
     "for", "the", "sea", "to", "return", "and", "carry", "it", "home",
 )  # fmt: skip
+
+
+class Residency(StrEnum):
+    """Where a request's adapter was when the request got its batch slot: already in a GPU slot
+    (no wait), in CPU memory (a swap-in first), or neither (loaded from disk, then swapped in)."""
+
+    GPU = "gpu"
+    CPU = "cpu"
+    DISK = "disk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +213,8 @@ class Engine:
         self._cpu: OrderedDict[str, None] = OrderedDict()
         self._gpu: OrderedDict[str, float] = OrderedDict()
         """Adapter name -> when its swap into the GPU slot is done (clock time)."""
+        self.admissions: Counter[tuple[str, str]] = Counter()
+        """(adapter, where it was when a request of it got its batch slot) -> requests."""
         for adapter in config.lora.modules if config.lora else ():
             self.register(adapter)
 
@@ -303,11 +315,15 @@ class Engine:
         """Put ``adapter`` in a GPU slot; seconds until it is usable there."""
         lora, now = self._lora(), self.clock()
         if adapter.name in self._gpu:
+            self.admissions[(adapter.name, Residency.GPU)] += 1
             self._gpu.move_to_end(adapter.name)
             self._cpu.move_to_end(adapter.name)
             return max(0.0, self._gpu[adapter.name] - now)
         delay = lora.swap_in_seconds
-        if adapter.name not in self._cpu:
+        if adapter.name in self._cpu:
+            self.admissions[(adapter.name, Residency.CPU)] += 1
+        else:
+            self.admissions[(adapter.name, Residency.DISK)] += 1
             delay += lora.load_seconds(adapter.rank)
         self._into_cpu(adapter.name)
         # Some GPU adapter is idle: at most max_loras adapters run, this one among them.

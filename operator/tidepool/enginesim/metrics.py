@@ -4,15 +4,20 @@ Role: the names, label sets and buckets vLLM exports, so that anything scraping 
 autoscaler's Prometheus queries, a LoRA-aware router) reads the simulator as it reads vLLM.
 
 Must not: use the global Prometheus registry (tests run several simulators in one process), or
-export a series vLLM does not (a name of our own would let a consumer depend on what no real
-engine sends).
+export a series vLLM does not under a ``vllm:`` name (a consumer could come to depend on what no
+real engine sends). The one series of the simulator's own, ``enginesim_lora_admissions_total``
+(where each request's adapter was when it got its batch slot), is what tests and benchmarks
+measure adapter affinity with; its prefix says no vLLM sends it, so nothing routes on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 _TTFT_BUCKETS: Final = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -32,8 +37,15 @@ class EngineMetrics:
     then exports no ``vllm:lora_requests_info``.
     """
 
-    def __init__(self, model: str, max_loras: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        max_loras: int | None = None,
+        admissions: Callable[[], Mapping[tuple[str, str], int]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        if admissions is not None:
+            self.registry.register(_Admissions(model, admissions))
         r, lbl = self.registry, ["model_name"]
 
         def gauge(name: str, documentation: str) -> Any:
@@ -100,3 +112,25 @@ class EngineMetrics:
             waiting_lora_adapters=",".join(waiting),
             running_lora_adapters=",".join(running),
         ).set_to_current_time()
+
+
+class _Admissions(Collector):
+    """``enginesim_lora_admissions_total{model_name,lora_name,resident}``, read from the engine's
+    own count at each scrape (so the engine knows no metrics library)."""
+
+    def __init__(self, model: str, counts: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        self._model, self._counts = model, counts
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        return iter(())  # unchecked: the series appear once adapters serve requests
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "enginesim_lora_admissions",
+            "Requests of each LoRA adapter by where the adapter was when the request got its"
+            " batch slot: gpu (in a GPU slot), cpu (swapped in from CPU memory), disk (loaded).",
+            labels=["model_name", "lora_name", "resident"],
+        )
+        for (name, where), n in sorted(self._counts().items()):
+            family.add_metric([self._model, name, str(where)], n)
+        yield family

@@ -74,7 +74,11 @@ class EngineSim:
     ) -> None:
         self.config = config
         self.engine = engine.Engine(config, clock)
-        self.metrics = EngineMetrics(config.model, config.lora.max_loras if config.lora else None)
+        self.metrics = EngineMetrics(
+            config.model,
+            config.lora.max_loras if config.lora else None,
+            (lambda: self.engine.admissions) if config.lora else None,
+        )
         self.clock = clock
         self.started = clock()
         self.draining = False

@@ -191,6 +191,17 @@ async def test_gpu_and_cpu_slots_swap_least_recently_used(steps):
         assert (e.gpu_adapters, e.cpu_adapters) == (gpu, cpu)
 
 
+async def test_admissions_count_where_each_requests_adapter_was():
+    """Same slots as above: a is on disk, b and c in CPU memory; one GPU slot."""
+    lora = engine.LoraConfig(max_cpu_loras=2, modules=(A8, B16, C8))
+    e = engine.Engine(engine.EngineConfig(model="m", lora=lora))
+    for adapter in (A8, A8, C8, A8, A8):
+        await e.acquire(adapter)
+        e.release(adapter)
+    gpu, cpu, disk = engine.Residency.GPU, engine.Residency.CPU, engine.Residency.DISK
+    assert e.admissions == {("a", disk): 1, ("a", gpu): 2, ("c", cpu): 1, ("a", cpu): 1}
+
+
 async def test_at_most_max_loras_adapters_run_and_others_go_past():
     """vLLM's scheduler skips a request whose adapter would be one too many; requests of
     running adapters and of the base model are scheduled past it."""

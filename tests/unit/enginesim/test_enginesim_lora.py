@@ -165,11 +165,29 @@ async def test_one_adapter_per_batch_makes_the_other_wait_and_metrics_say_so(sta
     }  # fmt: skip
 
 
+async def test_admissions_say_where_each_requests_adapter_was(start):
+    srv = await start(lora=RUNTIME)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):
+            assert (await _post(s, srv, "/v1/completions", _completion("sql")))[0] == 200
+        text = await _metrics(s, srv)
+    samples = {
+        (x.labels["lora_name"], x.labels["resident"]): x.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "enginesim_lora_admissions"
+        for x in f.samples
+        if x.name.endswith("_total")
+    }
+    # Loaded at start into CPU memory: the first request swaps it in, the others find it there.
+    assert samples == {("sql", "cpu"): 1.0, ("sql", "gpu"): 2.0}
+
+
 async def test_without_lora_there_is_no_lora_series(start):
     srv = await start()
     async with aiohttp.ClientSession() as s:
         text = await _metrics(s, srv)
     assert "vllm:lora_requests_info" not in text
+    assert "enginesim_lora_admissions" not in text
     assert "vllm:kv_cache_usage_perc" in text
 
 
