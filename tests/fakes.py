@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tidepool.api import labels
-from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment
+from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy.capacity import EngineThroughput
 from tidepool.policy.placement import Traffic
 from tidepool.policy.plan import ObservedDeployment, PodProblem
@@ -52,6 +52,9 @@ class FakeKube:
     problems: list[PodProblem] = field(default_factory=list)
     applies: list[JSON] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
+    engines: list[SharedEngine] = field(default_factory=list)
+    tenants: list[InferenceDeployment] = field(default_factory=list)
+    """What ``inference_deployments`` lists (the test keeps it current)."""
 
     # ---------------------------------------------------------------- KubePort
 
@@ -100,6 +103,12 @@ class FakeKube:
             self.objects.pop(("Deployment", namespace, name), None)
             self.ready.pop(name, None)
 
+    def shared_engines(self) -> list[SharedEngine]:
+        return sorted(self.engines, key=lambda e: e.name)
+
+    def inference_deployments(self) -> list[InferenceDeployment]:
+        return list(self.tenants)
+
     # ---------------------------------------------------------------- test controls
 
     def deployment(self, name: str, namespace: str = "default") -> JSON:
@@ -147,6 +156,11 @@ class FakeMetrics:
 
     def pool_inflight(self, *, namespace: str, name: str, pool: str, now: datetime) -> Signal:
         return self.inflight.get(pool, self.default_inflight)
+
+    def gateway_inflight(
+        self, *, namespace: str, served_model: str, pool: str, now: datetime
+    ) -> Signal:
+        return self.inflight.get(f"gateway/{pool}", self.default_inflight)
 
     def traffic(
         self,

@@ -6,7 +6,7 @@ idempotent (re-applying the same object is a no-op and bumps no generation).
 """
 
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -14,9 +14,11 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from tidepool.api import labels
-from tidepool.api.v1alpha1 import API_VERSION, GPUPool, InferenceDeployment
+from tidepool.api.v1alpha1 import API_VERSION, GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.shared_engine import EnginePodAddress
+
+_M = TypeVar("_M", InferenceDeployment, SharedEngine)
 
 JSON = dict[str, Any]
 TRANSIENT_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
@@ -215,10 +217,10 @@ class Kube:
 
     # ---------------------------------------------------------- SharedEngine fleets
 
-    def inference_deployments(self) -> list[InferenceDeployment]:
-        """Every InferenceDeployment in the cluster; one that does not validate is skipped (its
-        own reconcile reports it as InvalidSpec)."""
-        resource = self._dyn.resources.get(api_version=API_VERSION, kind="InferenceDeployment")
+    def _valid_objects(self, model: type[_M]) -> list[_M]:
+        """Every object of ``model``'s kind in the cluster; one that does not validate is skipped
+        (its own reconcile reports it as InvalidSpec)."""
+        resource = self._dyn.resources.get(api_version=API_VERSION, kind=model.KIND)
         try:
             items = resource.get().to_dict().get("items", [])
         except ApiException as exc:
@@ -226,10 +228,18 @@ class Kube:
         out = []
         for item in items:
             try:
-                out.append(InferenceDeployment.model_validate(item))
+                out.append(model.model_validate(item))
             except ValueError:
                 continue
         return out
+
+    def inference_deployments(self) -> list[InferenceDeployment]:
+        """Every valid InferenceDeployment in the cluster."""
+        return self._valid_objects(InferenceDeployment)
+
+    def shared_engines(self) -> list[SharedEngine]:
+        """Every valid SharedEngine (cluster-scoped), by name."""
+        return sorted(self._valid_objects(SharedEngine), key=lambda e: e.name)
 
     def shared_engine_deployment(self, namespace: str, name: str) -> ObservedDeployment | None:
         """A SharedEngine's engine Deployment, or None before it exists."""

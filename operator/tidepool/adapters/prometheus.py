@@ -115,6 +115,26 @@ class PrometheusMetrics:
             return NoData(unknown.reason)
         return Sample(value=value or 0.0, at=now)
 
+    def gateway_inflight(
+        self, *, namespace: str, served_model: str, pool: str, now: datetime
+    ) -> Signal:
+        """Requests the gateway has forwarded for a model to one pool's pods and not finished.
+
+        For a LoRA tenant leaving a SharedEngine: its requests still running on the fleet (the
+        fleet's pods carry the engine's GPUPool as their pool), which the engines' own metrics
+        cannot attribute to the tenant.
+        """
+        sel = (
+            f'namespace="{_escape(namespace)}",model="{_escape(served_model)}",'
+            f'pool="{_escape(pool)}"'
+        )
+        try:
+            self._gateway_up()
+            value = self._scalar(f"sum(tidepool_gateway_inflight_requests{{{sel}}})")
+        except _UnknownError as unknown:
+            return NoData(unknown.reason)
+        return Sample(value=value or 0.0, at=now)
+
     def engine_throughput(
         self,
         *,

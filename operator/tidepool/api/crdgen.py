@@ -168,6 +168,8 @@ def inference_deployment_crd() -> JSON:
             _column("Queue", ".status.queueDepth", "integer"),
             _column("Status", '.status.conditions[?(@.type=="Ready")].reason'),
             _column("Age", ".metadata.creationTimestamp", "date"),
+            _column("Spend/mo", ".status.spendPerMonth", "number", priority=1),
+            _column("Chargeback/mo", ".status.chargebackPerMonth", "number", priority=1),
             _column("Last Decision", ".status.lastDecision.message", priority=1),
         ],
         scale=True,

@@ -8,6 +8,11 @@ dedicated      dedicated: primary
 hybrid         dedicated: primary, shared: overflow
 =============  ==========================================
 
+For a LoRA tenant of a SharedEngine, serverless is the engine's pseudo-pool
+(``sharedengine/<name>``, :func:`engine_pool`): it is Ready once the fleet holds the tenant's
+adapter, routed while ``status.engine`` names the engine, and "removed" by the SharedEngine
+unloading the adapter once the tenant is no longer its member.
+
 A migration goes from the current layout to the target layout in three phases, each durable in
 ``status.migration`` so a restarted operator resumes where it stopped:
 
@@ -50,8 +55,17 @@ class Layout:
         return dict(self.roles).get(pool)
 
 
-def layout_for(mode: DeploymentMode, *, shared: str | None, dedicated: str | None) -> Layout:
-    """The pools ``mode`` runs on. Raises ValueError naming the missing pool tenancy."""
+def layout_for(
+    mode: DeploymentMode, *, shared: str | None, dedicated: str | None, engine: str | None = None
+) -> Layout:
+    """The pools ``mode`` runs on. Raises ValueError naming the missing pool tenancy.
+
+    ``engine``: for a LoRA tenant of a SharedEngine, the fleet's pseudo-pool
+    (:func:`engine_pool`), which is then its serverless layout: a migration to or from it starts,
+    shifts and drains like any other, but renders no Deployment of the tenant's.
+    """
+    if mode == DeploymentMode.SERVERLESS and engine:
+        return Layout(((engine, PoolRole.PRIMARY),))
     if mode == DeploymentMode.SERVERLESS:
         if not shared:
             raise ValueError("mode serverless needs a GPUPool with tenancy shared")
@@ -65,6 +79,20 @@ def layout_for(mode: DeploymentMode, *, shared: str | None, dedicated: str | Non
             raise ValueError("mode hybrid needs one shared and one dedicated GPUPool")
         return Layout(((dedicated, PoolRole.PRIMARY), (shared, PoolRole.OVERFLOW)))
     raise ValueError(f"mode {mode} has no fixed layout; resolve auto to a concrete mode first")
+
+
+#: Prefix of a SharedEngine's pseudo-pool in layouts and ``status.migration``. A GPUPool's name
+#: is a DNS label, so it never holds the ``/``.
+ENGINE_POOL_PREFIX: Final = "sharedengine/"
+
+
+def engine_pool(engine: str) -> str:
+    """The pseudo-pool standing for SharedEngine ``engine`` in a layout: ``sharedengine/base``."""
+    return f"{ENGINE_POOL_PREFIX}{engine}"
+
+
+def is_engine_pool(pool: str) -> bool:
+    return pool.startswith(ENGINE_POOL_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

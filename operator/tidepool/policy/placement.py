@@ -410,6 +410,14 @@ def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
     )
 
 
+def spend_of(proj: CostProjection, mode: DeploymentMode) -> float:
+    """Monthly spend of running in ``mode``: on a SharedEngine, the apportioned share (what the
+    tenant costs the platform), not the decision cost with the replicas it forces."""
+    if mode == DeploymentMode.SERVERLESS and proj.engine is not None:
+        return proj.engine.spend_monthly
+    return _monthly(proj, mode)
+
+
 def _monthly(proj: CostProjection, mode: DeploymentMode) -> float:
     if mode == DeploymentMode.DEDICATED:
         return proj.dedicated_monthly

@@ -45,9 +45,10 @@ from tidepool.api.v1alpha1 import (
     MigrationPhase,
     PoolRole,
     PoolStatus,
+    SharedEngine,
     Tenancy,
 )
-from tidepool.policy import autoscale, capacity, migration, placement
+from tidepool.policy import autoscale, capacity, lora_promotion, migration, placement
 from tidepool.policy.capacity import EngineCapacity, EngineThroughput
 from tidepool.policy.signals import NoData, Sample, Signal
 
@@ -106,6 +107,11 @@ class Observed:
     """What the tenant's busy replicas did lately, from vLLM's counters, to refine capacity."""
     cold_start: timedelta = placement.DEFAULT_COLD_START
     """Pod start to Ready: what a wake costs the requests that arrive during it."""
+    shared_engine: SharedEngine | None = None
+    """For a LoRA tenant: the SharedEngine of its base model, if the platform runs one."""
+    engine_tenants: tuple[InferenceDeployment, ...] = ()
+    """The other tenants that SharedEngine holds adapters for (their offered load, recorded in
+    their status, apportions the fleet's spend)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +213,24 @@ def _served_by_shared_engine(
     )
     own = tuple(sorted(d.name for d in observed.deployments.values()))
     removing = f"served by SharedEngine {engine_name}: removing {', '.join(own)}"
+    spend: dict[str, object] = {}
+    share = engine_share(infd, observed, on_engine=True)
+    if share is not None and isinstance(observed.traffic, placement.Traffic):
+        on = lora_promotion.engine_spend(
+            share,
+            input_tokens_per_second=observed.traffic.mean.input_tokens_per_second,
+            output_tokens_per_second=observed.traffic.mean.output_tokens_per_second,
+            peak_input_tokens_per_second=observed.traffic.peak.input_tokens_per_second,
+            peak_output_tokens_per_second=observed.traffic.peak.output_tokens_per_second,
+        )
+        offered_in, offered_out = _offered(observed.traffic)
+        spend = {
+            "spend": f"spend/mo: {lora_promotion.engine_text(on)}",
+            "spend_per_month": on.spend_monthly,
+            "chargeback_per_month": on.chargeback_monthly,
+            "offered_input_tokens_per_second": offered_in,
+            "offered_output_tokens_per_second": offered_out,
+        }
     return Plan(
         pools=(),
         delete=own,
@@ -222,12 +246,73 @@ def _served_by_shared_engine(
                 "pool": "",
                 "pools": [],
                 "routable_pools": [],
+                **spend,
             }
         ),
         events=(Event("Normal", Reason.ADAPTER_LOADED, removing),) if own else (),
         history=history,
         requeue_after=autoscale.DEFAULT_REQUEUE,
     )
+
+
+def engine_share(
+    infd: InferenceDeployment, observed: Observed, *, on_engine: bool
+) -> lora_promotion.EngineShare | None:
+    """The SharedEngine of ``infd``'s base model as the placement policy prices it, or None
+    (no adapter, no engine, or the engine's GPUPool is missing).
+
+    The others' load is what their status recorded (``offeredInputTokensPerSecond``); the slot
+    check is the fleet's own verdict while ``on_engine``, else whether one more adapter fits
+    ``maxReplicas`` x the adapter slots of a replica.
+    """
+    engine = observed.shared_engine
+    if (
+        engine is None
+        or infd.spec.model.adapter is None
+        or engine.spec.model.name != infd.spec.model.name
+    ):
+        return None
+    pool = next((p for p in observed.pools if p.name == engine.spec.pool), None)
+    if pool is None:
+        return None
+    others = [
+        t for t in observed.engine_tenants if (t.namespace, t.name) != (infd.namespace, infd.name)
+    ]
+    spec = engine.spec
+    if on_engine:
+        loaded = conditions.find(list(infd.status.conditions), ConditionType.ADAPTER_LOADED)
+        has_slot = loaded is None or loaded.reason != Reason.NO_ADAPTER_SLOT
+    else:
+        has_slot = len(others) + 1 <= spec.scaling.max_replicas * spec.lora.adapter_slots
+    return lora_promotion.EngineShare(
+        engine=engine.name,
+        others_input_tokens_per_second=sum(
+            t.status.offered_input_tokens_per_second or 0.0 for t in others
+        ),
+        others_output_tokens_per_second=sum(
+            t.status.offered_output_tokens_per_second or 0.0 for t in others
+        ),
+        capacity=capacity.for_spec(spec.engine, spec.model.name, pool.spec.gpu_type),
+        gpus_per_replica=spec.engine.gpus_per_replica,
+        price_per_gpu_hour=pool.spec.price_per_gpu_hour,
+        min_replicas=spec.scaling.min_replicas,
+        max_replicas=spec.scaling.max_replicas,
+        target_utilization=min(1.0, spec.scaling.target_queue_depth / spec.engine.max_num_seqs),
+        price_per_million_tokens=pool.spec.price_per_million_tokens,
+        has_slot=has_slot,
+    )
+
+
+def adapter_replicas(infd: InferenceDeployment, engine: SharedEngine) -> int:
+    """Fleet replicas holding ``infd``'s adapter, as the SharedEngine last recorded them."""
+    key = f"{infd.namespace}/{infd.name}"
+    return next((a.loaded_replicas for a in engine.status.adapters if a.tenant == key), 0)
+
+
+def _offered(traffic: placement.Traffic | NoData) -> tuple[float | None, float | None]:
+    if isinstance(traffic, NoData):
+        return None, None
+    return traffic.mean.input_tokens_per_second, traffic.mean.output_tokens_per_second
 
 
 def pick_pool(
@@ -389,9 +474,17 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         )
 
     # -- a LoRA tenant that a SharedEngine serves needs no engine of its own -----------------
+    # An ``auto`` one may be promoted to replicas of its own and demoted back: the fleet is then
+    # its serverless layout (a pseudo-pool, :func:`migration.engine_pool`), and it goes the way
+    # of every tenant below: placement, a make-before-break migration, autoscaling.
+    share = engine_share(infd, observed, on_engine=True)
+    fleet = observed.shared_engine if share is not None else None
+    if infd.spec.mode != DeploymentMode.AUTO:
+        fleet = None
     engine_name = shared_engine_serving(infd)
-    if engine_name is not None:
+    if engine_name is not None and fleet is None:
         return _served_by_shared_engine(infd, engine_name, observed, history, now)
+    fleet_pool = migration.engine_pool(fleet.name) if fleet is not None else None
 
     # -- pools, and the spec checks the schema cannot do -------------------------------------
     pools = observed.pools
@@ -406,6 +499,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         pools_kw = {
             "shared": shared.name if shared else None,
             "dedicated": dedicated.name if dedicated else None,
+            "engine": fleet_pool,
         }
         current_layout = migration.layout_for(current_mode, **pools_kw)
         # Every pool this spec may run on must exist and fit: the current layout, the requested
@@ -458,6 +552,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     utilization = status.utilization
     chosen_floor = status.hybrid_floor
     spend_text = status.spend
+    spend_per_month, chargeback_per_month = status.spend_per_month, status.chargeback_per_month
 
     if mig is None:
         decision = placement.decide(
@@ -469,6 +564,13 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
                 dedicated=dedicated,
                 cap=cap,
                 cold_start=observed.cold_start,
+                engine=(
+                    engine_share(
+                        infd, observed, on_engine=current_mode == DeploymentMode.SERVERLESS
+                    )
+                    if fleet is not None
+                    else None
+                ),
             ),
             now,
         )
@@ -481,6 +583,8 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         utilization = decision.utilization if decision.utilization is not None else utilization
         if decision.cost is not None:
             spend_text = placement.spend_text(decision.cost)
+            spend_per_month = placement.spend_of(decision.cost, current_mode)
+            chargeback_per_month = decision.cost.chargeback_monthly
         if decision.move and decision.mode != current_mode:
             if observed.may_start_migration:
                 target_layout = migration.layout_for(decision.mode, **pools_kw)
@@ -515,7 +619,13 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         target = migration.layout_for(mig.to_mode, **pools_kw)
         observations = {
             pool: migration.PoolObservation(
-                ready_replicas=deployments[pool].ready_replicas if pool in deployments else 0,
+                ready_replicas=(
+                    adapter_replicas(infd, fleet)
+                    if fleet is not None and pool == fleet_pool
+                    else deployments[pool].ready_replicas
+                    if pool in deployments
+                    else 0
+                ),
                 inflight=observed.inflight.get(pool, NoData("not observed")),
             )
             for pool in set(source.pools) | set(target.pools)
@@ -556,10 +666,12 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     ready_serving = sum(deployments[p].ready_replicas for p in serving if p in deployments)
     wake = labels.pending_wake(infd.metadata.get("annotations"), status.last_wake_handled)
     policy = autoscale.AutoscalePolicy.from_spec(scaling)
-    if effective in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID):
+    gpu_mode = final_mode if effective == DeploymentMode.SERVERLESS else effective
+    if gpu_mode in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID):
         # Dedicated GPUs keep a warm replica, as an explicit dedicated deployment must (the CRD
-        # refuses minReplicas 0 there), and a hybrid tenant keeps its whole floor.
-        keep = floor if effective == DeploymentMode.HYBRID else 1
+        # refuses minReplicas 0 there), and a hybrid tenant keeps its whole floor; so does a
+        # promotion's target, from the moment it takes traffic.
+        keep = floor if gpu_mode == DeploymentMode.HYBRID else 1
         policy = dataclasses.replace(
             policy,
             min_replicas=max(policy.min_replicas, keep),
@@ -608,7 +720,10 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     )
     replicas_by_pool: dict[str, int] = {}
     for pool_name, role in roles:
-        if role == PoolRole.DRAINING:
+        if pool_name == fleet_pool:
+            # The fleet's replicas are its SharedEngine's to decide; the tenant renders none.
+            replicas_by_pool[pool_name] = 0
+        elif role == PoolRole.DRAINING:
             live = deployments.get(pool_name)
             replicas_by_pool[pool_name] = live.replicas if live else 0
         elif role == PoolRole.TARGET:
@@ -650,9 +765,14 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
             deployment=names.engine_deployment(infd.name, pool_name),
         )
         for pool_name, role in roles
+        if pool_name in by_name
     ]
     desired = sum(p.replicas for p in pool_status if p.role in SERVING_ROLES)
-    _ready_condition(cond, desired, ready_serving, pool_status, mig is not None)
+    on_fleet = fleet is not None and fleet_pool in routable
+    if fleet is not None and on_fleet:
+        _fleet_ready_condition(cond, infd, fleet)
+    else:
+        _ready_condition(cond, desired, ready_serving, pool_status, mig is not None)
     _scheduling_condition(cond, list(observed.pod_problems), events, status.conditions)
     if isinstance(demand, Sample):
         cond(ConditionType.METRICS_AVAILABLE, True, Reason.METRICS_FRESH, "queue depth is known")
@@ -697,16 +817,22 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         ready=f"{ready_serving}/{desired}",
         selector=",".join(f"{k}={v}" for k, v in sorted(labels.selector_labels(infd.name).items())),
         served_model=infd.served_model,
-        # Written by the SharedEngine's plan, which owns it: carried over, never reset here.
-        engine=status.engine,
+        # Which fleet the gateway sends the tenant to. The SharedEngine's plan writes it too, by
+        # the same rule (policy.shared_engine.routes); a tenant that cannot move (not auto)
+        # carries it over.
+        engine=(fleet.name if on_fleet else "") if fleet is not None else status.engine,
         endpoint=names.engine_endpoint(infd.name, infd.namespace, infd.spec.engine.port),
         effective_mode=effective,
         pool=pool_summary(pool_status),
         pools=pool_status,
-        routable_pools=list(routable),
+        routable_pools=[p for p in routable if p in by_name],
         queue_depth=int(demand.value) if isinstance(demand, Sample) else None,
         utilization=utilization,
         spend=spend_text,
+        spend_per_month=spend_per_month,
+        chargeback_per_month=chargeback_per_month,
+        offered_input_tokens_per_second=_offered(observed.traffic)[0],
+        offered_output_tokens_per_second=_offered(observed.traffic)[1],
         hybrid_floor=chosen_floor,
         capacity=_capacity_status(cap, status.capacity, now),
         last_active_time=scale.last_active_at,
@@ -721,11 +847,18 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     )
     requeue = min(scale.requeue_after, MIGRATION_REQUEUE) if mig else scale.requeue_after
     in_use = {p for p, _ in roles}
+    # Make-before-break onto the fleet for a tenant that ran replicas of its own before its
+    # SharedEngine held its adapter: they stay until the adapter is loaded.
+    joining = fleet is not None and mig is None and on_fleet and not adapter_replicas(infd, fleet)
     return Plan(
         pools=tuple(
-            PoolPlan(pool=by_name[p], role=r, replicas=replicas_by_pool[p]) for p, r in roles
+            PoolPlan(pool=by_name[p], role=r, replicas=replicas_by_pool[p])
+            for p, r in roles
+            if p in by_name
         ),
-        delete=tuple(sorted(d.name for p, d in deployments.items() if p not in in_use)),
+        delete=()
+        if joining
+        else tuple(sorted(d.name for p, d in deployments.items() if p not in in_use)),
         overflow_limit=overflow_limit,
         status=new_status,
         events=tuple(events),
@@ -754,6 +887,7 @@ def placement_inputs(
     dedicated: GPUPool | None,
     cap: EngineCapacity,
     cold_start: timedelta,
+    engine: lora_promotion.EngineShare | None = None,
 ) -> placement.PlacementInputs:
     """The placement policy's snapshot of this tenant (traffic is only measured for auto)."""
     status = infd.status
@@ -779,6 +913,7 @@ def placement_inputs(
         ).overflow_concurrency_per_replica,
         expected_tokens_per_minute=infd.spec.placement.expected_tokens_per_minute,
         cold_start=cold_start,
+        engine=engine,
     )
 
 
@@ -812,6 +947,32 @@ def _ready_condition(
             False,
             Reason.WAITING_FOR_REPLICAS,
             f"0/{desired} replicas ready on {where} (model loading or no GPU free)",
+        )
+
+
+def _fleet_ready_condition(
+    cond: "_CondFn", infd: InferenceDeployment, engine: SharedEngine
+) -> None:
+    """Ready of a tenant the fleet serves: its adapter loaded (or the fleet asleep, woken by the
+    gateway's held request), as the SharedEngine recorded it."""
+    n = adapter_replicas(infd, engine)
+    loaded = conditions.find(list(infd.status.conditions), ConditionType.ADAPTER_LOADED)
+    if n:
+        cond(
+            ConditionType.READY,
+            True,
+            Reason.ADAPTER_LOADED,
+            f"served by SharedEngine {engine.name}, which holds its adapter on {n} replica(s)",
+        )
+    elif loaded is not None and loaded.reason == Reason.ENGINE_SCALED_TO_ZERO:
+        cond(ConditionType.READY, True, Reason.SCALED_TO_ZERO, loaded.message)
+    else:
+        why = loaded.message if loaded is not None else "adapter not loaded yet"
+        cond(
+            ConditionType.READY,
+            False,
+            Reason.WAITING_FOR_REPLICAS,
+            f"SharedEngine {engine.name}: {why}",
         )
 
 

@@ -50,6 +50,7 @@ from tidepool.api.v1alpha1 import (
     GPUPool,
     InferenceDeployment,
     LoadedAdapter,
+    MigrationPhase,
     ScalingSpec,
     SharedEngine,
     SharedEngineStatus,
@@ -157,21 +158,54 @@ def tenant_key(infd: InferenceDeployment) -> str:
 
 
 def serves(engine: SharedEngine, infd: InferenceDeployment) -> bool:
-    """Whether ``engine`` serves ``infd``'s adapter (the rule of the module docstring)."""
+    """Whether ``engine`` holds ``infd``'s adapter (the rule of the module docstring).
+
+    An ``auto`` tenant moving between the fleet and replicas of its own is a member for the
+    whole move, make-before-break both ways: promoted, until it has drained off the fleet (its
+    effective mode stays serverless until the move completes); demoted, from the start, so that
+    loading its adapter is how the move starts its target.
+    """
     if infd.spec.model.adapter is None or infd.spec.model.name != engine.spec.model.name:
         return False
     if infd.spec.mode == DeploymentMode.SERVERLESS:
         return True
-    return infd.spec.mode == DeploymentMode.AUTO and infd.status.effective_mode in (
-        None,
-        DeploymentMode.SERVERLESS,
+    if infd.spec.mode != DeploymentMode.AUTO:
+        return False
+    mig = infd.status.migration
+    return infd.status.effective_mode in (None, DeploymentMode.SERVERLESS) or (
+        mig is not None and mig.to_mode == DeploymentMode.SERVERLESS
+    )
+
+
+def routes(engine: SharedEngine, infd: InferenceDeployment) -> bool:
+    """Whether the gateway should send ``infd``'s requests to the fleet: ``status.engine``.
+
+    A member, except while a move has not shifted its traffic yet: promoted, the fleet routes
+    until the move's ``ShiftingTraffic``; demoted, from then on. The tenant's own plan writes the
+    same field by the same rule (:func:`tidepool.policy.plan.plan`), so neither undoes the other.
+    """
+    if not serves(engine, infd):
+        return False
+    mig = infd.status.migration
+    if mig is None:
+        return True
+    starting = mig.phase == MigrationPhase.STARTING_TARGET
+    return starting != (mig.to_mode == DeploymentMode.SERVERLESS)
+
+
+def joining(infd: InferenceDeployment) -> bool:
+    """A tenant being demoted onto the fleet, waiting for its adapter: a wake for the fleet."""
+    mig = infd.status.migration
+    return (
+        mig is not None
+        and mig.to_mode == DeploymentMode.SERVERLESS
+        and mig.phase == MigrationPhase.STARTING_TARGET
     )
 
 
 def adapter_slots(engine: SharedEngine) -> int:
-    """Adapters one replica holds: ``maxCpuLoras``, else ``maxLoras`` (vLLM's own default)."""
-    lora = engine.spec.lora
-    return lora.max_cpu_loras if lora.max_cpu_loras is not None else lora.max_loras
+    """Adapters one replica holds (:attr:`LoraSpec.adapter_slots`)."""
+    return engine.spec.lora.adapter_slots
 
 
 def place_adapters(tenants: list[str], replicas: list[str], slots: int) -> dict[str, list[str]]:
@@ -333,7 +367,8 @@ def plan_shared_engine(
             current_replicas=current,
             ready_replicas=ready,
             queue=aggregate_queue(observed.pods, held),
-            wake_requested=any(w is not None for w in wakes.values()),
+            wake_requested=any(w is not None for w in wakes.values())
+            or any(joining(t) for t in members),
             pinned_replicas=engine.spec.replicas,
             last_active_at=status.last_active_time,
             history=history.recommendations,
@@ -439,7 +474,7 @@ def plan_shared_engine(
             TenantUpdate(
                 namespace=infd.namespace,
                 name=infd.name,
-                engine=engine.name,
+                engine=engine.name if routes(engine, infd) else "",
                 conditions=tuple(tenant_conds),
                 last_wake_handled=wakes[key] or infd.status.last_wake_handled,
             )
@@ -448,10 +483,20 @@ def plan_shared_engine(
             LoadedAdapter(name=adapter.name, tenant=key, loaded_replicas=n, replicas=holders)
         )
 
-    # A tenant this engine served before (its status names the engine) that it serves no more,
-    # promoted or re-pointed at another base model: say so, and drop this engine's condition.
+    # A tenant this engine served before (its status names the engine, or it still carries the
+    # AdapterLoaded condition: a promoted tenant's status stopped naming the engine when its
+    # traffic shifted) that it serves no more, promoted or re-pointed at another base model: say
+    # so, and drop this engine's condition.
     for infd in sorted(tenants, key=tenant_key):
-        if infd.status.engine == engine.name and tenant_key(infd) not in by_tenant:
+        if tenant_key(infd) in by_tenant:
+            continue
+        if infd.status.engine == engine.name or (
+            not infd.status.engine
+            and infd.spec.model.adapter is not None
+            and infd.spec.model.name == engine.spec.model.name
+            and conditions.find(list(infd.status.conditions), ConditionType.ADAPTER_LOADED)
+            is not None
+        ):
             updates.append(
                 TenantUpdate(
                     namespace=infd.namespace,

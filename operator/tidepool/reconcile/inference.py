@@ -22,8 +22,13 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from tidepool.api import durations
-from tidepool.api.v1alpha1 import DeploymentMode, InferenceDeployment, InferenceDeploymentStatus
-from tidepool.policy import autoscale, placement
+from tidepool.api.v1alpha1 import (
+    DeploymentMode,
+    InferenceDeployment,
+    InferenceDeploymentStatus,
+    SharedEngine,
+)
+from tidepool.policy import autoscale, migration, placement, shared_engine
 from tidepool.policy import plan as planning
 from tidepool.policy.plan import Event, InvalidPlacementError, ObservedDeployment
 from tidepool.policy.signals import NoData, Signal
@@ -103,8 +108,11 @@ def observe(
         ready_replicas=ready_total,
         now=now,
     )
+    fleet, fellows = _shared_engine(infd, kube)
     traffic: placement.Traffic | NoData = NoData("fixed mode: not measured")
-    if infd.spec.mode == DeploymentMode.AUTO:
+    # A LoRA tenant of a SharedEngine is measured whatever its mode: its tokens apportion the
+    # fleet's spend among the tenants, and its status shows its share.
+    if infd.spec.mode == DeploymentMode.AUTO or fleet is not None:
         window = durations.parse(infd.spec.placement.window)
         traffic = metrics.traffic(
             namespace=infd.namespace,
@@ -130,9 +138,19 @@ def observe(
     if mig is not None:
         draining = set(deployments) | set(mig.from_pool.split(",")) | set(mig.to_pool.split(","))
         for pool in sorted(p for p in draining if p):
-            inflight[pool] = metrics.pool_inflight(
-                namespace=infd.namespace, name=infd.name, pool=pool, now=now
-            )
+            if fleet is not None and pool == migration.engine_pool(fleet.name):
+                # The fleet's pods serve every tenant: only the gateway knows which are this
+                # one's (its requests on the fleet's GPUPool).
+                inflight[pool] = metrics.gateway_inflight(
+                    namespace=infd.namespace,
+                    served_model=infd.served_model,
+                    pool=fleet.spec.pool,
+                    now=now,
+                )
+            else:
+                inflight[pool] = metrics.pool_inflight(
+                    namespace=infd.namespace, name=infd.name, pool=pool, now=now
+                )
     return planning.Observed(
         pools=pools,
         deployments=deployments,
@@ -143,7 +161,25 @@ def observe(
         operator_started_at=context.operator_started_at,
         may_start_migration=context.may_start_migration,
         throughput=throughput,
+        shared_engine=fleet,
+        engine_tenants=fellows,
     )
+
+
+def _shared_engine(
+    infd: InferenceDeployment, kube: KubePort
+) -> tuple[SharedEngine | None, tuple[InferenceDeployment, ...]]:
+    """For a LoRA tenant: the SharedEngine of its base model (the first by name) and the tenants
+    it holds adapters for; else ``(None, ())``, without a read."""
+    if infd.spec.model.adapter is None:
+        return None, ()
+    fleet = next(
+        (e for e in kube.shared_engines() if e.spec.model.name == infd.spec.model.name), None
+    )
+    if fleet is None:
+        return None, ()
+    members = (t for t in kube.inference_deployments() if shared_engine.serves(fleet, t))
+    return fleet, tuple(members)
 
 
 def actuate(

@@ -7,7 +7,7 @@ The value types that cross these ports belong to the functional core
 from datetime import datetime
 from typing import Any, Protocol
 
-from tidepool.api.v1alpha1 import GPUPool
+from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy.capacity import EngineThroughput
 from tidepool.policy.placement import Traffic
 from tidepool.policy.plan import ObservedDeployment, PodProblem
@@ -20,6 +20,8 @@ class KubePort(Protocol):
     def pod_problems(self, namespace: str, infd_name: str) -> list[PodProblem]: ...
     def apply(self, obj: dict[str, Any]) -> None: ...
     def delete_deployments(self, namespace: str, names: list[str]) -> None: ...
+    def shared_engines(self) -> list[SharedEngine]: ...
+    def inference_deployments(self) -> list[InferenceDeployment]: ...
 
 
 class MetricsPort(Protocol):
@@ -27,6 +29,9 @@ class MetricsPort(Protocol):
         self, *, namespace: str, name: str, served_model: str, ready_replicas: int, now: datetime
     ) -> Signal: ...
     def pool_inflight(self, *, namespace: str, name: str, pool: str, now: datetime) -> Signal: ...
+    def gateway_inflight(
+        self, *, namespace: str, served_model: str, pool: str, now: datetime
+    ) -> Signal: ...
     def traffic(
         self,
         *,

@@ -592,6 +592,17 @@ class InferenceDeploymentStatus(_Status):
     spend: str | None = None
     """Projected monthly GPU spend of each placement option at the last measured traffic, and
     the chargeback the shared pool's per-token price would bill (never part of spend)."""
+    spend_per_month: float | None = None
+    """Projected monthly GPU spend of where the tenant runs now, in dollars. On a SharedEngine:
+    the fleet's GPU-hours apportioned by the tenant's share of the fleet's tokens."""
+    chargeback_per_month: float | None = None
+    """What the per-token price of its pool (or its SharedEngine's pool) bills the tenant a month,
+    in dollars: reported beside spend, never part of it."""
+    offered_input_tokens_per_second: float | None = None
+    """Prompt tokens per second the tenant's clients sent over the placement window (the
+    gateway's counters). A SharedEngine's tenants' figures apportion the fleet's spend."""
+    offered_output_tokens_per_second: float | None = None
+    """Completion tokens per second over the placement window (the gateway's counters)."""
     hybrid_floor: int | None = Field(default=None, ge=1)
     """For auto placed hybrid: the dedicated replicas kept warm, as the placement decision chose."""
     last_active_time: datetime | None = None
@@ -682,6 +693,11 @@ class LoraSpec(_Model):
     max_lora_rank: LoraRank = 16
     """Largest adapter rank the engine accepts (vLLM's --max-lora-rank). vLLM allows 8, 16, 32,
     64, 128, 256, 320 or 512; an adapter of a higher rank than this cannot join the fleet."""
+
+    @property
+    def adapter_slots(self) -> int:
+        """Adapters one replica holds: ``maxCpuLoras``, else ``maxLoras`` (vLLM's own default)."""
+        return self.max_cpu_loras if self.max_cpu_loras is not None else self.max_loras
 
 
 class SharedEngineSpec(_Model):
