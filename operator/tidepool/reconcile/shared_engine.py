@@ -169,6 +169,10 @@ def sync_shared_engine(
     requeue = final.requeue_after
     if waiting:
         requeue = min(requeue, UNLOAD_AFTER_RECORD)
+    if sum(p.ready for p in observed.pods) < final.replicas:
+        # Nothing pokes this daemon when a fleet pod turns Ready; a replica starting is looked
+        # at again soon, so its adapters load (and its tenants' held requests go) right away.
+        requeue = min(requeue, REPLICA_STARTING)
     return SharedSyncResult(
         status=status,
         events=result.events,
@@ -179,6 +183,8 @@ def sync_shared_engine(
 
 #: How soon an unload held back for the gateway to read the new record is retried.
 UNLOAD_AFTER_RECORD: Final = timedelta(seconds=1)
+#: How soon a fleet with a replica not yet Ready is looked at again.
+REPLICA_STARTING: Final = timedelta(seconds=0.5)
 
 
 def recorded(adapters: list[LoadedAdapter]) -> frozenset[tuple[str, str]]:
