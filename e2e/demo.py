@@ -9,7 +9,9 @@ operator, then shows:
 3. scale out under a burst, on queue depth;
 4. a pool move: an ``auto`` tenant under load is promoted from the shared pool to dedicated GPUs
    (make-before-break), with every request answered;
-5. the idle serverless model going back to zero.
+5. LoRA fine-tunes sharing one engine fleet (a ``SharedEngine``): the busiest, ``auto``, is
+   promoted to replicas of its own (its base model with its adapter), every request answered;
+6. the idle serverless model going back to zero.
 
 ``--keep`` leaves everything running and prints how to reach it.
 """
@@ -17,6 +19,7 @@ operator, then shows:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +85,38 @@ spec:
     pools: {{shared: laptop-shared, dedicated: laptop-dedicated}}
 """
 
+#: Four LoRA fine-tunes of one base model on one fleet (laptop prices, as for 'support').
+FINE_TUNES = ("bot-a", "bot-b", "bot-c", "bot-busy")
+LORA = """
+apiVersion: tidepool.dev/v1alpha1
+kind: SharedEngine
+metadata: {name: llama-8b-lora}
+spec:
+  model: {name: meta-llama/Llama-3.1-8B-Instruct}
+  pool: laptop-shared
+  scaling: {minReplicas: 1, maxReplicas: 2}
+  lora: {maxLoras: 4, maxLoraRank: 16}
+""" + "".join(
+    f"""---
+apiVersion: tidepool.dev/v1alpha1
+kind: InferenceDeployment
+metadata: {{name: {bot}, namespace: {NS}, annotations: {{tidepool.dev/sim-load-delay: 4s}}}}
+spec:
+  model:
+    name: meta-llama/Llama-3.1-8B-Instruct
+    servedName: {bot}
+    adapter: {{name: {bot}, source: /models/adapters/{bot}}}
+  engine: {{maxNumSeqs: 4}}
+  mode: {"auto" if bot == "bot-busy" else "serverless"}
+  scaling: {{minReplicas: 0, maxReplicas: 2, targetQueueDepth: 4}}
+  placement:
+    window: 15s
+    minDwell: 20s
+    pools: {{shared: laptop-shared, dedicated: laptop-dedicated}}
+"""
+    for bot in FINE_TUNES
+)
+
 
 def step(text: str) -> None:
     print(f"\n{BOLD}==> {text}{RESET}", flush=True)
@@ -115,11 +150,11 @@ def status(api: client.CustomObjectsApi, name: str) -> dict:
 
 def run(keep: bool, name: str) -> int:
     started = time.monotonic()
-    step("1/7 Kubernetes binaries (built once from the Go module proxy, then cached)")
+    step("1/8 Kubernetes binaries (built once from the Go module proxy, then cached)")
     bin_dir = localcluster.ensure_binaries()
     note(f"binaries in {bin_dir}")
 
-    step("2/7 local control plane: etcd, kube-apiserver, scheduler, controller-manager, kwok GPUs")
+    step("2/8 local control plane: etcd, kube-apiserver, scheduler, controller-manager, kwok GPUs")
     localcluster.reap_stale_clusters(f"{name}-")
     cluster = localcluster.Cluster(name, bin_dir=bin_dir)
     cluster.up()
@@ -136,7 +171,7 @@ def run(keep: bool, name: str) -> int:
         )
         note(cluster.kubectl("get", "gpupools").stdout.replace("\n", "\n    "))
 
-        step("3/7 Prometheus, engine simulators behind pods, gateway and operator")
+        step("3/8 Prometheus, engine simulators behind pods, gateway and operator")
         api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         apps = client.AppsV1Api(api_client)
         crs = client.CustomObjectsApi(api_client)
@@ -167,7 +202,7 @@ def run(keep: bool, name: str) -> int:
             )
             show(cluster)
 
-            step("4/7 scale from zero: one request to 'chat', which has no replica")
+            step("4/8 scale from zero: one request to 'chat', which has no replica")
             reply = complete(url, "chat", max_tokens=16)
             note(
                 f"HTTP {reply.status} after {reply.seconds:.1f}s (model load 4s): "
@@ -176,7 +211,7 @@ def run(keep: bool, name: str) -> int:
             note(f"decision: {status(crs, 'chat').get('lastDecision', {}).get('message')}")
             show(cluster)
 
-            step("5/7 warm minimum and scale out: 'search' idles at 1; a burst hits 'chat'")
+            step("5/8 warm minimum and scale out: 'search' idles at 1; a burst hits 'chat'")
             with ThreadPoolExecutor(max_workers=12) as pool:
                 futures = [pool.submit(complete, url, "chat", max_tokens=300) for _ in range(24)]
                 peak = 0
@@ -191,7 +226,7 @@ def run(keep: bool, name: str) -> int:
             note(f"decision: {status(crs, 'chat').get('lastDecision', {}).get('message')}")
             show(cluster)
 
-            step("6/7 pool move: 'support' (mode auto) under steady load, promoted to dedicated")
+            step("6/8 pool move: 'support' (mode auto) under steady load, promoted to dedicated")
             with TrafficLoop(url, "support", clients=4, max_tokens=64) as load:
                 wait_for(
                     lambda: status(crs, "support").get("migration"),
@@ -216,7 +251,47 @@ def run(keep: bool, name: str) -> int:
             note(f"decision: {st.get('lastDecision', {}).get('message')}")
             show(cluster, wide=True)
 
-            step("7/7 idle: 'chat' returns to zero after its 30s window; 'search' keeps 1")
+            step("7/8 LoRA fine-tunes share one engine; the busiest is promoted to its own")
+            cluster.kubectl("apply", "-f", "-", input_text=LORA)
+            for bot in FINE_TUNES:
+                gateway_knows(url, bot)
+                wait_for(
+                    lambda b=bot: status(crs, b).get("engine") == "llama-8b-lora",
+                    timeout=90,
+                    what=f"{bot} served by the fleet",
+                    interval=1,
+                )
+            note("four tenants, one fleet replica, no engine of their own:")
+            note(cluster.kubectl("get", "sheng").stdout.replace("\n", "\n    "))
+            loops = {
+                bot: TrafficLoop(url, bot, clients=1, max_tokens=8, pause=0.5)
+                for bot in FINE_TUNES[:-1]
+            }
+            loops["bot-busy"] = TrafficLoop(url, "bot-busy", clients=4, max_tokens=64)
+            with contextlib.ExitStack() as running:
+                for loop in loops.values():
+                    running.enter_context(loop)
+                wait_for(
+                    lambda: status(crs, "bot-busy").get("migration"),
+                    timeout=150,
+                    what="bot-busy's promotion to start",
+                    interval=1,
+                )
+                note(f"started: {status(crs, 'bot-busy')['migration']['reason']}")
+                wait_for(
+                    lambda: not status(crs, "bot-busy").get("migration"),
+                    timeout=120,
+                    what="the promotion to finish",
+                    interval=1,
+                )
+                time.sleep(2)
+            st = status(crs, "bot-busy")
+            note(f"bot-busy now {st.get('effectiveMode')} on {st.get('pool')} (own replicas)")
+            for bot, loop in loops.items():
+                note(f"{bot}: {loop.ok} requests answered, {len(loop.failures)} failed")
+            show(cluster, wide=True)
+
+            step("8/8 idle: 'chat' returns to zero after its 30s window; 'search' keeps 1")
             wait_for(
                 lambda: replicas(apps, "chat-shared-a100") == 0,
                 timeout=120,
