@@ -105,7 +105,7 @@ spec:
   model:
     name: meta-llama/Llama-3.1-8B-Instruct
     servedName: {bot}
-    adapter: {{name: {bot}, source: /models/adapters/{bot}}}
+    adapter: {{name: {bot}-lora, source: /models/adapters/{bot}}}
   engine: {{maxNumSeqs: 4}}
   mode: {"auto" if bot == "bot-busy" else "serverless"}
   scaling: {{minReplicas: 0, maxReplicas: 2, targetQueueDepth: 4}}

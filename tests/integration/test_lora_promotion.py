@@ -85,7 +85,9 @@ def _tenant(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     body["spec"]["model"] = {
         "name": BASE,
         "servedName": name,
-        "adapter": {"name": name, "source": f"/models/adapters/{name}"},
+        # An adapter name of its own, so that on the tenant's own replicas (which serve the base
+        # model under the tenant's name) a request reaches the adapter, not the base model.
+        "adapter": {"name": f"{name}-lora", "source": f"/models/adapters/{name}"},
     }
     return body
 

@@ -26,6 +26,7 @@ This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``/
 """
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -226,8 +227,8 @@ def _served_by_shared_engine(
         offered_in, offered_out = _offered(observed.traffic)
         spend = {
             "spend": f"spend/mo: {lora_promotion.engine_text(on)}",
-            "spend_per_month": on.spend_monthly,
-            "chargeback_per_month": on.chargeback_monthly,
+            "spend_per_month": _dollars(on.spend_monthly),
+            "chargeback_per_month": _dollars(on.chargeback_monthly),
             "offered_input_tokens_per_second": offered_in,
             "offered_output_tokens_per_second": offered_out,
         }
@@ -307,6 +308,13 @@ def adapter_replicas(infd: InferenceDeployment, engine: SharedEngine) -> int:
     """Fleet replicas holding ``infd``'s adapter, as the SharedEngine last recorded them."""
     key = f"{infd.namespace}/{infd.name}"
     return next((a.loaded_replicas for a in engine.status.adapters if a.tenant == key), 0)
+
+
+def _dollars(amount: float | None) -> float | None:
+    """Cents for status (kubectl prints a number column as stored); None for unknown or inf."""
+    if amount is None or not math.isfinite(amount):
+        return None
+    return round(amount, 2)
 
 
 def _offered(traffic: placement.Traffic | NoData) -> tuple[float | None, float | None]:
@@ -583,8 +591,8 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         utilization = decision.utilization if decision.utilization is not None else utilization
         if decision.cost is not None:
             spend_text = placement.spend_text(decision.cost)
-            spend_per_month = placement.spend_of(decision.cost, current_mode)
-            chargeback_per_month = decision.cost.chargeback_monthly
+            spend_per_month = _dollars(placement.spend_of(decision.cost, current_mode))
+            chargeback_per_month = _dollars(decision.cost.chargeback_monthly)
         if decision.move and decision.mode != current_mode:
             if observed.may_start_migration:
                 target_layout = migration.layout_for(decision.mode, **pools_kw)
