@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from tidepool.policy import lora_timing
+
 _VOCAB: Final = (
     "the", "tide", "pool", "holds", "small", "bright", "creatures", "under", "stones", "while",
     "waves", "come", "and", "go", "in", "the", "cold", "morning", "light", "a", "crab", "waits",
@@ -94,9 +96,9 @@ class LoraConfig:
     default_rank: int = 8
     """Rank of a simulated adapter whose path holds no ``adapter_config.json`` (PEFT's
     ``LoraConfig`` defaults ``r`` to 8)."""
-    load_seconds_per_rank: float = 0.002
+    load_seconds_per_rank: float = lora_timing.LOAD_SECONDS_PER_RANK
     """Loading an adapter from disk into CPU memory takes this times its rank."""
-    swap_in_seconds: float = 0.005
+    swap_in_seconds: float = lora_timing.SWAP_IN_SECONDS
     """Copying an adapter from CPU memory into a GPU slot."""
 
     def __post_init__(self) -> None:
@@ -123,7 +125,7 @@ class LoraConfig:
 
     def load_seconds(self, rank: int) -> float:
         """E.g. rank 16 at 2 ms per rank -> 0.032 s."""
-        return self.load_seconds_per_rank * rank
+        return lora_timing.load_seconds(rank, self.load_seconds_per_rank)
 
 
 @dataclass(frozen=True, slots=True)

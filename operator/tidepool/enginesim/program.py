@@ -16,6 +16,7 @@ from aiohttp import web
 from tidepool.adapters import http_server
 from tidepool.api.durations import seconds_flag
 from tidepool.enginesim import engine, server
+from tidepool.policy import lora_timing
 
 #: vLLM serves /v1/load_lora_adapter and /v1/unload_lora_adapter only with this set.
 RUNTIME_LORA_ENV: Final = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
@@ -55,8 +56,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--default-lora-rank", type=int, default=8,
         help="rank of an adapter whose path has no adapter_config.json",
     )  # fmt: skip
-    sim.add_argument("--lora-load-seconds-per-rank", type=float, default=0.002)
-    sim.add_argument("--lora-swap-in-seconds", type=float, default=0.005)
+    sim.add_argument(
+        "--lora-load-seconds-per-rank", type=float, default=lora_timing.LOAD_SECONDS_PER_RANK
+    )
+    sim.add_argument("--lora-swap-in-seconds", type=float, default=lora_timing.SWAP_IN_SECONDS)
 
 
 def lora_from_args(
