@@ -673,6 +673,10 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     current_replicas = sum(deployments[p].replicas for p in serving if p in deployments)
     ready_serving = sum(deployments[p].ready_replicas for p in serving if p in deployments)
     wake = labels.pending_wake(infd.metadata.get("annotations"), status.last_wake_handled)
+    if fleet is not None and not any(p in by_name for p in serving):
+        # Only the fleet serves the tenant: the wake is the SharedEngine's to act on and to mark
+        # handled (its plan wakes the fleet for any tenant's pending wake).
+        wake = None
     policy = autoscale.AutoscalePolicy.from_spec(scaling)
     gpu_mode = final_mode if effective == DeploymentMode.SERVERLESS else effective
     if gpu_mode in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID):

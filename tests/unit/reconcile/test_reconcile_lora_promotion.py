@@ -12,7 +12,7 @@ from typing import Any
 
 from reconcile_harness import DEDICATED, MODEL, NAME, NS, SHARED, Harness, dep, pool
 
-from tidepool.api import conditions
+from tidepool.api import conditions, labels
 from tidepool.api.conditions import ConditionType, Reason
 from tidepool.api.v1alpha1 import (
     DeploymentMode,
@@ -252,3 +252,13 @@ def test_a_restart_mid_promotion_resumes_from_status() -> None:
     h.sync(advance=5)
     assert phase(h) == MigrationPhase.SHIFTING_TRAFFIC
     assert h.status.engine == ""
+
+
+def test_a_wake_of_a_tenant_on_the_fleet_is_left_to_the_shared_engine() -> None:
+    """The gateway's wake of a tenant only the fleet serves is the SharedEngine's to handle: were
+    the tenant's plan to mark it handled first, a fleet at zero would never hear of it."""
+    h = on_the_fleet(0.1)
+    h.annotations[labels.WAKE_REQUESTED_AT] = h.clock.now.isoformat()
+    h.sync()
+    assert h.status.last_wake_handled is None
+    assert h.kube.deployment_names() == []
