@@ -154,7 +154,12 @@ def test_lora_tenant_promoted_and_demoted_under_traffic_without_a_failure(
             timeout=90,
             what=f"{tenant} served by the fleet",
         )
-    assert not deployments(kube, namespace), "no tenant runs an engine of its own"
+    # A serverless tenant runs replicas of its own (at zero) until the fleet holds its adapter.
+    wait_for(
+        lambda: not deployments(kube, namespace),
+        timeout=60,
+        what="no tenant with an engine of its own",
+    )
 
     # The steady tenant's traffic runs throughout; the busy one's is heavy, then a trickle.
     with TrafficLoop(tidepool.gateway_url, "steady", clients=1, max_tokens=4, pause=0.5) as steady:
@@ -215,5 +220,6 @@ def test_lora_tenant_promoted_and_demoted_under_traffic_without_a_failure(
     assert demoted["status"]["lastDecision"]["action"] == "MigrationComplete"
     print(
         f"requests answered: busy {busy.ok} + {trickle.ok}, steady {steady.ok};"
-        f" failed: {len(failures)}"
+        f" failed: {len(failures)}\npromoted: {promoted['status'].get('spend')}"
+        f"\ndemoted: {demoted['status'].get('spend')}"
     )
