@@ -6,7 +6,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo deps binaries venv lint unit integration bench cluster-up cluster-down clean
+.PHONY: test demo deps binaries images lock venv lint unit integration bench cluster-up cluster-down clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -16,13 +16,32 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# Debian packages: Prometheus (scrapes the gateway and engines in tests) and Lua 5.1 (runs the
-# Argo CD health check the way Argo CD's gopher-lua does).
+# Debian packages: Prometheus (scrapes the gateway and engines in tests), Lua 5.1 (runs the
+# Argo CD health check the way Argo CD's gopher-lua does), and podman, mmdebstrap and runc
+# (build and run the images without a Docker engine or a registry; see images/build.sh).
+DEBS := prometheus lua5.1 podman mmdebstrap runc
 deps:
-	@command -v prometheus >/dev/null && command -v lua5.1 >/dev/null || { \
-	  echo "==> installing prometheus and lua5.1 from Debian"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus lua5.1 >/dev/null; }
+	@command -v prometheus >/dev/null && command -v lua5.1 >/dev/null && command -v podman >/dev/null \
+	  && command -v mmdebstrap >/dev/null && command -v runc >/dev/null || { \
+	  echo "==> installing $(DEBS) from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; }
 	@systemctl disable --now prometheus >/dev/null 2>&1 || true
+
+# The operator, gateway and engine-sim images, with podman from a locally bootstrapped base.
+# Cached outside the repo by content (~/.cache/tidepool/images and podman's storage), so an
+# unchanged tree builds nothing; tests/integration/test_images.py runs them.
+images: deps
+	bash images/build.sh >/dev/null
+
+# Re-lock the images' dependencies (every file pinned by hash) after editing pyproject.toml.
+lock:
+	$(PY) -m venv $(HOME)/.cache/tidepool/pip-tools
+	$(HOME)/.cache/tidepool/pip-tools/bin/pip install -q pip-tools
+	$(HOME)/.cache/tidepool/pip-tools/bin/pip-compile -q --generate-hashes --strip-extras \
+	  --no-emit-index-url --no-header -o images/requirements.lock pyproject.toml
+	$(HOME)/.cache/tidepool/pip-tools/bin/pip-compile -q --generate-hashes --allow-unsafe \
+	  --no-emit-index-url --no-header --only-build-deps --build-deps-for wheel \
+	  -o images/build-requirements.lock pyproject.toml
 
 binaries: venv
 	bash e2e/cluster/build-binaries.sh >/dev/null
@@ -34,7 +53,7 @@ lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/tidepool crd --check
 
-test: venv deps binaries lint
+test: venv deps binaries images lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: venv
