@@ -68,7 +68,8 @@ class FakeKube:
             if (
                 kind != "Deployment"
                 or ns != namespace
-                or meta_labels.get(labels.INFERENCE_DEPLOYMENT) != infd_name
+                or meta_labels.get(labels.INFERENCE_DEPLOYMENT)
+                != labels.selector_labels(infd_name)[labels.INFERENCE_DEPLOYMENT]
             ):
                 continue
             replicas = int(obj["spec"].get("replicas", 1))

@@ -22,3 +22,13 @@ def test_pending_wake(
     annotations: dict[str, str] | None, last_handled: str | None, expected: str | None
 ) -> None:
     assert labels.pending_wake(annotations, last_handled) == expected
+
+
+def test_a_huge_wake_value_is_cut_to_what_status_keeps() -> None:
+    """Anyone may write the annotation; status.lastWakeHandled has a maxLength."""
+    huge = "2026-01-01T00:00:05Z" + "x" * 100_000
+
+    value = labels.pending_wake({labels.WAKE_REQUESTED_AT: huge}, None)
+
+    assert value == huge[: labels.MAX_WAKE_VALUE]
+    assert labels.pending_wake({labels.WAKE_REQUESTED_AT: huge}, value) is None

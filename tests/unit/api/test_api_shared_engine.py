@@ -303,7 +303,7 @@ def test_shared_engine_names_are_dns_labels_and_stay_distinct(a: str, b: str) ->
         pydantic.constr(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     )
     label_value = pydantic.TypeAdapter(
-        pydantic.constr(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63)
+        pydantic.constr(pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$", max_length=63)
     )
 
     assert dns_label.validate_python(names.shared_engine(a))
