@@ -86,9 +86,14 @@ def _crd(
     description: str,
     printer_columns: list[JSON],
     scale: bool,
+    max_name: int | None = None,
 ) -> JSON:
     spec_schema = structural_schema(spec_model)
     status_schema = _conditions_as_map(structural_schema(status_model))
+    metadata: JSON = {"type": "object"}
+    if max_name is not None:
+        # A structural schema may constrain metadata.name (and nothing else of metadata).
+        metadata["properties"] = {"name": {"type": "string", "maxLength": max_name}}
     subresources: JSON = {"status": {}}
     if scale:
         subresources["scale"] = {
@@ -126,7 +131,7 @@ def _crd(
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "metadata": metadata,
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
@@ -198,6 +203,9 @@ def gpu_pool_crd() -> JSON:
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],
         scale=False,
+        # Every engine pod carries its pool's name as a label value (tidepool.dev/pool), which
+        # the gateway, Prometheus and the operator read back: at most 63 characters.
+        max_name=types.MAX_LABEL_VALUE,
     )
 
 

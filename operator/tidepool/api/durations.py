@@ -8,24 +8,34 @@ import re
 from datetime import timedelta
 from typing import Final
 
-#: What the CRD's OpenAPI ``pattern`` allows. CEL's ``duration()`` accepts the same units.
-PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+#: What the CRD's OpenAPI ``pattern`` allows. CEL's ``duration()`` accepts the same units. Each
+#: number has at most 6 digits before and after the point, so the API server refuses a value
+#: such as ``999999999999h`` (which would overflow ``timedelta``) at admission, naming the field.
+PATTERN: Final = r"^([0-9]{1,6}(\.[0-9]{1,6})?(ms|s|m|h))+$"
 _PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: The longest duration any field takes: a year is far beyond any idle window, stabilization or
+#: traffic window, and keeps every sum with a timestamp within ``datetime``'s range.
+MAX_TEXT: Final = "8760h"
+MAX: Final = timedelta(hours=8760)
+#: The same bound as a CEL rule, so the API server refuses a longer value at admission.
+MAX_RULE: Final = f"duration(self) <= duration('{MAX_TEXT}')"
 
 
 class InvalidDurationError(ValueError):
-    """A duration string that does not match :data:`PATTERN`."""
+    """A duration string that does not match :data:`PATTERN` or is longer than :data:`MAX`."""
 
 
 def parse(text: str) -> timedelta:
     """Parse ``text``; e.g. ``parse("1h30m") == timedelta(minutes=90)``."""
     if not re.fullmatch(PATTERN, text):
         raise InvalidDurationError(
-            f"{text!r} is not a duration; use a number with a unit ms, s, m or h,"
-            " e.g. 90s, 5m, 1h30m"
+            f"{text!r} is not a duration; use numbers of at most 6 digits with a unit ms, s, m"
+            f" or h, e.g. 90s, 5m, 1h30m, at most {MAX_TEXT} in all"
         )
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+    if seconds > MAX.total_seconds():
+        raise InvalidDurationError(f"{text!r} is longer than the maximum duration, {MAX_TEXT}")
     return timedelta(seconds=seconds)
 
 

@@ -166,8 +166,11 @@ def test_duration_fields_carry_the_pattern() -> None:
     node = _at("InferenceDeployment", "spec.scaling.scaleToZeroAfter")
 
     assert node["type"] == "string"
-    assert node["pattern"] == r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+    assert node["pattern"] == r"^([0-9]{1,6}(\.[0-9]{1,6})?(ms|s|m|h))+$"
     assert node["default"] == "5m"
+    assert {"rule": "duration(self) <= duration('8760h')", "message": "must be at most 8760h"} in (
+        node["x-kubernetes-validations"]
+    )
 
 
 def test_conditions_are_a_map_list_keyed_by_type() -> None:
@@ -235,3 +238,10 @@ def test_chart_crds_are_behind_install_and_keep_flags() -> None:
     assert "{{- if .Values.crds.keep }}" in text
     assert "helm.sh/resource-policy: keep" in text
     assert text.rstrip().endswith("{{- end }}")
+
+
+def test_gpupool_names_fit_a_label_value() -> None:
+    """Engine pods carry their pool's name as the tidepool.dev/pool label value."""
+    root = crdgen.gpu_pool_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+    assert root["properties"]["metadata"]["properties"]["name"]["maxLength"] == 63

@@ -1,6 +1,7 @@
 """Go-style durations and ``set_condition``'s apimachinery rules."""
 
 import argparse
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -222,3 +223,32 @@ def test_find() -> None:
 
     assert conditions.find(conds, ConditionType.READY) == conds[0]
     assert conditions.find(conds, ConditionType.SCHEDULED) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("999999999999h", id="overflowed-timedelta"),
+        pytest.param("1000000h", id="seven-digits"),
+        pytest.param("8761h", id="just-over-a-year"),
+        pytest.param("8760h1ms", id="a-year-and-a-millisecond"),
+        pytest.param("999999h999999h", id="parts-that-add-up"),
+    ],
+)
+def test_parse_refuses_durations_over_the_maximum(text: str) -> None:
+    """``999999999999h`` matched the pattern, then overflowed ``timedelta`` on every reconcile."""
+    with pytest.raises(durations.InvalidDurationError) as caught:
+        durations.parse(text)
+
+    assert repr(text) in str(caught.value)
+    assert durations.MAX_TEXT in str(caught.value)
+
+
+def test_the_maximum_itself_parses() -> None:
+    assert durations.parse(durations.MAX_TEXT) == durations.MAX
+
+
+def test_the_pattern_bounds_the_digits_so_the_api_server_refuses_an_overflow() -> None:
+    assert re.fullmatch(durations.PATTERN, "999999h")
+    assert not re.fullmatch(durations.PATTERN, "9999999h")
+    assert not re.fullmatch(durations.PATTERN, "1.0000001s")

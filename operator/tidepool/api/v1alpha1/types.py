@@ -13,22 +13,40 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from tidepool.api import durations
+from tidepool.api import durations, labels
 
 GROUP: Final = "tidepool.dev"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+
+def _duration(text: str) -> str:
+    durations.parse(text)  # InvalidDurationError is a ValueError: pydantic names the field
+    return text
+
 
 Duration = Annotated[
     str,
     Field(
         pattern=durations.PATTERN,
         max_length=32,
-        description="A duration such as 90s, 5m or 1h30m.",
+        description=f"A duration such as 90s, 5m or 1h30m, at most {durations.MAX_TEXT}.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": durations.MAX_RULE, "message": f"must be at most {durations.MAX_TEXT}"}
+            ]
+        },
     ),
+    AfterValidator(_duration),
 ]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -106,6 +124,37 @@ MAX_REPLICAS: Final = 1000
 #: Bound on model ids, paths and URIs: a long object-store URI fits, a pasted file does not.
 MAX_MODEL_REF: Final = 1024
 
+# Every string and list of a spec is bounded, so that the whole spec stays small: Kopf copies it
+# into its last-handled-configuration annotation, and the API server refuses every write to an
+# object whose annotations pass 256 KiB, the finalizer's removal included, so an oversized spec
+# could never be deleted. tests/unit/api/test_api_bounds.py adds the bounds up.
+
+#: A label key (a 253-character DNS prefix, "/", a 63-character name) and a label value.
+MAX_LABEL_KEY: Final = 317
+MAX_LABEL_VALUE: Final = 63
+MAX_SELECTOR_LABELS: Final = 16
+MAX_TOLERATIONS: Final = 16
+#: Items of ``engine.extraArgs`` and ``engine.env``.
+MAX_LIST_ITEMS: Final = 64
+#: Characters of all ``engine.extraArgs`` together (a CEL rule sums them).
+MAX_EXTRA_ARGS_CHARS: Final = 4096
+#: Characters of all ``engine.env`` names and values together (a CEL rule sums them).
+MAX_ENV_CHARS: Final = 8192
+
+# Status is written by the operator alone; its bounds are generous, and only say to the API
+# server what the operator's own values already keep to.
+
+#: An object's name (a DNS subdomain).
+MAX_OBJECT_NAME: Final = 253
+#: A condition's message, as ``metav1.Condition`` bounds it.
+MAX_MESSAGE: Final = 32768
+#: A short status text: a selector, a list of pools, a decision's action.
+MAX_STATUS_TEXT: Final = 4096
+MAX_CONDITIONS: Final = 16
+MAX_STATUS_POOLS: Final = 16
+#: InferenceDeployments one SharedEngine may list in its status.
+MAX_ADAPTERS: Final = 10000
+
 #: vLLM's --max-lora-rank accepts 8, 16, 32, 64, 128, 256, 320 or 512 (the choices of the default
 #: image's v0.11 engine arguments; later releases' LoRAConfig also allows 1, never anything else).
 LoraRank = Literal[8, 16, 32, 64, 128, 256, 320, 512]
@@ -146,17 +195,19 @@ class PoolRole(StrEnum):
 class Toleration(_Model):
     """A Kubernetes toleration, copied onto engine pods placed in the pool."""
 
-    key: str | None = None
+    key: str | None = Field(default=None, max_length=MAX_LABEL_KEY)
     operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = None
+    value: str | None = Field(default=None, max_length=MAX_LABEL_VALUE)
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
 class EnvVar(_Model):
     """An environment variable for the engine container."""
 
-    name: str = Field(min_length=1, max_length=256)
-    value: str = Field(default="", max_length=32768)
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[ -<>-~]+$")
+    """Printable ASCII other than '=', as Kubernetes takes it (since its relaxed environment
+    variable validation; older clusters take only C identifiers, and say so in Ready)."""
+    value: str = Field(default="", max_length=MAX_ENV_CHARS)
 
 
 class Condition(_Status):
@@ -194,13 +245,26 @@ class GPUPoolSpec(_Model):
     tenancy: Tenancy
     """shared: tenants are packed onto the same nodes and billed per token. dedicated: one
     tenant per node (taints plus anti-affinity), billed per GPU-hour."""
-    gpu_type: str = Field(min_length=1, examples=["NVIDIA-A100-SXM4-80GB"])
+    gpu_type: str = Field(
+        min_length=1, max_length=MAX_LABEL_VALUE, examples=["NVIDIA-A100-SXM4-80GB"]
+    )
     """GPU model of the nodes, as GPU feature discovery labels it (nvidia.com/gpu.product)."""
     gpus_per_node: int = Field(default=8, ge=1, le=64)
     """GPUs on each node of this pool."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, Annotated[str, Field(max_length=MAX_LABEL_VALUE)]] = Field(
+        default_factory=dict,
+        max_length=MAX_SELECTOR_LABELS,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    f"self.all(k, size(k) <= {MAX_LABEL_KEY})",
+                    f"label keys are at most {MAX_LABEL_KEY} characters",
+                )
+            ]
+        },
+    )
     """Labels a node must carry to belong to this pool."""
-    tolerations: list[Toleration] = Field(default_factory=list)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=MAX_TOLERATIONS)
     """Tolerations engine pods need to land on this pool's tainted nodes."""
     price_per_gpu_hour: float = Field(ge=0.0, examples=[4.0])
     """What one GPU-hour in this pool costs, in dollars. Drives the placement cost model."""
@@ -335,12 +399,50 @@ class EngineSpec(_Model):
     """Enable automatic prefix caching."""
     speculative_decoding: SpeculativeDecoding | None = None
     """Speculative decoding; the seeds report 50%+ lower latency on dedicated deployments."""
-    extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list)
+    extra_args: list[Annotated[str, Field(max_length=MAX_EXTRA_ARGS_CHARS)]] = Field(
+        default_factory=list,
+        max_length=MAX_LIST_ITEMS,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    f"self.map(a, size(a)).sum() <= {MAX_EXTRA_ARGS_CHARS}",
+                    f"extraArgs may hold at most {MAX_EXTRA_ARGS_CHARS} characters in all",
+                )
+            ]
+        },
+    )
     """More ``vllm serve`` arguments, appended verbatim."""
-    env: list[EnvVar] = Field(default_factory=list)
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=MAX_LIST_ITEMS,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0)).sum()"
+                    f" <= {MAX_ENV_CHARS}",
+                    f"env names and values may hold at most {MAX_ENV_CHARS} characters in all",
+                )
+            ]
+        },
+    )
     """Environment for the engine container."""
     port: int = Field(default=8000, ge=1, le=65535)
     """Port the engine listens on."""
+
+    @model_validator(mode="after")
+    def _totals(self) -> "EngineSpec":
+        # Mirrors the CEL rules on extraArgs and env, so Python-validated manifests fail the same.
+        args = sum(len(a) for a in self.extra_args)
+        if args > MAX_EXTRA_ARGS_CHARS:
+            raise ValueError(
+                f"engine.extraArgs holds {args} characters; at most {MAX_EXTRA_ARGS_CHARS} in all"
+            )
+        env = sum(len(e.name) + len(e.value) for e in self.env)
+        if env > MAX_ENV_CHARS:
+            raise ValueError(
+                f"engine.env names and values hold {env} characters; at most {MAX_ENV_CHARS} in all"
+            )
+        return self
 
 
 class ScalingSpec(_Model):
@@ -384,8 +486,8 @@ class HybridSpec(_Model):
 class PoolPreferences(_Model):
     """Which GPUPools to use. Empty means the first pool of the needed tenancy, by name."""
 
-    shared: str | None = Field(default=None, pattern=DNS_LABEL)
-    dedicated: str | None = Field(default=None, pattern=DNS_LABEL)
+    shared: str | None = Field(default=None, pattern=DNS_LABEL, max_length=MAX_LABEL_VALUE)
+    dedicated: str | None = Field(default=None, pattern=DNS_LABEL, max_length=MAX_LABEL_VALUE)
 
 
 class PlacementSpec(_Model):
@@ -481,13 +583,6 @@ class InferenceDeploymentSpec(_Model):
     """Manual pin, normally absent. Written by ``kubectl scale``; while set, the autoscaler holds
     this count. Do not keep it in Git: the autoscaler owns the replica count."""
 
-    @field_validator("scaling")
-    @classmethod
-    def _durations_parse(cls, value: ScalingSpec) -> ScalingSpec:
-        for name in ("scale_to_zero_after", "scale_up_stabilization", "scale_down_stabilization"):
-            durations.parse(getattr(value, name))
-        return value
-
     @model_validator(mode="after")
     def _cross_field(self) -> "InferenceDeploymentSpec":
         # Mirrors the CEL rules, so manifests validated in Python (examples, tests) fail the same.
@@ -507,14 +602,14 @@ class InferenceDeploymentSpec(_Model):
 class PoolStatus(_Status):
     """Replicas of this InferenceDeployment in one pool."""
 
-    name: str
+    name: str = Field(max_length=MAX_OBJECT_NAME)
     tenancy: Tenancy
     role: PoolRole = PoolRole.PRIMARY
     """primary: serves traffic. overflow: hybrid spill-over. target: being started by a
     migration, not routed yet. draining: no new requests; in-flight ones finish."""
     replicas: int = 0
     ready_replicas: int = 0
-    deployment: str = ""
+    deployment: str = Field(default="", max_length=MAX_LABEL_VALUE)
     """Name of the engine Deployment."""
 
 
@@ -528,21 +623,21 @@ class MigrationStatus(_Status):
     """Progress of a make-before-break move, durable so a restarted operator resumes it."""
 
     phase: MigrationPhase
-    from_pool: str
-    to_pool: str
+    from_pool: str = Field(max_length=MAX_STATUS_TEXT)
+    to_pool: str = Field(max_length=MAX_STATUS_TEXT)
     to_mode: DeploymentMode
     started_at: datetime
     phase_since: datetime
-    reason: str = ""
+    reason: str = Field(default="", max_length=MAX_MESSAGE)
 
 
 class LastDecision(_Status):
     """The last scaling or placement decision, with its reason in numbers."""
 
     time: datetime
-    action: str
-    reason: str
-    message: str
+    action: str = Field(max_length=MAX_STATUS_TEXT)
+    reason: str = Field(max_length=MAX_STATUS_TEXT)
+    message: str = Field(max_length=MAX_MESSAGE)
 
 
 class CapacityStatus(_Status):
@@ -552,7 +647,7 @@ class CapacityStatus(_Status):
     """Prompt tokens one replica processes per second with its batch full."""
     decode_tokens_per_second: float
     """Tokens one replica generates per second across all its sequences with its batch full."""
-    source: str
+    source: str = Field(max_length=MAX_STATUS_TEXT)
     """Where the figures came from: spec.engine.capacity, the calibration table, or learned from
     vLLM's counters."""
     updated: datetime | None = None
@@ -563,33 +658,35 @@ class InferenceDeploymentStatus(_Status):
     """Observed state, written only by the operator."""
 
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
     replicas: int = 0
     """Replicas across all pools (the scale subresource's status replicas)."""
     ready_replicas: int = 0
     desired_replicas: int = 0
-    ready: str = "0/0"
+    ready: str = Field(default="0/0", max_length=32)
     """ready/desired, for kubectl get."""
-    selector: str = ""
+    selector: str = Field(default="", max_length=MAX_STATUS_TEXT)
     """Label selector of the engine pods (for the scale subresource)."""
-    engine: str = ""
+    engine: str = Field(default="", max_length=MAX_OBJECT_NAME)
     """The SharedEngine serving this tenant's adapter, or "" while it runs replicas of its own,
     so that kubectl get shows which tenants share which engine fleet."""
-    served_model: str = ""
-    endpoint: str = ""
+    served_model: str = Field(default="", max_length=MAX_OBJECT_NAME)
+    endpoint: str = Field(default="", max_length=MAX_STATUS_TEXT)
     """In-cluster URL of the engine Service (the gateway is the usual front door)."""
     effective_mode: DeploymentMode | None = None
     """For mode auto: what Tidepool currently runs (serverless, dedicated or hybrid)."""
-    pool: str = ""
+    pool: str = Field(default="", max_length=MAX_STATUS_TEXT)
     """Pools in use, comma-separated, for kubectl get."""
-    pools: list[PoolStatus] = Field(default_factory=list)
-    routable_pools: list[str] = Field(default_factory=list)
+    pools: list[PoolStatus] = Field(default_factory=list, max_length=MAX_STATUS_POOLS)
+    routable_pools: list[Annotated[str, Field(max_length=MAX_OBJECT_NAME)]] = Field(
+        default_factory=list, max_length=MAX_STATUS_POOLS
+    )
     """Pools the gateway may send new requests to. A migration shifts traffic by changing this."""
     queue_depth: int | None = None
     """Last observed queue (waiting plus running plus held); absent when metrics are unknown."""
     utilization: float | None = None
     """Last observed busy/provisioned capacity over the placement window."""
-    spend: str | None = None
+    spend: str | None = Field(default=None, max_length=MAX_STATUS_TEXT)
     """Projected monthly GPU spend of each placement option at the last measured traffic, and
     the chargeback the shared pool's per-token price would bill (never part of spend)."""
     spend_per_month: float | None = None
@@ -608,7 +705,7 @@ class InferenceDeploymentStatus(_Status):
     last_active_time: datetime | None = None
     """Last time there was any demand. Scale to zero counts idleness from here."""
     last_scale_time: datetime | None = None
-    last_wake_handled: str | None = None
+    last_wake_handled: str | None = Field(default=None, max_length=labels.MAX_WAKE_VALUE)
     """The wake-requested-at annotation value last acted on."""
     placement_since: datetime | None = None
     """When the current placement began (minimum dwell counts from here)."""
@@ -717,12 +814,6 @@ class SharedEngineSpec(_Model):
     """Manual pin, normally absent. Written by ``kubectl scale``; while set, the autoscaler holds
     this count. Do not keep it in Git: the autoscaler owns the replica count."""
 
-    @field_validator("scaling")
-    @classmethod
-    def _duration_parses(cls, value: SharedEngineScaling) -> SharedEngineScaling:
-        durations.parse(value.scale_to_zero_after)
-        return value
-
     @model_validator(mode="after")
     def _cross_field(self) -> "SharedEngineSpec":
         # Mirrors the CEL rules, so manifests validated in Python (examples, tests) fail the same.
@@ -751,7 +842,9 @@ class LoadedAdapter(_Status):
     """The InferenceDeployment it belongs to, as namespace/name."""
     loaded_replicas: int = 0
     """Replicas that have the adapter loaded now."""
-    replicas: list[str] = Field(default_factory=list)
+    replicas: list[Annotated[str, Field(max_length=MAX_OBJECT_NAME)]] = Field(
+        default_factory=list, max_length=MAX_REPLICAS
+    )
     """The fleet pods that have it loaded now, by name: the gateway sends the tenant's requests
     only to these, so a replica receives an adapter's traffic only after the adapter is loaded."""
 
@@ -760,7 +853,7 @@ class SharedEngineStatus(_Status):
     """Observed state, written only by the operator."""
 
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
     replicas: int = 0
     """Replicas of the fleet (the scale subresource's status replicas)."""
     ready_replicas: int = 0
@@ -770,7 +863,7 @@ class SharedEngineStatus(_Status):
     """Label selector of the engine pods (for the scale subresource)."""
     tenants: int = 0
     """InferenceDeployments the fleet serves now."""
-    adapters: list[LoadedAdapter] = Field(default_factory=list)
+    adapters: list[LoadedAdapter] = Field(default_factory=list, max_length=MAX_ADAPTERS)
     """Each served tenant's adapter and on how many replicas it is loaded."""
     last_active_time: datetime | None = None
     """Last time any tenant had demand. Scale to zero counts idleness from here."""
