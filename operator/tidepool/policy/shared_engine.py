@@ -12,9 +12,10 @@ dedicated or hybrid runs its own replicas with its one adapter (``render.lora.te
 
 Replicas: :func:`tidepool.policy.autoscale.decide` on the *aggregate* queue of the fleet (what its
 replicas run and queue, plus what the gateway holds for each tenant), because adapters share a
-replica's batch. A wake of any tenant (the gateway's wake annotation, :func:`labels.pending_wake`)
-scales 0 -> 1; the idle clock (``status.lastActiveTime``) restarts whenever any tenant has demand,
-so the fleet scales to zero only once every tenant has been idle for ``scaleToZeroAfter``. An
+replica's batch. A wake of any tenant (the gateway's wake annotation, newer than the fleet's
+last activity: :func:`requested_wake`) scales 0 -> 1; the idle clock (``status.lastActiveTime``)
+restarts whenever any tenant has demand, so the fleet scales to zero only once every tenant has
+been idle for ``scaleToZeroAfter``. An
 awake fleet never runs fewer replicas than its tenants' adapters need (:func:`adapter_floor`), so
 a wake brings up room for every tenant at once.
 
@@ -235,6 +236,34 @@ def adapter_floor(engine: SharedEngine, tenants: int) -> int:
     return min(engine.spec.scaling.max_replicas, -(-tenants // slots))
 
 
+def requested_wake(
+    annotations: Mapping[str, str] | None, last_active: datetime | None
+) -> str | None:
+    """The tenant's ``wake-requested-at`` value if it asks for a wake after the fleet's last
+    activity (``status.lastActiveTime``), else None.
+
+    Why not ``status.lastWakeHandled`` (:func:`labels.pending_wake`): that field is the tenant's
+    own daemon's record of the wakes *it* handled, and it marks a wake handled as soon as it has
+    read it, often before this plan runs; the fleet would then never see the wake. The fleet's
+    own clock is the one it writes itself: acting on a wake makes the fleet active at ``now``,
+    which is after the wake, so the same wake is never acted on twice. The gateway stamps the
+    wake with its clock and the operator the activity with its own; they need only agree to
+    well within the idle window. E.g. a wake at 12:00:05.000Z on a fleet last active at
+    11:50:00Z: pending; once acted on at 12:00:05.4Z: not. A value that is no RFC 3339 time
+    (written by hand) asks for nothing.
+    """
+    value = (annotations or {}).get(labels.WAKE_REQUESTED_AT)
+    if not value:
+        return None
+    try:
+        at = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    return str(value) if last_active is None or at > last_active else None
+
+
 def scaling_policy(engine: SharedEngine) -> autoscale.AutoscalePolicy:
     """The autoscaler's knobs: the SharedEngine's, and an InferenceDeployment's defaults for the
     stabilization windows and rate a SharedEngine does not expose."""
@@ -355,9 +384,7 @@ def plan_shared_engine(
 
     # -- replicas ------------------------------------------------------------------------------
     wakes = {
-        tenant_key(t): labels.pending_wake(
-            t.metadata.get("annotations"), t.status.last_wake_handled
-        )
+        tenant_key(t): requested_wake(t.metadata.get("annotations"), status.last_active_time)
         for t in members
     }
     held = {k: v for k, v in observed.held.items() if k in wakes}

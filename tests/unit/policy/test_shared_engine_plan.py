@@ -42,6 +42,7 @@ def _tenant(
     mode: str = "serverless",
     effective: str | None = None,
     wake: str | None = None,
+    handled: str | None = None,
 ) -> InferenceDeployment:
     model_spec: dict[str, Any] = {"name": model}
     if adapter:
@@ -49,7 +50,9 @@ def _tenant(
     meta: dict[str, Any] = {"name": name, "namespace": "team", "generation": 1}
     if wake:
         meta["annotations"] = {labels.WAKE_REQUESTED_AT: wake}
-    status = {"effectiveMode": effective} if effective else {}
+    status: dict[str, Any] = {"effectiveMode": effective} if effective else {}
+    if handled:
+        status["lastWakeHandled"] = handled
     spec: dict[str, Any] = {"model": model_spec, "mode": mode}
     if mode == "dedicated":
         spec["scaling"] = {"minReplicas": 1}
@@ -212,6 +215,29 @@ A, B, C = _tenant("a"), _tenant("b"), _tenant("c")
             ),
             1,
             id="a-pin-wins-over-the-adapter-floor",
+        ),
+        pytest.param(
+            Case(
+                [
+                    A,
+                    _tenant(
+                        "b", wake="2025-06-01T11:59:59.000Z", handled="2025-06-01T11:59:59.000Z"
+                    ),
+                ]
+            ),
+            1,
+            id="a-wake-the-tenants-own-daemon-marked-handled-still-wakes-the-fleet",
+        ),
+        pytest.param(
+            Case(
+                [A, _tenant("b", wake="2025-06-01T11:50:00.000Z")],
+                last_active=NOW - timedelta(minutes=6),
+            ),
+            0,
+            id="a-wake-older-than-the-fleets-last-activity-was-acted-on-already",
+        ),
+        pytest.param(
+            Case([A, _tenant("b", wake="soon")]), 0, id="a-wake-that-is-no-time-asks-for-nothing"
         ),
     ],
 )
