@@ -17,12 +17,10 @@ Make-before-break for adapters: the gateway sends a tenant only to the pods the 
 written earlier no longer names that pod for it; until then the unload waits a sync (about a
 second), during which the gateway has read the record that stopped sending it there.
 
-``status.lastWakeHandled`` of a tenant is written by this reconciler only when it has acted on a
-newer wake than the tenant's status shows, never copied back from a read: the InferenceDeployment's
-own daemon writes the whole status from its (possibly older) view too, and a value stepped back
-would make an old wake look new and wake the fleet again. The newest wake acted on per tenant is
-also kept in :class:`SharedEngineCache`, so a value stepped back by the other writer is neither
-acted on twice nor left standing.
+A tenant's ``status.lastWakeHandled`` has one writer, the tenant's own daemon, and this
+reconciler never writes it: the fleet knows a wake is new by its own ``status.lastActiveTime``
+(:func:`tidepool.policy.shared_engine.requested_wake`). Two writers of one field, each from its
+own read, could step it back, and an old wake would look new again.
 
 The ports here are this reconciler's own (:mod:`tidepool.reconcile.ports` is the
 InferenceDeployment's); the value types crossing them, such as :class:`EnginePodAddress`, belong
@@ -91,8 +89,6 @@ class SharedEngineCache:
     history: tuple[autoscale.Recommendation, ...] = ()
     load_errors: dict[str, str] = field(default_factory=dict)
     """Tenant key -> the engine's message from the last failed load (cleared by a success)."""
-    wakes_handled: dict[str, str] = field(default_factory=dict)
-    """Tenant key -> the newest wake (``wake-requested-at`` value) this process has acted on."""
     record: frozenset[tuple[str, str]] = frozenset()
     """(pod, adapter) pairs the last engine status this process wrote names: with the status
     read, what the gateway may still be routing on."""
@@ -121,8 +117,7 @@ def sync_shared_engine(
 
     ``namespace``: where the operator runs shared fleets (a SharedEngine is cluster-scoped).
     """
-    read = kube.inference_deployments()
-    every = [with_newest_wake(t, cache) for t in read]
+    every = kube.inference_deployments()
     tenants = [t for t in every if planning.serves(engine, t)]
     observed = observe(
         engine,
@@ -156,13 +151,8 @@ def sync_shared_engine(
     status = final.status.model_dump(mode="json", by_alias=True)
     kube.patch_shared_engine_status(engine.name, status)
     cache.record = recorded(final.status.adapters)
-    was = {planning.tenant_key(t): t for t in read}
+    was = {planning.tenant_key(t): t for t in every}
     for update in final.tenants:
-        if update.last_wake_handled is not None:
-            cache.wakes_handled[update.key] = (
-                newest(cache.wakes_handled.get(update.key), update.last_wake_handled)
-                or update.last_wake_handled
-            )
         patch = tenant_status(update, was.get(update.key))
         if patch:
             kube.patch_tenant_status(update.namespace, update.name, patch)
@@ -190,40 +180,6 @@ REPLICA_STARTING: Final = timedelta(seconds=0.5)
 def recorded(adapters: list[LoadedAdapter]) -> frozenset[tuple[str, str]]:
     """The (pod, adapter) pairs an engine status names: where the gateway routes each adapter."""
     return frozenset((pod, a.name) for a in adapters for pod in a.replicas)
-
-
-def _instant(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def newest(a: str | None, b: str | None) -> str | None:
-    """The later of two wake timestamps (RFC 3339, as the gateway writes them); ``b`` when
-    either does not parse (a hand-written annotation), so a new value is never ignored."""
-    ta, tb = _instant(a), _instant(b)
-    if ta is None or tb is None:
-        return b or a
-    return a if ta > tb else b
-
-
-def with_newest_wake(infd: InferenceDeployment, cache: SharedEngineCache) -> InferenceDeployment:
-    """``infd`` with ``status.lastWakeHandled`` at least the newest wake acted on for it here.
-
-    E.g. the fleet woke for ``10:00:05.000Z``; the tenant's own daemon then wrote its whole
-    status from a view still showing ``10:00:01.000Z``: the plan sees ``10:00:05.000Z``, so the
-    annotation (``10:00:05.000Z``) is no pending wake, and the value is written forward again.
-    """
-    cached = cache.wakes_handled.get(planning.tenant_key(infd))
-    current = infd.status.last_wake_handled
-    best = newest(current, cached) if cached else current
-    if best == current:
-        return infd
-    status = infd.status.model_copy(update={"last_wake_handled": best})
-    return infd.model_copy(update={"status": status})
 
 
 def observe(
@@ -319,24 +275,18 @@ def actuate_adapters(
 
 
 def tenant_status(update: planning.TenantUpdate, was: InferenceDeployment | None = None) -> JSON:
-    """The merge patch of a tenant's status: only the fields the SharedEngine owns, and of those
-    only what differs from ``was`` (the tenant as read); empty when nothing does.
-
-    ``lastWakeHandled`` goes out only when it moves past what was read (see the module
-    docstring): a copy of the read value is what could step it back.
-    """
+    """The merge patch of a tenant's status: the fields the SharedEngine owns (``engine`` and
+    ``AdapterLoaded``, written as the whole conditions list a merge patch replaces), and of
+    those only what differs from ``was`` (the tenant as read); empty when nothing does.
+    ``lastWakeHandled`` is the tenant's own daemon's (see the module docstring)."""
     patch: JSON = {}
     conditions = [c.model_dump(mode="json", by_alias=True) for c in update.conditions]
     old = was.status if was is not None else None
     if old is None or update.engine != (old.engine or ""):
         patch["engine"] = update.engine
-    if old is None or conditions != [
-        c.model_dump(mode="json", by_alias=True) for c in old.conditions
-    ]:
+    before = (
+        [] if old is None else [c.model_dump(mode="json", by_alias=True) for c in old.conditions]
+    )
+    if old is None or conditions != before:
         patch["conditions"] = conditions
-    handled = update.last_wake_handled
-    if handled is not None and (
-        old is None or newest(old.last_wake_handled, handled) != (old.last_wake_handled)
-    ):
-        patch["lastWakeHandled"] = handled
     return patch
