@@ -5,6 +5,8 @@ Every write is a server-side apply under the fixed field manager ``tidepool`` wi
 idempotent (re-applying the same object is a no-op and bumps no generation).
 """
 
+import json
+import re
 from collections.abc import Iterable
 from typing import Any, Final, TypeVar
 
@@ -22,6 +24,21 @@ _M = TypeVar("_M", InferenceDeployment, SharedEngine)
 
 JSON = dict[str, Any]
 TRANSIENT_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
+#: Characters YAML does not take raw in a double-quoted scalar (outside its printable set, or a
+#: line break in YAML 1.1, which the API server's parser follows): they stay JSON escapes.
+_YAML_UNSAFE: Final = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
+
+
+def apply_body(obj: JSON) -> bytes:
+    """The body of a server-side apply: JSON, which is YAML, in UTF-8 with text as it is.
+
+    Why not the client's serialisation: it is ``json.dumps``, which escapes all non-ASCII text,
+    an emoji as a surrogate pair (``\\ud83e\\udd99``); an apply patch is parsed as YAML, and the
+    API server's YAML parser refuses such a pair, so an object with an emoji anywhere in it
+    could never be applied. A ``bytes`` body is sent by the client as it is.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
 class TransientKubeError(RuntimeError):
@@ -74,11 +91,27 @@ def _retry_after(exc: ApiException) -> float | None:
         return None
 
 
+class RefusedKubeError(RuntimeError):
+    """The API server refused a request as invalid (400 Bad Request, 422 Unprocessable Entity):
+    sending the same again cannot succeed. The message is the server's own, which names the
+    object, the field and the value (its ``Status.message``)."""
+
+
+def _server_message(exc: ApiException) -> str:
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"{exc.status} {exc.reason}")
+
+
 def _wrap(exc: ApiException) -> Exception:
     if exc.status in TRANSIENT_STATUS:
         return TransientKubeError(
             f"API server answered {exc.status} {exc.reason}", retry_after=_retry_after(exc)
         )
+    if exc.status in (400, 422):
+        return RefusedKubeError(_server_message(exc))
     return exc
 
 
@@ -148,7 +181,7 @@ class Kube:
         meta = obj["metadata"]
         try:
             resource.server_side_apply(
-                body=obj,
+                body=apply_body(obj),
                 name=meta["name"],
                 namespace=meta.get("namespace"),
                 field_manager=field_manager,
@@ -170,7 +203,7 @@ class Kube:
         }
         try:
             resource.status.server_side_apply(
-                body=body,
+                body=apply_body(body),
                 name=name,
                 namespace=namespace,
                 field_manager=labels.FIELD_MANAGER,

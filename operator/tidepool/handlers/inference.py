@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import kopf
 
-from tidepool.adapters.kube import TransientKubeError
+from tidepool.adapters.kube import RefusedKubeError, TransientKubeError
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api import labels
 from tidepool.api.conditions import ConditionType, Reason, set_condition
@@ -28,6 +28,8 @@ from tidepool.reconcile import inference
 
 RESOURCE = (GROUP, VERSION, "inferencedeployments")
 JSON = dict[str, Any]
+#: How soon an object whose spec cannot work is looked at again (a spec change pokes at once).
+INVALID_SPEC_REQUEUE_SECONDS: Final = 30.0
 OWN_WRITES_KEY: Final = "own_writes"
 
 
@@ -258,18 +260,28 @@ def _reconcile_once(
         # The schema should have refused this; say so on the object instead of crash-looping.
         logger.error(f"spec does not validate: {exc}")
         _report_invalid_spec(raw, str(exc), deps=deps)
-        return 30.0
-    result = inference.sync(
-        infd,
-        kube=deps.kube,
-        metrics=deps.metrics,
-        cache=cache,
-        context=inference.Context(
-            operator_started_at=deps.started_at,
-            may_start_migration=deps.may_start_migration(key),
-        ),
-        now=utc_now(),
-    )
+        return INVALID_SPEC_REQUEUE_SECONDS
+    try:
+        result = inference.sync(
+            infd,
+            kube=deps.kube,
+            metrics=deps.metrics,
+            cache=cache,
+            context=inference.Context(
+                operator_started_at=deps.started_at,
+                may_start_migration=deps.may_start_migration(key),
+            ),
+            now=utc_now(),
+        )
+    except RefusedKubeError as exc:
+        # The spec passed the schema, but the API server refuses what it renders (say, an env
+        # var name it does not take): the same spec can never succeed, so the object says so,
+        # instead of a traceback at every backoff and no status at all.
+        logger.error(f"the API server refused an object rendered from the spec: {exc}")
+        _report_invalid_spec(
+            raw, f"the API server refused an object rendered from the spec: {exc}", deps=deps
+        )
+        return INVALID_SPEC_REQUEUE_SECONDS
     deps.note_migration(key, active=result.status.migration is not None)
     new_status = result.status.model_dump(mode="json", by_alias=True)
     old_status = raw.get("status") or {}
