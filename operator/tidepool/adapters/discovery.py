@@ -260,15 +260,20 @@ def build_snapshot(
         label = names.shared_engine_label(str(_map(obj.get("metadata")).get("name", "")))
         for pod, adapters in adapter_holders(obj).items():
             held[(label, pod)] = adapters
+    models = sorted(
+        (model_from_inference_deployment(d) for d in deployments.values()), key=lambda m: m.key
+    )
+    # A pod's inference-deployment label is its owner's name, cut and hashed when the name is
+    # over 63 characters (names.label_value): an Endpoint names the owner by its name.
+    owners = {(m.namespace, names.label_value(m.name)): m.name for m in models}
     endpoints = sorted(
         (
-            replace(e, adapters=frozenset(held.get((e.engine, e.pod), ()))) if e.engine else e
+            replace(e, adapters=frozenset(held.get((e.engine, e.pod), ())))
+            if e.engine
+            else replace(e, deployment=owners.get((e.namespace, e.deployment), e.deployment))
             for e in found
         ),
         key=lambda e: e.key,
-    )
-    models = sorted(
-        (model_from_inference_deployment(d) for d in deployments.values()), key=lambda m: m.key
     )
     return RoutingSnapshot(models=tuple(models), endpoints=tuple(endpoints))
 

@@ -28,6 +28,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
 from urllib3.util.retry import Retry
 
+from tidepool.api import names
 from tidepool.policy import placement
 from tidepool.policy.capacity import EngineThroughput
 from tidepool.policy.signals import NoData, Sample, Signal, sample
@@ -44,6 +45,12 @@ class _UnknownError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _owner(namespace: str, name: str) -> str:
+    """Selector of one InferenceDeployment's engine series: its pods' ``inference-deployment``
+    label, which is the name cut and hashed when over 63 characters (``names.label_value``)."""
+    return f'namespace="{_escape(namespace)}",{ENGINE_LABEL}="{_escape(names.label_value(name))}"'
 
 
 def _escape(value: str) -> str:
@@ -85,7 +92,7 @@ class PrometheusMetrics:
         self, *, namespace: str, name: str, served_model: str, ready_replicas: int, now: datetime
     ) -> Signal:
         """Requests waiting plus running on the engines, plus held at the gateway."""
-        sel = f'namespace="{_escape(namespace)}",{ENGINE_LABEL}="{_escape(name)}"'
+        sel = _owner(namespace, name)
         try:
             self._gateway_up()
             engines = self._scalar(
@@ -103,10 +110,7 @@ class PrometheusMetrics:
 
     def pool_inflight(self, *, namespace: str, name: str, pool: str, now: datetime) -> Signal:
         """Requests still running or waiting on one pool's engines (for draining)."""
-        sel = (
-            f'namespace="{_escape(namespace)}",{ENGINE_LABEL}="{_escape(name)}",'
-            f'pool="{_escape(pool)}"'
-        )
+        sel = f'{_owner(namespace, name)},pool="{_escape(pool)}"'
         try:
             value = self._scalar(
                 f"sum(vllm:num_requests_waiting{{{sel}}}) + sum(vllm:num_requests_running{{{sel}}})"
@@ -156,7 +160,7 @@ class PrometheusMetrics:
         """
         if max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
-        sel = f'namespace="{_escape(namespace)}",{ENGINE_LABEL}="{_escape(name)}"'
+        sel = _owner(namespace, name)
         if pool is not None:
             sel += f',pool="{_escape(pool)}"'
         over = f"[{window_seconds}s]"

@@ -7,6 +7,7 @@ import pytest
 from requests import ConnectionError as RequestsConnectionError
 
 from tidepool.adapters.prometheus import PrometheusMetrics
+from tidepool.api import names
 from tidepool.policy.capacity import EngineThroughput
 from tidepool.policy.signals import NoData, Sample
 
@@ -108,3 +109,16 @@ def test_seats_must_be_positive() -> None:
         metrics.engine_throughput(
             namespace="a", name="b", max_num_seqs=0, window_seconds=600, now=NOW
         )
+
+
+def test_a_long_named_tenant_is_selected_by_its_pods_label_value() -> None:
+    """Engine pods carry a name over 63 characters cut and hashed (names.label_value)."""
+    long_name = "l" + "o" * 100 + "ng"
+    metrics, fake = metrics_with({})
+
+    metrics.engine_throughput(
+        namespace="team-a", name=long_name, max_num_seqs=64, window_seconds=600, now=NOW
+    )
+
+    assert fake.queries
+    assert all(f'inference_deployment="{names.label_value(long_name)}"' in q for q in fake.queries)

@@ -120,3 +120,16 @@ def test_static_routes_parse_and_errors():
     assert (lora.models[0].served_model, lora.models[0].upstream_model) == ("m", "bot")
     with pytest.raises(static.StaticRoutesError, match=r"endpoints\[0\]\.port"):
         static.parse({"models": [{"name": "m", "endpoints": [{}]}]})
+
+
+def test_a_long_named_tenants_pods_are_its_endpoints():
+    """A name over 63 characters is cut and hashed in the pods' label; routing still finds them."""
+    long_name = "l" + "o" * 100 + "ng"
+    pod = _pod()
+    pod["metadata"]["labels"] = labels.selector_labels(long_name) | {labels.POOL: "shared"}
+
+    snap = discovery.build_snapshot(
+        {"ns/p1": pod}, {f"ns/{long_name}": {"metadata": {"name": long_name, "namespace": "ns"}}}
+    )
+
+    assert [e.deployment for e in snap.endpoints] == [long_name]
