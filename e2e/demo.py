@@ -252,6 +252,9 @@ def run(keep: bool, name: str) -> int:
             show(cluster, wide=True)
 
             step("7/8 LoRA fine-tunes share one engine; the busiest is promoted to its own")
+            # 'search' and 'support' hold both dedicated nodes (one tenant per node): the
+            # platform adds one, or the promotion would wait for a node and roll back.
+            cluster.add_node(cluster.gpu_node("dedicated-a100", 2))
             cluster.kubectl("apply", "-f", "-", input_text=LORA)
             for bot in FINE_TUNES:
                 gateway_knows(url, bot)
@@ -261,7 +264,7 @@ def run(keep: bool, name: str) -> int:
                     what=f"{bot} served by the fleet",
                     interval=1,
                 )
-            note("four tenants, one fleet replica, no engine of their own:")
+            note("four tenants on one fleet, none with an engine of its own:")
             note(cluster.kubectl("get", "sheng").stdout.replace("\n", "\n    "))
             loops = {
                 bot: TrafficLoop(url, bot, clients=1, max_tokens=8, pause=0.5)

@@ -157,7 +157,7 @@ def engine_spend(
 def engine_text(spend: EngineSpend) -> str:
     """The shared-engine option for status and events.
 
-    E.g. ``SharedEngine base-8b $6,824 (40% of 3 replicas' tokens; $10,236 with the 1
+    E.g. ``SharedEngine base-8b $6,824 (40% of the tokens on 3 replica(s); $10,236 with the 1
     replica(s) it adds)``.
     """
     forced = (
@@ -169,5 +169,6 @@ def engine_text(spend: EngineSpend) -> str:
     slo = f" (misses SLO: {spend.slo_note})" if spend.slo_note else ""
     return (
         f"SharedEngine {spend.engine} {cost.money(spend.spend_monthly)}"
-        f" ({spend.token_share:.0%} of {spend.fleet_replicas} replicas' tokens{forced}){slo}"
+        f" ({spend.token_share:.0%} of the tokens on {spend.fleet_replicas} replica(s){forced})"
+        f"{slo}"
     )

@@ -118,8 +118,8 @@ def test_engine_share_forced_replica() -> None:
     assert round(forty.spend_monthly) == 6_824
     assert round(forty.decision_monthly) == 10_236
     assert lora_promotion.engine_text(forty) == (
-        "SharedEngine base-8b $6,824 (40% of 3 replicas' tokens; $10,236 with the 1 replica(s)"
-        " it adds)"
+        "SharedEngine base-8b $6,824 (40% of the tokens on 3 replica(s); $10,236 with the 1"
+        " replica(s) it adds)"
     )
 
 
