@@ -8,6 +8,7 @@ This module must not simulate or compute costs; it reads finished runs.
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -16,6 +17,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tidepool.sim.engine import TenantRun
+
+if TYPE_CHECKING:
+    from tidepool.sim.shared_compare import PoolComparison
 
 _MAX_POINTS = 2000
 
@@ -95,3 +99,31 @@ def draw(runs: Mapping[str, Sequence[TenantRun]], out_dir: Path, trace: str) -> 
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
     return written
+
+
+def draw_shared(cmp: "PoolComparison", out_dir: Path, trace: str) -> list[Path]:
+    """Write ``<trace>_<pool>_shared.png``: the SharedEngine fleet's replicas over time (all on
+    the fleet, and with auto promotions) and each alternative's spend, whole pool and long tail.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6))
+    for name, fleet in cmp.fleets.items():
+        x, y = _thin(np.asarray(fleet.replicas_timeline, dtype=np.float64), fleet.dt)
+        top.plot(x, y, lw=0.9, label=f"{name} fleet")
+    top.set(xlabel="hours", ylabel="fleet replicas", title=f"{trace} / {cmp.pool}: SharedEngine")
+    top.legend(loc="upper right", fontsize=8)
+    names = list(cmp.runs)
+    whole = [cmp.spend(n) for n in names]
+    tail = [cmp.spend(n, cmp.tail) for n in names]
+    at = np.arange(len(names))
+    bottom.bar(at - 0.2, whole, 0.4, label="whole pool")
+    bottom.bar(at + 0.2, tail, 0.4, label=f"long tail ({len(cmp.tail)} tenants)")
+    bottom.axhline(cmp.bound, color="grey", lw=0.8, ls="--", label="per-minute lower bound")
+    bottom.set_xticks(at, names)
+    bottom.set(ylabel="GPU spend ($)")
+    bottom.legend(loc="upper right", fontsize=8)
+    path = out_dir / f"{trace}_{cmp.pool.replace('/', '_')}_shared.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]

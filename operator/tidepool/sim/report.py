@@ -26,6 +26,11 @@ from tidepool.sim.engine import TenantRun
 MAX_VS_BEST_STATIC: Final = 1.10
 #: Tidepool auto may spend at most this much times the per-minute lower bound.
 MAX_VS_LOWER_BOUND: Final = 1.50
+#: Shared engines with ``auto`` may spend at most this much times "every tenant on replicas of
+#: its own" on a pool's long tail (the tenants outside its top 5 by tokens)...
+MAX_TAIL_VS_OWN: Final = 0.25
+#: ...and at most this much on the whole pool.
+MAX_POOL_VS_OWN: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,5 +202,50 @@ def missed_targets(auto: PolicyResult, q: Ratios) -> list[str]:
         out.append(
             f"SLO: {len(auto.missed)}/{auto.tenants} tenants over {auto.slo_p99_s:g}s:"
             f" {', '.join(names)}"
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRatios:
+    """Shared engines with ``auto`` against the other ways to host one pool's LoRA tenants (lower
+    is better; targets :data:`MAX_TAIL_VS_OWN`, :data:`MAX_POOL_VS_OWN` and
+    :data:`MAX_VS_BEST_STATIC` against the best static split)."""
+
+    tail_vs_own: float
+    pool_vs_own: float
+    vs_best_split: float
+    vs_lower_bound: float
+
+    def line(self) -> str:
+        return (
+            f"shared + auto spend / own replicas: long tail {self.tail_vs_own:.3f} (target <="
+            f" {MAX_TAIL_VS_OWN:.2f}), whole pool {self.pool_vs_own:.3f} (target <="
+            f" {MAX_POOL_VS_OWN:.2f}); / best static split {self.vs_best_split:.3f} (target <="
+            f" {MAX_VS_BEST_STATIC:.2f}); / per-minute lower bound {self.vs_lower_bound:.3f}"
+        )
+
+
+def missed_shared_targets(auto: PolicyResult, q: SharedRatios) -> list[str]:
+    """The shared-engine targets ``shared + auto`` misses on one pool; empty when it meets all.
+
+    E.g. a long tail at 0.31 of own replicas and tenant ``a`` over a 10 s SLO (p99 20 s):
+    ``["tail/own 0.310 > 0.25", "SLO: 1/40 tenants over 10s: a (worst, p99 20s)"]``. A ratio
+    that is not a number counts as a miss.
+    """
+    out = []
+    for name, value, bound in (
+        ("tail/own", q.tail_vs_own, MAX_TAIL_VS_OWN),
+        ("pool/own", q.pool_vs_own, MAX_POOL_VS_OWN),
+        ("auto/split", q.vs_best_split, MAX_VS_BEST_STATIC),
+    ):
+        if not value <= bound:
+            out.append(f"{name} {value:.3f} > {bound:g}")
+    if auto.missed:
+        names = [f"{auto.missed[0]} (worst, p99 {auto.worst_p99_wait_s:.0f}s)", *auto.missed[1:4]]
+        more = ", ..." if len(auto.missed) > 4 else ""
+        out.append(
+            f"SLO: {len(auto.missed)}/{auto.tenants} tenants over {auto.slo_p99_s:g}s:"
+            f" {', '.join(names)}{more}"
         )
     return out

@@ -14,6 +14,10 @@ replicas carry the trace's peak, plus always-dedicated sized for the peak as the
 sizes its dedicated option (:func:`always_dedicated_replicas`), and the cheapest that meets the
 SLO wins (the cheapest overall if none does). See :func:`best_static`.
 
+With ``--shared-engines`` it compares, per model pool, hosting every client of the pool as a
+LoRA tenant of one base model: on replicas of their own, on one SharedEngine fleet, on the fleet
+with ``auto`` promotions, and the best static split (:mod:`tidepool.sim.shared_compare`).
+
 This module must not implement policy: every scaling and placement choice comes from
 ``tidepool.policy`` or from a baseline controller.
 """
@@ -32,7 +36,20 @@ import numpy as np
 
 from tidepool.api.v1alpha1 import MAX_REPLICAS, DeploymentMode
 from tidepool.policy import cost, placement, plan
-from tidepool.sim import baselines, config, engine, flags, plots, report, traces
+from tidepool.sim import (
+    baselines,
+    config,
+    engine,
+    flags,
+    plots,
+    report,
+    shared,
+    shared_compare,
+    traces,
+)
+
+#: ``--top`` when every client is wanted (``--shared-engines`` on ServeGen).
+ALL_CLIENTS: Final = 1_000_000
 
 POLICIES = (
     "tidepool-auto",
@@ -342,6 +359,48 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="ServeGen: arrival sampling seed")
     parser.add_argument("--cold-start", type=flags.positive_float, help="model load seconds")
+    lora = parser.add_argument_group(
+        "shared engines",
+        "--shared-engines: every client of each model pool (a ServeGen file: all of them,"
+        " --top and --sample do not apply) becomes a LoRA tenant of the pool's base model, and"
+        " each pool is compared on own replicas, one SharedEngine, the SharedEngine with auto"
+        " promotions, the best static split and the per-minute lower bound",
+    )
+    lora.add_argument(
+        "--shared-engines", action="store_true", help="compare shared LoRA engines per pool"
+    )
+    lora.add_argument(
+        "--pools",
+        default=None,
+        metavar="POOL[,POOL...]",
+        help="only these model pools (default: every pool of the trace)",
+    )
+    defaults = shared.FleetSettings()
+    lora.add_argument(
+        "--max-loras",
+        type=flags.positive_int,
+        default=defaults.max_loras,
+        help=f"adapters in one batch, vLLM's --max-loras (default {defaults.max_loras})",
+    )
+    lora.add_argument(
+        "--max-cpu-loras",
+        type=flags.positive_int,
+        default=None,
+        help="adapters a replica holds, vLLM's --max-cpu-loras (default: every tenant's)",
+    )
+    lora.add_argument(
+        "--fleet-min-replicas",
+        type=flags.nonnegative_int,
+        default=defaults.min_replicas,
+        help="warm replicas the SharedEngine keeps, its scaling.minReplicas"
+        f" (default {defaults.min_replicas}; the CRD's default is 0)",
+    )
+    lora.add_argument(
+        "--adapter-rank",
+        type=flags.positive_int,
+        default=defaults.adapter_rank,
+        help=f"the tenants' LoRA rank (default {defaults.adapter_rank})",
+    )
 
 
 def build_config(args: argparse.Namespace) -> config.SimConfig:
@@ -372,10 +431,73 @@ def check_out_dir(out: Path) -> None:
         ) from None
 
 
+def select_pools(
+    groups: dict[str, list[traces.TenantLoad]], wanted: str | None
+) -> dict[str, list[traces.TenantLoad]]:
+    """The pools ``--pools`` names (all when None), in the trace's order.
+
+    Raises ``ValueError`` naming the flag, the unknown pool and the pools there are, e.g.
+    ``--pools: no pool 'm-huge' in the trace; pools: m-large, m-mid``.
+    """
+    if wanted is None:
+        return groups
+    names = [p.strip() for p in wanted.split(",") if p.strip()]
+    for name in names:
+        if name not in groups:
+            raise ValueError(
+                f"--pools: no pool {name!r} in the trace; pools: {', '.join(groups) or 'none'}"
+            )
+    if not names:
+        raise ValueError(f"--pools: expected POOL[,POOL...], got {wanted!r}")
+    return {name: groups[name] for name in names}
+
+
+def run_shared(
+    args: argparse.Namespace,
+    cfg: config.SimConfig,
+    workload: traces.Workload,
+    say: Callable[[str], None],
+) -> int:
+    """``--shared-engines``: every pool of ``workload`` compared (:mod:`shared_compare`)."""
+    try:
+        fleet = shared.FleetSettings(
+            max_loras=args.max_loras,
+            max_cpu_loras=args.max_cpu_loras,
+            adapter_rank=args.adapter_rank,
+            min_replicas=args.fleet_min_replicas,
+        )
+        groups = select_pools(shared_compare.by_pool(workload), args.pools)
+    except ValueError as exc:
+        say(f"tidepool simulate: {exc}")
+        return 2
+    if not groups:
+        say(f"tidepool simulate: {args.trace}: no tenant sent a request")
+        return 2
+    print(f"trace {workload.name}: {workload.note}")
+    print(prices_line(cfg.prices))
+    print(
+        f"engine: cold start {cfg.engine.cold_start_s:g}s, batch {cfg.engine.max_num_seqs},"
+        f" {cfg.engine.gpus_per_replica} GPU/replica. SLO: every tenant's own p99 queue wait"
+        f" <= {cfg.slo_p99_s:g}s. Spend on a SharedEngine: its GPU-hours apportioned by tokens"
+    )
+    for k, (pool, loads) in enumerate(groups.items(), start=1):
+        say(f"[{k}/{len(groups)}] pool {pool}: {len(loads)} LoRA tenants")
+        cmp = shared_compare.compare_pool(
+            pool, loads, cfg, fleet, dt=workload.dt, start=workload.start, progress=say
+        )
+        print()
+        print(shared_compare.render(cmp, fleet), flush=True)
+        if args.out is not None:
+            for path in plots.draw_shared(cmp, args.out, workload.name):
+                say(f"wrote {path}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    sharing = bool(getattr(args, "shared_engines", False))
     try:
         cfg = build_config(args)
         if args.out is not None:
@@ -385,8 +507,8 @@ def run(args: argparse.Namespace) -> int:
             cfg.capacity(),
             dt=args.dt,
             hours=args.hours,
-            top=args.top,
-            sample=args.sample,
+            top=ALL_CLIENTS if sharing else args.top,
+            sample=0 if sharing else args.sample,
             seed=args.seed,
             scale=args.scale,
         )
@@ -396,6 +518,8 @@ def run(args: argparse.Namespace) -> int:
     if not workload.tenants:
         say(f"tidepool simulate: {args.trace}: no tenants to simulate")
         return 2
+    if sharing:
+        return run_shared(args, cfg, workload, say)
     say(f"simulating {workload.name}: {len(workload.tenants)} tenants, {workload.steps:,} steps")
     cmp = compare(workload, cfg, progress=say)
     print(render(cmp, cfg))
