@@ -1,18 +1,21 @@
 """Pure cost maths: per-token (serverless) versus per-GPU-hour (dedicated) billing.
 
 Role: the arithmetic behind every cost number Tidepool prints, in status messages, in
-``tidepool advise`` and in ``tidepool simulate``. Each formula is a one-liner on purpose; the seeds'
-worked examples are reproduced exactly and are named tests (``tests/unit/policy/test_cost.py``):
+``tidepool advise`` and in ``tidepool simulate``. Each formula is a one-liner on purpose; the
+published worked examples below are reproduced exactly and are named tests
+(``tests/unit/policy/test_cost.py``):
 
-* seed 004: ``break_even_requests(4.00, 720, 0.002) == 1_440_000`` requests/month;
-* seed 003: 10k requests/day x 110 tokens x $0.0002/1k tokens = $0.22/day against an A10G at
-  $1.21/h x 16 h = $19.36/day: 88x;
-* seed 002: Llama 3 8B, serverless $0.20/1M tokens: the on-demand GPU pays for itself from
-  ``crossover_tokens_per_minute(7.79, 0.20) = 649,166.67`` tokens/min (the seed prints 649,166).
+* a serverless-vs-dedicated decision guide:
+  ``break_even_requests(4.00, 720, 0.002) == 1_440_000`` requests/month;
+* Predibase's serverless fine-tuned endpoints: 10k requests/day x 110 tokens x $0.0002/1k tokens
+  = $0.22/day against an A10G at $1.21/h x 16 h = $19.36/day: 88x;
+* Fireworks' on-demand GPUs: Llama 3 8B, serverless $0.20/1M tokens: the on-demand GPU pays for
+  itself from ``crossover_tokens_per_minute(7.79, 0.20) = 649,166.67`` tokens/min (Fireworks
+  prints 649,166).
 
 This module must not read the clock, do I/O, or know about Kubernetes objects; callers pass plain
 numbers. Months are :data:`HOURS_PER_MONTH` (730 h = 8,760 h / 12) unless a caller passes hours,
-as seed 004 does with 720 h.
+as the decision guide does with 720 h.
 """
 
 import math
@@ -28,9 +31,9 @@ TOKENS_PER_MILLION: Final = 1_000_000.0
 def break_even_requests(hourly_rate: float, hours: float, price_per_request: float) -> float:
     """Requests at which per-request billing costs as much as renting the GPU for ``hours``.
 
-    Seed 004: ``Requests = (Hourly rate x Hours) / Price per request``. With $4.00/h (A100),
-    720 h and $0.002/request: ``4.00 * 720 / 0.002 = 1,440,000`` requests/month; below it serverless
-    is cheaper, above it dedicated.
+    The decision guide's ``Requests = (Hourly rate x Hours) / Price per request``. With $4.00/h
+    (A100), 720 h and $0.002/request: ``4.00 * 720 / 0.002 = 1,440,000`` requests/month; below it
+    serverless is cheaper, above it dedicated.
     """
     if price_per_request <= 0:
         raise ValueError(f"price_per_request must be > 0, got {price_per_request}")
@@ -64,7 +67,8 @@ def dedicated_monthly(gpus: float, price_per_gpu_hour: float) -> float:
 
 
 def break_even_tokens(hourly_rate: float, hours: float, price_per_million_tokens: float) -> float:
-    """Tokens at which per-token billing equals ``hourly_rate x hours`` (seed 004, per token).
+    """Tokens at which per-token billing equals ``hourly_rate x hours`` (the decision guide's
+    formula, per token).
 
     E.g. $4.00/h x 730 h at $0.20/1M tokens: 14.6 billion tokens/month.
     """
@@ -76,19 +80,19 @@ def break_even_tokens(hourly_rate: float, hours: float, price_per_million_tokens
 def crossover_tokens_per_minute(hourly_rate: float, price_per_million_tokens: float) -> float:
     """Sustained tokens/min at which an hourly GPU costs what the same tokens cost serverless.
 
-    Derivation of seed 002's table row "Llama 3 8B: 649,166 tokens/min; serverless $0.2/1M;
-    on-demand $0.09/1M for saturated GPU". The on-demand GPU is the H100 the seed prices at
+    Derivation of Fireworks' table row "Llama 3 8B: 649,166 tokens/min; serverless $0.2/1M;
+    on-demand $0.09/1M for saturated GPU". The on-demand GPU is the H100 Fireworks prices at
     $7.79/hour (the header of its cost table). The GPU costs $7.79 every hour whatever it serves;
     serverless costs $0.20 per million tokens. They are equal when the GPU serves
     ``7.79 / (0.20 / 1e6) = 38,950,000`` tokens/hour, i.e. ``38,950,000 / 60 = 649,166.67``
-    tokens/min, which the seed truncates to 649,166.
+    tokens/min, which Fireworks truncates to 649,166.
 
     The $0.09/1M figure is not an input: it is what the GPU costs per token when *saturated*, i.e.
     serving ``7.79 / 0.09e-6 / 60 = 1,442,593`` tokens/min. So the crossover sits at
-    ``0.09 / 0.20 = 45%`` of saturation, which is why the seeds' 30%/50% utilization band brackets
-    it (see :func:`crossover_utilization`).
+    ``0.09 / 0.20 = 45%`` of saturation, which is why the decision guide's 30%/50% utilization
+    band brackets it (see :func:`crossover_utilization`).
 
-    Note: the seed's Mixtral row (377,584 tokens/min at $0.50/1M) does not follow from $7.79/h
+    Note: Fireworks' Mixtral row (377,584 tokens/min at $0.50/1M) does not follow from $7.79/h
     (one H100 gives 259,667, two give 519,333); we reproduce only the Llama 3 8B row.
     """
     return break_even_tokens(hourly_rate, 1.0, price_per_million_tokens) / 60.0
@@ -108,7 +112,7 @@ def crossover_utilization(saturated_price_per_million: float, serverless_price: 
     """The GPU utilization above which dedicated is cheaper than serverless.
 
     A GPU at utilization ``u`` costs ``saturated / u`` per token, so the two meet at
-    ``u = saturated / serverless``: seed 002's Llama 3 8B, ``0.09 / 0.20 = 0.45``.
+    ``u = saturated / serverless``: Fireworks' Llama 3 8B, ``0.09 / 0.20 = 0.45``.
     """
     if serverless_price <= 0:
         return math.inf
@@ -118,7 +122,7 @@ def crossover_utilization(saturated_price_per_million: float, serverless_price: 
 def ratio(a: float, b: float) -> float:
     """``a / b`` with ``b == 0`` giving ``inf`` (or 1.0 when both are 0).
 
-    Seed 003: ``ratio(19.36, 0.22) == 88.0``.
+    Predibase's example: ``ratio(19.36, 0.22) == 88.0``.
     """
     if b == 0:
         return 1.0 if a == 0 else math.inf

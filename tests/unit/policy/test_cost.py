@@ -1,4 +1,5 @@
-"""The seeds' worked examples, reproduced exactly by tidepool.policy.cost."""
+"""Published worked examples (Fireworks, Predibase, a decision guide), reproduced exactly by
+tidepool.policy.cost."""
 
 import math
 
