@@ -212,17 +212,23 @@ class SharedRatios:
     is better; targets :data:`MAX_TAIL_VS_OWN`, :data:`MAX_POOL_VS_OWN` and
     :data:`MAX_VS_BEST_STATIC` against the best static split)."""
 
-    tail_vs_own: float
+    tail_vs_own: float | None
+    """None when the pool has no long tail (at most 5 tenants)."""
     pool_vs_own: float
     vs_best_split: float
     vs_lower_bound: float
 
     def line(self) -> str:
+        tail = (
+            "no long tail"
+            if self.tail_vs_own is None
+            else f"long tail {self.tail_vs_own:.3f} (target <= {MAX_TAIL_VS_OWN:.2f})"
+        )
         return (
-            f"shared + auto spend / own replicas: long tail {self.tail_vs_own:.3f} (target <="
-            f" {MAX_TAIL_VS_OWN:.2f}), whole pool {self.pool_vs_own:.3f} (target <="
-            f" {MAX_POOL_VS_OWN:.2f}); / best static split {self.vs_best_split:.3f} (target <="
-            f" {MAX_VS_BEST_STATIC:.2f}); / per-minute lower bound {self.vs_lower_bound:.3f}"
+            f"shared + auto spend / own replicas: {tail}, whole pool {self.pool_vs_own:.3f}"
+            f" (target <= {MAX_POOL_VS_OWN:.2f}); / best static split {self.vs_best_split:.3f}"
+            f" (target <= {MAX_VS_BEST_STATIC:.2f}); / per-minute lower bound"
+            f" {self.vs_lower_bound:.3f}"
         )
 
 
@@ -235,10 +241,12 @@ def missed_shared_targets(auto: PolicyResult, q: SharedRatios) -> list[str]:
     """
     out = []
     for name, value, bound in (
-        ("tail/own", q.tail_vs_own, MAX_TAIL_VS_OWN),
+        ("tail/own", math.nan if q.tail_vs_own is None else q.tail_vs_own, MAX_TAIL_VS_OWN),
         ("pool/own", q.pool_vs_own, MAX_POOL_VS_OWN),
         ("auto/split", q.vs_best_split, MAX_VS_BEST_STATIC),
     ):
+        if name == "tail/own" and q.tail_vs_own is None:
+            continue  # no long tail to judge
         if not value <= bound:
             out.append(f"{name} {value:.3f} > {bound:g}")
     if auto.missed:

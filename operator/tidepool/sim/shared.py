@@ -333,6 +333,8 @@ class _Replica:
             self.running.pop(tenant, None)
         else:
             self.running[tenant] = after
+        if not self.running:  # no float residue left to look like a queue to the autoscaler
+            self.total = self.adapters = 0.0
 
 
 def _adapter_room(r: _Replica, tenant: int, max_loras: int) -> float:
@@ -702,6 +704,10 @@ def simulate_fleet(
         if i >= next_tick or wake_now:
             result = tick(i, usable_from=i + load_steps)
             next_tick = i + max(1, math.ceil(result.requeue_after.total_seconds() / dt - _EPS))
+            if len(ready(i)) < result.replicas:
+                # The reconcile looks again within a second while a replica is starting (nothing
+                # pokes it when a pod turns Ready), so its adapters load as soon as it is up.
+                next_tick = i + 1
             pods = ready(i)
         if promote and i >= next_eval and i < n:
             evaluate(i)

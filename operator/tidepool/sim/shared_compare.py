@@ -91,7 +91,9 @@ class PoolComparison:
     @property
     def ratios(self) -> report.SharedRatios:
         return report.SharedRatios(
-            tail_vs_own=cost.ratio(self.spend(AUTO, self.tail), self.spend(OWN, self.tail)),
+            tail_vs_own=cost.ratio(self.spend(AUTO, self.tail), self.spend(OWN, self.tail))
+            if self.tail
+            else None,
             pool_vs_own=cost.ratio(self.spend(AUTO), self.spend(OWN)),
             vs_best_split=cost.ratio(self.spend(AUTO), self.spend(SPLIT)),
             vs_lower_bound=cost.ratio(self.spend(AUTO), self.bound),

@@ -1,0 +1,421 @@
+"""Shared LoRA engines in the simulator: the fleet's physics and spend (sim.shared), the comparison
+of the ways to host a pool (sim.shared_compare), and ``tidepool simulate --shared-engines``."""
+
+import gzip
+import math
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tidepool import cli
+from tidepool.policy import lora_timing
+from tidepool.sim import config, engine, report, shared, shared_compare, traces
+
+START = datetime(2025, 1, 1, tzinfo=UTC)
+DT = 5.0
+CFG = config.for_prices("h100")
+#: A request of 1,000 input and 200 output tokens holds a seat 3.5 s on the default H100 8B engine.
+IN, OUT = 1000.0, 200.0
+
+
+def load(name: str, arrivals: list[float]) -> traces.TenantLoad:
+    """A tenant sending ``arrivals[i]`` requests of IN + OUT tokens in step ``i``."""
+    a = np.asarray(arrivals, dtype=np.float64)
+    return traces.tenant_load(name, CFG.capacity(), a, a * IN, a * OUT)
+
+
+def fleet_run(
+    loads: list[traces.TenantLoad], fleet: shared.FleetSettings | None = None, **kw: object
+) -> shared.FleetRun:
+    return shared.simulate_fleet(
+        loads,
+        CFG,
+        fleet or shared.FleetSettings(),
+        dt=DT,
+        start=START,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _fleet(spend: float, tokens: list[float], gpu_hours: float = 1.0) -> shared.FleetRun:
+    n = len(tokens)
+    return shared.FleetRun(
+        tenants=tuple(f"t{k}" for k in range(n)),
+        dt=DT,
+        trace_steps=1,
+        gpu_hours=gpu_hours,
+        spend=spend,
+        price_per_million_tokens=0.20,
+        tokens=np.asarray(tokens, dtype=np.float64),
+        requests=np.ones(n),
+        wait_weights=tuple(np.ones(1) for _ in range(n)),
+        unserved=np.zeros(n),
+        replicas_timeline=np.zeros(1, dtype=np.float32),
+        spend_timeline=np.zeros(1),
+        replica_starts=0,
+        adapter_loads=0,
+        adapter_swaps=0,
+        max_batch_adapters=0.0,
+        own_mode=np.zeros((n, 1), dtype=np.int8),
+        own_floor=np.zeros((n, 1), dtype=np.int16),
+        promoted_at=tuple(() for _ in range(n)),
+    )
+
+
+# ---------------------------------------------------------------------- spend apportionment
+
+
+@pytest.mark.parametrize(
+    ("spend", "tokens", "expected"),
+    [
+        pytest.param(30.0, [1e6, 2e6], [10.0, 20.0], id="1M-and-2M-tokens-split-30-dollars"),
+        pytest.param(7.79, [3e6, 0.0], [7.79, 0.0], id="an-idle-tenant-pays-nothing"),
+        pytest.param(12.0, [0.0, 0.0, 0.0], [4.0, 4.0, 4.0], id="no-tokens-equal-shares"),
+    ],
+)
+def test_fleet_spend_is_apportioned_by_tokens(
+    spend: float, tokens: list[float], expected: list[float]
+) -> None:
+    run = _fleet(spend, tokens)
+    assert run.spend_by_tenant.tolist() == pytest.approx(expected)
+
+
+def test_tenant_run_carries_its_share_and_chargeback() -> None:
+    # $30 over 2 GPU-hours, 1M and 2M tokens: the second tenant pays $20 and 1.33 GPU-hours,
+    # and is billed 2M x $0.20/1M = $0.40 beside it.
+    run = _fleet(30.0, [1e6, 2e6], gpu_hours=2.0).tenant_run(1, "x")
+    assert (run.spend, run.gpu_hours, run.chargeback) == pytest.approx((20.0, 4 / 3, 0.40))
+    assert run.spend_dedicated == 0.0
+
+
+def test_two_tenants_worked_example() -> None:
+    """Tenant a sends 10 requests every step, b 5 every other step, for 10 minutes, on one warm
+    H100 replica ($7.79/GPU-hour, kept by minReplicas 1). Every request is served at once; the
+    fleet's spend is its replica-steps at $7.79/h, a pays 4/5 of it (it sent 1,200 of the 1,500
+    requests, all of the same size) and b 1/5; chargeback is their tokens at $0.20/1M."""
+    steps = 120
+    a = load("pool/a", [10.0] * steps)
+    b = load("pool/b", [5.0 if i % 2 == 0 else 0.0 for i in range(steps)])
+    run = fleet_run([a, b])
+    assert run.requests.tolist() == [1200.0, 300.0]
+    assert run.tokens.tolist() == pytest.approx([1200 * 1200.0, 300 * 1200.0])
+    assert run.unserved.tolist() == [0.0, 0.0]
+    assert [float(w[0]) for w in run.wait_weights] == pytest.approx([1200.0, 300.0])
+    replica_steps = float(run.replicas_timeline.sum())
+    assert run.spend == pytest.approx(replica_steps * DT / 3600.0 * 7.79)
+    assert run.spend_by_tenant.tolist() == pytest.approx([run.spend * 0.8, run.spend * 0.2])
+    assert run.chargeback_by_tenant.tolist() == pytest.approx([0.288, 0.072])
+    assert run.max_batch_adapters <= 2.0
+
+
+# ----------------------------------------------------------------------------- the physics
+
+
+def test_the_fleet_wakes_on_any_tenants_request_after_a_model_load() -> None:
+    """A fleet at zero (minReplicas 0, nothing sent for its first 10 minutes, so the warm start
+    holds nothing), and tenant b's first request at step 130: the gateway's wake makes the plan
+    start a replica at once; it is Ready a 60 s model load (12 steps) later, the plan loads b's
+    adapter on it (the operator looks again while a replica is not Ready), and the adapter serves
+    from the next step: b waited 13 steps, 65 s."""
+    quiet = [0.0] * 200
+    woken = [0.0] * 200
+    woken[130] = 3.0
+    run = fleet_run(
+        [load("pool/a", quiet), load("pool/b", woken)], shared.FleetSettings(min_replicas=0)
+    )
+    assert run.replicas_timeline[:130].tolist() == [0.0] * 130
+    assert run.replicas_timeline[130] == 1.0
+    waits = run.wait_weights[1]
+    cold = math.ceil(CFG.engine.cold_start_s / DT)
+    assert int(np.flatnonzero(waits)[0]) == cold + 1
+    assert float(waits.sum()) == pytest.approx(3.0)
+    assert run.replica_starts == 1
+
+
+def test_an_adapter_wake_on_a_warm_fleet_costs_no_model_load() -> None:
+    """With a replica up, a tenant idle until step 30 is served in the step its request comes:
+    its adapter is already on the replica (the plan places every adapter it has room for)."""
+    busy = [4.0] * 60
+    late = [0.0] * 60
+    late[30] = 2.0
+    run = fleet_run([load("pool/a", busy), load("pool/b", late)])
+    assert float(run.wait_weights[1][0]) == pytest.approx(2.0)
+    assert run.replica_starts == 0
+
+
+def test_adapter_load_time_grows_with_rank() -> None:
+    assert lora_timing.load_seconds(16) == pytest.approx(0.032)
+    assert lora_timing.load_seconds(64) == pytest.approx(4 * lora_timing.load_seconds(16))
+
+
+@pytest.mark.parametrize(
+    ("others", "mine", "max_loras", "expected"),
+    [
+        pytest.param(3.0, 0.0, 4, math.inf, id="three-full-adapters-leave-a-whole-slot"),
+        pytest.param(3.5, 0.0, 4, -math.log(0.5), id="half-a-slot-left-is-0.69-seats"),
+        pytest.param(4.0, 0.0, 4, 0.0, id="every-slot-taken"),
+        pytest.param(3.5, 0.2, 4, -math.log(0.5) - 0.2, id="counts-what-the-tenant-runs"),
+    ],
+)
+def test_adapter_room_keeps_expected_adapters_within_max_loras(
+    others: float, mine: float, max_loras: int, expected: float
+) -> None:
+    r = shared._Replica("r", 0)
+    # "others" fully running adapters' worth, spread as whole and partial tenants.
+    whole, part = int(others), others - int(others)
+    for k in range(whole):
+        r.run(100 + k, 50.0)
+    if part:
+        r.run(99, -math.log(1.0 - part))
+    if mine:
+        r.run(7, mine)
+    assert r.adapters == pytest.approx(others + (1 - math.exp(-mine)), abs=1e-6)
+    assert shared._adapter_room(r, 7, max_loras) == pytest.approx(expected, abs=1e-6)
+
+
+def test_max_loras_makes_tenants_share_the_batch() -> None:
+    """One warm replica, maxLoras 1, two tenants each sending a steady stream: the batch holds one
+    adapter (in expectation) at a time, so the two share it and requests wait where with room for
+    both adapters they would not."""
+    a = load("pool/a", [20.0] * 60)
+    b = load("pool/b", [20.0] * 60)
+    one = fleet_run([a, b], shared.FleetSettings(max_loras=1, max_cpu_loras=2))
+    two = fleet_run([a, b], shared.FleetSettings(max_loras=2))
+    assert one.max_batch_adapters <= 1.0 + 1e-9
+    waited = sum(float(w[1:].sum()) for w in one.wait_weights)
+    assert waited > sum(float(w[1:].sum()) for w in two.wait_weights)
+
+
+@pytest.mark.parametrize(
+    ("modes", "floors", "expected"),
+    [
+        pytest.param([0, 0], [0, 0], [], id="always-on-the-fleet"),
+        pytest.param(
+            [0, 1, 1, 2, 0],
+            [0, 0, 0, 3, 0],
+            [(1, 3, "dedicated", 0), (3, 4, "hybrid", 3)],
+            id="dedicated-then-hybrid",
+        ),
+        pytest.param([2, 2, 2], [1, 1, 2], [(0, 2, "hybrid", 1), (2, 3, "hybrid", 2)], id="floor"),
+    ],
+)
+def test_own_segments(
+    modes: list[int], floors: list[int], expected: list[tuple[int, int, str, int]]
+) -> None:
+    segs = shared.own_segments(np.asarray(modes), np.asarray(floors))
+    assert [(s.lo, s.hi, str(s.mode), s.floor) for s in segs] == expected
+
+
+def test_aggregate_weights_service_time_by_requests() -> None:
+    # 2 requests of 4 s and 1 of 10 s in a step: 3 requests of 6 s.
+    a = traces.TenantLoad("a", np.array([2.0]), np.array([10.0]), np.array([1.0]), np.array([4.0]))
+    b = traces.TenantLoad("b", np.array([1.0]), np.array([5.0]), np.array([2.0]), np.array([10.0]))
+    total = shared.aggregate([a, b], "ab")
+    assert (total.arrivals[0], total.service_s[0], total.input_tokens[0]) == (3.0, 6.0, 15.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"max_loras": 0}, "--max-loras must be >= 1, got 0", id="max-loras"),
+        pytest.param(
+            {"max_loras": 4, "max_cpu_loras": 2},
+            "--max-cpu-loras (2) must be >= --max-loras (4)",
+            id="cpu-below-gpu",
+        ),
+        pytest.param({"adapter_rank": 0}, "--adapter-rank must be >= 1, got 0", id="rank"),
+        pytest.param({"min_replicas": -1}, "--fleet-min-replicas must be >= 0", id="min"),
+    ],
+)
+def test_fleet_settings_refuse_bad_values(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        shared.FleetSettings(**kwargs)
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+@given(
+    streams=st.lists(
+        st.lists(st.sampled_from([0.0, 0.0, 1.0, 3.0, 30.0, 200.0]), min_size=24, max_size=24),
+        min_size=1,
+        max_size=5,
+    ),
+    max_loras=st.integers(min_value=1, max_value=3),
+    warm=st.integers(min_value=0, max_value=1),
+)
+def test_fleet_properties(streams: list[list[float]], max_loras: int, warm: int) -> None:
+    """Whatever the traffic: the tenants' spends add up to the fleet's; no batch holds more than
+    max_loras adapters (in expectation); every request sent is served or counted unserved, each
+    with its wait."""
+    loads = [load(f"pool/t{k}", s) for k, s in enumerate(streams)]
+    run = fleet_run(
+        loads,
+        shared.FleetSettings(max_loras=max_loras, max_cpu_loras=max(max_loras, len(loads)),
+                             min_replicas=warm),
+    )  # fmt: skip
+    assert float(run.spend_by_tenant.sum()) == pytest.approx(run.spend, rel=1e-9, abs=1e-12)
+    assert run.max_batch_adapters <= max_loras + 1e-9
+    for k, stream in enumerate(streams):
+        assert float(run.wait_weights[k].sum()) == pytest.approx(sum(stream))
+        assert run.requests[k] == pytest.approx(sum(stream))
+
+
+# ------------------------------------------------------------------------ the comparison
+
+
+def test_merge_adds_parts() -> None:
+    # Waits [3, 1] and [2] merge to [5, 1]; spends and tokens add.
+    a = replace(_fleet(10.0, [1e6]).tenant_run(0, "x"), wait_weights=np.array([3.0, 1.0]))
+    b = replace(_fleet(5.0, [2e6]).tenant_run(0, "x"), wait_weights=np.array([2.0]))
+    merged = shared_compare.merge([a, b], "t0", "auto")
+    assert merged.wait_weights.tolist() == [5.0, 1.0]
+    assert (merged.spend, merged.tokens_shared, merged.requests) == (15.0, 3e6, 2.0)
+
+
+def test_by_pool_groups_servegen_clients_and_drops_silent_ones() -> None:
+    w = traces.Workload(
+        "t",
+        DT,
+        START,
+        (load("m-large/1", [1.0]), load("m-small/2", [2.0]), load("m-large/3", [0.0])),
+    )
+    groups = shared_compare.by_pool(w)
+    assert {k: [t.name for t in v] for k, v in groups.items()} == {
+        "m-large": ["m-large/1"],
+        "m-small": ["m-small/2"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("ratios", "missed", "expected"),
+    [
+        pytest.param((0.25, 1.0, 1.10), (), [], id="at-every-target"),
+        pytest.param(
+            (0.31, 0.9, 1.0),
+            ("a",),
+            ["tail/own 0.310 > 0.25", "SLO: 1/40 tenants over 10s: a (worst, p99 20s)"],
+            id="tail-and-slo",
+        ),
+        pytest.param(
+            (0.1, 1.2, math.nan),
+            (),
+            ["pool/own 1.200 > 1", "auto/split nan > 1.1"],
+            id="pool-and-no-split",
+        ),
+        pytest.param((None, 0.9, 1.0), (), [], id="no-long-tail-is-not-judged"),
+    ],
+)
+def test_missed_shared_targets(
+    ratios: tuple[float | None, float, float], missed: tuple[str, ...], expected: list[str]
+) -> None:
+    auto = report.PolicyResult(
+        name="shared + auto",
+        gpu_hours=1.0,
+        spend=1.0,
+        spend_shared=1.0,
+        spend_dedicated=0.0,
+        chargeback=0.0,
+        replica_starts=0,
+        worst_p99_wait_s=20.0,
+        worst_tenant="a",
+        tenants=40,
+        missed=missed,
+        requests=1.0,
+        slo_p99_s=10.0,
+    )
+    q = report.SharedRatios(*ratios, vs_lower_bound=1.0)
+    assert report.missed_shared_targets(auto, q) == expected
+
+
+def test_compare_pool_runs_every_alternative() -> None:
+    """A pool of one busy tenant and three small ones, 30 minutes: every alternative covers every
+    tenant, spend adds up per alternative, and the best static split is one of k = 0..3."""
+    rng = np.random.default_rng(1)
+    busy = load("p/busy", rng.poisson(60.0, 360).astype(float).tolist())
+    small = [load(f"p/s{k}", rng.poisson(0.3, 360).astype(float).tolist()) for k in range(3)]
+    cmp = shared_compare.compare_pool(
+        "p", [busy, *small], CFG, shared.FleetSettings(), dt=DT, start=START, split_max=3
+    )
+    assert cmp.top[0] == 0  # the busy tenant heads the pool
+    assert sorted(cmp.top) == [0, 1, 2, 3]  # four tenants: all in the top 5, no long tail
+    assert cmp.tail == ()
+    assert cmp.ratios.tail_vs_own is None
+    for name in shared_compare.POLICIES:
+        assert [r.tenant for r in cmp.runs[name]] == ["p/busy", "p/s0", "p/s1", "p/s2"]
+        assert cmp.result(name).spend == pytest.approx(cmp.spend(name))
+    assert 0 <= cmp.split <= 3
+    assert cmp.bound <= cmp.spend(shared_compare.SHARED)
+    text = shared_compare.render(cmp, shared.FleetSettings())
+    assert "shared + auto spend / own replicas" in text
+    assert "per-minute lower bound" in text
+
+
+# -------------------------------------------------------------------------------- the program
+
+
+def _servegen(path: Path) -> Path:
+    """A small ServeGen rate file: two pools, three clients, 30 minutes of 600 s windows."""
+    rows = ["model_pool,client_id,window_start_s,window_len_s,rate_rps,cv"]
+    for start in (0, 600, 1200):
+        rows += [f"a,1,{start},600,4.0,1.0", f"a,2,{start},600,0.05,1.0", f"b,3,{start},600,1,1"]
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(rows) + "\n")
+    return path
+
+
+def main(argv: list[str]) -> int:
+    try:
+        return cli.main(argv)
+    except SystemExit as stop:
+        return int(stop.code or 0)
+
+
+def test_program_compares_each_pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = _servegen(tmp_path / "servegen_tiny.csv.gz")
+    out = tmp_path / "plots"
+    code = main(["simulate", str(trace), "--shared-engines", "--pools", "a", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "pool a: 2 LoRA tenants" in captured.out
+    assert "pool b" not in captured.out
+    assert "[1/1] pool a" in captured.err  # progress
+    assert (out / "servegen_tiny_a_shared.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(
+            ["--pools", "c"], "--pools: no pool 'c' in the trace; pools: a, b", id="unknown-pool"
+        ),
+        pytest.param(["--max-loras", "0"], "--max-loras: must be an integer >= 1", id="loras"),
+        pytest.param(
+            ["--max-loras", "4", "--max-cpu-loras", "2"],
+            "--max-cpu-loras (2) must be >= --max-loras (4)",
+            id="cpu-loras",
+        ),
+    ],
+)
+def test_bad_shared_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    trace = _servegen(tmp_path / "servegen_tiny.csv.gz")
+    code = main(["simulate", str(trace), "--shared-engines", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert message in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_lower_bound_of_the_pool_is_the_engines_bound_of_its_summed_load() -> None:
+    a, b = load("p/a", [10.0] * 24), load("p/b", [5.0] * 24)
+    total = shared.aggregate([a, b], "p")
+    assert engine.lower_bound_spend(total, CFG, DT) <= engine.lower_bound_spend(
+        a, CFG, DT
+    ) + engine.lower_bound_spend(b, CFG, DT)
