@@ -18,6 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,11 +131,20 @@ def gateway(
     port: int | None = None,
     metrics_port: int | None = None,
     queue_timeout: str = "60s",
+    api_keys: Path | None = None,
+    namespace: str | None = None,
+    shared_engine_namespace: str | None = None,
 ) -> ManagedProcess:
     """The gateway on ``port`` (the API) and ``metrics_port`` (/metrics, what Prometheus
-    scrapes); a free port for either one not given."""
+    scrapes); a free port for either one not given. ``api_keys``: its ``--api-keys`` file;
+    ``namespace``: watch only that one (else every namespace), with the SharedEngine fleets in
+    ``shared_engine_namespace``."""
     port = port or free_port()
     metrics_port = metrics_port or free_port()
+    scope = ["--namespace", namespace] if namespace else []
+    if shared_engine_namespace:
+        scope += ["--shared-engine-namespace", shared_engine_namespace]
+    keys = ["--api-keys", str(api_keys)] if api_keys else []
     return ManagedProcess(
         name="gateway",
         args=[
@@ -149,7 +159,60 @@ def gateway(
             kubeconfig,
             "--queue-timeout",
             queue_timeout,
+            *scope,
+            *keys,
         ],
         health_url=f"http://127.0.0.1:{port}/readyz",
         env={"KUBECONFIG": kubeconfig},
     )
+
+
+def shared_engine_manifest(
+    name: str,
+    base: str,
+    *,
+    max_replicas: int,
+    max_loras: int,
+    scale_to_zero_after: str,
+    pool: str = "shared-a100",
+) -> dict[str, Any]:
+    """A SharedEngine of ``base`` on ``pool``, scaling 0..``max_replicas``, ``max_loras``
+    adapters per batch (``maxCpuLoras`` unset: vLLM keeps as many in CPU memory)."""
+    return {
+        "apiVersion": "tidepool.dev/v1alpha1",
+        "kind": "SharedEngine",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": base},
+            "pool": pool,
+            "scaling": {
+                "minReplicas": 0,
+                "maxReplicas": max_replicas,
+                "scaleToZeroAfter": scale_to_zero_after,
+            },
+            "lora": {"maxLoras": max_loras, "maxLoraRank": 16},
+        },
+    }
+
+
+def lora_tenant_manifest(
+    name: str, namespace: str, base: str, *, served: str, adapter: str, tenant: str | None = None
+) -> dict[str, Any]:
+    """A serverless LoRA tenant of ``base``: clients ask for ``served``, the engine serves
+    ``adapter`` (from ``/models/adapters/<adapter>``); ``tenant``: its API-key tenant."""
+    spec: dict[str, Any] = {
+        "mode": "serverless",
+        "model": {
+            "name": base,
+            "servedName": served,
+            "adapter": {"name": adapter, "source": f"/models/adapters/{adapter}"},
+        },
+    }
+    if tenant:
+        spec["tenant"] = tenant
+    return {
+        "apiVersion": "tidepool.dev/v1alpha1",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
