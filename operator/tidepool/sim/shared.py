@@ -684,14 +684,17 @@ def simulate_fleet(
         pods = ready(i)
         if promote:
             _reroute(state, pods, i, limit)
+            if i < n:
+                for t, s in enumerate(state):
+                    if not s.route.sends_to_fleet and t not in own:
+                        own_mode[t, i] = OWN_MODES.index(s.mode) + 1 if s.mode in OWN_MODES else 1
+                        own_floor[t, i] = s.floor
         wake_now = False
         if i < n:
             for t in busy_steps[i]:
                 s = state[t]
                 a = float(arrivals[t, i])
                 if not s.route.sends_to_fleet:
-                    own_mode[t, i] = OWN_MODES.index(s.mode) + 1 if s.mode in OWN_MODES else 1
-                    own_floor[t, i] = s.floor
                     continue
                 s.queue.append(_Cohort(i, a, float(svc[t, i]), float(per_req[t, i])))
                 s.waiting += a
