@@ -350,6 +350,15 @@ def test_compare_pool_runs_every_alternative() -> None:
         assert [r.tenant for r in cmp.runs[name]] == ["p/busy", "p/s0", "p/s1", "p/s2"]
         assert cmp.result(name).spend == pytest.approx(cmp.spend(name))
     assert 0 <= cmp.split <= 3
+    # The busy tenant (0.66 replicas of steady work) forces the fleet's one replica: placement
+    # promotes it at its first evidence, and make-before-break sends its requests to its own
+    # replicas from a model load later, in one segment to the end; none is lost or counted twice.
+    auto = cmp.fleets[shared_compare.AUTO]
+    (decided,) = auto.promoted_at[0]
+    (seg,) = auto.own_segments(0)
+    assert (seg.lo, seg.hi) == (decided + math.ceil(CFG.engine.cold_start_s / DT), 360)
+    for k, ld in enumerate([busy, *small]):
+        assert cmp.runs[shared_compare.AUTO][k].requests == pytest.approx(ld.requests)
     assert cmp.bound <= cmp.spend(shared_compare.SHARED)
     text = shared_compare.render(cmp, shared.FleetSettings())
     assert "shared + auto spend / own replicas" in text
