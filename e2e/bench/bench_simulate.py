@@ -29,10 +29,11 @@ import math
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
+from tidepool.api.v1alpha1 import ScalingSpec
 from tidepool.sim import config, report, simulate, traces
 
 #: ``shared/`` sits beside the repository, as the unit tests find it.
@@ -56,6 +57,8 @@ class Job:
     scale: float
     prices: str
     hours: float | None
+    #: ``spec.scaling`` fields set for every policy (``--scaling``), by their CRD names.
+    scaling: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +101,28 @@ def failed_row(job: Job, exc: BaseException) -> Row:
     return Row(trace=trace_name(job.path), scale=job.scale, prices=job.prices, error=message)
 
 
+def with_scaling(cfg: config.SimConfig, fields: tuple[tuple[str, str], ...]) -> config.SimConfig:
+    """``cfg`` with ``spec.scaling`` fields overridden, validated as the API server would."""
+    if not fields:
+        return cfg
+    spec = {**cfg.scaling.model_dump(by_alias=True), **dict(fields)}
+    return replace(cfg, scaling=ScalingSpec.model_validate(spec))
+
+
+def scaling_field(text: str) -> tuple[str, str]:
+    """``maxScaleUpRate=10`` -> ``("maxScaleUpRate", "10")`` (argparse type)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(
+            f"expected FIELD=VALUE, e.g. maxScaleUpRate=10, got {text!r}"
+        )
+    return key, value
+
+
 def run_job(job: Job) -> Row:
     """Load one trace at one scale and compare every policy on it (runs in a worker)."""
     began = time.monotonic()
-    cfg = config.for_prices(job.prices)
+    cfg = with_scaling(config.for_prices(job.prices), job.scaling)
     workload = traces.load(job.path, cfg.capacity(), hours=job.hours, scale=job.scale)
     cmp = simulate.compare(workload, cfg)
     auto, static = cmp.results["tidepool-auto"], cmp.results["best-static-hybrid"]
@@ -182,7 +203,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="hours of each ServeGen day to simulate (default 6; --quick 2; 24 for all)",
     )
+    parser.add_argument(
+        "--scaling",
+        type=scaling_field,
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a spec.scaling default for every policy, e.g. maxScaleUpRate=10 (repeatable):"
+        " how a candidate default is swept",
+    )
     args = parser.parse_args(argv)
+    scaling = tuple(args.scaling)
+    try:
+        with_scaling(config.for_prices("h100"), scaling)
+    except ValueError as exc:
+        print(f"bench_simulate: --scaling: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     scales = SCALES[:2] if args.quick else SCALES
     price_sets = ("h100",) if args.quick else tuple(sorted(config.PRICE_SETS, reverse=True))
     sg_hours = args.servegen_hours or (2.0 if args.quick else 6.0)
@@ -193,11 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_simulate: {path}: missing", file=sys.stderr)
             return NO_TRACE
         hours = sg_hours if path.name.startswith("servegen") else None
-        jobs += [Job(path, s, p, hours) for s in scales for p in price_sets]
+        jobs += [Job(path, s, p, hours, scaling) for s in scales for p in price_sets]
     print(
         f"{len(jobs)} rows: {len(FILES)} traces x scales {', '.join(f'x{s:g}' for s in scales)}"
         f" x prices {', '.join(price_sets)}; ServeGen: first {sg_hours:g} h of the day, default"
-        f" tenants (8 busiest + 8 sampled); {args.jobs} at a time",
+        f" tenants (8 busiest + 8 sampled); {args.jobs} at a time"
+        + "".join(f"; {k}={v}" for k, v in scaling),
         file=sys.stderr,
         flush=True,
     )

@@ -236,6 +236,9 @@ class PrometheusMetrics:
             # serverless placement would pay, whether or not it is scaled to zero now.
             horizon = max(window_seconds, int(placement.WAKE_HORIZON.total_seconds()))
             hwin = f"[{horizon}s:{_STEP_SECONDS}s]"
+            over_horizon = {
+                k: self._scalar(rate(m, x, f"{horizon}s")) or 0.0 for k, (m, x) in series.items()
+            }
             busy = f"({rate('tidepool_gateway_requests_total', '', f'{idle_seconds}s')} > bool 0)"
             active = self._scalar(f"avg_over_time({busy}{hwin})")
             edges = self._scalar(f"changes({busy}{hwin})")
@@ -250,6 +253,9 @@ class PrometheusMetrics:
             wakes=float(max(0, wakes or 0)),
             horizon=timedelta(seconds=horizon),
             recent=placement.Load(recent["requests"], recent["input"], recent["output"]),
+            horizon_mean=placement.Load(
+                over_horizon["requests"], over_horizon["input"], over_horizon["output"]
+            ),
         )
 
 

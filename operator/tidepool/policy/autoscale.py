@@ -14,7 +14,11 @@ The rules, in the order :func:`decide` applies them:
 3. **Unknown metrics** (:class:`~tidepool.policy.signals.NoData`): hold the current count,
    clamped to ``[min, max]``. Never scale to zero because Prometheus is down (kedacore/keda#3065).
 4. **Scale up fast**: ``ceil(queue / target)``, at most ``max_scale_up_rate`` times the ready
-   replicas (from at least 1) per decision, as Knative's ``ceil(maxScaleUpRate * ready)``.
+   replicas (from at least 1) per decision, as Knative's ``ceil(maxScaleUpRate * ready)``. The
+   limit exists because a queue that built during a model load overstates demand; what the
+   last minute's *arrivals* ask for (``offered``, where it is measured) is no backlog, so a
+   step up to it is never limited: a load that jumps sixfold gets its replicas in one model
+   load, not in three doublings of one each.
 5. **Scale down slowly**: to the highest recommendation seen within ``scale_down_stabilization``
    (HPA's and Knative's stable window), and not at all until that window has refilled after an
    operator restart (Knative "starts in panic mode", because the history is lost). While
@@ -234,9 +238,15 @@ def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
         # Scale-up stabilization: the lowest recommendation in the window (0s: just ``raw``).
         desired = max(cur, min(_window(history, now, p.scale_up_stabilization)))
         limit = math.ceil(p.max_scale_up_rate * max(1, inputs.ready_replicas))
+        if inputs.offered is not None:
+            # The rate limit guards against a backlog's overshoot; what the measured arrivals
+            # need is no backlog, so it is granted in one step (rule 4).
+            limit = max(limit, math.ceil(inputs.offered / target))
         rate_note = ""
-        if desired > limit and cur >= p.min_replicas:
-            desired = max(cur, limit)
+        if desired > max(limit, p.min_replicas):
+            # Up to the minimum at once (a warm floor is owed, not a backlog's guess), and only
+            # the rate limit beyond it.
+            desired = max(cur, limit, p.min_replicas)
             rate_note = (
                 f", max rate {p.max_scale_up_rate:g} x {max(1, inputs.ready_replicas)} ready"
             )

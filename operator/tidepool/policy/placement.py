@@ -31,6 +31,10 @@ and a peak of 0.9 replicas of work at a target utilization of 0.875, 2 replicas,
 requests that arrive during it wait. The policy estimates the share of active time spent
 cold-starting, ``wakes x cold start / active seconds``; above :data:`COLD_START_BUDGET`, serverless
 cannot meet a p99 queue-wait SLO, and the evidence favours a warm GPU floor whatever it costs.
+That floor is sized for the wakes themselves (:func:`wake_floor`): the load the tenant brings
+while active over the last hour, which dedicated and hybrid are priced with and the plan keeps
+warm through the silences between busy spells, where a floor sized from one quiet window would
+fall to a single replica just before the next spell.
 
 **The choice** (only for ``spec.mode: auto``; a fixed mode is obeyed, reason ``FixedMode``):
 
@@ -184,6 +188,9 @@ class Traffic:
     recent: Load | None = None
     """The last minute's load, which the autoscaler holds replicas for (``None``: not known,
     e.g. a declared load)."""
+    horizon_mean: Load | None = None
+    """The mean load over ``horizon``: with ``active_fraction``, the load a tenant brings while
+    it is active, steadier than one window's (``None``: not known)."""
 
 
 def work(load: Load, cap: EngineCapacity) -> float:
@@ -247,6 +254,9 @@ class CostProjection:
     #: Dedicated replicas sized for the peak, and the cheapest hybrid floor.
     dedicated_replicas: int = 0
     hybrid_floor_replicas: int = 0
+    #: The floor wakes need (:func:`wake_floor`; 0: none), which a hybrid tenant keeps warm
+    #: whatever floor it chose when it moved.
+    wake_floor_replicas: int = 0
     #: Share of active time a serverless tenant would spend cold-starting (module docstring).
     cold_start_share: float = 0.0
     #: The SharedEngine option of a LoRA tenant (then ``serverless_monthly`` is its decision
@@ -345,6 +355,28 @@ def cold_start_share(traffic: Traffic, cold_start: timedelta) -> float:
     return min(1.0, traffic.wakes * cold_start.total_seconds() / active)
 
 
+def wake_floor(traffic: Traffic, inputs: PlacementInputs, seats_share: float) -> int:
+    """The smallest hybrid floor that keeps wakes off the cold overflow, or 0 if none is needed.
+
+    Overflow replicas idle out and cold-start exactly as serverless ones do. When wakes would
+    break the SLO (:func:`cold_start_share` over :data:`COLD_START_BUDGET`), the requests that
+    arrive in the first model load after a wake can only be served by the warm floor, so the
+    floor must carry the tenant's load while active: its mean over the wake horizon divided by
+    the share of the horizon it was active. The horizon, not one window, because the floor has
+    to be there when the *next* wake comes, typically after a window of silence.
+
+    Worked example (test ``wake-floor-active-third``): over an hour, 0.6 replicas of work on
+    average, active a third of the time, so 1.8 replicas of work while active; with the spill
+    threshold at 56 of 64 seats (0.875 of a replica), ``ceil(1.8 / 0.875) = 3``.
+    """
+    if traffic.horizon_mean is None or traffic.active_fraction <= 0:
+        return 0
+    if cold_start_share(traffic, inputs.cold_start) <= COLD_START_BUDGET:
+        return 0
+    while_active = work(traffic.horizon_mean, inputs.capacity) / traffic.active_fraction
+    return math.ceil(while_active / seats_share - 1e-9)
+
+
 def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
     """Monthly spend of serverless, dedicated and hybrid at ``traffic`` (module docstring).
 
@@ -366,7 +398,7 @@ def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
 
     serverless = dedicated = hybrid = math.inf
     chargeback: float | None = None
-    floor = 0
+    floor = wake = 0
     on_engine: lora_promotion.EngineSpend | None = None
     if inputs.engine is not None:
         on_engine = lora_promotion.engine_spend(
@@ -387,13 +419,17 @@ def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
                 traffic.mean.tokens_per_second, inputs.shared.price_per_million_tokens
             )
     if inputs.dedicated is not None:
+        limit = (inputs.overflow_concurrency_per_replica or cap.max_num_seqs) / cap.max_num_seqs
+        # Dedicated GPUs too keep what wakes need warm (the plan holds them at that floor).
+        wake = wake_floor(traffic, inputs, limit)
+        n_ded = max(n_ded, wake)
         dedicated = monthly(inputs.dedicated, n_ded)
         if inputs.shared is not None:
-            limit = (inputs.overflow_concurrency_per_replica or cap.max_num_seqs) / cap.max_num_seqs
-            # Up to the floor that carries the peak without spilling (beyond n_ded when the
-            # spill threshold is below a full batch).
-            top = max(n_ded, math.ceil(peak / limit - 1e-9))
-            for f in range(max(1, inputs.min_replicas), top + 1):
+            # From the floor wakes need, up to the one that carries the peak without spilling
+            # (beyond n_ded when the spill threshold is below a full batch).
+            lowest = max(1, inputs.min_replicas, wake)
+            top = max(n_ded, lowest, math.ceil(peak / limit - 1e-9))
+            for f in range(lowest, top + 1):
                 spill = expected_overflow(mean, peak, f * limit)
                 price = monthly(inputs.dedicated, f) + monthly(inputs.shared, spill / target)
                 if price < hybrid:
@@ -405,6 +441,7 @@ def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
         chargeback_monthly=chargeback,
         dedicated_replicas=n_ded,
         hybrid_floor_replicas=floor,
+        wake_floor_replicas=wake,
         cold_start_share=cold_start_share(traffic, inputs.cold_start),
         engine=on_engine,
     )

@@ -561,6 +561,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     chosen_floor = status.hybrid_floor
     spend_text = status.spend
     spend_per_month, chargeback_per_month = status.spend_per_month, status.chargeback_per_month
+    wake_floor = 0
 
     if mig is None:
         decision = placement.decide(
@@ -593,6 +594,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
             spend_text = placement.spend_text(decision.cost)
             spend_per_month = _dollars(placement.spend_of(decision.cost, current_mode))
             chargeback_per_month = _dollars(decision.cost.chargeback_monthly)
+            wake_floor = decision.cost.wake_floor_replicas
         if decision.move and decision.mode != current_mode:
             if observed.may_start_migration:
                 target_layout = migration.layout_for(decision.mode, **pools_kw)
@@ -667,6 +669,11 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     if DeploymentMode.HYBRID not in (final_mode, current_mode):
         chosen_floor = None
     floor = hybrid_floor(infd, chosen_floor)
+    # An auto tenant on GPUs keeps warm what its wakes need (placement.wake_floor), whatever
+    # floor it chose when it moved: its idle gaps would otherwise meet a cold ramp.
+    warm = wake_floor if mig is None and infd.spec.mode == DeploymentMode.AUTO else 0
+    if final_mode == DeploymentMode.HYBRID:
+        floor = max(floor, warm)
 
     # -- autoscaling --------------------------------------------------------------------------
     serving = [p for p, r in roles if r in SERVING_ROLES]
@@ -683,7 +690,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         # Dedicated GPUs keep a warm replica, as an explicit dedicated deployment must (the CRD
         # refuses minReplicas 0 there), and a hybrid tenant keeps its whole floor; so does a
         # promotion's target, from the moment it takes traffic.
-        keep = floor if gpu_mode == DeploymentMode.HYBRID else 1
+        keep = floor if gpu_mode == DeploymentMode.HYBRID else max(1, warm)
         policy = dataclasses.replace(
             policy,
             min_replicas=max(policy.min_replicas, keep),

@@ -266,6 +266,7 @@ class OfferedLoad:
             wakes=float(self.wake[hi] - self.wake[wlo]),
             horizon=timedelta(seconds=(hi - wlo) * self.dt),
             recent=self._load(max(0, hi - self.minute), hi),
+            horizon_mean=self._load(wlo, hi),
         )
 
 

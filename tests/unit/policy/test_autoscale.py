@@ -68,6 +68,26 @@ CASES = [
         Reason.SCALED_FROM_ZERO,
         id="scales-from-zero-on-queue",
     ),
+    # Rule 4: the rate limit stops a backlog's overshoot, not what the arrivals need. Queue 96
+    # asks 12 and 2 ready may double to 4, but the last minute's arrivals keep 48 busy: 6.
+    pytest.param(
+        inputs(queue=q(96), offered=48.0),
+        6,
+        Reason.SCALED_UP,
+        id="offered-48-lifts-the-rate-limit-to-6-not-12",
+    ),
+    pytest.param(
+        inputs(queue=q(200), policy=replace(POLICY, min_replicas=5)),
+        5,
+        Reason.SCALED_UP,
+        id="below-a-raised-minimum-goes-to-it-but-no-further-than-the-rate",
+    ),
+    pytest.param(
+        inputs(queue=q(96), offered=8.0),
+        4,
+        Reason.SCALED_UP,
+        id="offered-below-the-rate-limit-changes-nothing",
+    ),
     pytest.param(
         inputs(current_replicas=0, ready_replicas=0, queue=q(100)),
         2,

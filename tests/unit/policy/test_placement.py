@@ -175,6 +175,38 @@ def test_cold_start_share(t: Traffic, share: float) -> None:
     assert placement.cold_start_share(t, timedelta(seconds=60)) == pytest.approx(share)
 
 
+#: An hour that woke once and was active a third of it, 0.6 replicas of work on average over the
+#: hour (1.8 while active), but idle in the last window: what a wake floor is for.
+NAPPING = replace(traffic(0.0, minutes=60, active=1 / 3, wakes=1), horizon_mean=busy(0.6))
+
+
+@pytest.mark.parametrize(
+    ("t", "floor"),
+    [
+        pytest.param(NAPPING, 3, id="wake-floor-active-third"),
+        pytest.param(replace(NAPPING, wakes=0), 0, id="no-wakes-no-floor"),
+        pytest.param(replace(NAPPING, horizon_mean=None), 0, id="horizon-unknown-no-floor"),
+        pytest.param(
+            replace(NAPPING, active_fraction=1.0, wakes=0.1), 0, id="within-the-cold-start-budget"
+        ),
+    ],
+)
+def test_wake_floor(t: Traffic, floor: int) -> None:
+    # The wake_floor docstring: 0.6 / (1/3) = 1.8 replicas of work while active, spilling above
+    # 56 of 64 seats (0.875): ceil(1.8 / 0.875) = ceil(2.06) = 3.
+    assert placement.wake_floor(t, inputs(traffic=t), 56 / 64) == floor
+
+
+def test_wake_floor_keeps_gpus_warm_through_an_idle_window() -> None:
+    # Idle in the last window, so the cheapest floor alone would be 1 replica; the wakes of the
+    # hour ask 3 warm, on dedicated as on hybrid, and both are priced for them.
+    proj = placement.project(inputs(traffic=NAPPING, overflow_concurrency_per_replica=56), NAPPING)
+    assert proj.wake_floor_replicas == 3
+    assert proj.hybrid_floor_replicas == 3
+    assert proj.dedicated_replicas == 3
+    assert proj.dedicated_monthly == pytest.approx(3 * GPU_MONTH)
+
+
 def test_spend_h100_one_replica() -> None:
     # The project() docstring: a steady 0.5 replicas of work at target 0.875, H100s at $7.79 on
     # both pools, dedicated nodes of 8 GPUs.

@@ -118,3 +118,19 @@ def test_bench_without_the_traces_exits_2(
 ) -> None:
     assert bench.main(["--traces", str(tmp_path), "--quick"]) == bench.NO_TRACE == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_bench_scaling_override_is_validated_as_the_api_server_would() -> None:
+    cfg = bench.with_scaling(
+        bench.config.for_prices("h100"), (bench.scaling_field("maxScaleUpRate=10"),)
+    )
+    assert cfg.scaling.max_scale_up_rate == 10.0
+    with pytest.raises(ValueError, match="maxScaleUpRate"):
+        bench.with_scaling(bench.config.for_prices("h100"), (("maxScaleUpRate", "1000"),))
+
+
+def test_bench_refuses_a_bad_scaling_override_with_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert bench.main(["--scaling", "scaleDownStabilization=forever"]) == 2
+    assert "scaleDownStabilization" in capsys.readouterr().err
