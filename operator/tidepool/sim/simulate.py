@@ -203,12 +203,16 @@ def always_dedicated_replicas(cfg: config.SimConfig, peak: float) -> int:
     in-flight peak over the engine's seats (a request holds a seat for ``seats x
     seconds_per_request``). E.g. 150 in flight on 64 seats is 2.34 replicas of work;
     at the default 56 of 64 seats, ``ceil(2.34 / 0.875) = 3`` replicas.
+
+    At most :data:`~tidepool.api.v1alpha1.MAX_REPLICAS`, like every floor best static tries: a
+    baseline is a spec a user could apply, and the API refuses more replicas than that.
     """
     tenant = cfg.tenant(DeploymentMode.AUTO)
     peak_work = peak / cfg.capacity().max_num_seqs
-    return placement.dedicated_replicas(
+    sized = placement.dedicated_replicas(
         peak_work, plan.target_utilization(tenant), tenant.spec.scaling.min_replicas
     )
+    return min(MAX_REPLICAS, sized)
 
 
 def compare(

@@ -336,6 +336,7 @@ def test_price_flags() -> None:
         pytest.param(57, 2, id="57-in-flight-needs-a-second"),
         pytest.param(150, 3, id="150-in-flight"),
         pytest.param(0, 1, id="idle-still-one"),
+        pytest.param(1_000_000, 1000, id="no-more-than-the-api-accepts"),
     ],
 )
 def test_always_dedicated_is_sized_as_the_policy_sizes_its_dedicated_option(
