@@ -673,6 +673,7 @@ def simulate_fleet(
             s.next_mode, s.next_floor = decision.mode, floor
 
     # -- the run -----------------------------------------------------------------------------
+    hour_steps = max(1, round(3600.0 / dt))
     i = 0
     busy_until = 0
     next_eval = window_steps
@@ -780,8 +781,11 @@ def simulate_fleet(
         gpu_steps += shared_price.gpus_held(len(fleet_pods), gpr)
         spend_tl[i] = cost.dedicated_cost(gpu_steps, shared_price.price_per_gpu_hour, step_h)
         i += 1
-        if progress is not None and i % 4320 == 0:
-            progress(f"    fleet step {i:,}/{n:,}: {len(fleet_pods)} replicas")
+        if progress is not None and i % hour_steps == 0:
+            progress(
+                f"fleet{' with promotions' if promote else ''}: hour {i // hour_steps} of"
+                f" {math.ceil(n / hour_steps)}, {len(fleet_pods)} replicas"
+            )
     unserved = np.zeros(n_t)
     for t, s in enumerate(state):
         for c in s.queue:

@@ -231,7 +231,7 @@ def compare_pool(
 
     def fleet_run(own_set: frozenset[int], promote: bool = False) -> shared.FleetRun:
         return shared.simulate_fleet(
-            loads, cfg, fleet, dt=dt, start=start, own=own_set, promote=promote
+            loads, cfg, fleet, dt=dt, start=start, own=own_set, promote=promote, progress=say
         )
 
     everything = fleet_run(frozenset())
