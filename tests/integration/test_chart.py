@@ -17,16 +17,22 @@ untouched at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import subprocess
+import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+import stack
+from traffic import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -344,8 +350,21 @@ def test_install_upgrade_uninstall(kube_tools: Kube, ns: str, release: str, tmp_
                 op_sa, "delete", "inferencedeployments.tidepool.dev", namespace
             )
             assert not kube_tools.can_i(op_sa, "create", "pods", namespace)
-            assert kube_tools.can_i(gw_sa, "patch", "inferencedeployments.tidepool.dev", namespace)
+            assert kube_tools.can_i(
+                op_sa, "update", "inferencedeployments.tidepool.dev/finalizers", namespace
+            )
+            assert kube_tools.can_i(op_sa, "watch", "events", namespace)
+            # The internet-facing gateway reads models and pods and creates wake Events; it
+            # can change no model (image, args, env) and read no Event or Secret.
+            for verb in ("patch", "update", "create", "delete"):
+                assert not kube_tools.can_i(
+                    gw_sa, verb, "inferencedeployments.tidepool.dev", namespace
+                )
+            assert kube_tools.can_i(gw_sa, "watch", "inferencedeployments.tidepool.dev", namespace)
             assert kube_tools.can_i(gw_sa, "watch", "pods", namespace)
+            assert kube_tools.can_i(gw_sa, "create", "events", namespace)
+            assert not kube_tools.can_i(gw_sa, "list", "events", namespace)
+            assert not kube_tools.can_i(gw_sa, "patch", "events", namespace)
             assert not kube_tools.can_i(
                 gw_sa, "patch", "inferencedeployments.tidepool.dev/status", namespace
             )
@@ -356,6 +375,8 @@ def test_install_upgrade_uninstall(kube_tools: Kube, ns: str, release: str, tmp_
         assert not kube_tools.can_i(op_sa, "delete", "nodes", None)
         assert kube_tools.can_i(op_sa, "watch", "nodes", None)
         assert kube_tools.can_i(op_sa, "patch", "gpupools.tidepool.dev/status", None)
+        assert kube_tools.can_i(op_sa, "patch", "gpupools.tidepool.dev", None)  # Kopf's finalizer
+        assert not kube_tools.can_i(op_sa, "create", "gpupools.tidepool.dev", None)
         assert not kube_tools.can_i(op_sa, "delete", "gpupools.tidepool.dev", None)
         assert not kube_tools.can_i(
             op_sa, "delete", "customresourcedefinitions.apiextensions.k8s.io", None
@@ -383,6 +404,19 @@ def test_install_upgrade_uninstall(kube_tools: Kube, ns: str, release: str, tmp_
             op_sa, "patch", "inferencedeployments.tidepool.dev/status", other_ns
         )
         assert kube_tools.can_i(op_sa, "watch", "gpupools.tidepool.dev", None)
+        # Kopf posts the Events of cluster-scoped objects (GPUPools) to "default".
+        assert kube_tools.can_i(op_sa, "create", "events", "default")
+        assert not kube_tools.can_i(op_sa, "create", "deployments.apps", "default")
+        # The gateway follows the operator's namespace: nothing outside it.
+        assert kube_tools.can_i(gw_sa, "watch", "pods", ns)
+        assert kube_tools.can_i(gw_sa, "create", "events", ns)
+        assert not kube_tools.can_i(gw_sa, "watch", "pods", other_ns)
+        assert not kube_tools.can_i(gw_sa, "watch", "inferencedeployments.tidepool.dev", other_ns)
+        assert not kube_tools.can_i(gw_sa, "create", "events", other_ns)
+        assert kube_tools.can_i(gw_sa, "watch", "sharedengines.tidepool.dev", None)
+        gw_args = kube_tools.get_json("deployment", gateway, "-n", ns)
+        assert gw_args is not None
+        assert f"--namespace={ns}" in gw_args["spec"]["template"]["spec"]["containers"][0]["args"]
         # The pools are release objects now (adopted if a post-install hook created them).
         manifest = kube_tools.helm("get", "manifest", release, "--namespace", ns).stdout
         assert sum(1 for d in yaml.safe_load_all(manifest) if d and d["kind"] == "GPUPool") == 2
@@ -402,3 +436,178 @@ def test_install_upgrade_uninstall(kube_tools: Kube, ns: str, release: str, tmp_
     if not had_crds:
         # This test installed the CRDs; they stay (kept), like after a real uninstall.
         assert kube_tools.get_json("crd", CRDS[0]) is not None
+
+
+# --------------------------------------------------- the programs under the chart's accounts
+
+
+def token_kubeconfig(kube_tools: Kube, ns: str, account: str, path: Path) -> str:
+    """A kubeconfig that authenticates as ``ns/account`` with a bound token (TokenRequest),
+    against the same API server as the admin kubeconfig: the authorizer then sees exactly what
+    the pod would."""
+    token = kube_tools.kubectl(
+        "create", "token", account, "--namespace", ns, "--duration", "1h"
+    ).stdout.strip()
+    admin = yaml.safe_load(Path(kube_tools.kubeconfig).read_text())
+    context = next(c["context"] for c in admin["contexts"] if c["name"] == admin["current-context"])
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [
+                    {"name": account, "context": {"cluster": cluster["name"], "user": account}}
+                ],
+                "current-context": account,
+            }
+        )
+    )
+    return str(path)
+
+
+def forbidden_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "403" in line or "orbidden" in line]
+
+
+@pytest.mark.usefixtures("crds_handed_back")
+def test_operator_and_gateway_under_the_charts_service_accounts(
+    kube_tools: Kube, ns: str, release: str, tmp_path: Path
+) -> None:
+    """The operator and the gateway, run as processes with the tokens of the ServiceAccounts
+    the chart creates, do their whole job with no 403: fresh GPUPools get Kopf's finalizer and
+    their status, an InferenceDeployment gets its engine Deployment and Service (owner
+    references with blockOwnerDeletion) and status, the gateway discovers it and wakes it with
+    an Event that the operator turns into the wake annotation, and deleting the model and the
+    pools releases the finalizers."""
+    pools = pools_for(release)
+    operator, gateway = f"{release}-tidepool-operator", f"{release}-tidepool-gateway"
+    adopt_existing_crds(kube_tools, release, ns)
+    kube_tools.helm(
+        "install", release, str(CHART), "--namespace", ns,
+        "--values", values_file(tmp_path, {"gpuPools": pools}),
+    )  # fmt: skip
+    op_proc = stack.operator(
+        token_kubeconfig(kube_tools, ns, operator, tmp_path / "operator.kubeconfig"),
+        "http://127.0.0.1:9",  # no Prometheus: the autoscaler holds; RBAC is what is tested
+    )
+    gw_proc = stack.gateway(
+        token_kubeconfig(kube_tools, ns, gateway, tmp_path / "gateway.kubeconfig"),
+        queue_timeout="5s",
+    )
+    model = "rbac-probe"
+    try:
+        op_proc.start(timeout=60)
+        gw_proc.start(timeout=60)
+        kube_tools.kubectl(
+            "apply", "--server-side", "--field-manager", "kubectl", "-f", "-",
+            stdin=yaml.safe_dump(
+                {
+                    "apiVersion": "tidepool.dev/v1alpha1",
+                    "kind": "InferenceDeployment",
+                    "metadata": {"name": model, "namespace": ns},
+                    "spec": {
+                        "model": {"name": f"org/{model}", "servedName": model},
+                        "mode": "serverless",
+                        "placement": {"pools": {"shared": pools[0]["name"]}},
+                    },
+                }
+            ),
+        )  # fmt: skip
+
+        def reconciled() -> bool:
+            obj = kube_tools.get_json("inferencedeployment", model, "-n", ns) or {}
+            conds = obj.get("status", {}).get("conditions", [])
+            deps = kube_tools.get_json(
+                "deployments", "-n", ns, "-l", "tidepool.dev/inference-deployment"
+            )
+            return any(c["type"] == "Ready" for c in conds) and bool(deps and deps["items"])
+
+        wait_for(reconciled, timeout=60, what="the model reconciled under the operator's SA")
+        deps = kube_tools.get_json(
+            "deployments", "-n", ns, "-l", "tidepool.dev/inference-deployment"
+        )
+        assert deps is not None
+        owner = deps["items"][0]["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["blockOwnerDeletion"]) == ("InferenceDeployment", True)
+
+        def pools_observed() -> bool:
+            for pool in pools:
+                live = kube_tools.get_json("gpupool", pool["name"]) or {}
+                if not live.get("metadata", {}).get("finalizers") or "nodes" not in live.get(
+                    "status", {}
+                ):
+                    return False
+            return True
+
+        wait_for(pools_observed, timeout=60, what="fresh pools finalized and observed")
+
+        # The wake: a request for the sleeping model makes the gateway create an Event; the
+        # operator copies it onto the model.
+        wait_for(
+            lambda: gateway_knows_model(gw_proc, model), timeout=30, what="gateway sees the model"
+        )
+        complete_in_background(gw_proc, model)
+
+        def woken() -> bool:
+            obj = kube_tools.get_json("inferencedeployment", model, "-n", ns) or {}
+            return "tidepool.dev/wake-requested-at" in obj["metadata"].get("annotations", {})
+
+        wait_for(woken, timeout=30, what="the gateway's wake Event forwarded to the model")
+        events = kube_tools.get_json("events", "-n", ns, "--field-selector", "reason=WakeRequested")
+        assert events is not None
+        assert events["items"], "the gateway created no wake Event"
+
+        kube_tools.kubectl("delete", "inferencedeployment", model, "-n", ns, "--timeout=60s")
+    finally:
+        # Pools first, while the operator and its RBAC still run: Kopf holds a finalizer on each
+        # pool for its status timer, which only the operator releases (the chart README's
+        # uninstall section says the same to users).
+        try:
+            for pool in pools:
+                kube_tools.kubectl("delete", "gpupool", pool["name"], "--wait=false", check=False)
+            for pool in pools:
+                wait_for(
+                    lambda p=pool: kube_tools.get_json("gpupool", p["name"]) is None,
+                    timeout=60,
+                    what=f"pool {pool['name']} deleted by the operator under its SA",
+                )
+        finally:
+            op_proc.stop()
+            gw_proc.stop()
+            kube_tools.helm("uninstall", release, "--namespace", ns, "--wait", "--timeout", "60s")
+    op_log, gw_log = op_proc.tail(100000), gw_proc.tail(100000)
+    assert forbidden_lines(op_log) == [], op_log[-4000:]
+    assert forbidden_lines(gw_log) == [], gw_log[-4000:]
+    assert "Handler 'observe_pool'" in op_log or "observe_pool" in op_log
+
+
+def gateway_knows_model(gw: stack.ManagedProcess, model: str) -> bool:
+    url = gw.health_url
+    assert url is not None
+    base = url.rsplit("/", 1)[0]
+    return stack.http_ok(f"{base}/v1/models") and model in _get_text(f"{base}/v1/models")
+
+
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return str(resp.read().decode())
+
+
+def complete_in_background(gw: stack.ManagedProcess, model: str) -> None:
+    """Send one completion and do not wait for it: it is held until the gateway's timeout."""
+    url = gw.health_url
+    assert url is not None
+    base = url.rsplit("/", 1)[0]
+    body = json.dumps({"model": model, "prompt": "hi", "max_tokens": 1}).encode()
+
+    def send() -> None:
+        req = urllib.request.Request(
+            f"{base}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+        )
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(req, timeout=10).read()
+
+    threading.Thread(target=send, daemon=True).start()

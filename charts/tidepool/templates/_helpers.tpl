@@ -88,28 +88,3 @@ No registry host unless imageRegistry is set; a digest wins over the tag.
 {{- printf "%s:%s" $repo (default .ctx.Chart.AppVersion .image.tag) }}
 {{- end }}
 {{- end }}
-
-{{/*
-Security settings of every pod and container the chart runs: compatible with the
-"restricted" Pod Security Standard. The images run as the numeric user 65532.
-*/}}
-{{- define "tidepool.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-fsGroup: 65532
-seccompProfile:
-  type: RuntimeDefault
-{{- end }}
-
-{{- define "tidepool.containerSecurityContext" -}}
-runAsNonRoot: true
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-privileged: false
-capabilities:
-  drop:
-    - ALL
-seccompProfile:
-  type: RuntimeDefault
-{{- end }}

@@ -1,18 +1,28 @@
 """The wake push: tell the operator *now* that a model scaled to zero has a waiting request.
 
-Role: one JSON merge patch of the annotation ``tidepool.dev/wake-requested-at`` (RFC 3339
-timestamp) on the InferenceDeployment. The operator watches the object and scales from zero on
-the change, so a cold start does not wait for a Prometheus scrape and an autoscaler poll (the
-Knative activator's "poke", not KEDA's 30 s poll; see notes/anchors.md).
+Role: the gateway creates one Kubernetes Event naming the InferenceDeployment (reason
+``WakeRequested``, the exact time in the Event's ``tidepool.dev/wake-requested-at``
+annotation); the operator watches such Events and copies that time into the
+InferenceDeployment's own ``tidepool.dev/wake-requested-at`` annotation, on which it scales from
+zero. A cold start thus waits for no Prometheus scrape and no autoscaler poll (the Knative
+activator's "poke", not KEDA's 30 s poll).
+
+Why an Event and not a patch by the gateway: the gateway is the internet-facing component, and
+``patch`` on InferenceDeployments would let it rewrite any model's image, arguments and
+environment. ``create`` on Events lets it change nothing; the operator, which may patch
+InferenceDeployments anyway, does the one write. The cost is one more watch hop (milliseconds).
+Anyone else who may create Events in the namespace could also wake a model; that costs a
+scale-from-zero that the autoscaler undoes after the idle window, and such a user can usually
+edit the InferenceDeployment directly anyway.
 
 Must not: rate-limit or decide when to wake (the gateway does, in ``tidepool.gateway.wake``),
-touch spec or status, or be called on the gateway's event loop (it is a blocking HTTP call; the
-gateway runs it in an executor).
+touch spec or status, or be called on an event loop (these are blocking HTTP calls).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from tidepool.adapters.discovery import PLURAL
@@ -23,6 +33,12 @@ MERGE_PATCH: Final = "application/merge-patch+json"
 #: A wake that cannot reach the API server within this long is dropped; the next held request
 #: (or the autoscaler's own metrics path) wakes the model instead.
 REQUEST_TIMEOUT_S: Final = 5.0
+#: The Event reason and reporting component the operator listens for.
+WAKE_REASON: Final = "WakeRequested"
+GATEWAY_COMPONENT: Final = "tidepool-gateway"
+#: Wake Events older than this are history, not requests: when the operator (re)starts, Kopf
+#: lists every Event still kept (an hour by default), and those must not wake anything.
+MAX_WAKE_AGE: Final = timedelta(seconds=60)
 
 
 def rfc3339(now: datetime) -> str:
@@ -30,28 +46,116 @@ def rfc3339(now: datetime) -> str:
     return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def wake_patch(now: datetime) -> dict[str, Any]:
+def annotation_patch(value: str) -> dict[str, Any]:
     """The merge-patch body; only the one annotation, so it can never clobber anything else."""
-    return {"metadata": {"annotations": {labels.WAKE_REQUESTED_AT: rfc3339(now)}}}
+    return {"metadata": {"annotations": {labels.WAKE_REQUESTED_AT: value}}}
+
+
+def wake_patch(now: datetime) -> dict[str, Any]:
+    """:func:`annotation_patch` for a wake requested at ``now``."""
+    return annotation_patch(rfc3339(now))
+
+
+def wake_event(namespace: str, name: str, now: datetime, instance: str = "") -> dict[str, Any]:
+    """The core/v1 Event the gateway creates to wake ``namespace/name``."""
+    stamp = now.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": f"{name}.wake-"[:200],
+            "namespace": namespace,
+            "annotations": {labels.WAKE_REQUESTED_AT: rfc3339(now)},
+        },
+        "involvedObject": {
+            "apiVersion": types.API_VERSION,
+            "kind": "InferenceDeployment",
+            "namespace": namespace,
+            "name": name,
+        },
+        "reason": WAKE_REASON,
+        "message": "the gateway holds a request for this model; scale it from zero",
+        "type": "Normal",
+        "source": {"component": GATEWAY_COMPONENT},
+        "reportingComponent": GATEWAY_COMPONENT,
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+def requested_wake(event: Mapping[str, Any], now: datetime) -> tuple[str, str, str] | None:
+    """``(namespace, name, wake value)`` if ``event`` is a fresh wake Event from the gateway.
+
+    E.g. an Event made by :func:`wake_event` 2 s ago gives ``("team-a", "llama",
+    "2026-09-02T10:00:00.123Z")``; one 2 minutes old, or another component's, gives None.
+    """
+    involved = event.get("involvedObject") or {}
+    source = event.get("source") or {}
+    if (
+        event.get("reason") != WAKE_REASON
+        or source.get("component") != GATEWAY_COMPONENT
+        or involved.get("kind") != "InferenceDeployment"
+        or str(involved.get("apiVersion", "")).split("/")[0] != types.GROUP
+    ):
+        return None
+    annotations = (event.get("metadata") or {}).get("annotations") or {}
+    value = str(annotations.get(labels.WAKE_REQUESTED_AT) or "")
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if at.tzinfo is None or not timedelta(seconds=-5) <= now - at <= MAX_WAKE_AGE:
+        return None
+    namespace = str(involved.get("namespace") or (event.get("metadata") or {}).get("namespace"))
+    return namespace, str(involved.get("name")), value
 
 
 class KubeWaker:
-    """Patches the wake annotation through the Kubernetes API."""
+    """The gateway's side: creates the wake Event through the Kubernetes API."""
+
+    def __init__(self, api_client: Any, instance: str = "") -> None:
+        from kubernetes import client
+
+        # Any: the client accepts a plain dict body and sends it as is.
+        self._core: Any = client.CoreV1Api(api_client)
+        self._instance = instance
+
+    def request_wake(self, namespace: str, name: str, now: datetime) -> None:
+        """Blocking. Raises the client's ApiException on failure (the caller logs and counts)."""
+        self._core.create_namespaced_event(
+            namespace,
+            wake_event(namespace, name, now, self._instance),
+            _request_timeout=REQUEST_TIMEOUT_S,
+        )
+
+
+class WakeForwarder:
+    """The operator's side: copies a wake Event's time onto its InferenceDeployment."""
 
     def __init__(self, api_client: Any) -> None:
         from kubernetes import client
 
         self._custom = client.CustomObjectsApi(api_client)
 
-    def request_wake(self, namespace: str, name: str, now: datetime) -> None:
-        """Blocking. Raises the client's ApiException on failure (the caller logs and counts)."""
-        self._custom.patch_namespaced_custom_object(
-            types.GROUP,
-            types.VERSION,
-            namespace,
-            PLURAL,
-            name,
-            wake_patch(now),
-            _content_type=MERGE_PATCH,
-            _request_timeout=REQUEST_TIMEOUT_S,
-        )
+    def forward(self, namespace: str, name: str, value: str) -> bool:
+        """Blocking. False when the InferenceDeployment is gone (nothing to wake)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._custom.patch_namespaced_custom_object(
+                types.GROUP,
+                types.VERSION,
+                namespace,
+                PLURAL,
+                name,
+                annotation_patch(value),
+                _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

@@ -89,6 +89,31 @@ class Resources(_Values):
     """Resource limits, e.g. {memory: 512Mi}."""
 
 
+#: The images run as this numeric user (images/Dockerfile), with no passwd entry of their own.
+IMAGE_UID: Final = 65532
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": IMAGE_UID,
+        "runAsGroup": IMAGE_UID,
+        "fsGroup": IMAGE_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 class PodPlacement(_Values):
     """Shared pod-level settings of the operator and gateway Deployments."""
 
@@ -104,8 +129,24 @@ class PodPlacement(_Values):
     """Affinity for the pods (a Kubernetes Affinity object)."""
     priority_class_name: str = ""
     """PriorityClass of the pods."""
+    topology_spread_constraints: list[dict[str, Any]] = Field(default_factory=list)
+    """topologySpreadConstraints of the pods (Kubernetes TopologySpreadConstraint objects).
+    The chart's selector labels must be spelled out in each labelSelector."""
+    pod_security_context: dict[str, Any] = Field(default_factory=_pod_security_context)
+    """Pod securityContext. The default meets the "restricted" Pod Security Standard with the
+    images' numeric user; on OpenShift's restricted SCC, which assigns the UID itself, set
+    runAsUser, runAsGroup and fsGroup to null."""
+    security_context: dict[str, Any] = Field(default_factory=_container_security_context)
+    """Container securityContext (read-only root filesystem, no capabilities, no privilege
+    escalation by default)."""
     env: list[dict[str, Any]] = Field(default_factory=list)
     """Extra environment variables (Kubernetes EnvVar objects) for the container."""
+    env_from: list[dict[str, Any]] = Field(default_factory=list)
+    """Extra environment from ConfigMaps or Secrets (Kubernetes EnvFromSource objects)."""
+    extra_volumes: list[dict[str, Any]] = Field(default_factory=list)
+    """Extra volumes of the pods (Kubernetes Volume objects), beside the chart's /tmp."""
+    extra_volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    """Extra volumeMounts of the container (Kubernetes VolumeMount objects)."""
     extra_args: list[str] = Field(default_factory=list)
     """Extra command-line arguments, appended after the chart's own."""
 
@@ -336,6 +377,9 @@ class Rbac(_Values):
 class ChartValues(_Values):
     """Values of the `tidepool` Helm chart."""
 
+    global_: dict[str, Any] = Field(default_factory=dict, alias="global")
+    """Helm's global values. Unused by this chart; accepted so that it works as a subchart
+    (Helm hands every subchart its parent's `global`)."""
     name_override: str = ""
     """Replaces the chart name in object names."""
     fullname_override: str = ""
@@ -357,6 +401,9 @@ class ChartValues(_Values):
     rbac: Rbac = Field(default_factory=Rbac)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    extra_objects: list[dict[str, Any]] = Field(default_factory=list)
+    """Extra Kubernetes objects to deploy with the release. Each is rendered with `tpl`, so
+    strings may use template expressions such as {{ .Release.Namespace }}."""
 
     @model_validator(mode="after")
     def _unique_pool_names(self) -> "ChartValues":

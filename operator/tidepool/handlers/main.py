@@ -14,6 +14,7 @@ import kopf
 
 from tidepool.adapters.kube import Kube, load_client
 from tidepool.adapters.prometheus import PrometheusMetrics, utc_now
+from tidepool.adapters.wake import WakeForwarder
 from tidepool.handlers import startup
 from tidepool.handlers.deps import EXECUTOR_THREADS, MEMO_KEY, Deps, Telemetry
 
@@ -60,16 +61,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tidepool.handlers import gpupool, inference, shared_engine  # noqa: F401 - registers the handlers
+    from tidepool.handlers import (  # noqa: F401 - registers the handlers
+        gpupool,
+        inference,
+        shared_engine,
+        wake,
+    )
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     configure_logging(verbose=args.verbose)
+    # One client for every daemon thread, its urllib3 pool as large as the executor: each
+    # thread holds at most one connection at a time, so none is discarded ("Connection pool is
+    # full") and reopened when many objects reconcile at once.
+    api = load_client(args.kubeconfig, pool_maxsize=EXECUTOR_THREADS)
     deps = Deps(
-        # One client for every daemon thread, its urllib3 pool as large as the executor: each
-        # thread holds at most one connection at a time, so none is discarded ("Connection
-        # pool is full") and reopened when many objects reconcile at once.
-        kube=Kube(load_client(args.kubeconfig, pool_maxsize=EXECUTOR_THREADS)),
+        kube=Kube(api),
         metrics=PrometheusMetrics(args.prometheus_url),
         started_at=utc_now(),
         tick_seconds=args.tick,
@@ -85,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             peering_name=args.peering,
             namespaces=namespaces,
             clusterwide=not namespaces,
-            memo=kopf.Memo(**{MEMO_KEY: deps}),
+            memo=kopf.Memo(**{MEMO_KEY: deps, wake.MEMO_KEY: WakeForwarder(api)}),
             liveness_endpoint=liveness_endpoint(args.health_host, args.health_port),
         )
     )

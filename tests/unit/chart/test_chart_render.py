@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chartkit import REPO, Render, by_kind, one, run_helm, template_args
+from chartkit import CHART, KUBE_VERSION, REPO, Render, by_kind, one, run_helm, template_args
 
 from tidepool.api.v1alpha1 import GPUPool
 
@@ -75,19 +75,24 @@ def test_operator_args_probes_and_ports(render: Render) -> None:
 
 
 def test_operator_watches_listed_namespaces(render: Render) -> None:
-    docs = render({"operator": {"watchNamespaces": ["team-a", "team-b"]}})
+    docs = render(
+        {"operator": {"watchNamespaces": ["team-a", "team-b"]}, "gateway": {"enabled": False}}
+    )
     args = one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" not in args
     assert [a for a in args if a.startswith("--namespace")] == [
         "--namespace=team-a",
         "--namespace=team-b",
     ]
-    roles = by_kind(docs, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == [
-        "team-a",
-        "team-b",
-    ]
+    # The watched namespaces, the release's own (SharedEngine fleets run there), and Events
+    # alone in "default" (where Kopf posts the Events of cluster-scoped objects).
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")}
+    assert sorted(roles) == ["default", "team-a", "team-b", "tidepool-system"]
+    assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == sorted(roles)
+    granted = {
+        (res, v) for r in roles["default"]["rules"] for res in r["resources"] for v in r["verbs"]
+    }
+    assert granted == {("events", "create"), ("events", "patch")}
     # Namespaced powers only through the Roles; the ClusterRole keeps cluster-scoped reads.
     cluster = rules_of(docs, "ClusterRole", "-operator")
     assert not allows(cluster, "apps", "deployments", "patch")
@@ -95,7 +100,8 @@ def test_operator_watches_listed_namespaces(render: Render) -> None:
     assert allows(cluster, "tidepool.dev", "gpupools", "watch")
     # Cluster-scoped kinds stay in the ClusterRole: a Role cannot grant them.
     assert allows(cluster, "tidepool.dev", "sharedengines", "watch")
-    assert allows(roles[0]["rules"], "apps", "deployments", "patch")
+    assert allows(roles["team-a"]["rules"], "apps", "deployments", "patch")
+    assert allows(roles["tidepool-system"]["rules"], "apps", "deployments", "patch")
 
 
 def test_gateway(render: Render) -> None:
@@ -239,20 +245,52 @@ def test_operator_rbac_least_privilege(render: Render) -> None:
         assert not allows(rules, "tidepool.dev", "sharedengines", verb)
 
 
-def test_gateway_rbac_is_read_plus_wake(render: Render) -> None:
-    rules = rules_of(render(), "ClusterRole", "-gateway")
-    granted = sorted(
+def _granted(rules: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return sorted(
         (g, res, v)
         for r in rules
         for g in r["apiGroups"]
         for res in r["resources"]
         for v in r["verbs"]
     )
-    assert granted == sorted(
-        [("", "pods", v) for v in ("get", "list", "watch")]
-        + [("tidepool.dev", "inferencedeployments", v) for v in ("get", "list", "watch", "patch")]
-        + [("tidepool.dev", "sharedengines", v) for v in ("get", "list", "watch")]
+
+
+#: The gateway's namespaced rights: read models and pods, create wake Events. No patch on
+#: InferenceDeployments (image, args, env), no Event reads, no Secrets.
+GATEWAY_NAMESPACED = (
+    [("", "pods", v) for v in ("get", "list", "watch")]
+    + [("tidepool.dev", "inferencedeployments", v) for v in ("get", "list", "watch")]
+    + [("", "events", "create")]
+)
+GATEWAY_CLUSTER = [("tidepool.dev", "sharedengines", v) for v in ("get", "list", "watch")]
+
+
+def test_gateway_rbac_is_read_plus_wake_events(render: Render) -> None:
+    docs = render()
+    assert _granted(rules_of(docs, "ClusterRole", "-gateway")) == sorted(
+        GATEWAY_NAMESPACED + GATEWAY_CLUSTER
     )
+    args = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" in args
+
+
+def test_gateway_follows_the_operators_namespace(render: Render) -> None:
+    docs = render({"operator": {"watchNamespaces": ["team-a"]}})
+    assert _granted(rules_of(docs, "ClusterRole", "-gateway")) == sorted(GATEWAY_CLUSTER)
+    roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-gateway")]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "tidepool-system"]
+    for role in roles:
+        assert _granted(role["rules"]) == sorted(GATEWAY_NAMESPACED)
+    args = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args
+    assert "--all-namespaces" not in args
+
+
+def test_gateway_with_several_watched_namespaces_fails_to_render(helm: str, tmp_path: Path) -> None:
+    values = {"operator": {"watchNamespaces": ["team-a", "team-b"]}}
+    proc = run_helm(helm, *template_args(values, tmp_path))
+    assert proc.returncode != 0
+    assert "gateway.enabled with 2 operator.watchNamespaces" in proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -397,3 +435,143 @@ def test_common_labels_everywhere(render: Render) -> None:
         assert labels["app.kubernetes.io/instance"] == "tp", doc["metadata"]["name"]
         if doc["kind"] != "CustomResourceDefinition":  # generated by `tidepool crd`
             assert labels["team"] == "platform", doc["metadata"]["name"]
+
+
+# ------------------------------------------------------------------ fitting into other charts
+
+
+def umbrella(tmp_path: Path, helm: str, values: dict[str, Any]) -> Path:
+    """An umbrella chart with Tidepool as a local subchart (no repository, no network)."""
+    chart = tmp_path / "platform"
+    (chart / "charts").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v2",
+                "name": "platform",
+                "version": "1.0.0",
+                "dependencies": [
+                    {"name": "tidepool", "version": "*", "repository": f"file://{CHART}"}
+                ],
+            }
+        )
+    )
+    (chart / "values.yaml").write_text(yaml.safe_dump(values))
+    proc = run_helm(helm, "dependency", "update", str(chart), "--skip-refresh")
+    assert proc.returncode == 0, proc.stderr
+    return chart
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({}, id="no-globals"),
+        pytest.param(
+            {"global": {"imageRegistry": "mirror.example.internal", "storageClass": "fast"}},
+            id="with-globals",
+        ),
+    ],
+)
+def test_installs_as_a_subchart(helm: str, tmp_path: Path, values: dict[str, Any]) -> None:
+    """Helm hands every subchart `global`; the closed schema must accept it."""
+    chart = umbrella(tmp_path, helm, {**values, "tidepool": {"gateway": {"replicas": 3}}})
+    proc = run_helm(
+        helm, "template", "platform", str(chart), "--namespace", "platform",
+        "--kube-version", KUBE_VERSION,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert one(docs, "Deployment", "-gateway")["spec"]["replicas"] == 3
+    lint = run_helm(helm, "lint", "--strict", str(chart), "--kube-version", KUBE_VERSION)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+OPENSHIFT = {
+    component: {"podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}}
+    for component in ("operator", "gateway")
+}
+
+
+def test_openshift_render_leaves_the_uid_to_the_scc(render: Render) -> None:
+    """OpenShift's restricted SCC assigns a UID from the namespace's range and rejects pods that
+    ask for another; null in values removes the key (Helm's rule for null overrides)."""
+    for name, spec in pod_specs(render(OPENSHIFT)).items():
+        psc = spec["securityContext"]
+        assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(psc), name
+        assert psc["runAsNonRoot"] is True, name
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for c in spec["containers"]:
+            assert "runAsUser" not in c["securityContext"], name
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, name
+
+
+def test_security_contexts_come_from_values(render: Render) -> None:
+    docs = render(
+        {
+            "operator": {"securityContext": {"readOnlyRootFilesystem": True, "runAsUser": 1001}},
+            "gateway": {"podSecurityContext": {"runAsNonRoot": True}},
+        }
+    )
+    specs = pod_specs(docs)
+    op = next(s for n, s in specs.items() if n.endswith("-operator"))
+    gw = next(s for n, s in specs.items() if n.endswith("-gateway"))
+    assert op["containers"][0]["securityContext"] == {
+        "readOnlyRootFilesystem": True,
+        "runAsUser": 1001,
+        # values maps merge with the defaults key by key
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert gw["securityContext"]["runAsNonRoot"] is True
+
+
+EXTRAS = {
+    component: {
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/component": component}},
+            }
+        ],
+        "envFrom": [{"secretRef": {"name": f"{component}-env"}}],
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+    }
+    for component in ("operator", "gateway")
+}
+
+
+def test_spread_envfrom_and_extra_volumes(render: Render) -> None:
+    for name, spec in pod_specs(render(EXTRAS)).items():
+        component = name.rsplit("-", 1)[1]
+        assert spec["topologySpreadConstraints"] == EXTRAS[component]["topologySpreadConstraints"]
+        container = spec["containers"][0]
+        assert container["envFrom"] == [{"secretRef": {"name": f"{component}-env"}}]
+        assert [v["name"] for v in spec["volumes"]] == ["tmp", "ca"]
+        assert container["volumeMounts"][0]["mountPath"] == "/tmp"
+        assert {"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+
+
+def test_extra_objects_are_rendered_with_tpl(render: Render) -> None:
+    docs = render(
+        {
+            "extraObjects": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "{{ .Release.Name }}-extra"},
+                    "data": {"namespace": "{{ .Release.Namespace }}"},
+                }
+            ]
+        }
+    )
+    cm = one(docs, "ConfigMap", "-extra")
+    assert cm["metadata"]["name"] == "tp-extra"
+    assert cm["data"] == {"namespace": "tidepool-system"}

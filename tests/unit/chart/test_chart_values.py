@@ -122,7 +122,7 @@ GOOD_VALUES = [
     pytest.param(
         {
             "operator": {
-                "watchNamespaces": ["team-a", "team-b"],
+                "watchNamespaces": ["team-a"],
                 "image": {"digest": "sha256:" + "a" * 64},
                 "resources": {"requests": {"cpu": 1, "memory": "1Gi"}},
                 "extraArgs": ["--verbose"],

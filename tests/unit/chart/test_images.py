@@ -158,7 +158,7 @@ def _parse(module: str, args: list[str]) -> argparse.Namespace:
         pytest.param({}, id="defaults"),
         pytest.param(
             {
-                "operator": {"watchNamespaces": ["team-a", "team-b"]},
+                "operator": {"watchNamespaces": ["team-a"]},
                 "gateway": {
                     "apiKeys": {"existingSecret": "keys"},
                     "metricsPort": 9100,
@@ -176,7 +176,7 @@ def test_chart_arguments_parse_with_the_programs(render: Render, values: dict[st
     parsed = _parse(cli.PROGRAMS["run"][0], op_args["args"])
     assert parsed.metrics_port == 9090
     assert parsed.health_port == 8080
-    expected_namespaces = ["team-a", "team-b"] if "operator" in values else []
+    expected_namespaces = ["team-a"] if "operator" in values else []
     assert parsed.namespace == expected_namespaces
     assert parsed.all_namespaces is not bool(expected_namespaces)
     gw_args = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0]
@@ -185,5 +185,6 @@ def test_chart_arguments_parse_with_the_programs(render: Render, values: dict[st
     custom = bool(values)
     assert gw.metrics_port == (9100 if custom else 9090)
     assert gw.max_body_size == (512 * 1024 if custom else 8 * 1024 * 1024)
-    assert gw.all_namespaces is True
+    assert gw.all_namespaces is not custom
+    assert gw.namespace == ("team-a" if custom else None)
     assert gw.drain_timeout == 110.0
