@@ -153,10 +153,16 @@ def sync_shared_engine(
     kube.patch_shared_engine_status(engine.name, status)
     cache.record = recorded(final.status.adapters)
     was = {planning.tenant_key(t): t for t in every}
-    for update in final.tenants:
-        patch = tenant_status(update, was.get(update.key))
-        if patch:
-            kube.patch_tenant_status(update.namespace, update.name, patch)
+    patches = [(u, p) for u in final.tenants if (p := tenant_status(u, was.get(u.key)))]
+    # Side by side: a wake changes every tenant's AdapterLoaded at once, and twenty patches
+    # one after another kept this daemon from its next look at the fleet for seconds.
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as writes:
+        done = [
+            writes.submit(kube.patch_tenant_status, u.namespace, u.name, patch)
+            for u, patch in patches
+        ]
+        for f in done:
+            f.result()
     requeue = final.requeue_after
     if waiting:
         requeue = min(requeue, UNLOAD_AFTER_RECORD)
@@ -176,8 +182,8 @@ def sync_shared_engine(
 UNLOAD_AFTER_RECORD: Final = timedelta(seconds=1)
 #: How soon a fleet with a replica not yet Ready is looked at again.
 REPLICA_STARTING: Final = timedelta(seconds=0.5)
-#: Reads (replicas' adapters and queues, tenants' demand) and replicas' adapter loads made at
-#: once in one sync.
+#: Reads (replicas' adapters and queues, tenants' demand), replicas' adapter loads and tenants'
+#: status patches made at once in one sync.
 READ_THREADS: Final = 8
 
 
