@@ -16,6 +16,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from tidepool.api import labels
+from tidepool.api.conditions import Reason
 from tidepool.api.v1alpha1 import API_VERSION, GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.shared_engine import EnginePodAddress
@@ -149,20 +150,8 @@ class Kube:
         return [p for p in pods if not (p.metadata and p.metadata.deletion_timestamp)]
 
     def pod_problems(self, namespace: str, infd_name: str) -> list[PodProblem]:
-        problems = []
-        for pod in self._live_pods(namespace, labels.selector_labels(infd_name)):
-            meta = pod.metadata or client.V1ObjectMeta()
-            for cond in (pod.status.conditions if pod.status else None) or []:
-                if cond.type == "PodScheduled" and cond.status == "False":
-                    problems.append(
-                        PodProblem(
-                            pod=str(meta.name),
-                            pool=(meta.labels or {}).get(labels.POOL, ""),
-                            reason=cond.reason or "Unschedulable",
-                            message=cond.message or "",
-                        )
-                    )
-        return problems
+        pods = self._live_pods(namespace, labels.selector_labels(infd_name))
+        return [p for p in (pod_problem(pod) for pod in pods) if p is not None]
 
     def pool_nodes(self, node_selector: dict[str, str]) -> tuple[int, int]:
         """(nodes, allocatable GPUs) matching a pool's selector."""
@@ -306,6 +295,66 @@ class Kube:
     def patch_tenant_status(self, namespace: str, name: str, status: JSON) -> None:
         """The SharedEngine's part of a tenant's status (``engine``, ``AdapterLoaded``)."""
         self.merge_patch_status(namespace, name, status)
+
+
+#: Container waiting reasons that mean the image cannot be had (the kubelet's words); all are
+#: reported as ImagePullBackOff, the state they settle in.
+IMAGE_PULL_FAILURES: Final = frozenset(
+    {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
+)
+
+
+def pod_problem(pod: client.V1Pod) -> PodProblem | None:
+    """Why an engine pod cannot serve, in the kubelet's and scheduler's words, or None.
+
+    Most specific first: OOMKilled (a container's current or last termination; it shows as
+    CrashLoopBackOff too, but memory is the cause to fix), then ImagePullBackOff, then
+    CrashLoopBackOff, then Unschedulable (PodScheduled=False). A pod that is merely starting,
+    e.g. waiting in ContainerCreating or loading the model, is no problem.
+    """
+    meta = pod.metadata or client.V1ObjectMeta()
+    status = pod.status or client.V1PodStatus()
+
+    def problem(reason: Reason, message: str) -> PodProblem:
+        return PodProblem(
+            pod=str(meta.name),
+            pool=(meta.labels or {}).get(labels.POOL, ""),
+            reason=reason,
+            message=message,
+        )
+
+    containers = [*(status.init_container_statuses or []), *(status.container_statuses or [])]
+    for cs in containers:
+        running = cs.state is not None and cs.state.running is not None
+        # An OOM kill long ago on a container that runs again is history, not a problem.
+        for state in (cs.state,) if running else (cs.state, cs.last_state):
+            ended = state.terminated if state is not None else None
+            if ended is not None and ended.reason == "OOMKilled":
+                return problem(
+                    Reason.OOM_KILLED,
+                    f"container {cs.name} was killed for running out of memory"
+                    f" (restarted {cs.restart_count} times)",
+                )
+    for cs in containers:
+        waiting = cs.state.waiting if cs.state is not None else None
+        if waiting is not None and waiting.reason in IMAGE_PULL_FAILURES:
+            return problem(
+                Reason.IMAGE_PULL_BACK_OFF,
+                f"container {cs.name} cannot pull {cs.image}: {waiting.message or waiting.reason}",
+            )
+    for cs in containers:
+        waiting = cs.state.waiting if cs.state is not None else None
+        if waiting is not None and waiting.reason == "CrashLoopBackOff":
+            ended = cs.last_state.terminated if cs.last_state is not None else None
+            why = f"exit code {ended.exit_code}" if ended is not None else "it keeps exiting"
+            return problem(
+                Reason.CRASH_LOOP_BACK_OFF,
+                f"container {cs.name} keeps crashing ({why}, restarted {cs.restart_count} times)",
+            )
+    for cond in status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False":
+            return problem(Reason.UNSCHEDULABLE, cond.message or cond.reason or "")
+    return None
 
 
 def _selector(match: dict[str, str]) -> str:

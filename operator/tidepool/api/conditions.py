@@ -32,6 +32,11 @@ class Reason(StrEnum):
     WAITING_FOR_REPLICAS = "WaitingForReplicas"
     INVALID_SPEC = "InvalidSpec"
     POOL_NOT_FOUND = "PoolNotFound"
+    # Ready=False because no engine pod can run (Unschedulable, below, too); the kubelet's own
+    # words, so `kubectl describe pod` and the Argo CD health message agree.
+    CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+    OOM_KILLED = "OOMKilled"
     # Scheduled
     ALL_PODS_SCHEDULED = "AllPodsScheduled"
     UNSCHEDULABLE = "Unschedulable"

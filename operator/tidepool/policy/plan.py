@@ -27,7 +27,7 @@ This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``/
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -791,8 +791,16 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     if fleet is not None and on_fleet:
         _fleet_ready_condition(cond, infd, fleet)
     else:
-        _ready_condition(cond, desired, ready_serving, pool_status, mig is not None)
-    _scheduling_condition(cond, list(observed.pod_problems), events, status.conditions)
+        _ready_condition(
+            cond,
+            desired,
+            ready_serving,
+            pool_status,
+            mig is not None,
+            problems=observed.pod_problems,
+        )
+    unschedulable = [p for p in observed.pod_problems if p.reason == Reason.UNSCHEDULABLE]
+    _scheduling_condition(cond, unschedulable, events, status.conditions)
     if isinstance(demand, Sample):
         cond(ConditionType.METRICS_AVAILABLE, True, Reason.METRICS_FRESH, "queue depth is known")
     else:
@@ -942,8 +950,24 @@ def pool_summary(pools: list[PoolStatus]) -> str:
     return ",".join(parts) if parts else "-"
 
 
+#: Pod problems that Ready=False names instead of WaitingForReplicas, most specific first:
+#: each needs a person (more memory, a pullable image, a fix, a GPU) rather than patience.
+POD_FAILURES: Final = (
+    Reason.OOM_KILLED,
+    Reason.IMAGE_PULL_BACK_OFF,
+    Reason.CRASH_LOOP_BACK_OFF,
+    Reason.UNSCHEDULABLE,
+)
+
+
 def _ready_condition(
-    cond: "_CondFn", desired: int, ready: int, pools: list[PoolStatus], migrating: bool
+    cond: "_CondFn",
+    desired: int,
+    ready: int,
+    pools: list[PoolStatus],
+    migrating: bool,
+    *,
+    problems: Sequence[PodProblem] = (),
 ) -> None:
     where = ", ".join(p.name for p in pools if p.role in SERVING_ROLES) or "-"
     if desired == 0 and not migrating:
@@ -961,6 +985,17 @@ def _ready_condition(
             f"{ready}/{desired} replicas ready on {where}",
         )
     else:
+        failing = [p for reason in POD_FAILURES for p in problems if p.reason == reason]
+        if failing:
+            first = failing[0]
+            cond(
+                ConditionType.READY,
+                False,
+                Reason(first.reason),
+                f"0/{desired} replicas ready on {where}: pod {first.pod}: {first.message}"
+                + (f" (and {len(failing) - 1} more pod(s))" if len(failing) > 1 else ""),
+            )
+            return
         cond(
             ConditionType.READY,
             False,

@@ -1,0 +1,156 @@
+"""Which engine pods cannot serve, and why, in the kubelet's and scheduler's own words.
+
+The pods are the client's V1Pod objects as a list call returns them, shaped like what the
+kubelet reports for each failure (`kubectl get pod -o yaml` of a crash loop, an image pull
+error, an OOM kill, an unschedulable pod).
+"""
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tidepool.adapters.kube import pod_problem
+from tidepool.api import labels
+
+C = client
+
+
+def pod(
+    *,
+    state: Any = None,
+    last_state: Any = None,
+    conditions: list[Any] | None = None,
+    restarts: int = 0,
+    init: bool = False,
+) -> client.V1Pod:
+    statuses = []
+    if state is not None or last_state is not None:
+        statuses = [
+            C.V1ContainerStatus(
+                name="engine",
+                image="vllm/vllm-openai:v0.11.0",
+                image_id="",
+                ready=False,
+                restart_count=restarts,
+                state=state or C.V1ContainerState(),
+                last_state=last_state or C.V1ContainerState(),
+            )
+        ]
+    return C.V1Pod(
+        metadata=C.V1ObjectMeta(name="llama-shared-a100-7c9d-x2x4q", labels={labels.POOL: "a100"}),
+        status=C.V1PodStatus(
+            conditions=conditions,
+            container_statuses=None if init else statuses,
+            init_container_statuses=statuses if init else None,
+        ),
+    )
+
+
+def waiting(reason: str, message: str = "") -> Any:
+    return C.V1ContainerState(
+        waiting=C.V1ContainerStateWaiting(reason=reason, message=message or None)
+    )
+
+
+def terminated(reason: str, code: int) -> Any:
+    return C.V1ContainerState(
+        terminated=C.V1ContainerStateTerminated(reason=reason, exit_code=code)
+    )
+
+
+UNSCHEDULED = [
+    C.V1PodCondition(
+        type="PodScheduled",
+        status="False",
+        reason="Unschedulable",
+        message="0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+    )
+]
+
+CASES = [
+    pytest.param(
+        pod(state=waiting("CrashLoopBackOff"), last_state=terminated("Error", 1), restarts=5),
+        "CrashLoopBackOff",
+        "container engine keeps crashing (exit code 1, restarted 5 times)",
+        id="crash-loop",
+    ),
+    pytest.param(
+        pod(state=waiting("CrashLoopBackOff"), last_state=terminated("OOMKilled", 137), restarts=3),
+        "OOMKilled",
+        "container engine was killed for running out of memory (restarted 3 times)",
+        id="oom-looping-says-oom",
+    ),
+    pytest.param(
+        pod(state=terminated("OOMKilled", 137)),
+        "OOMKilled",
+        "killed for running out of memory",
+        id="oom-just-now",
+    ),
+    pytest.param(
+        pod(state=waiting("ImagePullBackOff", 'Back-off pulling image "vllm/vllm-openai"')),
+        "ImagePullBackOff",
+        'cannot pull vllm/vllm-openai:v0.11.0: Back-off pulling image "vllm/vllm-openai"',
+        id="image-pull-back-off",
+    ),
+    pytest.param(
+        pod(state=waiting("ErrImagePull", "manifest unknown")),
+        "ImagePullBackOff",
+        "manifest unknown",
+        id="err-image-pull",
+    ),
+    pytest.param(
+        pod(state=waiting("InvalidImageName"), init=True),
+        "ImagePullBackOff",
+        "cannot pull",
+        id="init-container-bad-image",
+    ),
+    pytest.param(
+        pod(conditions=UNSCHEDULED),
+        "Unschedulable",
+        "4 Insufficient nvidia.com/gpu",
+        id="unschedulable",
+    ),
+]
+
+
+@pytest.mark.parametrize(("the_pod", "reason", "message"), CASES)
+def test_pod_problem(the_pod: client.V1Pod, reason: str, message: str) -> None:
+    problem = pod_problem(the_pod)
+    assert problem is not None
+    assert (problem.pod, problem.pool, problem.reason) == (
+        "llama-shared-a100-7c9d-x2x4q",
+        "a100",
+        reason,
+    )
+    assert message in problem.message
+
+
+@pytest.mark.parametrize(
+    "the_pod",
+    [
+        pytest.param(pod(state=waiting("ContainerCreating")), id="starting"),
+        pytest.param(pod(state=waiting("PodInitializing")), id="initializing"),
+        pytest.param(
+            pod(state=C.V1ContainerState(running=C.V1ContainerStateRunning()), restarts=1),
+            id="running-after-one-restart",
+        ),
+        pytest.param(
+            pod(
+                state=C.V1ContainerState(running=C.V1ContainerStateRunning()),
+                last_state=terminated("Error", 1),
+            ),
+            id="recovered-from-an-error",
+        ),
+        pytest.param(
+            pod(
+                state=C.V1ContainerState(running=C.V1ContainerStateRunning()),
+                last_state=terminated("OOMKilled", 137),
+            ),
+            id="running-again-after-an-oom",
+        ),
+        pytest.param(pod(), id="no-status-yet"),
+    ],
+)
+def test_no_problem(the_pod: client.V1Pod) -> None:
+    assert pod_problem(the_pod) is None
