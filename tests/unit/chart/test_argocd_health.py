@@ -1,12 +1,17 @@
-"""The Argo CD health check (charts/tidepool/argocd/health.lua), run by a real Lua 5.1.
+"""The Argo CD health checks (charts/tidepool/argocd/resource_customizations), run by Lua 5.1.
 
-Each fixture is a recorded InferenceDeployment (it must still parse with the API models, so the
-fixtures cannot drift from the status the operator writes). The test turns it into a Lua table
-literal and runs harness.lua, which calls the health script the way Argo CD does: `obj` global,
-only the base/table/os libraries, return value {status, message}.
+The checks live in Argo CD's own layout, one folder per kind with health.lua, health_test.yaml
+and testdata/. Every health_test.yaml entry runs here through harness.lua, which calls the
+script the way Argo CD does (`obj` global, only the base/table/os libraries, return value
+{status, message}), and must give exactly the recorded status and message.
+
+The InferenceDeployment testdata for the states the operator reaches in its reconcile loop
+(ready, scaled to zero, waiting, pool not found, each pod failure, deleting) is written by that
+loop itself (argocd_scenarios.py), and a test fails when it goes stale; the rest is
+hand-written and parsed with the API models, so no testdata can drift from what the operator
+writes.
 """
 
-import json
 import math
 import os
 import shutil
@@ -14,37 +19,75 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import argocd_scenarios
 import chartkit
 import pytest
 import yaml
 
-from tidepool.api.v1alpha1 import InferenceDeployment
+from tidepool.api.conditions import Reason
+from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
+from tidepool.policy import plan
 
 HERE = Path(__file__).parent
-FIXTURES = HERE / "fixtures"
-HEALTH_LUA = chartkit.CHART / "argocd" / "health.lua"
-ARGOCD_CM = chartkit.CHART / "argocd" / "argocd-cm.yaml"
-APPLICATION = chartkit.CHART / "argocd" / "application.yaml"
-CM_KEY = "resource.customizations.health.tidepool.dev_InferenceDeployment"
+ARGOCD = chartkit.CHART / "argocd"
+CUSTOMIZATIONS = ARGOCD / "resource_customizations" / "tidepool.dev"
+ARGOCD_CM = ARGOCD / "argocd-cm.yaml"
+APPLICATION = ARGOCD / "application.yaml"
+MODELS = {
+    "InferenceDeployment": InferenceDeployment,
+    "SharedEngine": SharedEngine,
+    "GPUPool": GPUPool,
+}
 
-CASES = [
-    pytest.param("ready", "Healthy", "2/2 replicas ready", id="ready"),
-    pytest.param("scaled-to-zero", "Healthy", "scaled to zero", id="scaled-to-zero-on-purpose"),
-    pytest.param("ready-metrics-unknown", "Healthy", "2/2 replicas ready", id="metrics-unknown"),
-    pytest.param("no-status-yet", "Progressing", "Waiting for the operator", id="no-status"),
-    pytest.param(
-        "new-generation-not-observed", "Progressing", "generation 4", id="generation-not-observed"
-    ),
-    pytest.param("ready-condition-stale", "Progressing", "generation 4", id="ready-stale"),
-    pytest.param("waiting-for-replicas", "Progressing", "0/1 replicas ready", id="waiting"),
-    pytest.param("ready-unknown", "Progressing", "WaitingForReplicas", id="ready-unknown"),
-    pytest.param("migrating", "Progressing", "Migrating: promoted to dedicated", id="migrating"),
-    pytest.param("invalid-spec", "Degraded", "InvalidSpec: engine.extraArgs", id="invalid-spec"),
-    pytest.param(
-        "pool-not-found", "Degraded", 'PoolNotFound: GPUPool "does-not-exist"', id="no-pool"
-    ),
-    pytest.param("unschedulable", "Degraded", "Unschedulable: 0/1 replicas", id="unschedulable"),
-]
+#: kind -> testdata -> the status a person expects (the messages are in health_test.yaml).
+EXPECTED = {
+    "InferenceDeployment": {
+        "ready": "Healthy",
+        "scaled-to-zero": "Healthy",
+        "ready-metrics-unknown": "Healthy",
+        "waiting-for-replicas": "Progressing",
+        "no-status-yet": "Progressing",
+        "new-generation-not-observed": "Progressing",
+        "ready-condition-stale": "Progressing",
+        "ready-unknown": "Progressing",
+        "migrating": "Progressing",
+        "deleting": "Progressing",
+        "invalid-spec": "Degraded",
+        "pool-not-found": "Degraded",
+        "unschedulable": "Degraded",
+        "crash-loop": "Degraded",
+        "image-pull-back-off": "Degraded",
+        "oom-killed": "Degraded",
+    },
+    "SharedEngine": {
+        "ready": "Healthy",
+        "scaled-to-zero": "Healthy",
+        "waiting-for-replicas": "Progressing",
+        "no-status-yet": "Progressing",
+        "deleting": "Progressing",
+        "pool-not-found": "Degraded",
+    },
+    "GPUPool": {
+        "observed": "Healthy",
+        "no-nodes-yet": "Healthy",
+        "not-observed-yet": "Progressing",
+        "generation-not-observed": "Progressing",
+        "deleting": "Progressing",
+        "no-device-plugin": "Degraded",
+    },
+}
+
+
+def health_tests(kind: str) -> list[dict[str, Any]]:
+    tests = yaml.safe_load((CUSTOMIZATIONS / kind / "health_test.yaml").read_text())["tests"]
+    assert isinstance(tests, list)
+    return tests
+
+
+def load_testdata(kind: str, name: str) -> dict[str, Any]:
+    obj = yaml.safe_load((CUSTOMIZATIONS / kind / "testdata" / f"{name}.yaml").read_text())
+    assert isinstance(obj, dict)
+    return obj
 
 
 def find_lua() -> str | None:
@@ -90,9 +133,7 @@ def to_lua(value: Any) -> str:
     raise TypeError(type(value))
 
 
-def run_health(
-    lua: str, obj: dict[str, Any], tmp_path: Path, script: Path = HEALTH_LUA
-) -> tuple[str, str]:
+def run_health(lua: str, obj: dict[str, Any], tmp_path: Path, script: Path) -> tuple[str, str]:
     literal = tmp_path / "object.lua"
     literal.write_text("return " + to_lua(obj) + "\n")
     proc = subprocess.run(
@@ -107,33 +148,63 @@ def run_health(
     return status, message.rstrip("\n")
 
 
-def load(name: str) -> dict[str, Any]:
-    obj = json.loads((FIXTURES / f"{name}.json").read_text())
-    assert isinstance(obj, dict)
-    return obj
+ALL_TESTS = [
+    pytest.param(kind, t, id=f"{kind}/{Path(t['inputPath']).stem}")
+    for kind in EXPECTED
+    for t in health_tests(kind)
+]
 
 
-def test_every_fixture_has_a_case() -> None:
-    names = {p.values[0] for p in CASES}
-    assert names == {p.stem for p in FIXTURES.glob("*.json")}
+def test_health_tests_cover_every_testdata_and_expected_state() -> None:
+    for kind, expected in EXPECTED.items():
+        files = {p.stem for p in (CUSTOMIZATIONS / kind / "testdata").glob("*.yaml")}
+        recorded = {
+            Path(t["inputPath"]).stem: t["healthStatus"]["status"] for t in health_tests(kind)
+        }
+        assert set(recorded) == files == set(expected), kind
+        assert recorded == expected, kind
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in FIXTURES.glob("*.json")))
-def test_fixture_matches_the_api(name: str) -> None:
-    InferenceDeployment.model_validate(load(name))
+@pytest.mark.parametrize(("kind", "case"), ALL_TESTS)
+def test_health(lua: str, tmp_path: Path, kind: str, case: dict[str, Any]) -> None:
+    obj = yaml.safe_load((CUSTOMIZATIONS / kind / case["inputPath"]).read_text())
+    got = run_health(lua, obj, tmp_path, CUSTOMIZATIONS / kind / "health.lua")
+    assert got == (case["healthStatus"]["status"], case["healthStatus"]["message"])
 
 
-@pytest.mark.parametrize(("name", "status", "message"), CASES)
-def test_health(lua: str, tmp_path: Path, name: str, status: str, message: str) -> None:
-    got_status, got_message = run_health(lua, load(name), tmp_path)
-    assert got_status == status
-    assert message in got_message
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [(kind, name) for kind, cases in EXPECTED.items() for name in cases],
+)
+def test_testdata_matches_the_api(kind: str, name: str) -> None:
+    MODELS[kind].model_validate(load_testdata(kind, name))
 
 
-def test_scaled_to_zero_fixture_really_has_zero_replicas() -> None:
-    status = load("scaled-to-zero")["status"]
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"], status["replicas"]) == ("True", "ScaledToZero", 0)
+@pytest.mark.parametrize("name", sorted(argocd_scenarios.SCENARIOS))
+def test_testdata_is_what_the_reconcile_loop_writes(name: str) -> None:
+    """Regenerate with `.venv/bin/python tests/unit/chart/argocd_scenarios.py`."""
+    written = (argocd_scenarios.TESTDATA / f"{name}.yaml").read_text()
+    assert written == argocd_scenarios.render(argocd_scenarios.SCENARIOS[name]()), name
+
+
+def test_every_failure_reason_the_operator_writes_is_degraded(lua: str, tmp_path: Path) -> None:
+    """Each reason the plan may put on Ready=False for a broken model maps to Degraded, and
+    WaitingForReplicas (patience, not a person) does not."""
+    base = load_testdata("InferenceDeployment", "waiting-for-replicas")
+    script = CUSTOMIZATIONS / "InferenceDeployment" / "health.lua"
+    broken = {*plan.POD_FAILURES, Reason.INVALID_SPEC, Reason.POOL_NOT_FOUND}
+    for reason in [*broken, Reason.WAITING_FOR_REPLICAS]:
+        ready = next(c for c in base["status"]["conditions"] if c["type"] == "Ready")
+        ready["reason"] = str(reason)
+        status, message = run_health(lua, base, tmp_path, script)
+        assert status == ("Progressing" if reason == Reason.WAITING_FOR_REPLICAS else "Degraded")
+        assert message.startswith(str(reason)) or reason == Reason.WAITING_FOR_REPLICAS
+
+
+def test_shared_engine_runs_the_same_script() -> None:
+    assert (CUSTOMIZATIONS / "SharedEngine" / "health.lua").read_text() == (
+        CUSTOMIZATIONS / "InferenceDeployment" / "health.lua"
+    ).read_text()
 
 
 def test_harness_catches_libraries_argo_does_not_load(lua: str, tmp_path: Path) -> None:
@@ -157,10 +228,12 @@ def test_lua_literal_round_trips(lua: str) -> None:
     assert proc.stdout.decode() == text
 
 
-def test_argocd_cm_carries_the_script_verbatim() -> None:
+def test_argocd_cm_carries_each_script_verbatim() -> None:
     cm = yaml.safe_load(ARGOCD_CM.read_text())
     assert (cm["kind"], cm["metadata"]["name"]) == ("ConfigMap", "argocd-cm")
-    assert cm["data"][CM_KEY] == HEALTH_LUA.read_text()
+    for kind in EXPECTED:
+        key = f"resource.customizations.health.tidepool.dev_{kind}"
+        assert cm["data"][key] == (CUSTOMIZATIONS / kind / "health.lua").read_text(), kind
     ignore = yaml.safe_load(
         cm["data"]["resource.customizations.ignoreDifferences.tidepool.dev_InferenceDeployment"]
     )

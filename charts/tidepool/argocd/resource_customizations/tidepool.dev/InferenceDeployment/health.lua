@@ -1,16 +1,21 @@
--- Argo CD health check for tidepool.dev/InferenceDeployment.
+-- Argo CD health check for tidepool.dev/InferenceDeployment (and, verbatim, SharedEngine).
 --
 -- Install: argocd-cm key resource.customizations.health.tidepool.dev_InferenceDeployment
--- (see argocd-cm.yaml next to this file). Written for Lua 5.1 as Argo CD runs it (gopher-lua,
--- 1 s budget, no open libraries needed): only tables, strings, ipairs and comparisons.
+-- (see argocd-cm.yaml), or build it into Argo CD from resource_customizations/. Written for
+-- Lua 5.1 as Argo CD runs it (gopher-lua, 1 s budget, no open libraries needed): only tables,
+-- strings, ipairs and comparisons.
 --
 -- Mapping, from the operator's status (metav1.Condition form):
+--   metadata.deletionTimestamp set                                 -> Progressing (deleting)
 --   no status, or status.observedGeneration < metadata.generation  -> Progressing
---   Ready=False with InvalidSpec, PoolNotFound or Unschedulable   -> Degraded
+--   Ready=False with InvalidSpec, PoolNotFound, Unschedulable,
+--     CrashLoopBackOff, ImagePullBackOff or OOMKilled               -> Degraded
 --   Migrating=True (make-before-break move between GPU pools)      -> Progressing
 --   Ready=True (ReplicasReady, or ScaledToZero on purpose)        -> Healthy
 --   anything else (Ready=False WaitingForReplicas, Ready=Unknown)  -> Progressing
--- The message comes from the Ready condition (the Migrating one while a move runs).
+-- The operator writes the pod reasons on Ready only while no replica is ready, so a model that
+-- still serves stays Healthy while one replica fails. The message comes from the Ready
+-- condition (the Migrating one while a move runs).
 
 local hs = { status = "Progressing", message = "Waiting for the operator to report status" }
 
@@ -31,6 +36,11 @@ local function text(c, fallback)
     return c.message
   end
   return fallback
+end
+
+if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  hs.message = "Deleting: the operator removes its engines, then its finalizer"
+  return hs
 end
 
 if obj.status == nil then
@@ -56,7 +66,14 @@ if generation ~= nil and ready.observedGeneration ~= nil and ready.observedGener
   return hs
 end
 
-local failed = { InvalidSpec = true, PoolNotFound = true, Unschedulable = true }
+local failed = {
+  InvalidSpec = true,
+  PoolNotFound = true,
+  Unschedulable = true,
+  CrashLoopBackOff = true,
+  ImagePullBackOff = true,
+  OOMKilled = true,
+}
 if ready.status == "False" and failed[ready.reason] then
   hs.status = "Degraded"
   hs.message = ready.reason .. ": " .. text(ready, "see kubectl describe")
