@@ -29,7 +29,7 @@ deps:
 
 # The operator, gateway and engine-sim images, with podman from a locally bootstrapped base.
 # Cached outside the repo by content (~/.cache/tidepool/images and podman's storage), so an
-# unchanged tree builds nothing; tests/integration/test_images.py runs them.
+# unchanged tree builds nothing; tests/integration/test_container_images.py runs them.
 images: deps
 	bash images/build.sh >/dev/null
 

@@ -89,7 +89,7 @@ cd "$REPO"
 version="$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
 key="$(
   {
-    printf '%s\0' images/Dockerfile images/requirements.lock images/build-requirements.lock \
+    printf '%s\0' images/Dockerfile images/requirements.lock images/build-requirements.lock images/vllm-shim.py \
       pyproject.toml README.md LICENSE .dockerignore
     find operator -type f ! -name '*.py[cod]' ! -path '*/__pycache__/*' ! -path '*/.*' -print0
   } | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12

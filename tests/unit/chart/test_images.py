@@ -1,6 +1,6 @@
 """Static checks of the image recipe and its contract with the chart, the CLI and the locks.
 
-tests/integration/test_images.py builds the images with podman and runs them; these checks
+tests/integration/test_container_images.py builds the images with podman and runs them; these checks
 catch, in milliseconds, what would only fail there or in a cluster: an unpinned or
 registry-qualified base, a root user, a wrong entrypoint, an unlocked or unhashed dependency,
 and chart arguments the programs do not accept.
@@ -139,6 +139,7 @@ def test_dockerignore_allow_lists_the_wheel_sources_and_locks() -> None:
         for word, rest in instructions()
         if word == "COPY" and "--from=" not in rest
         for part in rest.split()[:-1]
+        if not part.startswith("--")
     }
     for source in copied:
         assert f"!{source.rstrip('/')}" in {line.rstrip("/") for line in lines}, source

@@ -27,6 +27,8 @@ import pytest
 import yaml
 
 import stack
+from tidepool.api.v1alpha1 import InferenceDeployment
+from tidepool.render import engine as render_engine
 
 pytestmark = pytest.mark.cluster  # slow and needs the Debian tools `make deps` installs
 
@@ -184,6 +186,34 @@ def test_engine_sim_image_serves_health_and_exits_0_on_sigterm(
     assert status == 200
     assert [m["id"] for m in json.loads(body)["data"]] == ["tiny"]
     assert podman("exec", name, "id", "-u").strip() == "65532"
+    assert podman.stop(name) == 0, podman.logs(name)
+
+
+def test_engine_sim_image_runs_the_operators_vllm_command(
+    images: dict[str, str], podman: Podman
+) -> None:
+    """An engine Deployment whose image is engine-sim runs `vllm serve <what the operator
+    renders>`; the image's `vllm` runs the simulator under the served name and port."""
+    port = stack.free_port()
+    infd = InferenceDeployment.model_validate(
+        {
+            "metadata": {"name": "llama", "namespace": "team-a"},
+            "spec": {
+                "model": {"name": "meta-llama/Llama-3.1-8B-Instruct", "servedName": "llama-8b"},
+                "engine": {"port": port, "maxModelLen": 8192, "prefixCaching": True},
+            },
+        }
+    )
+    container = render_engine.container(infd.spec.engine, render_engine.vllm_args(infd), [])
+    assert container["command"] == ["vllm", "serve"]
+    name = podman.start(
+        images["engine-sim"], *container["command"][1:], *container["args"],
+        flags=("--entrypoint=vllm",),
+    )  # fmt: skip
+    wait_ok(f"http://127.0.0.1:{port}/health", podman, name)
+    status, body = get(f"http://127.0.0.1:{port}/v1/models")
+    assert status == 200
+    assert [m["id"] for m in json.loads(body)["data"]] == ["llama-8b"]
     assert podman.stop(name) == 0, podman.logs(name)
 
 
