@@ -12,11 +12,11 @@ serves 20 LoRA tenants.
    fleet pod bound to a node, the first pod Ready (the engine's model loaded), the tenant's
    adapter recorded as loaded on a Ready pod, and the first byte at the client. The engine's
    model-load delay is a configured value (printed): subtract it for what Tidepool adds.
-2. **adapter load, at the engine**: ``POST /v1/load_lora_adapter`` to its 200, and then to the
-   first token of a streamed request for that adapter, beside the first token of an adapter
-   already on the GPU (the difference is what the adapter costs its first request). The
-   simulator's load time is also configured (``--lora-load-seconds-per-rank`` times the rank,
-   plus a swap-in): printed beside it.
+2. **adapter load, at the engine** (a simulator of its own, the fleet's flags): ``POST
+   /v1/load_lora_adapter`` to its 200, and then to the first token of a streamed request for
+   that adapter, beside the first token of an adapter already on the GPU (the difference is
+   what the adapter costs its first request). The simulator's load time is configured
+   (``--lora-load-seconds-per-rank`` times the rank, plus a swap-in): printed beside it.
 3. **adapter load, through the operator**: a tenant created on the awake fleet, to
    ``AdapterLoaded=True`` and to its first token through the gateway.
 4. **gateway added latency with adapter routing**: sequential requests, alternating direct to
@@ -41,6 +41,8 @@ from typing import Any
 
 from kubernetes import client, config
 
+from tidepool.policy import lora_timing
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import localcluster
@@ -57,9 +59,10 @@ ENGINE = "bench-base"
 DEPLOYMENT = f"sheng-{ENGINE}"
 FLEET_NS, TENANT_NS = "default", "lora-bench"
 TENANTS, MAX_LORAS, MAX_REPLICAS = 20, 4, 5
-#: The simulator's defaults (tidepool.enginesim.engine.LoraConfig): load from disk per rank,
-#: copy into a GPU slot, and the rank of an adapter without adapter_config.json.
-SIM_LOAD_PER_RANK_S, SIM_SWAP_IN_S, SIM_DEFAULT_RANK = 0.002, 0.005, 8
+#: The simulator's defaults: load from disk per rank, copy into a GPU slot, and the rank of an
+#: adapter without adapter_config.json.
+SIM_LOAD_PER_RANK_S = lora_timing.LOAD_SECONDS_PER_RANK
+SIM_SWAP_IN_S, SIM_DEFAULT_RANK = lora_timing.SWAP_IN_SECONDS, 8
 POLL_S = 0.02
 
 
@@ -90,6 +93,41 @@ def post(url: str, body: dict[str, Any], timeout: float = 120.0) -> tuple[int, f
 
 def completion(model: str, *, stream: bool = True) -> dict[str, Any]:
     return {"model": model, "prompt": "hello", "max_tokens": 4, "stream": stream}
+
+
+def load_at_engine(n: int) -> tuple[list[float], list[float], list[float]]:
+    """(load to 200, first token of the new adapter, first token of an adapter on the GPU),
+    against an engine simulator of its own with the fleet's LoRA flags: on a fleet pod, the
+    operator would unload an adapter no tenant asked for while it is being measured."""
+    port = stack.free_port()
+    url = f"http://127.0.0.1:{port}"
+    sim = stack.ManagedProcess(
+        name="engine-sim",
+        args=[
+            "engine-sim", "--host", "127.0.0.1", "--port", str(port), "--model", BASE,
+            "--load-delay", "0s", "--enable-lora", "--max-loras", str(MAX_LORAS),
+            "--max-lora-rank", "16", "--lora-modules", "warm=/models/adapters/warm",
+        ],
+        health_url=f"{url}/health",
+        env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"},
+    ).start()  # fmt: skip
+    loads, firsts, warms = [], [], []
+    try:
+        post(f"{url}/v1/completions", completion("warm"))  # into a GPU slot
+        for k in range(n):
+            name = f"bench-adapter-{k}"
+            t0 = time.perf_counter()
+            post(
+                f"{url}/v1/load_lora_adapter",
+                {"lora_name": name, "lora_path": f"/models/adapters/{name}"},
+            )
+            loads.append(time.perf_counter() - t0)
+            firsts.append(post(f"{url}/v1/completions", completion(name))[1])
+            warms.append(post(f"{url}/v1/completions", completion("warm"))[1])
+            post(f"{url}/v1/unload_lora_adapter", {"lora_name": name})
+    finally:
+        sim.stop()
+    return loads, firsts, warms
 
 
 def _ready(pod: client.V1Pod) -> bool:
@@ -213,31 +251,6 @@ class Bench:
             phases["wake patch"] = max(0.0, (at - sent_wall).total_seconds())
         return phases
 
-    # ---- 2. adapter load at the engine ----------------------------------------------------
-    def load_at_engine(self, n: int) -> tuple[list[float], list[float], list[float]]:
-        """(load to 200, first token of the new adapter, first token of a warm adapter)."""
-        pod_url = next(iter(sorted(self.ready_pods().items())))[1]
-        warm = next(a for a in sorted(self.loaded_on(pod_url)))
-        loads, firsts, warms = [], [], []
-        for k in range(n):
-            name = f"bench-adapter-{k}"
-            t0 = time.perf_counter()
-            status, _, _ = post(
-                f"{pod_url}/v1/load_lora_adapter",
-                {"lora_name": name, "lora_path": f"/models/adapters/{name}"},
-            )
-            loads.append(time.perf_counter() - t0)
-            assert status == 200
-            firsts.append(post(f"{pod_url}/v1/completions", completion(name))[1])
-            post(f"{pod_url}/v1/completions", completion(warm))  # back onto the GPU
-            warms.append(post(f"{pod_url}/v1/completions", completion(warm))[1])
-            post(f"{pod_url}/v1/unload_lora_adapter", {"lora_name": name})
-        return loads, firsts, warms
-
-    def loaded_on(self, pod_url: str) -> set[str]:
-        with urllib.request.urlopen(f"{pod_url}/v1/models", timeout=5) as resp:
-            return {m["id"] for m in json.loads(resp.read())["data"] if m.get("parent")}
-
     # ---- 3. adapter load through the operator ---------------------------------------------
     def join_once(self, k: int) -> tuple[float, float]:
         """A new tenant in t19's slot: (create to AdapterLoaded, create to first token).
@@ -290,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=200)
     args = parser.parse_args(argv)
 
+    loads, firsts, warms = load_at_engine(args.loads)
     bin_dir = localcluster.ensure_binaries()
     localcluster.reap_stale_clusters("tidepool-bench-lora-")
     cluster = localcluster.Cluster("tidepool-bench-lora", bin_dir=bin_dir)
@@ -343,7 +357,6 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=60,
                 what="the whole fleet up with every adapter",
             )
-            loads, firsts, warms = bench.load_at_engine(args.loads)
             bench.delete_tenant("t19")  # a slot for the joiners
             wait_for(lambda: not bench.holders("lora-19"), timeout=60, what="t19 unloaded")
             joins = [bench.join_once(k) for k in range(args.joins)]
