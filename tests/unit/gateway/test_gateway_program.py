@@ -35,6 +35,28 @@ def test_defaults_limit_the_body_and_keep_metrics_off_the_api_port():
     assert args.max_prompt_chars == 0
 
 
+@pytest.mark.parametrize(
+    ("env", "argv", "expected"),
+    [
+        pytest.param(None, [], "default", id="the-operators-own-default"),
+        pytest.param(
+            "tidepool-system", [], "tidepool-system", id="pod-namespace-as-the-chart-sets"
+        ),
+        pytest.param(
+            "tidepool-system", ["--shared-engine-namespace", "fleets"], "fleets", id="the-flag-wins"
+        ),
+    ],
+)
+def test_the_fleets_namespace_is_the_operators(monkeypatch, env, argv, expected):
+    """Fleets run in the operator's namespace (POD_NAMESPACE, as the operator reads it); a
+    gateway that watches one namespace watches the fleet pods there as well."""
+    if env is None:
+        monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    else:
+        monkeypatch.setenv("POD_NAMESPACE", env)
+    assert _args("--namespace", "team-a", *argv).shared_engine_namespace == expected
+
+
 def test_same_port_for_api_and_metrics_is_refused():
     with pytest.raises(ValueError, match="--metrics-port"):
         app.build(_args("--port", "8080", "--metrics-port", "8080"))
