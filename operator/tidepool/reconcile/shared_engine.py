@@ -135,6 +135,7 @@ def sync_shared_engine(
     result = planning.plan_shared_engine(engine, every, observed, history, now)
     cache.history = result.history.recommendations
     final = result
+    waiting = False
     if result.pool is not None:
         kube.apply(
             render.shared_engine_deployment(

@@ -205,3 +205,13 @@ def test_a_sync_that_changes_nothing_on_a_tenant_patches_nothing() -> None:
     fleet.sync(minutes=0.1)
 
     assert fleet.kube.tenant_status == {}
+
+
+def test_a_missing_pool_writes_the_status_and_touches_nothing(fleet: Fleet) -> None:
+    fleet.kube.pools = []
+
+    result = fleet.sync()
+
+    assert fleet.kube.applies == []
+    assert fleet.lora.calls == []
+    assert result.status["conditions"][0]["reason"] == "PoolNotFound"
