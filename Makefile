@@ -20,12 +20,19 @@ $(VENV)/.installed: pyproject.toml
 # Argo CD health check the way Argo CD's gopher-lua does), and podman, mmdebstrap and runc
 # (build and run the images without a Docker engine or a registry; see images/build.sh).
 DEBS := prometheus lua5.1 podman mmdebstrap runc
+# actionlint checks .github/workflows (tests/unit/test_workflows.py); cached outside the repo by
+# version, like the Kubernetes binaries.
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := $(HOME)/.cache/tidepool/tools/actionlint-$(ACTIONLINT_VERSION)/actionlint
 deps:
 	@command -v prometheus >/dev/null && command -v lua5.1 >/dev/null && command -v podman >/dev/null \
 	  && command -v mmdebstrap >/dev/null && command -v runc >/dev/null || { \
 	  echo "==> installing $(DEBS) from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; }
 	@systemctl disable --now prometheus >/dev/null 2>&1 || true
+	@test -x $(ACTIONLINT) || { echo "==> building actionlint $(ACTIONLINT_VERSION) (Go module)"; \
+	  GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN=$(dir $(ACTIONLINT)) \
+	  go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); }
 
 # The operator, gateway and engine-sim images, with podman from a locally bootstrapped base.
 # Cached outside the repo by content (~/.cache/tidepool/images and podman's storage), so an
