@@ -12,6 +12,7 @@ Containers use the host network and listen on 127.0.0.1 only. The build is cache
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -26,7 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
+import localcluster
 import stack
+from podbacker import PodBacker
 from tidepool.api.v1alpha1 import InferenceDeployment
 from tidepool.render import engine as render_engine
 
@@ -287,3 +290,160 @@ def test_operator_image_generates_the_committed_crds(
         assert (out / rel).read_text() == (REPO / rel).read_text(), rel
     help_text = podman("run", "--rm", *RESTRICTED, images["operator"], "run", "--help")
     assert "--all-namespaces" in help_text
+
+
+# ------------------------------------------ the operator and gateway images on a control plane
+
+
+@pytest.fixture(scope="module")
+def image_cluster() -> Iterator[localcluster.Cluster]:
+    """A control plane of this module's own: the session's operator (a process watching every
+    namespace of the session cluster) must not reconcile what the images' operator does."""
+    cluster = localcluster.Cluster(
+        f"tidepool-images-{os.getpid()}", bin_dir=localcluster.ensure_binaries()
+    )
+    try:
+        cluster.up()
+        cluster.apply_crds(localcluster.CRDS_DIR)
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def run_tool(cluster: localcluster.Cluster, tool: str, *args: str, stdin: str = "") -> str:
+    proc = subprocess.run(
+        [str(Path(cluster.bin_dir) / tool), "--kubeconfig", str(cluster.kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "NO_PROXY": "127.0.0.0/8,localhost", "HTTPS_PROXY": ""},
+    )
+    assert proc.returncode == 0, f"{tool} {' '.join(args)}:\n{proc.stderr}"
+    return proc.stdout
+
+
+def sa_kubeconfig(cluster: localcluster.Cluster, ns: str, account: str, path: Path) -> Path:
+    """A self-contained kubeconfig (CA inlined, bound token) that a container can read."""
+    token = run_tool(cluster, "kubectl", "create", "token", account, "-n", ns).strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    entry = admin["clusters"][0]["cluster"]
+    ca = (
+        entry.get("certificate-authority-data")
+        or base64.b64encode(Path(entry["certificate-authority"]).read_bytes()).decode()
+    )
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": entry["server"], "certificate-authority-data": ca},
+                    }
+                ],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
+                "current-context": "c",
+            }
+        )
+    )
+    path.chmod(0o644)
+    return path
+
+
+def test_operator_and_gateway_images_wake_a_model_from_zero(
+    images: dict[str, str], podman: Podman, image_cluster: localcluster.Cluster, tmp_path: Path
+) -> None:
+    """The whole cold start with Tidepool's own programs running from their images (podman,
+    host network, a kubeconfig mounted, the chart's ServiceAccounts and RBAC, the chart's GPU
+    pools): a model at zero gets a request through the gateway container, the gateway wakes it,
+    the operator container scales it up, the engine (the pod backer's simulator behind kwok's
+    pod) answers. Then SIGTERM stops both containers with exit code 0, and neither logged a
+    403. The operator gets --kubeconfig and no KUBECONFIG variable, so Kopf must log in with
+    that file too."""
+    ns, release = "tidepool-system", "tidepool"
+    run_tool(image_cluster, "helm", "install", release, str(REPO / "charts" / "tidepool"),
+             "--namespace", ns, "--create-namespace",
+             "--set", "crds.install=false")  # the CRDs were applied first  # fmt: skip
+    op_conf = sa_kubeconfig(image_cluster, ns, f"{release}-operator", tmp_path / "op.yaml")
+    gw_conf = sa_kubeconfig(image_cluster, ns, f"{release}-gateway", tmp_path / "gw.yaml")
+    health, port = stack.free_port(), stack.free_port()
+    operator = podman.start(
+        images["operator"],
+        "run", "--kubeconfig", "/etc/tidepool/kubeconfig", "--all-namespaces",
+        "--prometheus-url", "http://127.0.0.1:9", "--tick", "1",
+        "--health-host", "127.0.0.1", "--health-port", str(health),
+        "--metrics-port", str(stack.free_port()),
+        flags=(f"--volume={op_conf}:/etc/tidepool/kubeconfig:ro,Z",),
+    )  # fmt: skip
+    gateway = podman.start(
+        images["gateway"],
+        "gateway", "--kubeconfig", "/etc/tidepool/kubeconfig", "--all-namespaces",
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(stack.free_port()),
+        "--queue-timeout", "120s", "--drain-timeout", "5s",
+        flags=(f"--volume={gw_conf}:/etc/tidepool/kubeconfig:ro,Z",),
+    )  # fmt: skip
+    with PodBacker(image_cluster.kubeconfig, default_load_delay="2s", log_dir=tmp_path) as backer:
+        wait_ok(f"http://127.0.0.1:{health}/healthz", podman, operator, timeout=90)
+        wait_ok(f"http://127.0.0.1:{port}/readyz", podman, gateway, timeout=60)
+        model = {
+            "apiVersion": "tidepool.dev/v1alpha1",
+            "kind": "InferenceDeployment",
+            "metadata": {"name": "cold", "namespace": "default"},
+            "spec": {
+                "model": {"name": "org/cold", "servedName": "cold"},
+                "mode": "serverless",
+                # A port of its own: pod IPs of two local clusters may coincide.
+                "engine": {"port": stack.free_port()},
+                "scaling": {"scaleToZeroAfter": "10m"},
+            },
+        }
+        run_tool(image_cluster, "kubectl", "apply", "--server-side", "-f", "-",
+                 stdin=json.dumps(model))  # fmt: skip
+
+        def at_zero() -> bool:
+            obj = json.loads(
+                run_tool(image_cluster, "kubectl", "get", "infd", "cold", "-o", "json")
+            )
+            ready = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+            return bool(ready) and ready[0]["reason"] == "ScaledToZero"
+
+        wait_until(at_zero, 60, "the model at zero", podman, operator)
+        wait_until(
+            lambda: b'"cold"' in get(f"http://127.0.0.1:{port}/v1/models")[1],
+            30, "the gateway to discover the model", podman, gateway,
+        )  # fmt: skip
+        started = time.monotonic()
+        status, reply = post_json(
+            f"http://127.0.0.1:{port}/v1/completions",
+            {"model": "cold", "prompt": "hello", "max_tokens": 4},
+            timeout=120,
+        )
+        waited = time.monotonic() - started
+        assert status == 200, (
+            f"{reply}\n{podman.logs(gateway)[-3000:]}\n{podman.logs(operator)[-3000:]}"
+        )
+        assert reply["choices"][0]["text"]
+        assert waited >= 2.0, "the simulator's 2 s model load must have been waited for"
+        assert not backer.errors
+    annotations = json.loads(
+        run_tool(image_cluster, "kubectl", "get", "infd", "cold", "-o", "json")
+    )["metadata"]["annotations"]
+    assert "tidepool.dev/wake-requested-at" in annotations  # the wake went gateway -> operator
+    assert podman.stop(gateway) == 0, podman.logs(gateway)[-3000:]
+    assert podman.stop(operator) == 0, podman.logs(operator)[-3000:]
+    for name in (operator, gateway):
+        log = podman.logs(name)
+        assert not [line for line in log.splitlines() if "403" in line or "orbidden" in line], log
+
+
+def wait_until(check: Any, timeout: float, what: str, podman: Podman, name: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; log:\n{podman.logs(name)[-4000:]}")

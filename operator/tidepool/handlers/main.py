@@ -9,6 +9,8 @@ import argparse
 import asyncio
 import logging
 import os
+from collections.abc import Callable
+from typing import Any
 
 import kopf
 
@@ -68,13 +70,14 @@ def run(args: argparse.Namespace) -> int:
         wake,
     )
 
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     configure_logging(verbose=args.verbose)
     # One client for every daemon thread, its urllib3 pool as large as the executor: each
     # thread holds at most one connection at a time, so none is discarded ("Connection pool is
     # full") and reopened when many objects reconcile at once.
     api = load_client(args.kubeconfig, pool_maxsize=EXECUTOR_THREADS)
+    # Kopf logs in with the same credentials: its default login reads the kubeconfig location
+    # the kubernetes package fixed when it was imported, so --kubeconfig would not reach it.
+    kopf.on.login()(kopf_login(api.configuration))
     deps = Deps(
         kube=Kube(api),
         metrics=PrometheusMetrics(args.prometheus_url),
@@ -97,6 +100,35 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def kopf_login(cfg: Any) -> Callable[..., kopf.ConnectionInfo]:
+    """A Kopf login handler that connects as the kubernetes client ``cfg`` does.
+
+    Mirrors Kopf's own ``login_via_client``, but from an explicit client configuration (an
+    explicit kubeconfig, the in-cluster service account, or the default kubeconfig, as
+    :func:`tidepool.adapters.kube.load_client` chose). The token is read on each login, so a
+    refreshed service-account token is picked up when Kopf logs in again after a 401.
+    """
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
+            "authorization"
+        )
+        scheme, _space, token = str(header or "").rpartition(" ")
+        return kopf.ConnectionInfo(
+            server=cfg.host,
+            ca_path=cfg.ssl_ca_cert,
+            insecure=not cfg.verify_ssl,
+            username=cfg.username or None,
+            password=cfg.password or None,
+            scheme=scheme or None,
+            token=token or None,
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+        )
+
+    return login
 
 
 def liveness_endpoint(host: str, port: int) -> str | None:
