@@ -55,23 +55,30 @@ class FakeKube:
     engines: list[SharedEngine] = field(default_factory=list)
     tenants: list[InferenceDeployment] = field(default_factory=list)
     """What ``inference_deployments`` lists (the test keeps it current)."""
+    service_deletes: list[str] = field(default_factory=list)
 
     # ---------------------------------------------------------------- KubePort
 
     def list_pools(self) -> list[GPUPool]:
         return sorted(self.pools, key=lambda p: p.name)
 
+    def _children(self, kind: str, namespace: str, infd_name: str) -> list[tuple[str, JSON]]:
+        """(name, object) of ``kind`` with the tenant's pod labels that the tenant controls,
+        as the adapter's label-selected, owner-filtered list."""
+        value = labels.selector_labels(infd_name)[labels.INFERENCE_DEPLOYMENT]
+        return [
+            (name, obj)
+            for (k, ns, name), obj in sorted(self.objects.items())
+            if k == kind
+            and ns == namespace
+            and obj["metadata"].get("labels", {}).get(labels.INFERENCE_DEPLOYMENT) == value
+            and controlled_by(obj, "InferenceDeployment", infd_name)
+        ]
+
     def engine_deployments(self, namespace: str, infd_name: str) -> list[ObservedDeployment]:
         out = []
-        for (kind, ns, name), obj in self.objects.items():
+        for name, obj in self._children("Deployment", namespace, infd_name):
             meta_labels = obj["metadata"].get("labels", {})
-            if (
-                kind != "Deployment"
-                or ns != namespace
-                or meta_labels.get(labels.INFERENCE_DEPLOYMENT)
-                != labels.selector_labels(infd_name)[labels.INFERENCE_DEPLOYMENT]
-            ):
-                continue
             replicas = int(obj["spec"].get("replicas", 1))
             ready = min(self.ready.get(name, 0), replicas)
             out.append(
@@ -85,6 +92,9 @@ class FakeKube:
                 )
             )
         return sorted(out, key=lambda d: d.name)
+
+    def engine_services(self, namespace: str, infd_name: str) -> list[str]:
+        return [name for name, _ in self._children("Service", namespace, infd_name)]
 
     def pod_problems(self, namespace: str, infd_name: str) -> list[PodProblem]:
         return list(self.problems)
@@ -103,6 +113,11 @@ class FakeKube:
             self.deletes.append(name)
             self.objects.pop(("Deployment", namespace, name), None)
             self.ready.pop(name, None)
+
+    def delete_services(self, namespace: str, names: list[str]) -> None:
+        for name in names:
+            self.service_deletes.append(name)
+            self.objects.pop(("Service", namespace, name), None)
 
     def shared_engines(self) -> list[SharedEngine]:
         return sorted(self.engines, key=lambda e: e.name)
@@ -131,9 +146,18 @@ class FakeKube:
             desired = int(self.deployment(target)["spec"]["replicas"])
             self.ready[target] = desired if count is None else count
 
+    def rename(self, kind: str, name: str, to: str, namespace: str = "default") -> None:
+        """Give a child the name an older operator gave it (as if that operator had made it)."""
+        obj = self.objects.pop((kind, namespace, name))
+        obj["metadata"]["name"] = to
+        self.objects[(kind, namespace, to)] = obj
+        if name in self.ready:
+            self.ready[to] = self.ready.pop(name)
+
     def clear_records(self) -> None:
         self.applies.clear()
         self.deletes.clear()
+        self.service_deletes.clear()
 
 
 @dataclass
@@ -188,6 +212,14 @@ class FakeMetrics:
         return self.throughput
 
 
+def controlled_by(obj: JSON, kind: str, name: str) -> bool:
+    """Whether ``obj``'s controller owner reference is the Tidepool ``kind`` named ``name``."""
+    return any(
+        ref.get("controller") and ref.get("kind") == kind and ref.get("name") == name
+        for ref in obj["metadata"].get("ownerReferences", [])
+    )
+
+
 # ------------------------------------------------------------------------ SharedEngine ports
 
 
@@ -196,7 +228,8 @@ class FakeSharedCluster:
     """The cluster for :func:`tidepool.reconcile.shared_engine.sync_shared_engine`.
 
     Implements :class:`tidepool.reconcile.shared_engine.SharedEngineKubePort`. The test plays the
-    Deployment controller by setting ``pods`` (the fleet's pods, with their readiness).
+    Deployment controller by setting ``pods`` (the fleet's pods, with their readiness): a
+    Deployment's ready replicas are its entry in ``ready`` if it has one, else the ready pods.
     """
 
     pools: list[GPUPool] = field(default_factory=list)
@@ -206,6 +239,9 @@ class FakeSharedCluster:
     engine_status: dict[str, JSON] = field(default_factory=dict)
     tenant_status: dict[tuple[str, str], JSON] = field(default_factory=dict)
     applies: list[JSON] = field(default_factory=list)
+    ready: dict[str, int] = field(default_factory=dict)
+    deletes: list[tuple[str, str]] = field(default_factory=list)
+    """(kind, name) of every delete, in order."""
 
     def list_pools(self) -> list[GPUPool]:
         return sorted(self.pools, key=lambda p: p.name)
@@ -213,19 +249,42 @@ class FakeSharedCluster:
     def inference_deployments(self) -> list[InferenceDeployment]:
         return list(self.tenants)
 
-    def shared_engine_deployment(self, namespace: str, name: str) -> ObservedDeployment | None:
-        obj = self.objects.get(("Deployment", namespace, name))
-        if obj is None:
-            return None
-        ready = sum(1 for p in self.pods if p.ready)
-        return ObservedDeployment(
-            name=name,
-            pool=obj["metadata"]["labels"].get(labels.POOL, ""),
-            replicas=int(obj["spec"]["replicas"]),
-            ready_replicas=ready,
-            updated_replicas=int(obj["spec"]["replicas"]),
-            generation_observed=True,
-        )
+    def _fleet(self, kind: str, namespace: str, engine: str) -> list[tuple[str, JSON]]:
+        return [
+            (name, obj)
+            for (k, ns, name), obj in sorted(self.objects.items())
+            if k == kind
+            and ns == namespace
+            and labels.SHARED_ENGINE in obj["metadata"].get("labels", {})
+            and controlled_by(obj, "SharedEngine", engine)
+        ]
+
+    def shared_engine_deployments(self, namespace: str, engine: str) -> list[ObservedDeployment]:
+        pods_ready = sum(1 for p in self.pods if p.ready)
+        return [
+            ObservedDeployment(
+                name=name,
+                pool=obj["metadata"]["labels"].get(labels.POOL, ""),
+                replicas=int(obj["spec"]["replicas"]),
+                ready_replicas=self.ready.get(name, pods_ready),
+                updated_replicas=int(obj["spec"]["replicas"]),
+                generation_observed=True,
+            )
+            for name, obj in self._fleet("Deployment", namespace, engine)
+        ]
+
+    def shared_engine_services(self, namespace: str, engine: str) -> list[str]:
+        return [name for name, _ in self._fleet("Service", namespace, engine)]
+
+    def delete_deployments(self, namespace: str, names: list[str]) -> None:
+        for name in names:
+            self.deletes.append(("Deployment", name))
+            self.objects.pop(("Deployment", namespace, name), None)
+
+    def delete_services(self, namespace: str, names: list[str]) -> None:
+        for name in names:
+            self.deletes.append(("Service", name))
+            self.objects.pop(("Service", namespace, name), None)
 
     def shared_engine_pods(
         self, namespace: str, engine_label: str, port: int

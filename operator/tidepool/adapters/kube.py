@@ -15,9 +15,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from tidepool.adapters.discovery import FLEET_SELECTOR
 from tidepool.api import labels
 from tidepool.api.conditions import Reason
-from tidepool.api.v1alpha1 import API_VERSION, GPUPool, InferenceDeployment, SharedEngine
+from tidepool.api.v1alpha1 import API_VERSION, GROUP, GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.shared_engine import EnginePodAddress
 
@@ -133,13 +134,38 @@ class Kube:
         return sorted((GPUPool.model_validate(i) for i in items), key=lambda p: p.name)
 
     def engine_deployments(self, namespace: str, infd_name: str) -> list[ObservedDeployment]:
+        """The InferenceDeployment's engine Deployments, whatever their name: those with its pod
+        labels that it controls (a Deployment someone else made with the same labels is not the
+        operator's to scale or delete)."""
         selector = _selector(labels.selector_labels(infd_name))
+        return self._owned_deployments(namespace, selector, InferenceDeployment.KIND, infd_name)
+
+    def engine_services(self, namespace: str, infd_name: str) -> list[str]:
+        """The names of the InferenceDeployment's engine Services (labelled and controlled by
+        it), whatever their name."""
+        selector = _selector(labels.selector_labels(infd_name))
+        return self._service_names(namespace, selector, InferenceDeployment.KIND, infd_name)
+
+    def _owned_deployments(
+        self, namespace: str, selector: str, kind: str, owner: str
+    ) -> list[ObservedDeployment]:
         try:
             items = self._apps.list_namespaced_deployment(namespace, label_selector=selector).items
         except ApiException as exc:
             raise _wrap(exc) from exc
-        out = [_observed_deployment(dep) for dep in items]
+        out = [_observed_deployment(d) for d in items if _controlled_by(d.metadata, kind, owner)]
         return sorted(out, key=lambda d: d.name)
+
+    def _service_names(self, namespace: str, selector: str, kind: str, owner: str) -> list[str]:
+        try:
+            items = self._core.list_namespaced_service(namespace, label_selector=selector).items
+        except ApiException as exc:
+            raise _wrap(exc) from exc
+        return sorted(
+            str(svc.metadata.name)
+            for svc in items
+            if svc.metadata is not None and _controlled_by(svc.metadata, kind, owner)
+        )
 
     def _live_pods(self, namespace: str, match: dict[str, str]) -> list[client.V1Pod]:
         """Pods matching ``match`` that are not being deleted."""
@@ -237,6 +263,14 @@ class Kube:
             except NotFoundError:
                 pass
 
+    def delete_services(self, namespace: str, names: Iterable[str]) -> None:
+        for name in names:
+            try:
+                self._core.delete_namespaced_service(name, namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise _wrap(exc) from exc
+
     # ---------------------------------------------------------- SharedEngine fleets
 
     def _valid_objects(self, model: type[_M]) -> list[_M]:
@@ -263,15 +297,15 @@ class Kube:
         """Every valid SharedEngine (cluster-scoped), by name."""
         return sorted(self._valid_objects(SharedEngine), key=lambda e: e.name)
 
-    def shared_engine_deployment(self, namespace: str, name: str) -> ObservedDeployment | None:
-        """A SharedEngine's engine Deployment, or None before it exists."""
-        try:
-            dep = self._apps.read_namespaced_deployment(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _wrap(exc) from exc
-        return _observed_deployment(dep)
+    def shared_engine_deployments(self, namespace: str, engine: str) -> list[ObservedDeployment]:
+        """The SharedEngine's engine Deployments, whatever their name: every fleet Deployment
+        (by the label key, whose value an older naming rule may have written differently) it
+        controls."""
+        return self._owned_deployments(namespace, FLEET_SELECTOR, SharedEngine.KIND, engine)
+
+    def shared_engine_services(self, namespace: str, engine: str) -> list[str]:
+        """The names of the SharedEngine's Services (every fleet Service it controls)."""
+        return self._service_names(namespace, FLEET_SELECTOR, SharedEngine.KIND, engine)
 
     def shared_engine_pods(
         self, namespace: str, engine_label: str, port: int
@@ -359,6 +393,18 @@ def pod_problem(pod: client.V1Pod) -> PodProblem | None:
 
 def _selector(match: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+
+
+def _controlled_by(meta: client.V1ObjectMeta | None, kind: str, name: str) -> bool:
+    """Whether ``meta``'s controller owner reference is Tidepool's ``kind`` named ``name``."""
+    refs = (meta.owner_references if meta is not None else None) or []
+    return any(
+        ref.controller
+        and ref.kind == kind
+        and ref.name == name
+        and ref.api_version.split("/")[0] == GROUP
+        for ref in refs
+    )
 
 
 def _observed_deployment(dep: client.V1Deployment) -> ObservedDeployment:

@@ -27,7 +27,7 @@ This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``/
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -93,7 +93,8 @@ class Observed:
 
     pools: tuple[GPUPool, ...]
     deployments: Mapping[str, ObservedDeployment]
-    """Pool name -> this tenant's engine Deployment in it."""
+    """Pool name -> this tenant's engine Deployment in it, by the name it has now
+    (:func:`tidepool.api.names.engine_deployment`)."""
     pod_problems: tuple[PodProblem, ...]
     demand: Signal
     """Requests waiting plus running on the engines, plus held at the gateway."""
@@ -113,6 +114,11 @@ class Observed:
     engine_tenants: tuple[InferenceDeployment, ...] = ()
     """The other tenants that SharedEngine holds adapters for (their offered load, recorded in
     their status, apportions the fleet's spend)."""
+    stale: tuple[ObservedDeployment, ...] = ()
+    """This tenant's engine Deployments by a name it no longer gets (an older operator's naming
+    rule): they may still serve their pool's traffic, see :func:`retired`."""
+    services: tuple[str, ...] | None = None
+    """The names of this tenant's engine Services, or None when they were not looked at."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,23 +156,117 @@ class Plan:
 
     pools: tuple[PoolPlan, ...]
     delete: tuple[str, ...]
-    """Names of engine Deployments to remove (pools no longer used)."""
+    """Names of engine Deployments to remove: those of pools no longer used, and those of an
+    older name once the current one serves their pool (:func:`retired`)."""
     overflow_limit: int
     """Hybrid: requests in flight per primary replica before the gateway spills (0: no spill)."""
     status: InferenceDeploymentStatus
     events: tuple[Event, ...]
     history: History
     requeue_after: timedelta
+    delete_services: tuple[str, ...] = ()
+    """Names of engine Services of an older name, to remove (:func:`stale_services`)."""
 
     @property
     def actuate(self) -> bool:
         """Whether there is anything to apply or remove: every placeable spec runs on at least
         one pool, and a tenant a SharedEngine serves removes the engines it ran before."""
-        return bool(self.pools or self.delete)
+        return bool(self.pools or self.delete or self.delete_services)
 
     def replicas(self, role: PoolRole | None = None) -> dict[str, int]:
         """Pool name -> replicas, optionally only for one role."""
         return {p.pool.name: p.replicas for p in self.pools if role is None or p.role == role}
+
+
+# ------------------------------------------------------------------------- renamed children
+#
+# A change of the naming rule (:mod:`tidepool.api.names`) gives an existing tenant's children a
+# new name on an operator upgrade: ``support-bot`` on ``shared-a100`` ran Deployment
+# ``support-bot-shared-a100`` and now gets ``support-bot-shared-a100-<hash>``. Both carry the
+# same pod labels, so the Service and the gateway send requests to the pods of both. The
+# operator adopts the new name make-before-break: the plan sizes the pool from the Deployment
+# that serves it (:func:`serving_view`), the current one is applied beside the older one, and
+# the older one goes only once the current one has as many ready replicas as the pool should
+# serve (:func:`retired`), as Kubernetes' own rolling update (maxUnavailable 0) would do.
+
+
+def split_renamed(
+    listed: Iterable[ObservedDeployment], current_name: Callable[[str], str]
+) -> tuple[dict[str, ObservedDeployment], tuple[ObservedDeployment, ...]]:
+    """Pool -> the Deployment named ``current_name(pool)``, and every other one (stale), by
+    name. E.g. for ``support-bot``: ``support-bot-shared-a100-<hash>`` is current and
+    ``support-bot-shared-a100`` stale."""
+    current: dict[str, ObservedDeployment] = {}
+    stale: list[ObservedDeployment] = []
+    for dep in sorted(listed, key=lambda d: d.name):
+        if dep.name == current_name(dep.pool):
+            current[dep.pool] = dep
+        else:
+            stale.append(dep)
+    return current, tuple(stale)
+
+
+def serving_view(
+    current: ObservedDeployment | None, stale: Iterable[ObservedDeployment]
+) -> ObservedDeployment | None:
+    """The Deployment that stands for a pool while ones of an older name may serve it too.
+
+    Its replicas are the current one's, what this operator last asked for; before the current
+    one exists, the older one's with the most ready replicas, what the last operator asked for,
+    so that the first plan after an upgrade starts from the replicas that serve and not from
+    zero. Its ready replicas are the most that any of them has ready: not their sum, which
+    would count a pool twice over while the current one catches up (``ready`` 4/2).
+    E.g. current 2 replicas 0 ready, older 2 ready: 2 replicas, 2 ready.
+    """
+    older = sorted(stale, key=lambda d: (-d.ready_replicas, -d.replicas, d.name))
+    if not older:
+        return current
+    if current is None:
+        return older[0]
+    return dataclasses.replace(
+        current, ready_replicas=max(current.ready_replicas, older[0].ready_replicas)
+    )
+
+
+def serving_deployments(
+    current: Mapping[str, ObservedDeployment], stale: Sequence[ObservedDeployment]
+) -> dict[str, ObservedDeployment]:
+    """Pool -> :func:`serving_view` of its Deployments, for every pool that has one."""
+    pools = sorted({*current, *(d.pool for d in stale)})
+    views = {p: serving_view(current.get(p), [d for d in stale if d.pool == p]) for p in pools}
+    return {p: v for p, v in views.items() if v is not None}
+
+
+def may_retire(current: ObservedDeployment | None, wanted: int) -> bool:
+    """Whether a pool's Deployments of an older name may go, the plan wanting ``wanted``
+    replicas there: when the pool is scaled to zero, or when the current Deployment has at
+    least ``wanted`` ready replicas, so that what is left still serves all the pool should."""
+    return wanted <= 0 or (current is not None and current.ready_replicas >= wanted)
+
+
+def retired(
+    current: Mapping[str, ObservedDeployment],
+    stale: Sequence[ObservedDeployment],
+    wanted: Mapping[str, int],
+) -> tuple[str, ...]:
+    """Engine Deployments to delete, by name: every one in a pool the plan no longer uses (not
+    in ``wanted``, pool -> replicas), and each of an older name once :func:`may_retire`."""
+    unused = {d.name for pool, d in current.items() if pool not in wanted}
+    older = {
+        d.name
+        for d in stale
+        if d.pool not in wanted or may_retire(current.get(d.pool), wanted[d.pool])
+    }
+    return tuple(sorted(unused | older))
+
+
+def stale_services(listed: Sequence[str] | None, current: str) -> tuple[str, ...]:
+    """Services of an older name than ``current``, to delete once ``current`` exists (it selects
+    the same pods, so a client that follows ``status.endpoint`` is never without one). Nothing
+    when the Services were not looked at (``None``)."""
+    if listed is None or current not in listed:
+        return ()
+    return tuple(sorted(name for name in listed if name != current))
 
 
 class InvalidPlacementError(ValueError):
@@ -212,7 +312,7 @@ def _served_by_shared_engine(
         generation=infd.generation,
         now=now,
     )
-    own = tuple(sorted(d.name for d in observed.deployments.values()))
+    own = tuple(sorted(d.name for d in (*observed.deployments.values(), *observed.stale)))
     removing = f"served by SharedEngine {engine_name}: removing {', '.join(own)}"
     spend: dict[str, object] = {}
     share = engine_share(infd, observed, on_engine=True)
@@ -253,6 +353,7 @@ def _served_by_shared_engine(
         events=(Event("Normal", Reason.ADAPTER_LOADED, removing),) if own else (),
         history=history,
         requeue_after=autoscale.DEFAULT_REQUEUE,
+        delete_services=stale_services(observed.services, names.engine_service(infd.name)),
     )
 
 
@@ -539,7 +640,8 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
             requeue_after=INVALID_REQUEUE,
         )
     by_name = {p.name: p for p in pools}
-    deployments = observed.deployments
+    # Per pool, the Deployment that serves it, while one of an older name may still do so.
+    deployments = serving_deployments(observed.deployments, observed.stale)
     ready_total = sum(d.ready_replicas for d in deployments.values())
     demand = observed.demand
     scaling = infd.spec.scaling
@@ -873,24 +975,29 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         last_decision=last_decision,
     )
     requeue = min(scale.requeue_after, MIGRATION_REQUEUE) if mig else scale.requeue_after
-    in_use = {p for p, _ in roles}
     # Make-before-break onto the fleet for a tenant that ran replicas of its own before its
     # SharedEngine held its adapter: they stay until the adapter is loaded.
     joining = fleet is not None and mig is None and on_fleet and not adapter_replicas(infd, fleet)
+    delete = () if joining else retired(observed.deployments, observed.stale, replicas_by_pool)
+    for old in observed.stale:
+        if old.name in delete and old.pool in replicas_by_pool:
+            current = names.engine_deployment(infd.name, old.pool)
+            events.append(
+                Event("Normal", "Renamed", f"{current} serves pool {old.pool}: removing {old.name}")
+            )
     return Plan(
         pools=tuple(
             PoolPlan(pool=by_name[p], role=r, replicas=replicas_by_pool[p])
             for p, r in roles
             if p in by_name
         ),
-        delete=()
-        if joining
-        else tuple(sorted(d.name for p, d in deployments.items() if p not in in_use)),
+        delete=delete,
         overflow_limit=overflow_limit,
         status=new_status,
         events=tuple(events),
         history=History(scale.history),
         requeue_after=requeue,
+        delete_services=stale_services(observed.services, names.engine_service(infd.name)),
     )
 
 

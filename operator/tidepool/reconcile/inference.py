@@ -8,7 +8,12 @@ the gateway pushes a wake. It does three things, in order:
    in-flight requests of every pool a migration may be draining;
 2. **plan**: :func:`tidepool.policy.plan.plan`, the pure function ``tidepool simulate`` runs too;
 3. **actuate**: apply the engine Deployments and the Service the plan asks for (server-side, with
-   a cache that skips identical applies) and delete the Deployments it drops.
+   a cache that skips identical applies) and delete the Deployments (and Services) it drops.
+
+Children named by an older operator's naming rule are handed over make-before-break: observe
+splits them off as ``stale``, and the plan sizes each pool from the Deployment that serves it and
+drops an older one once the current one serves as many replicas (see
+:func:`tidepool.policy.plan.retired`).
 
 It is idempotent: with nothing changed in the cluster or the metrics it applies nothing and
 returns the same status. Every durable timer lives in ``status`` (see :mod:`tidepool.policy.plan`),
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from tidepool.api import durations
+from tidepool.api import durations, names
 from tidepool.api.v1alpha1 import (
     DeploymentMode,
     InferenceDeployment,
@@ -50,6 +55,9 @@ class ObjectCache:
     history: tuple[autoscale.Recommendation, ...] = ()
     applied: dict[str, str] = field(default_factory=dict)
     """Child object name -> hash of what was last applied, to skip identical applies."""
+    services_swept: bool = False
+    """Whether this process has seen the engine Service by its current name and none by an
+    older one left: only an older operator makes those, so one sweep per process is enough."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +86,20 @@ def sync(
     now: datetime,
 ) -> SyncResult:
     """Bring the cluster one step closer to ``infd`` and return the status to write."""
-    observed = observe(infd, kube=kube, metrics=metrics, context=context, now=now)
+    observed = observe(
+        infd,
+        kube=kube,
+        metrics=metrics,
+        context=context,
+        now=now,
+        look_at_services=not cache.services_swept,
+    )
     result = planning.plan(infd, observed, planning.History(cache.history), now)
     cache.history = result.history.recommendations
     if result.actuate:
         actuate(result, infd, kube=kube, cache=cache, observed=observed)
+    if observed.services is not None and names.engine_service(infd.name) in observed.services:
+        cache.services_swept = True  # and the plan's delete_services are gone
     return SyncResult(
         status=result.status, events=result.events, requeue_after=result.requeue_after
     )
@@ -95,12 +112,17 @@ def observe(
     metrics: MetricsPort,
     context: Context,
     now: datetime,
+    look_at_services: bool = True,
 ) -> planning.Observed:
     """Every read the plan needs, made before deciding anything."""
     pools = tuple(kube.list_pools())
-    deployments = {d.pool: d for d in kube.engine_deployments(infd.namespace, infd.name)}
+    deployments, stale = planning.split_renamed(
+        kube.engine_deployments(infd.namespace, infd.name),
+        lambda pool: names.engine_deployment(infd.name, pool),
+    )
+    serving = planning.serving_deployments(deployments, stale)
     problems = tuple(kube.pod_problems(infd.namespace, infd.name))
-    ready_total = sum(d.ready_replicas for d in deployments.values())
+    ready_total = sum(d.ready_replicas for d in serving.values())
     demand = metrics.demand(
         namespace=infd.namespace,
         name=infd.name,
@@ -136,7 +158,7 @@ def observe(
     inflight: dict[str, Signal] = {}
     mig = infd.status.migration
     if mig is not None:
-        draining = set(deployments) | set(mig.from_pool.split(",")) | set(mig.to_pool.split(","))
+        draining = set(serving) | set(mig.from_pool.split(",")) | set(mig.to_pool.split(","))
         for pool in sorted(p for p in draining if p):
             if fleet is not None and pool == migration.engine_pool(fleet.name):
                 # The fleet's pods serve every tenant: only the gateway knows which are this
@@ -163,6 +185,10 @@ def observe(
         throughput=throughput,
         shared_engine=fleet,
         engine_tenants=fellows,
+        stale=stale,
+        services=(
+            tuple(kube.engine_services(infd.namespace, infd.name)) if look_at_services else None
+        ),
     )
 
 
@@ -201,6 +227,8 @@ def actuate(
         kube.delete_deployments(infd.namespace, list(result.delete))
         for name in result.delete:
             cache.applied.pop(name, None)
+    if result.delete_services:
+        kube.delete_services(infd.namespace, list(result.delete_services))
 
 
 def _digest(obj: JSON) -> str:

@@ -12,6 +12,11 @@ a timer, and when a tenant with an adapter changes.
    load is remembered for its tenant in :class:`SharedEngineCache`, and the plan runs once more on
    what the loads left, so the status written describes the fleet after this sync, not before.
 
+A fleet Deployment or Service by an older operator's name (:mod:`tidepool.api.names` changed) is
+handed over as a tenant's is (:func:`tidepool.policy.plan.retired`): the plan sizes the fleet from
+the Deployment that serves it, and the older one goes once the current one has as many ready
+replicas as the fleet should run.
+
 Make-before-break for adapters: the gateway sends a tenant only to the pods the engine's record
 (``status.adapters[].replicas``) names. So an adapter is unloaded from a pod only once a record
 written earlier no longer names that pod for it; until then the unload waits a sync (about a
@@ -37,6 +42,7 @@ from typing import Any, Final, Protocol
 from tidepool.api import names
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, LoadedAdapter, SharedEngine
 from tidepool.policy import autoscale
+from tidepool.policy import plan as core
 from tidepool.policy import shared_engine as planning
 from tidepool.policy.plan import Event, History, ObservedDeployment
 from tidepool.policy.shared_engine import EnginePodAddress
@@ -61,7 +67,12 @@ class SharedEngineKubePort(Protocol):
 
     def list_pools(self) -> list[GPUPool]: ...
     def inference_deployments(self) -> list[InferenceDeployment]: ...
-    def shared_engine_deployment(self, namespace: str, name: str) -> ObservedDeployment | None: ...
+    def shared_engine_deployments(
+        self, namespace: str, engine: str
+    ) -> list[ObservedDeployment]: ...
+    def shared_engine_services(self, namespace: str, engine: str) -> list[str]: ...
+    def delete_deployments(self, namespace: str, names: list[str]) -> None: ...
+    def delete_services(self, namespace: str, names: list[str]) -> None: ...
     def shared_engine_pods(
         self, namespace: str, engine_label: str, port: int
     ) -> list[EnginePodAddress]: ...
@@ -93,6 +104,9 @@ class SharedEngineCache:
     record: frozenset[tuple[str, str]] = frozenset()
     """(pod, adapter) pairs the last engine status this process wrote names: with the status
     read, what the gateway may still be routing on."""
+    services_swept: bool = False
+    """Whether this process has seen the fleet's Service by its current name and none by an
+    older one left (only an older operator makes those: one sweep per process is enough)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +134,11 @@ def sync_shared_engine(
     """
     every = kube.inference_deployments()
     tenants = [t for t in every if planning.serves(engine, t)]
+    current, stale = fleet_deployments(engine, namespace=namespace, kube=kube)
     observed = observe(
         engine,
         tenants,
+        deployment=core.serving_view(current, stale),
         namespace=namespace,
         kube=kube,
         lora=lora,
@@ -164,6 +180,11 @@ def sync_shared_engine(
         ]
         for f in done:
             f.result()
+    if result.pool is not None:
+        # Last: the older Deployment's replicas served this sync's adapters and record.
+        retire_renamed(current, stale, result.replicas, namespace=namespace, kube=kube)
+        if not cache.services_swept:
+            cache.services_swept = retire_renamed_service(engine, namespace=namespace, kube=kube)
     requeue = final.requeue_after
     if waiting:
         requeue = min(requeue, UNLOAD_AFTER_RECORD)
@@ -193,10 +214,50 @@ def recorded(adapters: list[LoadedAdapter]) -> frozenset[tuple[str, str]]:
     return frozenset((pod, a.name) for a in adapters for pod in a.replicas)
 
 
+def fleet_deployments(
+    engine: SharedEngine, *, namespace: str, kube: SharedEngineKubePort
+) -> tuple[ObservedDeployment | None, tuple[ObservedDeployment, ...]]:
+    """The fleet's Deployment by its current name (None before it exists), and any by an older
+    name (:func:`tidepool.policy.plan.split_renamed`)."""
+    current, stale = core.split_renamed(
+        kube.shared_engine_deployments(namespace, engine.name),
+        lambda _pool: names.shared_engine(engine.name),
+    )
+    return next(iter(current.values()), None), stale
+
+
+def retire_renamed(
+    current: ObservedDeployment | None,
+    stale: tuple[ObservedDeployment, ...],
+    replicas: int,
+    *,
+    namespace: str,
+    kube: SharedEngineKubePort,
+) -> None:
+    """Delete the fleet's Deployments of an older name once the current one serves the
+    ``replicas`` the plan wants (:func:`tidepool.policy.plan.may_retire`)."""
+    if stale and core.may_retire(current, replicas):
+        kube.delete_deployments(namespace, [d.name for d in stale])
+
+
+def retire_renamed_service(
+    engine: SharedEngine, *, namespace: str, kube: SharedEngineKubePort
+) -> bool:
+    """Delete the fleet's Services of an older name once the current one exists; whether it
+    did (so this process need not look again)."""
+    listed = kube.shared_engine_services(namespace, engine.name)
+    current = names.shared_engine(engine.name)
+    older = core.stale_services(listed, current)
+    if older:
+        kube.delete_services(namespace, list(older))
+    return current in listed
+
+
 def observe(
     engine: SharedEngine,
     tenants: list[InferenceDeployment],
     *,
+    deployment: ObservedDeployment | None,
     namespace: str,
     kube: SharedEngineKubePort,
     lora: LoraClient,
@@ -205,9 +266,9 @@ def observe(
     operator_started_at: datetime,
     now: datetime,
 ) -> planning.SharedObserved:
-    """Every read the plan needs, made before deciding anything."""
+    """Every read the plan needs, made before deciding anything. ``deployment``: the one that
+    serves the fleet (:func:`tidepool.policy.plan.serving_view`), read by the caller."""
     pool = next((p for p in kube.list_pools() if p.name == engine.spec.pool), None)
-    deployment = kube.shared_engine_deployment(namespace, names.shared_engine(engine.name))
     addresses = kube.shared_engine_pods(
         namespace, names.shared_engine_label(engine.name), engine.spec.engine.port
     )

@@ -57,6 +57,7 @@ class Harness:
     operator_started_at_offset: timedelta = timedelta(hours=-1)
     may_start_migration: bool = True
     results: list[inference.SyncResult] = field(default_factory=list)
+    name: str = NAME
 
     def __post_init__(self) -> None:
         self.operator_started_at = self.clock.now + self.operator_started_at_offset
@@ -68,7 +69,7 @@ class Harness:
                 "apiVersion": "tidepool.dev/v1alpha1",
                 "kind": "InferenceDeployment",
                 "metadata": {
-                    "name": NAME,
+                    "name": self.name,
                     "namespace": NS,
                     "uid": "uid-1",
                     "generation": self.generation,
