@@ -259,7 +259,7 @@ def _reconcile_once(
     except ValueError as exc:
         # The schema should have refused this; say so on the object instead of crash-looping.
         logger.error(f"spec does not validate: {exc}")
-        _report_invalid_spec(raw, str(exc), deps=deps)
+        report_invalid_spec(raw, str(exc), deps=deps)
         return INVALID_SPEC_REQUEUE_SECONDS
     try:
         result = inference.sync(
@@ -278,7 +278,7 @@ def _reconcile_once(
         # var name it does not take): the same spec can never succeed, so the object says so,
         # instead of a traceback at every backoff and no status at all.
         logger.error(f"the API server refused an object rendered from the spec: {exc}")
-        _report_invalid_spec(
+        report_invalid_spec(
             raw, f"the API server refused an object rendered from the spec: {exc}", deps=deps
         )
         return INVALID_SPEC_REQUEUE_SECONDS
@@ -294,8 +294,9 @@ def _reconcile_once(
     return result.requeue_after.total_seconds()
 
 
-def _report_invalid_spec(raw: JSON, error: str, *, deps: Deps) -> None:
-    """Ready=False/InvalidSpec on the object, through the one condition rule there is."""
+def report_invalid_spec(raw: JSON, error: str, *, deps: Deps) -> None:
+    """Ready=False/InvalidSpec on the object (an InferenceDeployment, or a cluster-scoped
+    SharedEngine), through the one condition rule there is."""
     status = raw.get("status") or {}
     existing = []
     for item in status.get("conditions") or []:
@@ -315,7 +316,7 @@ def _report_invalid_spec(raw: JSON, error: str, *, deps: Deps) -> None:
     deps.kube.apply_status(
         raw["apiVersion"],
         raw["kind"],
-        raw["metadata"]["namespace"],
+        raw["metadata"].get("namespace"),
         raw["metadata"]["name"],
         {
             "conditions": [

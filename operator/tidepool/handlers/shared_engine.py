@@ -17,13 +17,17 @@ from typing import Any, Final
 
 import kopf
 
-from tidepool.adapters.kube import Kube
+from tidepool.adapters.kube import Kube, RefusedKubeError
 from tidepool.adapters.lora import HttpLoraClient
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api.v1alpha1 import GROUP, VERSION, SharedEngine
 from tidepool.handlers.deps import MEMO_KEY, Deps
+from tidepool.handlers.inference import (
+    INVALID_SPEC_REQUEUE_SECONDS,
+    reconcile_until_stopped,
+    report_invalid_spec,
+)
 from tidepool.handlers.inference import RESOURCE as TENANT_RESOURCE
-from tidepool.handlers.inference import reconcile_until_stopped
 from tidepool.reconcile import shared_engine
 
 RESOURCE = (GROUP, VERSION, "sharedengines")
@@ -132,19 +136,33 @@ def _reconcile_once(
     try:
         engine = SharedEngine.model_validate(raw)
     except ValueError as exc:
-        # The schema should have refused this; log it instead of crash-looping.
+        # The schema should have refused this; say so on the object instead of crash-looping.
         logger.error(f"spec does not validate: {exc}")
-        return 30.0
-    result = shared_engine.sync_shared_engine(
-        engine,
-        namespace=namespace,
-        kube=kube,
-        lora=lora,
-        metrics=deps.metrics,
-        cache=cache,
-        operator_started_at=deps.started_at,
-        now=utc_now(),
-    )
+        report_invalid_spec(raw, str(exc), deps=deps)
+        return INVALID_SPEC_REQUEUE_SECONDS
+    try:
+        result = shared_engine.sync_shared_engine(
+            engine,
+            namespace=namespace,
+            kube=kube,
+            lora=lora,
+            metrics=deps.metrics,
+            cache=cache,
+            operator_started_at=deps.started_at,
+            now=utc_now(),
+        )
+    except RefusedKubeError as exc:
+        # As for an InferenceDeployment: the spec passed the schema but the API server refuses
+        # the fleet it renders (say, an env var name it does not take). The same spec can never
+        # succeed, so the SharedEngine says why and is looked at again later (a spec change
+        # pokes it at once), instead of a traceback at every backoff.
+        error = f"the API server refused an object rendered from the spec: {exc}"
+        logger.error(error)
+        try:
+            report_invalid_spec(raw, error, deps=deps)
+        except RefusedKubeError as again:  # a status it refuses too: the log must do
+            logger.error(f"the API server refused the SharedEngine's status too: {again}")
+        return INVALID_SPEC_REQUEUE_SECONDS
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
         deps.telemetry.decisions.labels(reason=event.reason).inc()
