@@ -62,12 +62,14 @@ class Row:
     bound: float = math.nan
     tail_own: float = math.nan
     tail_auto: float = math.nan
+    tail_shared: float = math.nan
     tail_vs_own: float | None = math.nan
     pool_vs_own: float = math.nan
     vs_split: float = math.nan
     vs_bound: float = math.nan
     slo_ok: int = 0
     own_slo_ok: int = 0
+    shared_slo_ok: int = 0
     worst_p99_s: float = math.nan
     promoted: int = 0
     seconds: float = 0.0
@@ -107,12 +109,14 @@ def run_pool(path: Path, pool: str, hours: float) -> Row:
         bound=cmp.bound,
         tail_own=cmp.spend(shared_compare.OWN, cmp.tail),
         tail_auto=cmp.spend(shared_compare.AUTO, cmp.tail),
+        tail_shared=cmp.spend(shared_compare.SHARED, cmp.tail),
         tail_vs_own=q.tail_vs_own,
         pool_vs_own=q.pool_vs_own,
         vs_split=q.vs_best_split,
         vs_bound=q.vs_lower_bound,
         slo_ok=auto.tenants_meeting,
         own_slo_ok=own.tenants_meeting,
+        shared_slo_ok=cmp.result(shared_compare.SHARED).tenants_meeting,
         worst_p99_s=auto.worst_p99_wait_s,
         promoted=sum(1 for p in cmp.fleets[shared_compare.AUTO].promoted_at if p),
         seconds=time.monotonic() - began,
@@ -147,11 +151,14 @@ def _money(x: float) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    """One line per pool, worst first (failed rows, then by whole pool / own replicas)."""
+    """One line per pool, worst first (failed rows, then by whole pool / own replicas). Beside
+    shared + auto, the columns "shared $", "tail shr$" and "SLO shr" give every tenant on the
+    SharedEngine without promotions, and "SLO own" every tenant on replicas of its own."""
     head = (
         f"{'pool':<12} {'tenants':>7} {'tail/own':>8} {'pool/own':>8} {'/split':>6}"
         f" {'/bound':>6} {'own $':>8} {'shared $':>8} {'auto $':>8} {'split $':>8} {'k':>2}"
-        f" {'bound $':>8} {'tail own$':>9} {'tail auto$':>10} {'SLO auto':>8} {'SLO own':>7}"
+        f" {'bound $':>8} {'tail own$':>9} {'tail auto$':>10} {'tail shr$':>9}"
+        f" {'SLO auto':>8} {'SLO own':>7} {'SLO shr':>7}"
         f" {'worst p99':>9} {'promoted':>8} {'secs':>5}  missed"
     )
     lines = [head, "-" * len(head)]
@@ -164,8 +171,9 @@ def table(rows: list[Row]) -> str:
             f" {_num(r.vs_bound, '.2f'):>6} {_money(r.own):>8} {_money(r.shared_spend):>8}"
             f" {_money(r.auto):>8} {_money(r.split):>8} {r.split_k if ran else '-':>2}"
             f" {_money(r.bound):>8} {_money(r.tail_own):>9} {_money(r.tail_auto):>10}"
-            f" {f'{r.slo_ok}/{r.tenants}' if ran else '-':>8}"
+            f" {_money(r.tail_shared):>9} {f'{r.slo_ok}/{r.tenants}' if ran else '-':>8}"
             f" {f'{r.own_slo_ok}/{r.tenants}' if ran else '-':>7}"
+            f" {f'{r.shared_slo_ok}/{r.tenants}' if ran else '-':>7}"
             f" {_num(r.worst_p99_s, '.0f') + 's':>9} {r.promoted:>8} {r.seconds:>5.0f}"
             f"  {r.status}"
         )
