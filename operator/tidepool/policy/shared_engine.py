@@ -21,14 +21,21 @@ a wake brings up room for every tenant at once.
 
 Adapter placement (:func:`place_adapters`), over the *ready* replicas in name order and the tenants
 in ``namespace/name`` order, with ``S`` adapter slots per replica (``lora.maxCpuLoras``, else
-``lora.maxLoras``: vLLM keeps at most that many adapters in CPU memory, its ``--max-cpu-loras``):
+``lora.maxLoras``: vLLM keeps at most that many adapters in CPU memory, its ``--max-cpu-loras``).
+Each adapter aims for ``c`` copies: every ready replica while ``T <= S`` tenants (any replica then
+serves any tenant), else ``c = max(1, min(R, R*S // T))`` of the ``R``. Placement is *stable*:
 
-* ``T <= S`` tenants: every adapter on every ready replica, so any replica serves any tenant;
-* else each adapter gets ``c = min(R, R*S // T)`` replicas (at least 1), tenant ``i`` on replicas
-  ``i*c .. i*c+c-1`` (mod ``R``): consecutive blocks around the ring, so every replica holds
-  ``floor`` or ``ceil`` of ``T*c/R <= S`` adapters;
-* more tenants than the fleet has slots (``T > R*S``): the first ``R*S`` are placed and the rest
-  report ``AdapterLoaded=False`` (``NoAdapterSlot``) until the fleet grows or a tenant leaves.
+* an adapter stays on the replicas that hold it (the engine's record,
+  ``status.adapters[].replicas``) while they are ready and have a slot, up to ``c`` of them;
+* what is still missing goes to the least-loaded ready replicas with a free slot (ties by name),
+  tenants with the fewest copies first, so a new tenant gets a slot before anyone a second copy.
+
+So a new tenant, even one that sorts first, moves no other tenant's adapter while there is room:
+no unload and reload elsewhere, and the GPU slots the other adapters warmed stay theirs. Placed
+from nothing, this spreads the adapters evenly (each replica holds ``floor`` or ``ceil`` of
+``T*c/R <= S``). A replica never holds more than ``S``. More tenants than the fleet has slots
+(``T > R*S``): those without a slot report ``AdapterLoaded=False`` (``NoAdapterSlot``) until the
+fleet grows or a tenant leaves; the ones placed before them keep their slots.
 
 An adapter loaded on a replica that should not hold it (its tenant left, or the spread moved) is
 unloaded. A replica whose adapters could not be listed is left alone this round. The engine's
@@ -38,7 +45,7 @@ tenant only to those.
 This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -209,19 +216,48 @@ def adapter_slots(engine: SharedEngine) -> int:
     return engine.spec.lora.adapter_slots
 
 
-def place_adapters(tenants: list[str], replicas: list[str], slots: int) -> dict[str, list[str]]:
-    """Tenant -> the replicas that should hold its adapter (module docstring; unplaced: [])."""
+def place_adapters(
+    tenants: list[str],
+    replicas: list[str],
+    slots: int,
+    held: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, list[str]]:
+    """Tenant -> the replicas that should hold its adapter, in ``replicas`` order (unplaced: []).
+
+    ``held``: tenant -> the replicas holding its adapter now (the engine's record); they are kept
+    while ready and within the copies and slots (module docstring). E.g. ``p0, p1`` at 2 slots,
+    ``a`` on ``p0``, ``c`` and ``d`` on ``p1``: ``b`` joins and gets the one free slot, ``p0``,
+    and the others stay (placed by position, ``b`` would have taken ``p1`` and moved ``c``).
+    """
     if not replicas:
         return {t: [] for t in tenants}
-    if len(tenants) <= slots:
-        return {t: list(replicas) for t in tenants}
-    r = len(replicas)
-    copies = max(1, min(r, r * slots // len(tenants)))
-    room = r * slots
-    return {
-        t: [replicas[(i * copies + j) % r] for j in range(copies)] if i < room else []
-        for i, t in enumerate(tenants)
-    }
+    order = {r: i for i, r in enumerate(replicas)}
+    copies = len(replicas)
+    if len(tenants) > slots:
+        copies = max(1, min(copies, copies * slots // len(tenants)))
+    load = dict.fromkeys(replicas, 0)
+    placed: dict[str, list[str]] = {t: [] for t in tenants}
+    for tenant in tenants:
+        for replica in sorted({*(held or {}).get(tenant, ())} & set(order), key=order.__getitem__):
+            if len(placed[tenant]) < copies and load[replica] < slots:
+                placed[tenant].append(replica)
+                load[replica] += 1
+    ring = len(replicas)
+    for tenant in sorted(tenants, key=lambda t: len(placed[t])):  # stable: name order within
+        mine = placed[tenant]
+        while len(mine) < copies:
+            free = [r for r in replicas if load[r] < slots and r not in mine]
+            if not free:
+                break
+            # Among the least loaded, the next one around the ring after the tenant's last copy:
+            # adapters held one per replica then pair up with their neighbours', and no tenant
+            # is left with its only candidates full (a on p0, b on p1, c on p2 at 2 slots: a
+            # takes p1, b p2, c p0; by name, b would take p0 and leave c only p0 and p1, full).
+            after = order[mine[-1]] if mine else -1
+            replica = min(free, key=lambda r: (load[r], (order[r] - after - 1) % ring))
+            mine.append(replica)
+            load[replica] += 1
+    return {t: sorted(rs, key=order.__getitem__) for t, rs in placed.items()}
 
 
 def adapter_floor(engine: SharedEngine, tenants: int) -> int:
@@ -417,7 +453,12 @@ def plan_shared_engine(
 
     # -- adapters ------------------------------------------------------------------------------
     by_tenant = {tenant_key(t): t for t in members}
-    placement = place_adapters(list(by_tenant), [p.name for p in ready_pods], adapter_slots(engine))
+    placement = place_adapters(
+        list(by_tenant),
+        [p.name for p in ready_pods],
+        adapter_slots(engine),
+        {a.tenant: a.replicas for a in status.adapters},
+    )
     wanted: dict[str, set[str]] = {p.name: set() for p in ready_pods}
     adapter_of: dict[str, str] = {}
     for key, infd in by_tenant.items():

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tidepool.api import conditions, labels
 from tidepool.api.conditions import ConditionType
@@ -256,12 +258,13 @@ def test_a_wake_is_acknowledged_on_the_tenant_that_sent_it() -> None:
 
 
 @pytest.mark.parametrize(
-    ("tenants", "replicas", "slots", "expected"),
+    ("tenants", "replicas", "slots", "held", "expected"),
     [
         pytest.param(
             ["a", "b"],
             ["p0", "p1"],
             4,
+            {},
             {"a": ["p0", "p1"], "b": ["p0", "p1"]},
             id="fits-everywhere",
         ),
@@ -269,6 +272,7 @@ def test_a_wake_is_acknowledged_on_the_tenant_that_sent_it() -> None:
             ["a", "b", "c", "d"],
             ["p0", "p1"],
             2,
+            {},
             {"a": ["p0"], "b": ["p1"], "c": ["p0"], "d": ["p1"]},
             id="spread-one-copy-each",
         ),
@@ -276,23 +280,127 @@ def test_a_wake_is_acknowledged_on_the_tenant_that_sent_it() -> None:
             ["a", "b", "c"],
             ["p0", "p1", "p2"],
             2,
-            {"a": ["p0", "p1"], "b": ["p2", "p0"], "c": ["p1", "p2"]},
+            {},
+            {"a": ["p0", "p1"], "b": ["p0", "p2"], "c": ["p1", "p2"]},
             id="spread-two-copies-each",
         ),
         pytest.param(
-            ["a", "b", "c"], ["p0"], 2, {"a": ["p0"], "b": ["p0"], "c": []}, id="no-room-for-c"
+            ["a", "b", "c"], ["p0"], 2, {}, {"a": ["p0"], "b": ["p0"], "c": []}, id="no-room-for-c"
         ),
-        pytest.param(["a"], [], 4, {"a": []}, id="no-ready-replica"),
+        pytest.param(["a"], [], 4, {}, {"a": []}, id="no-ready-replica"),
+        pytest.param(
+            ["a", "b", "c", "d"],
+            ["p0", "p1"],
+            2,
+            {"a": ["p0"], "c": ["p1"], "d": ["p1"]},
+            {"a": ["p0"], "b": ["p0"], "c": ["p1"], "d": ["p1"]},
+            id="a-new-tenant-that-sorts-early-takes-the-free-slot-and-moves-nobody",
+        ),
+        pytest.param(
+            ["a", "b", "c"],
+            ["p0", "p1"],
+            2,
+            {"a": ["p1"], "b": ["p1"], "c": ["p1"]},
+            {"a": ["p1"], "b": ["p1"], "c": ["p0"]},
+            id="a-record-beyond-the-slots-keeps-the-first-and-moves-the-rest",
+        ),
+        pytest.param(
+            ["a", "b"],
+            ["p0", "p2"],
+            1,
+            {"a": ["p1"], "b": ["p2"]},
+            {"a": ["p0"], "b": ["p2"]},
+            id="a-replica-gone-its-adapter-goes-to-the-free-one",
+        ),
+        pytest.param(
+            ["a", "b", "c"],
+            ["p0", "p1", "p2"],
+            2,
+            {"a": ["p0"], "b": ["p1"], "c": ["p2"]},
+            {"a": ["p0", "p1"], "b": ["p1", "p2"], "c": ["p0", "p2"]},
+            id="more-replicas-add-copies-beside-the-held-ones",
+        ),
+        pytest.param(
+            ["a", "b", "c"],
+            ["p0"],
+            2,
+            {"b": ["p0"], "c": ["p0"]},
+            {"a": [], "b": ["p0"], "c": ["p0"]},
+            id="no-room-a-newcomer-evicts-nobody",
+        ),
+        pytest.param(
+            ["a", "b", "c", "d", "e"],
+            ["p0", "p1"],
+            4,
+            {t: ["p0", "p1"] for t in "abcd"},
+            {"a": ["p0"], "b": ["p0"], "c": ["p0"], "d": ["p0"], "e": ["p1"]},
+            id="a-fifth-tenant-at-4-slots-drops-second-copies-keeping-the-first",
+        ),
     ],
 )
 def test_place_adapters(
-    tenants: list[str], replicas: list[str], slots: int, expected: dict[str, list[str]]
+    tenants: list[str],
+    replicas: list[str],
+    slots: int,
+    held: dict[str, list[str]],
+    expected: dict[str, list[str]],
 ) -> None:
-    placed = se.place_adapters(tenants, replicas, slots)
+    placed = se.place_adapters(tenants, replicas, slots, held)
 
     assert placed == expected
     per_replica = [sum(r in rs for rs in placed.values()) for r in replicas]
     assert all(n <= slots for n in per_replica)
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> tuple[list[str], list[str], int, dict[str, list[str]], str]:
+    """Tenants, ready replicas, slots per replica, a placement the fleet reached over a history
+    of joins (each placed on the record the one before left), and a newcomer's name."""
+    replicas = [f"p{i}" for i in range(draw(st.integers(1, 5)))]
+    slots = draw(st.integers(1, 4))
+    names = draw(st.lists(st.text("abcdefgh", min_size=1, max_size=3), unique=True, max_size=14))
+    newcomer = draw(st.text("abcdefgh", min_size=1, max_size=3).filter(lambda n: n not in names))
+    placed: dict[str, list[str]] = {}
+    for i in range(1, len(names) + 1):
+        placed = se.place_adapters(sorted(names[:i]), replicas, slots, placed)
+    return sorted(names), replicas, slots, placed, newcomer
+
+
+@given(fleets())
+def test_a_newcomer_moves_no_adapter_while_there_is_room(
+    fleet: tuple[list[str], list[str], int, dict[str, list[str]], str],
+) -> None:
+    tenants, replicas, slots, placed, newcomer = fleet
+    after = se.place_adapters(sorted([*tenants, newcomer]), replicas, slots, placed)
+
+    copies_now = max((len(v) for v in placed.values()), default=0)
+    copies_then = max((len(v) for v in after.values()), default=0)
+    load = sum(len(v) for v in placed.values())
+    for tenant in tenants:
+        if copies_then >= copies_now:  # as many copies as before: no adapter leaves a replica
+            assert set(placed[tenant]) <= set(after[tenant]), tenant
+        assert after[tenant] or not placed[tenant], f"{tenant} lost its only slot"
+    if load < len(replicas) * slots and copies_then >= copies_now:
+        assert after[newcomer], "a free slot goes to the newcomer"
+    for replica in replicas:
+        assert sum(replica in v for v in after.values()) <= slots, replica
+    for rs in after.values():
+        assert len(set(rs)) == len(rs)
+        assert set(rs) <= set(replicas)
+
+
+@given(fleets())
+def test_placed_from_nothing_the_adapters_spread_evenly(
+    fleet: tuple[list[str], list[str], int, dict[str, list[str]], str],
+) -> None:
+    tenants, replicas, slots, _, _ = fleet
+    placed = se.place_adapters(tenants, replicas, slots)
+
+    per_replica = [sum(r in rs for rs in placed.values()) for r in replicas]
+    assert max(per_replica) - min(per_replica) <= 1
+    assert max(per_replica) <= slots
+    if len(tenants) <= len(replicas) * slots:
+        assert all(placed[t] for t in tenants), "every tenant has a slot"
 
 
 def test_loads_what_is_missing_and_unloads_what_no_tenant_wants() -> None:
