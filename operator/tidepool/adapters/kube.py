@@ -327,8 +327,18 @@ class Kube:
         self._merge_patch_status("SharedEngine", name, status)
 
     def patch_tenant_status(self, namespace: str, name: str, status: JSON) -> None:
-        """The SharedEngine's part of a tenant's status (``engine``, ``AdapterLoaded``)."""
-        self.merge_patch_status(namespace, name, status)
+        """The SharedEngine's part of a tenant's status (``engine``, ``AdapterLoaded``).
+
+        A tenant deleted since the SharedEngine's sync listed it (404) is skipped: its status is
+        gone with it, and raising would fail the sync of every other tenant and of the fleet,
+        and restart the SharedEngine's daemon only after Kopf's backoff. The fleet unloads the
+        adapter on its next sync, which no longer lists the tenant.
+        """
+        try:
+            self.merge_patch_status(namespace, name, status)
+        except ApiException as exc:  # the dynamic client's NotFoundError is one
+            if exc.status != 404:
+                raise
 
 
 #: Container waiting reasons that mean the image cannot be had (the kubelet's words); all are
