@@ -297,22 +297,75 @@ def shared_engine_serving(infd: InferenceDeployment) -> str | None:
     return infd.status.engine if loaded is not None and loaded.status == "True" else None
 
 
+def fixed_member(infd: InferenceDeployment, engine: SharedEngine | None) -> str | None:
+    """The name of ``engine`` if it serves ``infd`` in a fixed mode, else None: ``infd`` is a
+    ``mode: serverless`` LoRA tenant of its base model (the rule of
+    :func:`tidepool.policy.shared_engine.serves`, which imports this module). An ``auto`` one
+    runs on the fleet as its serverless layout instead (:func:`plan`)."""
+    if (
+        engine is None
+        or infd.spec.mode != DeploymentMode.SERVERLESS
+        or infd.spec.model.adapter is None
+        or engine.spec.model.name != infd.spec.model.name
+    ):
+        return None
+    return engine.name
+
+
+#: The fleet's verdicts (``AdapterLoaded``) under which it is still making the tenant's target:
+#: the engine Deployments the tenant ran before wait for it (make-before-break).
+_FLEET_MAKING: Final = frozenset({Reason.ADAPTER_LOADING, Reason.WAITING_FOR_REPLICAS})
+
+
 def _served_by_shared_engine(
     infd: InferenceDeployment, engine_name: str, observed: Observed, history: History, now: datetime
 ) -> Plan:
-    """The plan of a tenant whose adapter ``engine_name`` serves: Ready, and its own engine
-    Deployments (from before it moved onto the shared engine) removed."""
-    status = infd.status
-    conds, _ = conditions.set_condition(
-        list(status.conditions),
-        type_=ConditionType.READY,
-        status=True,
-        reason=Reason.ADAPTER_LOADED,
-        message=f"served by SharedEngine {engine_name}, which holds its adapter",
-        generation=infd.generation,
-        now=now,
-    )
+    """The plan of a tenant that SharedEngine ``engine_name`` serves: no engine of its own,
+    whatever state its adapter is in, so that its scale from zero is an adapter load on the fleet
+    and its wake is the fleet's (the SharedEngine's plan wakes on any tenant's wake newer than
+    its last activity; this plan leaves ``lastWakeHandled`` alone).
+
+    Ready is what the fleet recorded. The engine Deployments the tenant ran before it moved onto
+    the fleet stay while the fleet is loading its adapter or starting a replica for it
+    (make-before-break), and go once the adapter is loaded, or when the fleet is not making it
+    (asleep, no slot, a failed load): kept then, they would hold GPUs that serve nobody.
+    """
+    status, gen = infd.status, infd.generation
+    conds = list(status.conditions)
+
+    def cond(type_: ConditionType, ok: bool | None, reason: Reason, message: str) -> None:
+        nonlocal conds
+        conds, _ = conditions.set_condition(
+            conds, type_=type_, status=ok, reason=reason, message=message, generation=gen, now=now
+        )
+
+    engine = observed.shared_engine
+    verdict = conditions.find(conds, ConditionType.ADAPTER_LOADED)
+    if engine is not None and engine.name == engine_name:
+        _fleet_ready_condition(cond, infd, engine)
+        making = not adapter_replicas(infd, engine) and (
+            verdict is None or verdict.reason in _FLEET_MAKING
+        )
+    else:
+        cond(
+            ConditionType.READY,
+            True,
+            Reason.ADAPTER_LOADED,
+            f"served by SharedEngine {engine_name}, which holds its adapter",
+        )
+        making = False
+    action = f"served by SharedEngine {engine_name}"
+    last_decision = status.last_decision
+    if last_decision is None or last_decision.action != action:
+        last_decision = LastDecision(
+            time=now,
+            action=action,
+            reason="SharedEngine",
+            message=f"{action}: its adapter loads there on demand; no engine of its own",
+        )
     own = tuple(sorted(d.name for d in (*observed.deployments.values(), *observed.stale)))
+    if making:
+        own = ()
     removing = f"served by SharedEngine {engine_name}: removing {', '.join(own)}"
     spend: dict[str, object] = {}
     share = engine_share(infd, observed, on_engine=True)
@@ -339,7 +392,7 @@ def _served_by_shared_engine(
         status=status.model_copy(
             update={
                 "conditions": conds,
-                "observed_generation": infd.generation,
+                "observed_generation": gen,
                 "replicas": 0,
                 "ready_replicas": 0,
                 "desired_replicas": 0,
@@ -347,6 +400,8 @@ def _served_by_shared_engine(
                 "pool": "",
                 "pools": [],
                 "routable_pools": [],
+                "engine": engine_name,
+                "last_decision": last_decision,
                 **spend,
             }
         ),
@@ -590,7 +645,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     fleet = observed.shared_engine if share is not None else None
     if infd.spec.mode != DeploymentMode.AUTO:
         fleet = None
-    engine_name = shared_engine_serving(infd)
+    engine_name = fixed_member(infd, observed.shared_engine) or shared_engine_serving(infd)
     if engine_name is not None and fleet is None:
         return _served_by_shared_engine(infd, engine_name, observed, history, now)
     fleet_pool = migration.engine_pool(fleet.name) if fleet is not None else None
