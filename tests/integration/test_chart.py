@@ -185,13 +185,47 @@ def test_helm_lint(kube_tools: Kube) -> None:
     assert "0 chart(s) failed" in proc.stdout
 
 
-@pytest.mark.parametrize("variant", ["default", "non-default"])
+def component_values(component: str) -> dict[str, Any]:
+    """OpenShift-style security contexts (no UID) and every extra a component takes."""
+    return {
+        "podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None},
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/component": component}},
+            }
+        ],
+        "envFrom": [{"secretRef": {"name": f"{component}-env", "optional": True}}],
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca", "optional": True}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+    }
+
+
+@pytest.mark.parametrize("variant", ["default", "non-default", "openshift-with-extras"])
 def test_rendered_chart_passes_server_side_validation(
     kube_tools: Kube, ns: str, release: str, tmp_path: Path, variant: str
 ) -> None:
-    """Every rendered object is valid for the API server (schemas, CEL, admission)."""
+    """Every rendered object is valid for the API server (schemas, CEL, admission), the
+    `helm test` Pod and the aggregated roles included."""
     if variant == "default":
         values: dict[str, Any] = {}  # a dry run: the default pools are never persisted
+    elif variant == "openshift-with-extras":
+        values = {
+            "global": {"imageRegistry": "ignored"},
+            "operator": component_values("operator"),
+            "gateway": component_values("gateway"),
+            "extraObjects": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "{{ .Release.Name }}-extra", "namespace": ns},
+                    "data": {"release": "{{ .Release.Name }}"},
+                }
+            ],
+            "gpuPools": pools_for(release),
+        }
     else:
         values = {
             "imageRegistry": "registry.example.internal",
@@ -611,3 +645,43 @@ def complete_in_background(gw: stack.ManagedProcess, model: str) -> None:
             urllib.request.urlopen(req, timeout=10).read()
 
     threading.Thread(target=send, daemon=True).start()
+
+
+def test_installs_from_an_umbrella_chart(kube_tools: Kube, ns: str, tmp_path: Path) -> None:
+    """Tidepool as a dependency of a platform chart (Helm hands it `global`), installed for real
+    and uninstalled; the CRDs are the session's (crds.install=false, as the README says for
+    CRDs applied beforehand)."""
+    umbrella = tmp_path / "platform"
+    (umbrella / "charts").mkdir(parents=True)
+    (umbrella / "Chart.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v2",
+                "name": "platform",
+                "version": "1.0.0",
+                "dependencies": [
+                    {"name": "tidepool", "version": "*", "repository": f"file://{CHART}"}
+                ],
+            }
+        )
+    )
+    (umbrella / "values.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"imageRegistry": "mirror.example.internal"},
+                "tidepool": {"crds": {"install": False}, "gpuPools": []},
+            }
+        )
+    )
+    kube_tools.helm("dependency", "update", str(umbrella), "--skip-refresh")
+    release = f"plat-{secrets.token_hex(3)}"
+    kube_tools.helm("install", release, str(umbrella), "--namespace", ns)
+    try:
+        dep = kube_tools.get_json("deployment", f"{release}-tidepool-operator", "-n", ns)
+        assert dep is not None
+        assert kube_tools.can_i(
+            sa(ns, f"{release}-tidepool-operator"), "patch", "gpupools.tidepool.dev", None
+        )
+    finally:
+        kube_tools.helm("uninstall", release, "--namespace", ns, "--wait", "--timeout", "60s")
+    assert leftovers(kube_tools, release, ns) == []

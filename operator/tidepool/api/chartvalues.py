@@ -346,11 +346,24 @@ class PodMonitor(_Values):
     """Extra labels, e.g. the `release` label your Prometheus selects on."""
 
 
+class PrometheusRule(_Values):
+    """A prometheus-operator PrometheusRule with Tidepool's alerts: operator down, reconcile
+    errors, a migration that does not end, held requests timing out, failed wakes."""
+
+    enabled: StrictBool = False
+    """Create it. Also requires the monitoring.coreos.com/v1 API in the cluster."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels, e.g. the `release` label your Prometheus selects rules on."""
+    migration_stuck_after: PromDuration = "1h"
+    """Alert when pool migrations have been running without a break for this long."""
+
+
 class Monitoring(_Values):
     """Prometheus scraping through prometheus-operator (off by default)."""
 
     service_monitor: ServiceMonitor = Field(default_factory=ServiceMonitor)
     pod_monitor: PodMonitor = Field(default_factory=PodMonitor)
+    prometheus_rule: PrometheusRule = Field(default_factory=PrometheusRule)
 
 
 class NetworkPolicy(_Values):
@@ -372,6 +385,10 @@ class Rbac(_Values):
 
     create: StrictBool = True
     """Create the (Cluster)Roles and bindings. Least privilege; see the chart README."""
+    aggregate_to_default_roles: StrictBool = True
+    """Add InferenceDeployment rights to Kubernetes' view, edit and admin ClusterRoles (read
+    for view; create, update and delete for edit and admin), so namespace users manage their
+    models without extra bindings. SharedEngines and GPUPools stay with cluster admins."""
 
 
 class ChartValues(_Values):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tidepool.adapters.kube import Kube
 from tidepool.adapters.prometheus import PrometheusMetrics
@@ -34,6 +34,12 @@ class Telemetry:
             "Time to reconcile one InferenceDeployment.",
             registry=self.registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.migrations = Gauge(
+            "tidepool_operator_migrations_in_progress",
+            "Make-before-break pool migrations running now (the chart's PrometheusRule alerts"
+            " when one never ends).",
+            registry=self.registry,
         )
         self.decisions = Counter(
             "tidepool_operator_decisions_total",
@@ -68,3 +74,4 @@ class Deps:
     def note_migration(self, key: str, active: bool) -> None:
         with self.lock:
             (self.migrating.add if active else self.migrating.discard)(key)
+            self.telemetry.migrations.set(len(self.migrating))

@@ -43,6 +43,8 @@ def test_default_objects(render: Render) -> None:
     assert kinds == sorted(
         [
             "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
+            "ClusterRole", "ClusterRole",  # aggregated to view/edit/admin
+            "Pod",  # the `helm test` hook
             "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
             "Deployment", "Deployment", "GPUPool", "GPUPool",
             "Service", "Service", "Service", "ServiceAccount", "ServiceAccount",
@@ -575,3 +577,72 @@ def test_extra_objects_are_rendered_with_tpl(render: Render) -> None:
     cm = one(docs, "ConfigMap", "-extra")
     assert cm["metadata"]["name"] == "tp-extra"
     assert cm["data"] == {"namespace": "tidepool-system"}
+
+
+# ------------------------------------------------- aggregated roles, alerts, `helm test`
+
+
+def test_infd_rights_aggregate_into_view_edit_and_admin(render: Render) -> None:
+    roles = {r["metadata"]["name"]: r for r in by_kind(render(), "ClusterRole")}
+    view, edit = roles["tp-tidepool-view"], roles["tp-tidepool-edit"]
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {k for k, v in view["metadata"]["labels"].items() if k.startswith(aggregate)} == {
+        f"{aggregate}view",
+        f"{aggregate}edit",
+        f"{aggregate}admin",
+    }
+    assert {k for k in edit["metadata"]["labels"] if k.startswith(aggregate)} == {
+        f"{aggregate}edit",
+        f"{aggregate}admin",
+    }
+    assert allows(view["rules"], "tidepool.dev", "inferencedeployments", "watch")
+    assert not allows(view["rules"], "tidepool.dev", "inferencedeployments", "patch")
+    assert allows(edit["rules"], "tidepool.dev", "inferencedeployments", "create")
+    for role in (view, edit):  # status is the operator's; pools and engines the platform's
+        assert not allows(role["rules"], "tidepool.dev", "inferencedeployments/status", "patch")
+        assert not any(
+            {"gpupools", "sharedengines"} & set(rule["resources"]) for rule in role["rules"]
+        )
+    off = render({"rbac": {"aggregateToDefaultRoles": False}})
+    assert not [r for r in by_kind(off, "ClusterRole") if r["metadata"]["name"].endswith("-view")]
+
+
+def test_prometheus_rule_alerts(render: Render) -> None:
+    values = {"monitoring": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}}}
+    assert not by_kind(render(values), "PrometheusRule")  # no prometheus-operator: no-op
+    docs = render(values, api_versions=["monitoring.coreos.com/v1/PrometheusRule"])
+    rule = one(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {
+        "TidepoolOperatorDown",
+        "TidepoolReconcileErrors",
+        "TidepoolMigrationStuck",
+        "TidepoolHeldRequestsTimingOut",
+        "TidepoolWakeErrors",
+    }
+    operator_service = one(docs, "Service", "-operator-metrics")["metadata"]["name"]
+    assert f'job="{operator_service}"' in alerts["TidepoolOperatorDown"]["expr"]
+    assert "tidepool_operator_migrations_in_progress" in alerts["TidepoolMigrationStuck"]["expr"]
+    assert "[1h]" in alerts["TidepoolMigrationStuck"]["expr"]
+    assert 'code="503"' in alerts["TidepoolHeldRequestsTimingOut"]["expr"]
+    # Prometheus' own template syntax survives Helm's.
+    assert (
+        "{{ $labels.model }}" in alerts["TidepoolHeldRequestsTimingOut"]["annotations"]["summary"]
+    )
+
+
+def test_helm_test_pod_checks_both_services_as_a_restricted_pod(render: Render) -> None:
+    docs = render()
+    pod = one(docs, "Pod", "-test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    container = spec["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    script = container["args"][0]
+    gateway = one(docs, "Service", "-gateway")
+    operator = one(docs, "Service", "-operator-metrics")
+    assert f"http://{gateway['metadata']['name']}:80/readyz" in script
+    assert f"http://{operator['metadata']['name']}:9090/metrics" in script
+    compile(script, "helm-test", "exec")  # the rendered Python is valid
