@@ -6,7 +6,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo deps binaries images lock venv lint unit integration bench cluster-up cluster-down clean
+.PHONY: test demo deps binaries images lock chart-docs venv lint unit integration bench cluster-up cluster-down clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -24,6 +24,10 @@ DEBS := prometheus lua5.1 podman mmdebstrap runc
 # version, like the Kubernetes binaries.
 ACTIONLINT_VERSION := v1.7.12
 ACTIONLINT := $(HOME)/.cache/tidepool/tools/actionlint-$(ACTIONLINT_VERSION)/actionlint
+# helm-docs writes the chart README's values table from values.yaml (make chart-docs; a test
+# fails when it is stale). Also a Go module, cached by version.
+HELM_DOCS_VERSION := v1.14.2
+HELM_DOCS := $(HOME)/.cache/tidepool/tools/helm-docs-$(HELM_DOCS_VERSION)/helm-docs
 deps:
 	@command -v prometheus >/dev/null && command -v lua5.1 >/dev/null && command -v podman >/dev/null \
 	  && command -v mmdebstrap >/dev/null && command -v runc >/dev/null || { \
@@ -33,6 +37,13 @@ deps:
 	@test -x $(ACTIONLINT) || { echo "==> building actionlint $(ACTIONLINT_VERSION) (Go module)"; \
 	  GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN=$(dir $(ACTIONLINT)) \
 	  go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); }
+	@test -x $(HELM_DOCS) || { echo "==> building helm-docs $(HELM_DOCS_VERSION) (Go module)"; \
+	  GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN=$(dir $(HELM_DOCS)) \
+	  go install github.com/norwoodj/helm-docs/cmd/helm-docs@$(HELM_DOCS_VERSION); }
+
+# The chart README's values table, from values.yaml's `# --` comments (README.md.gotmpl).
+chart-docs: deps
+	cd charts/tidepool && $(HELM_DOCS) --chart-search-root . --template-files README.md.gotmpl
 
 # The operator, gateway and engine-sim images, with podman from a locally bootstrapped base.
 # Cached outside the repo by content (~/.cache/tidepool/images and podman's storage), so an
