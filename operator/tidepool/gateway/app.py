@@ -7,6 +7,10 @@ tenant, so it stays off the port clients reach) until SIGTERM or SIGINT, then dr
 listener closes at once, ``/readyz`` turns 503, and in-flight and held requests get up to
 ``--drain-timeout`` to finish.
 
+The one module of the gateway that wires in the Kubernetes adapters (the watch, the wake
+Event, the client); the rest of the gateway may not import them or ``kubernetes``
+(import-linter), so it runs and is tested without a cluster.
+
 Must not: contain request logic (that is :mod:`tidepool.gateway.proxy`) or import ``kopf``.
 """
 
@@ -19,10 +23,10 @@ from typing import Final
 
 from aiohttp import web
 
-from tidepool.adapters import discovery, http_server, wake
+from tidepool.adapters import discovery, http_server, kube, wake
 from tidepool.api import sizes
 from tidepool.api.durations import seconds_flag
-from tidepool.gateway import auth, proxy, static
+from tidepool.gateway import auth, proxy, snapshot, static
 from tidepool.gateway import wake as wakes
 
 log = logging.getLogger(__name__)
@@ -109,9 +113,11 @@ def build(args: argparse.Namespace) -> web.Application:
     if args.static_routes:
         source, waker = static.StaticDiscovery.from_file(args.static_routes), None
     else:
-        api = discovery.make_api_client(args.kubeconfig)
+        api = kube.load_client(args.kubeconfig)
         namespace = None if args.all_namespaces else args.namespace
-        source = discovery.KubeDiscovery(api, namespace, args.shared_engine_namespace)
+        source = discovery.KubeDiscovery(
+            api, snapshot.build_snapshot, namespace, args.shared_engine_namespace
+        )
         waker = wake.KubeWaker(api)
     return proxy.create_app(config, source, waker)
 

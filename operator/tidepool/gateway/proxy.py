@@ -51,11 +51,12 @@ from aiohttp import web
 from prometheus_client import start_http_server
 from yarl import URL
 
-from tidepool.adapters import discovery, http_server
+from tidepool.adapters import http_server
 from tidepool.adapters.http_server import error_response
 from tidepool.gateway import auth, dispatch, inbound, metrics, routing, usage
 from tidepool.gateway import wake as wakes
 from tidepool.gateway.model import ResponseRewriter, rewrite_request
+from tidepool.gateway.snapshot import ModelRoute, RoutingSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ BACKEND_HEADER: Final = "X-Tidepool-Backend"
 class DiscoverySource(Protocol):
     """Where routing snapshots come from (KubeDiscovery, StaticDiscovery, a test fake)."""
 
-    def start(self, on_change: Callable[[discovery.RoutingSnapshot], None]) -> None: ...
+    def start(self, on_change: Callable[[RoutingSnapshot], None]) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -199,7 +200,7 @@ class Gateway:
         )
         loop = self._loop
 
-        def on_change(snapshot: discovery.RoutingSnapshot) -> None:
+        def on_change(snapshot: RoutingSnapshot) -> None:
             loop.call_soon_threadsafe(self.apply_snapshot, snapshot)
 
         self.source.start(on_change)
@@ -221,7 +222,7 @@ class Gateway:
         self._wake_pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- routing table -----------------------------------------------------------------
-    def apply_snapshot(self, snapshot: discovery.RoutingSnapshot) -> None:
+    def apply_snapshot(self, snapshot: RoutingSnapshot) -> None:
         """On the loop: swap the table and release held requests that now fit."""
         table = routing.RoutingTable.from_snapshot(snapshot)
         self._resolve(self.dispatcher.set_table(table))
@@ -266,7 +267,7 @@ class Gateway:
         self._schedule_expiry()
 
     # ---- wake --------------------------------------------------------------------------
-    def _maybe_wake(self, route: discovery.ModelRoute) -> None:
+    def _maybe_wake(self, route: ModelRoute) -> None:
         assert self._loop is not None
         if self.waker is None or not self.wake_limiter.should_wake(route.key, self._loop.time()):
             return
@@ -276,7 +277,7 @@ class Gateway:
         )
         done.add_done_callback(lambda f: self._wake_done(route, f))
 
-    def _wake_done(self, route: discovery.ModelRoute, fut: asyncio.Future[None]) -> None:
+    def _wake_done(self, route: ModelRoute, fut: asyncio.Future[None]) -> None:
         if fut.cancelled():
             return
         err = fut.exception()
@@ -287,7 +288,7 @@ class Gateway:
 
     # ---- acquiring a backend -----------------------------------------------------------
     async def _acquire(
-        self, route: discovery.ModelRoute, arrived: float, exclude: frozenset[str]
+        self, route: ModelRoute, arrived: float, exclude: frozenset[str]
     ) -> dispatch.Lease | str:
         """A lease, or the 503 error code (``queue_full`` or ``queue_timeout``)."""
         assert self._loop is not None
@@ -521,7 +522,7 @@ class Gateway:
         request: web.Request,
         body: bytes,
         lease: dispatch.Lease,
-        route: discovery.ModelRoute,
+        route: ModelRoute,
         arrived: float,
     ) -> web.StreamResponse:
         assert self._session is not None
@@ -559,7 +560,7 @@ class Gateway:
         request: web.Request,
         upstream: aiohttp.ClientResponse,
         lease: dispatch.Lease,
-        route: discovery.ModelRoute,
+        route: ModelRoute,
         arrived: float,
     ) -> web.StreamResponse:
         assert self._loop is not None
@@ -615,7 +616,7 @@ class Gateway:
         self._meter(meter.finish(), route)
         return resp
 
-    def _meter(self, found: usage.Usage | None, route: discovery.ModelRoute) -> None:
+    def _meter(self, found: usage.Usage | None, route: ModelRoute) -> None:
         if found is None:
             return
         m, ns, t = route.served_model, route.namespace, route.tenant

@@ -1,6 +1,6 @@
 """The routing table: which backends may take a request for which model, and in which tier.
 
-Role: turn a discovery :class:`~tidepool.adapters.discovery.RoutingSnapshot` into an immutable
+Role: turn a discovery :class:`~tidepool.gateway.snapshot.RoutingSnapshot` into an immutable
 lookup (served model name -> InferenceDeployment -> backends), applying the routability rules:
 a pod gets new requests only if its pool is in ``status.routablePools`` (all pools when that is
 empty), and in hybrid mode each backend is tagged *primary* (a dedicated pool, capped at
@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tidepool.adapters import discovery
 from tidepool.api.v1alpha1 import types
+from tidepool.gateway.snapshot import Endpoint, ModelRoute, RoutingSnapshot
 
 #: Pool roles that never get new requests unless routablePools names them explicitly: a
 #: migration target is not warmed up yet, a draining pool only finishes what it has.
@@ -36,7 +36,7 @@ class Tier(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    endpoint: discovery.Endpoint
+    endpoint: Endpoint
     tier: Tier
     cap: int | None
     """In-flight requests this backend takes before the request spills (None: no cap)."""
@@ -44,7 +44,7 @@ class Backend:
 
 @dataclass(frozen=True, slots=True)
 class ModelTarget:
-    route: discovery.ModelRoute
+    route: ModelRoute
     backends: tuple[Backend, ...]
 
     @property
@@ -52,24 +52,24 @@ class ModelTarget:
         return self.route.key
 
 
-def classify(route: discovery.ModelRoute, endpoint: discovery.Endpoint) -> Backend | None:
+def classify(route: ModelRoute, endpoint: Endpoint) -> Backend | None:
     """The backend for ``endpoint`` under ``route``, or None if it must get no new requests.
 
     E.g. hybrid, pools ``dedicated-a`` (primary, dedicated) and ``shared`` (overflow), cap 32:
     a pod in dedicated-a is PRIMARY with cap 32, a pod in shared is OVERFLOW without cap.
     """
-    roles = {p.name: p for p in route.pools}
-    role = roles.get(endpoint.pool)
+    pools = {p.name: p for p in route.pools}
+    pool = pools.get(endpoint.pool)
     if route.routable_pools:
         if endpoint.pool not in route.routable_pools:
             return None
-    elif role is not None and role.role in _NOT_ROUTED_BY_DEFAULT:
+    elif pool is not None and pool.role in _NOT_ROUTED_BY_DEFAULT:
         return None
-    if not route.hybrid or role is None:
+    if not route.hybrid or pool is None:
         return Backend(endpoint, Tier.PRIMARY, None)
-    if role.role == Tier.OVERFLOW:
+    if pool.role == types.PoolRole.OVERFLOW:
         return Backend(endpoint, Tier.OVERFLOW, None)
-    if role.tenancy == types.Tenancy.DEDICATED:
+    if pool.tenancy == types.Tenancy.DEDICATED:
         return Backend(endpoint, Tier.PRIMARY, route.overflow_concurrency_per_replica)
     return Backend(endpoint, Tier.PRIMARY, None)
 
@@ -87,9 +87,9 @@ class RoutingTable:
             self._by_served.setdefault(t.route.served_model, []).append(t)
 
     @classmethod
-    def from_snapshot(cls, snapshot: discovery.RoutingSnapshot) -> RoutingTable:
-        endpoints: dict[ModelKey, list[discovery.Endpoint]] = {}
-        fleets: dict[str, list[discovery.Endpoint]] = {}
+    def from_snapshot(cls, snapshot: RoutingSnapshot) -> RoutingTable:
+        endpoints: dict[ModelKey, list[Endpoint]] = {}
+        fleets: dict[str, list[Endpoint]] = {}
         for e in snapshot.endpoints:
             if e.engine:
                 fleets.setdefault(e.engine, []).append(e)

@@ -27,18 +27,23 @@ from typing import Any
 
 import yaml
 
-from tidepool.adapters import discovery
+from tidepool.gateway.snapshot import (
+    Endpoint,
+    ModelRoute,
+    RoutingSnapshot,
+    model_from_inference_deployment,
+)
 
 
 class StaticRoutesError(ValueError):
     """The routes file is malformed; the message names the entry and field."""
 
 
-def parse(document: Any) -> discovery.RoutingSnapshot:
+def parse(document: Any) -> RoutingSnapshot:
     if not isinstance(document, Mapping) or not isinstance(document.get("models"), list):
         raise StaticRoutesError("static routes: expected a mapping with a list 'models'")
-    models: list[discovery.ModelRoute] = []
-    endpoints: list[discovery.Endpoint] = []
+    models: list[ModelRoute] = []
+    endpoints: list[Endpoint] = []
     for i, m in enumerate(document["models"]):
         if not isinstance(m, Mapping) or not m.get("name"):
             raise StaticRoutesError(f"static routes: models[{i}].name is required")
@@ -56,7 +61,7 @@ def parse(document: Any) -> discovery.RoutingSnapshot:
                 "pools": m.get("pools", []),
             },
         }
-        route = discovery.model_from_inference_deployment(obj)
+        route = model_from_inference_deployment(obj)
         models.append(route)
         for j, e in enumerate(m.get("endpoints", [])):
             if not isinstance(e, Mapping) or "port" not in e:
@@ -64,7 +69,7 @@ def parse(document: Any) -> discovery.RoutingSnapshot:
                     f"static routes: models[{i}].endpoints[{j}].port is required"
                 )
             endpoints.append(
-                discovery.Endpoint(
+                Endpoint(
                     namespace=route.namespace,
                     pod=str(e.get("pod", f"{route.name}-{j}")),
                     deployment=route.name,
@@ -73,11 +78,11 @@ def parse(document: Any) -> discovery.RoutingSnapshot:
                     port=int(e["port"]),
                 )
             )
-    return discovery.RoutingSnapshot(models=tuple(models), endpoints=tuple(endpoints))
+    return RoutingSnapshot(models=tuple(models), endpoints=tuple(endpoints))
 
 
 class StaticDiscovery:
-    def __init__(self, snapshot: discovery.RoutingSnapshot) -> None:
+    def __init__(self, snapshot: RoutingSnapshot) -> None:
         self.snapshot = snapshot
 
     @classmethod
@@ -85,7 +90,7 @@ class StaticDiscovery:
         with open(path, encoding="utf-8") as f:
             return cls(parse(yaml.safe_load(f)))
 
-    def start(self, on_change: Callable[[discovery.RoutingSnapshot], None]) -> None:
+    def start(self, on_change: Callable[[RoutingSnapshot], None]) -> None:
         on_change(self.snapshot)
 
     def stop(self) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tidepool.adapters import discovery
+from tidepool.api.v1alpha1 import types
+from tidepool.gateway.snapshot import Endpoint, ModelRoute, Pool, RoutingSnapshot
 
 
 def route(
@@ -18,9 +19,9 @@ def route(
     upstream: str | None = None,
     engine: str | None = None,
     adapter: str | None = None,
-) -> discovery.ModelRoute:
+) -> ModelRoute:
     """``adapter`` defaults to ``upstream``: a tenant served under its adapter's name."""
-    return discovery.ModelRoute(
+    return ModelRoute(
         namespace=namespace,
         name=name,
         served_model=served or name,
@@ -28,7 +29,7 @@ def route(
         hybrid=hybrid,
         overflow_concurrency_per_replica=cap,
         routable_pools=routable,
-        pools=tuple(discovery.PoolRole(n, t, r) for n, t, r in pools),
+        pools=tuple(Pool(n, types.Tenancy(t), types.PoolRole(r)) for n, t, r in pools),
         upstream_model=upstream,
         engine=engine,
         adapter=adapter or upstream,
@@ -45,16 +46,14 @@ def endpoint(
     host: str = "127.0.0.1",
     engine: str = "",
     adapters: tuple[str, ...] = (),
-) -> discovery.Endpoint:
-    return discovery.Endpoint(
-        namespace, pod, deployment, pool, host, port, engine, frozenset(adapters)
-    )
+) -> Endpoint:
+    return Endpoint(namespace, pod, deployment, pool, host, port, engine, frozenset(adapters))
 
 
 def snapshot(
-    models: tuple[discovery.ModelRoute, ...], endpoints: tuple[discovery.Endpoint, ...] = ()
-) -> discovery.RoutingSnapshot:
-    return discovery.RoutingSnapshot(models=models, endpoints=endpoints)
+    models: tuple[ModelRoute, ...], endpoints: tuple[Endpoint, ...] = ()
+) -> RoutingSnapshot:
+    return RoutingSnapshot(models=models, endpoints=endpoints)
 
 
 HYBRID_POOLS = (("dedicated-a", "dedicated", "primary"), ("shared", "shared", "overflow"))

@@ -1,12 +1,13 @@
-"""Translation of API JSON into routing values (adapters/discovery.py, no cluster needed)."""
+"""Translation of API JSON into routing values (gateway/snapshot.py, no cluster needed), the
+wake push's values and the static routes file."""
 
 from datetime import UTC, datetime
 
 import pytest
 
-from tidepool.adapters import discovery, wake
+from tidepool.adapters import wake
 from tidepool.api import labels
-from tidepool.gateway import static
+from tidepool.gateway import snapshot, static
 from tidepool.gateway import wake as wakes
 
 
@@ -36,7 +37,7 @@ def _pod(ready="True", ip="127.0.0.9", deleting=False, port_name="http", pool="s
     ],
 )
 def test_endpoint_from_pod(pod, expected):
-    e = discovery.endpoint_from_pod(pod)
+    e = snapshot.endpoint_from_pod(pod)
     assert (None if e is None else (e.host, e.port, e.pool)) == expected
 
 
@@ -76,13 +77,13 @@ def test_endpoint_from_pod(pod, expected):
     ],
 )
 def test_model_from_inference_deployment(obj, served, hybrid, tenant):
-    m = discovery.model_from_inference_deployment(obj)
+    m = snapshot.model_from_inference_deployment(obj)
     assert (m.served_model, m.hybrid, m.tenant) == (served, hybrid, tenant)
     assert m.overflow_concurrency_per_replica == 56  # HybridSpec's default
 
 
 def test_build_snapshot_drops_unroutable_pods():
-    snap = discovery.build_snapshot(
+    snap = snapshot.build_snapshot(
         {"ns/p1": _pod(), "ns/p2": _pod(ready="False")},
         {"ns/llama": {"metadata": {"name": "llama", "namespace": "ns"}}},
     )
@@ -128,7 +129,7 @@ def test_a_long_named_tenants_pods_are_its_endpoints():
     pod = _pod()
     pod["metadata"]["labels"] = labels.selector_labels(long_name) | {labels.POOL: "shared"}
 
-    snap = discovery.build_snapshot(
+    snap = snapshot.build_snapshot(
         {"ns/p1": pod}, {f"ns/{long_name}": {"metadata": {"name": long_name, "namespace": "ns"}}}
     )
 

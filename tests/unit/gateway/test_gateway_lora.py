@@ -10,11 +10,15 @@ import pytest
 from gateway_fakes import FakeDiscovery, FakeWaker
 from snapshots import endpoint, route, snapshot
 
-from tidepool.adapters import discovery
 from tidepool.api import labels
 from tidepool.enginesim import engine as sim_engine
 from tidepool.gateway import auth, proxy, routing
 from tidepool.gateway.model import ResponseRewriter, rewrite_request
+from tidepool.gateway.snapshot import (
+    build_snapshot,
+    endpoint_from_pod,
+    model_from_inference_deployment,
+)
 
 BASE = "meta-llama/Llama-3.1-8B"
 FLEET = "llama-8b"
@@ -271,7 +275,7 @@ def _infd(adapter=None, engine=None, served="bot-chat"):
     ],
 )  # fmt: skip
 def test_route_from_inference_deployment(obj, upstream, engine, adapter):
-    r = discovery.model_from_inference_deployment(obj)
+    r = model_from_inference_deployment(obj)
     assert (r.served_model, r.upstream_model, r.engine, r.adapter) == (
         "bot-chat",
         upstream,
@@ -306,7 +310,7 @@ def _engine_pod(name="sheng-llama-8b-abc", engine_label=FLEET):
 def test_engine_pod_owner(owner, expected):
     pod = _engine_pod()
     pod["metadata"]["labels"] = {labels.COMPONENT: labels.COMPONENT_ENGINE, **owner}
-    e = discovery.endpoint_from_pod(pod)
+    e = endpoint_from_pod(pod)
     assert (None if e is None else (e.deployment, e.engine)) == expected
 
 
@@ -358,7 +362,7 @@ BOTH_LOADED = [
 )
 def test_build_snapshot_gives_fleet_pods_their_recorded_adapters(engines, held):
     pods = {f"p{i}": _engine_pod(f"sheng-{i}") for i in range(2)}
-    snap = discovery.build_snapshot(pods, {"i": _infd("support-bot", FLEET)}, engines)
+    snap = build_snapshot(pods, {"i": _infd("support-bot", FLEET)}, engines)
     assert [(e.pod, e.engine, e.deployment, set(e.adapters)) for e in snap.endpoints] == [
         (f"sheng-{i}", FLEET, "", h) for i, h in enumerate(held)
     ]
@@ -366,8 +370,8 @@ def test_build_snapshot_gives_fleet_pods_their_recorded_adapters(engines, held):
 
 def test_engine_pod_of_a_long_named_fleet_matches_its_route():
     long_name = "llama-3.1-8b-instruct-" + "x" * 60
-    r = discovery.model_from_inference_deployment(_infd("support-bot", long_name))
-    pod = discovery.endpoint_from_pod(_engine_pod(engine_label=r.engine_label))
+    r = model_from_inference_deployment(_infd("support-bot", long_name))
+    pod = endpoint_from_pod(_engine_pod(engine_label=r.engine_label))
     table = routing.RoutingTable.from_snapshot(snapshot((r,), (pod,)))
     assert len(r.engine_label) <= 63
     assert [b.endpoint.pod for b in table.targets()[0].backends] == ["sheng-llama-8b-abc"]
