@@ -101,10 +101,26 @@ class ManagedProcess:
             return ""
 
 
-def operator(kubeconfig: str, prometheus_url: str, *, tick: float = 1.0) -> ManagedProcess:
+def operator(
+    kubeconfig: str,
+    prometheus_url: str,
+    *,
+    tick: float = 1.0,
+    peering: str | None = None,
+    peering_lifetime: int | None = None,
+    identity: str | None = None,
+) -> ManagedProcess:
+    """The operator; standalone unless ``peering`` names a Kopf peering object, to run as one of
+    several replicas (``identity``: its ``POD_ID``, its key in that object)."""
     health = free_port()
+    ha = ["--peering", peering] if peering else []
+    if peering_lifetime is not None:
+        ha += ["--peering-lifetime", str(peering_lifetime)]
+    env = {"KUBECONFIG": kubeconfig}
+    if identity:
+        env["POD_ID"] = identity
     return ManagedProcess(
-        name="operator",
+        name=f"operator {identity}" if identity else "operator",
         args=[
             "run",
             "--kubeconfig",
@@ -119,9 +135,10 @@ def operator(kubeconfig: str, prometheus_url: str, *, tick: float = 1.0) -> Mana
             str(health),
             "--metrics-port",
             str(free_port()),
+            *ha,
         ],
         health_url=f"http://127.0.0.1:{health}/healthz",
-        env={"KUBECONFIG": kubeconfig},
+        env=env,
     )
 
 

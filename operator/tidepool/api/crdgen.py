@@ -239,5 +239,54 @@ def shared_engine_crd() -> JSON:
     )
 
 
+def kopf_peering_crd(*, scope: str) -> JSON:
+    """Kopf's own peering CRD (``ClusterKopfPeering``, or ``KopfPeering`` for ``Namespaced``).
+
+    Kopf does not install it (Kopf's docs, "Peering"), and an operator run with a peering name
+    pauses until it exists. Its shape is Kopf's: one record per running operator under
+    ``status``, written by a plain patch of the object, so there is no status subresource (with
+    one, the API server would drop Kopf's keep-alives).
+    """
+    kind = "ClusterKopfPeering" if scope == "Cluster" else "KopfPeering"
+    plural = f"{kind.lower()}s"
+    free: JSON = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "group": "kopf.dev",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+            },
+            "scope": scope,
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "Kopf's peering: the running operator replicas, so"
+                            " that only the one with the highest priority reconciles.",
+                            "properties": {"spec": free, "status": free},
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 def all_crds() -> list[JSON]:
-    return [gpu_pool_crd(), inference_deployment_crd(), shared_engine_crd()]
+    return [
+        gpu_pool_crd(),
+        inference_deployment_crd(),
+        shared_engine_crd(),
+        kopf_peering_crd(scope="Cluster"),
+        kopf_peering_crd(scope="Namespaced"),
+    ]

@@ -8,6 +8,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tidepool.adapters.kube import Kube
+from tidepool.adapters.peering import PeeringStore
 from tidepool.adapters.prometheus import PrometheusMetrics
 
 MEMO_KEY: Final = "tidepool_deps"
@@ -49,6 +50,22 @@ class Telemetry:
         )
 
 
+@dataclass(frozen=True)
+class Peering:
+    """How this replica takes part in Kopf's peering (see :mod:`tidepool.handlers.main`)."""
+
+    identity: str
+    """This replica's key in the peering objects (Kopf's ``identity``)."""
+    stores: list[PeeringStore]
+    """The ClusterKopfPeering, or one KopfPeering per watched namespace."""
+    lifetime: int
+    """Seconds a record stays alive without a keep-alive: the bound on failover after a crash."""
+    priority: int | None
+    """A fixed priority, or None to rank below the replicas already running."""
+    settle_seconds: float = 1.0
+    """How long to wait after announcing, so a replica started at the same moment is seen."""
+
+
 @dataclass
 class Deps:
     kube: Kube
@@ -63,6 +80,8 @@ class Deps:
     """When some InferenceDeployment last reconciled without an error (for the probes)."""
     last_error: str | None = None
     """The last reconcile error, cleared by the next clean reconcile (for the probes)."""
+    peering: Peering | None = None
+    """None: standalone, the only operator."""
     consistency_timeout: float = 5.0
     """How long a daemon trusts its own status write over Kopf's live view: Kopf's own
     ``settings.persistence.consistency_timeout``, copied at startup."""

@@ -1,24 +1,52 @@
 """``tidepool run``: start the operator.
 
-One active operator at a time: the chart runs a single replica with the ``Recreate`` strategy,
-so Kopf runs ``standalone`` (no peering objects to clean up after a crash). ``--peering`` is
-there for clusters that prefer Kopf's peering.
+High availability is Kopf's peering (Kopf's docs, "Peering"): with ``--peering NAME`` every
+replica keeps a record in the ``ClusterKopfPeering`` (or, with ``--namespace``, a ``KopfPeering``
+in each namespace) called NAME, and Kopf pauses every replica but the one with the highest
+priority: its watches stop, its daemons and timers are stopped, its event handlers (the wake
+forwarder included) receive nothing. A standby therefore neither reconciles nor writes, and
+takes over when the active replica's record expires (``--peering-lifetime`` after its last
+keep-alive, a crash) or is removed (a clean exit). Everything a reconcile needs to resume, the
+plan's timers included, lives in the objects' status, so the standby starts from there.
+
+Why Kopf's peering rather than a coordination.k8s.io Lease: it pauses exactly the machinery that
+must not run twice (every handler, daemon and timer Kopf runs), with no second mechanism to keep
+in step with Kopf's own lifecycle. Its two gaps are closed in
+:func:`tidepool.handlers.startup.join_peering`: equal priorities would pause every replica (the
+replicas of one Deployment share their arguments), so each ranks itself below the live ones;
+and Kopf's first read of the peering object could race a peer started at the same moment, so
+the record is written before Kopf starts. What peering does not give, and a Lease would not
+either without fencing tokens in every write: a replica cut off from the API server for longer
+than the lifetime keeps running and would write again once it reconnects.
+
+Without ``--peering`` the operator runs ``standalone``: the only one (``tidepool run`` on a
+laptop, the tests).
+
+Each replica's Kubernetes client sends a User-Agent naming its identity, so the API server's
+``managedFields`` record which replica wrote each status (the default field manager of a patch
+is the User-Agent up to its first ``/``).
 """
 
 import argparse
 import asyncio
 import logging
 import os
+import re
+import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from tidepool.adapters.kube import Kube, load_client
+from tidepool.adapters.peering import PeeringStore
 from tidepool.adapters.prometheus import PrometheusMetrics, utc_now
 from tidepool.adapters.wake import WakeForwarder
 from tidepool.handlers import startup
-from tidepool.handlers.deps import EXECUTOR_THREADS, MEMO_KEY, Deps, Telemetry
+from tidepool.handlers.deps import EXECUTOR_THREADS, MEMO_KEY, Deps, Peering, Telemetry
+
+#: Default seconds a crashed replica's peering record outlives it (Kopf's default is 60).
+PEERING_LIFETIME = 10
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +86,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--health-port", type=int, default=8080, help="Kopf's /healthz (probe results); 0 disables"
     )
     parser.add_argument("--metrics-port", type=int, default=9090, help="/metrics; 0 disables")
-    parser.add_argument("--peering", default=None, help="Kopf peering name (default: standalone)")
+    parser.add_argument(
+        "--peering",
+        default=os.environ.get("TIDEPOOL_PEERING") or None,
+        help="Kopf peering name: run as one of several replicas, one active (default:"
+        " standalone, the only operator)",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="fixed Kopf peering priority, highest runs (default: below the replicas running)",
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        type=positive_int,
+        default=PEERING_LIFETIME,
+        help="seconds a crashed replica's peering record stays alive: the failover bound",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -75,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
     # thread holds at most one connection at a time, so none is discarded ("Connection pool is
     # full") and reopened when many objects reconcile at once.
     api = load_client(args.kubeconfig, pool_maxsize=EXECUTOR_THREADS)
+    identity = replica_identity()
+    api.user_agent = user_agent(identity)
+    namespaces = args.namespace or []
     # Kopf logs in with the same credentials: its default login reads the kubeconfig location
     # the kubernetes package fixed when it was imported, so --kubeconfig would not reach it.
     kopf.on.login()(kopf_login(api.configuration))
@@ -85,14 +133,24 @@ def run(args: argparse.Namespace) -> int:
         tick_seconds=args.tick,
         max_concurrent_migrations=args.max_concurrent_migrations,
         telemetry=Telemetry(),
+        peering=None
+        if args.peering is None
+        else Peering(
+            # Kopf's Identity is a NewType of str, not exported; the same key as ours.
+            identity=cast(Any, identity),
+            stores=[PeeringStore(api, args.peering, ns) for ns in namespaces or [None]],
+            lifetime=args.peering_lifetime,
+            priority=args.priority,
+        ),
     )
     if args.metrics_port:
         startup.serve_metrics(deps, args.health_host, args.metrics_port)
-    namespaces = args.namespace or []
     asyncio.run(
         kopf.operator(
             standalone=args.peering is None,
             peering_name=args.peering,
+            # Kopf's Identity is a NewType of str, not exported; the same key as ours.
+            identity=cast(Any, identity),
             namespaces=namespaces,
             clusterwide=not namespaces,
             memo=kopf.Memo(**{MEMO_KEY: deps, wake.MEMO_KEY: WakeForwarder(api)}),
@@ -100,6 +158,31 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def replica_identity() -> str:
+    """This replica's name among its peers: Kopf's ``POD_ID`` convention if set, else the
+    pod's (or machine's) hostname and the process id, e.g. ``tidepool-operator-7c9f-x2k4p-1``.
+
+    Letters, digits, ``.``, ``_`` and ``-`` only: it is a key in the peering object's status
+    and goes in the User-Agent before the ``/``.
+    """
+    raw = os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)[:100]
+
+
+def user_agent(identity: str) -> str:
+    """``tidepool-operator@<identity>/python``: the API server names a patch's default field
+    manager after the User-Agent up to its first ``/``, so ``managedFields`` tell which
+    replica wrote what."""
+    return f"tidepool-operator@{identity}/python"
 
 
 def kopf_login(cfg: Any) -> Callable[..., kopf.ConnectionInfo]:

@@ -8,7 +8,8 @@ Settings are explicit, each with its reason:
   a load balancer) is replaced within a minute, and reconnects back off briefly;
 - the executor is sized for many objects: each InferenceDeployment's daemon is a thread;
 - a handler that fails with an unexpected error is retried after ``ERROR_BACKOFF_SECONDS``,
-  not Kopf's default minute: the daemon is what keeps serving and scaling that model.
+  not Kopf's default minute: the daemon is what keeps serving and scaling that model;
+- with peering on, the replica's priority and keep-alive lifetime (:func:`join_peering`).
 
 Health is Kopf's own: ``kopf.operator(liveness_endpoint=...)`` serves ``/healthz`` once the
 startup handlers have finished, answering with what the ``@kopf.on.probe`` handlers below
@@ -16,22 +17,26 @@ return (Kopf's docs on health checks).
 """
 
 import logging
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import kopf
 from prometheus_client import start_http_server
 
+from tidepool.adapters.peering import Peer, parse_peers, standby_priority
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api.labels import PREFIX
-from tidepool.handlers.deps import EXECUTOR_THREADS, MEMO_KEY, Deps
+from tidepool.handlers.deps import EXECUTOR_THREADS, MEMO_KEY, Deps, Peering
 
 KOPF_PREFIX = f"kopf.{PREFIX}"
 ERROR_BACKOFF_SECONDS: Final = 10.0
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
     deps: Deps = memo[MEMO_KEY]
     # Kopf drops annotations under its storage prefix from the object's essence (so its own
     # writes do not retrigger it). Its prefix must therefore differ from the one the gateway's
@@ -51,6 +56,52 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.request_timeout = 30
     deps.consistency_timeout = settings.persistence.consistency_timeout
     deps.kube.list_pools()  # fail fast (and visibly) if the CRDs or RBAC are missing
+    if deps.peering is not None:
+        join_peering(settings, deps.peering, logger, started_at=deps.started_at)
+
+
+def join_peering(
+    settings: kopf.OperatorSettings, peering: Peering, logger: kopf.Logger, *, started_at: datetime
+) -> None:
+    """Rank this replica among the running ones and announce it before Kopf watches anything.
+
+    Kopf pauses a replica while a live peer has a higher priority (and starts it paused until it
+    has read the peering object), so the replica ranked highest is the active one and the
+    others are standbys with no daemon, timer or event handler running. The rank comes from
+    :func:`~tidepool.adapters.peering.standby_priority`: below every live peer.
+
+    Kopf's keep-alive and its first read of the peering object race each other; two replicas
+    started together could both read it before either has written, and both run until the next
+    keep-alive. So the record is written here, before Kopf starts, and the startup waits
+    ``settle_seconds``: a replica whose write landed after ours then lands before our read, and
+    one that read before our write ranks itself by its own earlier start. Either way one pauses.
+
+    A crashed replica's record outlives it by at most ``lifetime`` seconds (Kopf's keep-alive
+    comes every ``lifetime - 5..10`` seconds, at least every second), so that is the bound on
+    failover; a replica that exits cleanly removes its record at once.
+    """
+    settings.peering.lifetime = peering.lifetime
+    now = utc_now()
+    peers = [peer for store in peering.stores for peer in parse_peers(store.ensure().get("status"))]
+    priority = peering.priority
+    if priority is None:
+        priority = standby_priority(
+            peers, identity=peering.identity, started_at=started_at, now=now
+        )
+    settings.peering.priority = priority
+    me = Peer(peering.identity, priority, timedelta(seconds=peering.lifetime), now)
+    for store in peering.stores:
+        store.announce(me)
+    live = sorted(
+        (p for p in peers if p.identity != peering.identity and p.alive(now)),
+        key=lambda p: -p.priority,
+    )
+    role = "standby behind " + ", ".join(p.identity for p in live) if live else "active"
+    logger.info(
+        f"peering as {peering.identity!r}, priority {priority}, lifetime {peering.lifetime}s:"
+        f" {role}"
+    )
+    time.sleep(peering.settle_seconds)
 
 
 # The probe handlers report and never raise. Kopf answers a failed probe with a 500, and the
