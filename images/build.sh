@@ -114,4 +114,10 @@ for target in "${TARGETS[@]}"; do
   fi
   echo "$target=$image"
 done
+# Older builds of these images would pile up with every source change: keep only the current
+# tags. Untagged build stages stay: they are the layer cache (the locked dependencies), and
+# differ from each other by a few megabytes of wheel.
+podman images --format '{{.Repository}}:{{.Tag}}' \
+  | grep -E '^(localhost/)?tidepool/(operator|gateway|engine-sim):' | grep -v ":$tag\$" \
+  | xargs -r podman rmi --force >/dev/null 2>&1 || true
 step "images ready ($(elapsed))"
