@@ -7,7 +7,8 @@ import pytest
 
 from tidepool.adapters import wake
 from tidepool.api import labels
-from tidepool.gateway import snapshot, static
+from tidepool.api.v1alpha1 import types
+from tidepool.gateway import routing, snapshot, static
 from tidepool.gateway import wake as wakes
 
 
@@ -80,6 +81,61 @@ def test_model_from_inference_deployment(obj, served, hybrid, tenant):
     m = snapshot.model_from_inference_deployment(obj)
     assert (m.served_model, m.hybrid, m.tenant) == (served, hybrid, tenant)
     assert m.overflow_concurrency_per_replica == 56  # HybridSpec's default
+
+
+DED, SHARED = types.Tenancy.DEDICATED, types.Tenancy.SHARED
+PRIMARY, OVERFLOW = types.PoolRole.PRIMARY, types.PoolRole.OVERFLOW
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        pytest.param(
+            {"name": "ded", "tenancy": "dedicated", "role": "overflow"},
+            snapshot.Pool("ded", DED, OVERFLOW),
+            id="known-values",
+        ),
+        pytest.param(
+            {"name": "mig", "tenancy": "dedicated", "role": "target"},
+            snapshot.Pool("mig", DED, types.PoolRole.TARGET),
+            id="migration-target",
+        ),
+        pytest.param({"name": "s"}, snapshot.Pool("s", SHARED, PRIMARY), id="none-given"),
+        pytest.param(
+            {"name": "s", "tenancy": "metered", "role": "canary"},
+            snapshot.Pool("s", SHARED, PRIMARY),
+            id="a-newer-operators-values",
+        ),
+        pytest.param(
+            {"name": "s", "tenancy": 7, "role": ["overflow"]},
+            snapshot.Pool("s", SHARED, PRIMARY),
+            id="not-strings",
+        ),
+    ],
+)
+def test_status_pools_read_into_the_api_enums(entry, expected):
+    m = snapshot.model_from_inference_deployment(
+        {"metadata": {"name": "m"}, "status": {"pools": [entry]}}
+    )
+    assert m.pools == (expected,)
+    assert (type(m.pools[0].tenancy), type(m.pools[0].role)) == (types.Tenancy, types.PoolRole)
+
+
+@pytest.mark.parametrize("tenancy", ["dedicated", "shared"])
+@pytest.mark.parametrize("hybrid", ["hybrid", "serverless"])
+def test_an_unknown_role_routes_as_primary(tenancy, hybrid):
+    """How routing treated a role string it did not know before roles were read as the enum."""
+
+    def backend(role):
+        obj = {
+            "metadata": {"name": "m", "namespace": "ns"},
+            "spec": {"mode": hybrid},
+            "status": {"pools": [{"name": "shared", "tenancy": tenancy, "role": role}]},
+        }
+        route = snapshot.model_from_inference_deployment(obj)
+        return routing.classify(route, snapshot.endpoint_from_pod(_pod()))
+
+    assert backend("canary") == backend("primary") is not None
 
 
 def test_build_snapshot_drops_unroutable_pods():
