@@ -37,8 +37,24 @@ class Program(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
+#: Packages of optional extras -> the extra that provides them.
+EXTRAS: dict[str, str] = {"numpy": "sim", "matplotlib": "sim"}
+
+
 def _load(module: str) -> Program:
-    return cast(Program, importlib.import_module(module))
+    """Import a program; one line naming the extra to install when a package of one is missing
+    (the container images leave the `sim` extra out)."""
+    try:
+        return cast(Program, importlib.import_module(module))
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        sys.stderr.write(
+            f"tidepool: this command needs the '{extra}' extra ({exc.name} is missing):"
+            f" pip install 'tidepool[{extra}]'\n"
+        )
+        raise SystemExit(2) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
