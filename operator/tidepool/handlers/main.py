@@ -169,12 +169,17 @@ def positive_int(text: str) -> int:
 
 def replica_identity() -> str:
     """This replica's name among its peers: Kopf's ``POD_ID`` convention if set, else the
-    pod's (or machine's) hostname and the process id, e.g. ``tidepool-operator-7c9f-x2k4p-1``.
+    chart's ``POD_NAME`` (downward API), else the machine's hostname and the process id, e.g.
+    ``laptop-4211``.
 
     Letters, digits, ``.``, ``_`` and ``-`` only: it is a key in the peering object's status
     and goes in the User-Agent before the ``/``.
     """
-    raw = os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
+    raw = (
+        os.environ.get("POD_ID")
+        or os.environ.get("POD_NAME")
+        or f"{socket.gethostname()}-{os.getpid()}"
+    )
     return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)[:100]
 
 

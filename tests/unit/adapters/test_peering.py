@@ -103,6 +103,9 @@ def test_identity_and_user_agent_fit_a_status_key_and_a_field_manager(
     # The API server names a patch's field manager after the User-Agent up to its first "/".
     assert user_agent("op-1").split("/")[0] == "tidepool-operator@op-1"
     monkeypatch.delenv("POD_ID")
+    monkeypatch.setenv("POD_NAME", "tidepool-operator-7c9f-abcde")
+    assert replica_identity() == "tidepool-operator-7c9f-abcde"
+    monkeypatch.delenv("POD_NAME")
     assert "/" not in replica_identity()
 
 
