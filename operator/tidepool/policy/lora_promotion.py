@@ -14,13 +14,19 @@ tenants' offered load needs (:func:`fleet_replicas`: at its target utilization, 
 minimum, at least one while anyone sends). A tenant's *spend* is the fleet's monthly GPU spend
 times its share of the fleet's tokens (gateway counters, input plus output). What the placement
 compares is a little more: the apportioned share of the fleet *without* the tenant, plus the
-whole of the replicas it forces the fleet to add (nobody else needs them). Worked example (test
-``engine-share-forced-replica``), H100s at $7.79/GPU-hour, 1 GPU per replica, target 0.875:
+whole of the capacity it forces the fleet to add (nobody else needs it). That capacity is
+counted in replicas of work at the target, not in whole replicas: whether a tenant tips the
+fleet over a replica boundary depends on where the others' load happens to sit, and a tenant
+with 6% of the tokens charged a whole replica for it would be promoted on a rounding accident.
+Worked example (test ``engine-share-forced-replica``), H100s at $7.79/GPU-hour, 1 GPU per
+replica, target 0.875:
 
 * the others keep 1.5 replicas busy (2 replicas), the tenant 1.0 more: 2.5 / 0.875 -> 3
-  replicas, so it forces 1;
+  replicas; it forces ``1.0 / 0.875 = 1.14`` replicas of capacity;
 * it sends 40% of the tokens: spend ``3 x 7.79 x 730 x 0.4 = $6,824``/month;
-* its decision cost: ``2 x 7.79 x 730 x 0.4 + 1 x 7.79 x 730 = $4,549 + $5,687 = $10,236``.
+* its decision cost: ``2 x 7.79 x 730 x 0.4 + 1.14 x 7.79 x 730 = $4,549 + $6,499 = $11,048``.
+
+A tenant alone on a fleet that would otherwise sleep forces at least one whole replica.
 
 Its *chargeback* (the pool's per-token price times its tokens) is reported beside spend, never
 mixed into it.
@@ -71,8 +77,8 @@ class EngineSpend:
     engine: str
     fleet_replicas: int
     """Replicas the fleet needs with the tenant."""
-    forced_replicas: int
-    """Of those, the ones only the tenant needs."""
+    forced_replicas: float
+    """The capacity only the tenant needs, in replicas (:func:`forced_capacity`)."""
     token_share: float
     """The tenant's share of the fleet's tokens (0..1)."""
     spend_monthly: float
@@ -95,6 +101,23 @@ def fleet_replicas(work: float, share: EngineShare) -> int:
     if work <= 0:
         return share.min_replicas
     return max(share.min_replicas, 1, math.ceil(work / share.target_utilization - 1e-9))
+
+
+def forced_capacity(others: float, mine: float, share: EngineShare) -> float:
+    """Replicas of capacity the fleet adds for ``mine`` replicas of work beside ``others``.
+
+    The fleet's size as a continuous function of its work (``work / target``, at least one
+    replica while anyone sends, at least its minimum), taken with and without the tenant. E.g.
+    others 1.5 and mine 1.0 at 0.875: ``2.5/0.875 - 1.5/0.875 = 1.14``; alone, 0.1 of work:
+    ``max(1, 0.11) - 0 = 1``; alone on a fleet kept warm at 2: ``2 - 2 = 0``.
+    """
+
+    def size(work: float) -> float:
+        if work <= 0:
+            return float(share.min_replicas)
+        return max(float(share.min_replicas), 1.0, work / share.target_utilization)
+
+    return max(0.0, size(others + mine) - size(others))
 
 
 def engine_spend(
@@ -123,10 +146,10 @@ def engine_spend(
     total = tokens + share.others_input_tokens_per_second + share.others_output_tokens_per_second
     token_share = tokens / total if total > 0 else 0.0
 
-    def monthly(replicas: int) -> float:
+    def monthly(replicas: float) -> float:
         return cost.dedicated_monthly(replicas * share.gpus_per_replica, share.price_per_gpu_hour)
 
-    forced = max(0, with_tenant - without)
+    forced = forced_capacity(others, mine, share)
     chargeback = (
         cost.serverless_monthly(tokens, share.price_per_million_tokens)
         if share.price_per_million_tokens is not None
@@ -157,13 +180,13 @@ def engine_spend(
 def engine_text(spend: EngineSpend) -> str:
     """The shared-engine option for status and events.
 
-    E.g. ``SharedEngine base-8b $6,824 (40% of the tokens on 3 replica(s); $10,236 with the 1
-    replica(s) it adds)``.
+    E.g. ``SharedEngine base-8b $6,824 (40% of the tokens on 3 replica(s); $11,048 with the 1.14
+    replica(s) of capacity it adds)``.
     """
     forced = (
-        f"; {cost.money(spend.decision_monthly)} with the {spend.forced_replicas} replica(s)"
-        " it adds"
-        if spend.forced_replicas
+        f"; {cost.money(spend.decision_monthly)} with the {spend.forced_replicas:.2f} replica(s)"
+        " of capacity it adds"
+        if spend.forced_replicas > 0
         else ""
     )
     slo = f" (misses SLO: {spend.slo_note})" if spend.slo_note else ""

@@ -105,44 +105,62 @@ def inputs(**kw: Any) -> PlacementInputs:
 
 def test_engine_share_forced_replica() -> None:
     """Others 1.2 replicas of work (2 replicas), the tenant 1.0 more: 2.2 / 0.875 -> 3, it
-    forces 1 and sends 1/2.2 of the tokens; then the module docstring's 40% tenant."""
+    forces 1.0 / 0.875 = 1.14 replicas of capacity and sends 1/2.2 of the tokens; then the module
+    docstring's 40% tenant."""
     got = spend(engine(), 1.0)
-    assert (got.fleet_replicas, got.forced_replicas) == (3, 1)
+    assert got.fleet_replicas == 3
+    assert got.forced_replicas == pytest.approx(1.0 / 0.875)
     assert got.token_share == pytest.approx(1.0 / 2.2)
     assert got.spend_monthly == pytest.approx(3 * GPU_MONTH / 2.2)
-    assert got.decision_monthly == pytest.approx(2 * GPU_MONTH / 2.2 + GPU_MONTH)
+    assert got.decision_monthly == pytest.approx(2 * GPU_MONTH / 2.2 + GPU_MONTH / 0.875)
     # 40% of the tokens: others 1.5 (2 replicas), the tenant 1.0: 2.5 / 0.875 -> 3.
     forty = spend(engine(others=1.5), 1.0)
     assert forty.token_share == pytest.approx(0.4)
-    assert forty.forced_replicas == 1
+    assert forty.forced_replicas == pytest.approx(1.14, abs=0.005)
     assert round(forty.spend_monthly) == 6_824
-    assert round(forty.decision_monthly) == 10_236
+    assert round(forty.decision_monthly) == 11_048
     assert lora_promotion.engine_text(forty) == (
-        "SharedEngine base-8b $6,824 (40% of the tokens on 3 replica(s); $10,236 with the 1"
-        " replica(s) it adds)"
+        "SharedEngine base-8b $6,824 (40% of the tokens on 3 replica(s); $11,048 with the 1.14"
+        " replica(s) of capacity it adds)"
     )
+
+
+def test_a_small_tenant_is_not_charged_a_whole_replica_for_tipping_the_fleet() -> None:
+    # Others at 1.74 replicas of work (2 replicas at 0.875); a tenant with 0.02 more tips the
+    # fleet to 3 replicas, but the capacity it forces is 0.02 / 0.875 = 0.023 of a replica.
+    got = spend(engine(others=1.74), 0.02)
+    assert got.fleet_replicas == 3
+    assert got.forced_replicas == pytest.approx(0.02 / 0.875)
+    assert got.decision_monthly < 0.1 * GPU_MONTH
 
 
 @pytest.mark.parametrize(
     ("share", "load", "fleet", "forced", "slo"),
     [
-        pytest.param(engine(), (0.5, None), 2, 0, True, id="fits-in-the-fleet-it-would-have"),
-        pytest.param(engine(), (1.0, None), 3, 1, True, id="forces-one-replica"),
-        pytest.param(engine(others=0.0), (0.1, None), 1, 1, True, id="alone-forces-the-first"),
         pytest.param(
-            engine(others=0.0, min_replicas=2), (0.1, None), 2, 0, True, id="warm-minimum-free"
+            engine(), (0.5, None), 2, 0.5 / 0.875, True, id="fits-in-the-fleet-it-would-have"
         ),
-        pytest.param(engine(max_replicas=2), (0.5, 1.0), 2, 0, False, id="peak-beyond-max"),
-        pytest.param(engine(has_slot=False), (0.1, None), 2, 0, False, id="no-adapter-slot"),
-        pytest.param(engine(), (0.0, None), 2, 0, True, id="silent-tenant-pays-nothing"),
+        pytest.param(engine(), (1.0, None), 3, 1.0 / 0.875, True, id="tips-it-to-three"),
+        pytest.param(engine(others=0.0), (0.1, None), 1, 1.0, True, id="alone-forces-the-first"),
+        pytest.param(
+            engine(others=0.0, min_replicas=2), (0.1, None), 2, 0.0, True, id="warm-minimum-free"
+        ),
+        pytest.param(
+            engine(max_replicas=2), (0.5, 1.0), 2, 0.5 / 0.875, False, id="peak-beyond-max"
+        ),
+        pytest.param(
+            engine(has_slot=False), (0.1, None), 2, 0.1 / 0.875, False, id="no-adapter-slot"
+        ),
+        pytest.param(engine(), (0.0, None), 2, 0.0, True, id="silent-tenant-pays-nothing"),
     ],
 )
 def test_engine_spend(
-    share: EngineShare, load: tuple[float, float | None], fleet: int, forced: int, slo: bool
+    share: EngineShare, load: tuple[float, float | None], fleet: int, forced: float, slo: bool
 ) -> None:
     mean, peak = load
     got = spend(share, mean, peak)
-    assert (got.fleet_replicas, got.forced_replicas, got.meets_slo) == (fleet, forced, slo)
+    assert (got.fleet_replicas, got.meets_slo) == (fleet, slo)
+    assert got.forced_replicas == pytest.approx(forced)
     assert bool(got.slo_note) != slo
     if mean == 0:
         assert got.spend_monthly == got.decision_monthly == 0.0
@@ -253,16 +271,19 @@ def test_promotion_message_names_the_engine_share_and_the_slo() -> None:
 
 def test_numeric_promotion_example() -> None:
     """3 replicas of work beside the others' 1.2: the fleet needs ceil(4.2 / 0.875) = 5 replicas
-    instead of ceil(1.2 / 0.875) = 2, so the tenant forces 3 and pays 3/4.2 of the other 2
-    (its token share): $25,184/month; its own: ceil(3 / 0.875) = 4 dedicated 1-GPU replicas,
-    $22,747/month."""
+    instead of ceil(1.2 / 0.875) = 2; the tenant forces 3 / 0.875 = 3.43 replicas of capacity
+    and pays 3/4.2 of the other 2 (its token share): $27,621/month; its own: ceil(3 / 0.875) = 4
+    dedicated 1-GPU replicas, $22,747/month."""
     got = placement.decide(inputs(traffic=traffic(3.0)), NOW)
     assert got.cost is not None
     assert got.cost.engine is not None
-    assert got.cost.engine.forced_replicas == 3
-    assert got.cost.serverless_monthly == pytest.approx(2 * GPU_MONTH * 3 / 4.2 + 3 * GPU_MONTH)
+    assert got.cost.engine.forced_replicas == pytest.approx(3 / 0.875)
+    assert got.cost.serverless_monthly == pytest.approx(
+        2 * GPU_MONTH * 3 / 4.2 + 3 / 0.875 * GPU_MONTH
+    )
+    assert round(got.cost.serverless_monthly) == 27_621
     assert got.cost.dedicated_monthly == pytest.approx(4 * GPU_MONTH)
-    # 4 <= (1 - 0.15) x 4.43: the evidence favours GPUs from now on.
+    # 4 <= (1 - 0.15) x 4.86: the evidence favours GPUs from now on.
     assert got.above_since == NOW
 
 
@@ -276,14 +297,17 @@ def test_numeric_promotion_example() -> None:
     st.integers(0, 3),
     st.integers(1, 16),
 )
-def test_spend_never_exceeds_decision_cost_and_shares_add_up(
+def test_spend_and_decision_cost_are_bounded(
     mine: float, extra_peak: float, others: float, min_replicas: int, max_replicas: int
 ) -> None:
     share = engine(others=others, min_replicas=min_replicas, max_replicas=max_replicas)
     got = spend(share, mine, mine + extra_peak)
     assert 0.0 <= got.token_share <= 1.0
-    assert 0.0 <= got.spend_monthly <= got.decision_monthly + 1e-6
-    assert got.fleet_replicas >= got.forced_replicas >= 0
+    assert got.spend_monthly >= 0.0
+    assert got.forced_replicas >= 0.0
+    # The decision never charges less than the share of the fleet the others already need.
+    without = lora_promotion.fleet_replicas(others, share)
+    assert got.decision_monthly >= without * GPU_MONTH * got.token_share - 1e-6
 
 
 @given(st.floats(0.0, 29.99), st.floats(0.0, 5.0), st.sampled_from([S, D, H]))
