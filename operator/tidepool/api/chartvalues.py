@@ -289,9 +289,9 @@ _GPU_TOLERATION: Final = types.Toleration(
 
 
 def _default_pools() -> list[ChartGPUPool]:
-    # The same two pools as examples/gpupools.yaml (a test keeps them equal). Prices from the
-    # seeds: an A100 at $4.00/h (seed 004) and Llama-3-8B-class serverless at $0.20 per
-    # million tokens (seed 002).
+    # The same two pools as examples/gpupools.yaml (a test keeps them equal). Published prices:
+    # an A100 at $4.00/h (a serverless-vs-dedicated decision guide's example) and Llama-3-8B-class
+    # serverless at $0.20 per million tokens (Fireworks).
     return [
         ChartGPUPool(
             name="shared-a100",

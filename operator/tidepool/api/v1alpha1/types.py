@@ -5,8 +5,9 @@ regenerates and diffs. Field descriptions become ``kubectl explain`` text, and t
 ``x-kubernetes-validations`` entries are CEL rules the API server enforces at admission, so a bad
 manifest is refused with a message that names the field, before the operator ever sees it.
 
-Defaults come from the product brief and the seeds: scale to zero after 5 idle minutes (OpenPipe's
-hourly type), promote above 50% utilization and demote below 30% (the decision framework seed).
+Defaults come from published practice: scale to zero after 5 idle minutes (OpenPipe's hourly
+deployments), promote above 50% utilization and demote below 30% (a serverless-vs-dedicated
+decision guide's utilization band).
 """
 
 from datetime import datetime
@@ -398,7 +399,7 @@ class EngineSpec(_Model):
     prefix_caching: bool = False
     """Enable automatic prefix caching."""
     speculative_decoding: SpeculativeDecoding | None = None
-    """Speculative decoding; the seeds report 50%+ lower latency on dedicated deployments."""
+    """Speculative decoding; OpenPipe reports 50%+ lower latency on dedicated deployments."""
     extra_args: list[Annotated[str, Field(max_length=MAX_EXTRA_ARGS_CHARS)]] = Field(
         default_factory=list,
         max_length=MAX_LIST_ITEMS,
