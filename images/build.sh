@@ -114,10 +114,11 @@ for target in "${TARGETS[@]}"; do
   fi
   echo "$target=$image"
 done
-# Older builds of these images would pile up with every source change: keep only the current
-# tags. Untagged build stages stay: they are the layer cache (the locked dependencies), and
-# differ from each other by a few megabytes of wheel.
-podman images --format '{{.Repository}}:{{.Tag}}' \
+# Older builds of these images would pile up with every source change: drop those made more
+# than 12 hours ago (another checkout's test run may be using a recent one; an image a
+# container still uses is kept, no --force). Untagged build stages stay: they are the layer
+# cache (the locked dependencies) and differ from each other by a few megabytes of wheel.
+podman images --filter until=12h --format '{{.Repository}}:{{.Tag}}' \
   | grep -E '^(localhost/)?tidepool/(operator|gateway|engine-sim):' | grep -v ":$tag\$" \
-  | xargs -r podman rmi --force >/dev/null 2>&1 || true
+  | xargs -r -n1 podman rmi >/dev/null 2>&1 || true
 step "images ready ($(elapsed))"
