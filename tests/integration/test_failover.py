@@ -19,7 +19,6 @@ import re
 import statistics
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -39,7 +38,9 @@ from tidepool_stack import (
     gateway_knows,
     get_infd,
     infd_manifest,
+    reconciles,
     wait_for,
+    wait_for_reconciles,
 )
 from urllib3.exceptions import ProtocolError
 
@@ -74,22 +75,6 @@ def _serverless(name: str, ns: str, **scaling: object) -> dict:
     )
     body["metadata"]["annotations"] = SIM_LOAD
     return body
-
-
-def _metrics_port(proc: stack.ManagedProcess) -> int:
-    return int(proc.args[proc.args.index("--metrics-port") + 1])
-
-
-def reconciles(proc: stack.ManagedProcess) -> float:
-    """The replica's ``tidepool_operator_reconcile_total`` over every result."""
-    url = f"http://127.0.0.1:{_metrics_port(proc)}/metrics"
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        text = resp.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("tidepool_operator_reconcile_total{")
-    )
 
 
 class StatusWriters:
@@ -201,7 +186,11 @@ def test_the_standby_takes_over_from_a_killed_active_replica_without_a_failed_re
                 standby = _replica(tidepool, f"op-{i + 1}").start()
                 replicas.append(standby)
                 gateway_knows(tidepool.gateway_url, f"sleeper-{i}")
-                time.sleep(3)  # the standby is up; give it time to (wrongly) reconcile
+                # Every tenant synced twice by the active replica with the standby up: time in
+                # which a standby that was not paused would have reconciled too.
+                wait_for_reconciles(
+                    active, 2 * (1 + ROUNDS), what="the active replica's syncs beside the standby"
+                )
                 assert reconciles(standby) == 0, f"standby reconciled:\n{standby.tail()}"
                 assert reconciles(active) > 0
 

@@ -35,6 +35,7 @@ from tidepool_stack import (
     get_infd,
     replicas_of,
     wait_for,
+    wait_for_reconciles,
 )
 from urllib3.exceptions import ProtocolError
 
@@ -153,7 +154,9 @@ def test_waking_every_tenant_from_zero_starts_no_replica_of_their_own(
         )
         for i in range(TENANTS):
             gateway_knows(tidepool.gateway_url, _served(i), timeout=30)
-        time.sleep(3)  # several syncs of every tenant with the fleet asleep
+        wait_for_reconciles(
+            tidepool.operator, 2 * TENANTS, what="syncs of every tenant with the fleet asleep"
+        )
         assert replicas_of(kube, FLEET_NAMESPACE, fleet) == 0, "the fleet starts asleep"
         asleep = dict(own.seen)
 
@@ -163,7 +166,9 @@ def test_waking_every_tenant_from_zero_starts_no_replica_of_their_own(
                 senders.map(lambda i: complete(tidepool.gateway_url, _served(i)), range(TENANTS))
             )
         took = time.monotonic() - started
-        time.sleep(3)  # the tenants' syncs after the wake
+        wait_for_reconciles(
+            tidepool.operator, 2 * TENANTS, what="the tenants' syncs after the wake"
+        )
 
     print(
         f"wake of {TENANTS} tenants at once: answered {[r.status for r in replies]} after"

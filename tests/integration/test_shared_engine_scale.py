@@ -274,6 +274,15 @@ class Clients:
             self._sent += 1
             return self._sent % TENANTS
 
+    def answered(self) -> int:
+        with self._lock:
+            return sum(self.ok.values())
+
+    def wait_answered(self, more: int, *, what: str) -> None:
+        """Wait until ``more`` further requests were answered: traffic really went on."""
+        start = self.answered()
+        wait_for(lambda: self.answered() >= start + more, timeout=60, what=what)
+
     def _run(self) -> None:
         while (i := self._next()) is not None:
             status, body, backend = _post(self.url, _served(i), _key(i))
@@ -396,9 +405,9 @@ def test_an_operator_restart_under_load_leaves_every_adapter_loaded_and_recorded
     kube: client.ApiClient, fleet: Fleet, tidepool: Tidepool
 ) -> None:
     with Clients(fleet.gateway_url, clients=6) as clients:
-        time.sleep(2)
+        clients.wait_answered(2 * TENANTS, what="traffic to be flowing before the kill")
         tidepool.operator.kill()
-        time.sleep(2)  # traffic goes on with no operator at all
+        clients.wait_answered(2 * TENANTS, what="traffic answered with no operator at all")
         tidepool.restart_operator()
         # A spec edit only a running operator acknowledges (status.observedGeneration).
         custom = client.CustomObjectsApi(kube)
@@ -414,7 +423,7 @@ def test_an_operator_restart_under_load_leaves_every_adapter_loaded_and_recorded
             timeout=30,
             what="the new operator to reconcile the SharedEngine",
         )
-        time.sleep(2)
+        clients.wait_answered(2 * TENANTS, what="traffic answered under the new operator")
     assert clients.failures == []
     assert sum(clients.ok.values()) > 0
 

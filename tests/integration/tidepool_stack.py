@@ -5,11 +5,13 @@ Everything talks to the real local control plane and to processes on loopback on
 
 from __future__ import annotations
 
+import urllib.request
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+import stack
 from traffic import Reply, TrafficLoop, complete, gateway_knows, wait_for
 
 __all__ = ["Reply", "TrafficLoop", "complete", "gateway_knows", "wait_for"]
@@ -83,3 +85,22 @@ def replicas_of(kube: client.ApiClient, namespace: str, name: str) -> int | None
             return None
         raise
     return int(dep.spec.replicas or 0)
+
+
+def reconciles(operator: stack.ManagedProcess) -> float:
+    """The operator process's ``tidepool_operator_reconcile_total`` over every result."""
+    port = int(operator.args[operator.args.index("--metrics-port") + 1])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tidepool_operator_reconcile_total{")
+    )
+
+
+def wait_for_reconciles(operator: stack.ManagedProcess, count: int, *, what: str) -> None:
+    """Wait until ``operator`` has reconciled ``count`` more times from now: the condition a
+    test that checks something did *not* happen over several syncs stands on."""
+    start = reconciles(operator)
+    wait_for(lambda: reconciles(operator) >= start + count, timeout=60, what=what)
