@@ -34,6 +34,10 @@ from typing import Final
 
 from tidepool.sim import config, report, shared, shared_compare, simulate, traces
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.rows import NO_TRACE, exit_code, finite, money, num
+
 #: ``shared/`` sits beside the repository, as the unit tests find it.
 TRACE: Final = (
     Path(__file__).resolve().parents[3]
@@ -42,9 +46,6 @@ TRACE: Final = (
     / "servegen_alibaba"
     / "servegen_client_rate_windows.csv.gz"
 )
-MISSED: Final = 1
-NO_TRACE: Final = 2
-FAILED: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,25 +132,6 @@ def pools_of(path: Path, hours: float) -> list[str]:
     return list(shared_compare.by_pool(workload))
 
 
-def exit_code(rows: list[Row]) -> int:
-    """3 when a row failed to run, else 1 when a row misses a target, else 0."""
-    if any(r.error is not None for r in rows):
-        return FAILED
-    if any(r.misses for r in rows):
-        return MISSED
-    return 0
-
-
-def _num(x: float | None, spec: str) -> str:
-    if x is None:
-        return "none"
-    return f"{x:{spec}}" if math.isfinite(x) else "-"
-
-
-def _money(x: float) -> str:
-    return f"${x:,.0f}" if math.isfinite(x) else "-"
-
-
 def table(rows: list[Row]) -> str:
     """One line per pool, worst first (failed rows, then by whole pool / own replicas). Beside
     shared + auto, the columns "shared $", "tail shr$" and "SLO shr" give every tenant on the
@@ -162,26 +144,22 @@ def table(rows: list[Row]) -> str:
         f" {'worst p99':>9} {'promoted':>8} {'secs':>5}  missed"
     )
     lines = [head, "-" * len(head)]
-    order = sorted(rows, key=lambda r: (r.error is None, -_finite(r.pool_vs_own)))
+    order = sorted(rows, key=lambda r: (r.error is None, -finite(r.pool_vs_own)))
     for r in order:
         ran = r.error is None
         lines.append(
-            f"{r.pool:<12} {r.tenants:>7} {_num(r.tail_vs_own, '.3f'):>8}"
-            f" {_num(r.pool_vs_own, '.3f'):>8} {_num(r.vs_split, '.3f'):>6}"
-            f" {_num(r.vs_bound, '.2f'):>6} {_money(r.own):>8} {_money(r.shared_spend):>8}"
-            f" {_money(r.auto):>8} {_money(r.split):>8} {r.split_k if ran else '-':>2}"
-            f" {_money(r.bound):>8} {_money(r.tail_own):>9} {_money(r.tail_auto):>10}"
-            f" {_money(r.tail_shared):>9} {f'{r.slo_ok}/{r.tenants}' if ran else '-':>8}"
+            f"{r.pool:<12} {r.tenants:>7} {num(r.tail_vs_own, '.3f'):>8}"
+            f" {num(r.pool_vs_own, '.3f'):>8} {num(r.vs_split, '.3f'):>6}"
+            f" {num(r.vs_bound, '.2f'):>6} {money(r.own):>8} {money(r.shared_spend):>8}"
+            f" {money(r.auto):>8} {money(r.split):>8} {r.split_k if ran else '-':>2}"
+            f" {money(r.bound):>8} {money(r.tail_own):>9} {money(r.tail_auto):>10}"
+            f" {money(r.tail_shared):>9} {f'{r.slo_ok}/{r.tenants}' if ran else '-':>8}"
             f" {f'{r.own_slo_ok}/{r.tenants}' if ran else '-':>7}"
             f" {f'{r.shared_slo_ok}/{r.tenants}' if ran else '-':>7}"
-            f" {_num(r.worst_p99_s, '.0f') + 's':>9} {r.promoted:>8} {r.seconds:>5.0f}"
+            f" {num(r.worst_p99_s, '.0f') + 's':>9} {r.promoted:>8} {r.seconds:>5.0f}"
             f"  {r.status}"
         )
     return "\n".join(lines)
-
-
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else 1e300
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = Row(pool=futures[done], error=message)
             rows.append(row)
             print(
-                f"[{len(rows)}/{len(pools)}] {row.pool}: tail/own {_num(row.tail_vs_own, '.3f')},"
-                f" pool/own {_num(row.pool_vs_own, '.3f')}, /split {_num(row.vs_split, '.3f')},"
+                f"[{len(rows)}/{len(pools)}] {row.pool}: tail/own {num(row.tail_vs_own, '.3f')},"
+                f" pool/own {num(row.pool_vs_own, '.3f')}, /split {num(row.vs_split, '.3f')},"
                 f" SLO {row.slo_ok}/{row.tenants} ({row.seconds:.0f}s) {row.status}",
                 file=sys.stderr,
                 flush=True,

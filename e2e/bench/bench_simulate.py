@@ -36,6 +36,10 @@ from typing import Final
 from tidepool.api.v1alpha1 import ScalingSpec
 from tidepool.sim import config, report, simulate, traces
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.rows import NO_TRACE, exit_code, finite, money, num
+
 #: ``shared/`` sits beside the repository, as the unit tests find it.
 TRACES: Final = Path(__file__).resolve().parents[3] / "shared" / "traces"
 FILES: Final = (
@@ -45,10 +49,6 @@ FILES: Final = (
     Path("servegen_alibaba") / "servegen_client_rate_windows.csv.gz",
 )
 SCALES: Final = (1.0, 10.0, 100.0)
-#: Exit codes (module docstring).
-MISSED: Final = 1
-NO_TRACE: Final = 2
-FAILED: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,24 +146,6 @@ def run_job(job: Job) -> Row:
     )
 
 
-def exit_code(rows: list[Row]) -> int:
-    """3 when a row failed to run, else 1 when a row misses a target, else 0."""
-    if any(r.error is not None for r in rows):
-        return FAILED
-    if any(r.misses for r in rows):
-        return MISSED
-    return 0
-
-
-def _num(x: float, spec: str, suffix: str = "") -> str:
-    """``x`` formatted by ``spec``, or ``-`` when not a number (a row that failed to run)."""
-    return f"{x:{spec}}{suffix}" if math.isfinite(x) else "-"
-
-
-def _money(x: float) -> str:
-    return f"${x:,.0f}" if math.isfinite(x) else "-"
-
-
 def table(rows: list[Row]) -> str:
     """The summary, worst row first: failed rows, then by auto / best static, auto / bound."""
     head = (
@@ -172,24 +154,18 @@ def table(rows: list[Row]) -> str:
         f" {'static SLO':>10} {'worst p99':>9} {'secs':>5}  missed"
     )
     lines = [head, "-" * len(head)]
-    order = sorted(
-        rows, key=lambda r: (r.error is None, -_finite(r.vs_static), -_finite(r.vs_bound))
-    )
+    order = sorted(rows, key=lambda r: (r.error is None, -finite(r.vs_static), -finite(r.vs_bound)))
     for r in order:
         ran = r.error is None
         lines.append(
-            f"{r.trace[:30]:<30} {f'x{r.scale:g}':>5} {r.prices:>6} {_num(r.hours, '.1f'):>5}"
-            f" {_num(r.vs_static, '.3f'):>11} {_num(r.vs_bound, '.3f'):>10}"
-            f" {_money(r.auto_spend):>9} {_money(r.static_spend):>9} {_money(r.bound):>9}"
+            f"{r.trace[:30]:<30} {f'x{r.scale:g}':>5} {r.prices:>6} {num(r.hours, '.1f'):>5}"
+            f" {num(r.vs_static, '.3f'):>11} {num(r.vs_bound, '.3f'):>10}"
+            f" {money(r.auto_spend):>9} {money(r.static_spend):>9} {money(r.bound):>9}"
             f" {f'{r.auto_ok}/{r.tenants}' if ran else '-':>8}"
             f" {f'{r.static_ok}/{r.tenants}' if ran else '-':>10}"
-            f" {_num(r.worst_p99_s, '.0f', 's'):>9} {r.seconds:>5.0f}  {r.status}"
+            f" {num(r.worst_p99_s, '.0f', 's'):>9} {r.seconds:>5.0f}  {r.status}"
         )
     return "\n".join(lines)
-
-
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else 1e300
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import bench_simulate as bench
+from bench import rows
 from tidepool.sim import report
 
 
@@ -89,8 +90,8 @@ def test_bench_exit_code_is_0_all_met_1_on_a_miss_3_when_a_row_failed() -> None:
         bench.Job(Path("/t/servegen_x.csv.gz"), 10.0, "a100", 2.0), MemoryError("out of\nmemory")
     )
     assert bench.exit_code([good]) == 0
-    assert bench.exit_code([good, miss]) == bench.MISSED == 1
-    assert bench.exit_code([good, miss, failed]) == bench.FAILED == 3
+    assert bench.exit_code([good, miss]) == rows.MISSED == 1
+    assert bench.exit_code([good, miss, failed]) == rows.FAILED == 3
     assert (failed.trace, failed.scale, failed.prices) == ("servegen_x", 10.0, "a100")
     assert failed.status == "ERROR: MemoryError: out of memory"
 
@@ -116,7 +117,7 @@ def test_bench_table_prints_denominators_and_misses_worst_row_first() -> None:
 def test_bench_without_the_traces_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert bench.main(["--traces", str(tmp_path), "--quick"]) == bench.NO_TRACE == 2
+    assert bench.main(["--traces", str(tmp_path), "--quick"]) == rows.NO_TRACE == 2
     assert "missing" in capsys.readouterr().err
 
 
