@@ -190,11 +190,16 @@ def shared_engine_manifest(
     *,
     max_replicas: int,
     max_loras: int,
-    scale_to_zero_after: str,
+    scale_to_zero_after: str | None = None,
+    min_replicas: int = 0,
     pool: str = "shared-a100",
 ) -> dict[str, Any]:
-    """A SharedEngine of ``base`` on ``pool``, scaling 0..``max_replicas``, ``max_loras``
-    adapters per batch (``maxCpuLoras`` unset: vLLM keeps as many in CPU memory)."""
+    """A SharedEngine of ``base`` on ``pool``, scaling ``min_replicas..max_replicas``,
+    ``max_loras`` adapters per batch (``maxCpuLoras`` unset: vLLM keeps as many in CPU memory);
+    ``scale_to_zero_after`` unset: the CRD's default."""
+    scaling: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+    if scale_to_zero_after is not None:
+        scaling["scaleToZeroAfter"] = scale_to_zero_after
     return {
         "apiVersion": "tidepool.dev/v1alpha1",
         "kind": "SharedEngine",
@@ -202,11 +207,7 @@ def shared_engine_manifest(
         "spec": {
             "model": {"name": base},
             "pool": pool,
-            "scaling": {
-                "minReplicas": 0,
-                "maxReplicas": max_replicas,
-                "scaleToZeroAfter": scale_to_zero_after,
-            },
+            "scaling": scaling,
             "lora": {"maxLoras": max_loras, "maxLoraRank": 16},
         },
     }

@@ -37,6 +37,7 @@ from tidepool_stack import (
 )
 
 import localcluster
+import stack
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
 REPO = Path(__file__).resolve().parents[2]
@@ -64,20 +65,6 @@ def engine_name(kube: client.ApiClient) -> Iterator[str]:
     except ApiException as exc:
         if exc.status != 404:
             raise
-
-
-def _shared_engine(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "SharedEngine",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"name": BASE},
-            "pool": "laptop-shared",
-            "scaling": {"minReplicas": 1, "maxReplicas": 2},
-            "lora": {"maxLoras": 4},
-        },
-    }
 
 
 def _tenant(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
@@ -143,7 +130,12 @@ def test_lora_tenant_promoted_and_demoted_under_traffic_without_a_failure(
     engine_name: str,
 ) -> None:
     client.CustomObjectsApi(kube).create_cluster_custom_object(
-        GROUP, VERSION, "sharedengines", _shared_engine(engine_name)
+        GROUP,
+        VERSION,
+        "sharedengines",
+        stack.shared_engine_manifest(
+            engine_name, BASE, min_replicas=1, max_replicas=2, max_loras=4, pool="laptop-shared"
+        ),
     )
     apply_infd(kube, _tenant("steady", namespace, mode="serverless"))
     apply_infd(kube, _busy(namespace))

@@ -27,6 +27,7 @@ from tidepool_stack import (
     wait_for,
 )
 
+import stack
 from podbacker import PodBacker
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
@@ -56,20 +57,6 @@ def engine_name(kube: client.ApiClient) -> Iterator[str]:
                 raise
 
 
-def _shared_engine(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "SharedEngine",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"name": BASE},
-            "pool": "shared-a100",
-            "scaling": {"minReplicas": 1, "maxReplicas": 2},
-            "lora": {"maxLoras": 4, "maxLoraRank": 16},
-        },
-    }
-
-
 def _tenant(name: str, namespace: str) -> dict[str, Any]:
     body = infd_manifest(name, namespace, mode="serverless")
     body["spec"]["model"] = {
@@ -88,7 +75,12 @@ def test_three_lora_tenants_share_one_fleet(
     engine_name: str,
 ) -> None:
     client.CustomObjectsApi(kube).create_cluster_custom_object(
-        GROUP, VERSION, "sharedengines", _shared_engine(engine_name)
+        GROUP,
+        VERSION,
+        "sharedengines",
+        stack.shared_engine_manifest(
+            engine_name, BASE, min_replicas=1, max_replicas=2, max_loras=4, pool="shared-a100"
+        ),
     )
     for tenant in TENANTS:
         apply_infd(kube, _tenant(tenant, namespace))
