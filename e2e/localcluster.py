@@ -402,6 +402,14 @@ class Cluster:
                 "etcdBinary": str(b / "etcd"),
                 "quietPull": True,
             },
+            # One controller-manager and one scheduler, nothing to elect. With leader election
+            # on (their default), an API server down longer than the lease's renew deadline
+            # (10 s) makes both exit with "leaderelection lost", and kwokctl's binary runtime
+            # does not restart them: every Deployment after that gets no pods.
+            "componentsPatches": [
+                {"name": component, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
+                for component in ("kube-controller-manager", "kube-scheduler")
+            ],
         }
         # No KwokConfiguration document: kwokctl passes a partial one through without kwok's
         # defaults (kwok v0.8.0 then dies with "node leases parallelism must be greater than
@@ -650,6 +658,9 @@ class Cluster:
         self._restarted.append(proc)
         pid_file.write_text(str(proc.pid))
         self.wait_api_ready(timeout=timeout)
+        # The rest of the control plane must have ridden out the outage; a component that
+        # exited would fail every later test with symptoms far from the cause.
+        self.assert_components_alive()
 
     def _component_pids(self) -> list[int]:
         pids = []

@@ -227,17 +227,20 @@ class Kube:
         except ApiException as exc:
             raise _wrap(exc) from exc
 
-    def merge_patch_status(self, namespace: str, name: str, status: JSON) -> JSON:
+    def merge_patch_status(self, namespace: str, name: str, status: JSON) -> JSON | None:
         """JSON-merge-patch the InferenceDeployment's status (a null deletes a field).
 
         Returns the object as the API server stored it: the freshest copy there is, fresher
-        than any watch event that may still be in flight.
+        than any watch event that may still be in flight. Returns None when the object was
+        deleted since it was read (404): its status went with it, and there is nothing left to
+        write to. Raising instead would put a traceback in the log for an ordinary
+        ``kubectl delete`` during a sync.
         """
         return self._merge_patch_status("InferenceDeployment", name, status, namespace=namespace)
 
     def _merge_patch_status(
         self, kind: str, name: str, status: JSON, *, namespace: str | None = None
-    ) -> JSON:
+    ) -> JSON | None:
         resource = self._dyn.resources.get(api_version=API_VERSION, kind=kind)
         try:
             stored = resource.status.patch(
@@ -246,7 +249,9 @@ class Kube:
                 namespace=namespace,
                 content_type="application/merge-patch+json",
             )
-        except ApiException as exc:
+        except ApiException as exc:  # the dynamic client's NotFoundError is one
+            if exc.status == 404:
+                return None
             raise _wrap(exc) from exc
         result: JSON = stored.to_dict()
         return result
@@ -323,22 +328,19 @@ class Kube:
         return sorted(out, key=lambda p: p.name)
 
     def patch_shared_engine_status(self, name: str, status: JSON) -> None:
-        """JSON-merge-patch a (cluster-scoped) SharedEngine's status."""
+        """JSON-merge-patch a (cluster-scoped) SharedEngine's status; one deleted meanwhile is
+        skipped."""
         self._merge_patch_status("SharedEngine", name, status)
 
     def patch_tenant_status(self, namespace: str, name: str, status: JSON) -> None:
         """The SharedEngine's part of a tenant's status (``engine``, ``AdapterLoaded``).
 
-        A tenant deleted since the SharedEngine's sync listed it (404) is skipped: its status is
-        gone with it, and raising would fail the sync of every other tenant and of the fleet,
-        and restart the SharedEngine's daemon only after Kopf's backoff. The fleet unloads the
-        adapter on its next sync, which no longer lists the tenant.
+        A tenant deleted since the SharedEngine's sync listed it (404) is skipped, as
+        ``merge_patch_status`` skips it: raising would fail the sync of every other tenant and
+        of the fleet, and restart the SharedEngine's daemon only after Kopf's backoff. The
+        fleet unloads the adapter on its next sync, which no longer lists the tenant.
         """
-        try:
-            self.merge_patch_status(namespace, name, status)
-        except ApiException as exc:  # the dynamic client's NotFoundError is one
-            if exc.status != 404:
-                raise
+        self.merge_patch_status(namespace, name, status)
 
 
 #: Container waiting reasons that mean the image cannot be had (the kubelet's words); all are

@@ -84,11 +84,12 @@ class OwnWrites:
             if self._pending is not None and self._pending.version == version:
                 self._pending = None
 
-    def write(self, do_write: Callable[[], JSON]) -> JSON:
+    def write(self, do_write: Callable[[], JSON | None]) -> JSON | None:
         """Run ``do_write`` and remember what it stored.
 
         Its own event may be observed before ``do_write`` returns; the versions seen meanwhile
-        are kept so that such an early event still counts as delivered.
+        are kept so that such an early event still counts as delivered. A write that stored
+        nothing (None: the object was deleted meanwhile) leaves nothing to wait for.
         """
         with self._lock:
             self._writing = True

@@ -1,4 +1,4 @@
-"""``Kube.patch_tenant_status`` skips a tenant deleted mid-sync and raises everything else.
+"""Status patches skip an object deleted mid-sync and raise everything else.
 
 The SharedEngine's sync lists its tenants, plans, then patches each one's status; a tenant
 deleted in between answers 404. Raising it failed the whole sync, and the SharedEngine's daemon
@@ -151,6 +151,19 @@ def test_a_tenant_deleted_mid_sync_is_skipped(ops: kube.Kube) -> None:
     assert ApiServer.patches == [
         ("deleted-meanwhile", "application/merge-patch+json", {"status": STATUS})
     ]
+
+
+def test_an_inference_deployment_deleted_mid_sync_has_no_stored_copy(ops: kube.Kube) -> None:
+    # Its own sync read it, planned, then a `kubectl delete` landed before the status write:
+    # None (nothing stored, nothing to wait for), not a 404 traceback in the operator's log.
+    assert ops.merge_patch_status("team", "deleted-meanwhile", STATUS) is None
+
+
+def test_a_live_inference_deployment_returns_the_stored_object(ops: kube.Kube) -> None:
+    stored = ops.merge_patch_status("team", "support-bot", STATUS)
+
+    assert stored is not None
+    assert stored["status"] == STATUS
 
 
 def test_a_live_tenant_is_patched(ops: kube.Kube) -> None:

@@ -101,6 +101,15 @@ def test_failed_write_keeps_the_previous_pending_one() -> None:
     assert writes.awaiting()
 
 
+def test_a_write_to_a_deleted_object_leaves_nothing_to_await() -> None:
+    writes = inference.OwnWrites(TIMEOUT, clock=Clock())
+
+    assert writes.write(lambda: None) is None
+    assert not writes.awaiting()
+    live = obj("a")
+    assert writes.newest(live) is live
+
+
 @dataclass
 class StatusRecorder:
     """The Kube calls a reconcile of an invalid object makes."""
