@@ -41,6 +41,7 @@ do I/O, or know about placement (an import-linter independence contract keeps
 ``policy.placement`` out).
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -150,68 +151,127 @@ def _fmt(td: timedelta) -> str:
     return durations.format_seconds(td.total_seconds())
 
 
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What one rule concluded: the part of a :class:`ScaleDecision` that differs per rule.
+
+    The rules return verdicts and :func:`_decision` alone builds the decision, so the state every
+    decision carries (metrics known, the idle clock, the history) is set in one place.
+    """
+
+    replicas: int
+    reason: Reason
+    message: str
+    requeue_after: timedelta = DEFAULT_REQUEUE
+    #: Set by a rule that starts the idle clock itself (rule 6 with no activity on record).
+    last_active_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Demand:
+    """What a known queue asks for, and the state the decision carries on (rules 4 to 6)."""
+
+    #: ``ceil(queue / target)``, at least 1 while the gateway holds requests.
+    wanted: int
+    #: ``wanted`` clamped to ``[min, max]``: this call's recommendation.
+    raw: int
+    last_active_at: datetime | None
+    history: tuple[Recommendation, ...]
+    #: The start of every message: the queue against the replicas that serve it.
+    base: str
+
+
+def _decision(
+    verdict: _Verdict,
+    *,
+    metrics_known: bool,
+    last_active_at: datetime | None,
+    history: tuple[Recommendation, ...],
+) -> ScaleDecision:
+    """The one place a :class:`ScaleDecision` is built: a rule's verdict plus the carried state."""
+    return ScaleDecision(
+        replicas=verdict.replicas,
+        reason=verdict.reason,
+        message=verdict.message,
+        metrics_known=metrics_known,
+        last_active_at=(
+            verdict.last_active_at if verdict.last_active_at is not None else last_active_at
+        ),
+        history=history,
+        requeue_after=verdict.requeue_after,
+    )
+
+
 def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
-    """The replica count for ``now``, with its reason. Pure: same inputs, same decision."""
-    p = inputs.policy
-    cur = inputs.current_replicas
-    queue = inputs.queue
-    known = isinstance(queue, signals.Sample)
-    qtext = signals.describe(queue)
+    """The replica count for ``now``, with its reason. Pure: same inputs, same decision.
 
-    # 1. Pinned through the scale subresource.
+    The rules of the module docstring in their order: the first that applies decides.
+    """
     if inputs.pinned_replicas is not None:
-        n = p.clamp(inputs.pinned_replicas)
-        demand = inputs.wake_requested or (isinstance(queue, signals.Sample) and queue.value > 0)
-        return ScaleDecision(
-            replicas=n,
-            reason=Reason.PINNED,
-            message=(
-                f"spec.replicas pins {inputs.pinned_replicas} (clamped to {n} within"
-                f" {p.min_replicas}..{p.max_replicas}); queue {qtext}; autoscaler paused"
-            ),
-            metrics_known=known,
-            last_active_at=now if demand else inputs.last_active_at,
-            history=inputs.history,
-            requeue_after=DEFAULT_REQUEUE,
-        )
+        return _pinned(inputs, inputs.pinned_replicas, now)
+    if isinstance(inputs.queue, signals.NoData):
+        return _without_metrics(inputs, now)
+    demand = _demand(inputs, inputs.queue.value, now)
+    if demand.raw > inputs.current_replicas:
+        verdict = _scale_up(inputs, demand, now)
+    elif demand.raw < inputs.current_replicas:
+        verdict = _scale_down(inputs, demand, now)
+    else:
+        verdict = _hold(inputs, demand)
+    return _decision(
+        verdict, metrics_known=True, last_active_at=demand.last_active_at, history=demand.history
+    )
 
-    # 2./3. Unknown metrics: hold, unless the gateway is holding requests at zero replicas.
-    if isinstance(queue, signals.NoData):
-        if inputs.wake_requested and cur == 0:
-            n = p.clamp(max(1, p.min_replicas))
-            return ScaleDecision(
-                replicas=n,
-                reason=Reason.WAKE_REQUESTED,
-                message=(
-                    f"gateway is holding requests at 0 replicas: scaling 0 -> {n} (queue {qtext})"
-                ),
-                metrics_known=False,
-                last_active_at=now,
-                history=inputs.history,
-                requeue_after=AFTER_WAKE_REQUEUE,
-            )
-        n = p.clamp(cur)
-        return ScaleDecision(
-            replicas=n,
-            reason=Reason.METRICS_UNKNOWN,
-            message=(
-                f"queue {qtext}: holding {n} replicas"
-                + (
-                    f" (was {cur}, clamped to {p.min_replicas}..{p.max_replicas})"
-                    if n != cur
-                    else ""
-                )
-                + "; never scaling down on missing metrics"
-            ),
-            metrics_known=False,
-            last_active_at=inputs.last_active_at,
-            history=inputs.history,
-            requeue_after=DEFAULT_REQUEUE,
-        )
 
-    q = queue.value
-    demand = q > 0 or inputs.wake_requested
-    last_active = now if demand else inputs.last_active_at
+def _pinned(inputs: AutoscaleInputs, pinned: int, now: datetime) -> ScaleDecision:
+    """Rule 1: ``spec.replicas`` wins over every signal; the idle clock still sees demand, so
+    that unpinning does not scale an active tenant to zero."""
+    p, queue = inputs.policy, inputs.queue
+    n = p.clamp(pinned)
+    demand = inputs.wake_requested or (isinstance(queue, signals.Sample) and queue.value > 0)
+    verdict = _Verdict(
+        n,
+        Reason.PINNED,
+        f"spec.replicas pins {pinned} (clamped to {n} within"
+        f" {p.min_replicas}..{p.max_replicas}); queue {signals.describe(queue)}; autoscaler paused",
+    )
+    return _decision(
+        verdict,
+        metrics_known=isinstance(queue, signals.Sample),
+        last_active_at=now if demand else inputs.last_active_at,
+        history=inputs.history,
+    )
+
+
+def _without_metrics(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
+    """Rules 2 and 3: with no queue signal only the gateway's wake may move the count (from
+    zero); anything else holds, because a Prometheus outage is no evidence of idleness."""
+    p, cur = inputs.policy, inputs.current_replicas
+    qtext = signals.describe(inputs.queue)
+    if inputs.wake_requested and cur == 0:
+        n = p.clamp(max(1, p.min_replicas))
+        verdict = _Verdict(
+            n,
+            Reason.WAKE_REQUESTED,
+            f"gateway is holding requests at 0 replicas: scaling 0 -> {n} (queue {qtext})",
+            requeue_after=AFTER_WAKE_REQUEUE,
+        )
+        return _decision(verdict, metrics_known=False, last_active_at=now, history=inputs.history)
+    n = p.clamp(cur)
+    clamped = f" (was {cur}, clamped to {p.min_replicas}..{p.max_replicas})" if n != cur else ""
+    verdict = _Verdict(
+        n,
+        Reason.METRICS_UNKNOWN,
+        f"queue {qtext}: holding {n} replicas{clamped}; never scaling down on missing metrics",
+    )
+    return _decision(
+        verdict, metrics_known=False, last_active_at=inputs.last_active_at, history=inputs.history
+    )
+
+
+def _demand(inputs: AutoscaleInputs, q: float, now: datetime) -> _Demand:
+    """This call's recommendation, recorded in the history the stabilization windows read."""
+    p, cur = inputs.policy, inputs.current_replicas
     target = p.target_queue_depth
     wanted = math.ceil(q / target)
     if inputs.wake_requested:
@@ -233,140 +293,135 @@ def decide(inputs: AutoscaleInputs, now: datetime) -> ScaleDecision:
     if inputs.wake_requested and cur == 0:
         # The metrics lag the push: say what actually triggered the scale-up.
         base = f"woken by the gateway (requests held at zero replicas); {base}"
-
-    if raw > cur:
-        # Scale-up stabilization: the lowest recommendation in the window (0s: just ``raw``).
-        desired = max(cur, min(_window(history, now, p.scale_up_stabilization)))
-        limit = math.ceil(p.max_scale_up_rate * max(1, inputs.ready_replicas))
-        if inputs.offered is not None:
-            # The rate limit guards against a backlog's overshoot; what the measured arrivals
-            # need is no backlog, so it is granted in one step (rule 4).
-            limit = max(limit, math.ceil(inputs.offered / target))
-        rate_note = ""
-        if desired > max(limit, p.min_replicas):
-            # Up to the minimum at once (a warm floor is owed, not a backlog's guess), and only
-            # the rate limit beyond it.
-            desired = max(cur, limit, p.min_replicas)
-            rate_note = (
-                f", max rate {p.max_scale_up_rate:g} x {max(1, inputs.ready_replicas)} ready"
-            )
-        desired = max(desired, p.min_replicas)
-        if desired == cur:
-            return ScaleDecision(
-                replicas=cur,
-                reason=Reason.HOLDING,
-                message=f"{base}: want {raw} but holding {cur} (scale-up stabilization"
-                f" {_fmt(p.scale_up_stabilization)}{rate_note})",
-                metrics_known=True,
-                last_active_at=last_active,
-                history=history,
-                requeue_after=DEFAULT_REQUEUE,
-            )
-        if cur == 0:
-            reason = Reason.WAKE_REQUESTED if inputs.wake_requested else Reason.SCALED_FROM_ZERO
-        else:
-            reason = Reason.SCALED_UP
-        return ScaleDecision(
-            replicas=desired,
-            reason=reason,
-            message=f"{base}: scaling {cur} -> {desired} (wanted {wanted}{rate_note})",
-            metrics_known=True,
-            last_active_at=last_active,
-            history=history,
-            requeue_after=AFTER_WAKE_REQUEUE if cur == 0 else DEFAULT_REQUEUE,
-        )
-
-    if raw < cur:
-        if cur > p.max_replicas:
-            # Above the bound (the spec shrank): no stabilization protects an illegal count.
-            # Cut to the bound only; the usual rules (and the idle clock) take it from there.
-            desired = p.max_replicas
-            return ScaleDecision(
-                replicas=desired,
-                reason=Reason.SCALED_DOWN,
-                message=f"{cur} replicas exceed maxReplicas {p.max_replicas}: scaling {cur} ->"
-                f" {desired} ({base})",
-                metrics_known=True,
-                last_active_at=last_active,
-                history=history,
-                requeue_after=DEFAULT_REQUEUE,
-            )
-        since_start = now - inputs.operator_started_at
-        if since_start < p.scale_down_stabilization:
-            left = p.scale_down_stabilization - since_start
-            return ScaleDecision(
-                replicas=cur,
-                reason=Reason.COOLING_DOWN,
-                message=f"{base}: want {raw} but operator started {_fmt(since_start)} ago; no"
-                f" scale-down until the {_fmt(p.scale_down_stabilization)} window refills"
-                f" ({_fmt(left)} left)",
-                metrics_known=True,
-                last_active_at=last_active,
-                history=history,
-                requeue_after=min(DEFAULT_REQUEUE, left),
-            )
-        peak = max(raw, *(r.held for r in history if now - r.at <= p.scale_down_stabilization))
-        desired = min(cur, peak)
-        if desired == 0:
-            idle_since = last_active if last_active is not None else now
-            last_active = idle_since
-            idle = now - idle_since
-            if idle < p.scale_to_zero_after:
-                left = p.scale_to_zero_after - idle
-                desired = 1
-                if desired == cur:
-                    return ScaleDecision(
-                        replicas=cur,
-                        reason=Reason.COOLING_DOWN,
-                        message=f"{base}: idle {_fmt(idle)} of {_fmt(p.scale_to_zero_after)};"
-                        f" scaling to zero in {_fmt(left)}",
-                        metrics_known=True,
-                        last_active_at=last_active,
-                        history=history,
-                        requeue_after=min(DEFAULT_REQUEUE, left),
-                    )
-            else:
-                return ScaleDecision(
-                    replicas=0,
-                    reason=Reason.SCALED_TO_ZERO_AFTER_IDLE,
-                    message=f"no demand for {_fmt(idle)} (>= {_fmt(p.scale_to_zero_after)}):"
-                    f" scaling {cur} -> 0",
-                    metrics_known=True,
-                    last_active_at=last_active,
-                    history=history,
-                    requeue_after=DEFAULT_REQUEUE,
-                )
-        if desired == cur:
-            return ScaleDecision(
-                replicas=cur,
-                reason=Reason.COOLING_DOWN,
-                message=f"{base}: want {raw} but the highest recommendation in the last"
-                f" {_fmt(p.scale_down_stabilization)} is {peak}; holding {cur}",
-                metrics_known=True,
-                last_active_at=last_active,
-                history=history,
-                requeue_after=DEFAULT_REQUEUE,
-            )
-        return ScaleDecision(
-            replicas=desired,
-            reason=Reason.SCALED_DOWN,
-            message=f"{base}: scaling {cur} -> {desired} (highest recommendation in the last"
-            f" {_fmt(p.scale_down_stabilization)})",
-            metrics_known=True,
-            last_active_at=last_active,
-            history=history,
-            requeue_after=DEFAULT_REQUEUE,
-        )
-
-    # raw == cur
-    warm = cur == p.min_replicas and cur > 0 and wanted < p.min_replicas
-    return ScaleDecision(
-        replicas=cur,
-        reason=Reason.HOLDING_WARM_MINIMUM if warm else Reason.HOLDING,
-        message=f"{base}: holding {cur}"
-        + (f" (warm minimum {p.min_replicas})" if warm else f" (wanted {wanted})"),
-        metrics_known=True,
-        last_active_at=last_active,
+    demand = q > 0 or inputs.wake_requested
+    return _Demand(
+        wanted=wanted,
+        raw=raw,
+        last_active_at=now if demand else inputs.last_active_at,
         history=history,
-        requeue_after=DEFAULT_REQUEUE,
+        base=base,
+    )
+
+
+def _scale_up(inputs: AutoscaleInputs, d: _Demand, now: datetime) -> _Verdict:
+    """Rule 4: up to the lowest recommendation of the scale-up window, at most the rate limit
+    beyond the warm minimum, and the measured arrivals' need in one step."""
+    p, cur = inputs.policy, inputs.current_replicas
+    # Scale-up stabilization: the lowest recommendation in the window (0s: just ``raw``).
+    desired = max(cur, min(_window(d.history, now, p.scale_up_stabilization)))
+    limit = math.ceil(p.max_scale_up_rate * max(1, inputs.ready_replicas))
+    if inputs.offered is not None:
+        # The rate limit guards against a backlog's overshoot; what the measured arrivals
+        # need is no backlog, so it is granted in one step (rule 4).
+        limit = max(limit, math.ceil(inputs.offered / p.target_queue_depth))
+    rate_note = ""
+    if desired > max(limit, p.min_replicas):
+        # Up to the minimum at once (a warm floor is owed, not a backlog's guess), and only
+        # the rate limit beyond it.
+        desired = max(cur, limit, p.min_replicas)
+        rate_note = f", max rate {p.max_scale_up_rate:g} x {max(1, inputs.ready_replicas)} ready"
+    desired = max(desired, p.min_replicas)
+    if desired == cur:
+        return _Verdict(
+            cur,
+            Reason.HOLDING,
+            f"{d.base}: want {d.raw} but holding {cur} (scale-up stabilization"
+            f" {_fmt(p.scale_up_stabilization)}{rate_note})",
+        )
+    if cur == 0:
+        reason = Reason.WAKE_REQUESTED if inputs.wake_requested else Reason.SCALED_FROM_ZERO
+    else:
+        reason = Reason.SCALED_UP
+    return _Verdict(
+        desired,
+        reason,
+        f"{d.base}: scaling {cur} -> {desired} (wanted {d.wanted}{rate_note})",
+        requeue_after=AFTER_WAKE_REQUEUE if cur == 0 else DEFAULT_REQUEUE,
+    )
+
+
+def _scale_down(inputs: AutoscaleInputs, d: _Demand, now: datetime) -> _Verdict:
+    """Rule 5: an illegal count is cut to the bound at once; otherwise nothing until the
+    scale-down window has refilled after a restart, then to the window's highest
+    recommendation, and to zero only by rule 6."""
+    p, cur = inputs.policy, inputs.current_replicas
+    if cur > p.max_replicas:
+        # Above the bound (the spec shrank): no stabilization protects an illegal count.
+        # Cut to the bound only; the usual rules (and the idle clock) take it from there.
+        return _Verdict(
+            p.max_replicas,
+            Reason.SCALED_DOWN,
+            f"{cur} replicas exceed maxReplicas {p.max_replicas}: scaling {cur} ->"
+            f" {p.max_replicas} ({d.base})",
+        )
+    since_start = now - inputs.operator_started_at
+    if since_start < p.scale_down_stabilization:
+        left = p.scale_down_stabilization - since_start
+        return _Verdict(
+            cur,
+            Reason.COOLING_DOWN,
+            f"{d.base}: want {d.raw} but operator started {_fmt(since_start)} ago; no"
+            f" scale-down until the {_fmt(p.scale_down_stabilization)} window refills"
+            f" ({_fmt(left)} left)",
+            requeue_after=min(DEFAULT_REQUEUE, left),
+        )
+    peak = max(d.raw, *(r.held for r in d.history if now - r.at <= p.scale_down_stabilization))
+    if min(cur, peak) == 0:
+        return _toward_zero(inputs, d, peak, now)
+    return _stabilized_down(inputs, d, min(cur, peak), peak)
+
+
+def _toward_zero(inputs: AutoscaleInputs, d: _Demand, peak: int, now: datetime) -> _Verdict:
+    """Rule 6: zero only after ``scale_to_zero_after`` without demand; until then one replica
+    stays. With no activity on record the idle clock starts now (and is kept in status)."""
+    p, cur = inputs.policy, inputs.current_replicas
+    idle_since = d.last_active_at if d.last_active_at is not None else now
+    idle = now - idle_since
+    if idle >= p.scale_to_zero_after:
+        return _Verdict(
+            0,
+            Reason.SCALED_TO_ZERO_AFTER_IDLE,
+            f"no demand for {_fmt(idle)} (>= {_fmt(p.scale_to_zero_after)}): scaling {cur} -> 0",
+            last_active_at=idle_since,
+        )
+    left = p.scale_to_zero_after - idle
+    if cur == 1:
+        return _Verdict(
+            cur,
+            Reason.COOLING_DOWN,
+            f"{d.base}: idle {_fmt(idle)} of {_fmt(p.scale_to_zero_after)};"
+            f" scaling to zero in {_fmt(left)}",
+            requeue_after=min(DEFAULT_REQUEUE, left),
+            last_active_at=idle_since,
+        )
+    return dataclasses.replace(_stabilized_down(inputs, d, 1, peak), last_active_at=idle_since)
+
+
+def _stabilized_down(inputs: AutoscaleInputs, d: _Demand, desired: int, peak: int) -> _Verdict:
+    """Rule 5's step: to ``desired``, the highest recommendation of the scale-down window."""
+    p, cur = inputs.policy, inputs.current_replicas
+    if desired == cur:
+        return _Verdict(
+            cur,
+            Reason.COOLING_DOWN,
+            f"{d.base}: want {d.raw} but the highest recommendation in the last"
+            f" {_fmt(p.scale_down_stabilization)} is {peak}; holding {cur}",
+        )
+    return _Verdict(
+        desired,
+        Reason.SCALED_DOWN,
+        f"{d.base}: scaling {cur} -> {desired} (highest recommendation in the last"
+        f" {_fmt(p.scale_down_stabilization)})",
+    )
+
+
+def _hold(inputs: AutoscaleInputs, d: _Demand) -> _Verdict:
+    """The recommendation is the current count; say whether the warm minimum is why."""
+    p, cur = inputs.policy, inputs.current_replicas
+    warm = cur == p.min_replicas and cur > 0 and d.wanted < p.min_replicas
+    return _Verdict(
+        cur,
+        Reason.HOLDING_WARM_MINIMUM if warm else Reason.HOLDING,
+        f"{d.base}: holding {cur}"
+        + (f" (warm minimum {p.min_replicas})" if warm else f" (wanted {d.wanted})"),
     )
