@@ -15,19 +15,25 @@ Metric names are vLLM's own (``vllm:num_requests_waiting``, ``vllm:num_requests_
 the gateway's. Labels attached by the scrape config (``e2e/prometheus.py``, the chart's
 PodMonitor): ``namespace``, ``pod``, ``pool``, ``inference_deployment``.
 
+Every query is sent once per tick for all tenants and each tenant's read is a lookup in the
+shared answer (:mod:`tidepool.adapters.prometheus_batch`), so the rules above are applied per
+tenant to its own series: a tenant absent from a vector is "no series", which is a known zero or
+a named ``NoData`` exactly as an empty per-tenant answer was. A NaN in one tenant's series is that
+tenant's ``NoData("NaN")``; a failed request is every tenant's ``NoData`` for that tick.
+
 ``prometheus-api-client`` is synchronous; callers run this from Kopf's executor threads, never on
 the event loop.
 """
 
 import math
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from requests import RequestException
-from urllib3.util.retry import Retry
+from prometheus_client import Counter
 
+from tidepool.adapters.prometheus_batch import BatchedReader, Query, UnknownError, connect, sum_by
 from tidepool.api import names
 from tidepool.policy import placement
 from tidepool.policy.capacity import EngineThroughput
@@ -35,87 +41,106 @@ from tidepool.policy.signals import NoData, Sample, Signal, sample
 
 GATEWAY_JOB: Final = "tidepool-gateway"
 ENGINE_LABEL: Final = "inference_deployment"
-TIMEOUT_SECONDS: Final = 3.0
 #: Resolution of the subqueries over a window: one point per 15 s scrape.
 _STEP_SECONDS: Final = 15
 _IDLE: Final = placement.Load(0.0, 0.0, 0.0)
 
+#: The labels naming a tenant's series: its engines' (``names.label_value`` of its name, the
+#: pods' ``inference-deployment`` label) and the gateway's (its served model).
+_ENGINE: Final = ("namespace", ENGINE_LABEL)
+_ENGINE_POOL: Final = ("namespace", ENGINE_LABEL, "pool")
+_GATEWAY: Final = ("namespace", "model")
+_GATEWAY_POOL: Final = ("namespace", "model", "pool")
+_GATEWAY_REQUESTS: Final = "tidepool_gateway_requests_total"
+#: The gateway's offered load, as (counter, extra matchers) per kind of load.
+_LOAD: Final = {
+    "requests": (_GATEWAY_REQUESTS, ""),
+    "input": ("tidepool_gateway_tokens_total", '{kind="prompt"}'),
+    "output": ("tidepool_gateway_tokens_total", '{kind="completion"}'),
+}
 
-class _UnknownError(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+
+def _engine_queue(by: tuple[str, ...]) -> str:
+    """Requests waiting plus running on the engines, per ``by``."""
+    return f"{sum_by(by, 'vllm:num_requests_waiting')} + {sum_by(by, 'vllm:num_requests_running')}"
 
 
-def _owner(namespace: str, name: str) -> str:
-    """Selector of one InferenceDeployment's engine series: its pods' ``inference-deployment``
-    label, which is the name cut and hashed when over 63 characters (``names.label_value``)."""
-    return f'namespace="{_escape(namespace)}",{ENGINE_LABEL}="{_escape(names.label_value(name))}"'
+GATEWAY_UP: Final = Query("gateway_up", f'max(up{{job="{GATEWAY_JOB}"}})', ())
+ENGINE_QUEUE: Final = Query("engine_queue", _engine_queue(_ENGINE), _ENGINE)
+POOL_QUEUE: Final = Query("pool_queue", _engine_queue(_ENGINE_POOL), _ENGINE_POOL)
+GATEWAY_HELD: Final = Query(
+    "gateway_held", sum_by(_GATEWAY, "tidepool_gateway_queue_depth"), _GATEWAY
+)
+GATEWAY_INFLIGHT: Final = Query(
+    "gateway_inflight", sum_by(_GATEWAY_POOL, "tidepool_gateway_inflight_requests"), _GATEWAY_POOL
+)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+def _per_replica(name: str, expr: str, by: tuple[str, ...]) -> Query:
+    """Each pod's ``expr`` summed over its series (vLLM labels by model and engine), averaged
+    over the pods of each ``by`` group: one replica's figure."""
+    return Query(name, f"avg by ({', '.join(by)}) ({sum_by((*by, 'pod'), expr)})", by)
+
+
+def _gateway_rate(kind: str, over: str) -> str:
+    metric, extra = _LOAD[kind]
+    return sum_by(_GATEWAY, f"rate({metric}{extra}[{over}])")
+
+
+def _owner(namespace: str, name: str) -> tuple[str, str]:
+    """One InferenceDeployment's engine series: its pods' ``inference-deployment`` label, which
+    is the name cut and hashed when over 63 characters (``names.label_value``)."""
+    return (namespace, names.label_value(name))
 
 
 class PrometheusMetrics:
-    """Queries for one operator. ``url`` is e.g. ``http://127.0.0.1:9090``."""
+    """Queries for one operator. ``url`` is e.g. ``http://127.0.0.1:9090``; ``freshness_seconds``
+    is the tick within which every tenant's read shares one answer per query (the operator's
+    ``--tick``, see :mod:`tidepool.adapters.prometheus_batch`); ``queries`` counts the requests
+    sent, by query and result."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        freshness_seconds: float,
+        queries: Counter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
-        # No client-side retries: the next tick is the retry, and a backoff here would stall the
-        # decision loop for seconds exactly when Prometheus is down.
-        self._prom = PrometheusConnect(
-            url=url, disable_ssl=True, timeout=int(TIMEOUT_SECONDS), retry=Retry(total=0)
+        self._prom = connect(url)
+        self._batch = BatchedReader(
+            self._prom, freshness_seconds=freshness_seconds, queries=queries, clock=clock
         )
 
-    def _scalar(self, promql: str) -> float | None:
-        """The single value of ``promql``; None for an empty vector; _UnknownError otherwise."""
-        try:
-            result = self._prom.custom_query(query=promql)
-        except (PrometheusApiClientException, RequestException, ValueError) as exc:
-            raise _UnknownError(f"prometheus unreachable: {type(exc).__name__}") from exc
-        if not result:
-            return None
-        if len(result) > 1:
-            raise _UnknownError(f"{len(result)} series where one was expected")
-        value = float(result[0]["value"][1])
-        if not math.isfinite(value):
-            raise _UnknownError("NaN")
-        return value
+    def close(self) -> None:
+        """Close the connections kept to Prometheus."""
+        self._prom.close()
 
     def _gateway_up(self) -> None:
-        up = self._scalar(f'max(up{{job="{GATEWAY_JOB}"}})')
+        up = self._batch.value(GATEWAY_UP, ())
         if up is None or up < 1:
-            raise _UnknownError("gateway not scraped")
+            raise UnknownError("gateway not scraped")
 
     def demand(
         self, *, namespace: str, name: str, served_model: str, ready_replicas: int, now: datetime
     ) -> Signal:
         """Requests waiting plus running on the engines, plus held at the gateway."""
-        sel = _owner(namespace, name)
         try:
             self._gateway_up()
-            engines = self._scalar(
-                f"sum(vllm:num_requests_waiting{{{sel}}}) + sum(vllm:num_requests_running{{{sel}}})"
-            )
+            engines = self._batch.value(ENGINE_QUEUE, _owner(namespace, name))
             if engines is None and ready_replicas > 0:
-                raise _UnknownError("engine metrics missing")
-            held = self._scalar(
-                f'sum(tidepool_gateway_queue_depth{{namespace="{_escape(namespace)}",'
-                f'model="{_escape(served_model)}"}})'
-            )
-        except _UnknownError as unknown:
+                raise UnknownError("engine metrics missing")
+            held = self._batch.value(GATEWAY_HELD, (namespace, served_model))
+        except UnknownError as unknown:
             return NoData(unknown.reason)
         return Sample(value=(engines or 0.0) + (held or 0.0), at=now)
 
     def pool_inflight(self, *, namespace: str, name: str, pool: str, now: datetime) -> Signal:
         """Requests still running or waiting on one pool's engines (for draining)."""
-        sel = f'{_owner(namespace, name)},pool="{_escape(pool)}"'
         try:
-            value = self._scalar(
-                f"sum(vllm:num_requests_waiting{{{sel}}}) + sum(vllm:num_requests_running{{{sel}}})"
-            )
-        except _UnknownError as unknown:
+            value = self._batch.value(POOL_QUEUE, (*_owner(namespace, name), pool))
+        except UnknownError as unknown:
             return NoData(unknown.reason)
         return Sample(value=value or 0.0, at=now)
 
@@ -128,14 +153,10 @@ class PrometheusMetrics:
         fleet's pods carry the engine's GPUPool as their pool), which the engines' own metrics
         cannot attribute to the tenant.
         """
-        sel = (
-            f'namespace="{_escape(namespace)}",model="{_escape(served_model)}",'
-            f'pool="{_escape(pool)}"'
-        )
         try:
             self._gateway_up()
-            value = self._scalar(f"sum(tidepool_gateway_inflight_requests{{{sel}}})")
-        except _UnknownError as unknown:
+            value = self._batch.value(GATEWAY_INFLIGHT, (namespace, served_model, pool))
+        except UnknownError as unknown:
             return NoData(unknown.reason)
         return Sample(value=value or 0.0, at=now)
 
@@ -160,23 +181,21 @@ class PrometheusMetrics:
         """
         if max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
-        sel = _owner(namespace, name)
+        by: tuple[str, ...] = _ENGINE
+        labels: tuple[str, ...] = _owner(namespace, name)
         if pool is not None:
-            sel += f',pool="{_escape(pool)}"'
+            by, labels = _ENGINE_POOL, (*labels, pool)
         over = f"[{window_seconds}s]"
-
-        def per_replica(expr: str) -> str:
-            return f"avg(sum by (pod) ({expr}))"
-
         try:
-            prompt = self._scalar(per_replica(f"rate(vllm:prompt_tokens_total{{{sel}}}{over})"))
-            generated = self._scalar(
-                per_replica(f"rate(vllm:generation_tokens_total{{{sel}}}{over})")
+            prompt, generated, running = (
+                self._batch.value(_per_replica(query, expr, by), labels)
+                for query, expr in (
+                    ("throughput_prompt", f"rate(vllm:prompt_tokens_total{over})"),
+                    ("throughput_generation", f"rate(vllm:generation_tokens_total{over})"),
+                    ("throughput_running", f"avg_over_time(vllm:num_requests_running{over})"),
+                )
             )
-            running = self._scalar(
-                per_replica(f"avg_over_time(vllm:num_requests_running{{{sel}}}{over})")
-            )
-        except _UnknownError as unknown:
+        except UnknownError as unknown:
             missing = NoData(unknown.reason)
             return EngineThroughput(missing, missing, missing)
 
@@ -203,59 +222,53 @@ class PrometheusMetrics:
         Offered load is what clients sent (requests and metered tokens), not what the engines
         hold: a queue that builds while replicas load is not demand. The busiest minute is the
         highest one-minute rate in the window; ``span`` is how long the tenant's counters have
-        existed within it, so a new tenant's first minutes count as evidence.
+        existed within it, so a new tenant's first minutes count as evidence. Tenants with the
+        same window and idle time share every query; each distinct one adds its own.
         """
-        gw = f'namespace="{_escape(namespace)}",model="{_escape(served_model)}"'
         win = f"[{window_seconds}s:{_STEP_SECONDS}s]"
+        # Activity and wakes over the wake horizon, from arrivals: a tenant is active while a
+        # request came within its idle window, and each idle -> active edge is a wake a
+        # serverless placement would pay, whether or not it is scaled to zero now.
+        horizon = max(window_seconds, int(placement.WAKE_HORIZON.total_seconds()))
+        hwin = f"[{horizon}s:{_STEP_SECONDS}s]"
+        busy = f"({_gateway_rate('requests', f'{idle_seconds}s')} > bool 0)"
+        tenant = (namespace, served_model)
 
-        def rate(metric: str, extra: str = "", over: str = f"{window_seconds}s") -> str:
-            return f"sum(rate({metric}{{{gw}{extra}}}[{over}]))"
+        def read(query: str, promql: str) -> float:
+            return self._batch.value(Query(query, promql, _GATEWAY), tenant) or 0.0
 
-        series = {
-            "requests": ("tidepool_gateway_requests_total", ""),
-            "input": ("tidepool_gateway_tokens_total", ',kind="prompt"'),
-            "output": ("tidepool_gateway_tokens_total", ',kind="completion"'),
-        }
+        def per_kind(query: str, promql_of: Callable[[str], str]) -> placement.Load:
+            return placement.Load(*(read(f"{query}_{k}", promql_of(k)) for k in _LOAD))
+
         try:
             self._gateway_up()
-            seen = self._scalar(
-                f"count_over_time(sum(tidepool_gateway_requests_total{{{gw}}}){win})"
+            seen = read(
+                "traffic_seen",
+                f"count_over_time(({sum_by(_GATEWAY, _GATEWAY_REQUESTS)}){win})",
             )
             if not seen:
                 return placement.Traffic(
                     mean=_IDLE, peak=_IDLE, span=timedelta(0), active_fraction=0.0, wakes=0.0
                 )
-            mean = {k: self._scalar(rate(m, x)) or 0.0 for k, (m, x) in series.items()}
-            peak = {
-                k: self._scalar(f"max_over_time(({rate(m, x, '1m')}){win})") or 0.0
-                for k, (m, x) in series.items()
-            }
-            recent = {k: self._scalar(rate(m, x, "1m")) or 0.0 for k, (m, x) in series.items()}
-            # Activity and wakes over the wake horizon, from arrivals: a tenant is active while
-            # a request came within its idle window, and each idle -> active edge is a wake a
-            # serverless placement would pay, whether or not it is scaled to zero now.
-            horizon = max(window_seconds, int(placement.WAKE_HORIZON.total_seconds()))
-            hwin = f"[{horizon}s:{_STEP_SECONDS}s]"
-            over_horizon = {
-                k: self._scalar(rate(m, x, f"{horizon}s")) or 0.0 for k, (m, x) in series.items()
-            }
-            busy = f"({rate('tidepool_gateway_requests_total', '', f'{idle_seconds}s')} > bool 0)"
-            active = self._scalar(f"avg_over_time({busy}{hwin})")
-            edges = self._scalar(f"changes({busy}{hwin})")
-            wakes = None if edges is None else math.ceil(edges / 2)
-        except _UnknownError as unknown:
+            mean = per_kind("traffic_mean", lambda k: _gateway_rate(k, f"{window_seconds}s"))
+            peak = per_kind(
+                "traffic_peak", lambda k: f"max_over_time(({_gateway_rate(k, '1m')}){win})"
+            )
+            recent = per_kind("traffic_recent", lambda k: _gateway_rate(k, "1m"))
+            horizon_mean = per_kind("traffic_horizon", lambda k: _gateway_rate(k, f"{horizon}s"))
+            active = read("traffic_active", f"avg_over_time({busy}{hwin})")
+            edges = read("traffic_edges", f"changes({busy}{hwin})")
+        except UnknownError as unknown:
             return NoData(unknown.reason)
         return placement.Traffic(
-            mean=placement.Load(mean["requests"], mean["input"], mean["output"]),
-            peak=placement.Load(peak["requests"], peak["input"], peak["output"]),
+            mean=mean,
+            peak=peak,
             span=timedelta(seconds=min(window_seconds, seen * _STEP_SECONDS)),
-            active_fraction=min(1.0, max(0.0, active or 0.0)),
-            wakes=float(max(0, wakes or 0)),
+            active_fraction=min(1.0, max(0.0, active)),
+            wakes=float(max(0, math.ceil(edges / 2))),
             horizon=timedelta(seconds=horizon),
-            recent=placement.Load(recent["requests"], recent["input"], recent["output"]),
-            horizon_mean=placement.Load(
-                over_horizon["requests"], over_horizon["input"], over_horizon["output"]
-            ),
+            recent=recent,
+            horizon_mean=horizon_mean,
         )
 
 

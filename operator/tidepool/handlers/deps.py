@@ -48,6 +48,13 @@ class Telemetry:
             ["reason"],
             registry=self.registry,
         )
+        self.prometheus_queries = Counter(
+            "tidepool_operator_prometheus_queries_total",
+            "PromQL queries sent to Prometheus, by query and result (ok, error): each is sent"
+            " once per tick for every InferenceDeployment, so the rate does not grow with them.",
+            ["query", "result"],
+            registry=self.registry,
+        )
 
 
 @dataclass(frozen=True)

@@ -126,13 +126,19 @@ def run(args: argparse.Namespace) -> int:
     # Kopf logs in with the same credentials: its default login reads the kubeconfig location
     # the kubernetes package fixed when it was imported, so --kubeconfig would not reach it.
     kopf.on.login()(kopf_login(api.configuration))
+    telemetry = Telemetry()
     deps = Deps(
         kube=Kube(api),
-        metrics=PrometheusMetrics(args.prometheus_url),
+        # One answer per query per tick, shared by every daemon (adapters.prometheus_batch).
+        metrics=PrometheusMetrics(
+            args.prometheus_url,
+            freshness_seconds=args.tick,
+            queries=telemetry.prometheus_queries,
+        ),
         started_at=utc_now(),
         tick_seconds=args.tick,
         max_concurrent_migrations=args.max_concurrent_migrations,
-        telemetry=Telemetry(),
+        telemetry=telemetry,
         peering=None
         if args.peering is None
         else Peering(

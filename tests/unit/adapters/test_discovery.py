@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from json_http import send_json
 from kubernetes import client
 
 from tidepool.adapters import discovery
@@ -62,27 +63,19 @@ def _handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
     class ApiServer(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def _send(self, code: int, body: Mapping[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             query = parse_qs(url.query)
             cluster.selectors.setdefault(url.path, set()).update(query.get("labelSelector", []))
             if url.path in cluster.refused:
-                self._send(403, {"kind": "Status", "code": 403, "reason": "Forbidden"})
+                send_json(self, 403, {"kind": "Status", "code": 403, "reason": "Forbidden"})
             elif url.path not in cluster.lists:
-                self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+                send_json(self, 404, {"kind": "Status", "code": 404, "reason": "NotFound"})
             elif query.get("watch") in (["true"], ["True"]):
                 self._watch(cluster.events.setdefault(url.path, queue.Queue()))
             else:
                 items = cluster.lists[url.path]
-                self._send(200, {"metadata": {"resourceVersion": "7"}, "items": items})
+                send_json(self, 200, {"metadata": {"resourceVersion": "7"}, "items": items})
 
         def _watch(self, events: queue.Queue[dict[str, Any]]) -> None:
             """One event per line and chunk until the test ends. A client reads a chunk as soon

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from json_http import send_json
 from kubernetes import client
 
 from tidepool.adapters import kube
@@ -97,19 +98,11 @@ ANSWERS: dict[str, tuple[int, dict[str, Any]]] = {
 class ApiServer(BaseHTTPRequestHandler):
     patches: ClassVar[list[tuple[str, str, Any]]] = []
 
-    def _send(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self) -> None:
         if self.path in DISCOVERY:
-            self._send(200, DISCOVERY[self.path])
+            send_json(self, 200, DISCOVERY[self.path])
         else:
-            self._send(404, _status(404, "NotFound", "the server could not find the resource"))
+            send_json(self, 404, _status(404, "NotFound", "the server could not find the resource"))
 
     def do_PATCH(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -117,7 +110,7 @@ class ApiServer(BaseHTTPRequestHandler):
         self.patches.append((name, self.headers["Content-Type"], body))
         stored = {"apiVersion": GROUP_VERSION, "kind": "InferenceDeployment", **body}
         code, answer = ANSWERS.get(name, (200, stored))
-        self._send(code, answer)
+        send_json(self, code, answer)
 
     def log_message(self, *args: Any) -> None:
         pass
