@@ -11,6 +11,10 @@ Why the pod looks the way it does:
   termination grace period lets streaming responses finish before the engine exits.
 - Replicas are always sent, by the single field manager ``tidepool``, with the autoscaler's
   current value (style note R6, option b), so an apply never resets them.
+- /dev/shm is an in-memory emptyDir of ``engine.resources.sharedMemory``: vLLM's docs ask for a
+  larger /dev/shm than a container's default 64Mi for tensor parallelism.
+- Optional pod settings (envFrom, a model cache, imagePullSecrets, serviceAccountName) are left
+  out entirely when unset, so a spec without them renders exactly as before they existed.
 """
 
 import json
@@ -31,7 +35,9 @@ from tidepool.render import lora
 JSON = dict[str, Any]
 TERMINATION_GRACE_SECONDS: Final = 600
 MODEL_LOAD_BUDGET_SECONDS: Final = 1800
-SHM_SIZE: Final = "8Gi"
+#: Volume names in the engine pod.
+SHM_VOLUME: Final = "dshm"
+MODEL_CACHE_VOLUME: Final = "model-cache"
 
 
 def owner_reference(owner: InferenceDeployment | SharedEngine) -> JSON:
@@ -123,18 +129,45 @@ def _affinity(infd: InferenceDeployment, pool: GPUPool) -> JSON | None:
     return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [other_tenants]}}
 
 
+def env_var(var: EnvVar) -> JSON:
+    """A container ``env`` entry: ``{name, value}`` (``""`` if unset) or ``{name, valueFrom}``."""
+    if var.value_from is None:
+        return {"name": var.name, "value": var.value or ""}
+    return {
+        "name": var.name,
+        "valueFrom": var.value_from.model_dump(by_alias=True, exclude_none=True),
+    }
+
+
+def resources(engine: EngineSpec) -> JSON:
+    """Requests and limits: ``gpusPerReplica`` GPUs in both, plus the CPU and memory set."""
+    gpus = str(engine.gpus_per_replica)
+    out: JSON = {}
+    for kind, amounts in (
+        ("limits", engine.resources.limits),
+        ("requests", engine.resources.requests),
+    ):
+        set_amounts = amounts.model_dump(exclude_none=True) if amounts else {}
+        out[kind] = {**set_amounts, "nvidia.com/gpu": gpus}
+    return out
+
+
 def container(engine: EngineSpec, args: list[str], env: list[EnvVar]) -> JSON:
     """The engine container running ``vllm serve args`` with ``env`` (sorted by name)."""
-    gpus = str(engine.gpus_per_replica)
     probe_get = {"path": "/health", "port": "http"}
-    return {
+    mounts: list[JSON] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
+    cache = engine.model_cache
+    if cache:
+        mount = {"name": MODEL_CACHE_VOLUME, "mountPath": cache.mount_path}
+        mounts.append({**mount, "readOnly": cache.read_only})
+    out: JSON = {
         "name": "engine",
         "image": engine.image,
         "command": ["vllm", "serve"],
         "args": args,
         "ports": [{"name": "http", "containerPort": engine.port, "protocol": "TCP"}],
-        "env": [{"name": e.name, "value": e.value} for e in sorted(env, key=lambda e: e.name)],
-        "resources": {"limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}},
+        "env": [env_var(e) for e in sorted(env, key=lambda e: e.name)],
+        "resources": resources(engine),
         "startupProbe": {
             "httpGet": probe_get,
             "periodSeconds": 5,
@@ -142,21 +175,47 @@ def container(engine: EngineSpec, args: list[str], env: list[EnvVar]) -> JSON:
         },
         "readinessProbe": {"httpGet": probe_get, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {"httpGet": probe_get, "periodSeconds": 15, "failureThreshold": 4},
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": mounts,
     }
+    if engine.env_from:
+        out["envFrom"] = [s.model_dump(by_alias=True, exclude_none=True) for s in engine.env_from]
+    return out
 
 
-def pool_pod_spec(engine_container: JSON, pool: GPUPool) -> JSON:
-    """A pod spec placing ``engine_container`` on ``pool``'s nodes (selector and tolerations)."""
-    return {
+def _model_cache_volume(engine: EngineSpec) -> JSON | None:
+    cache = engine.model_cache
+    if cache is None:
+        return None
+    if cache.claim_name is not None:
+        claim = {"claimName": cache.claim_name, "readOnly": cache.read_only}
+        source: JSON = {"persistentVolumeClaim": claim}
+    else:
+        source = {"emptyDir": {"sizeLimit": cache.size_limit} if cache.size_limit else {}}
+    return {"name": MODEL_CACHE_VOLUME, **source}
+
+
+def pool_pod_spec(engine_container: JSON, pool: GPUPool, engine: EngineSpec) -> JSON:
+    """A pod spec placing ``engine_container`` on ``pool``'s nodes (selector and tolerations),
+    with ``engine``'s volumes, image pull secrets and service account."""
+    shm = {"medium": "Memory", "sizeLimit": engine.resources.shared_memory}
+    volumes = [{"name": SHM_VOLUME, "emptyDir": shm}]
+    cache = _model_cache_volume(engine)
+    if cache:
+        volumes.append(cache)
+    out: JSON = {
         "containers": [engine_container],
         "nodeSelector": dict(sorted(pool.spec.node_selector.items())),
         "tolerations": [
             t.model_dump(by_alias=True, exclude_none=True) for t in pool.spec.tolerations
         ],
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}],
+        "volumes": volumes,
     }
+    if engine.image_pull_secrets:
+        out["imagePullSecrets"] = [{"name": name} for name in engine.image_pull_secrets]
+    if engine.service_account_name:
+        out["serviceAccountName"] = engine.service_account_name
+    return out
 
 
 def deployment(
@@ -195,7 +254,7 @@ def engine_deployment(
     if load_delay:
         annotations[labels.SIM_LOAD_DELAY] = str(load_delay)
     engine = infd.spec.engine
-    pod_spec = pool_pod_spec(container(engine, vllm_args(infd), engine.env), pool)
+    pod_spec = pool_pod_spec(container(engine, vllm_args(infd), engine.env), pool, engine)
     affinity = _affinity(infd, pool)
     if affinity:
         pod_spec["affinity"] = affinity

@@ -69,7 +69,7 @@ def shared_engine_deployment(
             "labels": pod_meta_labels,
             "annotations": {labels.SERVED_MODEL: engine.spec.model.name},
         },
-        pod_spec=tenant_engine.pool_pod_spec(container, pool),
+        pod_spec=tenant_engine.pool_pod_spec(container, pool, engine.spec.engine),
     )
 
 

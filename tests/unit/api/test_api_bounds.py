@@ -77,7 +77,8 @@ def _rule_bound(node: JSON, pattern: str) -> int | None:
 
 def _worst_size(node: JSON, *, text: bool = True) -> int:
     """An upper bound on the JSON bytes of any value ``node`` admits (``text=False``: with every
-    free-text string empty, for lists whose characters a CEL rule bounds in all)."""
+    string empty, for lists whose characters a CEL rule bounds in all; see
+    :func:`test_a_total_covers_every_string_of_its_items`)."""
     kind_of = node.get("type")
     if "enum" in node:
         return max(len(json.dumps(v)) for v in node["enum"])
@@ -85,7 +86,7 @@ def _worst_size(node: JSON, *, text: bool = True) -> int:
         if node.get("format") == "date-time":
             return 2 + len("2026-01-01T00:00:00.000000Z")
         per_char = 1 if "pattern" in node else WORST_BYTES_PER_CHAR
-        return 2 + (per_char * node["maxLength"] if text or "pattern" in node else 0)
+        return 2 + (per_char * node["maxLength"] if text else 0)
     if kind_of in ("integer", "number", "boolean"):
         return 24
     if kind_of == "array":
@@ -142,3 +143,28 @@ def test_python_refuses_what_the_cel_totals_refuse(engine: JSON, must_mention: l
 
     for text in must_mention:
         assert text in str(caught.value)
+
+
+def _strings(node: JSON, path: str) -> list[str]:
+    """Paths such as ``e.valueFrom.secretKeyRef.key`` of every string under ``node``."""
+    if node.get("type") == "string":
+        return [path]
+    return [
+        s for name, p in node.get("properties", {}).items() for s in _strings(p, f"{path}.{name}")
+    ]
+
+
+@pytest.mark.parametrize("kind", sorted(CRDS))
+def test_a_total_covers_every_string_of_its_items(kind: str) -> None:
+    """:func:`_worst_size` counts the strings of a list with a ``.sum() <= N`` rule as empty, and
+    N characters in all instead: a bound only if the rule sums the size of every one of them."""
+    for path, node in _walk(_root(kind)["properties"]["spec"], f"{kind}.spec"):
+        if node.get("type") != "array" or _rule_bound(node, r"\.sum\(\) <= (\d+)") is None:
+            continue
+        rule = next(r["rule"] for r in node["x-kubernetes-validations"] if ".sum()" in r["rule"])
+        variable = re.search(r"self\.map\((\w+),", rule)
+        assert variable, rule
+        missing = [
+            s for s in _strings(node["items"], variable.group(1)) if f"size({s})" not in rule
+        ]
+        assert not missing, f"{path}: {rule} does not sum {missing}"

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tidepool.api import crdgen, generate
+from tidepool.api import crdgen, generate, quantities
+from tidepool.api.v1alpha1 import types
 
 REPO = Path(__file__).resolve().parents[3]
 JSON = dict[str, Any]
@@ -35,9 +36,12 @@ def _walk(node: Any, path: str = "") -> Iterator[tuple[str, JSON]]:
 
 
 def _at(kind: str, path: str) -> JSON:
+    """The schema node at ``path``; ``env[]`` is an item of the list ``env``."""
     node = _root(kind)
     for part in path.strip(".").split("."):
-        node = node["properties"][part]
+        node = node["properties"][part.removesuffix("[]")]
+        if part.endswith("[]"):
+            node = node["items"]
     return node
 
 
@@ -141,6 +145,39 @@ def test_schema_is_structural(kind: str) -> None:
             "self.tensorParallelSize <= self.gpusPerReplica",
             id="shared-tensor-parallel-le-gpus",
         ),
+        *[
+            pytest.param(kind, path, fragment, id=f"{kind.lower()}-{name}")
+            for kind in ("InferenceDeployment", "SharedEngine")
+            for path, fragment, name in [
+                ("spec.engine.env[]", "!has(self.value) || !has(self.valueFrom)", "value-xor-from"),
+                (
+                    "spec.engine.env[].valueFrom",
+                    "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+                    "one-key-source",
+                ),
+                (
+                    "spec.engine.envFrom[]",
+                    "has(self.secretRef) != has(self.configMapRef)",
+                    "one-env-from-source",
+                ),
+                (
+                    "spec.engine.resources",
+                    "quantity(self.requests.cpu).compareTo(quantity(self.limits.cpu)) <= 0",
+                    "cpu-request-le-limit",
+                ),
+                (
+                    "spec.engine.resources",
+                    "quantity(self.requests.memory).compareTo(quantity(self.limits.memory)) <= 0",
+                    "memory-request-le-limit",
+                ),
+                (
+                    "spec.engine.modelCache",
+                    "!has(self.claimName) || !has(self.sizeLimit)",
+                    "cache-size-only-for-emptydir",
+                ),
+                ("spec.engine.modelCache", "self.mountPath != '/dev/shm'", "cache-not-on-shm"),
+            ]
+        ],
     ],
 )
 def test_cel_rules_present(kind: str, path: str, rule_fragment: str) -> None:
@@ -149,6 +186,36 @@ def test_cel_rules_present(kind: str, path: str, rule_fragment: str) -> None:
     matching = [r for r in rules if rule_fragment in r["rule"]]
     assert matching, f"no rule containing {rule_fragment!r} at {path}: {rules}"
     assert all(r["message"] and r.get("fieldPath", ".").startswith(".") for r in matching)
+
+
+def test_request_le_limit_rules_guard_every_optional_field() -> None:
+    """``quantity(self.requests.cpu)`` fails with "no such key" when a part is absent, which would
+    refuse a spec that sets only a limit; each rule checks has() of all four parts first."""
+    rules = _at("InferenceDeployment", "spec.engine.resources")["x-kubernetes-validations"]
+
+    for resource in ("cpu", "memory"):
+        (rule,) = [r["rule"] for r in rules if f"requests.{resource})" in r["rule"]]
+        for part in ("requests", "limits", f"requests.{resource}", f"limits.{resource}"):
+            assert f"!has(self.{part}) ||" in rule, (part, rule)
+
+
+@pytest.mark.parametrize(
+    ("path", "pattern"),
+    [
+        pytest.param("spec.engine.serviceAccountName", types.DNS_SUBDOMAIN, id="service-account"),
+        pytest.param("spec.engine.imagePullSecrets[]", types.DNS_SUBDOMAIN, id="pull-secret"),
+        pytest.param("spec.engine.modelCache.claimName", types.DNS_SUBDOMAIN, id="claim"),
+        pytest.param("spec.engine.env[].valueFrom.secretKeyRef.key", types.CONFIG_KEY, id="key"),
+        pytest.param("spec.engine.envFrom[].prefix", types.ENV_NAME, id="env-from-prefix"),
+        pytest.param(
+            "spec.engine.resources.sharedMemory", quantities.MEMORY_PATTERN, id="shared-memory"
+        ),
+        pytest.param("spec.engine.resources.limits.cpu", quantities.CPU_PATTERN, id="cpu-quantity"),
+    ],
+)
+def test_references_and_quantities_carry_kubernetes_patterns(path: str, pattern: str) -> None:
+    """The API server checks what Kubernetes would check of the rendered pod, at admission."""
+    assert _at("InferenceDeployment", path)["pattern"] == pattern
 
 
 def test_root_cel_rules_guard_optional_sub_objects() -> None:

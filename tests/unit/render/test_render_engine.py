@@ -183,6 +183,173 @@ def test_gpu_limits_and_requests_follow_gpus_per_replica() -> None:
     assert resources["requests"] == {"nvidia.com/gpu": "2"}
 
 
+def _container(pod: JSON) -> JSON:
+    container: JSON = pod["containers"][0]
+    return container
+
+
+def _volume(pod: JSON, name: str) -> JSON:
+    return next(v for v in pod["volumes"] if v["name"] == name)
+
+
+def _mount(pod: JSON, name: str) -> JSON:
+    return next(m for m in _container(pod)["volumeMounts"] if m["name"] == name)
+
+
+@pytest.mark.parametrize(
+    ("spec_engine", "read", "expected"),
+    [
+        pytest.param(
+            {
+                "env": [
+                    {
+                        "name": "HF_TOKEN",
+                        "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}},
+                    }
+                ]
+            },
+            lambda pod: _container(pod)["env"],
+            [
+                {
+                    "name": "HF_TOKEN",
+                    "valueFrom": {
+                        "secretKeyRef": {"name": "hf-token", "key": "token", "optional": False}
+                    },
+                }
+            ],
+            id="env-from-secret-key",
+        ),
+        pytest.param(
+            {
+                "env": [
+                    {
+                        "name": "B",
+                        "valueFrom": {
+                            "configMapKeyRef": {"name": "c", "key": "k", "optional": True}
+                        },
+                    },
+                    {"name": "A", "value": "1"},
+                    {"name": "C"},
+                ]
+            },
+            lambda pod: _container(pod)["env"],
+            [
+                {"name": "A", "value": "1"},
+                {
+                    "name": "B",
+                    "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k", "optional": True}},
+                },
+                {"name": "C", "value": ""},
+            ],
+            id="env-literal-configmap-key-and-unset-sorted",
+        ),
+        pytest.param(
+            {
+                "envFrom": [
+                    {"secretRef": {"name": "s3-creds"}, "prefix": "AWS_"},
+                    {"configMapRef": {"name": "engine-env", "optional": True}},
+                ]
+            },
+            lambda pod: _container(pod)["envFrom"],
+            [
+                {"prefix": "AWS_", "secretRef": {"name": "s3-creds", "optional": False}},
+                {"configMapRef": {"name": "engine-env", "optional": True}},
+            ],
+            id="env-from-in-spec-order",
+        ),
+        pytest.param(
+            {
+                "gpusPerReplica": 2,
+                "resources": {
+                    "requests": {"cpu": "8", "memory": "60Gi"},
+                    "limits": {"memory": "64Gi"},
+                },
+            },
+            lambda pod: _container(pod)["resources"],
+            {
+                "limits": {"memory": "64Gi", "nvidia.com/gpu": "2"},
+                "requests": {"cpu": "8", "memory": "60Gi", "nvidia.com/gpu": "2"},
+            },
+            id="cpu-and-memory-beside-gpus",
+        ),
+        pytest.param(
+            {"resources": {"sharedMemory": "32Gi"}},
+            lambda pod: (_volume(pod, "dshm"), _mount(pod, "dshm")),
+            (
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}},
+                {"name": "dshm", "mountPath": "/dev/shm"},
+            ),
+            id="shared-memory-size",
+        ),
+        pytest.param(
+            {"modelCache": {"claimName": "hf-cache", "readOnly": True}},
+            lambda pod: (_volume(pod, "model-cache"), _mount(pod, "model-cache")),
+            (
+                {
+                    "name": "model-cache",
+                    "persistentVolumeClaim": {"claimName": "hf-cache", "readOnly": True},
+                },
+                {"name": "model-cache", "mountPath": "/root/.cache/huggingface", "readOnly": True},
+            ),
+            id="model-cache-claim-at-the-default-path",
+        ),
+        pytest.param(
+            {"modelCache": {"sizeLimit": "200Gi", "mountPath": "/models"}},
+            lambda pod: (_volume(pod, "model-cache"), _mount(pod, "model-cache")),
+            (
+                {"name": "model-cache", "emptyDir": {"sizeLimit": "200Gi"}},
+                {"name": "model-cache", "mountPath": "/models", "readOnly": False},
+            ),
+            id="model-cache-emptydir",
+        ),
+        pytest.param(
+            {"modelCache": {}},
+            lambda pod: _volume(pod, "model-cache"),
+            {"name": "model-cache", "emptyDir": {}},
+            id="model-cache-unbounded-emptydir",
+        ),
+        pytest.param(
+            {"imagePullSecrets": ["registry-a", "registry-b"]},
+            lambda pod: pod["imagePullSecrets"],
+            [{"name": "registry-a"}, {"name": "registry-b"}],
+            id="image-pull-secrets",
+        ),
+        pytest.param(
+            {"serviceAccountName": "model-reader"},
+            lambda pod: pod["serviceAccountName"],
+            "model-reader",
+            id="service-account",
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "pool", [pytest.param(SHARED, id="shared"), pytest.param(DEDICATED, id="dedicated")]
+)
+def test_engine_settings_land_in_the_pod(
+    spec_engine: JSON, read: Any, expected: Any, pool: GPUPool
+) -> None:
+    pod = _pod(_deployment(_infd({"engine": spec_engine}), pool))
+
+    assert read(pod) == expected
+
+
+def test_unset_engine_settings_render_the_pod_as_before() -> None:
+    """A spec without the optional settings renders no key for them: existing engine pods keep
+    their template, so upgrading the operator rolls no Deployment."""
+    pod = _pod(_deployment(_infd()))
+
+    assert {"imagePullSecrets", "serviceAccountName"}.isdisjoint(pod)
+    assert "envFrom" not in _container(pod)
+    assert pod["volumes"] == [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}
+    ]
+    assert _container(pod)["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+    assert _container(pod)["resources"] == {
+        "limits": {"nvidia.com/gpu": "1"},
+        "requests": {"nvidia.com/gpu": "1"},
+    }
+
+
 @pytest.mark.parametrize(
     "pool", [pytest.param(SHARED, id="shared"), pytest.param(DEDICATED, id="dedicated")]
 )

@@ -284,3 +284,29 @@ def test_lora_module_json_form_round_trips() -> None:
     adapter = AdapterSpec(name="bot", source="/p,q")
 
     assert json.loads(lora.lora_module(adapter)) == {"name": "bot", "path": "/p,q"}
+
+
+def test_the_fleet_pod_gets_the_engine_block_pod_settings() -> None:
+    """SharedEngine and InferenceDeployment share one engine block and one pod renderer."""
+    settings: JSON = {
+        "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}],
+        "envFrom": [{"configMapRef": {"name": "engine-env"}}],
+        "resources": {"limits": {"memory": "64Gi"}, "sharedMemory": "16Gi"},
+        "modelCache": {"claimName": "hf-cache"},
+        "imagePullSecrets": ["registry"],
+        "serviceAccountName": "model-reader",
+    }
+    pod = _deployment(_engine({"engine": settings}))["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+
+    assert [e["name"] for e in container["env"]] == ["HF_TOKEN", lora.RUNTIME_UPDATING_ENV]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "hf"
+    assert container["envFrom"] == [{"configMapRef": {"name": "engine-env", "optional": False}}]
+    assert container["resources"]["limits"] == {"memory": "64Gi", "nvidia.com/gpu": "1"}
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
+    assert {
+        "name": "model-cache",
+        "persistentVolumeClaim": {"claimName": "hf-cache", "readOnly": False},
+    } in pod["volumes"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["serviceAccountName"] == "model-reader"

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from tidepool.api import durations, labels
+from tidepool.api import durations, labels, quantities
 
 GROUP: Final = "tidepool.dev"
 VERSION: Final = "v1alpha1"
@@ -51,6 +51,15 @@ Duration = Annotated[
 ]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: A DNS-1123 subdomain: what Kubernetes requires of a Secret's, ConfigMap's,
+#: PersistentVolumeClaim's and ServiceAccount's name (apimachinery's IsDNS1123Subdomain).
+DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: A Secret or ConfigMap key (apimachinery's IsConfigMapKey): letters, digits, '-', '_' and '.',
+#: never '.' or '..' nor starting with '..'.
+CONFIG_KEY: Final = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"
+#: An environment variable name (or envFrom prefix): printable ASCII other than '=', as
+#: Kubernetes takes it since its relaxed environment variable validation.
+ENV_NAME: Final = r"^[ -<>-~]+$"
 
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
@@ -139,8 +148,11 @@ MAX_TOLERATIONS: Final = 16
 MAX_LIST_ITEMS: Final = 64
 #: Characters of all ``engine.extraArgs`` together (a CEL rule sums them).
 MAX_EXTRA_ARGS_CHARS: Final = 4096
-#: Characters of all ``engine.env`` names and values together (a CEL rule sums them).
+#: Characters of all ``engine.env`` names, values and valueFrom names and keys together (a CEL
+#: rule sums them).
 MAX_ENV_CHARS: Final = 8192
+#: Items of ``engine.envFrom`` and of ``engine.imagePullSecrets``: objects an engine refers to.
+MAX_OBJECT_REFS: Final = 8
 
 # Status is written by the operator alone; its bounds are generous, and only say to the API
 # server what the operator's own values already keep to.
@@ -202,13 +214,139 @@ class Toleration(_Model):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
-class EnvVar(_Model):
-    """An environment variable for the engine container."""
+ObjectName = Annotated[str, Field(min_length=1, max_length=MAX_OBJECT_NAME, pattern=DNS_SUBDOMAIN)]
+"""The name of an object in the engine's namespace (a DNS-1123 subdomain)."""
+CpuQuantity = Annotated[
+    str,
+    Field(pattern=quantities.CPU_PATTERN, max_length=quantities.MAX_TEXT, examples=["8", "500m"]),
+]
+MemoryQuantity = Annotated[
+    str,
+    Field(pattern=quantities.MEMORY_PATTERN, max_length=quantities.MAX_TEXT, examples=["64Gi"]),
+]
 
-    name: str = Field(min_length=1, max_length=256, pattern=r"^[ -<>-~]+$")
+
+def _one_of(first: str, second: str) -> dict[str, Any]:
+    """CEL: exactly one of two optional fields (Kubernetes' own rule for these sources)."""
+    return _cel(
+        f"has(self.{first}) != has(self.{second})", f"set exactly one of {first} or {second}"
+    )
+
+
+def _check_one_of(where: str, first: tuple[str, object], second: tuple[str, object]) -> None:
+    """Python mirror of :func:`_one_of`: ``first`` and ``second`` are (wire name, value)."""
+    given = [name for name, value in (first, second) if value is not None]
+    if len(given) != 1:
+        raise ValueError(
+            f"{where} sets {' and '.join(given) or 'neither'}; set exactly one of"
+            f" {first[0]} or {second[0]}"
+        )
+
+
+class ObjectRef(_Model):
+    """A Secret or ConfigMap in the engine's namespace (a SharedEngine's: the operator's)."""
+
+    name: ObjectName
+    optional: bool = False
+    """Start the engine even if the object (or key) does not exist."""
+
+
+class KeyRef(ObjectRef):
+    """One key of a Secret or ConfigMap."""
+
+    key: str = Field(min_length=1, max_length=MAX_OBJECT_NAME, pattern=CONFIG_KEY)
+
+
+class EnvVarSource(_Model):
+    """Where a variable's value comes from: a Secret's or a ConfigMap's key."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_one_of("secretKeyRef", "configMapKeyRef")]}
+    )
+
+    secret_key_ref: KeyRef | None = None
+    config_map_key_ref: KeyRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "EnvVarSource":
+        _check_one_of(
+            "valueFrom",
+            ("secretKeyRef", self.secret_key_ref),
+            ("configMapKeyRef", self.config_map_key_ref),
+        )
+        return self
+
+
+class EnvVar(_Model):
+    """An environment variable for the engine container: a literal ``value``, or ``valueFrom`` a
+    Secret or ConfigMap key (e.g. HF_TOKEN for gated models, kept out of the manifest)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.value) || !has(self.valueFrom)",
+                    "value and valueFrom are mutually exclusive: set one",
+                    ".valueFrom",
+                )
+            ]
+        }
+    )
+
+    name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME)
     """Printable ASCII other than '=', as Kubernetes takes it (since its relaxed environment
     variable validation; older clusters take only C identifiers, and say so in Ready)."""
-    value: str = Field(default="", max_length=MAX_ENV_CHARS)
+    value: str | None = Field(default=None, max_length=MAX_ENV_CHARS)
+    """A literal value. Unset (and no valueFrom): the empty string."""
+    value_from: EnvVarSource | None = None
+    """The value of a Secret's or ConfigMap's key, read by the kubelet when the pod starts."""
+
+    @property
+    def characters(self) -> int:
+        """What this variable counts toward :data:`MAX_ENV_CHARS`: its name, its value, and the
+        names and keys it refers to (the CEL rule on ``engine.env`` sums the same)."""
+        source = self.value_from
+        refs = [source.secret_key_ref, source.config_map_key_ref] if source else []
+        return (
+            len(self.name)
+            + len(self.value or "")
+            + sum(len(r.name) + len(r.key) for r in refs if r is not None)
+        )
+
+    @model_validator(mode="after")
+    def _value_or_value_from(self) -> "EnvVar":
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(
+                f"env {self.name!r} sets both value and valueFrom; they are mutually exclusive:"
+                " set value for a literal, or valueFrom for a Secret's or ConfigMap's key"
+            )
+        return self
+
+
+def _key_ref_chars(ref: str) -> str:
+    """CEL: the characters of an env item's ``valueFrom.<ref>`` name and key, 0 if unset."""
+    path = f"e.valueFrom.{ref}"
+    return f"(has(e.valueFrom) && has({path}) ? size({path}.name) + size({path}.key) : 0)"
+
+
+class EnvFromSource(_Model):
+    """Every key of a Secret or ConfigMap as environment variables, optionally prefixed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_one_of("secretRef", "configMapRef")]}
+    )
+
+    prefix: str | None = Field(default=None, max_length=256, pattern=ENV_NAME)
+    """Prepended to each key to make the variable's name."""
+    secret_ref: ObjectRef | None = None
+    config_map_ref: ObjectRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "EnvFromSource":
+        _check_one_of(
+            "envFrom", ("secretRef", self.secret_ref), ("configMapRef", self.config_map_ref)
+        )
+        return self
 
 
 class Condition(_Status):
@@ -367,6 +505,116 @@ class EngineCapacitySpec(_Model):
     learns it from vLLM's vllm:generation_tokens_total counter while replicas are busy."""
 
 
+def _request_le_limit(resource: str) -> dict[str, Any]:
+    """CEL: a request no larger than its limit, which Kubernetes refuses at pod creation."""
+    return _cel(
+        f"!has(self.requests) || !has(self.limits) || !has(self.requests.{resource})"
+        f" || !has(self.limits.{resource})"
+        f" || quantity(self.requests.{resource}).compareTo(quantity(self.limits.{resource})) <= 0",
+        f"requests.{resource} must be less than or equal to limits.{resource}",
+        f".requests.{resource}",
+    )
+
+
+class ResourceAmounts(_Model):
+    """CPU and memory of the engine container (GPUs come from gpusPerReplica)."""
+
+    cpu: CpuQuantity | None = None
+    """CPUs: 8, 1.5 or 500m."""
+    memory: MemoryQuantity | None = None
+    """Bytes: 64Gi, 512Mi or 64G."""
+
+
+class EngineResources(_Model):
+    """CPU, memory and shared memory of each engine replica."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [_request_le_limit("cpu"), _request_le_limit("memory")]
+        }
+    )
+
+    requests: ResourceAmounts | None = None
+    """What the scheduler reserves on the node. Unset where a limit is set: the limit."""
+    limits: ResourceAmounts | None = None
+    """The most the container may use; above the memory limit it is OOM-killed."""
+    shared_memory: MemoryQuantity = "8Gi"
+    """Size of /dev/shm (an in-memory emptyDir). vLLM's docs ask for a larger /dev/shm than a
+    container's default 64Mi: its tensor-parallel workers exchange data through shared memory
+    (NCCL). It counts against the pod's memory limit, and is capped by it."""
+
+    @model_validator(mode="after")
+    def _requests_le_limits(self) -> "EngineResources":
+        # Mirrors the CEL rules, so manifests validated in Python (examples, tests) fail the same.
+        if self.requests is None or self.limits is None:
+            return self
+        for resource in ("cpu", "memory"):
+            request, limit = getattr(self.requests, resource), getattr(self.limits, resource)
+            both = request is not None and limit is not None
+            if both and quantities.value(request) > quantities.value(limit):
+                raise ValueError(
+                    f"engine.resources.requests.{resource} ({request}) must be less than or"
+                    f" equal to engine.resources.limits.{resource} ({limit})"
+                )
+        return self
+
+
+#: Where vLLM (through huggingface_hub) keeps downloaded weights when the image runs as root.
+DEFAULT_MODEL_CACHE_PATH: Final = "/root/.cache/huggingface"
+
+
+class ModelCache(_Model):
+    """A volume for downloaded weights: an existing PersistentVolumeClaim, so that a replica
+    starts from weights already on disk instead of downloading them, or else an emptyDir."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.claimName) || !has(self.sizeLimit)",
+                    "sizeLimit applies only to an emptyDir cache (no claimName); a claim's size"
+                    " is set on the PersistentVolumeClaim",
+                    ".sizeLimit",
+                ),
+                _cel(
+                    "self.mountPath != '/dev/shm'",
+                    "mountPath must not be /dev/shm, where the engine's shared memory is mounted",
+                    ".mountPath",
+                ),
+            ]
+        }
+    )
+
+    claim_name: ObjectName | None = None
+    """An existing PersistentVolumeClaim in the engine's namespace (a SharedEngine's: the
+    operator's). Replicas on several nodes need a ReadWriteMany or ReadOnlyMany claim. Unset: an
+    emptyDir, empty at each pod start."""
+    size_limit: MemoryQuantity | None = None
+    """The emptyDir's size limit (only without claimName): beyond it the kubelet evicts the pod."""
+    mount_path: str = Field(
+        default=DEFAULT_MODEL_CACHE_PATH, min_length=2, max_length=1024, pattern=r"^/[^:]*$"
+    )
+    """Where the engine container sees the cache: an absolute path without ':'. The default is
+    huggingface_hub's cache for root, the user of vLLM's image."""
+    read_only: bool = False
+    """Mount read-only: for a claim filled beforehand and shared by many replicas."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelCache":
+        # Mirrors the CEL rules, so manifests validated in Python (examples, tests) fail the same.
+        if self.claim_name is not None and self.size_limit is not None:
+            raise ValueError(
+                f"engine.modelCache.sizeLimit ({self.size_limit}) applies only to an emptyDir"
+                f" cache; with claimName ({self.claim_name}) the claim sets the size"
+            )
+        if self.mount_path == "/dev/shm":
+            raise ValueError(
+                "engine.modelCache.mountPath (/dev/shm) is where the engine's shared memory is"
+                " mounted; choose another absolute path"
+            )
+        return self
+
+
 class EngineSpec(_Model):
     """The vLLM engine container."""
 
@@ -419,14 +667,28 @@ class EngineSpec(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "self.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0)).sum()"
-                    f" <= {MAX_ENV_CHARS}",
-                    f"env names and values may hold at most {MAX_ENV_CHARS} characters in all",
+                    "self.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0)"
+                    f" + {_key_ref_chars('secretKeyRef')} + {_key_ref_chars('configMapKeyRef')}"
+                    f").sum() <= {MAX_ENV_CHARS}",
+                    f"env names, values and valueFrom names and keys may hold at most"
+                    f" {MAX_ENV_CHARS} characters in all",
                 )
             ]
         },
     )
-    """Environment for the engine container."""
+    """Environment for the engine container: literal values, or values from a Secret's or
+    ConfigMap's key (valueFrom)."""
+    env_from: list[EnvFromSource] = Field(default_factory=list, max_length=MAX_OBJECT_REFS)
+    """Every key of a Secret or ConfigMap as environment variables (env wins on a clash)."""
+    resources: EngineResources = Field(default_factory=EngineResources)
+    """CPU and memory requests and limits, and the size of /dev/shm."""
+    model_cache: ModelCache | None = None
+    """A volume for downloaded weights, mounted at mountPath."""
+    image_pull_secrets: list[ObjectName] = Field(default_factory=list, max_length=MAX_OBJECT_REFS)
+    """Secrets (of type kubernetes.io/dockerconfigjson) to pull a private engine image with."""
+    service_account_name: ObjectName | None = None
+    """The ServiceAccount the engine pods run as (e.g. one bound to a cloud identity that can
+    read model weights from object storage). Unset: the namespace's default."""
     port: int = Field(default=8000, ge=1, le=65535)
     """Port the engine listens on."""
 
@@ -438,10 +700,11 @@ class EngineSpec(_Model):
             raise ValueError(
                 f"engine.extraArgs holds {args} characters; at most {MAX_EXTRA_ARGS_CHARS} in all"
             )
-        env = sum(len(e.name) + len(e.value) for e in self.env)
+        env = sum(e.characters for e in self.env)
         if env > MAX_ENV_CHARS:
             raise ValueError(
-                f"engine.env names and values hold {env} characters; at most {MAX_ENV_CHARS} in all"
+                f"engine.env names, values and valueFrom names and keys hold {env} characters;"
+                f" at most {MAX_ENV_CHARS} in all"
             )
         return self
 
