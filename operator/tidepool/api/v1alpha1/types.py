@@ -539,9 +539,10 @@ class EngineResources(_Model):
     limits: ResourceAmounts | None = None
     """The most the container may use; above the memory limit it is OOM-killed."""
     shared_memory: MemoryQuantity = "8Gi"
-    """Size of /dev/shm (an in-memory emptyDir). vLLM's docs ask for a larger /dev/shm than a
-    container's default 64Mi: its tensor-parallel workers exchange data through shared memory
-    (NCCL). It counts against the pod's memory limit, and is capped by it."""
+    """Size of /dev/shm (an in-memory emptyDir). vLLM's docs ask for more than a container's
+    default 64Mi (Docker's --shm-size or --ipc=host): PyTorch shares data between processes
+    through shared memory, particularly for tensor-parallel inference. What is used counts
+    against the pod's memory limit, which also caps the size."""
 
     @model_validator(mode="after")
     def _requests_le_limits(self) -> "EngineResources":
