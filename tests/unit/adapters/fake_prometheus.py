@@ -57,9 +57,9 @@ class FakePrometheus:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            # Buffered: headers and body leave in one segment (http.server flushes after each
-            # request), not two small writes that Nagle and delayed ACKs hold for 40 ms.
-            wbufsize = -1
+            # Each write leaves at once: with Nagle's algorithm the body waits behind the
+            # headers for the client's delayed ACK (40 ms a request).
+            disable_nagle_algorithm = True
 
             def setup(self) -> None:
                 super().setup()
