@@ -44,6 +44,7 @@ from tidepool.api.v1alpha1 import (
     InferenceDeploymentStatus,
     LastDecision,
     MigrationPhase,
+    MigrationStatus,
     PoolRole,
     PoolStatus,
     SharedEngine,
@@ -330,30 +331,9 @@ def _served_by_shared_engine(
     (make-before-break), and go once the adapter is loaded, or when the fleet is not making it
     (asleep, no slot, a failed load): kept then, they would hold GPUs that serve nobody.
     """
-    status, gen = infd.status, infd.generation
-    conds = list(status.conditions)
-
-    def cond(type_: ConditionType, ok: bool | None, reason: Reason, message: str) -> None:
-        nonlocal conds
-        conds, _ = conditions.set_condition(
-            conds, type_=type_, status=ok, reason=reason, message=message, generation=gen, now=now
-        )
-
-    engine = observed.shared_engine
-    verdict = conditions.find(conds, ConditionType.ADAPTER_LOADED)
-    if engine is not None and engine.name == engine_name:
-        _fleet_ready_condition(cond, infd, engine)
-        making = not adapter_replicas(infd, engine) and (
-            verdict is None or verdict.reason in _FLEET_MAKING
-        )
-    else:
-        cond(
-            ConditionType.READY,
-            True,
-            Reason.ADAPTER_LOADED,
-            f"served by SharedEngine {engine_name}, which holds its adapter",
-        )
-        making = False
+    status = infd.status
+    cond = _Conditions(infd, now)
+    making = _fleet_verdict(cond, infd, engine_name, observed.shared_engine)
     action = f"served by SharedEngine {engine_name}"
     last_decision = status.last_decision
     if last_decision is None or last_decision.action != action:
@@ -367,32 +347,14 @@ def _served_by_shared_engine(
     if making:
         own = ()
     removing = f"served by SharedEngine {engine_name}: removing {', '.join(own)}"
-    spend: dict[str, object] = {}
-    share = engine_share(infd, observed, on_engine=True)
-    if share is not None and isinstance(observed.traffic, placement.Traffic):
-        on = lora_promotion.engine_spend(
-            share,
-            input_tokens_per_second=observed.traffic.mean.input_tokens_per_second,
-            output_tokens_per_second=observed.traffic.mean.output_tokens_per_second,
-            peak_input_tokens_per_second=observed.traffic.peak.input_tokens_per_second,
-            peak_output_tokens_per_second=observed.traffic.peak.output_tokens_per_second,
-        )
-        offered_in, offered_out = _offered(observed.traffic)
-        spend = {
-            "spend": f"spend/mo: {lora_promotion.engine_text(on)}",
-            "spend_per_month": _dollars(on.spend_monthly),
-            "chargeback_per_month": _dollars(on.chargeback_monthly),
-            "offered_input_tokens_per_second": offered_in,
-            "offered_output_tokens_per_second": offered_out,
-        }
     return Plan(
         pools=(),
         delete=own,
         overflow_limit=0,
         status=status.model_copy(
             update={
-                "conditions": conds,
-                "observed_generation": gen,
+                "conditions": cond.items,
+                "observed_generation": infd.generation,
                 "replicas": 0,
                 "ready_replicas": 0,
                 "desired_replicas": 0,
@@ -402,7 +364,7 @@ def _served_by_shared_engine(
                 "routable_pools": [],
                 "engine": engine_name,
                 "last_decision": last_decision,
-                **spend,
+                **_fleet_spend(infd, observed),
             }
         ),
         events=(Event("Normal", Reason.ADAPTER_LOADED, removing),) if own else (),
@@ -410,6 +372,49 @@ def _served_by_shared_engine(
         requeue_after=autoscale.DEFAULT_REQUEUE,
         delete_services=stale_services(observed.services, names.engine_service(infd.name)),
     )
+
+
+def _fleet_verdict(
+    cond: "_CondFn", infd: InferenceDeployment, engine_name: str, engine: SharedEngine | None
+) -> bool:
+    """Set Ready from what the fleet recorded; return whether the fleet is still making the
+    tenant's target, so that the engines it ran before stay (make-before-break)."""
+    verdict = conditions.find(list(infd.status.conditions), ConditionType.ADAPTER_LOADED)
+    if engine is None or engine.name != engine_name:
+        cond(
+            ConditionType.READY,
+            True,
+            Reason.ADAPTER_LOADED,
+            f"served by SharedEngine {engine_name}, which holds its adapter",
+        )
+        return False
+    _fleet_ready_condition(cond, infd, engine)
+    return not adapter_replicas(infd, engine) and (
+        verdict is None or verdict.reason in _FLEET_MAKING
+    )
+
+
+def _fleet_spend(infd: InferenceDeployment, observed: Observed) -> dict[str, object]:
+    """The status fields of the tenant's share of the fleet's spend, where its traffic is
+    measured (nothing otherwise: the last figures stay)."""
+    share = engine_share(infd, observed, on_engine=True)
+    if share is None or not isinstance(observed.traffic, placement.Traffic):
+        return {}
+    on = lora_promotion.engine_spend(
+        share,
+        input_tokens_per_second=observed.traffic.mean.input_tokens_per_second,
+        output_tokens_per_second=observed.traffic.mean.output_tokens_per_second,
+        peak_input_tokens_per_second=observed.traffic.peak.input_tokens_per_second,
+        peak_output_tokens_per_second=observed.traffic.peak.output_tokens_per_second,
+    )
+    offered_in, offered_out = _offered(observed.traffic)
+    return {
+        "spend": f"spend/mo: {lora_promotion.engine_text(on)}",
+        "spend_per_month": _dollars(on.spend_monthly),
+        "chargeback_per_month": _dollars(on.chargeback_monthly),
+        "offered_input_tokens_per_second": offered_in,
+        "offered_output_tokens_per_second": offered_out,
+    }
 
 
 def engine_share(
@@ -624,347 +629,577 @@ def split(mode: DeploymentMode, total: int, floor: int, max_overflow: int) -> di
 # -------------------------------------------------------------------------------------- plan
 
 
-def plan(infd: InferenceDeployment, observed: Observed, history: History, now: datetime) -> Plan:
-    """Decide everything for ``infd`` at ``now`` from what was ``observed``. Pure."""
-    status = infd.status
-    events: list[Event] = []
-    gen = infd.generation
-    conds = list(status.conditions)
+class _Conditions:
+    """The tenant's conditions as one plan rewrites them, in the shape of :class:`_CondFn`.
 
-    def cond(type_: ConditionType, ok: bool | None, reason: Reason, message: str) -> None:
-        nonlocal conds
-        conds, _ = conditions.set_condition(
-            conds, type_=type_, status=ok, reason=reason, message=message, generation=gen, now=now
+    ``conditions.set_condition`` keeps a condition's transition time while its status holds, so
+    every setter of one plan writes through this one list.
+    """
+
+    def __init__(self, infd: InferenceDeployment, now: datetime) -> None:
+        self.items = list(infd.status.conditions)
+        self._generation = infd.generation
+        self._now = now
+
+    def __call__(self, type_: ConditionType, ok: bool | None, reason: Reason, message: str) -> None:
+        items, gen, now = self.items, self._generation, self._now
+        self.items, _ = conditions.set_condition(
+            items, type_=type_, status=ok, reason=reason, message=message, generation=gen, now=now
         )
 
-    # -- a LoRA tenant that a SharedEngine serves needs no engine of its own -----------------
-    # An ``auto`` one may be promoted to replicas of its own and demoted back: the fleet is then
-    # its serverless layout (a pseudo-pool, :func:`migration.engine_pool`), and it goes the way
-    # of every tenant below: placement, a make-before-break migration, autoscaling.
-    share = engine_share(infd, observed, on_engine=True)
-    fleet = observed.shared_engine if share is not None else None
-    if infd.spec.mode != DeploymentMode.AUTO:
-        fleet = None
+
+@dataclass(frozen=True, slots=True)
+class _Pools:
+    """The GPUPools this spec runs on, chosen and checked before anything is decided."""
+
+    shared: GPUPool | None
+    dedicated: GPUPool | None
+    fleet_pool: str | None
+    """The SharedEngine's pseudo-pool when the fleet is the tenant's serverless layout."""
+    current_mode: DeploymentMode
+    """The mode the pools serve in now; a new ``auto`` tenant starts serverless."""
+
+    @property
+    def current_layout(self) -> migration.Layout:
+        """The pools the current mode runs on, in their roles."""
+        return self.layout(self.current_mode)
+
+    def layout(self, mode: DeploymentMode) -> migration.Layout:
+        """The pools ``mode`` runs on (ValueError naming a missing pool tenancy)."""
+        return migration.layout_for(
+            mode,
+            shared=self.shared.name if self.shared else None,
+            dedicated=self.dedicated.name if self.dedicated else None,
+            engine=self.fleet_pool,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Reconcile:
+    """What every step of one plan reads, fixed once the pools are checked."""
+
+    infd: InferenceDeployment
+    observed: Observed
+    now: datetime
+    pools: _Pools
+    fleet: SharedEngine | None
+    by_name: Mapping[str, GPUPool]
+    deployments: Mapping[str, ObservedDeployment]
+    """Per pool, the Deployment that serves it, while one of an older name may still do so."""
+    cap: EngineCapacity
+
+
+@dataclass(frozen=True, slots=True)
+class _Course:
+    """Where the tenant runs and where it is going, after placement and the migration step:
+    the roles to render, the status timers they move, and the events they raise, in order."""
+
+    effective: DeploymentMode
+    migration: MigrationStatus | None
+    roles: tuple[tuple[str, PoolRole], ...]
+    routable: tuple[str, ...]
+    placement_since: datetime | None
+    """None until the first decision with known traffic confirms (or changes) the initial
+    placement: a brand-new tenant may move on its first evidence, without a dwell."""
+    last_migration_time: datetime | None
+    above_since: datetime | None
+    below_since: datetime | None
+    utilization: float | None
+    chosen_floor: int | None
+    spend: str | None
+    spend_per_month: float | None
+    chargeback_per_month: float | None
+    wake_floor: int
+    last_decision: LastDecision | None
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sizing:
+    """The autoscaler's verdict and what it was asked with, for the split and the status."""
+
+    final_mode: DeploymentMode
+    """The mode the tenant ends in: a migration's target, else the effective mode."""
+    chosen_floor: int | None
+    floor: int
+    policy: autoscale.AutoscalePolicy
+    scale: autoscale.ScaleDecision
+    current_replicas: int
+    ready_serving: int
+    wake: str | None
+
+
+def plan(infd: InferenceDeployment, observed: Observed, history: History, now: datetime) -> Plan:
+    """Decide everything for ``infd`` at ``now`` from what was ``observed``. Pure.
+
+    The steps, each a function below: a tenant a SharedEngine serves gets that plan; the pools
+    are chosen and checked (an invalid spec only writes its status); placement may start a
+    move and a move in flight takes one step; the autoscaler sizes the serving pools; its total
+    is split per pool; the status, conditions, events and deletions follow from all of that.
+    """
+    fleet = _fleet(infd, observed)
     engine_name = fixed_member(infd, observed.shared_engine) or shared_engine_serving(infd)
     if engine_name is not None and fleet is None:
         return _served_by_shared_engine(infd, engine_name, observed, history, now)
-    fleet_pool = migration.engine_pool(fleet.name) if fleet is not None else None
+    try:
+        pools = _choose_pools(infd, observed.pools, fleet)
+    except ValueError as exc:
+        return _invalid(infd, exc, history, now)
+    ctx = _Reconcile(
+        infd,
+        observed,
+        now,
+        pools,
+        fleet,
+        by_name={p.name: p for p in observed.pools},
+        deployments=serving_deployments(observed.deployments, observed.stale),
+        cap=engine_capacity(infd, pools.shared or pools.dedicated, observed),
+    )
+    course = _migration_step(ctx, _placement(ctx))
+    sizing = _autoscale(ctx, course, history)
+    replicas_by_pool = _split_per_pool(ctx, course, sizing)
+    scaled, course = _announce_scale(ctx, course, sizing, replicas_by_pool)
+    return _assemble(ctx, course, sizing, replicas_by_pool, scaled=scaled)
 
-    # -- pools, and the spec checks the schema cannot do -------------------------------------
-    pools = observed.pools
+
+def _fleet(infd: InferenceDeployment, observed: Observed) -> SharedEngine | None:
+    """The SharedEngine that is an ``auto`` LoRA tenant's serverless layout, or None.
+
+    Such a tenant may be promoted to replicas of its own and demoted back: the fleet is then a
+    pseudo-pool (:func:`migration.engine_pool`) and the tenant goes the way of every tenant,
+    through placement, a make-before-break migration and autoscaling. A fixed-mode tenant of the
+    fleet needs no engine of its own (:func:`_served_by_shared_engine`).
+    """
+    if infd.spec.mode != DeploymentMode.AUTO:
+        return None
+    if engine_share(infd, observed, on_engine=True) is None:
+        return None
+    return observed.shared_engine
+
+
+def _choose_pools(
+    infd: InferenceDeployment, pools: tuple[GPUPool, ...], fleet: SharedEngine | None
+) -> _Pools:
+    """The pools, and the spec checks the schema cannot do (ValueError when they fail).
+
+    Every pool this spec may run on must exist and fit: the current layout, the requested mode's
+    (checked here, not when a migration to it starts), any migration target, and for auto every
+    pool it may choose. A pool nothing will use does not block the spec.
+    """
     prefs = infd.spec.placement.pools
     requested = infd.spec.mode
-    current_mode = status.effective_mode or (
+    current_mode = infd.status.effective_mode or (
         DeploymentMode.SERVERLESS if requested == DeploymentMode.AUTO else requested
     )
-    try:
-        shared = pick_pool(pools, Tenancy.SHARED, prefs.shared)
-        dedicated = pick_pool(pools, Tenancy.DEDICATED, prefs.dedicated)
-        pools_kw = {
-            "shared": shared.name if shared else None,
-            "dedicated": dedicated.name if dedicated else None,
-            "engine": fleet_pool,
-        }
-        current_layout = migration.layout_for(current_mode, **pools_kw)
-        # Every pool this spec may run on must exist and fit: the current layout, the requested
-        # mode's (checked here, not when a migration to it starts), any migration target, and for
-        # auto every pool it may choose. A pool nothing will use does not block the spec.
-        needed = set(current_layout.pools)
-        if requested == DeploymentMode.AUTO:
-            needed |= {p.name for p in (shared, dedicated) if p is not None}
-        else:
-            needed |= set(migration.layout_for(requested, **pools_kw).pools)
-        if status.migration is not None:
-            needed |= set(migration.layout_for(status.migration.to_mode, **pools_kw).pools)
-        for candidate in (shared, dedicated):
-            if candidate is not None and candidate.name in needed:
-                _check_fits(infd, candidate)
-    except ValueError as exc:
-        # migration.layout_for raises a plain ValueError naming the missing pool tenancy.
-        reason = exc.reason if isinstance(exc, InvalidPlacementError) else Reason.POOL_NOT_FOUND
-        cond(ConditionType.READY, False, reason, str(exc))
-        if status.conditions != conds:
-            events.append(Event("Warning", reason, str(exc)))
-        return Plan(
-            pools=(),
-            delete=(),
-            overflow_limit=0,
-            status=status.model_copy(update={"conditions": conds, "observed_generation": gen}),
-            events=tuple(events),
-            history=history,
-            requeue_after=INVALID_REQUEUE,
+    shared = pick_pool(pools, Tenancy.SHARED, prefs.shared)
+    dedicated = pick_pool(pools, Tenancy.DEDICATED, prefs.dedicated)
+    fleet_pool = migration.engine_pool(fleet.name) if fleet is not None else None
+    chosen = _Pools(shared, dedicated, fleet_pool, current_mode)
+    needed = set(chosen.current_layout.pools)
+    if requested == DeploymentMode.AUTO:
+        needed |= {p.name for p in (shared, dedicated) if p is not None}
+    else:
+        needed |= set(chosen.layout(requested).pools)
+    if infd.status.migration is not None:
+        needed |= set(chosen.layout(infd.status.migration.to_mode).pools)
+    for candidate in (shared, dedicated):
+        if candidate is not None and candidate.name in needed:
+            _check_fits(infd, candidate)
+    return chosen
+
+
+def _invalid(infd: InferenceDeployment, exc: ValueError, history: History, now: datetime) -> Plan:
+    """A spec that cannot be placed: say why in Ready (an Event when that is news), touch
+    nothing, and look again later (a user edit re-triggers at once anyway)."""
+    # migration.layout_for raises a plain ValueError naming the missing pool tenancy.
+    reason = exc.reason if isinstance(exc, InvalidPlacementError) else Reason.POOL_NOT_FOUND
+    conds = _Conditions(infd, now)
+    conds(ConditionType.READY, False, reason, str(exc))
+    status = infd.status
+    return Plan(
+        pools=(),
+        delete=(),
+        overflow_limit=0,
+        status=status.model_copy(
+            update={"conditions": conds.items, "observed_generation": infd.generation}
+        ),
+        events=(Event("Warning", reason, str(exc)),) if status.conditions != conds.items else (),
+        history=history,
+        requeue_after=INVALID_REQUEUE,
+    )
+
+
+def _course_from_status(ctx: _Reconcile) -> _Course:
+    """Where the tenant stands as its status recorded it, before this plan decides anything."""
+    status, layout = ctx.infd.status, ctx.pools.current_layout
+    return _Course(
+        effective=ctx.pools.current_mode,
+        migration=status.migration,
+        roles=layout.roles,
+        routable=layout.pools,
+        placement_since=status.placement_since,
+        last_migration_time=status.last_migration_time,
+        above_since=status.utilization_above_since,
+        below_since=status.utilization_below_since,
+        utilization=status.utilization,
+        chosen_floor=status.hybrid_floor,
+        spend=status.spend,
+        spend_per_month=status.spend_per_month,
+        chargeback_per_month=status.chargeback_per_month,
+        wake_floor=0,
+        last_decision=status.last_decision,
+        events=(),
+    )
+
+
+def _placement(ctx: _Reconcile) -> _Course:
+    """Placement: with no migration in flight, ask the policy where the tenant should run; it
+    also measures the utilization, spend and warm floor the status reports."""
+    course = _course_from_status(ctx)
+    if course.migration is not None:
+        return course
+    infd, observed, now, current_mode = ctx.infd, ctx.observed, ctx.now, ctx.pools.current_mode
+    share_on = current_mode == DeploymentMode.SERVERLESS
+    decision = placement.decide(
+        placement_inputs(
+            infd,
+            observed.traffic,
+            current_mode,
+            shared=ctx.pools.shared,
+            dedicated=ctx.pools.dedicated,
+            cap=ctx.cap,
+            cold_start=observed.cold_start,
+            engine=engine_share(infd, observed, on_engine=share_on) if ctx.fleet else None,
+        ),
+        now,
+    )
+    confirmed = decision.reason in (
+        placement.PlacementReason.HOLDING,
+        placement.PlacementReason.FIXED_MODE,
+    )
+    course = dataclasses.replace(
+        course,
+        above_since=decision.above_since,
+        below_since=decision.below_since,
+        placement_since=now
+        if course.placement_since is None and confirmed
+        else course.placement_since,
+        utilization=decision.utilization
+        if decision.utilization is not None
+        else course.utilization,
+    )
+    if decision.cost is not None:
+        course = dataclasses.replace(
+            course,
+            spend=placement.spend_text(decision.cost),
+            spend_per_month=_dollars(placement.spend_of(decision.cost, current_mode)),
+            chargeback_per_month=_dollars(decision.cost.chargeback_monthly),
+            wake_floor=decision.cost.wake_floor_replicas,
         )
-    by_name = {p.name: p for p in pools}
-    # Per pool, the Deployment that serves it, while one of an older name may still do so.
-    deployments = serving_deployments(observed.deployments, observed.stale)
-    ready_total = sum(d.ready_replicas for d in deployments.values())
-    demand = observed.demand
-    scaling = infd.spec.scaling
-    hybrid_spec = infd.spec.hybrid or HybridSpec()
-    cap = engine_capacity(infd, shared or dedicated, observed)
+    if not decision.move or decision.mode == current_mode:
+        return course
+    return _start_migration(ctx, course, decision)
 
-    # -- placement: a migration in progress first, else ask the policy ----------------------
-    last_decision = status.last_decision
-    mig = status.migration
-    effective = current_mode
-    roles: tuple[tuple[str, PoolRole], ...] = current_layout.roles
-    routable: tuple[str, ...] = current_layout.pools
-    # None until the first decision with known traffic confirms (or changes) the initial
-    # placement: a brand-new tenant may move on its first evidence, without a dwell.
-    placement_since = status.placement_since
-    last_migration_time = status.last_migration_time
-    above_since, below_since = status.utilization_above_since, status.utilization_below_since
-    utilization = status.utilization
-    chosen_floor = status.hybrid_floor
-    spend_text = status.spend
-    spend_per_month, chargeback_per_month = status.spend_per_month, status.chargeback_per_month
-    wake_floor = 0
 
+def _start_migration(
+    ctx: _Reconcile, course: _Course, decision: placement.PlacementDecision
+) -> _Course:
+    """The policy says move: start a make-before-break migration, unless the operator-wide
+    migration budget is used up (then say it was deferred; the next sync asks again)."""
+    if not ctx.observed.may_start_migration:
+        deferred = Event(
+            "Normal", "MigrationDeferred", f"{decision.message}; deferred: migration budget in use"
+        )
+        return dataclasses.replace(course, events=(*course.events, deferred))
+    started = migration.start(
+        from_mode=ctx.pools.current_mode,
+        to_mode=decision.mode,
+        source=ctx.pools.current_layout,
+        target=ctx.pools.layout(decision.mode),
+        reason=decision.message,
+        now=ctx.now,
+    )
+    hybrid = decision.mode == DeploymentMode.HYBRID
+    return dataclasses.replace(
+        course,
+        migration=started,
+        chosen_floor=decision.floor_replicas if hybrid else course.chosen_floor,
+        events=(*course.events, Event("Normal", decision.reason, decision.message)),
+        last_decision=LastDecision(
+            time=ctx.now, action=decision.reason, reason=decision.reason, message=decision.message
+        ),
+    )
+
+
+def _migration_step(ctx: _Reconcile, course: _Course) -> _Course:
+    """A migration in flight (just started or older) takes one step on what the pools show:
+    the step decides the roles to render and where the gateway may route."""
+    mig = course.migration
     if mig is None:
-        decision = placement.decide(
-            placement_inputs(
-                infd,
-                observed.traffic,
-                current_mode,
-                shared=shared,
-                dedicated=dedicated,
-                cap=cap,
-                cold_start=observed.cold_start,
-                engine=(
-                    engine_share(
-                        infd, observed, on_engine=current_mode == DeploymentMode.SERVERLESS
-                    )
-                    if fleet is not None
-                    else None
-                ),
-            ),
-            now,
+        return course
+    source, target = ctx.pools.current_layout, ctx.pools.layout(mig.to_mode)
+    observations = {
+        pool: migration.PoolObservation(
+            ready_replicas=_ready_on(ctx, pool),
+            inflight=ctx.observed.inflight.get(pool, NoData("not observed")),
         )
-        above_since, below_since = decision.above_since, decision.below_since
-        if placement_since is None and decision.reason in (
-            placement.PlacementReason.HOLDING,
-            placement.PlacementReason.FIXED_MODE,
-        ):
-            placement_since = now
-        utilization = decision.utilization if decision.utilization is not None else utilization
-        if decision.cost is not None:
-            spend_text = placement.spend_text(decision.cost)
-            spend_per_month = _dollars(placement.spend_of(decision.cost, current_mode))
-            chargeback_per_month = _dollars(decision.cost.chargeback_monthly)
-            wake_floor = decision.cost.wake_floor_replicas
-        if decision.move and decision.mode != current_mode:
-            if observed.may_start_migration:
-                target_layout = migration.layout_for(decision.mode, **pools_kw)
-                mig = migration.start(
-                    from_mode=current_mode,
-                    to_mode=decision.mode,
-                    source=current_layout,
-                    target=target_layout,
-                    reason=decision.message,
-                    now=now,
-                )
-                if decision.mode == DeploymentMode.HYBRID:
-                    chosen_floor = decision.floor_replicas
-                events.append(Event("Normal", decision.reason, decision.message))
-                last_decision = LastDecision(
-                    time=now,
-                    action=decision.reason,
-                    reason=decision.reason,
-                    message=decision.message,
-                )
-            else:
-                events.append(
-                    Event(
-                        "Normal",
-                        "MigrationDeferred",
-                        f"{decision.message}; deferred: migration budget in use",
-                    )
-                )
-
-    if mig is not None:
-        source = migration.layout_for(current_mode, **pools_kw)
-        target = migration.layout_for(mig.to_mode, **pools_kw)
-        observations = {
-            pool: migration.PoolObservation(
-                ready_replicas=(
-                    adapter_replicas(infd, fleet)
-                    if fleet is not None and pool == fleet_pool
-                    else deployments[pool].ready_replicas
-                    if pool in deployments
-                    else 0
-                ),
-                inflight=observed.inflight.get(pool, NoData("not observed")),
-            )
-            for pool in set(source.pools) | set(target.pools)
-        }
-        stepped = migration.step(mig, source=source, target=target, observed=observations, now=now)
-        roles, routable = stepped.roles, stepped.routable
-        if stepped.status is None or stepped.status.phase != mig.phase:
-            kind = (
-                "MigrationComplete"
-                if stepped.completed
-                else (
-                    "MigrationRolledBack"
-                    if stepped.rolled_back
-                    else str(stepped.status.phase if stepped.status else "")
-                )
-            )
-            events.append(
-                Event("Warning" if stepped.rolled_back else "Normal", kind, stepped.message)
-            )
-            last_decision = LastDecision(
-                time=now, action=kind, reason=kind, message=stepped.message
-            )
+        for pool in set(source.pools) | set(target.pools)
+    }
+    stepped = migration.step(mig, source=source, target=target, observed=observations, now=ctx.now)
+    events, last_decision = course.events, course.last_decision
+    if stepped.status is None or stepped.status.phase != mig.phase:
         if stepped.completed:
-            effective = mig.to_mode
-            placement_since = now
-            last_migration_time = now
-            above_since = below_since = None
-        mig = None if stepped.completed or stepped.rolled_back else stepped.status
+            kind = "MigrationComplete"
+        elif stepped.rolled_back:
+            kind = "MigrationRolledBack"
+        else:
+            kind = str(stepped.status.phase if stepped.status else "")
+        severity = "Warning" if stepped.rolled_back else "Normal"
+        events = (*events, Event(severity, kind, stepped.message))
+        last_decision = LastDecision(
+            time=ctx.now, action=kind, reason=kind, message=stepped.message
+        )
+    course = dataclasses.replace(
+        course,
+        roles=stepped.roles,
+        routable=stepped.routable,
+        events=events,
+        last_decision=last_decision,
+        migration=None if stepped.completed or stepped.rolled_back else stepped.status,
+    )
+    if not stepped.completed:
+        return course
+    return dataclasses.replace(
+        course,
+        effective=mig.to_mode,
+        placement_since=ctx.now,
+        last_migration_time=ctx.now,
+        above_since=None,
+        below_since=None,
+    )
 
-    final_mode = mig.to_mode if mig is not None else effective
-    if DeploymentMode.HYBRID not in (final_mode, current_mode):
+
+def _ready_on(ctx: _Reconcile, pool: str) -> int:
+    """Ready replicas serving ``pool``: the fleet's holding the adapter for its pseudo-pool."""
+    if ctx.fleet is not None and pool == ctx.pools.fleet_pool:
+        return adapter_replicas(ctx.infd, ctx.fleet)
+    return ctx.deployments[pool].ready_replicas if pool in ctx.deployments else 0
+
+
+def _floors(ctx: _Reconcile, course: _Course) -> tuple[DeploymentMode, int | None, int, int]:
+    """The final mode, the placement's chosen hybrid floor (kept only while hybrid is involved),
+    the hybrid floor to keep, and the warm replicas an ``auto`` tenant's wakes need."""
+    infd, mig = ctx.infd, course.migration
+    final_mode = mig.to_mode if mig is not None else course.effective
+    chosen_floor = course.chosen_floor
+    if DeploymentMode.HYBRID not in (final_mode, ctx.pools.current_mode):
         chosen_floor = None
     floor = hybrid_floor(infd, chosen_floor)
     # An auto tenant on GPUs keeps warm what its wakes need (placement.wake_floor), whatever
     # floor it chose when it moved: its idle gaps would otherwise meet a cold ramp.
-    warm = wake_floor if mig is None and infd.spec.mode == DeploymentMode.AUTO else 0
+    warm = course.wake_floor if mig is None and infd.spec.mode == DeploymentMode.AUTO else 0
     if final_mode == DeploymentMode.HYBRID:
         floor = max(floor, warm)
+    return final_mode, chosen_floor, floor, warm
 
-    # -- autoscaling --------------------------------------------------------------------------
-    serving = [p for p, r in roles if r in SERVING_ROLES]
+
+def _autoscale_policy(
+    infd: InferenceDeployment, gpu_mode: DeploymentMode, floor: int, warm: int
+) -> autoscale.AutoscalePolicy:
+    """The spec's scaling knobs, with the floor GPUs of the tenant's own owe.
+
+    Dedicated GPUs keep a warm replica, as an explicit dedicated deployment must (the CRD
+    refuses minReplicas 0 there), and a hybrid tenant keeps its whole floor; so does a
+    promotion's target, from the moment it takes traffic.
+    """
+    policy = autoscale.AutoscalePolicy.from_spec(infd.spec.scaling)
+    if gpu_mode not in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID):
+        return policy
+    keep = floor if gpu_mode == DeploymentMode.HYBRID else max(1, warm)
+    return dataclasses.replace(
+        policy,
+        min_replicas=max(policy.min_replicas, keep),
+        max_replicas=max(keep, policy.max_replicas),
+    )
+
+
+def _autoscale(ctx: _Reconcile, course: _Course, history: History) -> _Sizing:
+    """Autoscaling: the replicas the serving pools should run in total, from the demand."""
+    infd, status, deployments = ctx.infd, ctx.infd.status, ctx.deployments
+    final_mode, chosen_floor, floor, warm = _floors(ctx, course)
+    serving = [p for p, r in course.roles if r in SERVING_ROLES]
     current_replicas = sum(deployments[p].replicas for p in serving if p in deployments)
     ready_serving = sum(deployments[p].ready_replicas for p in serving if p in deployments)
     wake = labels.pending_wake(infd.metadata.get("annotations"), status.last_wake_handled)
-    if fleet is not None and not any(p in by_name for p in serving):
+    if ctx.fleet is not None and not any(p in ctx.by_name for p in serving):
         # Only the fleet serves the tenant: the wake is the SharedEngine's to act on and to mark
         # handled (its plan wakes the fleet for any tenant's pending wake).
         wake = None
-    policy = autoscale.AutoscalePolicy.from_spec(scaling)
-    gpu_mode = final_mode if effective == DeploymentMode.SERVERLESS else effective
-    if gpu_mode in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID):
-        # Dedicated GPUs keep a warm replica, as an explicit dedicated deployment must (the CRD
-        # refuses minReplicas 0 there), and a hybrid tenant keeps its whole floor; so does a
-        # promotion's target, from the moment it takes traffic.
-        keep = floor if gpu_mode == DeploymentMode.HYBRID else max(1, warm)
-        policy = dataclasses.replace(
-            policy,
-            min_replicas=max(policy.min_replicas, keep),
-            max_replicas=max(keep, policy.max_replicas),
-        )
-    initial = (
-        scaling.initial_replicas if scaling.initial_replicas is not None else scaling.min_replicas
-    )
+    gpu_mode = final_mode if course.effective == DeploymentMode.SERVERLESS else course.effective
+    policy = _autoscale_policy(infd, gpu_mode, floor, warm)
+    scaling = infd.spec.scaling
     if not deployments and status.last_scale_time is None:
-        current_replicas = initial
+        current_replicas = (
+            scaling.initial_replicas
+            if scaling.initial_replicas is not None
+            else scaling.min_replicas
+        )
     scale = autoscale.decide(
         autoscale.AutoscaleInputs(
             policy=policy,
             current_replicas=current_replicas,
             ready_replicas=ready_serving,
-            queue=demand,
+            queue=ctx.observed.demand,
             wake_requested=wake is not None,
             pinned_replicas=infd.spec.replicas,
             last_active_at=status.last_active_time,
             history=history.recommendations,
-            operator_started_at=observed.operator_started_at,
-            offered=offered_concurrency(observed.traffic, cap),
+            operator_started_at=ctx.observed.operator_started_at,
+            offered=offered_concurrency(ctx.observed.traffic, ctx.cap),
         ),
-        now,
+        ctx.now,
     )
-    total = scale.replicas
+    return _Sizing(
+        final_mode, chosen_floor, floor, policy, scale, current_replicas, ready_serving, wake
+    )
+
+
+def _split_per_pool(ctx: _Reconcile, course: _Course, sizing: _Sizing) -> dict[str, int]:
+    """Pool -> replicas: the autoscaler's total split by role, a draining pool left as it is,
+    and a migration target sized for the load it is about to take."""
+    infd, total, final_mode, floor = (
+        ctx.infd,
+        sizing.scale.replicas,
+        sizing.final_mode,
+        sizing.floor,
+    )
+    mig = course.migration
     # Until traffic shifts, the pools serve in the current mode's roles; from ShiftingTraffic on
     # they hold the target mode's roles, so they must be split the target mode's way (else after
     # hybrid -> dedicated the new sole primary would be capped at the hybrid floor).
-    serving_mode = (
-        current_mode
-        if mig is not None and mig.phase == MigrationPhase.STARTING_TARGET
-        else final_mode
-    )
-    max_overflow = hybrid_spec.max_overflow_replicas
+    starting = mig is not None and mig.phase == MigrationPhase.STARTING_TARGET
+    serving_mode = ctx.pools.current_mode if starting else final_mode
+    max_overflow = (infd.spec.hybrid or HybridSpec()).max_overflow_replicas
     split_now = split(serving_mode, total, floor, max_overflow)
     split_target = split(final_mode, total, floor, max_overflow)
     # A target pool is sized for the offered load it is about to take (its busiest minute),
     # never for the queue that built while replicas were loading.
+    traffic = ctx.observed.traffic
     offered = (
         None
-        if isinstance(observed.traffic, NoData)
+        if isinstance(traffic, NoData)
         else placement.dedicated_replicas(
-            placement.work(observed.traffic.peak, cap), target_utilization(infd), 0
+            placement.work(traffic.peak, ctx.cap), target_utilization(infd), 0
         )
     )
     replicas_by_pool: dict[str, int] = {}
-    for pool_name, role in roles:
-        if pool_name == fleet_pool:
+    for pool_name, role in course.roles:
+        if pool_name == ctx.pools.fleet_pool:
             # The fleet's replicas are its SharedEngine's to decide; the tenant renders none.
             replicas_by_pool[pool_name] = 0
         elif role == PoolRole.DRAINING:
-            live = deployments.get(pool_name)
+            live = ctx.deployments.get(pool_name)
             replicas_by_pool[pool_name] = live.replicas if live else 0
         elif role == PoolRole.TARGET:
-            final_layout = migration.layout_for(final_mode, **pools_kw)
-            target_role = final_layout.role(pool_name) or PoolRole.PRIMARY
+            target_role = ctx.pools.layout(final_mode).role(pool_name) or PoolRole.PRIMARY
             want = split_target[target_role]
             if offered is not None and target_role == PoolRole.PRIMARY:
-                sized = split(final_mode, policy.clamp(offered), floor, max_overflow)
+                sized = split(final_mode, sizing.policy.clamp(offered), floor, max_overflow)
                 want = max(want, sized[PoolRole.PRIMARY])
             replicas_by_pool[pool_name] = max(1, want)
         else:
             replicas_by_pool[pool_name] = split_now[role]
-    # What the serving pools really get: hybrid caps overflow at maxOverflowReplicas, so the
-    # autoscaler's total may not be reachable. Compare that, or a capped count would be announced
-    # as a scale (an Event and a new lastDecision) on every sync.
-    rendered = sum(replicas_by_pool[p] for p, r in roles if r in SERVING_ROLES)
-    scaled = rendered != current_replicas
-    if scaled:
-        message = scale.message
-        if rendered != total:
-            message += f"; capped at {rendered} (hybrid floor plus hybrid.maxOverflowReplicas)"
-        events.append(Event("Normal", scale.reason, message))
-        last_decision = LastDecision(
-            time=now,
-            action=f"scale {current_replicas}->{rendered}",
+    return replicas_by_pool
+
+
+def _announce_scale(
+    ctx: _Reconcile, course: _Course, sizing: _Sizing, replicas_by_pool: Mapping[str, int]
+) -> tuple[bool, _Course]:
+    """Whether the serving pools change size, and if so the Event and lastDecision saying so.
+
+    What the serving pools really get is compared: hybrid caps overflow at
+    maxOverflowReplicas, so the autoscaler's total may not be reachable, and a capped count
+    would otherwise be announced as a scale on every sync.
+    """
+    scale, current = sizing.scale, sizing.current_replicas
+    rendered = sum(replicas_by_pool[p] for p, r in course.roles if r in SERVING_ROLES)
+    if rendered == current:
+        return False, course
+    message = scale.message
+    if rendered != scale.replicas:
+        message += f"; capped at {rendered} (hybrid floor plus hybrid.maxOverflowReplicas)"
+    return True, dataclasses.replace(
+        course,
+        events=(*course.events, Event("Normal", scale.reason, message)),
+        last_decision=LastDecision(
+            time=ctx.now,
+            action=f"scale {current}->{rendered}",
             reason=scale.reason,
             message=message,
-        )
+        ),
+    )
 
-    # -- status --------------------------------------------------------------------------------
 
-    pool_status = [
+def _pool_status(
+    ctx: _Reconcile, course: _Course, replicas_by_pool: Mapping[str, int]
+) -> list[PoolStatus]:
+    """``status.pools``: every rendered pool (not the fleet's pseudo-pool) with its role."""
+    return [
         PoolStatus(
             name=pool_name,
-            tenancy=by_name[pool_name].spec.tenancy,
+            tenancy=ctx.by_name[pool_name].spec.tenancy,
             role=role,
             replicas=replicas_by_pool[pool_name],
-            ready_replicas=deployments[pool_name].ready_replicas if pool_name in deployments else 0,
-            deployment=names.engine_deployment(infd.name, pool_name),
+            ready_replicas=(
+                ctx.deployments[pool_name].ready_replicas if pool_name in ctx.deployments else 0
+            ),
+            deployment=names.engine_deployment(ctx.infd.name, pool_name),
         )
-        for pool_name, role in roles
-        if pool_name in by_name
+        for pool_name, role in course.roles
+        if pool_name in ctx.by_name
     ]
-    desired = sum(p.replicas for p in pool_status if p.role in SERVING_ROLES)
-    on_fleet = fleet is not None and fleet_pool in routable
-    if fleet is not None and on_fleet:
-        _fleet_ready_condition(cond, infd, fleet)
+
+
+def _serving_replicas(pool_status: list[PoolStatus]) -> int:
+    """Replicas the serving roles should run: what ``desiredReplicas`` and Ready count."""
+    return sum(p.replicas for p in pool_status if p.role in SERVING_ROLES)
+
+
+def _conditions(
+    ctx: _Reconcile,
+    course: _Course,
+    sizing: _Sizing,
+    pool_status: list[PoolStatus],
+    *,
+    on_fleet: bool,
+) -> tuple[list[Condition], tuple[Event, ...]]:
+    """The conditions, and the Warning Events for a condition that just turned bad."""
+    infd, observed, demand, scale = ctx.infd, ctx.observed, ctx.observed.demand, sizing.scale
+    cond, events = _Conditions(infd, ctx.now), list[Event]()
+    desired = _serving_replicas(pool_status)
+    if ctx.fleet is not None and on_fleet:
+        _fleet_ready_condition(cond, infd, ctx.fleet)
     else:
         _ready_condition(
             cond,
             desired,
-            ready_serving,
+            sizing.ready_serving,
             pool_status,
-            mig is not None,
+            course.migration is not None,
             problems=observed.pod_problems,
         )
     unschedulable = [p for p in observed.pod_problems if p.reason == Reason.UNSCHEDULABLE]
-    _scheduling_condition(cond, unschedulable, events, status.conditions)
+    _scheduling_condition(cond, unschedulable, events, infd.status.conditions)
     if isinstance(demand, Sample):
         cond(ConditionType.METRICS_AVAILABLE, True, Reason.METRICS_FRESH, "queue depth is known")
     else:
         reason_text = demand.reason if isinstance(demand, NoData) else "unknown"
-        msg = f"metrics unknown ({reason_text}); holding {total} replicas, never scaling to zero"
+        msg = (
+            f"metrics unknown ({reason_text}); holding {scale.replicas} replicas,"
+            " never scaling to zero"
+        )
         cond(ConditionType.METRICS_AVAILABLE, False, Reason.METRICS_UNKNOWN, msg)
-        prev = conditions.find(status.conditions, ConditionType.METRICS_AVAILABLE)
+        prev = conditions.find(infd.status.conditions, ConditionType.METRICS_AVAILABLE)
         if prev is None or prev.status != "False":
             events.append(Event("Warning", Reason.METRICS_UNKNOWN, msg))
     cond(
@@ -973,32 +1208,99 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         scale.reason,
         scale.message,
     )
-    if mig is not None:
+    if course.migration is not None:
+        mig = course.migration
         cond(ConditionType.MIGRATING, True, Reason(str(mig.phase)), mig.reason)
     else:
         cond(
             ConditionType.MIGRATING,
             False,
             Reason.NOT_MIGRATING,
-            f"running {effective} on {', '.join(p for p, _ in roles)}",
+            f"running {course.effective} on {', '.join(p for p, _ in course.roles)}",
         )
+    return cond.items, tuple(events)
+
+
+def _assemble(
+    ctx: _Reconcile,
+    course: _Course,
+    sizing: _Sizing,
+    replicas_by_pool: Mapping[str, int],
+    *,
+    scaled: bool,
+) -> Plan:
+    """The plan from every step's result: the status, conditions, events and deletions."""
+    infd, observed, now, scale = ctx.infd, ctx.observed, ctx.now, sizing.scale
+    pool_status = _pool_status(ctx, course, replicas_by_pool)
+    desired = _serving_replicas(pool_status)
+    on_fleet = ctx.fleet is not None and ctx.pools.fleet_pool in course.routable
+    conds, condition_events = _conditions(ctx, course, sizing, pool_status, on_fleet=on_fleet)
+    last_decision = course.last_decision
     if last_decision is None:
         where = ", ".join(f"{p.name} ({p.role})" for p in pool_status)
         last_decision = LastDecision(
             time=now,
             action="created",
             reason="Created",
-            message=f"placed {effective} on {where} with {desired} replica(s): {scale.message}",
+            message=(
+                f"placed {course.effective} on {where} with {desired} replica(s): {scale.message}"
+            ),
         )
-    spills = any(role == PoolRole.OVERFLOW and pool in routable for pool, role in roles)
-    overflow_limit = hybrid_spec.overflow_concurrency_per_replica if spills else 0
-    new_status = InferenceDeploymentStatus(
-        observed_generation=gen,
+    new_status = _new_status(
+        ctx,
+        course,
+        sizing,
+        pool_status,
+        conds=conds,
+        last_decision=last_decision,
+        on_fleet=on_fleet,
+        scaled=scaled,
+    )
+    hybrid_spec = infd.spec.hybrid or HybridSpec()
+    spills = any(
+        role == PoolRole.OVERFLOW and pool in course.routable for pool, role in course.roles
+    )
+    mig = course.migration
+    delete, rename_events = _deletions(ctx, course, replicas_by_pool, on_fleet=on_fleet)
+    return Plan(
+        pools=tuple(
+            PoolPlan(pool=ctx.by_name[p], role=r, replicas=replicas_by_pool[p])
+            for p, r in course.roles
+            if p in ctx.by_name
+        ),
+        delete=delete,
+        overflow_limit=hybrid_spec.overflow_concurrency_per_replica if spills else 0,
+        status=new_status,
+        events=(*course.events, *condition_events, *rename_events),
+        history=History(scale.history),
+        requeue_after=(min(scale.requeue_after, MIGRATION_REQUEUE) if mig else scale.requeue_after),
+        delete_services=stale_services(observed.services, names.engine_service(infd.name)),
+    )
+
+
+def _new_status(
+    ctx: _Reconcile,
+    course: _Course,
+    sizing: _Sizing,
+    pool_status: list[PoolStatus],
+    *,
+    conds: list[Condition],
+    last_decision: LastDecision,
+    on_fleet: bool,
+    scaled: bool,
+) -> InferenceDeploymentStatus:
+    """The status to write: every timer the next plan depends on lives here (module docstring)."""
+    infd, status, observed, now = ctx.infd, ctx.infd.status, ctx.observed, ctx.now
+    demand, scale, fleet = observed.demand, sizing.scale, ctx.fleet
+    desired = _serving_replicas(pool_status)
+    offered_in, offered_out = _offered(observed.traffic)
+    return InferenceDeploymentStatus(
+        observed_generation=infd.generation,
         conditions=conds,
-        replicas=sum(d.replicas for d in deployments.values()),
-        ready_replicas=ready_total,
+        replicas=sum(d.replicas for d in ctx.deployments.values()),
+        ready_replicas=sum(d.ready_replicas for d in ctx.deployments.values()),
         desired_replicas=desired,
-        ready=f"{ready_serving}/{desired}",
+        ready=f"{sizing.ready_serving}/{desired}",
         selector=",".join(f"{k}={v}" for k, v in sorted(labels.selector_labels(infd.name).items())),
         served_model=infd.served_model,
         # Which fleet the gateway sends the tenant to. The SharedEngine's plan writes it too, by
@@ -1006,54 +1308,58 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         # carries it over.
         engine=(fleet.name if on_fleet else "") if fleet is not None else status.engine,
         endpoint=names.engine_endpoint(infd.name, infd.namespace, infd.spec.engine.port),
-        effective_mode=effective,
+        effective_mode=course.effective,
         pool=pool_summary(pool_status),
         pools=pool_status,
-        routable_pools=[p for p in routable if p in by_name],
+        routable_pools=[p for p in course.routable if p in ctx.by_name],
         queue_depth=int(demand.value) if isinstance(demand, Sample) else None,
-        utilization=utilization,
-        spend=spend_text,
-        spend_per_month=spend_per_month,
-        chargeback_per_month=chargeback_per_month,
-        offered_input_tokens_per_second=_offered(observed.traffic)[0],
-        offered_output_tokens_per_second=_offered(observed.traffic)[1],
-        hybrid_floor=chosen_floor,
-        capacity=_capacity_status(cap, status.capacity, now),
+        utilization=course.utilization,
+        spend=course.spend,
+        spend_per_month=course.spend_per_month,
+        chargeback_per_month=course.chargeback_per_month,
+        offered_input_tokens_per_second=offered_in,
+        offered_output_tokens_per_second=offered_out,
+        hybrid_floor=sizing.chosen_floor,
+        capacity=_capacity_status(ctx.cap, status.capacity, now),
         last_active_time=scale.last_active_at,
         last_scale_time=now if scaled else status.last_scale_time or now,
-        last_wake_handled=wake or status.last_wake_handled,
-        placement_since=placement_since,
-        utilization_above_since=above_since,
-        utilization_below_since=below_since,
-        migration=mig,
-        last_migration_time=last_migration_time,
+        last_wake_handled=sizing.wake or status.last_wake_handled,
+        placement_since=course.placement_since,
+        utilization_above_since=course.above_since,
+        utilization_below_since=course.below_since,
+        migration=course.migration,
+        last_migration_time=course.last_migration_time,
         last_decision=last_decision,
     )
-    requeue = min(scale.requeue_after, MIGRATION_REQUEUE) if mig else scale.requeue_after
-    # Make-before-break onto the fleet for a tenant that ran replicas of its own before its
-    # SharedEngine held its adapter: they stay until the adapter is loaded.
-    joining = fleet is not None and mig is None and on_fleet and not adapter_replicas(infd, fleet)
-    delete = () if joining else retired(observed.deployments, observed.stale, replicas_by_pool)
-    for old in observed.stale:
-        if old.name in delete and old.pool in replicas_by_pool:
-            current = names.engine_deployment(infd.name, old.pool)
-            events.append(
-                Event("Normal", "Renamed", f"{current} serves pool {old.pool}: removing {old.name}")
-            )
-    return Plan(
-        pools=tuple(
-            PoolPlan(pool=by_name[p], role=r, replicas=replicas_by_pool[p])
-            for p, r in roles
-            if p in by_name
-        ),
-        delete=delete,
-        overflow_limit=overflow_limit,
-        status=new_status,
-        events=tuple(events),
-        history=History(scale.history),
-        requeue_after=requeue,
-        delete_services=stale_services(observed.services, names.engine_service(infd.name)),
+
+
+def _deletions(
+    ctx: _Reconcile, course: _Course, replicas_by_pool: Mapping[str, int], *, on_fleet: bool
+) -> tuple[tuple[str, ...], tuple[Event, ...]]:
+    """Engine Deployments to remove (:func:`retired`), with an Event per renamed one.
+
+    Make-before-break onto the fleet for a tenant that ran replicas of its own before its
+    SharedEngine held its adapter: they stay until the adapter is loaded.
+    """
+    fleet, observed = ctx.fleet, ctx.observed
+    joining = (
+        fleet is not None
+        and course.migration is None
+        and on_fleet
+        and not adapter_replicas(ctx.infd, fleet)
     )
+    delete = () if joining else retired(observed.deployments, observed.stale, replicas_by_pool)
+    events = tuple(
+        Event(
+            "Normal",
+            "Renamed",
+            f"{names.engine_deployment(ctx.infd.name, old.pool)} serves pool {old.pool}:"
+            f" removing {old.name}",
+        )
+        for old in observed.stale
+        if old.name in delete and old.pool in replicas_by_pool
+    )
+    return delete, events
 
 
 def offered_concurrency(traffic: placement.Traffic | NoData, cap: EngineCapacity) -> float | None:
