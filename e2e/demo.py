@@ -31,7 +31,8 @@ import localcluster
 import stack
 from podbacker import PodBacker
 from prometheus import Prometheus
-from traffic import TrafficLoop, complete, gateway_knows, wait_for
+from traffic import TrafficLoop, complete, gateway_knows
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "demo"

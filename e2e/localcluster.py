@@ -34,12 +34,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import yaml
+
+from waiting import WaitAbortedError, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -74,8 +76,6 @@ GPU_RESOURCE = "nvidia.com/gpu"
 SLOTS = 8
 NODES_PER_SLOT = 32
 
-T = TypeVar("T")
-
 
 def log(message: str) -> None:
     """Progress goes to stderr so stdout stays machine-readable (the kubeconfig path)."""
@@ -97,39 +97,8 @@ class ClusterBusyError(RuntimeError):
     """Another live process owns a cluster of this name (its ``<name>.lock`` is held)."""
 
 
-class ComponentDiedError(RuntimeError):
+class ComponentDiedError(WaitAbortedError):
     """A control-plane process exited: waiting longer cannot help, so waits stop at once."""
-
-
-def wait_for(
-    probe: Callable[[], T | None],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.2,
-) -> T:
-    """Poll ``probe`` until it returns something other than None/False; fail with ``what``.
-
-    Tests poll the API instead of sleeping; this is the one helper they share. Exceptions from
-    the probe count as "not yet" (the API may be momentarily unavailable) and the last one is
-    reported on timeout.
-    """
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = probe()
-        except ComponentDiedError:
-            raise
-        except Exception as exc:
-            last_error = exc
-            result = None
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error!r})" if last_error else ""
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
-        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- binaries

@@ -46,13 +46,16 @@ from typing import IO, Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-#: Same keys as tidepool.api.labels; repeated here so the harness does not import the package
-#: under test (it must work while the package is half-written) -- test_podbacker checks equality.
-COMPONENT = "tidepool.dev/component"
-COMPONENT_ENGINE = "engine"
-SERVED_MODEL = "tidepool.dev/served-model"
-INFERENCE_DEPLOYMENT = "tidepool.dev/inference-deployment"
-SIM_LOAD_DELAY = "tidepool.dev/sim-load-delay"
+# The keys the operator renders, from the one place that defines them, so the harness cannot
+# drift from what it looks for.
+from tidepool.api.labels import (
+    COMPONENT,
+    COMPONENT_ENGINE,
+    INFERENCE_DEPLOYMENT,
+    SERVED_MODEL,
+    SIM_LOAD_DELAY,
+)
+
 ENGINE_SELECTOR = f"{COMPONENT}={COMPONENT_ENGINE}"
 DEFAULT_PORT = 8000
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"

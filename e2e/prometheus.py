@@ -42,20 +42,24 @@ from typing import Any
 from kubernetes import client, config
 
 from podbacker import (
-    COMPONENT,
     ENGINE_SELECTOR,
-    INFERENCE_DEPLOYMENT,
-    SERVED_MODEL,
     die_with_parent,
     http_port,
 )
+from tidepool.api.labels import (
+    COMPONENT,
+    COMPONENT_ENGINE,
+    INFERENCE_DEPLOYMENT,
+    POOL,
+    SERVED_MODEL,
+    TENANT,
+)
+from waiting import wait_for
 
 TEMPLATE = Path(__file__).resolve().parent / "cluster" / "prometheus.yml.tmpl"
 #: Jobs whose targets come from file_sd files written by ``set_targets``.
 FILE_SD_JOBS = ("tidepool-gateway", "tidepool-operator")
 ENGINES_JOB = "tidepool-engines"
-POOL = "tidepool.dev/pool"
-TENANT = "tidepool.dev/tenant"
 
 # Never let an environment proxy intercept loopback requests.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -87,7 +91,7 @@ def engine_targets(pods: Iterable[client.V1Pod]) -> list[dict[str, Any]]:
     for pod in pods:
         meta, status = pod.metadata, pod.status
         labels = meta.labels or {}
-        if labels.get(COMPONENT) != "engine" or not status or status.phase != "Running":
+        if labels.get(COMPONENT) != COMPONENT_ENGINE or not status or status.phase != "Running":
             continue
         if not status.pod_ip or not ipaddress.ip_address(status.pod_ip).is_loopback:
             continue
@@ -315,15 +319,9 @@ class Prometheus:
 
     def wait_for_query(self, expr: str, *, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Poll until ``expr`` returns a non-empty vector (scrapes are every 2s)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError, RuntimeError):
-                result = self.query(expr)
-                if result:
-                    return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no result for {expr!r} after {timeout}s")
-            time.sleep(0.5)
+        return wait_for(
+            lambda: self.query(expr), timeout=timeout, what=f"a result for {expr!r}", interval=0.5
+        )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from typing import Any
 
 from kubernetes import client, config
 
+from tidepool.api.labels import SHARED_ENGINE, WAKE_REQUESTED_AT
 from tidepool.policy import lora_timing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -49,7 +50,7 @@ import localcluster
 import stack
 from podbacker import PodBacker
 from prometheus import Prometheus
-from traffic import wait_for
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "tidepool.dev", "v1alpha1"
@@ -152,7 +153,7 @@ class Bench:
         return [
             p
             for p in self.core.list_namespaced_pod(
-                FLEET_NS, label_selector=f"tidepool.dev/shared-engine={ENGINE}"
+                FLEET_NS, label_selector=f"{SHARED_ENGINE}={ENGINE}"
             ).items
             if p.metadata.deletion_timestamp is None
         ]
@@ -245,7 +246,7 @@ class Bench:
         phases["first byte"] = first
         phases["complete"] = total
         stamp = self.tenant(name)["metadata"].get("annotations", {})
-        woke = stamp.get("tidepool.dev/wake-requested-at")
+        woke = stamp.get(WAKE_REQUESTED_AT)
         if woke:
             at = datetime.fromisoformat(woke)
             phases["wake patch"] = max(0.0, (at - sent_wall).total_seconds())

@@ -24,13 +24,16 @@ from pathlib import Path
 
 from kubernetes import client, config
 
+from tidepool.api.labels import INFERENCE_DEPLOYMENT, SIM_LOAD_DELAY
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import localcluster
 import stack
 from podbacker import PodBacker
 from prometheus import Prometheus
-from traffic import complete, gateway_knows, wait_for
+from traffic import complete, gateway_knows
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LOAD_DELAY_S = 2.0
@@ -51,7 +54,7 @@ def infd(name: str, ns: str, **spec: object) -> dict:
         "metadata": {
             "name": name,
             "namespace": ns,
-            "annotations": {"tidepool.dev/sim-load-delay": f"{LOAD_DELAY_S}s"},
+            "annotations": {SIM_LOAD_DELAY: f"{LOAD_DELAY_S}s"},
         },
         "spec": {"model": {"name": f"org/{name}", "servedName": f"{ns}-{name}"}, **spec},
     }
@@ -107,7 +110,7 @@ def main() -> int:
                     lambda n=name: any(
                         p.spec.node_name
                         for p in core.list_namespaced_pod(
-                            "bound", label_selector=f"tidepool.dev/inference-deployment={n}"
+                            "bound", label_selector=f"{INFERENCE_DEPLOYMENT}={n}"
                         ).items
                     ),
                     timeout=60,

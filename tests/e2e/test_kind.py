@@ -13,12 +13,13 @@ import json
 import os
 import secrets
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 import pytest
+
+from waiting import WaitAbortedError, wait_for
 
 GATEWAY_URL = os.environ.get("TIDEPOOL_E2E_GATEWAY_URL", "")
 pytestmark = pytest.mark.skipif(
@@ -40,16 +41,6 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
 def get_json(*args: str) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(kubectl("get", *args, "-o", "json"))
     return out
-
-
-def wait_for(check: Any, *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -91,7 +82,7 @@ def test_a_cold_request_wakes_a_serverless_model_on_real_pods(namespace: str) ->
         ready = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
         return bool(ready) and ready[0]["reason"] == "ScaledToZero"
 
-    wait_for(scaled_to_zero, timeout=120, what="the model at zero, Ready=ScaledToZero")
+    wait_for(scaled_to_zero, timeout=120, what="the model at zero, Ready=ScaledToZero", interval=1)
     body = json.dumps({"model": f"tiny-{namespace}", "prompt": "hello", "max_tokens": 4}).encode()
 
     def answered() -> dict[str, Any] | None:
@@ -105,9 +96,9 @@ def test_a_cold_request_wakes_a_serverless_model_on_real_pods(namespace: str) ->
         except urllib.error.HTTPError as exc:
             if exc.code == 404:  # the gateway has not discovered the model yet
                 return None
-            raise
+            raise WaitAbortedError(f"the gateway answered {exc.code}: {exc.read()!r}") from exc
 
-    reply = wait_for(answered, timeout=300, what="the held request answered")
+    reply = wait_for(answered, timeout=300, what="the held request answered", interval=1)
     assert reply["choices"][0]["text"]
     pods = get_json("pods", "-n", namespace, "-l", "tidepool.dev/inference-deployment")
     assert any(

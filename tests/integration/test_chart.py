@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 import stack
-from traffic import wait_for
+from waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

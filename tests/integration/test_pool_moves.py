@@ -139,7 +139,7 @@ def test_promotion_and_demotion_drop_no_request(
                     what="demotion back to the shared pool",
                     interval=1,
                 )
-            except AssertionError as exc:
+            except TimeoutError as exc:
                 status = get_infd(kube, namespace, "tenant")["status"]
                 raise AssertionError(f"{exc}; last decision: {status.get('lastDecision')}") from exc
             wait_for(

@@ -119,7 +119,7 @@ def _all_reach_status(kube: client.ApiClient, namespace: str, names: set[str], t
 
     try:
         wait_for(done, timeout=timeout, what=f"status on {len(names)} objects", interval=0.5)
-    except AssertionError as exc:
+    except TimeoutError as exc:
         missing = sorted(names - set(found))
         raise AssertionError(f"no status after {timeout}s: {[m[:80] for m in missing]}") from exc
     return found

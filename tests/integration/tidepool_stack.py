@@ -12,7 +12,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 import stack
-from traffic import Reply, TrafficLoop, complete, gateway_knows, wait_for
+from traffic import Reply, TrafficLoop, complete, gateway_knows
+from waiting import wait_for
 
 __all__ = ["Reply", "TrafficLoop", "complete", "gateway_knows", "wait_for"]
 
