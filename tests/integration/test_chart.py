@@ -42,6 +42,8 @@ CRDS = (
     "inferencedeployments.tidepool.dev",
     "gpupools.tidepool.dev",
     "sharedengines.tidepool.dev",
+    "clusterkopfpeerings.kopf.dev",
+    "kopfpeerings.kopf.dev",
 )
 KEEP = "helm.sh/resource-policy"
 HELM_OWNERSHIP_ANNOTATIONS = ("meta.helm.sh/release-name", "meta.helm.sh/release-namespace")
@@ -359,8 +361,9 @@ def test_install_upgrade_uninstall(kube_tools: Kube, ns: str, release: str, tmp_
             assert live["metadata"]["annotations"].get(KEEP) == "keep", crd
         dep = kube_tools.get_json("deployment", operator, "-n", ns)
         assert dep is not None
-        assert dep["spec"]["replicas"] == 1
+        assert dep["spec"]["replicas"] == 2  # one active, one standby (Kopf's peering)
         assert dep["spec"]["strategy"]["type"] == "Recreate"
+        assert kube_tools.get_json("poddisruptionbudget", operator, "-n", ns) is not None
         gw = kube_tools.get_json("deployment", gateway, "-n", ns)
         assert gw is not None
         assert kube_tools.get_json("service", gateway, "-n", ns) is not None
@@ -415,6 +418,9 @@ def test_install_upgrade_uninstall(kube_tools: Kube, ns: str, release: str, tmp_
         assert not kube_tools.can_i(
             op_sa, "delete", "customresourcedefinitions.apiextensions.k8s.io", None
         )
+        for verb in ("watch", "patch", "create"):  # Kopf's peering, cluster-wide
+            assert kube_tools.can_i(op_sa, verb, "clusterkopfpeerings.kopf.dev", None)
+        assert not kube_tools.can_i(op_sa, "delete", "clusterkopfpeerings.kopf.dev", None)
 
         # -- upgrade: namespaced mode, more gateways ---------------------------------------------
         upgraded = {
@@ -438,6 +444,10 @@ def test_install_upgrade_uninstall(kube_tools: Kube, ns: str, release: str, tmp_
             op_sa, "patch", "inferencedeployments.tidepool.dev/status", other_ns
         )
         assert kube_tools.can_i(op_sa, "watch", "gpupools.tidepool.dev", None)
+        # Peering moves to a KopfPeering in the watched namespace.
+        assert kube_tools.can_i(op_sa, "patch", "kopfpeerings.kopf.dev", ns)
+        assert not kube_tools.can_i(op_sa, "patch", "kopfpeerings.kopf.dev", other_ns)
+        assert not kube_tools.can_i(op_sa, "patch", "clusterkopfpeerings.kopf.dev", None)
         # Kopf posts the Events of cluster-scoped objects (GPUPools) to "default".
         assert kube_tools.can_i(op_sa, "create", "events", "default")
         assert not kube_tools.can_i(op_sa, "create", "deployments.apps", "default")
@@ -511,11 +521,12 @@ def test_operator_and_gateway_under_the_charts_service_accounts(
     kube_tools: Kube, ns: str, release: str, tmp_path: Path
 ) -> None:
     """The operator and the gateway, run as processes with the tokens of the ServiceAccounts
-    the chart creates, do their whole job with no 403: fresh GPUPools get Kopf's finalizer and
-    their status, an InferenceDeployment gets its engine Deployment and Service (owner
-    references with blockOwnerDeletion) and status, the gateway discovers it and wakes it with
-    an Event that the operator turns into the wake annotation, and deleting the model and the
-    pools releases the finalizers."""
+    the chart creates, do their whole job with no 403: the operator peered as the chart's
+    replicas are (it creates the ClusterKopfPeering and keeps its record there), fresh GPUPools
+    get Kopf's finalizer and their status, an InferenceDeployment gets its engine Deployment
+    and Service (owner references with blockOwnerDeletion) and status, the gateway discovers it
+    and wakes it with an Event that the operator turns into the wake annotation, and deleting
+    the model and the pools releases the finalizers."""
     pools = pools_for(release)
     operator, gateway = f"{release}-tidepool-operator", f"{release}-tidepool-gateway"
     adopt_existing_crds(kube_tools, release, ns)
@@ -526,6 +537,7 @@ def test_operator_and_gateway_under_the_charts_service_accounts(
     op_proc = stack.operator(
         token_kubeconfig(kube_tools, ns, operator, tmp_path / "operator.kubeconfig"),
         "http://127.0.0.1:9",  # no Prometheus: the autoscaler holds; RBAC is what is tested
+        peering=operator,  # the chart's default peering name: <fullname>-operator
     )
     gw_proc = stack.gateway(
         token_kubeconfig(kube_tools, ns, gateway, tmp_path / "gateway.kubeconfig"),
@@ -612,6 +624,10 @@ def test_operator_and_gateway_under_the_charts_service_accounts(
             op_proc.stop()
             gw_proc.stop()
             kube_tools.helm("uninstall", release, "--namespace", ns, "--wait", "--timeout", "60s")
+            # The operator created it, so the release does not own it (the README says so).
+            kube_tools.kubectl(
+                "delete", "clusterkopfpeering", operator, "--ignore-not-found", check=False
+            )
     op_log, gw_log = op_proc.tail(100000), gw_proc.tail(100000)
     assert forbidden_lines(op_log) == [], op_log[-4000:]
     assert forbidden_lines(gw_log) == [], gw_log[-4000:]

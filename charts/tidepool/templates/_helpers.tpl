@@ -66,6 +66,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/*
+The operator's Kopf peering name, or nothing when a single replica runs standalone. Peering is on
+exactly when there is more than one replica: Kopf then lets one act and pauses the others.
+*/}}
+{{- define "tidepool.operator.peeringName" -}}
+{{- if gt (int .Values.operator.replicas) 1 }}
+{{- default (include "tidepool.componentName" (dict "ctx" . "component" "operator")) .Values.operator.peering.name }}
+{{- end }}
+{{- end }}
+
 {{- define "tidepool.gateway.serviceAccountName" -}}
 {{- if .Values.gateway.serviceAccount.create }}
 {{- default (include "tidepool.componentName" (dict "ctx" . "component" "gateway")) .Values.gateway.serviceAccount.name }}
@@ -87,4 +97,24 @@ No registry host unless imageRegistry is set; a digest wins over the tag.
 {{- else }}
 {{- printf "%s:%s" $repo (default .ctx.Chart.AppVersion .image.tag) }}
 {{- end }}
+{{- end }}
+
+{{/*
+A component's PodDisruptionBudget. Call with (dict "ctx" $ "component" "gateway" "budget" (dict
+"minAvailable" 1)): budget holds minAvailable or maxUnavailable.
+*/}}
+{{- define "tidepool.podDisruptionBudget" -}}
+{{- $component := dict "ctx" .ctx "component" .component }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "tidepool.componentName" $component }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "tidepool.componentLabels" $component | nindent 4 }}
+spec:
+  {{- toYaml .budget | nindent 2 }}
+  selector:
+    matchLabels:
+      {{- include "tidepool.componentSelectorLabels" $component | nindent 6 }}
 {{- end }}

@@ -159,10 +159,50 @@ def _gateway_resources() -> Resources:
     return Resources(requests={"cpu": "250m", "memory": "256Mi"}, limits={"memory": "1Gi"})
 
 
-class Operator(PodPlacement):
-    """The Kopf operator. Always one replica with strategy Recreate: Kopf has a single active
-    operator per resource, and two overlapping pods during a rolling update would both act."""
+#: An optional object name: empty, or a DNS-1123 subdomain.
+OptionalObjectName = Annotated[
+    str, Field(max_length=types.MAX_OBJECT_NAME, pattern=f"^({types.DNS_SUBDOMAIN[1:-1]})?$")
+]
 
+
+class Peering(_Values):
+    """Kopf's peering among the operator replicas (on whenever `replicas` is more than 1)."""
+
+    name: OptionalObjectName = ""
+    """Name of the ClusterKopfPeering the replicas share (with watchNamespaces: of the
+    KopfPeering in each watched namespace). The operator creates it if missing. Empty means
+    <fullname>-operator."""
+    lifetime: int = Field(default=10, ge=1, le=600)
+    """Seconds a crashed replica's peering record stays alive (`--peering-lifetime`): the bound
+    on how long a standby waits before it takes over. A clean exit hands over at once."""
+
+
+class OperatorPodDisruptionBudget(_Values):
+    """A PodDisruptionBudget for the operator, rendered only with more than one replica."""
+
+    enabled: StrictBool = True
+    """Create it when replicas is more than 1 (a budget over one pod would block node drains
+    or protect nothing)."""
+    max_unavailable: int = Field(default=1, ge=1)
+    """Operator pods a voluntary disruption (a node drain) may take at once. 1 leaves a standby
+    running to take over while the evicted replica restarts elsewhere."""
+
+
+class Operator(PodPlacement):
+    """The Kopf operator. Kopf has a single active operator per resource, so with more than one
+    replica every replica runs with Kopf's peering and exactly one acts while the others stand
+    by. The strategy is always Recreate: the old replicas stop before new ones start, so a
+    rollout never runs two operator versions side by side and never hands over mid-handler."""
+
+    replicas: int = Field(default=2, ge=1, le=10)
+    """Operator replicas. More than 1 turns on Kopf's peering (`--peering`): exactly one
+    replica acts, the others stand by with every watch, daemon and timer paused and take over
+    when the active one exits or its record expires (peering.lifetime). 1 runs a single
+    standalone operator."""
+    peering: Peering = Field(default_factory=Peering)
+    pod_disruption_budget: OperatorPodDisruptionBudget = Field(
+        default_factory=OperatorPodDisruptionBudget
+    )
     image: Image = Field(default_factory=lambda: Image(repository="tidepool/operator"))
     watch_namespaces: list[DnsLabel] = Field(default_factory=list)
     """Namespaces whose InferenceDeployments the operator reconciles. Empty: all namespaces

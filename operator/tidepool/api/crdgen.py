@@ -239,6 +239,10 @@ def shared_engine_crd() -> JSON:
     )
 
 
+#: Kopf's own API group: its peering CRDs.
+KOPF_GROUP: Final = "kopf.dev"
+
+
 def kopf_peering_crd(*, scope: str) -> JSON:
     """Kopf's own peering CRD (``ClusterKopfPeering``, or ``KopfPeering`` for ``Namespaced``).
 
@@ -253,9 +257,9 @@ def kopf_peering_crd(*, scope: str) -> JSON:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.kopf.dev"},
+        "metadata": {"name": f"{plural}.{KOPF_GROUP}"},
         "spec": {
-            "group": "kopf.dev",
+            "group": KOPF_GROUP,
             "names": {
                 "kind": kind,
                 "listKind": f"{kind}List",

@@ -52,5 +52,7 @@ def test_readme_values_table_is_current() -> None:
 def test_every_value_is_documented() -> None:
     readme = (CHART / "README.md").read_text()
     for key in ("global", "extraObjects", "operator.podSecurityContext", "gateway.envFrom",
-                "rbac.aggregateToDefaultRoles", "monitoring.prometheusRule.enabled"):  # fmt: skip
+                "rbac.aggregateToDefaultRoles", "monitoring.prometheusRule.enabled",
+                "operator.replicas", "operator.peering.name",
+                "operator.podDisruptionBudget.maxUnavailable"):  # fmt: skip
         assert f"\n| {key} |" in readme, key

@@ -46,28 +46,68 @@ def test_default_objects(render: Render) -> None:
             "ClusterRole", "ClusterRole",  # aggregated to view/edit/admin
             "Pod",  # the `helm test` hook
             "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
+            "CustomResourceDefinition", "CustomResourceDefinition",  # Kopf's peering
             "Deployment", "Deployment", "GPUPool", "GPUPool",
+            "PodDisruptionBudget",  # the operator's: two replicas
             "Service", "Service", "Service", "ServiceAccount", "ServiceAccount",
         ]
     )  # fmt: skip
 
 
-def test_operator_is_one_recreated_replica(render: Render) -> None:
-    dep = one(render(), "Deployment", "-operator")
-    assert dep["spec"]["replicas"] == 1
+OPERATOR_ARGS = [
+    "run",
+    "--all-namespaces",
+    "--metrics-port=9090",
+    "--health-port=8080",
+    "--prometheus-url=http://prometheus-operated.monitoring.svc:9090",
+]
+
+
+def operator_args(docs: list[dict[str, Any]]) -> list[str]:
+    args = one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
+    return list(args["args"])
+
+
+@pytest.mark.parametrize(
+    ("operator", "replicas", "peering_args"),
+    [
+        pytest.param(
+            {},
+            2,
+            ["--peering=tp-tidepool-operator", "--peering-lifetime=10"],
+            id="default-two-peered",
+        ),
+        pytest.param(
+            {"replicas": 3, "peering": {"name": "tidepool.peers", "lifetime": 30}},
+            3,
+            ["--peering=tidepool.peers", "--peering-lifetime=30"],
+            id="three-named-peering",
+        ),
+        pytest.param({"replicas": 1}, 1, [], id="one-standalone"),
+        pytest.param(
+            {"replicas": 1, "peering": {"name": "ignored"}}, 1, [], id="one-ignores-peering"
+        ),
+    ],
+)
+def test_operator_replicas_peer_and_are_recreated(
+    render: Render, operator: dict[str, Any], replicas: int, peering_args: list[str]
+) -> None:
+    """More than one replica means Kopf's peering (one acts, the others stand by); one replica
+    runs standalone. Recreate either way: old replicas stop before new ones start."""
+    docs = render({"operator": operator})
+    dep = one(docs, "Deployment", "-operator")
+    assert dep["spec"]["replicas"] == replicas
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert operator_args(docs) == OPERATOR_ARGS + peering_args
+    # The replica's peering identity comes from the pod name (tidepool run reads POD_NAME).
+    env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
 
 
 def test_operator_args_probes_and_ports(render: Render) -> None:
     pod = one(render(), "Deployment", "-operator")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["args"] == [
-        "run",
-        "--all-namespaces",
-        "--metrics-port=9090",
-        "--health-port=8080",
-        "--prometheus-url=http://prometheus-operated.monitoring.svc:9090",
-    ]
+    assert container["args"][: len(OPERATOR_ARGS)] == OPERATOR_ARGS
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 9090, "health": 8080}
     # Kopf serves one path, /healthz, on its liveness endpoint; both probes ask it.
@@ -200,8 +240,8 @@ def test_image_registry_digest_and_tag(render: Render) -> None:
 @pytest.mark.parametrize(
     ("crds", "count", "kept"),
     [
-        pytest.param({}, 3, True, id="default-installed-and-kept"),
-        pytest.param({"keep": False}, 3, False, id="installed-not-kept"),
+        pytest.param({}, 5, True, id="default-installed-and-kept"),
+        pytest.param({"keep": False}, 5, False, id="installed-not-kept"),
         pytest.param({"install": False}, 0, False, id="not-installed"),
     ],
 )
@@ -213,8 +253,10 @@ def test_crds_gated_and_kept(render: Render, crds: dict[str, bool], count: int, 
         assert policy == ("keep" if kept else None)
     assert sorted(c["metadata"]["name"] for c in found) == sorted(
         [
+            "clusterkopfpeerings.kopf.dev",
             "gpupools.tidepool.dev",
             "inferencedeployments.tidepool.dev",
+            "kopfpeerings.kopf.dev",
             "sharedengines.tidepool.dev",
         ][:count]
     )
@@ -245,6 +287,52 @@ def test_operator_rbac_least_privilege(render: Render) -> None:
     assert allows(rules, "tidepool.dev", "sharedengines/finalizers", "update")
     for verb in ("create", "delete", "deletecollection"):
         assert not allows(rules, "tidepool.dev", "sharedengines", verb)
+
+
+#: Kopf's peering: read and watch the peers' records, patch in its own keep-alive, and create the
+#: object when missing (the operator does; Kopf never does). Never delete.
+PEERING_VERBS = ["create", "get", "list", "patch", "watch"]
+
+
+def peering_grants(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """kopf.dev resource -> the verbs granted on it."""
+    return {
+        res: sorted(r["verbs"])
+        for r in rules
+        if "kopf.dev" in r["apiGroups"]
+        for res in r["resources"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("operator", "cluster", "namespaced"),
+    [
+        pytest.param({}, {"clusterkopfpeerings": PEERING_VERBS}, {}, id="default-clusterwide"),
+        pytest.param({"replicas": 1}, {}, {}, id="standalone-none"),
+        pytest.param(
+            {"watchNamespaces": ["team-a", "team-b"]},
+            {},
+            {"team-a": {"kopfpeerings": PEERING_VERBS}, "team-b": {"kopfpeerings": PEERING_VERBS}},
+            id="namespaced-in-each-watched-namespace",
+        ),
+        pytest.param(
+            {"watchNamespaces": ["team-a"], "replicas": 1}, {}, {}, id="namespaced-standalone"
+        ),
+    ],
+)
+def test_operator_peering_rbac(
+    render: Render,
+    operator: dict[str, Any],
+    cluster: dict[str, list[str]],
+    namespaced: dict[str, dict[str, list[str]]],
+) -> None:
+    """Kopf keeps one ClusterKopfPeering for a cluster-wide operator and a KopfPeering in each
+    watched namespace otherwise; the replicas may use exactly those, and only when peered."""
+    docs = render({"operator": operator, "gateway": {"enabled": False}})
+    assert peering_grants(rules_of(docs, "ClusterRole", "-operator")) == cluster
+    roles = {r["metadata"]["namespace"]: r["rules"] for r in by_kind(docs, "Role")}
+    granted = {ns: peering_grants(rules) for ns, rules in roles.items()}
+    assert {ns: g for ns, g in granted.items() if g} == namespaced
 
 
 def _granted(rules: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -422,12 +510,44 @@ def test_network_policies(render: Render) -> None:
     assert op["spec"]["policyTypes"] == ["Ingress"]
 
 
-def test_pdb(render: Render) -> None:
-    assert not by_kind(render(), "PodDisruptionBudget")
-    pdb = one(
-        render({"gateway": {"podDisruptionBudget": {"enabled": True}}}), "PodDisruptionBudget"
-    )
+def test_gateway_pdb(render: Render) -> None:
+    defaults = by_kind(render(), "PodDisruptionBudget")
+    assert [d["metadata"]["name"] for d in defaults] == ["tp-tidepool-operator"]
+    docs = render({"gateway": {"podDisruptionBudget": {"enabled": True}}})
+    pdb = one(docs, "PodDisruptionBudget", "-gateway")
     assert pdb["spec"]["minAvailable"] == 1
+    gateway = one(docs, "Deployment", "-gateway")["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"] == gateway
+
+
+@pytest.mark.parametrize(
+    ("operator", "max_unavailable"),
+    [
+        pytest.param({}, 1, id="default-two-replicas"),
+        pytest.param(
+            {"replicas": 4, "podDisruptionBudget": {"maxUnavailable": 2}}, 2, id="four-by-two"
+        ),
+        pytest.param({"replicas": 1}, None, id="one-replica-none"),
+        pytest.param({"podDisruptionBudget": {"enabled": False}}, None, id="disabled"),
+    ],
+)
+def test_operator_pdb(
+    render: Render, operator: dict[str, Any], max_unavailable: int | None
+) -> None:
+    """A node drain evicts one operator replica at a time, so a standby stays to take over; with
+    one replica there is no budget (it could only block the drain)."""
+    docs = render({"operator": operator})
+    budgets = by_kind(docs, "PodDisruptionBudget")
+    if max_unavailable is None:
+        assert budgets == []
+        return
+    (pdb,) = budgets
+    assert pdb["metadata"]["name"] == "tp-tidepool-operator"
+    assert pdb["metadata"]["namespace"] == "tidepool-system"
+    assert pdb["spec"]["maxUnavailable"] == max_unavailable
+    assert "minAvailable" not in pdb["spec"]
+    operator_selector = one(docs, "Deployment", "-operator")["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"] == operator_selector
 
 
 def test_common_labels_everywhere(render: Render) -> None:

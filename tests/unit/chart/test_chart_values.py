@@ -50,7 +50,17 @@ def _dedicated_pool(**extra: Any) -> dict[str, Any]:
 #: (override, key Helm's schema error names). All are refused by the model and by the schema.
 BAD_VALUES = [
     pytest.param({"replicaCount": 3}, "replicaCount", id="unknown-top-level-key"),
-    pytest.param({"operator": {"replicas": 2}}, "replicas", id="operator-replicas-not-a-value"),
+    pytest.param({"operator": {"replica": 2}}, "replica", id="operator-replicas-misspelt"),
+    pytest.param({"operator": {"replicas": 0}}, "replicas", id="operator-replicas-zero"),
+    pytest.param(
+        {"operator": {"peering": {"name": "Tidepool_Peers"}}}, "name", id="peering-name-not-dns"
+    ),
+    pytest.param({"operator": {"peering": {"lifetime": 0}}}, "lifetime", id="peering-lifetime-0"),
+    pytest.param(
+        {"operator": {"podDisruptionBudget": {"maxUnavailable": 0}}},
+        "maxUnavailable",
+        id="operator-pdb-blocks-every-drain",
+    ),
     pytest.param({"operator": {"metricsPort": 0}}, "metricsPort", id="port-zero"),
     pytest.param({"gateway": {"port": 70000}}, "port", id="port-too-high"),
     pytest.param({"gateway": {"replicas": "two"}}, "replicas", id="replicas-not-int"),
@@ -136,6 +146,11 @@ GOOD_VALUES = [
         id="non-default",
     ),
     pytest.param({"gpuPools": []}, id="no-pools"),
+    pytest.param(
+        {"operator": {"replicas": 3, "peering": {"name": "tidepool.peers", "lifetime": 30}}},
+        id="three-peered-operators",
+    ),
+    pytest.param({"operator": {"replicas": 1}}, id="one-standalone-operator"),
     pytest.param({"gateway": {"enabled": False}, "crds": {"install": False}}, id="minimal"),
 ]
 
