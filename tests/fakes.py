@@ -50,6 +50,9 @@ class FakeKube:
     ready: dict[str, int] = field(default_factory=dict)
     """Deployment name -> ready replicas, as the Deployment controller would report."""
     problems: list[PodProblem] = field(default_factory=list)
+    replica_failures: dict[str, str] = field(default_factory=dict)
+    """Deployment name -> its ReplicaFailure message, as the Deployment controller reports a
+    ReplicaSet that cannot create pods."""
     applies: list[JSON] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     engines: list[SharedEngine] = field(default_factory=list)
@@ -89,6 +92,7 @@ class FakeKube:
                     ready_replicas=ready,
                     updated_replicas=ready,
                     generation_observed=True,
+                    replica_failure=self.replica_failures.get(name),
                 )
             )
         return sorted(out, key=lambda d: d.name)

@@ -24,14 +24,18 @@ import localcluster
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
 
 
-def _ready(kube: client.ApiClient, ns: str, name: str) -> dict:
+def _when(kube: client.ApiClient, ns: str, name: str, type_: str, **field: str) -> dict:
+    """The object once its ``type_`` condition has ``field`` (one, e.g. ``status="True"``)."""
+    ((key, value),) = field.items()
     return wait_for(
-        lambda: (
-            (o := get_infd(kube, ns, name)) and condition(o, "Ready").get("status") == "True" and o
-        ),
+        lambda: (o := get_infd(kube, ns, name)) and condition(o, type_).get(key) == value and o,
         timeout=60,
-        what=f"{ns}/{name} Ready=True",
+        what=f"{ns}/{name} {type_} {key}={value}",
     )
+
+
+def _ready(kube: client.ApiClient, ns: str, name: str) -> dict:
+    return _when(kube, ns, name, "Ready", status="True")
 
 
 @pytest.mark.parametrize(
@@ -218,17 +222,33 @@ def test_unschedulable_pods_surface_as_a_condition(
         ),
     )
 
-    obj = wait_for(
-        lambda: (
-            (o := get_infd(kube, namespace, "big"))
-            and condition(o, "Scheduled").get("status") == "False"
-            and o
-        ),
-        timeout=60,
-        what="Scheduled=False",
-    )
+    obj = _when(kube, namespace, "big", "Scheduled", status="False")
 
     sched = condition(obj, "Scheduled")
     assert sched["reason"] == "Unschedulable"
     assert "dedicated-a100" in sched["message"]
     assert "nvidia.com/gpu" in sched["message"] or "Insufficient" in sched["message"]
+
+
+def test_a_missing_service_account_is_a_replica_failure(
+    kube: client.ApiClient, namespace: str, tidepool: Tidepool
+) -> None:
+    # The API server's ServiceAccount admission refuses every pod the ReplicaSet creates, so no
+    # pod exists to report why; the Deployment's ReplicaFailure condition does.
+    apply_infd(
+        kube,
+        infd_manifest(
+            "nosa",
+            namespace,
+            mode="dedicated",
+            engine={"serviceAccountName": "no-such-account"},
+            scaling={"minReplicas": 1, "maxReplicas": 1},
+        ),
+    )
+
+    obj = _when(kube, namespace, "nosa", "Ready", reason="ReplicaFailure")
+
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False"
+    assert 'serviceaccount "no-such-account" not found' in ready["message"]
+    assert engine_pods(kube, namespace) == []

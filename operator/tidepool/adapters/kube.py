@@ -355,8 +355,10 @@ def pod_problem(pod: client.V1Pod) -> PodProblem | None:
 
     Most specific first: OOMKilled (a container's current or last termination; it shows as
     CrashLoopBackOff too, but memory is the cause to fix), then ImagePullBackOff, then
-    CrashLoopBackOff, then Unschedulable (PodScheduled=False). A pod that is merely starting,
-    e.g. waiting in ContainerCreating or loading the model, is no problem.
+    CreateContainerConfigError (the kubelet's message names the missing Secret or ConfigMap,
+    e.g. ``secret "hf-token" not found``), then CrashLoopBackOff, then Unschedulable
+    (PodScheduled=False). A pod that is merely starting, e.g. waiting in ContainerCreating or
+    loading the model, is no problem.
     """
     meta = pod.metadata or client.V1ObjectMeta()
     status = pod.status or client.V1PodStatus()
@@ -390,6 +392,13 @@ def pod_problem(pod: client.V1Pod) -> PodProblem | None:
             )
     for cs in containers:
         waiting = cs.state.waiting if cs.state is not None else None
+        if waiting is not None and waiting.reason == Reason.CREATE_CONTAINER_CONFIG_ERROR:
+            return problem(
+                Reason.CREATE_CONTAINER_CONFIG_ERROR,
+                f"container {cs.name} cannot start: {waiting.message or waiting.reason}",
+            )
+    for cs in containers:
+        waiting = cs.state.waiting if cs.state is not None else None
         if waiting is not None and waiting.reason == "CrashLoopBackOff":
             ended = cs.last_state.terminated if cs.last_state is not None else None
             why = f"exit code {ended.exit_code}" if ended is not None else "it keeps exiting"
@@ -419,6 +428,20 @@ def _controlled_by(meta: client.V1ObjectMeta | None, kind: str, name: str) -> bo
     )
 
 
+def replica_failure(status: client.V1DeploymentStatus) -> str | None:
+    """Why the Deployment's ReplicaSet cannot create pods, in its own words, or None.
+
+    The Deployment controller copies the ReplicaSet's ``ReplicaFailure`` condition (reason
+    ``FailedCreate``), whose message is the API server's refusal, e.g. ``pods "x-7c9d-" is
+    forbidden: error looking up service account team-a/engine: serviceaccount "engine" not
+    found``. No pod exists then, so no pod can say it.
+    """
+    for cond in status.conditions or []:
+        if cond.type == "ReplicaFailure" and cond.status == "True":
+            return str(cond.message or cond.reason or "ReplicaFailure")
+    return None
+
+
 def _observed_deployment(dep: client.V1Deployment) -> ObservedDeployment:
     meta = dep.metadata or client.V1ObjectMeta()
     status = dep.status or client.V1DeploymentStatus()
@@ -429,4 +452,5 @@ def _observed_deployment(dep: client.V1Deployment) -> ObservedDeployment:
         ready_replicas=status.ready_replicas or 0,
         updated_replicas=status.updated_replicas or 0,
         generation_observed=(status.observed_generation or 0) >= (meta.generation or 0),
+        replica_failure=replica_failure(status),
     )

@@ -37,6 +37,12 @@ class Reason(StrEnum):
     CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
     IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
     OOM_KILLED = "OOMKilled"
+    # The kubelet cannot build the container's config: a Secret or ConfigMap (or a key in it)
+    # that spec.engine.env/envFrom names does not exist; its message names which.
+    CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
+    # The ReplicaSet cannot create pods at all (the Deployment's ReplicaFailure condition, e.g.
+    # a missing serviceAccountName or an exhausted ResourceQuota): no pod exists to say why.
+    REPLICA_FAILURE = "ReplicaFailure"
     # Scheduled
     ALL_PODS_SCHEDULED = "AllPodsScheduled"
     UNSCHEDULABLE = "Unschedulable"

@@ -76,11 +76,15 @@ class ObservedDeployment:
     ready_replicas: int
     updated_replicas: int
     generation_observed: bool
+    replica_failure: str | None = None
+    """Why its ReplicaSet cannot create pods (the ``ReplicaFailure`` condition's message), if
+    it cannot: then no pod exists whose status could say why."""
 
 
 @dataclass(frozen=True, slots=True)
 class PodProblem:
-    """An engine pod that cannot run, e.g. ``Unschedulable: 0/4 nodes have free nvidia.com/gpu``."""
+    """An engine pod that cannot run, e.g. ``Unschedulable: 0/4 nodes have free nvidia.com/gpu``,
+    or, with ``pod`` empty, engine pods that cannot even be created (:func:`replica_failures`)."""
 
     pod: str
     pool: str
@@ -1186,7 +1190,10 @@ def _conditions(
             sizing.ready_serving,
             pool_status,
             course.migration is not None,
-            problems=observed.pod_problems,
+            problems=(
+                *observed.pod_problems,
+                *replica_failures((*observed.deployments.values(), *observed.stale)),
+            ),
         )
     unschedulable = [p for p in observed.pod_problems if p.reason == Reason.UNSCHEDULABLE]
     _scheduling_condition(cond, unschedulable, events, infd.status.conditions)
@@ -1423,9 +1430,27 @@ def pool_summary(pools: list[PoolStatus]) -> str:
 POD_FAILURES: Final = (
     Reason.OOM_KILLED,
     Reason.IMAGE_PULL_BACK_OFF,
+    Reason.CREATE_CONTAINER_CONFIG_ERROR,
     Reason.CRASH_LOOP_BACK_OFF,
+    Reason.REPLICA_FAILURE,
     Reason.UNSCHEDULABLE,
 )
+
+
+def replica_failures(deployments: Iterable[ObservedDeployment]) -> tuple[PodProblem, ...]:
+    """The engine Deployments whose pods cannot be created, as problems of no pod, e.g.
+    ``Deployment llama-dedicated-a100: pods "..." is forbidden: ... serviceaccount "engine" not
+    found``."""
+    return tuple(
+        PodProblem(
+            pod="",
+            pool=d.pool,
+            reason=Reason.REPLICA_FAILURE,
+            message=f"Deployment {d.name}: {d.replica_failure}",
+        )
+        for d in deployments
+        if d.replica_failure is not None
+    )
 
 
 def _ready_condition(
@@ -1456,11 +1481,12 @@ def _ready_condition(
         failing = [p for reason in POD_FAILURES for p in problems if p.reason == reason]
         if failing:
             first = failing[0]
+            subject = f"pod {first.pod}: " if first.pod else ""
             cond(
                 ConditionType.READY,
                 False,
                 Reason(first.reason),
-                f"0/{desired} replicas ready on {where}: pod {first.pod}: {first.message}"
+                f"0/{desired} replicas ready on {where}: {subject}{first.message}"
                 + (f" (and {len(failing) - 1} more pod(s))" if len(failing) > 1 else ""),
             )
             return
@@ -1535,4 +1561,5 @@ __all__ = [
     "PodProblem",
     "PoolPlan",
     "plan",
+    "replica_failures",
 ]

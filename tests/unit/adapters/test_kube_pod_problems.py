@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tidepool.adapters.kube import pod_problem
+from tidepool.adapters.kube import pod_problem, replica_failure
 from tidepool.api import labels
 
 C = client
@@ -106,6 +106,23 @@ CASES = [
         id="init-container-bad-image",
     ),
     pytest.param(
+        pod(state=waiting("CreateContainerConfigError", 'secret "hf-token" not found')),
+        "CreateContainerConfigError",
+        'container engine cannot start: secret "hf-token" not found',
+        id="missing-secret",
+    ),
+    pytest.param(
+        pod(
+            state=waiting(
+                "CreateContainerConfigError", "couldn't find key token in Secret team-a/hf"
+            ),
+            init=True,
+        ),
+        "CreateContainerConfigError",
+        "couldn't find key token in Secret team-a/hf",
+        id="init-container-missing-secret-key",
+    ),
+    pytest.param(
         pod(conditions=UNSCHEDULED),
         "Unschedulable",
         "4 Insufficient nvidia.com/gpu",
@@ -154,3 +171,44 @@ def test_pod_problem(the_pod: client.V1Pod, reason: str, message: str) -> None:
 )
 def test_no_problem(the_pod: client.V1Pod) -> None:
     assert pod_problem(the_pod) is None
+
+
+#: The Deployment controller's copy of a ReplicaSet's FailedCreate (`kubectl get deploy -o yaml`
+#: with a serviceAccountName that names no ServiceAccount).
+NO_SERVICE_ACCOUNT = (
+    'pods "llama-shared-a100-7c9d-" is forbidden: error looking up service account'
+    ' team-a/engine: serviceaccount "engine" not found'
+)
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        pytest.param(
+            [
+                C.V1DeploymentCondition(type="Available", status="False"),
+                C.V1DeploymentCondition(
+                    type="ReplicaFailure",
+                    status="True",
+                    reason="FailedCreate",
+                    message=NO_SERVICE_ACCOUNT,
+                ),
+            ],
+            NO_SERVICE_ACCOUNT,
+            id="missing-service-account",
+        ),
+        pytest.param(
+            [C.V1DeploymentCondition(type="ReplicaFailure", status="False", message="ok now")],
+            None,
+            id="recovered",
+        ),
+        pytest.param(
+            [C.V1DeploymentCondition(type="Progressing", status="True", reason="NewRSAvailable")],
+            None,
+            id="progressing",
+        ),
+        pytest.param(None, None, id="no-conditions-yet"),
+    ],
+)
+def test_replica_failure(conditions: list[Any] | None, expected: str | None) -> None:
+    assert replica_failure(C.V1DeploymentStatus(conditions=conditions)) == expected

@@ -45,10 +45,12 @@ def _object(h: Harness) -> JSON:
     return obj
 
 
-def _engine_pod(waiting: str = "", last: str = "", exit_code: int = 1) -> client.V1Pod:
+def _engine_pod(
+    waiting: str = "", last: str = "", exit_code: int = 1, message: str | None = None
+) -> client.V1Pod:
     """A dedicated engine pod as the kubelet reports it (see tests/unit/adapters)."""
     state = client.V1ContainerState(
-        waiting=client.V1ContainerStateWaiting(reason=waiting, message=None) if waiting else None
+        waiting=client.V1ContainerStateWaiting(reason=waiting, message=message) if waiting else None
     )
     last_state = client.V1ContainerState(
         terminated=client.V1ContainerStateTerminated(reason=last, exit_code=exit_code)
@@ -106,6 +108,19 @@ def _failing(the_pod: client.V1Pod) -> Callable[[], JSON]:
     return scenario
 
 
+def replica_failure() -> JSON:
+    """The ReplicaSet cannot create pods: ``serviceAccountName`` names no ServiceAccount (the
+    message is the one the Deployment controller copies from the ReplicaSet)."""
+    h = Harness(DEDICATED_1)
+    h.sync()
+    h.kube.replica_failures[dep(DEDICATED)] = (
+        f'pods "{dep(DEDICATED)}-5d8f7-" is forbidden: error looking up service account'
+        ' default/engine: serviceaccount "engine" not found'
+    )
+    h.sync(advance=30)
+    return _object(h)
+
+
 def ready() -> JSON:
     h = Harness(DEDICATED_1)
     h.sync()
@@ -150,6 +165,10 @@ SCENARIOS: dict[str, Callable[[], JSON]] = {
     "image-pull-back-off": _failing(_engine_pod("ImagePullBackOff")),
     "oom-killed": _failing(_engine_pod("CrashLoopBackOff", "OOMKilled", 137)),
     "unschedulable": _failing(_unschedulable_pod()),
+    "create-container-config-error": _failing(
+        _engine_pod("CreateContainerConfigError", message='secret "hf-token" not found')
+    ),
+    "replica-failure": replica_failure,
     "deleting": deleting,
 }
 

@@ -58,6 +58,8 @@ EXPECTED = {
         "crash-loop": "Degraded",
         "image-pull-back-off": "Degraded",
         "oom-killed": "Degraded",
+        "create-container-config-error": "Degraded",
+        "replica-failure": "Degraded",
     },
     "SharedEngine": {
         "ready": "Healthy",

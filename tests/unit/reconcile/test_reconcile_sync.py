@@ -369,6 +369,54 @@ def test_unschedulable_pod_sets_scheduled_false_and_warns_once() -> None:
     assert h.condition("Scheduled")[:2] == ("True", "AllPodsScheduled")
 
 
+@pytest.mark.parametrize(
+    ("problem", "replica_failure", "reason", "says"),
+    [
+        pytest.param(
+            PodProblem(
+                pod=f"{dep(DEDICATED)}-abc",
+                pool=DEDICATED,
+                reason="CreateContainerConfigError",
+                message='container engine cannot start: secret "hf-token" not found',
+            ),
+            None,
+            "CreateContainerConfigError",
+            f'pod {dep(DEDICATED)}-abc: container engine cannot start: secret "hf-token" not found',
+            id="missing-secret",
+        ),
+        pytest.param(
+            None,
+            'pods "x-" is forbidden: serviceaccount "engine" not found',
+            "ReplicaFailure",
+            f'Deployment {dep(DEDICATED)}: pods "x-" is forbidden: serviceaccount "engine" not'
+            " found",
+            id="missing-service-account",
+        ),
+    ],
+)
+def test_engine_pods_that_cannot_start_get_their_own_ready_reason(
+    problem: PodProblem | None, replica_failure: str | None, reason: str, says: str
+) -> None:
+    """Not WaitingForReplicas: patience will not create a Secret or a ServiceAccount."""
+    h = Harness(DEDICATED_2)
+    h.sync()
+    assert h.condition("Ready")[:2] == ("False", "WaitingForReplicas")
+    h.kube.problems = [problem] if problem else []
+    if replica_failure:
+        h.kube.replica_failures[dep(DEDICATED)] = replica_failure
+
+    h.sync(advance=5)
+
+    status, got, message = h.condition("Ready")
+    assert (status, got) == ("False", reason)
+    assert message == f"0/2 replicas ready on {DEDICATED}: {says}"
+    assert h.condition("Scheduled")[:2] == ("True", "AllPodsScheduled")
+
+    h.kube.problems, h.kube.replica_failures = [], {}
+    h.sync(advance=5)
+    assert h.condition("Ready")[:2] == ("False", "WaitingForReplicas")
+
+
 # ------------------------------------------------------------------------------------- hybrid
 
 

@@ -9,7 +9,8 @@
 --   metadata.deletionTimestamp set                                 -> Progressing (deleting)
 --   no status, or status.observedGeneration < metadata.generation  -> Progressing
 --   Ready=False with InvalidSpec, PoolNotFound, Unschedulable,
---     CrashLoopBackOff, ImagePullBackOff or OOMKilled               -> Degraded
+--     CrashLoopBackOff, ImagePullBackOff, OOMKilled,
+--     CreateContainerConfigError or ReplicaFailure                  -> Degraded
 --   Migrating=True (make-before-break move between GPU pools)      -> Progressing
 --   Ready=True (ReplicasReady, or ScaledToZero on purpose)        -> Healthy
 --   anything else (Ready=False WaitingForReplicas, Ready=Unknown)  -> Progressing
@@ -73,6 +74,8 @@ local failed = {
   CrashLoopBackOff = true,
   ImagePullBackOff = true,
   OOMKilled = true,
+  CreateContainerConfigError = true,
+  ReplicaFailure = true,
 }
 if ready.status == "False" and failed[ready.reason] then
   hs.status = "Degraded"
