@@ -18,7 +18,7 @@ from typing import Any
 from tidepool.api import labels
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy.capacity import EngineThroughput
-from tidepool.policy.placement import Traffic
+from tidepool.policy.placement import Load, Traffic
 from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.shared_engine import EnginePodAddress
 from tidepool.policy.signals import NoData, Sample, Signal
@@ -214,6 +214,19 @@ class FakeMetrics:
         pool: str | None = None,
     ) -> EngineThroughput:
         return self.throughput
+
+
+def steady_traffic(load: Load) -> Traffic:
+    """What the gateway's counters show for a tenant sending ``load`` every minute of its
+    window: mean, busiest and last minute alike."""
+    return Traffic(
+        mean=load,
+        peak=load,
+        span=timedelta(minutes=10),
+        active_fraction=1.0,
+        wakes=0.0,
+        recent=load,
+    )
 
 
 def controlled_by(obj: JSON, kind: str, name: str) -> bool:

@@ -10,12 +10,19 @@ model ``spec.model.name`` is the engine's, and that runs serverless (``mode: ser
 ``auto`` while its effective mode is serverless or not yet decided). A tenant promoted to
 dedicated or hybrid runs its own replicas with its one adapter (``render.lora.tenant_lora_args``).
 
-Replicas: :func:`tidepool.policy.autoscale.decide` on the *aggregate* queue of the fleet (what its
-replicas run and queue, plus what the gateway holds for each tenant), because adapters share a
-replica's batch. A wake of any tenant (the gateway's wake annotation, newer than the fleet's
-last activity: :func:`requested_wake`) scales 0 -> 1; the idle clock (``status.lastActiveTime``)
-restarts whenever any tenant has demand, so the fleet scales to zero only once every tenant has
-been idle for ``scaleToZeroAfter``. An
+Replicas (:func:`decide_fleet`): :func:`tidepool.policy.autoscale.decide` on the *aggregate* queue
+of the fleet (what its replicas run and queue, plus what the gateway holds for each tenant),
+because adapters share a replica's batch, with the fleet's *offered load* beside it
+(:func:`fleet_load`): the sum over its tenants of the in-flight requests the last minute's
+arrivals keep busy (Little's law on each tenant's gateway counters, as an InferenceDeployment's
+autoscaler has it), and the replicas whose batches run every adapter with a request in flight at
+once (``maxLoras`` per batch). The scale-down window remembers what the *arrivals* asked for, not
+the queue: with many tenants a queue above the offered load is a backlog one tenant's burst left,
+drained once by the replicas already there, not demand to hold replicas for ten minutes.
+Unknown traffic (any tenant's) leaves the queue's rule as it was. A wake of any tenant (the
+gateway's wake annotation, newer than the fleet's last activity: :func:`requested_wake`) scales
+0 -> 1; the idle clock (``status.lastActiveTime``) restarts whenever any tenant has demand, so
+the fleet scales to zero only once every tenant has been idle for ``scaleToZeroAfter``. An
 awake fleet never runs fewer replicas than its tenants' adapters need (:func:`adapter_floor`), so
 a wake brings up room for every tenant at once.
 
@@ -45,8 +52,10 @@ tenant only to those.
 This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``.
 """
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -63,12 +72,18 @@ from tidepool.api.v1alpha1 import (
     SharedEngine,
     SharedEngineStatus,
 )
-from tidepool.policy import autoscale
-from tidepool.policy.plan import Event, History, ObservedDeployment
+from tidepool.policy import autoscale, capacity, placement
+from tidepool.policy.capacity import EngineCapacity
+from tidepool.policy.plan import Event, History, ObservedDeployment, offered_concurrency
 from tidepool.policy.signals import NoData, Sample, Signal
 
 #: How soon to look again while an adapter failed to load or waits for a replica.
 RETRY_REQUEUE: Final = timedelta(seconds=10)
+#: Standard deviations above the mean of the adapters in flight that the fleet's batches make
+#: room for: the normal distribution's 99th percentile, so that an adapter finds no free batch
+#: slot at most 1% of the time, as the queue-wait SLO is stated at the p99. Seats need no such
+#: margin: ``targetQueueDepth`` already leaves an eighth of each batch free.
+ADAPTERS_P99_Z: Final = 2.326
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -112,6 +127,62 @@ class SharedObserved:
     load_errors: Mapping[str, str]
     """Tenant key -> the engine's message from the last failed load of its adapter."""
     operator_started_at: datetime
+    traffic: Mapping[str, placement.Traffic | NoData] = field(default_factory=dict)
+    """Tenant key -> its offered load from the gateway's counters (the read an ``auto``
+    InferenceDeployment's plan makes); a tenant missing here is unknown."""
+    cold_start: timedelta = placement.DEFAULT_COLD_START
+    """Pod start to Ready of a fleet replica: how soon a replica started now could serve."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetLoad:
+    """What the fleet's tenants offer together, in the autoscaler's units (:func:`fleet_load`)."""
+
+    in_flight: float
+    """Requests the last minute's arrivals keep in flight with no queue, summed over tenants."""
+    requests_per_second: float
+    """The last minute's arrivals, summed over tenants."""
+    active_adapters: float
+    """Distinct adapters with a request in flight at a random instant, in expectation."""
+    tenants: int
+
+    @property
+    def busiest_adapters(self) -> float:
+        """Distinct adapters in flight that the count exceeds at most 1% of the time: its mean
+        plus :data:`ADAPTERS_P99_Z` standard deviations, at most one per tenant. The count is a
+        sum of independent yes/no with variance ``sum p(1 - p)``, at most its mean ``sum p``
+        (Poisson's); the bound takes the mean, so more load never lowers it. E.g. 13.1 adapters
+        of 18 tenants: ``min(18, 13.1 + 2.326 x 3.62) = 18``; 2.0 of 200: 5.3.
+        """
+        mean = self.active_adapters
+        return min(float(self.tenants), mean + ADAPTERS_P99_Z * math.sqrt(mean))
+
+
+@dataclass(frozen=True, slots=True)
+class FleetScaleInputs:
+    """Everything :func:`decide_fleet` looks at: the queue's snapshot (its ``offered`` unset),
+    the offered load, and the adapter bounds of a replica."""
+
+    queue: autoscale.AutoscaleInputs
+    load: FleetLoad | NoData
+    max_loras: int
+    """Adapters one batch mixes (vLLM's ``--max-loras``)."""
+    max_num_seqs: int
+    """Batch seats of a replica (vLLM's ``--max-num-seqs``)."""
+    adapter_floor: int
+    """Replicas an awake fleet needs to hold every tenant's adapter (:func:`adapter_floor`)."""
+    cold_start: timedelta = placement.DEFAULT_COLD_START
+    """How soon a replica started now would serve."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetScaleDecision:
+    """The fleet's replica count and why; ``scale`` carries the autoscaler's state onward."""
+
+    replicas: int
+    reason: Reason
+    message: str
+    scale: autoscale.ScaleDecision
 
 
 # ----------------------------------------------------------------------------------- outputs
@@ -314,6 +385,120 @@ def scaling_policy(engine: SharedEngine) -> autoscale.AutoscalePolicy:
     )
 
 
+def fleet_load(
+    traffic: Mapping[str, placement.Traffic | NoData], tenants: Iterable[str], cap: EngineCapacity
+) -> FleetLoad | NoData:
+    """The offered load of ``tenants`` together, or :class:`NoData` naming the first unknown one.
+
+    Each tenant's last minute keeps ``x = work x maxNumSeqs`` requests in flight
+    (:func:`tidepool.policy.plan.offered_concurrency`); the fleet's is the sum. Requests in
+    flight with no queue are an M/G/inf system, so a tenant's count at an instant is Poisson
+    with mean ``x`` and it has at least one in flight ``1 - e^-x`` of the time: the expected
+    distinct adapters in flight is ``sum(1 - e^-x)``. E.g. three tenants at 0.5, 1 and 20 in
+    flight: 21.5 in flight, ``0.39 + 0.63 + 1.0 = 2.03`` adapters. Why one unknown tenant makes
+    the whole unknown: a sum missing a part would read as less load, and shrink the fleet.
+    """
+    in_flight = 0.0
+    arrivals = 0.0
+    active = 0.0
+    count = 0
+    for key in sorted(tenants):
+        seen = traffic.get(key, NoData("traffic not read"))
+        x = offered_concurrency(seen, cap)
+        if x is None or isinstance(seen, NoData) or seen.recent is None:
+            why = seen.reason if isinstance(seen, NoData) else "its last minute is not measured"
+            return NoData(f"offered load of tenant {key} unknown: {why}")
+        in_flight += x
+        arrivals += seen.recent.requests_per_second
+        active += 1.0 - math.exp(-x)
+        count += 1
+    return FleetLoad(
+        in_flight=in_flight,
+        requests_per_second=arrivals,
+        active_adapters=active,
+        tenants=count,
+    )
+
+
+def adapter_replicas(load: FleetLoad, max_loras: int, utilization: float) -> int:
+    """Replicas whose batches make room for the busiest adapters in flight
+    (:attr:`FleetLoad.busiest_adapters`): ``maxLoras`` per batch (one adapter more and vLLM's
+    scheduler skips that request), filled to the share of a batch the autoscaler fills with
+    requests (``targetQueueDepth / maxNumSeqs``), for the same reason: a slot freed only when
+    every request of its adapter has finished is no slot for the next arrival.
+
+    E.g. 2.0 adapters of 200 tenants in flight (5.3 at the 99th percentile), maxLoras 4 at
+    56/64: ``ceil(5.3 / 3.5) = 2`` replicas; 13.1 of 18 (18): 6.
+    """
+    return math.ceil(load.busiest_adapters / (max_loras * utilization) - 1e-9)
+
+
+def clearing_queue(queue: float, load: FleetLoad, cold_start: timedelta) -> float:
+    """The queue the fleet sizes for: the offered load's requests in flight, plus enough seats
+    to clear the backlog beyond them within a model load, not at once.
+
+    A backlog ``B`` (queue above the offered in flight) of requests holding a seat ``W`` each
+    (Little's law: ``W = in flight / arrivals``) clears within a start ``T`` on ``B x W / T``
+    more seats. Why not ``B`` seats (what the queue asks): a replica started for the backlog is
+    Ready a model load later, when a backlog drained by the fleet as it is has gone already; and
+    held through the scale-down window, ``B`` seats keep a burst's peak for ten minutes. E.g.
+    2,930 in flight at 586 requests/s (W = 5 s), queue 2,983: 2,934 (the 53 backlog needs 4.4
+    seats); a burst's queue 17,000: ``2,930 + 14,070 x 5 / 60 = 4,103``. A queue at or below the
+    offered load is taken as it is.
+    """
+    backlog = queue - load.in_flight
+    if backlog <= 0 or load.requests_per_second <= 0:
+        return queue
+    service_s = load.in_flight / load.requests_per_second
+    return load.in_flight + backlog * min(1.0, service_s / cold_start.total_seconds())
+
+
+def decide_fleet(inputs: FleetScaleInputs, now: datetime) -> FleetScaleDecision:
+    """The fleet's replica count at ``now`` (module docstring, "Replicas"). Pure.
+
+    :func:`tidepool.policy.autoscale.decide` on the queue the fleet sizes for: the measured
+    queue with a backlog counted as :func:`clearing_queue` counts it, and at least the
+    adapters' need (:func:`adapter_replicas`) in the queue's unit; the offered load's requests
+    in flight (or its adapters' need, if more) are its ``offered``, so a step up to what the
+    arrivals need is one step, not rate-limited doublings. The scale-down window then remembers
+    what the arrivals and their adapters asked for, and a burst at the seats that clear it within
+    a start. Unknown traffic: the measured queue as it is. Awake and not pinned: never below the
+    adapter floor (every adapter placed).
+
+    Worked example (test ``a-burst-held-at-what-clears-it-within-a-start``): target 56 of 64
+    seats, maxLoras 4, 70 replicas ready, 2,930 in flight at 586 requests/s, 22 adapters in
+    flight; a burst leaves a queue of 17,000. Queue-only: ``ceil(17000/56) = 304`` wanted, 140
+    at the rate limit, then held for ten minutes. Here: ``ceil(4103/56) = 74``.
+    """
+    p = inputs.queue.policy
+    target = p.target_queue_depth
+    load = inputs.load
+    queue = inputs.queue.queue
+    offered: float | None = None
+    note = f"; {load.reason}: sizing on the queue alone" if isinstance(load, NoData) else ""
+    if isinstance(load, FleetLoad):
+        adapters = adapter_replicas(load, inputs.max_loras, target / inputs.max_num_seqs)
+        # What the arrivals need, requests and adapters: no backlog, so no rate limit.
+        offered = max(load.in_flight, float(adapters * target))
+        note = (
+            f"; offered load {load.in_flight:.0f} in flight, {load.active_adapters:.1f} adapters"
+            f" of {load.tenants} tenants at once ({load.busiest_adapters:.1f} at the 99th"
+            f" percentile: {adapters} replicas at maxLoras {inputs.max_loras})"
+        )
+        if isinstance(queue, Sample):
+            sized = max(clearing_queue(queue.value, load, inputs.cold_start), adapters * target)
+            if sized != queue.value:
+                note += f"; sized for {sized:.0f} of queue {queue.value:g}"
+            queue = Sample(value=sized, at=queue.at)
+    scale = autoscale.decide(dataclasses.replace(inputs.queue, queue=queue, offered=offered), now)
+    replicas, message = scale.replicas, scale.message + note
+    floor = inputs.adapter_floor
+    if replicas > 0 and inputs.queue.pinned_replicas is None and replicas < floor:
+        message = f"{floor} replicas hold every tenant's adapter ({message})"
+        replicas = floor
+    return FleetScaleDecision(replicas=replicas, reason=scale.reason, message=message, scale=scale)
+
+
 def aggregate_queue(pods: tuple[EnginePod, ...], held: Mapping[str, Signal]) -> Signal:
     """The fleet's queue: every ready replica's plus what the gateway holds for every tenant.
 
@@ -424,32 +609,39 @@ def plan_shared_engine(
         for t in members
     }
     held = {k: v for k, v in observed.held.items() if k in wakes}
-    scale = autoscale.decide(
-        autoscale.AutoscaleInputs(
-            policy=scaling_policy(engine),
-            current_replicas=current,
-            ready_replicas=ready,
-            queue=aggregate_queue(observed.pods, held),
-            wake_requested=any(w is not None for w in wakes.values())
-            or any(joining(t) for t in members),
-            pinned_replicas=engine.spec.replicas,
-            last_active_at=status.last_active_time,
-            history=history.recommendations,
-            operator_started_at=observed.operator_started_at,
+    cap = capacity.for_spec(engine.spec.engine, engine.spec.model.name, observed.pool.spec.gpu_type)
+    fleet = decide_fleet(
+        FleetScaleInputs(
+            queue=autoscale.AutoscaleInputs(
+                policy=scaling_policy(engine),
+                current_replicas=current,
+                ready_replicas=ready,
+                queue=aggregate_queue(observed.pods, held),
+                wake_requested=any(w is not None for w in wakes.values())
+                or any(joining(t) for t in members),
+                pinned_replicas=engine.spec.replicas,
+                last_active_at=status.last_active_time,
+                history=history.recommendations,
+                operator_started_at=observed.operator_started_at,
+            ),
+            # Who sends to the fleet, or is about to (a demoted tenant joining: make before
+            # break); a promoted tenant whose traffic has shifted away is counted no more.
+            load=fleet_load(
+                observed.traffic,
+                (tenant_key(t) for t in members if routes(engine, t) or joining(t)),
+                cap,
+            ),
+            max_loras=engine.spec.lora.max_loras,
+            max_num_seqs=engine.spec.engine.max_num_seqs,
+            adapter_floor=adapter_floor(engine, len(members)),
+            cold_start=observed.cold_start,
         ),
         now,
     )
-    desired = scale.replicas
-    message = scale.message
-    floor = adapter_floor(engine, len(members))
-    if desired > 0 and engine.spec.replicas is None and desired < floor:
-        message = (
-            f"{floor} replicas hold the adapters of {len(members)} tenants at"
-            f" {adapter_slots(engine)} per replica ({scale.message})"
-        )
-        desired = floor
+    scale = fleet.scale
+    desired = fleet.replicas
     if desired != current:
-        events.append(Event("Normal", scale.reason, message))
+        events.append(Event("Normal", fleet.reason, fleet.message))
 
     # -- adapters ------------------------------------------------------------------------------
     by_tenant = {tenant_key(t): t for t in members}
@@ -612,8 +804,8 @@ def plan_shared_engine(
         conds,
         ConditionType.SCALING,
         scale.metrics_known or scale.replicas > 0,
-        scale.reason,
-        scale.message,
+        fleet.reason,
+        fleet.message,
         generation=generation,
         now=now,
     )
@@ -650,10 +842,17 @@ __all__ = [
     "AdapterOp",
     "EnginePod",
     "EnginePodAddress",
+    "FleetLoad",
+    "FleetScaleDecision",
+    "FleetScaleInputs",
     "SharedEnginePlan",
     "SharedObserved",
     "TenantUpdate",
+    "adapter_replicas",
     "aggregate_queue",
+    "clearing_queue",
+    "decide_fleet",
+    "fleet_load",
     "place_adapters",
     "plan_shared_engine",
     "serves",

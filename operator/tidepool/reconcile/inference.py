@@ -135,17 +135,7 @@ def observe(
     # A LoRA tenant of a SharedEngine is measured whatever its mode: its tokens apportion the
     # fleet's spend among the tenants, and its status shows its share.
     if infd.spec.mode == DeploymentMode.AUTO or fleet is not None:
-        window = durations.parse(infd.spec.placement.window)
-        traffic = metrics.traffic(
-            namespace=infd.namespace,
-            name=infd.name,
-            served_model=infd.served_model,
-            window_seconds=max(15, int(window.total_seconds())),
-            idle_seconds=max(
-                60, int(durations.parse(infd.spec.scaling.scale_to_zero_after).total_seconds())
-            ),
-            now=now,
-        )
+        traffic = read_traffic(infd, metrics=metrics, now=now)
     throughput = None
     if ready_total:
         throughput = metrics.engine_throughput(
@@ -189,6 +179,24 @@ def observe(
         services=(
             tuple(kube.engine_services(infd.namespace, infd.name)) if look_at_services else None
         ),
+    )
+
+
+def read_traffic(
+    infd: InferenceDeployment, *, metrics: MetricsPort, now: datetime
+) -> placement.Traffic | NoData:
+    """``infd``'s offered load over its placement window, from the gateway's counters: the one
+    read its own plan and its SharedEngine's fleet autoscaler both size from."""
+    window = durations.parse(infd.spec.placement.window)
+    return metrics.traffic(
+        namespace=infd.namespace,
+        name=infd.name,
+        served_model=infd.served_model,
+        window_seconds=max(15, int(window.total_seconds())),
+        idle_seconds=max(
+            60, int(durations.parse(infd.spec.scaling.scale_to_zero_after).total_seconds())
+        ),
+        now=now,
     )
 
 

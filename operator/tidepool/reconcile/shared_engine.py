@@ -5,7 +5,8 @@ a timer, and when a tenant with an adapter changes.
 
 1. **observe**: the engine's GPUPool, its Deployment, its pods (address and readiness), and from
    each ready pod the adapters it serves and its queue (vLLM's ``GET /v1/models`` and
-   ``/metrics``); every InferenceDeployment, and for the engine's tenants what the gateway holds;
+   ``/metrics``); every InferenceDeployment, and for the engine's tenants what the gateway holds
+   and their offered load (the read each tenant's own plan makes);
 2. **plan**: :func:`tidepool.policy.shared_engine.plan_shared_engine`, pure;
 3. **actuate**: apply the engine Deployment and Service, then load and unload adapters through
    vLLM's runtime endpoints (``/v1/load_lora_adapter``, ``/v1/unload_lora_adapter``); a failed
@@ -47,6 +48,7 @@ from tidepool.policy import shared_engine as planning
 from tidepool.policy.plan import Event, History, ObservedDeployment
 from tidepool.policy.shared_engine import EnginePodAddress
 from tidepool.policy.signals import NoData, Sample, Signal
+from tidepool.reconcile import inference
 from tidepool.reconcile.ports import MetricsPort
 from tidepool.render import shared_engine as render
 
@@ -292,7 +294,16 @@ def observe(
             )
             for infd in tenants
         }
+        # Each tenant's offered load, as its own plan reads it: the fleet's autoscaler sizes on
+        # the sum of what the tenants send, not only on what its replicas hold right now.
+        offered = {
+            planning.tenant_key(infd): reads.submit(
+                inference.read_traffic, infd, metrics=metrics, now=now
+            )
+            for infd in tenants
+        }
         held: dict[str, Signal] = {key: f.result() for key, f in demands.items()}
+        traffic = {key: f.result() for key, f in offered.items()}
         pods = []
         for pod in addresses:
             queue = queues[pod.name].result() if pod.name in queues else None
@@ -316,6 +327,7 @@ def observe(
         held=held,
         load_errors=dict(cache.load_errors),
         operator_started_at=operator_started_at,
+        traffic=traffic,
     )
 
 

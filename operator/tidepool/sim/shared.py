@@ -4,11 +4,15 @@ Role: advance every tenant of one base model through its :class:`~tidepool.sim.t
 on one SharedEngine fleet, step by step on the ``dt`` grid of :mod:`tidepool.sim.engine`, and
 return what the fleet spent and what each tenant waited. The fleet's size and which replica holds
 which adapter come from :func:`tidepool.policy.shared_engine.plan_shared_engine`, the very plan
-the operator's SharedEngine reconcile runs (its autoscaler is :func:`tidepool.policy.autoscale
-.decide` on the aggregate queue). With ``promote=True`` the tenants also move between the fleet
-and replicas of their own by :func:`tidepool.policy.placement.decide` with the SharedEngine as
-their serverless option (:func:`tidepool.policy.plan.engine_share`), the rule the operator's plan
-applies to an ``auto`` LoRA tenant.
+the operator's SharedEngine reconcile runs (its autoscaler is :func:`tidepool.policy.shared_engine
+.decide_fleet`: the aggregate queue, and every member's offered load from its arrivals as the
+gateway's counters show it, :class:`tidepool.sim.engine.OfferedLoad`). The queue it reads is
+what the replicas and the gateway held at the end of the previous step, after admission: busy
+seats (a request shorter than a step holds its fraction of a seat, Little's law at any ``dt``, as
+the per-tenant simulator counts it) plus requests still waiting. With ``promote=True`` the tenants
+also move between the fleet and replicas of their own by :func:`tidepool.policy.placement.decide`
+with the SharedEngine as their serverless option (:func:`tidepool.policy.plan.engine_share`), the
+rule the operator's plan applies to an ``auto`` LoRA tenant.
 
 The physics, as vLLM serves LoRA (``--enable-lora``):
 
@@ -31,9 +35,10 @@ The physics, as vLLM serves LoRA (``--enable-lora``):
   the adapter: first those already running it (no new adapter in their batch), then the one
   with the most free seats;
 * the fleet starts from zero on any tenant's request: the gateway's wake push (the tenant's
-  wake annotation) makes the operator reconcile at once, and a replica is Ready a model load
-  (``cold_start_s``) later. While replicas are up, a tenant's first request costs only the
-  adapter's load. The operator looks again at the plan's requeue interval, as its daemon does.
+  wake annotation, stamped with the time) makes the operator reconcile at once, and a replica is
+  Ready a model load (``cold_start_s``) later. While replicas are up, a tenant's first request
+  costs only the adapter's load. The operator looks again at the plan's requeue interval, as its
+  daemon does.
 
 Spend: the fleet's GPU-hours on the shared pool (every provisioned replica, starting ones
 included), priced once at the end. Each tenant's spend is the fleet's apportioned by the tokens
@@ -79,6 +84,9 @@ from tidepool.sim import config, engine, traces
 
 #: Name of the simulated SharedEngine and of its engine Deployment.
 ENGINE_NAME: Final = "fleet"
+#: The gateway counters' window the fleet's autoscaler reads: it sizes on each tenant's last
+#: minute (``Traffic.recent``), so asking the simulated counters for more would only cost time.
+OFFERED_WINDOW_S: Final = 60.0
 #: How often the promotion rule looks at every tenant: once a simulated minute (the placement
 #: window is 10 minutes and the evidence must hold 20 more, so a finer grid changes nothing).
 PROMOTION_EVERY_S: Final = 60.0
@@ -311,12 +319,23 @@ class FleetRun:
 class _Replica:
     """One engine replica of the fleet: adapters it holds, its GPU slots and its batch."""
 
-    __slots__ = ("adapters", "alive", "gpu", "name", "ready_at", "running", "total", "usable")
+    __slots__ = (
+        "adapters",
+        "alive",
+        "gpu",
+        "name",
+        "ready_at",
+        "running",
+        "shown",
+        "total",
+        "usable",
+    )
 
     def __init__(self, name: str, ready_at: int) -> None:
         self.name = name
         self.ready_at = ready_at
         self.alive = True
+        self.shown = 0.0  # busy seats at the end of the last step: what /metrics reports
         self.usable: dict[int, int] = {}  # tenant -> first step its adapter serves here
         self.gpu: OrderedDict[int, None] = OrderedDict()  # GPU adapter slots, LRU first
         self.running: dict[int, float] = {}  # tenant -> busy seats
@@ -374,6 +393,8 @@ class _Tenant:
     next_floor: int = 0
     queue: deque[_Cohort] = field(default_factory=deque)
     waiting: float = 0.0
+    shown: float = 0.0
+    """Requests the gateway held at the end of the last step: what its metric reports."""
     promoted_at: list[int] = field(default_factory=list)
 
 
@@ -464,7 +485,13 @@ def simulate_fleet(
     history = plan.History()
     started_at = start - timedelta(days=1)
     decisions: list[str] = []
-    wakes = 0
+
+    # Each tenant's offered load, as the gateway's counters show it to the operator: the fleet's
+    # autoscaler reads every member's, the promotion rule every tenant's.
+    offered = [
+        engine.OfferedLoad(ld, dt, cfg.capacity(), _seconds(cfg.scaling.scale_to_zero_after))
+        for ld in loads
+    ]
 
     def now_at(i: int) -> datetime:
         return start + timedelta(seconds=i * dt)
@@ -506,19 +533,27 @@ def simulate_fleet(
                     endpoint="",
                     ready=True,
                     loaded=frozenset(adapter_name(t) for t in r.usable),
-                    queue=Sample(r.total, now),
+                    queue=Sample(r.shown, now),
                 )
                 for r in pods
             ),
-            held={key_of[t]: Sample(state[t].waiting, now) for t in range(n_t)},
+            held={key_of[t]: Sample(state[t].shown, now) for t in range(n_t)},
             load_errors={},
             operator_started_at=started_at,
+            cold_start=timedelta(seconds=cfg.engine.cold_start_s),
+            traffic={
+                key_of[t]: offered[t](OFFERED_WINDOW_S) or NoData("no traffic observed yet")
+                for t in range(n_t)
+                if state[t].route.member
+            },
         )
 
     def tick(i: int, usable_from: int, ready_at: int | None = None) -> policy.SharedEnginePlan:
         """One reconcile of the SharedEngine: the operator's plan, carried out."""
         nonlocal eng, history, adapter_loads
         pods = ready(i)
+        for load in offered:
+            load.last = i - 1
         result = policy.plan_shared_engine(
             eng, [s.infd for s in state], observe(i, pods), history, now_at(i)
         )
@@ -561,12 +596,12 @@ def simulate_fleet(
         for _ in range(16):
             before = len(fleet_pods)
             for r in fleet_pods:
-                r.total = concurrency / len(fleet_pods)
+                r.total = r.shown = concurrency / len(fleet_pods)
             tick(0, usable_from=0, ready_at=-1)
             if len(fleet_pods) == before:
                 break
         for r in fleet_pods:
-            r.total = 0.0
+            r.total = r.shown = 0.0
         tick(0, usable_from=0, ready_at=-1)
     next_tick = 0
 
@@ -574,14 +609,6 @@ def simulate_fleet(
     rule_window_s = placement.PlacementPolicy.from_spec(cfg.placement).window.total_seconds()
     window_steps = max(1, round(rule_window_s / dt))
     eval_steps = max(1, round(PROMOTION_EVERY_S / dt))
-    offered = (
-        [
-            engine.OfferedLoad(ld, dt, cfg.capacity(), _seconds(cfg.scaling.scale_to_zero_after))
-            for ld in loads
-        ]
-        if promote
-        else []
-    )
     cum_in = np.zeros((n_t, n + 1))
     cum_out = np.zeros((n_t, n + 1))
     if promote and n:
@@ -702,8 +729,7 @@ def simulate_fleet(
                 queued_total += a
                 sent[t] += a
                 if not pods and _wake(s):
-                    wakes += 1
-                    s.infd = _annotate_wake(s.infd, f"wake-{wakes}")
+                    s.infd = _annotate_wake(s.infd, now_at(i).isoformat())
                     wake_now = True
         if i >= next_tick or wake_now:
             result = tick(i, usable_from=i + load_steps)
@@ -777,6 +803,14 @@ def simulate_fleet(
                 if not s.queue:
                     s.waiting = 0.0
             queued_total = sum(s.waiting for s in state)
+        # What the replicas' and the gateway's metrics show the next reconcile: this step's
+        # requests admitted, each short one holding its fraction of a seat (Little's law at any
+        # dt, as the per-tenant simulator's queue signal), the rest still held. Counted before
+        # admission, a whole step's arrivals would read as held at once.
+        for r in fleet_pods:
+            r.shown = r.total
+        for s in state:
+            s.shown = s.waiting
         replicas_tl[i] = len(fleet_pods)
         gpu_steps += shared_price.gpus_held(len(fleet_pods), gpr)
         spend_tl[i] = cost.dedicated_cost(gpu_steps, shared_price.price_per_gpu_hour, step_h)

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from fakes import T0, FakeLora, FakeMetrics, FakeSharedCluster
+from fakes import T0, FakeLora, FakeMetrics, FakeSharedCluster, steady_traffic
 from tidepool.api import labels
-from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
+from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, LoraSpec, SharedEngine
+from tidepool.policy.placement import Load, Traffic
+from tidepool.policy.signals import NoData
 from tidepool.reconcile.shared_engine import (
     EnginePodAddress,
     SharedEngineCache,
@@ -33,6 +35,10 @@ ENGINE = SharedEngine.model_validate(
     }
 )
 RANK_ERROR = "LoRA rank 64 is greater than max_lora_rank 16."
+#: A tenant whose last minute keeps about 50 requests in flight on an A100 8B replica.
+BUSY = steady_traffic(
+    Load(requests_per_second=10.0, input_tokens_per_second=8000.0, output_tokens_per_second=0.0)
+)
 
 
 def _tenant(name: str, *, model: str = BASE, **meta: Any) -> InferenceDeployment:
@@ -52,18 +58,20 @@ def _pod(name: str) -> EnginePodAddress:
 
 
 class Fleet:
-    def __init__(self, tenants: list[InferenceDeployment]) -> None:
+    def __init__(self, tenants: list[InferenceDeployment], engine: SharedEngine = ENGINE) -> None:
         self.kube = FakeSharedCluster(pools=[POOL], tenants=tenants)
         self.lora = FakeLora(refuse={"b": RANK_ERROR})
         self.cache = SharedEngineCache()
+        self.metrics = FakeMetrics()
+        self.engine = engine
 
     def sync(self, minutes: float = 0) -> SharedSyncResult:
         return sync_shared_engine(
-            ENGINE,
+            self.engine,
             namespace=NS,
             kube=self.kube,
             lora=self.lora,
-            metrics=FakeMetrics(),
+            metrics=self.metrics,
             cache=self.cache,
             operator_started_at=T0 - timedelta(hours=1),
             now=T0 + timedelta(minutes=minutes),
@@ -215,3 +223,48 @@ def test_a_missing_pool_writes_the_status_and_touches_nothing(fleet: Fleet) -> N
     assert fleet.kube.applies == []
     assert fleet.lora.calls == []
     assert result.status["conditions"][0]["reason"] == "PoolNotFound"
+
+
+@pytest.mark.parametrize(
+    ("window", "replicas", "says"),
+    [
+        pytest.param(
+            BUSY, 4, "3.0 adapters of 3 tenants at once", id="every-tenant-busy-needs-4-batches"
+        ),
+        pytest.param(
+            NoData("gateway down"),
+            1,
+            "offered load of tenant team/a unknown: gateway down: sizing on the queue alone",
+            id="counters-unread-the-queue-alone-holds-1",
+        ),
+    ],
+)
+def test_the_fleet_sizes_on_its_tenants_offered_load(
+    window: Traffic | NoData, replicas: int, says: str
+) -> None:
+    """maxLoras 1 (maxCpuLoras 8: one replica holds every adapter) and three tenants, each with
+    requests in flight all the time by the gateway's counters: each needs a batch of its own,
+    ``ceil(3 / (1 x 56/64)) = 4`` replicas, though the replicas' queues read empty. The traffic
+    is each tenant's own read (its placement window), as its own plan makes it."""
+    engine = ENGINE.model_copy(
+        update={
+            "spec": ENGINE.spec.model_copy(update={"lora": LoraSpec(max_loras=1, max_cpu_loras=8)})
+        }
+    )
+    fleet = Fleet(
+        [
+            _tenant("a"),
+            _tenant("b", annotations={labels.WAKE_REQUESTED_AT: "2025-06-01T11:59:58Z"}),
+            _tenant("c"),
+        ],
+        engine,
+    )
+    fleet.sync()
+    fleet.kube.pods = [_pod("p0")]
+    fleet.metrics.window = window
+
+    result = fleet.sync(minutes=1)
+
+    assert fleet.kube.replicas(NS, DEPLOYMENT) == replicas
+    scaling = next(c for c in result.status["conditions"] if c["type"] == "Scaling")
+    assert says in scaling["message"]

@@ -19,7 +19,7 @@ from tidepool.sim import config, engine, report, shared, shared_compare, traces
 START = datetime(2025, 1, 1, tzinfo=UTC)
 DT = 5.0
 CFG = config.for_prices("h100")
-#: A request of 1,000 input and 200 output tokens holds a seat 3.5 s on the default H100 8B engine.
+#: A request of 1,000 input and 200 output tokens holds a seat 5.5 s on the default H100 8B engine.
 IN, OUT = 1000.0, 200.0
 
 
@@ -146,6 +146,38 @@ def test_an_adapter_wake_on_a_warm_fleet_costs_no_model_load() -> None:
     run = fleet_run([load("pool/a", busy), load("pool/b", late)])
     assert float(run.wait_weights[1][0]) == pytest.approx(2.0)
     assert run.replica_starts == 0
+
+
+def test_the_fleet_reads_requests_in_flight_not_a_steps_arrivals() -> None:
+    """Chat turns of 100 input and 10 output tokens hold a seat ``64 x (100/32517 + 10/3600) =
+    0.375`` s; 1,000 a step (200/s) keep 75 in flight (Little's law): ``ceil(75/56) = 2``
+    replicas throughout. The plan reads the queue after the step's admissions, as the
+    per-tenant simulator does; read before them, a whole step's 1,000 arrivals looked held at
+    once and asked for ``ceil(1000/56) = 18``."""
+    a = np.full(240, 1000.0)
+    chat = traces.tenant_load("pool/chat", CFG.capacity(), a, a * 100.0, a * 10.0)
+
+    run = fleet_run([chat])
+
+    assert set(run.replicas_timeline[:240].tolist()) == {2.0}
+    assert run.replica_starts == 0
+
+
+def test_a_burst_is_held_at_its_minutes_arrivals_not_its_queues_doublings() -> None:
+    """A tenant keeping 221 in flight (200 requests a step of 5.5 s: 4 replicas) sends 20,000
+    more in one step. The burst's minute offers 22,400 requests (373/s, 2,061 in flight):
+    ``ceil(2061/56) = 37`` replicas in one step, held through the ten-minute window (stepping
+    down as its later minutes, with less of the burst, age out), then back to 4. On its queue
+    alone the fleet doubled 4 -> 8 -> ... -> 64 and held 64 as long."""
+    arrivals = [200.0] * 360
+    arrivals[120] += 20000.0
+
+    run = fleet_run([load("pool/a", arrivals)])
+
+    tl = run.replicas_timeline
+    assert tl[:120].max() == 4.0
+    assert tl[120:250].max() == 37.0
+    assert tl[120 + 12 * 13 : 360].max() == 4.0  # the window (10 min), its last minute and one
 
 
 def test_adapter_load_time_grows_with_rank() -> None:
