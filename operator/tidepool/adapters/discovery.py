@@ -9,6 +9,11 @@ The gateway's program passes :func:`tidepool.gateway.snapshot.build_snapshot`, s
 turns the cluster into the gateway's own :class:`~tidepool.gateway.snapshot.RoutingSnapshot`
 without importing the gateway (an adapter sits below the programs that use it).
 
+Beside it, :class:`GatewayReplicas` watches the EndpointSlices of the gateway's own Service
+and reports how many ready replicas the Service spreads clients over, the number each replica
+divides every tenant's rate limit by (:mod:`tidepool.gateway.auth` says why a split and not
+a shard). That count is the Service's own fact, read as the EndpointSlice API defines it.
+
 The fleets run in the operator's namespace. A gateway that watches one namespace
 (``--namespace``) watches the fleet pods of ``fleet_namespace`` beside it, or it would route no
 LoRA tenant at all.
@@ -25,7 +30,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
 from tidepool.api import labels
@@ -66,7 +72,115 @@ def _object_key(obj: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class KubeDiscovery(Generic[_Built]):
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    """One kind to list and watch: ``fn(*args, **kwargs)`` lists it into ``cache``."""
+
+    kind: str
+    cache: dict[str, Mapping[str, Any]]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Watches:
+    """List-then-watch loops, one daemon thread per kind, into caches keyed by object.
+
+    A subclass says what to watch (:meth:`_spawn`) and what a change means (:meth:`_publish`,
+    called after every list and every event, outside the lock).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._synced: dict[str, bool] = {}
+        """Kinds listed at least once, among those the subclass waits for."""
+        self._stop = threading.Event()
+        self._watches: list[Any] = []  # kubernetes.watch.Watch (untyped)
+        self._threads: list[threading.Thread] = []
+
+    def _publish(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, watch: _Watch) -> None:
+        thread = threading.Thread(
+            target=self._run,
+            args=(watch,),
+            name=f"tidepool-discovery-{watch.kind}",
+            daemon=True,
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for w in list(self._watches):
+            w.stop()
+
+    def _run(self, spec: _Watch) -> None:
+        """List, then watch from that version; on any error back off and relist.
+
+        Why relist instead of resuming: after a 410 or a broken stream we may have missed a
+        DELETED event, and only a fresh list makes the cache exact again.
+        """
+        from kubernetes import watch as kube_watch
+
+        watch: Any = kube_watch  # Watch is untyped
+
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                resp = spec.fn(*spec.args, _preload_content=False, **spec.kwargs)
+                listing = json.loads(resp.data)
+                with self._lock:
+                    spec.cache.clear()
+                    for item in _list(listing.get("items")):
+                        spec.cache[_object_key(item)] = item
+                    if spec.kind in self._synced:
+                        self._synced[spec.kind] = True
+                self._publish()
+                version = _map(listing.get("metadata")).get("resourceVersion")
+                w = watch.Watch()
+                self._watches.append(w)
+                try:
+                    for event in w.stream(
+                        spec.fn,
+                        *spec.args,
+                        resource_version=version,
+                        timeout_seconds=WATCH_TIMEOUT_S,
+                        allow_watch_bookmarks=True,
+                        deserialize=False,
+                        **spec.kwargs,
+                    ):
+                        self._apply(spec.cache, event)
+                        backoff = 0.5
+                        if self._stop.is_set():
+                            break
+                finally:
+                    w.stop()
+                    self._watches.remove(w)
+            except Exception as exc:  # the watch must outlive any API hiccup
+                if self._stop.is_set():
+                    return
+                log.warning(
+                    "discovery: %s watch failed (%s); relisting in %.1fs", spec.kind, exc, backoff
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    def _apply(self, cache: dict[str, Mapping[str, Any]], event: Mapping[str, Any]) -> None:
+        etype = event.get("type")
+        obj = _map(event.get("object"))
+        if etype not in ("ADDED", "MODIFIED", "DELETED"):
+            return  # BOOKMARK: only moves the resourceVersion, which Watch tracks itself
+        with self._lock:
+            if etype == "DELETED":
+                cache.pop(_object_key(obj), None)
+            else:
+                cache[_object_key(obj)] = obj
+        self._publish()
+
+
+class KubeDiscovery(_Watches, Generic[_Built]):
     """Watches engine pods, InferenceDeployments and SharedEngines; calls ``on_change`` with
     what ``build(pods, deployments, engines)`` makes of each new state.
 
@@ -88,23 +202,20 @@ class KubeDiscovery(Generic[_Built]):
         caches' lock). ``namespace`` None: every namespace. ``fleet_namespace``: where the
         operator runs the SharedEngine fleets; watched beside ``namespace`` when that is
         another one."""
+        super().__init__()
         self._api_client = api_client
         self._build = build
         self._namespace = namespace
         elsewhere = namespace and fleet_namespace and fleet_namespace != namespace
         self._fleet_namespace = fleet_namespace if elsewhere else None
-        self._lock = threading.Lock()
         self._pods: dict[str, Mapping[str, Any]] = {}
         self._fleet_pods: dict[str, Mapping[str, Any]] = {}
         self._deployments: dict[str, Mapping[str, Any]] = {}
         self._engines: dict[str, Mapping[str, Any]] = {}
-        self._synced = {"pods": False, "deployments": False}
-        """Kinds the first snapshot waits for (see the class docstring for why not engines)."""
+        # The kinds the first snapshot waits for (see the class docstring for why not engines).
+        self._synced.update({"pods": False, "deployments": False})
         if self._fleet_namespace is not None:
             self._synced["fleet-pods"] = False
-        self._stop = threading.Event()
-        self._watches: list[Any] = []  # kubernetes.watch.Watch (untyped)
-        self._threads: list[threading.Thread] = []
         self._on_change: Callable[[_Built], None] | None = None
 
     def start(self, on_change: Callable[[_Built], None]) -> None:
@@ -126,16 +237,14 @@ class KubeDiscovery(Generic[_Built]):
             infd_args = (group, version, PLURAL)
         engines_fn = custom.list_cluster_custom_object  # SharedEngine is cluster-scoped
         engines_args = (group, version, SHARED_ENGINE_PLURAL)
-        specs: list[
-            tuple[str, dict[str, Mapping[str, Any]], Callable[..., Any], tuple[Any, ...], Any]
-        ] = [
-            ("pods", self._pods, pods_fn, pods_args, {"label_selector": ENGINE_SELECTOR}),
-            ("deployments", self._deployments, infd_fn, infd_args, {}),
-            ("engines", self._engines, engines_fn, engines_args, {}),
+        watches = [
+            _Watch("pods", self._pods, pods_fn, pods_args, {"label_selector": ENGINE_SELECTOR}),
+            _Watch("deployments", self._deployments, infd_fn, infd_args),
+            _Watch("engines", self._engines, engines_fn, engines_args),
         ]
         if self._fleet_namespace is not None:
-            specs.append(
-                (
+            watches.append(
+                _Watch(
                     "fleet-pods",
                     self._fleet_pods,
                     core.list_namespaced_pod,
@@ -143,90 +252,8 @@ class KubeDiscovery(Generic[_Built]):
                     {"label_selector": FLEET_SELECTOR},
                 )
             )
-        for kind, cache, fn, args, kwargs in specs:
-            thread = threading.Thread(
-                target=self._run,
-                args=(kind, cache, fn, args, kwargs),
-                name=f"tidepool-discovery-{kind}",
-                daemon=True,
-            )
-            self._threads.append(thread)
-            thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for w in list(self._watches):
-            w.stop()
-
-    def _run(
-        self,
-        kind: str,
-        cache: dict[str, Mapping[str, Any]],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
-        """List, then watch from that version; on any error back off and relist.
-
-        Why relist instead of resuming: after a 410 or a broken stream we may have missed a
-        DELETED event, and only a fresh list makes the cache exact again.
-        """
-        from kubernetes import watch as kube_watch
-
-        watch: Any = kube_watch  # Watch is untyped
-
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                resp = fn(*args, _preload_content=False, **kwargs)
-                listing = json.loads(resp.data)
-                with self._lock:
-                    cache.clear()
-                    for item in _list(listing.get("items")):
-                        cache[_object_key(item)] = item
-                    if kind in self._synced:
-                        self._synced[kind] = True
-                self._publish()
-                version = _map(listing.get("metadata")).get("resourceVersion")
-                w = watch.Watch()
-                self._watches.append(w)
-                try:
-                    for event in w.stream(
-                        fn,
-                        *args,
-                        resource_version=version,
-                        timeout_seconds=WATCH_TIMEOUT_S,
-                        allow_watch_bookmarks=True,
-                        deserialize=False,
-                        **kwargs,
-                    ):
-                        self._apply(cache, event)
-                        backoff = 0.5
-                        if self._stop.is_set():
-                            break
-                finally:
-                    w.stop()
-                    self._watches.remove(w)
-            except Exception as exc:  # the watch must outlive any API hiccup
-                if self._stop.is_set():
-                    return
-                log.warning(
-                    "discovery: %s watch failed (%s); relisting in %.1fs", kind, exc, backoff
-                )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-
-    def _apply(self, cache: dict[str, Mapping[str, Any]], event: Mapping[str, Any]) -> None:
-        etype = event.get("type")
-        obj = _map(event.get("object"))
-        if etype not in ("ADDED", "MODIFIED", "DELETED"):
-            return  # BOOKMARK: only moves the resourceVersion, which Watch tracks itself
-        with self._lock:
-            if etype == "DELETED":
-                cache.pop(_object_key(obj), None)
-            else:
-                cache[_object_key(obj)] = obj
-        self._publish()
+        for watch in watches:
+            self._spawn(watch)
 
     def _publish(self) -> None:
         with self._lock:
@@ -236,3 +263,70 @@ class KubeDiscovery(Generic[_Built]):
             built = self._build(pods, self._deployments, self._engines)
         if self._on_change is not None:
             self._on_change(built)
+
+
+# --------------------------------------------------------------------------------------------
+# The gateway's own replicas
+# --------------------------------------------------------------------------------------------
+
+#: The label the EndpointSlice controller puts on every slice of a Service.
+SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
+
+
+def ready_endpoints(slices: Iterable[Mapping[str, Any]]) -> int:
+    """How many distinct ready endpoints a Service's EndpointSlices list: the replicas its
+    clients' new connections are spread over.
+
+    ``conditions.ready`` absent counts as ready (the EndpointSlice API says so). A dual-stack
+    Service has one slice per address family, so an endpoint is counted once per pod
+    (``targetRef.uid``, else its addresses).
+    """
+    seen: set[str] = set()
+    for item in slices:
+        for endpoint in _list(item.get("endpoints")):
+            ep = _map(endpoint)
+            if _map(ep.get("conditions")).get("ready") is False:
+                continue
+            ref = _map(ep.get("targetRef"))
+            seen.add(str(ref.get("uid") or sorted(map(str, _list(ep.get("addresses"))))))
+    return len(seen)
+
+
+class GatewayReplicas(_Watches):
+    """Watches the gateway Service's EndpointSlices and calls ``on_change`` (on its watch
+    thread) with the number of ready gateway replicas whenever it changes, so each replica
+    can enforce its share of every tenant's rate limit (:mod:`tidepool.gateway.auth`)."""
+
+    def __init__(self, api_client: Any, namespace: str, service: str) -> None:
+        super().__init__()
+        self._api_client = api_client
+        self._namespace = namespace
+        self._service = service
+        self._slices: dict[str, Mapping[str, Any]] = {}
+        self._synced["endpointslices"] = False
+        self._count: int | None = None
+        self._on_change: Callable[[int], None] | None = None
+
+    def start(self, on_change: Callable[[int], None]) -> None:
+        from kubernetes import client
+
+        self._on_change = on_change
+        api = client.DiscoveryV1Api(self._api_client)
+        self._spawn(
+            _Watch(
+                "endpointslices",
+                self._slices,
+                api.list_namespaced_endpoint_slice,
+                (self._namespace,),
+                {"label_selector": f"{SERVICE_NAME_LABEL}={self._service}"},
+            )
+        )
+
+    def _publish(self) -> None:
+        with self._lock:
+            if not all(self._synced.values()):
+                return
+            count = ready_endpoints(self._slices.values())
+            changed, self._count = count != self._count, count
+        if changed and self._on_change is not None:
+            self._on_change(count)

@@ -5,7 +5,9 @@ runs without a cluster), the wake port, and the aiohttp app from :mod:`tidepool.
 serve the API on ``--port`` and ``/metrics`` on ``--metrics-port`` (its labels name every
 tenant, so it stays off the port clients reach) until SIGTERM or SIGINT, then drain: the
 listener closes at once, ``/readyz`` turns 503, and in-flight and held requests get up to
-``--drain-timeout`` to finish.
+``--drain-timeout`` to finish. ``--api-keys`` is reread as it changes (a mounted Secret), and
+``--replica-service`` names the gateway's own Service, whose ready endpoints each replica
+divides every tenant's rate limit by (:mod:`tidepool.gateway.auth`).
 
 The one module of the gateway that wires in the Kubernetes adapters (the watch, the wake
 Event, the client); the rest of the gateway may not import them or ``kubernetes``
@@ -79,8 +81,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--body-timeout", type=seconds_flag, default=60.0, help="to send a request body (then 408)"
     )
     parser.add_argument(
-        "--api-keys", default=None, help="YAML: keys -> {tenant, requestsPerMinute}"
-    )
+        "--api-keys", default=None,
+        help="YAML: keys (or sha256:<hex> of them) -> {tenant, requestsPerMinute}; reread as"
+        " it changes",
+    )  # fmt: skip
+    parser.add_argument(
+        "--replicas", type=int, default=1,
+        help="gateway replicas sharing each tenant's rate limit, until --replica-service"
+        " counts them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--replica-service", default=None,
+        help="this gateway's own Service (in $POD_NAMESPACE): its ready endpoints are the"
+        " replica count",
+    )  # fmt: skip
     parser.add_argument(
         "--static-routes", default=None, help="YAML routes instead of watching Kubernetes (dev)"
     )
@@ -97,11 +111,18 @@ def build(args: argparse.Namespace) -> web.Application:
         raise ValueError(f"--max-body-size must be at least 1 byte, got {args.max_body_size}")
     if args.max_prompt_chars < 0:
         raise ValueError(f"--max-prompt-chars must be >= 0, got {args.max_prompt_chars}")
-    keys = auth.KeyRing.load(args.api_keys) if args.api_keys else None
+    if args.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {args.replicas}")
+    if args.static_routes and args.replica_service:
+        raise ValueError(
+            "--replica-service needs the Kubernetes API, which --static-routes runs without;"
+            " give --replicas instead"
+        )
+    key_file = auth.KeyFile(args.api_keys) if args.api_keys else None
     config = proxy.GatewayConfig(
         queue_size=args.queue_size,
         queue_timeout=args.queue_timeout,
-        keys=keys,
+        replicas=args.replicas,
         drain_timeout=args.drain_timeout,
         max_body=args.max_body_size,
         max_prompt_chars=args.max_prompt_chars or None,
@@ -110,6 +131,7 @@ def build(args: argparse.Namespace) -> web.Application:
     )
     source: proxy.DiscoverySource
     waker: wakes.Waker | None
+    replicas: proxy.ReplicaSource | None = None
     if args.static_routes:
         source, waker = static.StaticDiscovery.from_file(args.static_routes), None
     else:
@@ -119,7 +141,10 @@ def build(args: argparse.Namespace) -> web.Application:
             api, snapshot.build_snapshot, namespace, args.shared_engine_namespace
         )
         waker = wake.KubeWaker(api)
-    return proxy.create_app(config, source, waker)
+        if args.replica_service:
+            own_namespace = os.environ.get(POD_NAMESPACE_ENV) or DEFAULT_FLEET_NAMESPACE
+            replicas = discovery.GatewayReplicas(api, own_namespace, args.replica_service)
+    return proxy.create_app(config, source, waker, key_file=key_file, replica_source=replicas)
 
 
 async def serve(app: web.Application, host: str, port: int, metrics_port: int) -> None:

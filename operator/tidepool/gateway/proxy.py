@@ -9,7 +9,8 @@ one route each); 503 while draining or before the first routing snapshot; 401 fo
 or unknown key; 413 for a body over ``max_body`` or a prompt over ``max_prompt_chars``, 408
 for a body that takes longer than ``body_timeout``; 400 for a body that is not JSON or names
 no ``model``; 404 for an unknown model and, with the same answer, for another tenant's (a key
-holder must not learn which names exist); 429 over the tenant's rate; then a backend is
+holder must not learn which names exist); 429 over this replica's share of the tenant's rate
+(the limit over the live replica count, see :mod:`~tidepool.gateway.auth`); then a backend is
 leased, or the request is held (bounded queue, deadline) while the operator is woken. The
 response is streamed to the client chunk by chunk as it arrives, never buffered. A LoRA
 tenant's request goes to its engine under the adapter's name and its answer comes back under
@@ -24,9 +25,10 @@ its upstream connection, which is how an engine learns to abort it. ``/metrics``
 its own port by ``prometheus_client``'s server (:func:`start`), because its labels name every
 tenant, namespace and model.
 
-Discovery calls back from its own thread; the callback only hops onto the loop
-(``call_soon_threadsafe``). Wake pushes are blocking Kubernetes calls and run in a small
-thread pool, never on the loop.
+Discovery and the replica count call back from their own threads; the callbacks only hop
+onto the loop (``call_soon_threadsafe``). The key file is read again every few seconds in a
+thread, and an accepted ring replaces the old one in one assignment on the loop. Wake pushes
+are blocking Kubernetes calls and run in a small thread pool, never on the loop.
 
 Must not: import ``kubernetes`` or ``kopf``, decide routing itself, or drop a request it has
 accepted: held requests outlive routing-table changes and shutdown waits for them.
@@ -89,6 +91,14 @@ class DiscoverySource(Protocol):
     def stop(self) -> None: ...
 
 
+class ReplicaSource(Protocol):
+    """How many gateway replicas share the traffic (GatewayReplicas, a test fake); calls
+    ``on_change`` from its own thread whenever the count changes."""
+
+    def start(self, on_change: Callable[[int], None]) -> None: ...
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     queue_size: int = 100
@@ -96,7 +106,14 @@ class GatewayConfig:
     queue_timeout: float = 120.0
     """Seconds a request may be held waiting for a replica before 503."""
     keys: auth.KeyRing | None = None
-    """None: authentication and rate limits are off."""
+    """The keys to start with; None: authentication and rate limits are off. With a key file
+    (:func:`create_app`'s ``key_file``) each ring accepted from it replaces this one."""
+    key_reload_interval: float = 5.0
+    """Seconds between looks at the key file. The kubelet takes a minute or so to bring a
+    changed Secret into the pod anyway; a look is one small read."""
+    replicas: int = 1
+    """Gateway replicas that share each tenant's rate limit until a :class:`ReplicaSource`
+    reports its count, and whenever that count is 0 (see :mod:`tidepool.gateway.auth`)."""
     connect_attempts: int = 3
     """Backends tried when a connection fails before any response byte."""
     drain_timeout: float = 900.0
@@ -169,11 +186,21 @@ class Gateway:
         source: DiscoverySource,
         waker: wakes.Waker | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        key_file: auth.KeyFile | None = None,
+        replica_source: ReplicaSource | None = None,
     ) -> None:
         self.config = config
         self.source = source
         self.waker = waker
         self.wall_clock = wall_clock
+        self.key_file = key_file
+        self.keys = key_file.ring if key_file is not None else config.keys
+        """The ring in force; replaced whole (one assignment on the loop) by a reload."""
+        self.replica_source = replica_source
+        self.replicas = config.replicas
+        """Replicas sharing each tenant's rate limit (see :mod:`tidepool.gateway.auth`)."""
+        self._key_watch: asyncio.Task[None] | None = None
         self.metrics = metrics.GatewayMetrics()
         self.dispatcher = dispatch.Dispatcher(config.queue_size)
         self.limiter = auth.RateLimiter()
@@ -203,7 +230,14 @@ class Gateway:
         def on_change(snapshot: RoutingSnapshot) -> None:
             loop.call_soon_threadsafe(self.apply_snapshot, snapshot)
 
+        def on_replicas(count: int) -> None:
+            loop.call_soon_threadsafe(self.set_replicas, count)
+
         self.source.start(on_change)
+        if self.replica_source is not None:
+            self.replica_source.start(on_replicas)
+        if self.key_file is not None:
+            self._key_watch = asyncio.create_task(self._watch_keys(self.key_file))
 
     async def on_shutdown(self, _app: web.Application) -> None:
         """Stop taking requests; wait (bounded) for in-flight and held ones to finish."""
@@ -215,6 +249,12 @@ class Gateway:
 
     async def on_cleanup(self, _app: web.Application) -> None:
         self.source.stop()
+        if self.replica_source is not None:
+            self.replica_source.stop()
+        if self._key_watch is not None:
+            self._key_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._key_watch
         if self._expiry is not None:
             self._expiry.cancel()
         if self._session is not None:
@@ -265,6 +305,31 @@ class Gateway:
                 fut.set_result(None)
             self._gauge_depth(waiter.model)
         self._schedule_expiry()
+
+    # ---- keys and replicas -------------------------------------------------------------
+    async def _watch_keys(self, key_file: auth.KeyFile) -> None:
+        """Look at the key file every ``key_reload_interval``; a ring it accepts replaces
+        ours, anything else keeps it (see :func:`tidepool.gateway.auth.reload_decision`)."""
+        while True:
+            await asyncio.sleep(self.config.key_reload_interval)
+            try:
+                decision = await asyncio.to_thread(key_file.reload)
+            except OSError as exc:  # unreadable for now (permissions, I/O): try again later
+                log.error("gateway: cannot read the key file %s: %s", key_file.path, exc)
+                continue
+            if decision.ring is not None:
+                self.keys = decision.ring
+                log.info("gateway: key file %s: %s", key_file.path, decision.reason)
+            elif decision.outcome is not auth.Reload.UNCHANGED:
+                log.error("gateway: key file %s: %s", key_file.path, decision.reason)
+
+    def set_replicas(self, count: int) -> None:
+        """On the loop: the live replica count; 0 (none ready yet, or a lagging count) keeps
+        the configured hint, since this replica is serving whatever the count says."""
+        replicas = count if count >= 1 else self.config.replicas
+        if replicas != self.replicas:
+            log.info("gateway: %d replicas share each tenant's rate limit", replicas)
+        self.replicas = replicas
 
     # ---- wake --------------------------------------------------------------------------
     def _maybe_wake(self, route: ModelRoute) -> None:
@@ -356,8 +421,8 @@ class Gateway:
 
     async def models(self, request: web.Request) -> web.Response:
         tenant: str | None = None
-        if self.config.keys is not None:
-            key = self.config.keys.lookup(auth.bearer_token(request.headers.get("Authorization")))
+        if self.keys is not None:
+            key = self.keys.lookup(auth.bearer_token(request.headers.get("Authorization")))
             if key is None:
                 return _unauthorized()
             tenant = key.tenant
@@ -413,8 +478,8 @@ class Gateway:
                 "service_unavailable_error", "not_ready",
             )  # fmt: skip
         key: auth.TenantKey | None = None
-        if self.config.keys is not None:
-            key = self.config.keys.lookup(auth.bearer_token(request.headers.get("Authorization")))
+        if self.keys is not None:
+            key = self.keys.lookup(auth.bearer_token(request.headers.get("Authorization")))
             if key is None:
                 return _unauthorized()
             labels.tenant = key.tenant
@@ -449,7 +514,7 @@ class Gateway:
         labels.model, labels.namespace = route.served_model, route.namespace
         labels.tenant = labels.tenant or route.tenant
         if key is not None:
-            retry = self.limiter.check(key.tenant, key.requests_per_minute, arrived)
+            retry = self.limiter.check(key.tenant, key.requests_per_minute, arrived, self.replicas)
             if retry is not None:
                 resp = error_response(
                     429, f"Rate limit reached for tenant {key.tenant}: "
@@ -457,6 +522,9 @@ class Gateway:
                     "rate_limit_error", "rate_limit_exceeded",
                 )  # fmt: skip
                 resp.headers["Retry-After"] = auth.retry_after_header(retry)
+                # The retry comes on a new connection, which the Service may send to another
+                # replica: a tenant skewed onto one replica's share spreads out again.
+                resp.force_close()
                 return resp
         tried: set[str] = set()
         for _ in range(self.config.connect_attempts):
@@ -641,9 +709,19 @@ def create_app(
     source: DiscoverySource,
     waker: wakes.Waker | None = None,
     wall_clock: Callable[[], datetime] | None = None,
+    *,
+    key_file: auth.KeyFile | None = None,
+    replica_source: ReplicaSource | None = None,
 ) -> web.Application:
-    """The gateway as an aiohttp application (tests run it in-process on 127.0.0.1)."""
-    gw = Gateway(config, source, waker, wall_clock or (lambda: datetime.now(UTC)))
+    """The gateway as an aiohttp application (tests run it in-process on 127.0.0.1).
+
+    ``key_file``: the keys, reloaded as the file changes (then ``config.keys`` is not used).
+    ``replica_source``: the live replica count that splits each tenant's rate limit.
+    """
+    gw = Gateway(
+        config, source, waker, wall_clock or (lambda: datetime.now(UTC)),
+        key_file=key_file, replica_source=replica_source,
+    )  # fmt: skip
     app = web.Application(client_max_size=config.max_body, middlewares=[gw.errors_as_json])
     app[GATEWAY_KEY] = gw
     app.on_startup.append(gw.on_startup)

@@ -29,8 +29,14 @@ async def gateway():
     """
     running = []
 
-    async def _start(source, waker=None, **config):
-        app = proxy.create_app(proxy.GatewayConfig(**config), source, waker)
+    async def _start(source, waker=None, *, key_file=None, replica_source=None, **config):
+        app = proxy.create_app(
+            proxy.GatewayConfig(**config),
+            source,
+            waker,
+            key_file=key_file,
+            replica_source=replica_source,
+        )
         listeners = await proxy.start(app, "127.0.0.1", 0, 0)
         running.append(listeners)
         return listeners

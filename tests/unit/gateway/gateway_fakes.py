@@ -8,24 +8,29 @@ import threading
 
 
 class FakeDiscovery:
-    """Publishes whatever snapshot a test hands it, like the watch thread would."""
+    """Publishes whatever value a test hands it, as a watch thread would: routing snapshots
+    for the gateway's discovery source, replica counts for its replica source."""
 
-    def __init__(self, snapshot=None):
-        self.snapshot = snapshot
+    def __init__(self, value=None):
+        self.value = value
         self.on_change = None
         self.stopped = False
 
     def start(self, on_change):
         self.on_change = on_change
-        if self.snapshot is not None:
-            on_change(self.snapshot)
+        if self.value is not None:
+            on_change(self.value)
 
-    def publish(self, snapshot):
-        self.snapshot = snapshot
-        self.on_change(snapshot)
+    def publish(self, value):
+        self.value = value
+        self.on_change(value)
 
     def stop(self):
         self.stopped = True
+
+
+#: The same stand-in as a replica source: ``FakeReplicas(3)`` reports 3 ready gateways.
+FakeReplicas = FakeDiscovery
 
 
 class FakeWaker:

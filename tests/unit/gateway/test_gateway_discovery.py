@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tidepool.adapters import wake
+from tidepool.adapters import discovery, wake
 from tidepool.api import labels
 from tidepool.api.v1alpha1 import types
 from tidepool.gateway import routing, snapshot, static
@@ -190,3 +190,36 @@ def test_a_long_named_tenants_pods_are_its_endpoints():
     )
 
     assert [e.deployment for e in snap.endpoints] == [long_name]
+
+
+def _slice(*endpoints):
+    return {"metadata": {"name": "gw-abc", "namespace": "ns"}, "endpoints": list(endpoints)}
+
+
+def _gw(uid, ready=True, address="10.0.0.1"):
+    conditions = {} if ready is None else {"ready": ready}
+    return {"addresses": [address], "conditions": conditions, "targetRef": {"uid": uid}}
+
+
+@pytest.mark.parametrize(
+    ("slices", "expected"),
+    [
+        pytest.param([], 0, id="no-slices-yet"),
+        pytest.param([_slice(_gw("a"), _gw("b"), _gw("c"))], 3, id="three-ready"),
+        pytest.param([_slice(_gw("a"), _gw("b", ready=False))], 1, id="unready-not-counted"),
+        pytest.param([_slice(_gw("a", ready=None))], 1, id="ready-absent-means-ready"),
+        pytest.param(
+            [_slice(_gw("a"), _gw("b")), _slice(_gw("a", address="fd00::1"), _gw("b"))],
+            2,
+            id="dual-stack-counts-each-pod-once",
+        ),
+        pytest.param(
+            [_slice({"addresses": ["10.0.0.7"]}, {"addresses": ["10.0.0.8"]})],
+            2,
+            id="no-target-ref-by-address",
+        ),
+        pytest.param([{"metadata": {}, "endpoints": None}], 0, id="empty-slice"),
+    ],
+)
+def test_ready_gateway_replicas_from_endpoint_slices(slices, expected):
+    assert discovery.ready_endpoints(slices) == expected

@@ -100,3 +100,42 @@ def test_program_serves_metrics_on_its_own_port(tmp_path):
         gateway.stop()
     assert gateway.proc is not None
     assert gateway.proc.returncode == 0, gateway.tail()
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        pytest.param(["--replicas", "0"], "--replicas must be >= 1, got 0", id="no-replicas"),
+        pytest.param(
+            ["--replica-service", "tidepool-gateway"],
+            "--replica-service needs the Kubernetes API",
+            id="service-without-a-cluster",
+        ),
+    ],
+)
+def test_replica_flags_are_checked(tmp_path, argv, match):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("models: []\n")
+    with pytest.raises(ValueError, match=match):
+        app.build(_args("--static-routes", str(routes), *argv))
+
+
+def test_api_keys_and_replicas_reach_the_gateway(tmp_path):
+    routes, keys = tmp_path / "routes.yaml", tmp_path / "keys.yaml"
+    routes.write_text("models: []\n")
+    keys.write_text("keys:\n  sk-1: {tenant: acme, requestsPerMinute: 600}\n")
+    argv = ("--static-routes", str(routes), "--api-keys", str(keys), "--replicas", "3")
+    gw = app.build(_args(*argv))[app.proxy.GATEWAY_KEY]
+    assert gw.replicas == 3
+    assert gw.keys is not None
+    assert gw.keys.lookup("sk-1") == app.auth.TenantKey("acme", 600)
+    assert gw.key_file is not None
+    assert gw.key_file.path == keys
+
+
+def test_a_malformed_key_file_stops_the_start(tmp_path):
+    routes, keys = tmp_path / "routes.yaml", tmp_path / "keys.yaml"
+    routes.write_text("models: []\n")
+    keys.write_text("keys:\n  sk-1: {tenant: ''}\n")
+    with pytest.raises(ValueError, match=r"entry 1 .*tenant must be a non-empty string"):
+        app.build(_args("--static-routes", str(routes), "--api-keys", str(keys)))
