@@ -60,19 +60,42 @@ _LOAD: Final = {
 }
 
 
+#: The oldest sample of a gauge that still counts: six of the chart's 15 s scrapes, and one
+#: scrape plus half of Prometheus' default 1 m interval. See :func:`fresh`.
+SAMPLE_MAX_AGE_SECONDS: Final = 90
+
+
+def fresh(selector: str) -> str:
+    """``selector`` without the series whose last sample is older than
+    :data:`SAMPLE_MAX_AGE_SECONDS`.
+
+    Why: an instant query answers with each series' last sample up to the lookback delta (5
+    minutes, Prometheus' docs on staleness) unless the scrape loop wrote a staleness marker
+    when the target went. A pod deleted while Prometheus was down never gets one, so after the
+    outage its last gauge values (say 2 requests running) would count for up to 5 minutes,
+    keeping a deployment active that is idle. E.g. last sample at 12:00:00, outage to
+    12:01:30: counted until 12:05:00 without this filter, not at all with it.
+    """
+    return f"({selector} and timestamp({selector}) > time() - {SAMPLE_MAX_AGE_SECONDS})"
+
+
 def _engine_queue(by: tuple[str, ...]) -> str:
     """Requests waiting plus running on the engines, per ``by``."""
-    return f"{sum_by(by, 'vllm:num_requests_waiting')} + {sum_by(by, 'vllm:num_requests_running')}"
+    waiting, running = fresh("vllm:num_requests_waiting"), fresh("vllm:num_requests_running")
+    return f"{sum_by(by, waiting)} + {sum_by(by, running)}"
 
 
-GATEWAY_UP: Final = Query("gateway_up", f'max(up{{job="{GATEWAY_JOB}"}})', ())
+_GATEWAY_SCRAPED: Final = f'up{{job="{GATEWAY_JOB}"}}'
+GATEWAY_UP: Final = Query("gateway_up", f"max({fresh(_GATEWAY_SCRAPED)})", ())
 ENGINE_QUEUE: Final = Query("engine_queue", _engine_queue(_ENGINE), _ENGINE)
 POOL_QUEUE: Final = Query("pool_queue", _engine_queue(_ENGINE_POOL), _ENGINE_POOL)
 GATEWAY_HELD: Final = Query(
-    "gateway_held", sum_by(_GATEWAY, "tidepool_gateway_queue_depth"), _GATEWAY
+    "gateway_held", sum_by(_GATEWAY, fresh("tidepool_gateway_queue_depth")), _GATEWAY
 )
 GATEWAY_INFLIGHT: Final = Query(
-    "gateway_inflight", sum_by(_GATEWAY_POOL, "tidepool_gateway_inflight_requests"), _GATEWAY_POOL
+    "gateway_inflight",
+    sum_by(_GATEWAY_POOL, fresh("tidepool_gateway_inflight_requests")),
+    _GATEWAY_POOL,
 )
 
 

@@ -29,7 +29,9 @@ The rules, in the order :func:`decide` applies them:
    what the queue asks right now.
 6. **Scale to zero** only when ``min_replicas == 0`` and there has been no demand since
    ``last_active_at`` for ``scale_to_zero_after``. ``last_active_at`` lives in status, so the idle
-   clock survives a restart (KEDA's ``status.lastActiveTime``).
+   clock survives a restart (KEDA's ``status.lastActiveTime``). Idle time is *observed* idle
+   time: the clock starts again when metrics return after an outage (``metrics_known_since``),
+   because nobody saw whether requests came while Prometheus was down. Unknown is not zero.
 
 Worked example (also the test ``queue-37-target-8-ready-2-rate-2-gives-4-not-5``): queue 37,
 target 8, 2 replicas ready, max rate 2.0. ``ceil(37/8) = 5`` replicas are wanted, but one decision
@@ -121,6 +123,9 @@ class AutoscaleInputs:
     #: In-flight requests the last minute's arrivals keep busy with no queue (Little's law, in
     #: the queue's unit); ``None`` when the offered load is not measured.
     offered: float | None = None
+    #: Since when the queue has been known without a gap: the end of the last metrics outage,
+    #: or ``None`` with no outage on record. Rule 6 counts idle time from here at the earliest.
+    metrics_known_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,28 +378,37 @@ def _scale_down(inputs: AutoscaleInputs, d: _Demand, now: datetime) -> _Verdict:
 
 def _toward_zero(inputs: AutoscaleInputs, d: _Demand, peak: int, now: datetime) -> _Verdict:
     """Rule 6: zero only after ``scale_to_zero_after`` without demand; until then one replica
-    stays. With no activity on record the idle clock starts now (and is kept in status)."""
+    stays. With no activity on record the idle clock starts now (and is kept in status).
+
+    The idle time counts from the last demand or the end of the last metrics outage, whichever
+    is later. E.g. last demand 12:00, Prometheus down 12:01 to 12:03, scale to zero after 5m:
+    zero at 12:08, not at 12:05 on a window that was two-fifths unseen.
+    """
     p, cur = inputs.policy, inputs.current_replicas
-    idle_since = d.last_active_at if d.last_active_at is not None else now
+    last_active = d.last_active_at if d.last_active_at is not None else now
+    known_since = inputs.metrics_known_since
+    idle_since = max(last_active, known_since) if known_since is not None else last_active
+    seen = " since metrics returned" if idle_since > last_active else ""
     idle = now - idle_since
     if idle >= p.scale_to_zero_after:
         return _Verdict(
             0,
             Reason.SCALED_TO_ZERO_AFTER_IDLE,
-            f"no demand for {_fmt(idle)} (>= {_fmt(p.scale_to_zero_after)}): scaling {cur} -> 0",
-            last_active_at=idle_since,
+            f"no demand for {_fmt(idle)}{seen} (>= {_fmt(p.scale_to_zero_after)}):"
+            f" scaling {cur} -> 0",
+            last_active_at=last_active,
         )
     left = p.scale_to_zero_after - idle
     if cur == 1:
         return _Verdict(
             cur,
             Reason.COOLING_DOWN,
-            f"{d.base}: idle {_fmt(idle)} of {_fmt(p.scale_to_zero_after)};"
+            f"{d.base}: idle {_fmt(idle)}{seen} of {_fmt(p.scale_to_zero_after)};"
             f" scaling to zero in {_fmt(left)}",
             requeue_after=min(DEFAULT_REQUEUE, left),
-            last_active_at=idle_since,
+            last_active_at=last_active,
         )
-    return dataclasses.replace(_stabilized_down(inputs, d, 1, peak), last_active_at=idle_since)
+    return dataclasses.replace(_stabilized_down(inputs, d, 1, peak), last_active_at=last_active)
 
 
 def _stabilized_down(inputs: AutoscaleInputs, d: _Demand, desired: int, peak: int) -> _Verdict:

@@ -1060,12 +1060,26 @@ def _autoscale(ctx: _Reconcile, course: _Course, history: History) -> _Sizing:
             history=history.recommendations,
             operator_started_at=ctx.observed.operator_started_at,
             offered=offered_concurrency(ctx.observed.traffic, ctx.cap),
+            metrics_known_since=metrics_known_since(status, ctx.observed.demand, ctx.now),
         ),
         ctx.now,
     )
     return _Sizing(
         final_mode, chosen_floor, floor, policy, scale, current_replicas, ready_serving, wake
     )
+
+
+def metrics_known_since(
+    status: InferenceDeploymentStatus, demand: Signal, now: datetime
+) -> datetime | None:
+    """Since when the queue has been known without a gap, from ``MetricsAvailable`` (whose
+    transition time moves only when its status does): ``now`` on the first known read after an
+    outage, the condition's transition to True after that, ``None`` with no outage on record
+    (or while unknown, when it does not matter)."""
+    before = conditions.find(status.conditions, ConditionType.METRICS_AVAILABLE)
+    if not isinstance(demand, Sample) or before is None:
+        return None
+    return before.last_transition_time if before.status == "True" else now
 
 
 def _split_per_pool(ctx: _Reconcile, course: _Course, sizing: _Sizing) -> dict[str, int]:

@@ -87,7 +87,7 @@ def test_fifty_tenants_in_one_tick_send_each_query_once(prometheus: FakePromethe
 def every_series(promql: str) -> list[dict[str, object]]:
     """The gateway up, and for every other query a series for each tenant carrying every label
     a query may group by (each read takes the ones its query names)."""
-    if promql.startswith("max(up"):
+    if promql == GATEWAY_UP.promql:
         return [series(1)]
     return [
         series(2, namespace=ns, inference_deployment=name, model=name, pool="a100")
@@ -206,7 +206,7 @@ def test_tenants_with_one_window_share_traffic_queries_and_another_window_adds_i
 ) -> None:
     prometheus.answer = lambda q: (
         [series(1)]
-        if q.startswith("max(up")
+        if q == GATEWAY_UP.promql
         else [series(4, namespace=ns, model=name) for ns, name in TENANTS]
     )
 

@@ -13,6 +13,7 @@ from tidepool.adapters.prometheus import (
     GATEWAY_INFLIGHT,
     GATEWAY_UP,
     POOL_QUEUE,
+    fresh,
 )
 from tidepool.adapters.prometheus_batch import Query
 from tidepool.policy.signals import NoData, Sample, Signal
@@ -153,16 +154,15 @@ def test_gateway_inflight(
 def test_each_query_groups_by_the_labels_a_tenant_is_read_by() -> None:
     """The batched forms: one series per tenant (and per pool where a read names one)."""
     engine = "namespace, inference_deployment"
-    assert ENGINE_QUEUE.promql == (
-        f"sum by ({engine}) (vllm:num_requests_waiting)"
-        f" + sum by ({engine}) (vllm:num_requests_running)"
-    )
+    waiting, running = fresh("vllm:num_requests_waiting"), fresh("vllm:num_requests_running")
+    assert ENGINE_QUEUE.promql == f"sum by ({engine}) ({waiting}) + sum by ({engine}) ({running})"
     assert POOL_QUEUE.promql == (
-        f"sum by ({engine}, pool) (vllm:num_requests_waiting)"
-        f" + sum by ({engine}, pool) (vllm:num_requests_running)"
+        f"sum by ({engine}, pool) ({waiting}) + sum by ({engine}, pool) ({running})"
     )
-    assert GATEWAY_HELD.promql == "sum by (namespace, model) (tidepool_gateway_queue_depth)"
+    assert GATEWAY_HELD.promql == (
+        f"sum by (namespace, model) ({fresh('tidepool_gateway_queue_depth')})"
+    )
     assert GATEWAY_INFLIGHT.promql == (
-        "sum by (namespace, model, pool) (tidepool_gateway_inflight_requests)"
+        f"sum by (namespace, model, pool) ({fresh('tidepool_gateway_inflight_requests')})"
     )
-    assert GATEWAY_UP.promql == 'max(up{job="tidepool-gateway"})'
+    assert GATEWAY_UP.promql == "max(" + fresh('up{job="tidepool-gateway"}') + ")"

@@ -6,6 +6,7 @@ from datetime import timedelta
 from fake_prometheus import Answer, FakePrometheus, metrics_on, series
 
 from fakes import T0, ManualClock
+from tidepool.adapters.prometheus import GATEWAY_UP
 from tidepool.policy import placement
 from tidepool.policy.signals import NoData
 
@@ -13,7 +14,7 @@ from tidepool.policy.signals import NoData
 def by_range(promql: str) -> Answer:
     """Answers each rate by its range (the window, the last minute and the hour differ), for
     team-a's llama and, 100 times busier, team-b's (which must never leak into team-a's)."""
-    if promql.startswith("max(up"):
+    if promql == GATEWAY_UP.promql:
         return [series(1)]
     if promql.startswith("count_over_time"):
         value = 20.0
@@ -62,7 +63,7 @@ def test_traffic_reads_the_window_the_last_minute_and_the_hour(prometheus: FakeP
 
 def test_a_model_never_requested_is_idle_not_unknown(prometheus: FakePrometheus) -> None:
     """The gateway scraped and no counter for the model: a known zero, from one query."""
-    prometheus.answer = lambda q: by_range(q) if q.startswith("max(up") else []
+    prometheus.answer = lambda q: by_range(q) if q == GATEWAY_UP.promql else []
     got = traffic(prometheus)
     assert isinstance(got, placement.Traffic)
     assert (got.mean, got.span, got.wakes) == (placement.Load(0.0, 0.0, 0.0), timedelta(0), 0.0)

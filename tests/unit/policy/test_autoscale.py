@@ -50,6 +50,32 @@ def inputs(**kw: object) -> autoscale.AutoscaleInputs:
 
 
 CASES = [
+    # Rule 6 after an outage: idle 6m since the last demand, but metrics returned 2m ago, and
+    # nobody saw the 4m before: 2m of the 5m window observed, so one replica stays.
+    pytest.param(
+        inputs(
+            current_replicas=1,
+            ready_replicas=1,
+            queue=q(0),
+            last_active_at=NOW - timedelta(minutes=6),
+            metrics_known_since=NOW - timedelta(minutes=2),
+        ),
+        1,
+        Reason.COOLING_DOWN,
+        id="idle-6m-but-metrics-back-2m-ago-keeps-one",
+    ),
+    pytest.param(
+        inputs(
+            current_replicas=1,
+            ready_replicas=1,
+            queue=q(0),
+            last_active_at=NOW - timedelta(minutes=9),
+            metrics_known_since=NOW - timedelta(minutes=5),
+        ),
+        0,
+        Reason.SCALED_TO_ZERO_AFTER_IDLE,
+        id="metrics-back-5m-ago-and-idle-since-scales-to-zero",
+    ),
     pytest.param(
         inputs(queue=q(37)),
         4,
@@ -289,7 +315,7 @@ queues = st.one_of(
 )
 histories = st.lists(st.builds(rec, st.floats(0, 400), st.integers(0, 30)), max_size=6).map(tuple)
 snapshots = st.builds(
-    lambda pol, cur, ready, queue, wake, hist, idle, restart: inputs(
+    lambda pol, cur, ready, queue, wake, hist, idle, restart, known: inputs(
         policy=pol,
         current_replicas=cur,
         ready_replicas=min(cur, ready),
@@ -298,6 +324,7 @@ snapshots = st.builds(
         history=hist,
         last_active_at=NOW - timedelta(seconds=idle),
         operator_started_at=NOW - timedelta(seconds=restart),
+        metrics_known_since=None if known is None else NOW - timedelta(seconds=known),
     ),
     policies,
     st.integers(0, 30),
@@ -307,6 +334,7 @@ snapshots = st.builds(
     histories,
     st.floats(0, 3600),
     st.floats(0, 86400),
+    st.one_of(st.none(), st.floats(0, 3600)),
 )
 
 
@@ -331,6 +359,9 @@ def test_zero_only_after_idle_window(s: autoscale.AutoscaleInputs) -> None:
     if d.replicas == 0 and s.current_replicas > 0:
         assert s.last_active_at is not None
         assert NOW - s.last_active_at >= s.policy.scale_to_zero_after
+        # Observed idleness only: never a window that an outage cut into.
+        if s.metrics_known_since is not None:
+            assert NOW - s.metrics_known_since >= s.policy.scale_to_zero_after
         assert s.policy.min_replicas == 0
         assert not s.wake_requested
 

@@ -1,7 +1,7 @@
 """``reconcile.inference.sync`` against FakeKube and FakeMetrics, with a manual clock."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -217,6 +217,46 @@ def test_metrics_back_sets_metrics_available_true() -> None:
 
     assert h.condition("MetricsAvailable")[:2] == ("True", "MetricsFresh")
     assert h.status.queue_depth == 0
+
+
+#: One tenant's minutes around a Prometheus outage, one sync per row: (seconds since the
+#: previous sync, the queue Prometheus answers: a number or None for unreachable, the replicas
+#: expected after the sync). scaleToZeroAfter 60s; demand last seen at 0 s; Prometheus down
+#: from 20 s to 140 s. Counting the outage as idle would scale to zero at 140 s, the first read
+#: after it; the idle window counts from 140 s instead, so zero comes at 200 s and not before.
+OUTAGE_TIMELINE = [
+    (0, 4, 1),  # 0 s: demand, one replica
+    (10, 0, 1),  # 10 s: idle 10 s of 60
+    (10, None, 1),  # 20 s: Prometheus down
+    (60, None, 1),  # 80 s: still down: held, never zero
+    (60, 0, 1),  # 140 s: back, queue empty: the idle clock starts here, not at 0 s
+    (30, 0, 1),  # 170 s: idle 30 s of 60 since metrics returned
+    (25, 0, 1),  # 195 s: idle 55 s
+    (5, 0, 0),  # 200 s: 60 s of observed idleness: zero
+]
+
+
+def test_an_outage_is_not_idle_time() -> None:
+    h = Harness(
+        {
+            "mode": "serverless",
+            "scaling": {"scaleToZeroAfter": "60s", "scaleDownStabilization": "0s"},
+        }
+    )
+    got = []
+    for advance, queue, _ in OUTAGE_TIMELINE:
+        h.clock.advance(advance)
+        h.metrics.queue = UNREACHABLE if queue is None else Sample(queue, h.clock.now)
+        h.sync()
+        h.kube.make_ready()
+        got.append(h.replicas()[SHARED])
+
+    assert got == [replicas for _, _, replicas in OUTAGE_TIMELINE]
+    assert h.condition("Scaling")[1] == "ScaledToZeroAfterIdle"
+    assert "no demand for 1m since metrics returned" in h.condition("Scaling")[2]
+    assert h.status.last_active_time == h.clock.now - timedelta(seconds=200), (
+        "lastActiveTime stays the last demand seen"
+    )
 
 
 # ------------------------------------------------------------------------------------ Ready
