@@ -23,9 +23,16 @@ A migration goes from the current layout to the target layout in three phases, e
 3. ``Draining``: waits until draining pools report zero in flight (or ``drain_timeout``, with at
    least ``min_drain`` for the gateway's watch to see the shift), then the old pools are removed.
 
+A spec that asks for another mode while a migration runs redirects it (:func:`redirect`), so
+the stale move is not finished first and undone after: before the shift the target only
+started, so the move is aborted (or restarted toward the new mode) from the source; after the
+shift the target serves, so a new move starts from it, toward the new mode, and the draining
+pools it still needs become its target (already Ready, they take traffic back at once).
+
 Nothing here talks to Kubernetes; :mod:`tidepool.reconcile` renders what this returns.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -137,6 +144,67 @@ def start(
         started_at=now,
         phase_since=now,
         reason=f"{from_mode} -> {to_mode}: {reason}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """A migration turned toward the mode the spec asks for now."""
+
+    serving_mode: DeploymentMode
+    """The mode whose layout takes the traffic now: the source's before the shift, the
+    target's after it. The tenant's effective mode from here on."""
+    status: MigrationStatus | None
+    """The new migration from ``serving_mode``, or None: aborted, the serving layout stays."""
+    message: str
+
+
+def redirect(
+    status: MigrationStatus,
+    *,
+    current_mode: DeploymentMode,
+    wanted_mode: DeploymentMode,
+    layout: Callable[[DeploymentMode], Layout],
+    now: datetime,
+) -> Redirect | None:
+    """Turn ``status`` (a move from ``current_mode``) toward ``wanted_mode``, or None when it
+    already goes there or cannot turn yet.
+
+    Make-before-break holds throughout: traffic stays on the pools that serve it, and the new
+    move shifts it only once its target is Ready. It cannot turn yet while a pool drains that
+    ``wanted_mode`` does not use (its requests finish first; then placement moves on). E.g.
+    serverless on ``shared`` -> dedicated on ``ded``, Draining, and the spec says serverless
+    again: a new move dedicated -> serverless starts with ``shared``, still Ready, as target.
+    """
+    if wanted_mode == status.to_mode:
+        return None
+    source, target, wanted = layout(current_mode), layout(status.to_mode), layout(wanted_mode)
+    if status.phase == MigrationPhase.STARTING_TARGET:
+        serving_mode, serving = current_mode, source
+    else:
+        serving_mode, serving = status.to_mode, target
+        draining = [p for p in source.pools if p not in target.pools]
+        if any(p not in wanted.pools for p in draining):
+            return None
+    was = f"spec.mode changed to {wanted_mode} during the move to {status.to_mode}"
+    if wanted_mode == serving_mode:
+        return Redirect(
+            serving_mode,
+            None,
+            f"{was}: move aborted before the shift; serving on {', '.join(serving.pools)}",
+        )
+    moved = start(
+        from_mode=serving_mode,
+        to_mode=wanted_mode,
+        source=serving,
+        target=wanted,
+        reason=was,
+        now=now,
+    )
+    return Redirect(
+        serving_mode,
+        moved,
+        f"{was}: moving from {', '.join(serving.pools)} to {', '.join(wanted.pools)} instead",
     )
 
 

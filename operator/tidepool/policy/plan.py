@@ -759,7 +759,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         deployments=serving_deployments(observed.deployments, observed.stale),
         cap=engine_capacity(infd, pools.shared or pools.dedicated, observed),
     )
-    course = _migration_step(ctx, _placement(ctx))
+    course = _migration_step(ctx, _redirect(ctx, _placement(ctx)))
     sizing = _autoscale(ctx, course, history)
     replicas_by_pool = _split_per_pool(ctx, course, sizing)
     scaled, course = _announce_scale(ctx, course, sizing, replicas_by_pool)
@@ -935,13 +935,40 @@ def _start_migration(
     )
 
 
+def _redirect(ctx: _Reconcile, course: _Course) -> _Course:
+    """A fixed ``spec.mode`` other than the target of the migration in flight turns it
+    (:func:`migration.redirect`): the stale move is not finished first and undone after.
+    ``auto`` leaves the move to finish; placement decides after it, as ever."""
+    mig, wanted = course.migration, ctx.infd.spec.mode
+    if mig is None or wanted == DeploymentMode.AUTO:
+        return course
+    turned = migration.redirect(
+        mig, current_mode=course.effective, wanted_mode=wanted, layout=ctx.pools.layout, now=ctx.now
+    )
+    if turned is None:
+        return course
+    kind = "MigrationRedirected" if turned.status is not None else "MigrationAborted"
+    serving = ctx.pools.layout(turned.serving_mode)
+    moved = turned.serving_mode != course.effective
+    return dataclasses.replace(
+        course,
+        effective=turned.serving_mode,
+        migration=turned.status,
+        roles=serving.roles,
+        routable=serving.pools,
+        placement_since=ctx.now if moved else course.placement_since,
+        events=(*course.events, Event("Normal", kind, turned.message)),
+        last_decision=LastDecision(time=ctx.now, action=kind, reason=kind, message=turned.message),
+    )
+
+
 def _migration_step(ctx: _Reconcile, course: _Course) -> _Course:
-    """A migration in flight (just started or older) takes one step on what the pools show:
-    the step decides the roles to render and where the gateway may route."""
+    """A migration in flight (just started, redirected or older) takes one step on what the
+    pools show: the step decides the roles to render and where the gateway may route."""
     mig = course.migration
     if mig is None:
         return course
-    source, target = ctx.pools.current_layout, ctx.pools.layout(mig.to_mode)
+    source, target = ctx.pools.layout(course.effective), ctx.pools.layout(mig.to_mode)
     observations = {
         pool: migration.PoolObservation(
             ready_replicas=_ready_on(ctx, pool),
@@ -1096,7 +1123,7 @@ def _split_per_pool(ctx: _Reconcile, course: _Course, sizing: _Sizing) -> dict[s
     # they hold the target mode's roles, so they must be split the target mode's way (else after
     # hybrid -> dedicated the new sole primary would be capped at the hybrid floor).
     starting = mig is not None and mig.phase == MigrationPhase.STARTING_TARGET
-    serving_mode = ctx.pools.current_mode if starting else final_mode
+    serving_mode = course.effective if starting else final_mode
     max_overflow = (infd.spec.hybrid or HybridSpec()).max_overflow_replicas
     split_now = split(serving_mode, total, floor, max_overflow)
     split_target = split(final_mode, total, floor, max_overflow)

@@ -516,3 +516,97 @@ def test_rollback_routes_to_the_source(src: str, dst: str) -> None:
     assert result.rolled_back
     assert result.roles == source.roles
     assert result.routable == source.pools
+
+
+# ------------------------------------------------------------------------------- redirect
+
+PHASES = list(MigrationPhase)
+
+
+def _redirect(src: str, dst: str, phase: MigrationPhase, wanted: str) -> migration.Redirect | None:
+    return migration.redirect(
+        _status(src, dst, phase),
+        current_mode=MODES[src],
+        wanted_mode=MODES[wanted],
+        layout=lambda mode: _layout(str(mode)),
+        now=T0 + timedelta(minutes=1),
+    )
+
+
+#: (move, phase, the mode the spec asks for now) -> (the mode that serves from here on, where
+#: the new move goes or None for aborted)
+REDIRECTS = [
+    pytest.param(
+        "serverless", "dedicated", MigrationPhase.STARTING_TARGET, "serverless",
+        ("serverless", None), id="back-before-the-shift-aborts",
+    ),
+    pytest.param(
+        "serverless", "dedicated", MigrationPhase.STARTING_TARGET, "hybrid",
+        ("serverless", "hybrid"), id="elsewhere-before-the-shift-restarts-from-the-source",
+    ),
+    pytest.param(
+        "serverless", "dedicated", MigrationPhase.SHIFTING_TRAFFIC, "serverless",
+        ("dedicated", "serverless"), id="back-after-the-shift-moves-back-from-the-target",
+    ),
+    pytest.param(
+        "serverless", "dedicated", MigrationPhase.DRAINING, "hybrid",
+        ("dedicated", "hybrid"), id="elsewhere-after-the-shift-moves-on-from-the-target",
+    ),
+    pytest.param(
+        "hybrid", "serverless", MigrationPhase.DRAINING, "dedicated",
+        ("serverless", "dedicated"), id="hybrid-draining-dedicated-which-it-wants-again",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("src", "dst", "phase", "wanted", "expected"), REDIRECTS)
+def test_redirect(
+    src: str, dst: str, phase: MigrationPhase, wanted: str, expected: tuple[str, str | None]
+) -> None:
+    turned = _redirect(src, dst, phase, wanted)
+    assert turned is not None
+    serving, to = expected
+    assert turned.serving_mode == MODES[serving]
+    if to is None:
+        assert turned.status is None
+        assert "aborted" in turned.message
+    else:
+        assert turned.status is not None
+        assert turned.status.to_mode == MODES[to]
+        assert turned.status.phase == MigrationPhase.STARTING_TARGET
+        assert turned.status.from_pool == ",".join(_layout(serving).pools)
+        assert turned.status.to_pool == ",".join(_layout(to).pools)
+        assert turned.status.started_at == T0 + timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("dst", MODES)
+@pytest.mark.parametrize("src", MODES)
+def test_a_redirect_to_where_the_move_goes_changes_nothing(
+    src: str, dst: str, phase: MigrationPhase
+) -> None:
+    assert _redirect(src, dst, phase, dst) is None
+
+
+@pytest.mark.parametrize("wanted", MODES)
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("dst", MODES)
+@pytest.mark.parametrize("src", MODES)
+def test_a_redirect_never_drops_a_pool_that_serves_or_drains(
+    src: str, dst: str, phase: MigrationPhase, wanted: str
+) -> None:
+    """Every fixed-mode move, phase and wish: the pools taking traffic now, and those still
+    draining, are all in what the redirect renders (the serving layout and its new target)."""
+    if src == dst:
+        return
+    turned = _redirect(src, dst, phase, wanted)
+    if turned is None:
+        assert wanted == dst
+        return
+    before_shift = phase == MigrationPhase.STARTING_TARGET
+    routed = _layout(src if before_shift else dst).pools
+    draining = () if before_shift else tuple(p for p in _layout(src).pools if p not in routed)
+    rendered = set(_layout(str(turned.serving_mode)).pools)
+    if turned.status is not None:
+        rendered |= set(_layout(str(turned.status.to_mode)).pools)
+    assert set(routed) | set(draining) <= rendered

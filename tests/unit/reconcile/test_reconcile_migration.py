@@ -216,3 +216,126 @@ def test_after_the_shift_the_new_primary_scales_to_the_whole_load(
     assert max(serving_after_shift) >= 4, (
         f"while draining, the new layout never reached the 4-replica load: {serving_after_shift}"
     )
+
+
+# ------------------------------------------------------------------- a spec change mid-move
+
+TO_HYBRID = {"mode": "hybrid", "scaling": {"minReplicas": 1, "maxReplicas": 4}}
+
+
+def _sync_serving(h: Harness, advance: float, gone: list[str]) -> None:
+    """One sync, checking that no pool the gateway may route to loses its Deployment: the
+    pools routable before and after the sync all still have one (never a dropped request)."""
+    before = set(h.status.routable_pools)
+    h.sync(advance=advance)
+    names = h.kube.deployment_names()
+    for pool in before | set(h.status.routable_pools):
+        assert dep(pool) in names, f"{pool} was routable and lost its Deployment"
+    gone.extend(h.kube.deletes)
+    h.kube.clear_records()
+
+
+def test_a_mode_change_back_while_the_target_starts_aborts_the_move() -> None:
+    h = _serving_warm(Harness(SERVERLESS))
+    h.change_spec(**TO_DEDICATED)
+    h.sync(advance=5)
+    assert _phase(h) == MigrationPhase.STARTING_TARGET
+    gone: list[str] = []
+
+    h.change_spec(**SERVERLESS)
+    _sync_serving(h, 5, gone)
+
+    assert h.status.migration is None, "the stale move is not finished first"
+    assert h.status.effective_mode == DeploymentMode.SERVERLESS
+    assert gone == [dep(DEDICATED)], "the target never served: it goes at once"
+    assert h.replicas() == {SHARED: 1}
+    assert h.status.routable_pools == [SHARED]
+    assert [e.reason for e in h.events()] == ["MigrationAborted"]
+    assert h.condition("Migrating")[:2] == ("False", "Stable")
+
+
+#: (the mode the spec asks for once traffic is on dedicated and shared drains, the effective
+#: mode on every sync from the redirect until the move settles, the pools at the end)
+REDIRECTS = [
+    pytest.param(
+        SERVERLESS,
+        [DeploymentMode.DEDICATED, DeploymentMode.DEDICATED],
+        {SHARED: "primary"},
+        id="back-to-serverless-reuses-the-draining-pool",
+    ),
+    pytest.param(
+        TO_HYBRID,
+        [DeploymentMode.DEDICATED, DeploymentMode.DEDICATED],
+        {DEDICATED: "primary", SHARED: "overflow"},
+        id="on-to-hybrid-keeps-both-pools",
+    ),
+]
+
+
+@pytest.mark.parametrize(("then", "modes", "pools"), REDIRECTS)
+def test_a_mode_change_while_draining_redirects_from_the_serving_pools(
+    then: dict[str, Any], modes: list[DeploymentMode], pools: dict[str, str]
+) -> None:
+    h = _serving_warm(Harness(SERVERLESS))
+    h.metrics.inflight[SHARED] = Sample(2.0, h.clock.now)  # shared drains slowly
+    h.change_spec(**TO_DEDICATED)
+    h.sync(advance=5)
+    h.kube.make_ready(dep(DEDICATED))
+    h.sync(advance=5)
+    h.sync(advance=5)
+    assert _phase(h) == MigrationPhase.DRAINING
+    assert h.status.routable_pools == [DEDICATED]
+    gone: list[str] = []
+
+    h.change_spec(**then)
+    _sync_serving(h, 5, gone)
+    # The draining shared pool is the new move's target, and Ready: traffic shifts at once.
+    assert [e.reason for e in h.events()][:2] == ["MigrationRedirected", "ShiftingTraffic"]
+    assert h.status.migration is not None
+    assert h.status.migration.to_mode == then["mode"]
+    assert h.status.migration.phase == MigrationPhase.SHIFTING_TRAFFIC
+    assert SHARED in h.status.routable_pools
+    assert gone == [], "kept, not deleted and recreated"
+    seen = [h.status.effective_mode]
+    h.metrics.inflight[DEDICATED] = Sample(0.0, h.clock.now)
+    h.metrics.inflight[SHARED] = Sample(0.0, h.clock.now)
+    while h.status.migration is not None and len(seen) < 10:
+        h.kube.make_ready()
+        _sync_serving(h, 5, gone)
+        seen.append(h.status.effective_mode)
+
+    assert seen == [*modes, DeploymentMode(then["mode"])]
+    assert h.status.effective_mode == DeploymentMode(then["mode"])
+    assert _roles(h) == pools
+    assert dep(SHARED) not in gone, "shared was never deleted and recreated"
+    assert gone == ([dep(DEDICATED)] if DEDICATED not in pools else [])
+
+
+def test_a_later_mode_change_is_acted_on_too() -> None:
+    """dedicated, then serverless again before the target was Ready, then hybrid: each change
+    turns the move at once, and the last one is where the tenant ends."""
+    h = _serving_warm(Harness(SERVERLESS))
+    gone: list[str] = []
+    h.change_spec(**TO_DEDICATED)
+    _sync_serving(h, 5, gone)
+    h.change_spec(**SERVERLESS)
+    _sync_serving(h, 5, gone)
+    assert h.status.migration is None
+
+    h.change_spec(**TO_HYBRID)
+    _sync_serving(h, 5, gone)
+    assert h.status.migration is not None
+    assert h.status.migration.to_mode == DeploymentMode.HYBRID
+    h.change_spec(**TO_DEDICATED)  # and dedicated after all, still before the shift
+    _sync_serving(h, 5, gone)
+    assert h.status.migration is not None
+    assert h.status.migration.to_mode == DeploymentMode.DEDICATED
+    assert h.status.routable_pools == [SHARED]
+    for _ in range(4):
+        h.kube.make_ready()
+        _sync_serving(h, 5, gone)
+
+    assert h.status.migration is None
+    assert h.status.effective_mode == DeploymentMode.DEDICATED
+    assert _roles(h) == {DEDICATED: "primary"}
+    assert gone == [dep(DEDICATED), dep(SHARED)], "the unready target once, the source at the end"
