@@ -5,8 +5,9 @@ from typing import Any
 import pytest
 from reconcile_harness import DEDICATED, SHARED, Harness, dep
 
+from fakes import T0
 from tidepool.api.v1alpha1 import DeploymentMode, MigrationPhase
-from tidepool.policy.signals import NoData, Sample
+from tidepool.policy.signals import NoData, Sample, Signal
 
 SERVERLESS = {"mode": "serverless", "scaling": {"minReplicas": 0, "maxReplicas": 4}}
 TO_DEDICATED = {"mode": "dedicated", "scaling": {"minReplicas": 1, "maxReplicas": 4}}
@@ -105,15 +106,21 @@ def test_migration_events_name_each_phase() -> None:
     assert h.status.last_decision.reason == "ShiftingTraffic"
 
 
-def test_unknown_inflight_keeps_the_old_pool_until_the_drain_timeout() -> None:
+def _draining_to_dedicated(shared_inflight: Signal) -> Harness:
+    """Serverless -> dedicated, traffic shifted, shared draining ``shared_inflight``."""
     h = _serving_warm(Harness(SERVERLESS))
-    h.metrics.inflight[SHARED] = NoData("prometheus unreachable")
+    h.metrics.inflight[SHARED] = shared_inflight
     h.change_spec(**TO_DEDICATED)
     h.sync(advance=5)
     h.kube.make_ready(dep(DEDICATED))
     h.sync(advance=5)
     h.sync(advance=5)
     assert _phase(h) == MigrationPhase.DRAINING
+    return h
+
+
+def test_unknown_inflight_keeps_the_old_pool_until_the_drain_timeout() -> None:
+    h = _draining_to_dedicated(NoData("prometheus unreachable"))
 
     h.sync(advance=14 * 60)
     assert _phase(h) == MigrationPhase.DRAINING
@@ -276,14 +283,7 @@ REDIRECTS = [
 def test_a_mode_change_while_draining_redirects_from_the_serving_pools(
     then: dict[str, Any], modes: list[DeploymentMode], pools: dict[str, str]
 ) -> None:
-    h = _serving_warm(Harness(SERVERLESS))
-    h.metrics.inflight[SHARED] = Sample(2.0, h.clock.now)  # shared drains slowly
-    h.change_spec(**TO_DEDICATED)
-    h.sync(advance=5)
-    h.kube.make_ready(dep(DEDICATED))
-    h.sync(advance=5)
-    h.sync(advance=5)
-    assert _phase(h) == MigrationPhase.DRAINING
+    h = _draining_to_dedicated(Sample(2.0, T0))  # shared drains slowly
     assert h.status.routable_pools == [DEDICATED]
     gone: list[str] = []
 
