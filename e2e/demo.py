@@ -149,6 +149,12 @@ def status(api: client.CustomObjectsApi, name: str) -> dict:
     return dict(obj.get("status", {}))
 
 
+def cold_start_line(cold: dict) -> str:
+    """``status.coldStart`` in one line: each phase's seconds, then their total."""
+    phases = ", ".join(f"{p['name']} {p['seconds']:.2f}s" for p in cold.get("phases", []))
+    return f"{phases}; total {cold.get('totalSeconds', 0):.2f}s"
+
+
 def run(keep: bool, name: str) -> int:
     started = time.monotonic()
     step("1/8 Kubernetes binaries (built once from the Go module proxy, then cached)")
@@ -210,6 +216,12 @@ def run(keep: bool, name: str) -> int:
                 f"{reply.body.get('choices', [{}])[0].get('text', reply.body)!r}"
             )
             note(f"decision: {status(crs, 'chat').get('lastDecision', {}).get('message')}")
+            cold = wait_for(
+                lambda: (c := status(crs, "chat").get("coldStart") or {}).get("completedAt") and c,
+                timeout=30,
+                what="chat's cold start measured (status.coldStart)",
+            )
+            note(f"cold start by phase: {cold_start_line(cold)}")
             show(cluster)
 
             step("5/8 warm minimum and scale out: 'search' idles at 1; a burst hits 'chat'")

@@ -18,6 +18,7 @@ from typing import Any
 from tidepool.api import labels
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy.capacity import EngineThroughput
+from tidepool.policy.cold_start import PodTimeline
 from tidepool.policy.placement import Load, Traffic
 from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.shared_engine import EnginePodAddress
@@ -59,6 +60,11 @@ class FakeKube:
     tenants: list[InferenceDeployment] = field(default_factory=list)
     """What ``inference_deployments`` lists (the test keeps it current)."""
     service_deletes: list[str] = field(default_factory=list)
+    timelines: list[PodTimeline] = field(default_factory=list)
+    """The engine pods' cold-start marks (what ``pod_timelines`` reads)."""
+    responses: list[datetime] = field(default_factory=list)
+    """The gateways' first-response reports (what ``first_responses`` reads)."""
+    timeline_reads: int = 0
 
     # ---------------------------------------------------------------- KubePort
 
@@ -102,6 +108,13 @@ class FakeKube:
 
     def pod_problems(self, namespace: str, infd_name: str) -> list[PodProblem]:
         return list(self.problems)
+
+    def pod_timelines(self, namespace: str, infd_name: str, since: datetime) -> list[PodTimeline]:
+        self.timeline_reads += 1
+        return [t for t in self.timelines if t.created >= since.replace(microsecond=0)]
+
+    def first_responses(self, namespace: str, infd_name: str) -> list[datetime]:
+        return list(self.responses)
 
     def apply(self, obj: JSON) -> None:
         for key in ("apiVersion", "kind"):

@@ -46,6 +46,19 @@ def _serverless(name: str, ns: str, **scaling: object) -> dict:
     return body
 
 
+def _serverless_at_zero(
+    kube: client.ApiClient, namespace: str, tidepool: Tidepool, name: str
+) -> None:
+    """A serverless model the gateway knows, at zero replicas."""
+    apply_infd(kube, _serverless(name, namespace))
+    gateway_knows(tidepool.gateway_url, name)
+    wait_for(
+        lambda: replicas_of(kube, namespace, f"{name}-shared-a100") == 0,
+        timeout=30,
+        what="deployment at 0",
+    )
+
+
 def test_cold_request_at_zero_is_held_woken_and_answered(
     kube: client.ApiClient, namespace: str, tidepool: Tidepool
 ) -> None:
@@ -65,16 +78,38 @@ def test_cold_request_at_zero_is_held_woken_and_answered(
     assert obj["status"]["lastDecision"]["reason"] in {"ScaledFromZero", "WakeRequested"}
 
 
+def test_a_cold_start_is_explained_by_phases_that_add_up_to_its_latency(
+    kube: client.ApiClient, namespace: str, tidepool: Tidepool
+) -> None:
+    _serverless_at_zero(kube, namespace, tidepool, "phases")
+
+    reply = complete(tidepool.gateway_url, "phases")
+    assert reply.status == 200, reply.body
+
+    def completed() -> dict | None:
+        cold = get_infd(kube, namespace, "phases").get("status", {}).get("coldStart") or {}
+        return cold if cold.get("completedAt") else None
+
+    cold = wait_for(completed, timeout=60, what="status.coldStart completed")
+    phases = {p["name"]: p["seconds"] for p in cold["phases"]}
+    names = list(phases)
+    assert (names[0], names[-1]) == ("held", "routed"), cold
+    # kwok's kubelet reports no image pull: its phase is folded into the next one, named so.
+    assert "imagePulled" not in phases
+    assert any(n.startswith("imagePulled+") for n in names), cold
+    assert phases["ready"] >= 1.0, "the simulator's 2 s model load happens between start and Ready"
+    assert sum(phases.values()) == pytest.approx(cold["totalSeconds"], abs=0.01)
+    # From the held request to the first response routed is the latency the client saw.
+    assert abs(cold["totalSeconds"] - reply.seconds) <= 0.1 * reply.seconds, (
+        cold,
+        reply.seconds,
+    )
+
+
 def test_a_burst_at_zero_is_all_answered(
     kube: client.ApiClient, namespace: str, tidepool: Tidepool
 ) -> None:
-    apply_infd(kube, _serverless("burst", namespace))
-    gateway_knows(tidepool.gateway_url, "burst")
-    wait_for(
-        lambda: replicas_of(kube, namespace, "burst-shared-a100") == 0,
-        timeout=30,
-        what="deployment at 0",
-    )
+    _serverless_at_zero(kube, namespace, tidepool, "burst")
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         replies = list(pool.map(lambda _: complete(tidepool.gateway_url, "burst"), range(16)))

@@ -8,6 +8,7 @@ idempotent (re-applying the same object is a no-op and bumps no generation).
 import json
 import re
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from kubernetes import client, config
@@ -15,10 +16,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from tidepool.adapters import wake
 from tidepool.adapters.discovery import FLEET_SELECTOR
 from tidepool.api import labels
 from tidepool.api.conditions import Reason
 from tidepool.api.v1alpha1 import API_VERSION, GROUP, GPUPool, InferenceDeployment, SharedEngine
+from tidepool.policy.cold_start import PodTimeline
 from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.shared_engine import EnginePodAddress
 
@@ -178,6 +181,49 @@ class Kube:
     def pod_problems(self, namespace: str, infd_name: str) -> list[PodProblem]:
         pods = self._live_pods(namespace, labels.selector_labels(infd_name))
         return [p for p in (pod_problem(pod) for pod in pods) if p is not None]
+
+    def pod_timelines(self, namespace: str, infd_name: str, since: datetime) -> list[PodTimeline]:
+        """The marks of the tenant's engine pods created since ``since`` (to the second), for
+        a cold start being measured: their conditions, and the kubelet's Pulled Events for
+        them (one field-selected list per such pod)."""
+        floor = since.replace(microsecond=0)
+        out = []
+        for pod in self._live_pods(namespace, labels.selector_labels(infd_name)):
+            meta = pod.metadata or client.V1ObjectMeta()
+            if meta.creation_timestamp is None or meta.creation_timestamp < floor:
+                continue
+            pulled = self._event_times(
+                namespace, f"involvedObject.kind=Pod,involvedObject.name={meta.name},reason=Pulled"
+            )
+            out.append(pod_timeline(pod, meta.creation_timestamp, max(pulled, default=None)))
+        return sorted(out, key=lambda t: t.pod)
+
+    def first_responses(self, namespace: str, infd_name: str) -> list[datetime]:
+        """When the gateways reported routing a first response after a wake of the tenant
+        (:func:`tidepool.adapters.wake.first_response_event`)."""
+        selector = f"involvedObject.name={infd_name},reason={wake.FIRST_RESPONSE_REASON}"
+        items = self._list_events(namespace, selector)
+        found = (
+            wake.first_response_at(e.metadata.annotations if e.metadata else None) for e in items
+        )
+        return sorted(at for at in found if at is not None)
+
+    def _list_events(self, namespace: str, field_selector: str) -> list[client.CoreV1Event]:
+        try:
+            events = self._core.list_namespaced_event(namespace, field_selector=field_selector)
+        except ApiException as exc:
+            raise _wrap(exc) from exc
+        return list(events.items)
+
+    def _event_times(self, namespace: str, field_selector: str) -> list[datetime]:
+        """When each matching Event first happened (a repeated Event counts from its first)."""
+        times: list[datetime] = []
+        for event in self._list_events(namespace, field_selector):
+            created = event.metadata.creation_timestamp if event.metadata else None
+            at = event.event_time or event.first_timestamp or created
+            if at is not None:
+                times.append(at)
+        return times
 
     def pool_nodes(self, node_selector: dict[str, str]) -> tuple[int, int]:
         """(nodes, allocatable GPUs) matching a pool's selector."""
@@ -453,4 +499,30 @@ def _observed_deployment(dep: client.V1Deployment) -> ObservedDeployment:
         updated_replicas=status.updated_replicas or 0,
         generation_observed=(status.observed_generation or 0) >= (meta.generation or 0),
         replica_failure=replica_failure(status),
+    )
+
+
+def pod_timeline(
+    pod: client.V1Pod, created: datetime, image_pulled: datetime | None
+) -> PodTimeline:
+    """A pod's cold-start marks from its status (see :mod:`tidepool.policy.cold_start`):
+    PodScheduled and Ready from their conditions' transition times, started once every
+    container runs (the latest ``startedAt``)."""
+    meta = pod.metadata or client.V1ObjectMeta()
+    status = pod.status or client.V1PodStatus()
+    became_true = {
+        c.type: c.last_transition_time for c in status.conditions or [] if c.status == "True"
+    }
+    running = [
+        cs.state.running.started_at if cs.state and cs.state.running else None
+        for cs in status.container_statuses or []
+    ]
+    started = max(running) if running and None not in running else None  # type: ignore[type-var]
+    return PodTimeline(
+        pod=str(meta.name),
+        created=created,
+        scheduled=became_true.get("PodScheduled"),
+        image_pulled=image_pulled,
+        started=started,
+        ready=became_true.get("Ready"),
     )

@@ -28,6 +28,7 @@ from typing import Any, Final
 from tidepool.adapters.discovery import PLURAL
 from tidepool.api import labels
 from tidepool.api.v1alpha1 import types
+from tidepool.policy.cold_start import parse_wake
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 #: A wake that cannot reach the API server within this long is dropped; the next held request
@@ -36,6 +37,10 @@ REQUEST_TIMEOUT_S: Final = 5.0
 #: The Event reason and reporting component the operator listens for.
 WAKE_REASON: Final = "WakeRequested"
 GATEWAY_COMPONENT: Final = "tidepool-gateway"
+#: The Event reason of the gateway's report that it routed the first response after a wake, and
+#: the annotation with the exact time (see :meth:`KubeWaker.report_first_response`).
+FIRST_RESPONSE_REASON: Final = "FirstResponseRouted"
+FIRST_RESPONSE_AT: Final = f"{labels.PREFIX}/first-response-at"
 #: Wake Events older than this are history, not requests: when the operator (re)starts, Kopf
 #: lists every Event still kept (an hour by default), and those must not wake anything.
 MAX_WAKE_AGE: Final = timedelta(seconds=60)
@@ -58,14 +63,62 @@ def wake_patch(now: datetime) -> dict[str, Any]:
 
 def wake_event(namespace: str, name: str, now: datetime, instance: str = "") -> dict[str, Any]:
     """The core/v1 Event the gateway creates to wake ``namespace/name``."""
+    return _gateway_event(
+        namespace,
+        name,
+        now,
+        instance,
+        tag="wake",
+        reason=WAKE_REASON,
+        message="the gateway holds a request for this model; scale it from zero",
+        annotations={labels.WAKE_REQUESTED_AT: rfc3339(now)},
+    )
+
+
+def first_response_event(
+    namespace: str, name: str, wake_at: datetime, now: datetime, instance: str = ""
+) -> dict[str, Any]:
+    """The core/v1 Event with which the gateway reports that it routed the first response for
+    ``namespace/name`` after the wake it pushed at ``wake_at``: the last mark of a cold start
+    (:mod:`tidepool.policy.cold_start`)."""
+    return _gateway_event(
+        namespace,
+        name,
+        now,
+        instance,
+        tag="routed",
+        reason=FIRST_RESPONSE_REASON,
+        message=f"first response routed {(now - wake_at).total_seconds():.3f}s after the wake",
+        annotations={labels.WAKE_REQUESTED_AT: rfc3339(wake_at), FIRST_RESPONSE_AT: rfc3339(now)},
+    )
+
+
+def first_response_at(annotations: Mapping[str, str] | None) -> datetime | None:
+    """The time in a :func:`first_response_event`'s annotations, or None if they hold none."""
+    return parse_wake((annotations or {}).get(FIRST_RESPONSE_AT))
+
+
+def _gateway_event(
+    namespace: str,
+    name: str,
+    now: datetime,
+    instance: str,
+    *,
+    tag: str,
+    reason: str,
+    message: str,
+    annotations: dict[str, str],
+) -> dict[str, Any]:
+    """A core/v1 Event from the gateway about InferenceDeployment ``namespace/name``: the one
+    kind of write it may make (see the module docstring), named ``<name>.<tag>-<random>``."""
     stamp = now.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "generateName": f"{name}.wake-"[:200],
+            "generateName": f"{name}.{tag}-"[:200],
             "namespace": namespace,
-            "annotations": {labels.WAKE_REQUESTED_AT: rfc3339(now)},
+            "annotations": annotations,
         },
         "involvedObject": {
             "apiVersion": types.API_VERSION,
@@ -73,8 +126,8 @@ def wake_event(namespace: str, name: str, now: datetime, instance: str = "") -> 
             "namespace": namespace,
             "name": name,
         },
-        "reason": WAKE_REASON,
-        "message": "the gateway holds a request for this model; scale it from zero",
+        "reason": reason,
+        "message": message,
         "type": "Normal",
         "source": {"component": GATEWAY_COMPONENT},
         "reportingComponent": GATEWAY_COMPONENT,
@@ -102,11 +155,8 @@ def requested_wake(event: Mapping[str, Any], now: datetime) -> tuple[str, str, s
         return None
     annotations = (event.get("metadata") or {}).get("annotations") or {}
     value = str(annotations.get(labels.WAKE_REQUESTED_AT) or "")
-    try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if at.tzinfo is None or not timedelta(seconds=-5) <= now - at <= MAX_WAKE_AGE:
+    at = parse_wake(value)
+    if at is None or not timedelta(seconds=-5) <= now - at <= MAX_WAKE_AGE:
         return None
     namespace = str(involved.get("namespace") or (event.get("metadata") or {}).get("namespace"))
     return namespace, str(involved.get("name")), value
@@ -127,6 +177,16 @@ class KubeWaker:
         self._core.create_namespaced_event(
             namespace,
             wake_event(namespace, name, now, self._instance),
+            _request_timeout=REQUEST_TIMEOUT_S,
+        )
+
+    def report_first_response(
+        self, namespace: str, name: str, wake_at: datetime, now: datetime
+    ) -> None:
+        """Blocking. Raises the client's ApiException on failure (the caller logs it)."""
+        self._core.create_namespaced_event(
+            namespace,
+            first_response_event(namespace, name, wake_at, now, self._instance),
             _request_timeout=REQUEST_TIMEOUT_S,
         )
 

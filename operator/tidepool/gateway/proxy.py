@@ -216,6 +216,8 @@ class Gateway:
         self._expiry: asyncio.TimerHandle | None = None
         self._expiry_at: float | None = None
         self._wake_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tidepool-wake")
+        self._awaiting_response: dict[routing.ModelKey, datetime] = {}
+        """Model -> the first wake pushed for it since its last response was routed."""
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def on_startup(self, _app: web.Application) -> None:
@@ -337,10 +339,29 @@ class Gateway:
         if self.waker is None or not self.wake_limiter.should_wake(route.key, self._loop.time()):
             return
         waker, now = self.waker, self.wall_clock()
+        self._awaiting_response.setdefault(route.key, now)
         done = self._loop.run_in_executor(
             self._wake_pool, waker.request_wake, route.namespace, route.name, now
         )
         done.add_done_callback(lambda f: self._wake_done(route, f))
+
+    def _report_first_response(self, route: ModelRoute) -> None:
+        """After a wake, the first response routed for ``route``'s model is reported (once)."""
+        assert self._loop is not None
+        wake_at = self._awaiting_response.pop(route.key, None)
+        if wake_at is None or self.waker is None:
+            return
+        done = self._loop.run_in_executor(
+            self._wake_pool,
+            self.waker.report_first_response,
+            route.namespace,
+            route.name,
+            wake_at,
+            self.wall_clock(),
+        )
+        done.add_done_callback(
+            lambda f: _log_failure(f, f"first-response report of {route.namespace}/{route.name}")
+        )
 
     def _wake_done(self, route: ModelRoute, fut: asyncio.Future[None]) -> None:
         if fut.cancelled():
@@ -660,6 +681,7 @@ class Gateway:
                     self.metrics.ttft.labels(route.served_model, route.namespace).observe(
                         self._loop.time() - arrived
                     )
+                    self._report_first_response(route)
                 meter.feed(chunk)
                 out = chunk if rewriter is None else rewriter.feed(chunk)
                 if out:
@@ -693,6 +715,13 @@ class Gateway:
 
 
 GATEWAY_KEY: Final = web.AppKey("gateway", Gateway)
+
+
+def _log_failure(fut: asyncio.Future[None], what: str) -> None:
+    """A background Kubernetes call's failure goes to the log; the request it was for is
+    answered either way."""
+    if not fut.cancelled() and (err := fut.exception()) is not None:
+        log.warning("gateway: %s failed: %s", what, err)
 
 
 def _unauthorized() -> web.Response:

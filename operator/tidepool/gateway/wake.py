@@ -19,6 +19,12 @@ class Waker(Protocol):
 
     def request_wake(self, namespace: str, name: str, now: datetime) -> None: ...
 
+    def report_first_response(
+        self, namespace: str, name: str, wake_at: datetime, now: datetime
+    ) -> None:
+        """The first response after the wake pushed at ``wake_at`` was routed at ``now``: the
+        last mark of the cold start the operator measures (``status.coldStart``)."""
+
 
 class WakeLimiter:
     def __init__(self, interval: float = 1.0) -> None:

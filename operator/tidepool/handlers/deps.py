@@ -10,8 +10,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tidepool.adapters.kube import Kube
 from tidepool.adapters.peering import PeeringStore
 from tidepool.adapters.prometheus import PrometheusMetrics
+from tidepool.api.v1alpha1 import ColdStartStatus
 
 MEMO_KEY: Final = "tidepool_deps"
+#: The ``phase`` label of a cold start's total in ``tidepool_cold_start_seconds``.
+TOTAL_PHASE: Final = "total"
 #: Kopf runs each sync handler, and each InferenceDeployment's daemon for its whole life, on a
 #: thread of its executor (``settings.execution.max_workers``): sized for many objects.
 EXECUTOR_THREADS: Final = 400
@@ -55,6 +58,22 @@ class Telemetry:
             ["query", "result"],
             registry=self.registry,
         )
+        self.cold_start_seconds = Histogram(
+            "tidepool_cold_start_seconds",
+            "Scales from zero, by phase (held, scheduled, imagePulled, started, ready, routed;"
+            " '+' joins phases whose mark between was not reported) and their total: observed"
+            " once per cold start, when status.coldStart completes.",
+            ["phase"],
+            registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900),
+        )
+
+    def observe_cold_start(self, cold: ColdStartStatus) -> None:
+        """Each phase of a completed cold start, and its total (phase ``total``)."""
+        for phase in cold.phases:
+            self.cold_start_seconds.labels(phase=phase.name).observe(phase.seconds)
+        if cold.total_seconds is not None:
+            self.cold_start_seconds.labels(phase=TOTAL_PHASE).observe(cold.total_seconds)
 
 
 @dataclass(frozen=True)

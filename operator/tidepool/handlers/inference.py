@@ -24,6 +24,7 @@ from tidepool.api import labels
 from tidepool.api.conditions import ConditionType, Reason, set_condition
 from tidepool.api.v1alpha1 import GROUP, VERSION, Condition, InferenceDeployment
 from tidepool.handlers.deps import MEMO_KEY, Deps
+from tidepool.policy import cold_start
 from tidepool.reconcile import inference
 
 RESOURCE = (GROUP, VERSION, "inferencedeployments")
@@ -288,6 +289,9 @@ def _reconcile_once(
     old_status = raw.get("status") or {}
     if _differs(new_status, old_status):
         writes.write(lambda: deps.kube.merge_patch_status(infd.namespace, infd.name, new_status))
+    completed = cold_start.just_completed(infd.status.cold_start, result.status.cold_start)
+    if completed is not None:  # written: a retry of this sync finds it completed already
+        deps.telemetry.observe_cold_start(completed)
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
         deps.telemetry.decisions.labels(reason=event.reason).inc()

@@ -36,6 +36,7 @@ from tidepool.api import conditions, labels, names
 from tidepool.api.conditions import ConditionType, Reason
 from tidepool.api.v1alpha1 import (
     CapacityStatus,
+    ColdStartStatus,
     Condition,
     DeploymentMode,
     GPUPool,
@@ -50,8 +51,9 @@ from tidepool.api.v1alpha1 import (
     SharedEngine,
     Tenancy,
 )
-from tidepool.policy import autoscale, capacity, lora_promotion, migration, placement
+from tidepool.policy import autoscale, capacity, cold_start, lora_promotion, migration, placement
 from tidepool.policy.capacity import EngineCapacity, EngineThroughput
+from tidepool.policy.cold_start import PodTimeline
 from tidepool.policy.signals import NoData, Sample, Signal
 
 #: How soon to look again while a migration is in flight: each phase waits on the cluster.
@@ -124,6 +126,10 @@ class Observed:
     rule): they may still serve their pool's traffic, see :func:`retired`."""
     services: tuple[str, ...] | None = None
     """The names of this tenant's engine Services, or None when they were not looked at."""
+    pod_timelines: tuple[PodTimeline, ...] = ()
+    """The tenant's engine pods' marks, read only while a cold start is being measured."""
+    first_responses: tuple[datetime, ...] = ()
+    """When the gateways routed a first response after a wake, read with ``pod_timelines``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1378,6 +1384,23 @@ def _new_status(
         migration=course.migration,
         last_migration_time=course.last_migration_time,
         last_decision=last_decision,
+        cold_start=_cold_start(ctx, sizing, desired),
+    )
+
+
+def _cold_start(ctx: _Reconcile, sizing: _Sizing, desired: int) -> ColdStartStatus | None:
+    """``status.coldStart``: opened when no replica is Ready and the serving replicas go up from
+    zero, or a wake is handled (an operator that restarted between scaling and writing status
+    still records it), then measured on every sync until complete."""
+    from_zero = sizing.ready_serving == 0 and (sizing.current_replicas == 0 or bool(sizing.wake))
+    return cold_start.step(
+        ctx.infd.status.cold_start,
+        from_zero=from_zero,
+        wake=sizing.wake,
+        pods=ctx.observed.pod_timelines,
+        responses=ctx.observed.first_responses,
+        desired=desired,
+        now=ctx.now,
     )
 
 

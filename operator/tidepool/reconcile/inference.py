@@ -35,6 +35,7 @@ from tidepool.api.v1alpha1 import (
 )
 from tidepool.policy import autoscale, migration, placement, shared_engine
 from tidepool.policy import plan as planning
+from tidepool.policy.cold_start import PodTimeline
 from tidepool.policy.plan import Event, InvalidPlacementError, ObservedDeployment
 from tidepool.policy.signals import NoData, Signal
 from tidepool.reconcile.ports import KubePort, MetricsPort
@@ -122,6 +123,7 @@ def observe(
     )
     serving = planning.serving_deployments(deployments, stale)
     problems = tuple(kube.pod_problems(infd.namespace, infd.name))
+    timelines, responses = _cold_start_marks(infd, kube)
     ready_total = sum(d.ready_replicas for d in serving.values())
     demand = metrics.demand(
         namespace=infd.namespace,
@@ -179,7 +181,21 @@ def observe(
         services=(
             tuple(kube.engine_services(infd.namespace, infd.name)) if look_at_services else None
         ),
+        pod_timelines=timelines,
+        first_responses=responses,
     )
+
+
+def _cold_start_marks(
+    infd: InferenceDeployment, kube: KubePort
+) -> tuple[tuple[PodTimeline, ...], tuple[datetime, ...]]:
+    """The pods' marks and the gateways' first-response reports, read only while a cold start
+    is being measured (:mod:`tidepool.policy.cold_start`): otherwise no read at all."""
+    cold = infd.status.cold_start
+    if cold is None or cold.completed_at is not None:
+        return (), ()
+    timelines = kube.pod_timelines(infd.namespace, infd.name, cold.requested_at)
+    return tuple(timelines), tuple(kube.first_responses(infd.namespace, infd.name))
 
 
 def read_traffic(

@@ -11,16 +11,13 @@ real one).
 """
 
 import json
-import tempfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from json_http import send_json
-from kubernetes import client
+from json_http import kube_api, send_json
 
 from tidepool.adapters import kube
 
@@ -117,22 +114,10 @@ class ApiServer(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[kube.Kube]:
-    # The dynamic client caches discovery in the temp directory, keyed by the server's URL.
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+def ops(tmp_path: Path) -> Iterator[kube.Kube]:
     ApiServer.patches = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ApiServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    cfg = client.Configuration()
-    cfg.host = f"http://127.0.0.1:{server.server_address[1]}"
-    api = client.ApiClient(cfg)
-    try:
+    with kube_api(ApiServer, tmp_path) as api:
         yield kube.Kube(api)
-    finally:
-        api.close()
-        server.shutdown()
-        server.server_close()
 
 
 STATUS = {"engine": "base", "conditions": []}

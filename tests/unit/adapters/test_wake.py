@@ -77,3 +77,17 @@ def test_the_forwarded_patch_is_the_one_annotation() -> None:
     assert wake.annotation_patch("2026-09-02T10:00:00.123Z") == {
         "metadata": {"annotations": {labels.WAKE_REQUESTED_AT: "2026-09-02T10:00:00.123Z"}}
     }
+
+
+def test_the_first_response_report_carries_its_wake_and_its_own_time() -> None:
+    event = wake.first_response_event("team-a", "llama", NOW, NOW + timedelta(seconds=4.5), "gw-0")
+    assert event["metadata"]["generateName"] == "llama.routed-"
+    assert event["metadata"]["annotations"] == {
+        labels.WAKE_REQUESTED_AT: "2026-09-02T10:00:00.123Z",
+        wake.FIRST_RESPONSE_AT: "2026-09-02T10:00:04.623Z",
+    }
+    assert (event["reason"], event["involvedObject"]["name"]) == ("FirstResponseRouted", "llama")
+    assert event["message"] == "first response routed 4.500s after the wake"
+    assert wake.first_response_at(event["metadata"]["annotations"]) == NOW + timedelta(seconds=4.5)
+    # It is no wake: the operator's wake handler ignores it.
+    assert wake.requested_wake(event, NOW) is None

@@ -36,8 +36,13 @@ FakeReplicas = FakeDiscovery
 class FakeWaker:
     def __init__(self):
         self.calls = []
+        self.reports = []
         self._lock = threading.Lock()
 
     def request_wake(self, namespace, name, now):
         with self._lock:
             self.calls.append((namespace, name, now))
+
+    def report_first_response(self, namespace, name, wake_at, now):
+        with self._lock:
+            self.reports.append((namespace, name, wake_at, now))

@@ -105,7 +105,17 @@ async def test_held_request_released_when_endpoint_appears_and_wakes_once(engine
         assert [c[:2] for c in waker.calls] == [("default", "llama")]  # rate-limited to one
         source.publish(snapshot((route(),), (_ep("a", e),)))
         results = await asyncio.gather(*pending)
+        assert (await _post(s, gw))[0] == 200  # warm: no wake, nothing more to report
+        for _ in range(100):
+            if waker.reports:
+                break
+            await asyncio.sleep(0.01)
     assert [r[0] for r in results] == [200, 200, 200]
+    # The first response routed after the wake is reported once, with that wake's time: the
+    # last mark of the cold start the operator measures.
+    [(namespace, name, wake_at, routed_at)] = waker.reports
+    assert (namespace, name, wake_at) == ("default", "llama", waker.calls[0][2])
+    assert routed_at > wake_at
 
 
 @pytest.mark.parametrize(

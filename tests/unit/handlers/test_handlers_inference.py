@@ -11,6 +11,7 @@ import kopf
 import pytest
 
 from tidepool.adapters.kube import TransientKubeError
+from tidepool.api.v1alpha1 import ColdStartPhase, ColdStartStatus
 from tidepool.handlers import inference
 from tidepool.handlers.deps import Deps, Telemetry
 from tidepool.handlers.main import configure_logging
@@ -226,3 +227,32 @@ def test_handler_log_lines_name_the_object(operator_log: io.StringIO) -> None:
     assert ready["reason"] == "InvalidSpec"
     assert ready["observedGeneration"] == 3
     assert ready["lastTransitionTime"].endswith("Z")
+
+
+def test_a_completed_cold_start_feeds_each_phase_and_its_total_to_the_histogram() -> None:
+    telemetry = Telemetry()
+    at = datetime(2026, 9, 2, 10, 0, tzinfo=UTC)
+    cold = ColdStartStatus(
+        requested_at=at,
+        replicas_set_at=at,
+        phases=[
+            ColdStartPhase(name="held", seconds=0.2),
+            ColdStartPhase(name="imagePulled+started", seconds=1.0),
+            ColdStartPhase(name="ready", seconds=3.0),
+        ],
+        total_seconds=4.2,
+        completed_at=at,
+    )
+    telemetry.observe_cold_start(cold)
+    registry = telemetry.registry
+
+    def sample(phase: str, suffix: str) -> float | None:
+        return registry.get_sample_value(f"tidepool_cold_start_seconds_{suffix}", {"phase": phase})
+
+    assert [sample(p, "sum") for p in ("held", "imagePulled+started", "ready", "total")] == [
+        0.2,
+        1.0,
+        3.0,
+        4.2,
+    ]
+    assert sample("total", "count") == 1.0

@@ -919,6 +919,40 @@ class CapacityStatus(_Status):
     """When the figures last changed."""
 
 
+class ColdStartPhase(_Status):
+    """One phase of a cold start: the time from the previous mark to this one."""
+
+    name: str = Field(max_length=MAX_LABEL_VALUE)
+    """held, scheduled, imagePulled, started, ready or routed; phases joined by '+' when the
+    mark between them was never reported (kwok's kubelet reports no image pull)."""
+    seconds: float = Field(ge=0)
+
+
+class ColdStartStatus(_Status):
+    """The latest scale from zero, phase by phase, from the request the gateway held to the
+    first response it routed (pod conditions, the kubelet's Pulled event, the gateway's report).
+
+    Durable, so an operator restart mid cold start resumes measuring it: the wake's timestamp
+    (``requestedAt``) is its key, and it is measured once (``completedAt`` set) and never again.
+    """
+
+    requested_at: datetime
+    """When the gateway held the request and asked for a wake (the wake's own timestamp), or,
+    for a scale from zero no request asked for, when the replicas were set."""
+    replicas_set_at: datetime
+    """When the operator set the replicas above zero."""
+    pod: str = Field(default="", max_length=MAX_OBJECT_NAME)
+    """The engine pod measured: the first of the new ones to become Ready."""
+    phases: list[ColdStartPhase] = Field(default_factory=list, max_length=8)
+    """Consecutive phases; they sum to ``totalSeconds``."""
+    total_seconds: float | None = Field(default=None, ge=0)
+    """``requestedAt`` to the last mark measured (the first response routed, when complete)."""
+    completed_at: datetime | None = None
+    """None while the cold start is still being measured."""
+    message: str = Field(default="", max_length=MAX_STATUS_TEXT)
+    """What was not reported and how it was folded, or why the measurement ended early."""
+
+
 class InferenceDeploymentStatus(_Status):
     """Observed state, written only by the operator."""
 
@@ -985,6 +1019,8 @@ class InferenceDeploymentStatus(_Status):
     last_decision: LastDecision | None = None
     capacity: CapacityStatus | None = None
     """Engine throughput used for sizing and placement (learned when busy, else calibrated)."""
+    cold_start: ColdStartStatus | None = None
+    """The latest cold start (scale from zero), explained by phase."""
 
 
 class InferenceDeployment(_Object):
