@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tidepool.api.v1alpha1 import DeploymentMode, PlacementSpec, Tenancy
@@ -297,6 +297,7 @@ def test_numeric_promotion_example() -> None:
     st.integers(0, 3),
     st.integers(1, 16),
 )
+@example(mine=5e-324, extra_peak=0.0, others=5e-324, min_replicas=0, max_replicas=1)
 def test_spend_and_decision_cost_are_bounded(
     mine: float, extra_peak: float, others: float, min_replicas: int, max_replicas: int
 ) -> None:
@@ -305,8 +306,13 @@ def test_spend_and_decision_cost_are_bounded(
     assert 0.0 <= got.token_share <= 1.0
     assert got.spend_monthly >= 0.0
     assert got.forced_replicas >= 0.0
-    # The decision never charges less than the share of the fleet the others already need.
-    without = lora_promotion.fleet_replicas(others, share)
+    # The decision never charges less than the share of the fleet the others already need:
+    # their work as the policy sees it, from their token rates (``others`` replicas of it, up
+    # to rounding: 5e-324 of a replica's tokens is no work at all once divided by throughput).
+    others_work = share.capacity.seconds_per_request(
+        share.others_input_tokens_per_second, share.others_output_tokens_per_second
+    )
+    without = lora_promotion.fleet_replicas(others_work, share)
     assert got.decision_monthly >= without * GPU_MONTH * got.token_share - 1e-6
 
 
