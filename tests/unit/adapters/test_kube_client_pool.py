@@ -65,9 +65,11 @@ def kubeconfig(tmp_path: Path) -> Iterator[Path]:
 def discarded(api: client.ApiClient, caplog: pytest.LogCaptureFixture) -> int:
     """Connections urllib3 threw away while ``THREADS`` threads listed namespaces at once."""
     core = client.CoreV1Api(api)
-    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
-        with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(lambda _: core.list_namespace(), range(THREADS)))
+    with (
+        caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"),
+        ThreadPoolExecutor(THREADS) as pool,
+    ):
+        list(pool.map(lambda _: core.list_namespace(), range(THREADS)))
     return sum("Connection pool is full" in r.getMessage() for r in caplog.records)
 
 
