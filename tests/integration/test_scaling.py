@@ -96,7 +96,7 @@ def test_a_cold_start_is_explained_by_phases_that_add_up_to_its_latency(
     assert (names[0], names[-1]) == ("held", "routed"), cold
     # kwok's kubelet reports no image pull: its phase is folded into the next one, named so.
     assert "imagePulled" not in phases
-    assert any(n.startswith("imagePulled+") for n in names), cold
+    assert any("imagePulled+" in n for n in names), cold
     assert phases["ready"] >= 1.0, "the simulator's 2 s model load happens between start and Ready"
     assert sum(phases.values()) == pytest.approx(cold["totalSeconds"], abs=0.01)
     # From the held request to the first response routed is the latency the client saw.

@@ -183,15 +183,19 @@ def first_response(responses: Sequence[datetime], since: datetime) -> datetime |
 
 def open_cold_start(
     previous: ColdStartStatus | None, wake: str | None, now: datetime
-) -> ColdStartStatus | None:
-    """A new cold start for a scale from zero decided at ``now``, keyed by the wake's time (or
-    by ``now`` when no request asked for it); None when ``previous`` is this one (the same wake
-    seen again after a restart) or is still being measured."""
+) -> ColdStartStatus:
+    """The cold start of a scale from zero decided at ``now``, keyed by the wake's time (or by
+    ``now`` when no request asked for it).
+
+    ``previous`` is kept when it is this one (the same wake seen again after a restart) or is
+    still being measured; a wake for a request held before that one began (the autoscaler's
+    metrics scaled first, the wake came after) moves its start back to that request.
+    """
     requested = min(parse_wake(wake) or now, now)
-    if previous is not None and (
-        previous.completed_at is None or previous.requested_at == requested
-    ):
-        return None
+    if previous is not None and previous.completed_at is None:
+        return previous.model_copy(update={"requested_at": min(previous.requested_at, requested)})
+    if previous is not None and previous.requested_at == requested:
+        return previous
     return ColdStartStatus(requested_at=requested, replicas_set_at=now)
 
 
@@ -264,7 +268,7 @@ def step(
     while none is Ready), then measured."""
     cold = previous
     if from_zero and desired > 0:
-        cold = open_cold_start(previous, wake, now) or previous
+        cold = open_cold_start(previous, wake, now)
     if cold is None:
         return None
     return measure(cold, pods, responses, desired=desired, now=now)

@@ -374,6 +374,16 @@ def _served_by_shared_engine(
                 "routable_pools": [],
                 "engine": engine_name,
                 "last_decision": last_decision,
+                # Its own replicas go: a cold start being measured ends with what it measured.
+                "cold_start": cold_start.step(
+                    status.cold_start,
+                    from_zero=False,
+                    wake=None,
+                    pods=observed.pod_timelines,
+                    responses=observed.first_responses,
+                    desired=0,
+                    now=now,
+                ),
                 **_fleet_spend(infd, observed),
             }
         ),

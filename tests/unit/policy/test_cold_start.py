@@ -226,6 +226,20 @@ def test_a_second_wake_during_a_cold_start_keeps_measuring_the_first() -> None:
     assert still.requested_at == cold.requested_at
 
 
+def test_a_wake_after_the_metrics_scaled_first_moves_the_start_back_to_the_held_request() -> None:
+    by_metrics = cold_start.step(
+        None, from_zero=True, wake=None, pods=(), responses=(), desired=1, now=at(2)
+    )
+    assert by_metrics is not None
+    assert not cold_start.expects_response(by_metrics)
+    woken = cold_start.step(
+        by_metrics, from_zero=True, wake=WAKE, pods=(), responses=(), desired=1, now=at(2.5)
+    )
+    assert woken is not None
+    assert (woken.requested_at, woken.replicas_set_at) == (at(0), at(2))
+    assert cold_start.expects_response(woken)
+
+
 @pytest.mark.parametrize(
     ("pods", "desired", "now", "message"),
     [

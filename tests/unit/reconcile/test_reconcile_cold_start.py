@@ -3,10 +3,11 @@ the gateway's report while open (and only then read), resumed after a restart, k
 
 from datetime import datetime, timedelta
 
-from reconcile_harness import SHARED, Harness, dep
+from reconcile_harness import MODEL, SHARED, Harness, dep
 
 from fakes import T0
 from tidepool.api import labels
+from tidepool.api.v1alpha1 import SharedEngine
 from tidepool.policy.cold_start import PodTimeline
 
 WAKE = "2025-06-01T12:00:04.800Z"  # T0 + 4.8 s, the gateway's clock
@@ -92,3 +93,32 @@ def test_a_restart_before_the_status_write_still_records_the_wake() -> None:
     cold = h.status.cold_start
     assert cold is not None
     assert (cold.requested_at, cold.replicas_set_at) == (at(4.8), at(6))
+
+
+def test_a_tenant_handed_to_a_shared_engine_mid_cold_start_ends_it_with_what_was_measured() -> None:
+    adapter = {"name": "support-bot", "source": "/models/adapters/support-bot", "rank": 16}
+    h = Harness(
+        {
+            "model": {**MODEL, "adapter": adapter},
+            "mode": "serverless",
+            "scaling": {"minReplicas": 0},
+        }
+    )
+    h.sync()
+    h.annotations[labels.WAKE_REQUESTED_AT] = WAKE
+    h.sync(advance=5)
+    assert h.status.cold_start is not None
+    assert h.status.cold_start.completed_at is None
+    h.kube.engines = [
+        SharedEngine.model_validate(
+            {"metadata": {"name": "base"}, "spec": {"model": MODEL, "pool": SHARED}}
+        )
+    ]
+    h.sync(advance=1)
+    done = h.status.cold_start
+    assert done is not None
+    assert done.completed_at == at(6)
+    assert done.message == "scaled back to zero before the cold start finished"
+    reads = h.kube.timeline_reads
+    h.sync(advance=5)
+    assert h.kube.timeline_reads == reads, "no more reads for it"
