@@ -151,17 +151,24 @@ def gateway(
     api_keys: Path | None = None,
     namespace: str | None = None,
     shared_engine_namespace: str | None = None,
+    replica_service: tuple[str, str] | None = None,
 ) -> ManagedProcess:
     """The gateway on ``port`` (the API) and ``metrics_port`` (/metrics, what Prometheus
     scrapes); a free port for either one not given. ``api_keys``: its ``--api-keys`` file;
     ``namespace``: watch only that one (else every namespace), with the SharedEngine fleets in
-    ``shared_engine_namespace``."""
+    ``shared_engine_namespace``. ``replica_service``: (namespace, name) of the Service whose
+    ready endpoints it counts as its replicas (``--replica-service``, in ``POD_NAMESPACE`` as
+    the chart sets it)."""
     port = port or free_port()
     metrics_port = metrics_port or free_port()
     scope = ["--namespace", namespace] if namespace else []
     if shared_engine_namespace:
         scope += ["--shared-engine-namespace", shared_engine_namespace]
     keys = ["--api-keys", str(api_keys)] if api_keys else []
+    env = {"KUBECONFIG": kubeconfig}
+    if replica_service is not None:
+        env["POD_NAMESPACE"], service = replica_service
+        scope += ["--replica-service", service]
     return ManagedProcess(
         name="gateway",
         args=[
@@ -180,7 +187,7 @@ def gateway(
             *keys,
         ],
         health_url=f"http://127.0.0.1:{port}/readyz",
-        env={"KUBECONFIG": kubeconfig},
+        env=env,
     )
 
 

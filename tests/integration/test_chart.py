@@ -46,6 +46,9 @@ CRDS = (
     "kopfpeerings.kopf.dev",
 )
 KEEP = "helm.sh/resource-policy"
+#: The chart refuses a gateway without a key Secret unless this says so. These installs run no
+#: real gateway pod (kwok), or run the gateway as a process without keys.
+NO_KEYS: dict[str, Any] = {"apiKeys": {"allowNoKeys": True}}
 HELM_OWNERSHIP_ANNOTATIONS = ("meta.helm.sh/release-name", "meta.helm.sh/release-namespace")
 #: Namespaced kinds a release may create, and cluster-scoped ones, for the orphan check.
 NAMESPACED_KINDS = (
@@ -182,8 +185,9 @@ def pools_for(release: str) -> list[dict[str, Any]]:
 
 def test_helm_lint(kube_tools: Kube) -> None:
     proc = kube_tools.helm(
-        "lint", str(CHART), "--strict", "--kube-version", kube_tools.kube_version()
-    )
+        "lint", str(CHART), "--strict", "--kube-version", kube_tools.kube_version(),
+        "--set", "gateway.apiKeys.existingSecret=tenant-keys",
+    )  # fmt: skip
     assert "0 chart(s) failed" in proc.stdout
 
 
@@ -212,12 +216,13 @@ def test_rendered_chart_passes_server_side_validation(
     """Every rendered object is valid for the API server (schemas, CEL, admission), the
     `helm test` Pod and the aggregated roles included."""
     if variant == "default":
-        values: dict[str, Any] = {}  # a dry run: the default pools are never persisted
+        # A dry run: the default pools are never persisted.
+        values: dict[str, Any] = {"gateway": NO_KEYS}
     elif variant == "openshift-with-extras":
         values = {
             "global": {"imageRegistry": "ignored"},
             "operator": component_values("operator"),
-            "gateway": component_values("gateway"),
+            "gateway": {**component_values("gateway"), **NO_KEYS},
             "extraObjects": [
                 {
                     "apiVersion": "v1",
@@ -243,6 +248,7 @@ def test_rendered_chart_passes_server_side_validation(
                 "replicas": 3,
                 "service": {"type": "LoadBalancer", "port": 443},
                 "podDisruptionBudget": {"enabled": True},
+                "apiKeys": {"existingSecret": "tenant-keys"},  # mounted; need not exist here
             },
             "networkPolicy": {
                 "enabled": True,
@@ -353,7 +359,7 @@ def test_install_upgrade_uninstall(kube_tools: Kube, ns: str, release: str, tmp_
         # -- install ------------------------------------------------------------------------
         kube_tools.helm(
             "install", release, str(CHART), "--namespace", ns,
-            "--values", values_file(tmp_path, {"gpuPools": pools}),
+            "--values", values_file(tmp_path, {"gpuPools": pools, "gateway": NO_KEYS}),
         )  # fmt: skip
         for crd in CRDS:
             live = kube_tools.get_json("crd", crd)
@@ -407,6 +413,9 @@ def test_install_upgrade_uninstall(kube_tools: Kube, ns: str, release: str, tmp_
             )
             assert not kube_tools.can_i(gw_sa, "patch", "deployments.apps", namespace)
             assert not kube_tools.can_i(gw_sa, "get", "secrets", namespace)
+        # Its replica count: the EndpointSlices of its own Service's namespace, nowhere else.
+        assert kube_tools.can_i(gw_sa, "watch", "endpointslices.discovery.k8s.io", ns)
+        assert not kube_tools.can_i(gw_sa, "list", "endpointslices.discovery.k8s.io", other_ns)
         assert not kube_tools.can_i(op_sa, "get", "secrets", other_ns)
         assert not kube_tools.can_i(op_sa, "list", "secrets", None)
         assert not kube_tools.can_i(op_sa, "delete", "nodes", None)
@@ -426,7 +435,7 @@ def test_install_upgrade_uninstall(kube_tools: Kube, ns: str, release: str, tmp_
         upgraded = {
             "gpuPools": pools,
             "operator": {"watchNamespaces": [ns]},
-            "gateway": {"replicas": 3},
+            "gateway": {"replicas": 3, **NO_KEYS},
         }
         kube_tools.helm(
             "upgrade", release, str(CHART), "--namespace", ns,
@@ -532,7 +541,7 @@ def test_operator_and_gateway_under_the_charts_service_accounts(
     adopt_existing_crds(kube_tools, release, ns)
     kube_tools.helm(
         "install", release, str(CHART), "--namespace", ns,
-        "--values", values_file(tmp_path, {"gpuPools": pools}),
+        "--values", values_file(tmp_path, {"gpuPools": pools, "gateway": NO_KEYS}),
     )  # fmt: skip
     op_proc = stack.operator(
         token_kubeconfig(kube_tools, ns, operator, tmp_path / "operator.kubeconfig"),
@@ -542,6 +551,7 @@ def test_operator_and_gateway_under_the_charts_service_accounts(
     gw_proc = stack.gateway(
         token_kubeconfig(kube_tools, ns, gateway, tmp_path / "gateway.kubeconfig"),
         queue_timeout="5s",
+        replica_service=(ns, gateway),  # counted as the chart's pods count (no 403 below)
     )
     model = "rbac-probe"
     try:
@@ -685,7 +695,7 @@ def test_installs_from_an_umbrella_chart(kube_tools: Kube, ns: str, tmp_path: Pa
         yaml.safe_dump(
             {
                 "global": {"imageRegistry": "mirror.example.internal"},
-                "tidepool": {"crds": {"install": False}, "gpuPools": []},
+                "tidepool": {"crds": {"install": False}, "gpuPools": [], "gateway": NO_KEYS},
             }
         )
     )

@@ -367,7 +367,8 @@ def test_operator_and_gateway_images_wake_a_model_from_zero(
     ns, release = "tidepool-system", "tidepool"
     run_tool(image_cluster, "helm", "install", release, str(REPO / "charts" / "tidepool"),
              "--namespace", ns, "--create-namespace",
-             "--set", "crds.install=false")  # the CRDs were applied first  # fmt: skip
+             "--set", "crds.install=false",  # the CRDs were applied first
+             "--set", "gateway.apiKeys.allowNoKeys=true")  # its gateway runs keyless  # fmt: skip
     op_conf = sa_kubeconfig(image_cluster, ns, f"{release}-operator", tmp_path / "op.yaml")
     gw_conf = sa_kubeconfig(image_cluster, ns, f"{release}-gateway", tmp_path / "gw.yaml")
     health, port = stack.free_port(), stack.free_port()

@@ -83,6 +83,8 @@ def _render_identity(cluster: localcluster.Cluster) -> str:
             "1.36.3",
             "--set",
             "crds.install=false",
+            "--set",
+            "gateway.apiKeys.allowNoKeys=true",  # only the operator's identity is shown
             "--show-only",
             "templates/serviceaccounts.yaml",
             "--show-only",

@@ -250,10 +250,14 @@ class ApiKeys(_Values):
     """Tenant API keys and rate limits for the gateway, from a Secret you create."""
 
     existing_secret: str = ""
-    """Secret holding the key file (YAML: keys: {<key>: {tenant, requestsPerMinute}}). Empty:
-    no key check (any caller may use any model; only for trusted networks)."""
+    """Secret holding the key file (YAML: keys: {<key or sha256:<hex of it>>: {tenant,
+    requestsPerMinute}}). The gateway rereads it when the Secret changes (no restart) and
+    keeps the keys it has if a new version does not parse. Empty: see allowNoKeys."""
     key: str = Field(default="api-keys.yaml", min_length=1)
     """Key in that Secret whose value is the key file."""
+    allow_no_keys: StrictBool = False
+    """Run the gateway without existingSecret: no key check, no rate limit, any caller may use
+    any model. Only for trusted networks; without it the chart refuses to render."""
 
 
 class Gateway(PodPlacement):

@@ -5,6 +5,7 @@ fills; tests that need it are skipped when neither has one. Rendering is client-
 (``helm template``): no cluster, no network.
 """
 
+import copy
 import os
 import shutil
 import subprocess
@@ -21,6 +22,24 @@ KUBE_VERSION = "1.36.3"
 
 #: The `render` fixture: values (and --api-versions) in, rendered documents out.
 Render = Callable[..., list[dict[str, Any]]]
+
+#: Renders start from the chart as it is installed for real, with a key Secret: without
+#: `gateway.apiKeys.existingSecret` (or `allowNoKeys`) the chart refuses to render. A test's
+#: values override it (`{"gateway": {"apiKeys": {"existingSecret": ""}}}` takes it away).
+KEY_SECRET = "tenant-keys"
+WITH_KEYS: dict[str, Any] = {"gateway": {"apiKeys": {"existingSecret": KEY_SECRET}}}
+#: The same for `helm lint`, which renders the chart's own defaults.
+WITH_KEYS_FLAGS = ("--set", f"gateway.apiKeys.existingSecret={KEY_SECRET}")
+
+
+def coalesce(base: Any, top: Any) -> Any:
+    """Helm's coalescing of values: maps merge key by key, anything else (lists too) replaces."""
+    if isinstance(base, dict) and isinstance(top, dict):
+        out = dict(base)
+        for key, value in top.items():
+            out[key] = coalesce(base.get(key), value)
+        return out
+    return copy.deepcopy(top)
 
 
 def find_helm() -> str | None:
@@ -55,11 +74,9 @@ def template_args(
     args += ["--kube-version", KUBE_VERSION]
     for api in api_versions:
         args += ["--api-versions", api]
-    if values is not None:
-        values_file = tmp_path / "values.yaml"
-        values_file.write_text(yaml.safe_dump(values))
-        args += ["--values", str(values_file)]
-    return args
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(coalesce(WITH_KEYS, values or {})))
+    return [*args, "--values", str(values_file)]
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

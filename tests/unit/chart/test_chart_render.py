@@ -9,7 +9,19 @@ from typing import Any
 
 import pytest
 import yaml
-from chartkit import CHART, KUBE_VERSION, REPO, Render, by_kind, one, run_helm, template_args
+from chartkit import (
+    CHART,
+    KEY_SECRET,
+    KUBE_VERSION,
+    REPO,
+    WITH_KEYS,
+    Render,
+    by_kind,
+    coalesce,
+    one,
+    run_helm,
+    template_args,
+)
 
 from tidepool.api.v1alpha1 import GPUPool
 
@@ -49,6 +61,7 @@ def test_default_objects(render: Render) -> None:
             "CustomResourceDefinition", "CustomResourceDefinition",  # Kopf's peering
             "Deployment", "Deployment", "GPUPool", "GPUPool",
             "PodDisruptionBudget",  # the operator's: two replicas
+            "Role", "RoleBinding",  # the gateway counts its replicas (EndpointSlices)
             "Service", "Service", "Service", "ServiceAccount", "ServiceAccount",
         ]
     )  # fmt: skip
@@ -159,6 +172,9 @@ def test_gateway(render: Render) -> None:
         "--queue-timeout=120s",
         "--max-body-size=8Mi",
         "--drain-timeout=110s",
+        "--api-keys=/etc/tidepool/api-keys/api-keys.yaml",
+        "--replica-service=tp-tidepool-gateway",
+        "--replicas=2",
     ]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": 8080, "metrics": 9090}
@@ -194,6 +210,47 @@ def test_gateway_metrics_on_the_api_port_fails_to_render(
     proc = run_helm(helm, *template_args({"gateway": gateway}, tmp_path))
     assert proc.returncode != 0, "helm rendered a gateway serving metrics on its API port"
     assert "gateway.metricsPort must differ from gateway.port" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("api_keys", "renders"),
+    [
+        pytest.param({"existingSecret": ""}, False, id="no-secret-refused"),
+        pytest.param({"existingSecret": "", "allowNoKeys": True}, True, id="no-keys-allowed"),
+        pytest.param({"existingSecret": KEY_SECRET}, True, id="a-secret"),
+    ],
+)
+def test_the_chart_refuses_a_gateway_without_keys_unless_allowed(
+    helm: str, tmp_path: Path, api_keys: dict[str, Any], renders: bool
+) -> None:
+    proc = run_helm(helm, *template_args({"gateway": {"apiKeys": api_keys}}, tmp_path))
+    assert (proc.returncode == 0) is renders, proc.stderr
+    if not renders:
+        assert "set gateway.apiKeys.existingSecret" in proc.stderr, proc.stderr
+        assert "gateway.apiKeys.allowNoKeys=true" in proc.stderr, proc.stderr
+        return
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    args = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert any(a.startswith("--api-keys=") for a in args) is bool(api_keys["existingSecret"])
+
+
+def test_the_gateway_may_count_its_replicas_and_nothing_else(render: Render) -> None:
+    """The Role behind --replica-service: EndpointSlices, read-only, in its own namespace."""
+    docs = render({"operator": {"watchNamespaces": ["team-a"]}})
+    role = one(docs, "Role", "-gateway-replicas")
+    assert role["metadata"]["namespace"] == "tidepool-system"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    binding = one(docs, "RoleBinding", "-gateway-replicas")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "tp-tidepool-gateway", "namespace": "tidepool-system"}
+    ]
 
 
 def test_gateway_api_keys_from_a_secret(render: Render) -> None:
@@ -596,7 +653,9 @@ def umbrella(tmp_path: Path, helm: str, values: dict[str, Any]) -> Path:
 )
 def test_installs_as_a_subchart(helm: str, tmp_path: Path, values: dict[str, Any]) -> None:
     """Helm hands every subchart `global`; the closed schema must accept it."""
-    chart = umbrella(tmp_path, helm, {**values, "tidepool": {"gateway": {"replicas": 3}}})
+    chart = umbrella(
+        tmp_path, helm, {**values, "tidepool": coalesce(WITH_KEYS, {"gateway": {"replicas": 3}})}
+    )
     proc = run_helm(
         helm, "template", "platform", str(chart), "--namespace", "platform",
         "--kube-version", KUBE_VERSION,
@@ -674,7 +733,8 @@ def test_spread_envfrom_and_extra_volumes(render: Render) -> None:
         assert spec["topologySpreadConstraints"] == EXTRAS[component]["topologySpreadConstraints"]
         container = spec["containers"][0]
         assert container["envFrom"] == [{"secretRef": {"name": f"{component}-env"}}]
-        assert [v["name"] for v in spec["volumes"]] == ["tmp", "ca"]
+        volumes = ["tmp", "ca", "api-keys"] if component == "gateway" else ["tmp", "ca"]
+        assert [v["name"] for v in spec["volumes"]] == volumes
         assert container["volumeMounts"][0]["mountPath"] == "/tmp"
         assert {"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True} in container[
             "volumeMounts"

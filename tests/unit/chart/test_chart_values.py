@@ -5,7 +5,6 @@ validates against values.schema.json on `helm template` (when helm is available)
 names the key Helm's error must mention.
 """
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,8 @@ SCHEMA_JSON = chartkit.CHART / "values.schema.json"
 
 
 def merged(override: dict[str, Any]) -> dict[str, Any]:
-    """Helm's coalescing: maps merge key by key, anything else (lists too) replaces."""
-
-    def merge(base: Any, top: Any) -> Any:
-        if isinstance(base, dict) and isinstance(top, dict):
-            out = dict(base)
-            for key, value in top.items():
-                out[key] = merge(base.get(key), value)
-            return out
-        return copy.deepcopy(top)
-
-    result = merge(chartvalues.default_values(), override)
+    """The chart's defaults with ``override`` coalesced over them, as Helm does."""
+    result = chartkit.coalesce(chartvalues.default_values(), override)
     assert isinstance(result, dict)
     return result
 
@@ -50,6 +40,9 @@ def _dedicated_pool(**extra: Any) -> dict[str, Any]:
 #: (override, key Helm's schema error names). All are refused by the model and by the schema.
 BAD_VALUES = [
     pytest.param({"replicaCount": 3}, "replicaCount", id="unknown-top-level-key"),
+    pytest.param(
+        {"gateway": {"apiKeys": {"allowNoKeys": "yes"}}}, "allowNoKeys", id="allow-no-keys-string"
+    ),
     pytest.param({"operator": {"replica": 2}}, "replica", id="operator-replicas-misspelt"),
     pytest.param({"operator": {"replicas": 0}}, "replicas", id="operator-replicas-zero"),
     pytest.param(
@@ -231,7 +224,8 @@ def test_helm_schema_rejects(helm: str, tmp_path: Path, override: dict[str, Any]
 
 def test_helm_lint_strict(helm: str) -> None:
     proc = chartkit.run_helm(
-        helm, "lint", str(chartkit.CHART), "--strict", "--kube-version", chartkit.KUBE_VERSION
-    )
+        helm, "lint", str(chartkit.CHART), "--strict", "--kube-version", chartkit.KUBE_VERSION,
+        *chartkit.WITH_KEYS_FLAGS,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 chart(s) failed" in proc.stdout

@@ -189,3 +189,4 @@ def test_chart_arguments_parse_with_the_programs(render: Render, values: dict[st
     assert gw.all_namespaces is not custom
     assert gw.namespace == ("team-a" if custom else None)
     assert gw.drain_timeout == 110.0
+    assert (gw.replicas, gw.replica_service) == (2, "tp-tidepool-gateway")

@@ -77,6 +77,7 @@ def test_kind_cluster_has_an_untainted_worker_for_the_operator_and_gateway() -> 
     assert "nvidia.com/gpu.present" not in system[0]["labels"]  # so the GPU taint skips it
     assert "operator.nodeSelector.tidepool\\\\.dev/role=system" in text
     assert "gateway.nodeSelector.tidepool\\\\.dev/role=system" in text
+    assert "--set gateway.apiKeys.allowNoKeys=true" in text  # its suite sends no key
 
 
 def test_kind_workflow_names_what_the_chart_creates(helm: str, tmp_path: Path) -> None:
