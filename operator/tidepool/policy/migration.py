@@ -32,7 +32,6 @@ pools it still needs become its target (already Ready, they take traffic back at
 Nothing here talks to Kubernetes; :mod:`tidepool.reconcile` renders what this returns.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -154,31 +153,48 @@ class Redirect:
     serving_mode: DeploymentMode
     """The mode whose layout takes the traffic now: the source's before the shift, the
     target's after it. The tenant's effective mode from here on."""
+    serving: Layout
+    """That layout: the pools in ``serving_mode``'s roles."""
     status: MigrationStatus | None
     """The new migration from ``serving_mode``, or None: aborted, the serving layout stays."""
     message: str
+
+
+def recorded(mode: DeploymentMode, pools: str, fallback: Layout) -> Layout:
+    """The layout ``status.migration`` recorded for ``mode`` (``from_pool`` or ``to_pool``, the
+    pools :func:`layout_for` gave in that order), or ``fallback`` when the pools do not fit the
+    mode's roles. The pools in play are these, whatever the spec names since."""
+    names = tuple(p for p in pools.split(",") if p)
+    roles = (
+        (PoolRole.PRIMARY, PoolRole.OVERFLOW)
+        if mode == DeploymentMode.HYBRID
+        else (PoolRole.PRIMARY,)
+    )
+    return Layout(tuple(zip(names, roles, strict=True))) if len(names) == len(roles) else fallback
 
 
 def redirect(
     status: MigrationStatus,
     *,
     current_mode: DeploymentMode,
+    source: Layout,
+    target: Layout,
     wanted_mode: DeploymentMode,
-    layout: Callable[[DeploymentMode], Layout],
+    wanted: Layout,
     now: datetime,
 ) -> Redirect | None:
-    """Turn ``status`` (a move from ``current_mode``) toward ``wanted_mode``, or None when it
-    already goes there or cannot turn yet.
+    """Turn ``status`` (a move from ``current_mode`` on ``source`` to ``target``) toward
+    ``wanted_mode`` on ``wanted``, the spec's mode and pools now; None when it already goes
+    there or cannot turn yet.
 
     Make-before-break holds throughout: traffic stays on the pools that serve it, and the new
     move shifts it only once its target is Ready. It cannot turn yet while a pool drains that
-    ``wanted_mode`` does not use (its requests finish first; then placement moves on). E.g.
+    ``wanted`` does not use (its requests finish first; then the next move starts). E.g.
     serverless on ``shared`` -> dedicated on ``ded``, Draining, and the spec says serverless
     again: a new move dedicated -> serverless starts with ``shared``, still Ready, as target.
     """
-    if wanted_mode == status.to_mode:
+    if (wanted_mode, wanted.roles) == (status.to_mode, target.roles):
         return None
-    source, target, wanted = layout(current_mode), layout(status.to_mode), layout(wanted_mode)
     if status.phase == MigrationPhase.STARTING_TARGET:
         serving_mode, serving = current_mode, source
     else:
@@ -186,10 +202,16 @@ def redirect(
         draining = [p for p in source.pools if p not in target.pools]
         if any(p not in wanted.pools for p in draining):
             return None
-    was = f"spec.mode changed to {wanted_mode} during the move to {status.to_mode}"
-    if wanted_mode == serving_mode:
+    was = (
+        f"spec.mode changed to {wanted_mode} during the move to {status.to_mode}"
+        if wanted_mode != status.to_mode
+        else f"spec pools changed to {', '.join(wanted.pools)} during the move to"
+        f" {', '.join(target.pools)}"
+    )
+    if (wanted_mode, wanted.roles) == (serving_mode, serving.roles):
         return Redirect(
             serving_mode,
+            serving,
             None,
             f"{was}: move aborted before the shift; serving on {', '.join(serving.pools)}",
         )
@@ -203,6 +225,7 @@ def redirect(
     )
     return Redirect(
         serving_mode,
+        serving,
         moved,
         f"{was}: moving from {', '.join(serving.pools)} to {', '.join(wanted.pools)} instead",
     )

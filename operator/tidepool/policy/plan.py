@@ -715,6 +715,9 @@ class _Course:
     the roles to render, the status timers they move, and the events they raise, in order."""
 
     effective: DeploymentMode
+    serving: migration.Layout
+    """The pools the effective mode runs on as status recorded them (:func:`_in_use`): the
+    source of any move, whatever pools the spec names since."""
     migration: MigrationStatus | None
     roles: tuple[tuple[str, PoolRole], ...]
     routable: tuple[str, ...]
@@ -849,11 +852,26 @@ def _invalid(infd: InferenceDeployment, exc: ValueError, history: History, now: 
     )
 
 
+def _in_use(infd: InferenceDeployment, pools: _Pools) -> migration.Layout:
+    """The layout the effective mode runs on, as status recorded it: a move's ``fromPool``, else
+    the serving pools of ``status.pools``; the spec's when status records none (a new tenant, or
+    one on its SharedEngine's fleet, which ``status.pools`` leaves out).
+
+    Why not the spec's: a changed ``placement.pools`` names pools that run nothing yet, and
+    the ones that serve must stay until those are Ready (:func:`_pool_move`)."""
+    spec_layout, status = pools.current_layout, infd.status
+    if status.migration is not None:
+        return migration.recorded(pools.current_mode, status.migration.from_pool, spec_layout)
+    serving = tuple((p.name, p.role) for p in status.pools if p.role in SERVING_ROLES)
+    return migration.Layout(serving) if serving else spec_layout
+
+
 def _course_from_status(ctx: _Reconcile) -> _Course:
     """Where the tenant stands as its status recorded it, before this plan decides anything."""
-    status, layout = ctx.infd.status, ctx.pools.current_layout
+    status, layout = ctx.infd.status, _in_use(ctx.infd, ctx.pools)
     return _Course(
         effective=ctx.pools.current_mode,
+        serving=layout,
         migration=status.migration,
         roles=layout.roles,
         routable=layout.pools,
@@ -878,6 +896,8 @@ def _placement(ctx: _Reconcile) -> _Course:
     course = _course_from_status(ctx)
     if course.migration is not None:
         return course
+    if course.serving.roles != ctx.pools.current_layout.roles:
+        return _pool_move(ctx, course)
     infd, observed, now, current_mode = ctx.infd, ctx.observed, ctx.now, ctx.pools.current_mode
     share_on = current_mode == DeploymentMode.SERVERLESS
     decision = placement.decide(
@@ -921,6 +941,38 @@ def _placement(ctx: _Reconcile) -> _Course:
     return _start_migration(ctx, course, decision)
 
 
+def _pool_move(ctx: _Reconcile, course: _Course) -> _Course:
+    """The spec names other pools for the mode the tenant runs in (``placement.pools``, or
+    another default pool): move there make-before-break, in the same mode, as any migration;
+    until the budget allows, the pools in use keep serving."""
+    wanted = ctx.pools.current_layout
+    message = (
+        f"spec pools changed: moving {ctx.pools.current_mode} from"
+        f" {', '.join(course.serving.pools)} to {', '.join(wanted.pools)}"
+    )
+    if not ctx.observed.may_start_migration:
+        deferred = Event(
+            "Normal", "MigrationDeferred", f"{message}; deferred: migration budget in use"
+        )
+        return dataclasses.replace(course, events=(*course.events, deferred))
+    started = migration.start(
+        from_mode=ctx.pools.current_mode,
+        to_mode=ctx.pools.current_mode,
+        source=course.serving,
+        target=wanted,
+        reason=message,
+        now=ctx.now,
+    )
+    return dataclasses.replace(
+        course,
+        migration=started,
+        events=(*course.events, Event("Normal", "PoolsChanged", message)),
+        last_decision=LastDecision(
+            time=ctx.now, action="PoolsChanged", reason="PoolsChanged", message=message
+        ),
+    )
+
+
 def _start_migration(
     ctx: _Reconcile, course: _Course, decision: placement.PlacementDecision
 ) -> _Course:
@@ -934,7 +986,7 @@ def _start_migration(
     started = migration.start(
         from_mode=ctx.pools.current_mode,
         to_mode=decision.mode,
-        source=ctx.pools.current_layout,
+        source=course.serving,
         target=ctx.pools.layout(decision.mode),
         reason=decision.message,
         now=ctx.now,
@@ -951,24 +1003,39 @@ def _start_migration(
     )
 
 
+def _target(ctx: _Reconcile, mig: MigrationStatus) -> migration.Layout:
+    """The layout a migration in flight goes to: the pools it recorded."""
+    return migration.recorded(mig.to_mode, mig.to_pool, ctx.pools.layout(mig.to_mode))
+
+
 def _redirect(ctx: _Reconcile, course: _Course) -> _Course:
-    """A fixed ``spec.mode`` other than the target of the migration in flight turns it
-    (:func:`migration.redirect`): the stale move is not finished first and undone after.
-    ``auto`` leaves the move to finish; placement decides after it, as ever."""
-    mig, wanted = course.migration, ctx.infd.spec.mode
-    if mig is None or wanted == DeploymentMode.AUTO:
+    """A spec that asks for another mode (a fixed ``spec.mode``) or other pools than the
+    migration in flight goes to turns it (:func:`migration.redirect`): the stale move is not
+    finished first and undone after. ``auto``'s mode is placement's to choose once the move is
+    done, so for it only the pools count."""
+    mig = course.migration
+    if mig is None:
         return course
+    spec_mode = ctx.infd.spec.mode
+    wanted_mode = mig.to_mode if spec_mode == DeploymentMode.AUTO else spec_mode
     turned = migration.redirect(
-        mig, current_mode=course.effective, wanted_mode=wanted, layout=ctx.pools.layout, now=ctx.now
+        mig,
+        current_mode=course.effective,
+        source=course.serving,
+        target=_target(ctx, mig),
+        wanted_mode=wanted_mode,
+        wanted=ctx.pools.layout(wanted_mode),
+        now=ctx.now,
     )
     if turned is None:
         return course
     kind = "MigrationRedirected" if turned.status is not None else "MigrationAborted"
-    serving = ctx.pools.layout(turned.serving_mode)
-    moved = turned.serving_mode != course.effective
+    serving = turned.serving
+    moved = turned.serving_mode != course.effective or serving.roles != course.serving.roles
     return dataclasses.replace(
         course,
         effective=turned.serving_mode,
+        serving=serving,
         migration=turned.status,
         roles=serving.roles,
         routable=serving.pools,
@@ -984,7 +1051,7 @@ def _migration_step(ctx: _Reconcile, course: _Course) -> _Course:
     mig = course.migration
     if mig is None:
         return course
-    source, target = ctx.pools.layout(course.effective), ctx.pools.layout(mig.to_mode)
+    source, target = course.serving, _target(ctx, mig)
     observations = {
         pool: migration.PoolObservation(
             ready_replicas=_ready_on(ctx, pool),
@@ -1019,6 +1086,7 @@ def _migration_step(ctx: _Reconcile, course: _Course) -> _Course:
     return dataclasses.replace(
         course,
         effective=mig.to_mode,
+        serving=target,
         placement_since=ctx.now,
         last_migration_time=ctx.now,
         above_since=None,

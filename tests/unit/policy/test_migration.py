@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tidepool.api.v1alpha1 import DeploymentMode, MigrationPhase, MigrationStatus
+from tidepool.api.v1alpha1 import DeploymentMode, MigrationPhase, MigrationStatus, PoolRole
 from tidepool.policy import migration
 from tidepool.policy.migration import Layout, PoolObservation
 from tidepool.policy.signals import NoData, Sample, Signal
@@ -527,8 +527,10 @@ def _redirect(src: str, dst: str, phase: MigrationPhase, wanted: str) -> migrati
     return migration.redirect(
         _status(src, dst, phase),
         current_mode=MODES[src],
+        source=_layout(src),
+        target=_layout(dst),
         wanted_mode=MODES[wanted],
-        layout=lambda mode: _layout(str(mode)),
+        wanted=_layout(wanted),
         now=T0 + timedelta(minutes=1),
     )
 
@@ -610,3 +612,56 @@ def test_a_redirect_never_drops_a_pool_that_serves_or_drains(
     if turned.status is not None:
         rendered |= set(_layout(str(turned.status.to_mode)).pools)
     assert set(routed) | set(draining) <= rendered
+
+
+H100 = "dedicated-h100"
+
+
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        pytest.param(MigrationPhase.STARTING_TARGET, H100, id="before-the-shift-restarts"),
+        # shared still drains, and dedicated on h100 has no use for it: the move finishes.
+        pytest.param(MigrationPhase.DRAINING, None, id="while-a-pool-it-drops-drains-waits"),
+    ],
+)
+def test_a_pool_change_turns_a_move_as_a_mode_change_does(
+    phase: MigrationPhase, expected: str | None
+) -> None:
+    on_h100 = migration.layout_for(DeploymentMode.DEDICATED, shared=SHARED, dedicated=H100)
+    turned = migration.redirect(
+        _status("serverless", "dedicated", phase),
+        current_mode=DeploymentMode.SERVERLESS,
+        source=_layout("serverless"),
+        target=_layout("dedicated"),
+        wanted_mode=DeploymentMode.DEDICATED,
+        wanted=on_h100,
+        now=T0,
+    )
+    if expected is None:
+        assert turned is None
+        return
+    assert turned is not None
+    assert turned.status is not None
+    assert (turned.serving, turned.status.to_pool) == (_layout("serverless"), expected)
+    assert "spec pools changed to dedicated-h100" in turned.message
+
+
+@pytest.mark.parametrize(
+    ("pools", "mode", "expected"),
+    [
+        pytest.param("dedicated-h100", "dedicated", ((H100, PoolRole.PRIMARY),), id="one-pool"),
+        pytest.param(
+            f"{DED},{SHARED}",
+            "hybrid",
+            ((DED, PoolRole.PRIMARY), (SHARED, PoolRole.OVERFLOW)),
+            id="hybrid",
+        ),
+        pytest.param(SHARED, "hybrid", None, id="too-few-pools-for-the-mode-falls-back"),
+        pytest.param("", "serverless", None, id="nothing-recorded-falls-back"),
+    ],
+)
+def test_recorded(pools: str, mode: str, expected: tuple[tuple[str, PoolRole], ...] | None) -> None:
+    fallback = _layout("serverless")
+    got = migration.recorded(MODES[mode], pools, fallback)
+    assert got == (fallback if expected is None else Layout(expected))

@@ -3,7 +3,7 @@
 from typing import Any
 
 import pytest
-from reconcile_harness import DEDICATED, SHARED, Harness, dep
+from reconcile_harness import DEDICATED, SHARED, Harness, dep, pool
 
 from fakes import T0
 from tidepool.api.v1alpha1 import DeploymentMode, MigrationPhase
@@ -236,8 +236,8 @@ def _sync_serving(h: Harness, advance: float, gone: list[str]) -> None:
     before = set(h.status.routable_pools)
     h.sync(advance=advance)
     names = h.kube.deployment_names()
-    for pool in before | set(h.status.routable_pools):
-        assert dep(pool) in names, f"{pool} was routable and lost its Deployment"
+    for routed in before | set(h.status.routable_pools):
+        assert dep(routed) in names, f"{routed} was routable and lost its Deployment"
     gone.extend(h.kube.deletes)
     h.kube.clear_records()
 
@@ -339,3 +339,50 @@ def test_a_later_mode_change_is_acted_on_too() -> None:
     assert h.status.effective_mode == DeploymentMode.DEDICATED
     assert _roles(h) == {DEDICATED: "primary"}
     assert gone == [dep(DEDICATED), dep(SHARED)], "the unready target once, the source at the end"
+
+
+H100 = "dedicated-h100"
+ON_H100 = {"placement": {"pools": {"dedicated": H100}}}
+
+
+def _routable_ready(h: Harness) -> None:
+    """Every pool the gateway may route to has a Ready replica (no request finds none)."""
+    ready = {p.name: p.ready_replicas for p in h.status.pools}
+    assert all(ready.get(p, 0) >= 1 for p in h.status.routable_pools), h.status.pools
+
+
+@pytest.mark.parametrize(
+    "draining", [pytest.param(True, id="mid-migration"), pytest.param(False, id="settled")]
+)
+def test_a_pool_change_moves_make_before_break(draining: bool) -> None:
+    """spec.placement.pools.dedicated changes from dedicated-a100 to dedicated-h100, while
+    serverless -> dedicated drains shared, or once it is done: dedicated-a100 serves until
+    dedicated-h100 is Ready, and only then goes. Mid-migration, shared's requests finish
+    first (h100 has no use for shared), then the pools move."""
+    h = _draining_to_dedicated(Sample(2.0, T0))
+    if not draining:
+        h.metrics.inflight[SHARED] = Sample(0.0, h.clock.now)
+        h.sync(advance=5)
+        assert h.status.migration is None
+    h.kube.pools.append(pool(H100, "dedicated"))
+    h.kube.clear_records()
+    gone: list[str] = []
+
+    h.change_spec(**ON_H100)
+    _sync_serving(h, 5, gone)
+    _routable_ready(h)
+    assert h.status.routable_pools == [DEDICATED], "a100 serves until h100 is Ready"
+    assert h.status.migration is not None
+    assert h.status.migration.to_pool == (DEDICATED if draining else H100)
+    assert gone == []
+    h.metrics.inflight[SHARED] = Sample(0.0, h.clock.now)
+    h.metrics.inflight[DEDICATED] = Sample(0.0, h.clock.now)
+    for _ in range(5):
+        h.kube.make_ready()
+        _sync_serving(h, 5, gone)
+        _routable_ready(h)
+
+    assert h.status.migration is None
+    assert h.status.effective_mode == DeploymentMode.DEDICATED
+    assert _roles(h) == {H100: "primary"}
+    assert sorted(gone) == sorted([dep(DEDICATED)] + ([dep(SHARED)] if draining else []))
