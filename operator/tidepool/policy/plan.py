@@ -944,12 +944,32 @@ def _placement(ctx: _Reconcile) -> _Course:
 def _pool_move(ctx: _Reconcile, course: _Course) -> _Course:
     """The spec names other pools for the mode the tenant runs in (``placement.pools``, or
     another default pool): move there make-before-break, in the same mode, as any migration;
-    until the budget allows, the pools in use keep serving."""
-    wanted = ctx.pools.current_layout
+    until then the pools in use keep serving."""
     message = (
         f"spec pools changed: moving {ctx.pools.current_mode} from"
-        f" {', '.join(course.serving.pools)} to {', '.join(wanted.pools)}"
+        f" {', '.join(course.serving.pools)} to {', '.join(ctx.pools.current_layout.pools)}"
     )
+    return _begin_move(ctx, course, ctx.pools.current_mode, reason="PoolsChanged", message=message)
+
+
+def _start_migration(
+    ctx: _Reconcile, course: _Course, decision: placement.PlacementDecision
+) -> _Course:
+    """The policy says move: a migration to its mode, with the hybrid floor it priced."""
+    moved = _begin_move(
+        ctx, course, decision.mode, reason=decision.reason, message=decision.message
+    )
+    if moved.migration is None or decision.mode != DeploymentMode.HYBRID:
+        return moved
+    return dataclasses.replace(moved, chosen_floor=decision.floor_replicas)
+
+
+def _begin_move(
+    ctx: _Reconcile, course: _Course, to_mode: DeploymentMode, *, reason: str, message: str
+) -> _Course:
+    """Start a make-before-break migration from the pools in use to ``to_mode``'s, unless the
+    operator-wide migration budget is used up (then say it was deferred; the next sync asks
+    again)."""
     if not ctx.observed.may_start_migration:
         deferred = Event(
             "Normal", "MigrationDeferred", f"{message}; deferred: migration budget in use"
@@ -957,49 +977,17 @@ def _pool_move(ctx: _Reconcile, course: _Course) -> _Course:
         return dataclasses.replace(course, events=(*course.events, deferred))
     started = migration.start(
         from_mode=ctx.pools.current_mode,
-        to_mode=ctx.pools.current_mode,
+        to_mode=to_mode,
         source=course.serving,
-        target=wanted,
+        target=ctx.pools.layout(to_mode),
         reason=message,
         now=ctx.now,
     )
     return dataclasses.replace(
         course,
         migration=started,
-        events=(*course.events, Event("Normal", "PoolsChanged", message)),
-        last_decision=LastDecision(
-            time=ctx.now, action="PoolsChanged", reason="PoolsChanged", message=message
-        ),
-    )
-
-
-def _start_migration(
-    ctx: _Reconcile, course: _Course, decision: placement.PlacementDecision
-) -> _Course:
-    """The policy says move: start a make-before-break migration, unless the operator-wide
-    migration budget is used up (then say it was deferred; the next sync asks again)."""
-    if not ctx.observed.may_start_migration:
-        deferred = Event(
-            "Normal", "MigrationDeferred", f"{decision.message}; deferred: migration budget in use"
-        )
-        return dataclasses.replace(course, events=(*course.events, deferred))
-    started = migration.start(
-        from_mode=ctx.pools.current_mode,
-        to_mode=decision.mode,
-        source=course.serving,
-        target=ctx.pools.layout(decision.mode),
-        reason=decision.message,
-        now=ctx.now,
-    )
-    hybrid = decision.mode == DeploymentMode.HYBRID
-    return dataclasses.replace(
-        course,
-        migration=started,
-        chosen_floor=decision.floor_replicas if hybrid else course.chosen_floor,
-        events=(*course.events, Event("Normal", decision.reason, decision.message)),
-        last_decision=LastDecision(
-            time=ctx.now, action=decision.reason, reason=decision.reason, message=decision.message
-        ),
+        events=(*course.events, Event("Normal", reason, message)),
+        last_decision=LastDecision(time=ctx.now, action=reason, reason=reason, message=message),
     )
 
 
