@@ -23,11 +23,12 @@ A migration goes from the current layout to the target layout in three phases, e
 3. ``Draining``: waits until draining pools report zero in flight (or ``drain_timeout``, with at
    least ``min_drain`` for the gateway's watch to see the shift), then the old pools are removed.
 
-A spec that asks for another mode while a migration runs redirects it (:func:`redirect`), so
-the stale move is not finished first and undone after: before the shift the target only
-started, so the move is aborted (or restarted toward the new mode) from the source; after the
-shift the target serves, so a new move starts from it, toward the new mode, and the draining
-pools it still needs become its target (already Ready, they take traffic back at once).
+A spec that asks for another mode or other pools while a migration runs redirects it
+(:func:`redirect`), so the stale move is not finished first and undone after: before the shift
+the target only started, so the move is aborted (or restarted toward the new mode) from the
+source; after the shift the target serves, so a new move starts from it, toward the new mode,
+and the draining pools it still needs become its target (already Ready, they take traffic back
+at once). A move runs on the pools it recorded in ``status.migration`` (:func:`recorded`).
 
 Nothing here talks to Kubernetes; :mod:`tidepool.reconcile` renders what this returns.
 """
