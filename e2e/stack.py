@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -99,6 +102,44 @@ class ManagedProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (``VmRSS`` of /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def replicas_of(kube: client.ApiClient, namespace: str, name: str) -> int | None:
+    """A Deployment's ``spec.replicas``; None while it does not exist."""
+    try:
+        dep = client.AppsV1Api(kube).read_namespaced_deployment(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return int(dep.spec.replicas or 0)
+
+
+def metric_total(process: ManagedProcess, metric: str) -> float:
+    """A counter of ``process`` (started with ``--metrics-port``) summed over its label sets,
+    read from its own ``/metrics``."""
+    port = int(process.args[process.args.index("--metrics-port") + 1])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((metric + "{", metric + " "))
+    )
 
 
 def operator(

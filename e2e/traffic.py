@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,36 @@ def gateway_knows(gateway_url: str, model: str, timeout: float = 30.0) -> None:
             return False
 
     wait_for(listed, timeout=timeout, what=f"gateway to know model {model}")
+
+
+@dataclass(frozen=True)
+class Wake:
+    """One request sent to a model at zero replicas."""
+
+    #: From sending the request (it is held) to its Deployment asking for one replica.
+    to_replicas: float
+    #: The request's whole latency, model load included.
+    whole: float
+
+
+def timed_wake(
+    gateway_url: str, model: str, replicas: Callable[[], int | None], *, timeout: float = 60.0
+) -> Wake:
+    """Wait for ``model`` at zero (``replicas()``: its Deployment's ``spec.replicas``, None while
+    it does not exist), send it one request, and time the wake."""
+    wait_for(lambda: replicas() == 0, timeout=timeout, what=f"{model} at zero", interval=0.05)
+    result: dict[str, float] = {}
+
+    def send() -> None:
+        result["whole"] = complete(gateway_url, model, max_tokens=1, timeout=timeout * 2).seconds
+
+    started = time.monotonic()
+    sender = threading.Thread(target=send)
+    sender.start()
+    wait_for(lambda: replicas() == 1, timeout=timeout, what=f"{model} scaled to 1", interval=0.01)
+    to_replicas = time.monotonic() - started
+    sender.join(timeout=timeout * 2)
+    return Wake(to_replicas=to_replicas, whole=result.get("whole", float("nan")))
 
 
 class TrafficLoop:

@@ -46,6 +46,8 @@ from tidepool.policy import lora_timing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from rows import pct
+
 import localcluster
 import stack
 from podbacker import PodBacker
@@ -65,11 +67,6 @@ TENANTS, MAX_LORAS, MAX_REPLICAS = 20, 4, 5
 SIM_LOAD_PER_RANK_S = lora_timing.LOAD_SECONDS_PER_RANK
 SIM_SWAP_IN_S, SIM_DEFAULT_RANK = lora_timing.SWAP_IN_SECONDS, 8
 POLL_S = 0.02
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(values: list[float], unit: float = 1.0, fmt: str = "{:.3f}") -> str:

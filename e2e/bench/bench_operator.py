@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,23 +27,18 @@ from tidepool.api.labels import INFERENCE_DEPLOYMENT, SIM_LOAD_DELAY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from rows import pct
+
 import localcluster
 import stack
 from podbacker import PodBacker
 from prometheus import Prometheus
-from traffic import complete, gateway_knows
+from traffic import gateway_knows, timed_wake
 from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LOAD_DELAY_S = 2.0
 GROUP, VERSION, PLURAL = "tidepool.dev", "v1alpha1", "inferencedeployments"
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def infd(name: str, ns: str, **spec: object) -> dict:
@@ -60,11 +54,6 @@ def infd(name: str, ns: str, **spec: object) -> dict:
     }
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main() -> int:
     bin_dir = localcluster.ensure_binaries()
     localcluster.reap_stale_clusters("tidepool-bench-")
@@ -75,7 +64,7 @@ def main() -> int:
         cluster.apply_crds(localcluster.CRDS_DIR)
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "examples" / "gpupools.yaml"))
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-        core, apps, crs = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
+        core, crs = client.CoreV1Api(api), client.CustomObjectsApi(api)
         for ns in ("bound", "wake", "scale"):
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
         with (
@@ -92,7 +81,7 @@ def main() -> int:
             procs.append(op)
             url = f"http://127.0.0.1:{port}"
             time.sleep(2)
-            idle_rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
+            idle_rss = stack.rss_mib(op.proc.pid)  # type: ignore[union-attr]
 
             # 1. apply -> bound
             bound: list[float] = []
@@ -132,33 +121,13 @@ def main() -> int:
                     PLURAL,
                     infd(name, "wake", mode="serverless", scaling={"minReplicas": 0}),
                 )
-                dep = f"{name}-shared-a100"
                 gateway_knows(url, f"wake-{name}")
-
-                def zero(d: str = dep) -> bool:
-                    try:
-                        return apps.read_namespaced_deployment(d, "wake").spec.replicas == 0
-                    except client.ApiException:
-                        return False
-
-                wait_for(zero, timeout=30, what=f"{dep} at zero", interval=0.05)
-                result: dict[str, float] = {}
-
-                def send(n: str = name, out: dict[str, float] = result) -> None:
-                    out["latency"] = complete(url, f"wake-{n}", max_tokens=1).seconds
-
-                t0 = time.monotonic()
-                sender = threading.Thread(target=send)
-                sender.start()
-                wait_for(
-                    lambda d=dep: apps.read_namespaced_deployment(d, "wake").spec.replicas == 1,
-                    timeout=30,
-                    what=f"{dep} scaled to 1",
-                    interval=0.01,
+                dep = f"{name}-shared-a100"
+                wake = timed_wake(
+                    url, f"wake-{name}", lambda d=dep: stack.replicas_of(api, "wake", d)
                 )
-                wakes.append(time.monotonic() - t0)
-                sender.join(timeout=60)
-                overhead.append(result.get("latency", float("nan")) - LOAD_DELAY_S)
+                wakes.append(wake.to_replicas)
+                overhead.append(wake.whole - LOAD_DELAY_S)
                 crs.delete_namespaced_custom_object(GROUP, VERSION, "wake", PLURAL, name)
 
             # 4. 200 CRs: RSS and time to reconcile all of them from a cold operator start
@@ -185,7 +154,7 @@ def main() -> int:
             wait_for(all_reconciled, timeout=600, what="200 CRs reconciled", interval=0.5)
             reconcile_200 = time.monotonic() - t0
             time.sleep(15)  # steady state: every daemon ticking
-            rss_200 = rss_mib(op.proc.pid)  # type: ignore[union-attr]
+            rss_200 = stack.rss_mib(op.proc.pid)  # type: ignore[union-attr]
 
         print("\n== bench_operator (real kube-apiserver, kwok nodes, loopback engines) ==")
         print(

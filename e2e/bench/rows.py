@@ -1,4 +1,4 @@
-"""What the simulation benchmarks share: exit codes, the row verdict and table cell formats.
+"""What the benchmarks share: exit codes, the row verdict, table cell formats and percentiles.
 
 ``bench_simulate.py`` (one row per trace x scale x prices) and ``bench_shared.py`` (one row per
 ServeGen pool) print worst-first tables and exit by the same rule.
@@ -45,3 +45,9 @@ def money(x: float) -> str:
 def finite(x: float) -> float:
     """``x``, or a huge number for a row that failed, so that sorting puts it first."""
     return x if math.isfinite(x) else 1e300
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank: a value that was measured."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

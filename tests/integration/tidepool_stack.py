@@ -5,11 +5,9 @@ Everything talks to the real local control plane and to processes on loopback on
 
 from __future__ import annotations
 
-import urllib.request
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 import stack
 from traffic import Reply, TrafficLoop, complete, gateway_knows
@@ -78,26 +76,9 @@ def node_pool(kube: client.ApiClient, node_name: str) -> str:
     return str((node.metadata.labels or {}).get("tidepool.dev/pool", ""))
 
 
-def replicas_of(kube: client.ApiClient, namespace: str, name: str) -> int | None:
-    try:
-        dep = client.AppsV1Api(kube).read_namespaced_deployment(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return int(dep.spec.replicas or 0)
-
-
 def reconciles(operator: stack.ManagedProcess) -> float:
     """The operator process's ``tidepool_operator_reconcile_total`` over every result."""
-    port = int(operator.args[operator.args.index("--metrics-port") + 1])
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        text = resp.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("tidepool_operator_reconcile_total{")
-    )
+    return stack.metric_total(operator, "tidepool_operator_reconcile_total")
 
 
 def wait_for_reconciles(operator: stack.ManagedProcess, count: int, *, what: str) -> None:

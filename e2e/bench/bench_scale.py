@@ -1,0 +1,406 @@
+"""Benchmark Tidepool at platform scale on the real local control plane. Prints figures; asserts
+nothing.
+
+The question: does one operator and one gateway hold up for a platform team with a thousand
+fine-tuned tenants? The default run creates 1,000 InferenceDeployments on 500 kwok GPU nodes:
+
+* a third are *active*: warm (``minReplicas: 1``; dedicated, hybrid and serverless in turn),
+  each engine pod backed by a real engine-simulator process, with client traffic going to them
+  through the gateway all along;
+* the rest are idle at zero (serverless and auto in turn), as most tenants of a serverless
+  platform are most of the time.
+
+Figures, each the way a user would see it:
+
+1. Prometheus query rate (the operator's ``tidepool_operator_prometheus_queries_total``) over a
+   steady minute with a tenth of the tenants, then with all of them: with batched reads the
+   ratio stays near 1 whatever the tenant count.
+2. Operator RSS and CPU (``/proc``) over the steady minute with every tenant.
+3. Spec change -> status: patch ``spec.scaling.maxReplicas`` of 100 tenants, one every 0.3 s,
+   and time each until a watch delivers ``status.observedGeneration`` equal to its generation;
+   p50 and p99.
+4. Wake latency under that load: 20 new serverless tenants at zero, each sent one request; the
+   time from the held request to the engine Deployment at ``replicas: 1`` (median, p95), and
+   the request's whole latency.
+5. Gateway route-table update: time from creating an InferenceDeployment to the gateway
+   listing its model under ``/v1/models``; 10 samples.
+
+Run: ``.venv/bin/python e2e/bench/bench_scale.py [--tenants 1000] [--nodes 500]``. Loopback
+only. It needs about 40 MB of memory per active tenant (one engine simulator each) and takes
+tens of minutes on two cores; run nothing else on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rows import pct
+
+import localcluster
+import stack
+from podbacker import PodBacker
+from prometheus import Prometheus
+from traffic import Wake, complete, gateway_knows, timed_wake
+from waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "tidepool.dev", "v1alpha1", "inferencedeployments"
+LOAD_DELAY_S = 2.0
+NAMESPACES = 10
+#: Each node's pod CIDR, inside 127.0.0.0/8 and away from the test clusters' 127.10-127.13
+#: ranges: node i gets 127.<PREFIX + i // 250>.<i % 250 + 1>.0/24.
+POD_CIDR_FIRST_OCTET = 60
+NODE_IP_FIRST_OCTET = 80
+STEADY_SECONDS = 60.0
+TICK_SECONDS = 5.0  # the operator's default --tick
+
+
+def log(message: str) -> None:
+    print(f"[bench_scale {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def gpu_nodes(count: int) -> list[localcluster.GpuNode]:
+    """``count`` nodes, half in the shared pool and half in the dedicated one."""
+    nodes = []
+    for i in range(count):
+        pool, tenancy = ("shared-a100", "shared") if i % 2 == 0 else ("dedicated-a100", "dedicated")
+        high, low = divmod(i, 250)
+        nodes.append(
+            localcluster.GpuNode(
+                name=f"gpu-{pool}-{i // 2}",
+                pool=pool,
+                tenancy=tenancy,
+                gpus=8,
+                pod_cidr=f"127.{POD_CIDR_FIRST_OCTET + high}.{low + 1}.0/24",
+                internal_ip=f"127.{NODE_IP_FIRST_OCTET + high}.0.{low + 1}",
+            )
+        )
+    return nodes
+
+
+def tenant(index: int, *, active_every: int) -> dict[str, Any]:
+    """Tenant ``index``: active (warm, one of three modes) every ``active_every``-th, else idle."""
+    ns = f"tenants-{index % NAMESPACES}"
+    name = f"t{index:05d}"
+    if index % active_every == 0:
+        mode = ("dedicated", "hybrid", "serverless")[(index // active_every) % 3]
+        scaling: dict[str, Any] = {"minReplicas": 1, "maxReplicas": 4}
+    else:
+        mode = ("serverless", "auto")[index % 2]
+        scaling = {"minReplicas": 0, "maxReplicas": 4}
+    return infd(name, ns, mode=mode, scaling=scaling)
+
+
+def infd(name: str, ns: str, **spec: object) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceDeployment",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "annotations": {"tidepool.dev/sim-load-delay": f"{LOAD_DELAY_S}s"},
+        },
+        "spec": {"model": {"name": f"org/{name}", "servedName": f"{ns}-{name}"}, **spec},
+    }
+
+
+def served_name(body: dict[str, Any]) -> str:
+    served: str = body["spec"]["model"]["servedName"]
+    return served
+
+
+class Steady:
+    """The operator's query rate, CPU and RSS over one steady window."""
+
+    def __init__(self, operator: stack.ManagedProcess, seconds: float) -> None:
+        assert operator.proc is not None
+        pid = operator.proc.pid
+        q0, c0, t0 = stack.metric_total(operator, QUERIES), stack.cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        q1, c1, t1 = stack.metric_total(operator, QUERIES), stack.cpu_seconds(pid), time.monotonic()
+        self.queries_per_second = (q1 - q0) / (t1 - t0)
+        self.cpu_cores = (c1 - c0) / (t1 - t0)
+        self.rss_mib = stack.rss_mib(pid)
+
+
+QUERIES = "tidepool_operator_prometheus_queries_total"
+
+
+def create_all(crs: client.CustomObjectsApi, bodies: list[dict[str, Any]], what: str) -> None:
+    started = time.monotonic()
+    for i, body in enumerate(bodies, 1):
+        ns = body["metadata"]["namespace"]
+        crs.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        if i % 100 == 0 or i == len(bodies):
+            log(f"{what}: created {i}/{len(bodies)} ({time.monotonic() - started:.0f}s)")
+
+
+def all_reconciled(crs: client.CustomObjectsApi, count: int) -> Callable[[], bool]:
+    def check() -> bool:
+        items = crs.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        done = sum(
+            1
+            for i in items
+            if i.get("status", {}).get("observedGeneration") == i["metadata"]["generation"]
+        )
+        return len(items) >= count and done >= count
+
+    return check
+
+
+def ready_pods(core: client.CoreV1Api) -> int:
+    pods = core.list_pod_for_all_namespaces(label_selector="tidepool.dev/component=engine").items
+    return sum(
+        1
+        for p in pods
+        if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+    )
+
+
+class Clients:
+    """Continuous traffic to the active tenants, round-robin, in a few threads."""
+
+    def __init__(self, url: str, models: list[str], threads: int = 4) -> None:
+        self.url, self.models = url, models
+        self.sent = self.failed = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(k,)) for k in range(threads)]
+
+    def __enter__(self) -> Clients:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=150)
+
+    def _run(self, offset: int) -> None:
+        i = offset
+        while not self._stop.is_set():
+            status = complete(self.url, self.models[i % len(self.models)], max_tokens=4).status
+            with self._lock:
+                self.sent += 1
+                self.failed += status != 200
+            i += len(self._threads)
+
+
+def spec_change_latencies(
+    crs: client.CustomObjectsApi, bodies: list[dict[str, Any]]
+) -> list[float]:
+    """Seconds from each spec patch to a watch event with the new observedGeneration."""
+    patched: dict[tuple[str, str], tuple[int, float]] = {}
+    seen: dict[tuple[str, str], float] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    rv = crs.list_cluster_custom_object(GROUP, VERSION, PLURAL)["metadata"]["resourceVersion"]
+
+    def follow() -> None:
+        w = watch.Watch()
+        for event in w.stream(
+            crs.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            PLURAL,
+            resource_version=rv,
+            timeout_seconds=300,
+        ):
+            obj = event["object"]
+            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            now = time.monotonic()
+            with lock:
+                want = patched.get(key)
+                if (
+                    want
+                    and key not in seen
+                    and obj.get("status", {}).get("observedGeneration") == want[0]
+                ):
+                    seen[key] = now - want[1]
+            if stop.is_set():
+                w.stop()
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    time.sleep(1)
+    for body in bodies:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        stored = crs.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name, {"spec": {"scaling": {"maxReplicas": 5}}}
+        )
+        with lock:
+            patched[(ns, name)] = (stored["metadata"]["generation"], time.monotonic())
+        time.sleep(0.3)
+    try:
+        wait_for(lambda: len(seen) >= len(bodies), timeout=120, what="every patched status")
+    except TimeoutError:
+        log(f"only {len(seen)}/{len(bodies)} spec changes reached status within 120 s")
+    stop.set()
+    return list(seen.values())
+
+
+def wake_latencies(
+    crs: client.CustomObjectsApi, api: client.ApiClient, url: str, count: int
+) -> list[Wake]:
+    """``count`` new serverless tenants, each woken from zero by one request."""
+    wakes = []
+    for i in range(count):
+        body = infd(f"w{i}", "wake", mode="serverless", scaling={"minReplicas": 0})
+        crs.create_namespaced_custom_object(GROUP, VERSION, "wake", PLURAL, body)
+        gateway_knows(url, served_name(body), timeout=120)
+        wakes.append(
+            timed_wake(
+                url,
+                served_name(body),
+                lambda d=f"w{i}-shared-a100": stack.replicas_of(api, "wake", d),
+                timeout=120,
+            )
+        )
+        crs.delete_namespaced_custom_object(GROUP, VERSION, "wake", PLURAL, f"w{i}")
+    return wakes
+
+
+def route_update_latencies(crs: client.CustomObjectsApi, url: str, count: int) -> list[float]:
+    out = []
+    for i in range(count):
+        body = infd(f"r{i}", "routes", mode="serverless", scaling={"minReplicas": 0})
+        t0 = time.monotonic()
+        crs.create_namespaced_custom_object(GROUP, VERSION, "routes", PLURAL, body)
+        gateway_knows(url, served_name(body), timeout=120)
+        out.append(time.monotonic() - t0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=500)
+    parser.add_argument("--active-every", type=int, default=3, help="every Nth tenant is active")
+    args = parser.parse_args(argv)
+
+    bin_dir = localcluster.ensure_binaries()
+    localcluster.reap_stale_clusters("tidepool-scale")
+    cluster = localcluster.Cluster("tidepool-scale", bin_dir=bin_dir)
+    started = time.monotonic()
+    cluster.up(nodes=gpu_nodes(args.nodes), timeout=900)
+    cluster_up = time.monotonic() - started
+    procs: list[stack.ManagedProcess] = []
+    bodies = [tenant(i, active_every=args.active_every) for i in range(args.tenants)]
+    active = [b for i, b in enumerate(bodies) if i % args.active_every == 0]
+    small = bodies[: max(1, args.tenants // 10)]
+    try:
+        cluster.apply_crds(localcluster.CRDS_DIR)
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "examples" / "gpupools.yaml"))
+        api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        core, crs = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        for ns in [f"tenants-{k}" for k in range(NAMESPACES)] + ["wake", "routes"]:
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+        with (
+            PodBacker(
+                cluster.kubeconfig, default_load_delay=f"{LOAD_DELAY_S}s", probe_interval=2.0
+            ),
+            Prometheus(cluster.kubeconfig) as prom,
+        ):
+            port, metrics_port = stack.free_port(), stack.free_port()
+            gw = stack.gateway(
+                str(cluster.kubeconfig), port=port, metrics_port=metrics_port
+            ).start()
+            procs.append(gw)
+            prom.set_targets("tidepool-gateway", [f"127.0.0.1:{metrics_port}"])
+            op = stack.operator(str(cluster.kubeconfig), prom.url, tick=TICK_SECONDS).start()
+            procs.append(op)
+            url = f"http://127.0.0.1:{port}"
+            assert op.proc is not None
+            idle_rss = stack.rss_mib(op.proc.pid)
+
+            # 1a. a tenth of the tenants: the query rate to compare against
+            create_all(crs, small, "first tenth")
+            wait_for(all_reconciled(crs, len(small)), timeout=900, what="tenth reconciled")
+            log(f"steady window with {len(small)} tenants ({STEADY_SECONDS:.0f}s)")
+            few = Steady(op, STEADY_SECONDS)
+
+            # 1b. every tenant
+            t0 = time.monotonic()
+            create_all(crs, bodies[len(small) :], "the rest")
+            wait_for(all_reconciled(crs, len(bodies)), timeout=1800, what="all reconciled")
+            reconcile_all = time.monotonic() - t0
+            log(f"all {len(bodies)} reconciled in {reconcile_all:.0f}s; waiting for engines")
+            wait_for(
+                lambda: ready_pods(core) >= len(active),
+                timeout=1800,
+                what=f"{len(active)} active engines Ready",
+                interval=5,
+            )
+            for b in active:
+                gateway_knows(url, served_name(b), timeout=300)
+            with Clients(url, [served_name(b) for b in active]) as traffic:
+                log(f"steady window with {len(bodies)} tenants ({STEADY_SECONDS:.0f}s)")
+                many = Steady(op, STEADY_SECONDS)
+                log("spec changes")
+                sample = random.Random(7).sample(bodies, min(100, len(bodies)))
+                spec = spec_change_latencies(crs, sample)
+                log("wakes")
+                woken = wake_latencies(crs, api, url, 20)
+                wakes = [w.to_replicas for w in woken]
+                whole = [w.whole for w in woken]
+                log("route-table updates")
+                routes = route_update_latencies(crs, url, 10)
+            rss_end = stack.rss_mib(op.proc.pid)
+
+        print(
+            f"\n== bench_scale: {len(bodies)} InferenceDeployments ({len(active)} active), "
+            f"{args.nodes} kwok GPU nodes, operator --tick {TICK_SECONDS:.0f}s =="
+        )
+        print(f"cluster up with {args.nodes} nodes: {cluster_up:.0f}s")
+        print(
+            f"Prometheus queries/s: {few.queries_per_second:.2f} with {len(small)} tenants, "
+            f"{many.queries_per_second:.2f} with {len(bodies)} "
+            f"(ratio {many.queries_per_second / max(few.queries_per_second, 1e-9):.2f} "
+            f"for {len(bodies) / len(small):.0f}x the tenants)"
+        )
+        print(
+            f"operator RSS: idle {idle_rss:.0f} MiB, {len(small)} tenants {few.rss_mib:.0f} MiB, "
+            f"{len(bodies)} tenants {many.rss_mib:.0f} MiB, at the end {rss_end:.0f} MiB"
+        )
+        print(
+            f"operator CPU: {few.cpu_cores:.2f} cores with {len(small)} tenants, "
+            f"{many.cpu_cores:.2f} with {len(bodies)}"
+        )
+        print(f"reconcile the other {len(bodies) - len(small)} new tenants: {reconcile_all:.0f}s")
+        if spec:
+            print(
+                f"spec change -> status ({len(spec)}/{len(sample)} seen): "
+                f"p50 {pct(spec, 0.5):.2f}s, p99 {pct(spec, 0.99):.2f}s, max {max(spec):.2f}s"
+            )
+        print(
+            f"wake latency (held request -> replicas=1, {len(wakes)} wakes under load): median "
+            f"{statistics.median(wakes):.3f}s, p95 {pct(wakes, 0.95):.3f}s; whole cold request "
+            f"median {statistics.median(whole):.2f}s ({LOAD_DELAY_S:.0f}s of it model load)"
+        )
+        print(
+            f"gateway route-table update (create -> listed, {len(routes)}): median "
+            f"{statistics.median(routes):.2f}s, max {max(routes):.2f}s"
+        )
+        print(f"client traffic meanwhile: {traffic.sent} requests, {traffic.failed} not 200")
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        cluster.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
