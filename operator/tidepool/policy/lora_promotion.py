@@ -12,21 +12,31 @@ dwell. So the operator's plan and ``tidepool simulate`` call one rule: ``placeme
 **Spend is the fleet's GPU-hours apportioned by tokens.** The fleet runs the replicas its
 tenants' offered load needs (:func:`fleet_replicas`: at its target utilization, within its
 minimum, at least one while anyone sends). A tenant's *spend* is the fleet's monthly GPU spend
-times its share of the fleet's tokens (gateway counters, input plus output). What the placement
-compares is a little more: the apportioned share of the fleet *without* the tenant, plus the
-whole of the capacity it forces the fleet to add (nobody else needs it). That capacity is
-counted in replicas of work at the target, not in whole replicas: whether a tenant tips the
-fleet over a replica boundary depends on where the others' load happens to sit, and a tenant
-with 6% of the tokens charged a whole replica for it would be promoted on a rounding accident.
-Worked example (test ``engine-share-forced-replica``), H100s at $7.79/GPU-hour, 1 GPU per
-replica, target 0.875:
+times its share of the fleet's tokens (gateway counters, input plus output): what it is shown.
+
+**The decision cost is what the fleet would shed.** Promoting a tenant saves the platform only
+the capacity the fleet adds for it (:func:`forced_capacity`); the replicas the others need stay,
+and their cost falls on them. So placement weighs the tenant's own replicas against that forced
+capacity alone, never against its apportioned share: a share of the others' fleet is no saving,
+and counting it promoted busy tenants onto own replicas that cost the platform more than they
+freed (the others then paid the fleet they had shared). That capacity is counted in replicas of
+work at the target, not in whole replicas: whether a tenant tips the fleet over a replica
+boundary depends on where the others' load happens to sit, and a tenant with 6% of the tokens
+charged a whole replica for it would be promoted on a rounding accident. Worked example (test
+``engine-share-forced-replica``), H100s at $7.79/GPU-hour, 1 GPU per replica, target 0.875:
 
 * the others keep 1.5 replicas busy (2 replicas), the tenant 1.0 more: 2.5 / 0.875 -> 3
   replicas; it forces ``1.0 / 0.875 = 1.14`` replicas of capacity;
 * it sends 40% of the tokens: spend ``3 x 7.79 x 730 x 0.4 = $6,824``/month;
-* its decision cost: ``2 x 7.79 x 730 x 0.4 + 1.14 x 7.79 x 730 = $4,549 + $6,499 = $11,048``.
+* its decision cost: ``1.14 x 7.79 x 730 = $6,499``; its own 1-GPU replicas, sized for its
+  peak at the same target (at least ``ceil(1.0 / 0.875) = 2``, $11,373), cost more, so it stays.
 
-A tenant alone on a fleet that would otherwise sleep forces at least one whole replica.
+At equal GPU prices, dedicated replicas sized for the tenant's peak never spend less than the
+capacity the fleet sheds (``mean / target`` at most), and a hybrid floor filled to its whole
+batch at most a share ``1 - target`` less (12.5% at 0.875), within the default 15% margin; so a
+tenant is promoted on spend where its own replicas are cheaper per GPU (a dedicated pool at a
+reserved price), else on the SLO below. A tenant alone on a fleet that would otherwise sleep
+forces at least one whole replica.
 
 Its *chargeback* (the pool's per-token price times its tokens) is reported beside spend, never
 mixed into it.
@@ -84,8 +94,8 @@ class EngineSpend:
     spend_monthly: float
     """The fleet's monthly GPU spend times ``token_share``: what the tenant costs the platform."""
     decision_monthly: float
-    """Apportioned share of the fleet without it, plus its forced replicas: what placement
-    compares with replicas of its own."""
+    """The monthly price of its forced replicas, what the fleet would shed without it: what
+    placement compares with replicas of its own."""
     chargeback_monthly: float | None
     meets_slo: bool
     slo_note: str
@@ -140,7 +150,6 @@ def engine_spend(
     peak = max(
         mine, cap.seconds_per_request(peak_input_tokens_per_second, peak_output_tokens_per_second)
     )
-    without = fleet_replicas(others, share)
     with_tenant = fleet_replicas(others + mine, share)
     tokens = input_tokens_per_second + output_tokens_per_second
     total = tokens + share.others_input_tokens_per_second + share.others_output_tokens_per_second
@@ -170,7 +179,7 @@ def engine_spend(
         forced_replicas=forced,
         token_share=token_share,
         spend_monthly=monthly(with_tenant) * token_share,
-        decision_monthly=monthly(without) * token_share + monthly(forced),
+        decision_monthly=monthly(forced),
         chargeback_monthly=chargeback,
         meets_slo=not note,
         slo_note=note,
@@ -180,11 +189,11 @@ def engine_spend(
 def engine_text(spend: EngineSpend) -> str:
     """The shared-engine option for status and events.
 
-    E.g. ``SharedEngine base-8b $6,824 (40% of the tokens on 3 replica(s); $11,048 with the 1.14
+    E.g. ``SharedEngine base-8b $6,824 (40% of the tokens on 3 replica(s); $6,499 for the 1.14
     replica(s) of capacity it adds)``.
     """
     forced = (
-        f"; {cost.money(spend.decision_monthly)} with the {spend.forced_replicas:.2f} replica(s)"
+        f"; {cost.money(spend.decision_monthly)} for the {spend.forced_replicas:.2f} replica(s)"
         " of capacity it adds"
         if spend.forced_replicas > 0
         else ""

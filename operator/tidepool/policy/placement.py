@@ -56,10 +56,13 @@ bursty traffic is a poor forecast of the next half hour, so the evidence must co
 windows and the commitment: ``window + hold >= max(2 x window, min_dwell)``.
 
 **A LoRA tenant of a SharedEngine** (``inputs.engine``): its serverless option is that engine,
-priced as its token share of the fleet plus the replicas it forces the fleet to add, with the
-engine's SLO (the fleet can grow to its load, and has an adapter slot) in place of the cold-start
-budget (:mod:`tidepool.policy.lora_promotion`). Everything else above applies unchanged, so a
-promotion to replicas of its own and a demotion back obey the same margin, hold and dwell.
+priced as the capacity it forces the fleet to add (what a promotion would save; its token share
+of the rest stays with the others), with the engine's SLO (the fleet can grow to its load, and
+has an adapter slot) in place of the cold-start budget (:mod:`tidepool.policy.lora_promotion`).
+The utilization rule does not promote it: the fleet is warm, so there is no cold start for a busy
+tenant to escape, and a promotion at equal spend only trades the fleet's pooled headroom for
+replicas of its own. Everything else above applies unchanged, so a promotion to replicas of its
+own and a demotion back obey the same margin, hold and dwell.
 
 **A new tenant** (``placement_since is None``) starts serverless because nothing is known. Its
 first evidence decides without the hold: the declared ``expectedTokensPerMinute`` at once, else
@@ -587,9 +590,13 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
     srv_cost = proj.serverless_monthly if DeploymentMode.SERVERLESS in available else math.inf
     ref = cur_cost if current != DeploymentMode.SERVERLESS else gpu_cost
     slo_ok = proj.serverless_meets_slo
+    # The utilization rule (promote a busy tenant when GPUs spend no more) is for serverless
+    # replicas of its own, which idle out and cold-start; a SharedEngine stays warm for its
+    # tenants, so there a promotion needs the margin (or the SLO) like any other saving.
+    busy_enough = u > p.promote_above and inputs.engine is None
     favours_gpus = (
         gpu_cost < math.inf and (not slo_ok or gpu_cost <= (1.0 - margin) * srv_cost)
-    ) or (u > p.promote_above and gpu_cost <= srv_cost)
+    ) or (busy_enough and gpu_cost <= srv_cost)
     favours_serverless = slo_ok and (
         srv_cost <= (1.0 - margin) * ref or (u < p.demote_below and srv_cost < ref)
     )

@@ -33,6 +33,10 @@ PRICE = 7.79
 GPU_MONTH = PRICE * 730
 DEDICATED = PoolPrice("dedicated", Tenancy.DEDICATED, "H100", PRICE, None, gpus_per_node=1)
 DEDICATED_8 = replace(DEDICATED, gpus_per_node=8)
+#: A dedicated pool at half the fleet's price per GPU-hour (GPUs reserved for a term are priced
+#: well below on-demand ones): the case where replicas of its own can beat the fleet on spend.
+RESERVED = replace(DEDICATED, price_per_gpu_hour=PRICE / 2)
+SHARED = PoolPrice("shared", Tenancy.SHARED, "H100", PRICE, 0.20, gpus_per_node=8)
 POLICY = placement.PlacementPolicy.from_spec(PlacementSpec())
 PLACED = NOW - timedelta(hours=2)
 
@@ -100,6 +104,12 @@ def inputs(**kw: Any) -> PlacementInputs:
     return replace(base, **kw)
 
 
+def busy_on_reserved_gpus(held: timedelta) -> PlacementInputs:
+    """3 replicas of work beside the others' 1.2, its own GPUs at half the fleet's price, the
+    evidence for GPUs held for ``held``."""
+    return inputs(traffic=traffic(3.0), dedicated=RESERVED, above_since=NOW - held)
+
+
 # ------------------------------------------------------------------------- worked examples
 
 
@@ -112,15 +122,17 @@ def test_engine_share_forced_replica() -> None:
     assert got.forced_replicas == pytest.approx(1.0 / 0.875)
     assert got.token_share == pytest.approx(1.0 / 2.2)
     assert got.spend_monthly == pytest.approx(3 * GPU_MONTH / 2.2)
-    assert got.decision_monthly == pytest.approx(2 * GPU_MONTH / 2.2 + GPU_MONTH / 0.875)
+    # What a promotion would save: the forced capacity only; its share of the others' 2
+    # replicas stays with them.
+    assert got.decision_monthly == pytest.approx(GPU_MONTH / 0.875)
     # 40% of the tokens: others 1.5 (2 replicas), the tenant 1.0: 2.5 / 0.875 -> 3.
     forty = spend(engine(others=1.5), 1.0)
     assert forty.token_share == pytest.approx(0.4)
     assert forty.forced_replicas == pytest.approx(1.14, abs=0.005)
     assert round(forty.spend_monthly) == 6_824
-    assert round(forty.decision_monthly) == 11_048
+    assert round(forty.decision_monthly) == 6_499
     assert lora_promotion.engine_text(forty) == (
-        "SharedEngine base-8b $6,824 (40% of the tokens on 3 replica(s); $11,048 with the 1.14"
+        "SharedEngine base-8b $6,824 (40% of the tokens on 3 replica(s); $6,499 for the 1.14"
         " replica(s) of capacity it adds)"
     )
 
@@ -184,16 +196,16 @@ def test_chargeback_is_beside_spend_never_in_it() -> None:
 CASES = [
     pytest.param(inputs(), S, False, PlacementReason.HOLDING, id="quiet-tenant-stays-on-engine"),
     pytest.param(
-        # 3 replicas of work on top of 1.2: it forces 4 of the fleet's 5; its own 4 dedicated
-        # 1-GPU replicas spend less than 4 forced plus its share of the other 2.
+        # 3 replicas of work on top of 1.2: the fleet sheds 3 / 0.875 = 3.43 replicas without
+        # it, and its own 4 dedicated 1-GPU replicas at the same price spend more than that.
         inputs(traffic=traffic(3.0), above_since=NOW - timedelta(minutes=25)),
-        D,
-        True,
-        PlacementReason.PROMOTED,
-        id="busy-tenant-promoted-on-spend",
+        S,
+        False,
+        PlacementReason.HOLDING,
+        id="busy-tenant-whose-own-replicas-cost-more-stays",
     ),
     pytest.param(
-        inputs(traffic=traffic(3.0), above_since=NOW - timedelta(minutes=5)),
+        busy_on_reserved_gpus(held=timedelta(minutes=5)),
         S,
         False,
         PlacementReason.HOLDING,
@@ -249,6 +261,25 @@ CASES = [
         PlacementReason.DWELL_NOT_ELAPSED,
         id="demotion-waits-for-the-dwell",
     ),
+    pytest.param(
+        # The same 3 replicas of work, own GPUs at half the price: 4 x $2,843 = $11,373 <=
+        # 0.85 x $19,497 (the 3.43 replicas the fleet sheds).
+        busy_on_reserved_gpus(held=timedelta(minutes=25)),
+        D,
+        True,
+        PlacementReason.PROMOTED,
+        id="busy-tenant-promoted-to-cheaper-gpus",
+    ),
+    pytest.param(
+        # 3.5 replicas of work, steady: its own ceil(3.5 / 0.875) = 4 replicas cost exactly the
+        # 4 the fleet sheds, at utilization 0.875 (> promoteAbove 0.5). The fleet is warm, so the
+        # utilization rule does not promote it at equal spend.
+        inputs(traffic=traffic(3.5), above_since=NOW - timedelta(minutes=25)),
+        S,
+        False,
+        PlacementReason.HOLDING,
+        id="steady-tenant-at-equal-spend-stays-on-the-engine",
+    ),
 ]
 
 
@@ -271,20 +302,25 @@ def test_promotion_message_names_the_engine_share_and_the_slo() -> None:
 
 def test_numeric_promotion_example() -> None:
     """3 replicas of work beside the others' 1.2: the fleet needs ceil(4.2 / 0.875) = 5 replicas
-    instead of ceil(1.2 / 0.875) = 2; the tenant forces 3 / 0.875 = 3.43 replicas of capacity
-    and pays 3/4.2 of the other 2 (its token share): $27,621/month; its own: ceil(3 / 0.875) = 4
-    dedicated 1-GPU replicas, $22,747/month."""
-    got = placement.decide(inputs(traffic=traffic(3.0)), NOW)
-    assert got.cost is not None
-    assert got.cost.engine is not None
-    assert got.cost.engine.forced_replicas == pytest.approx(3 / 0.875)
-    assert got.cost.serverless_monthly == pytest.approx(
-        2 * GPU_MONTH * 3 / 4.2 + 3 / 0.875 * GPU_MONTH
-    )
-    assert round(got.cost.serverless_monthly) == 27_621
-    assert got.cost.dedicated_monthly == pytest.approx(4 * GPU_MONTH)
-    # 4 <= (1 - 0.15) x 4.86: the evidence favours GPUs from now on.
-    assert got.above_since == NOW
+    instead of ceil(1.2 / 0.875) = 2; without the tenant it sheds 3 / 0.875 = 3.43 replicas of
+    capacity, $19,497/month, and that is all a promotion saves (its token share of the other 2,
+    $7,583, stays with the others). Its own: ceil(3 / 0.875) = 4 dedicated 1-GPU replicas,
+    $22,747/month at the fleet's price: no evidence for GPUs (charging it the share too, $27,621,
+    promoted it and raised the platform's spend by $3,250/month). At half the price, $11,373 <=
+    0.85 x $19,497: the evidence favours GPUs."""
+    same_price = placement.decide(inputs(traffic=traffic(3.0)), NOW)
+    assert same_price.cost is not None
+    assert same_price.cost.engine is not None
+    assert same_price.cost.engine.forced_replicas == pytest.approx(3 / 0.875)
+    assert same_price.cost.serverless_monthly == pytest.approx(3 / 0.875 * GPU_MONTH)
+    assert round(same_price.cost.serverless_monthly) == 19_497
+    assert round(same_price.cost.engine.spend_monthly) == round(5 * GPU_MONTH * 3 / 4.2) == 20_310
+    assert same_price.cost.dedicated_monthly == pytest.approx(4 * GPU_MONTH)
+    assert same_price.above_since is None
+    cheaper = placement.decide(inputs(traffic=traffic(3.0), dedicated=RESERVED), NOW)
+    assert cheaper.cost is not None
+    assert round(cheaper.cost.dedicated_monthly) == 11_373
+    assert cheaper.above_since == NOW
 
 
 # ------------------------------------------------------------------------------ properties
@@ -306,14 +342,45 @@ def test_spend_and_decision_cost_are_bounded(
     assert 0.0 <= got.token_share <= 1.0
     assert got.spend_monthly >= 0.0
     assert got.forced_replicas >= 0.0
-    # The decision never charges less than the share of the fleet the others already need:
-    # their work as the policy sees it, from their token rates (``others`` replicas of it, up
-    # to rounding: 5e-324 of a replica's tokens is no work at all once divided by throughput).
-    others_work = share.capacity.seconds_per_request(
-        share.others_input_tokens_per_second, share.others_output_tokens_per_second
+    # The decision cost is the capacity the fleet sheds without the tenant, priced: never more
+    # than its own work at the target (or the one replica it wakes alone), never more than the
+    # whole fleet with it. Its work as the policy sees it, from its token rates (5e-324 of a
+    # replica's tokens is no work at all once divided by throughput).
+    mine_work = share.capacity.seconds_per_request(20_000.0 * mine, 1_000.0 * mine)
+    assert got.decision_monthly == pytest.approx(got.forced_replicas * GPU_MONTH)
+    assert got.forced_replicas <= max(1.0, mine_work / share.target_utilization) + 1e-9
+    assert got.decision_monthly <= got.fleet_replicas * GPU_MONTH + 1e-6
+
+
+@given(
+    st.floats(0.0, 8.0),
+    st.floats(0.0, 4.0),
+    st.floats(0.0, 8.0),
+    st.booleans(),
+)
+@example(mean=3.0, extra_peak=0.0, others=1.2, with_hybrid=False)
+@example(mean=3.5, extra_peak=0.0, others=1.2, with_hybrid=True)
+def test_at_equal_prices_only_the_slo_promotes(
+    mean: float, extra_peak: float, others: float, with_hybrid: bool
+) -> None:
+    """The defect this rule fixes: promotions whose own replicas cost the platform more than the
+    fleet shed. With its own GPUs at the fleet's price per GPU (1-GPU nodes), dedicated replicas
+    sized for its peak never spend less than the capacity it forces, and a hybrid floor at most
+    ``1 - target`` (12.5%) less, within the 15% margin: so a tenant the fleet serves within its
+    SLO is never promoted, however busy, after any hold."""
+    got = placement.decide(
+        inputs(
+            traffic=traffic(mean, mean + extra_peak),
+            engine=engine(others=others, max_replicas=1000),
+            shared=SHARED if with_hybrid else None,
+            above_since=NOW - timedelta(hours=1),
+        ),
+        NOW,
     )
-    without = lora_promotion.fleet_replicas(others_work, share)
-    assert got.decision_monthly >= without * GPU_MONTH * got.token_share - 1e-6
+    assert got.cost is not None
+    assert got.cost.engine is not None
+    assert got.cost.engine.meets_slo
+    assert not got.move, got.message
 
 
 @given(st.floats(0.0, 29.99), st.floats(0.0, 5.0), st.sampled_from([S, D, H]))

@@ -367,12 +367,23 @@ def test_missed_shared_targets(
 
 def test_compare_pool_runs_every_alternative() -> None:
     """A pool of one busy tenant and three small ones, 30 minutes: every alternative covers every
-    tenant, spend adds up per alternative, and the best static split is one of k = 0..3."""
+    tenant, spend adds up per alternative, and the best static split is one of k = 0..3.
+
+    Its dedicated GPUs are at half the fleet's price per GPU-hour (reserved ones): at equal prices
+    replicas of its own never spend less than the capacity the fleet sheds without it
+    (:mod:`tidepool.policy.lora_promotion`), so only a cheaper pool promotes a tenant on spend."""
     rng = np.random.default_rng(1)
-    busy = load("p/busy", rng.poisson(60.0, 360).astype(float).tolist())
+    busy = load("p/busy", rng.poisson(300.0, 360).astype(float).tolist())
     small = [load(f"p/s{k}", rng.poisson(0.3, 360).astype(float).tolist()) for k in range(3)]
+    half = replace(CFG.prices, dedicated_per_gpu_hour=CFG.prices.dedicated_per_gpu_hour / 2)
     cmp = shared_compare.compare_pool(
-        "p", [busy, *small], CFG, shared.FleetSettings(), dt=DT, start=START, split_max=3
+        "p",
+        [busy, *small],
+        replace(CFG, prices=half),
+        shared.FleetSettings(),
+        dt=DT,
+        start=START,
+        split_max=3,
     )
     assert cmp.top[0] == 0  # the busy tenant heads the pool
     assert sorted(cmp.top) == [0, 1, 2, 3]  # four tenants: all in the top 5, no long tail
@@ -382,9 +393,11 @@ def test_compare_pool_runs_every_alternative() -> None:
         assert [r.tenant for r in cmp.runs[name]] == ["p/busy", "p/s0", "p/s1", "p/s2"]
         assert cmp.result(name).spend == pytest.approx(cmp.spend(name))
     assert 0 <= cmp.split <= 3
-    # The busy tenant (0.66 replicas of steady work) forces the fleet's one replica: placement
-    # promotes it at its first evidence, and make-before-break sends its requests to its own
-    # replicas from a model load later, in one segment to the end; none is lost or counted twice.
+    # The busy tenant (60 requests/s, 5.2 replicas of steady work) forces 5.2 / 0.875 - 1 = 4.9
+    # replicas beside the fleet's warm one; its own 6 or 7 (sized for its peak) at half the
+    # price spend less by the margin: placement promotes it at its first evidence, and
+    # make-before-break sends its requests to its own replicas from a model load later, in one
+    # segment to the end; none is lost or counted twice.
     auto = cmp.fleets[shared_compare.AUTO]
     (decided,) = auto.promoted_at[0]
     (seg,) = auto.own_segments(0)
