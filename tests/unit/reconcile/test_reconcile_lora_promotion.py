@@ -128,9 +128,15 @@ def fleet_releases(h: Harness) -> None:
 
 
 def on_the_fleet(work: float) -> Harness:
-    """A tenant the fleet has served for an hour, beside a neighbour of 0.5 replicas of work."""
+    """A tenant the fleet has served for an hour, beside a neighbour of 0.5 replicas of work.
+
+    Its dedicated pool is priced 60% below the fleet's $4/GPU-hour (GPUs committed for a term): at
+    equal prices replicas of its own never cost less than the capacity the fleet would shed
+    (:mod:`tidepool.policy.lora_promotion`), so only a cheaper pool promotes it on spend."""
     h = Harness(SPEC)
-    h.kube.pools = [pool(SHARED, "shared"), pool(DEDICATED, "dedicated", gpus_per_node=1)]
+    dedicated = pool(DEDICATED, "dedicated", gpus_per_node=1)
+    reserved = dedicated.spec.model_copy(update={"price_per_gpu_hour": 1.6})
+    h.kube.pools = [pool(SHARED, "shared"), dedicated.model_copy(update={"spec": reserved})]
     h.kube.tenants = [neighbour(0.5)]
     h.metrics.window = traffic(work)
     h.metrics.queue = Sample(0.0, h.clock.now)
@@ -149,9 +155,10 @@ def phase(h: Harness) -> MigrationPhase | None:
 
 
 def test_busy_tenant_promoted_and_quiet_tenant_demoted_make_before_break() -> None:
-    # 0.875 replicas of work beside the neighbour's 0.5: the fleet needs ceil(1.375 / 0.875) = 2
-    # replicas instead of 1, so the tenant forces one and pays 64% of the other: $4,778/month
-    # against one dedicated A100 of its own, $2,920: 39% less, past the 15% margin.
+    # 0.875 replicas of work beside the neighbour's 0.5: the fleet needs 1.375 / 0.875 = 1.57
+    # replicas of capacity instead of 1, so without the tenant it would shed 0.57 of a replica,
+    # $1,669/month at $4/GPU-hour; one dedicated A100 of its own at $1.6 is $1,168: 30% less,
+    # past the 15% margin.
     h = on_the_fleet(0.875)
     h.sync()
     assert h.status.engine == ENGINE
@@ -200,7 +207,7 @@ def test_busy_tenant_promoted_and_quiet_tenant_demoted_make_before_break() -> No
     fleet_releases(h)
 
     # Quiet now: 0.05 replicas of work would cost the fleet nothing more (1 replica either
-    # way) and 9% of its tokens, $265/month, against $2,920 on its own: demote, after the dwell.
+    # way), against $1,168 on its own: demote, after the dwell.
     h.metrics.window = traffic(0.05)
     h.sync(advance=30)
     assert h.status.utilization_below_since is not None
