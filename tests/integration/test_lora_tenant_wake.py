@@ -33,7 +33,6 @@ from tidepool_stack import (
     complete,
     gateway_knows,
     get_infd,
-    replicas_of,
     wait_for,
     wait_for_reconciles,
 )
@@ -42,6 +41,7 @@ from urllib3.exceptions import ProtocolError
 import localcluster
 import stack
 from podbacker import PodBacker
+from stack import replicas_of
 from tidepool.adapters import kube as kube_adapter
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")

@@ -15,12 +15,12 @@ from tidepool_stack import (
     gateway_knows,
     get_infd,
     infd_manifest,
-    replicas_of,
     wait_for,
 )
 
 import stack
 from prometheus import Prometheus
+from stack import replicas_of
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
 

@@ -23,12 +23,12 @@ from tidepool_stack import (
     condition,
     get_infd,
     infd_manifest,
-    replicas_of,
     wait_for,
 )
 
 import stack
 from podbacker import PodBacker
+from stack import replicas_of
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
 

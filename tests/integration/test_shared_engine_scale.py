@@ -43,13 +43,13 @@ from tidepool_stack import (
     apply_infd,
     condition,
     get_infd,
-    replicas_of,
     wait_for,
 )
 
 import localcluster
 import stack
 from podbacker import PodBacker
+from stack import replicas_of
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
 
