@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from tidepool.adapters.discovery import PLURAL
 from tidepool.api import labels
+from tidepool.api.conditions import EventType
 from tidepool.api.v1alpha1 import types
 from tidepool.policy.cold_start import parse_wake
 
@@ -128,7 +129,7 @@ def _gateway_event(
         },
         "reason": reason,
         "message": message,
-        "type": "Normal",
+        "type": EventType.NORMAL,
         "source": {"component": GATEWAY_COMPONENT},
         "reportingComponent": GATEWAY_COMPONENT,
         "reportingInstance": instance,

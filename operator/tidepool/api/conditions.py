@@ -1,4 +1,5 @@
-"""The ``metav1.Condition`` vocabulary and the one function that updates a condition list.
+"""The ``metav1.Condition`` and Event vocabulary, and the one function that updates a
+condition list.
 
 Rules follow apimachinery's ``meta.SetStatusCondition``: ``lastTransitionTime`` moves only when
 ``status`` changes, so "Ready=False for 10m" stays readable from the object itself. Because Kopf
@@ -70,6 +71,14 @@ class Reason(StrEnum):
     ADAPTER_LOADING = "Loading"
     ENGINE_SCALED_TO_ZERO = "EngineScaledToZero"
     NO_ADAPTER_SLOT = "NoAdapterSlot"
+
+
+class EventType(StrEnum):
+    """The two values core/v1 Event ``type`` allows; ``kubectl get events --field-selector
+    type=Warning`` filters on exactly these strings, so nothing else may be sent."""
+
+    NORMAL = "Normal"  # an expected step: scaled, migrated, adapter loaded
+    WARNING = "Warning"  # something a user should look at: no metrics, unschedulable, bad spec
 
 
 def set_condition(

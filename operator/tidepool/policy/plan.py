@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Final, Protocol
 
 from tidepool.api import conditions, labels, names
-from tidepool.api.conditions import ConditionType, Reason
+from tidepool.api.conditions import ConditionType, EventType, Reason
 from tidepool.api.v1alpha1 import (
     CapacityStatus,
     ColdStartStatus,
@@ -146,7 +146,7 @@ class History:
 class Event:
     """A Kubernetes Event to emit on the InferenceDeployment."""
 
-    type: str  # "Normal" | "Warning"
+    type: EventType
     reason: str
     message: str
 
@@ -387,7 +387,7 @@ def _served_by_shared_engine(
                 **_fleet_spend(infd, observed),
             }
         ),
-        events=(Event("Normal", Reason.ADAPTER_LOADED, removing),) if own else (),
+        events=(Event(EventType.NORMAL, Reason.ADAPTER_LOADED, removing),) if own else (),
         history=history,
         requeue_after=autoscale.DEFAULT_REQUEUE,
         delete_services=stale_services(observed.services, names.engine_service(infd.name)),
@@ -846,7 +846,9 @@ def _invalid(infd: InferenceDeployment, exc: ValueError, history: History, now: 
         status=status.model_copy(
             update={"conditions": conds.items, "observed_generation": infd.generation}
         ),
-        events=(Event("Warning", reason, str(exc)),) if status.conditions != conds.items else (),
+        events=(Event(EventType.WARNING, reason, str(exc)),)
+        if status.conditions != conds.items
+        else (),
         history=history,
         requeue_after=INVALID_REQUEUE,
     )
@@ -972,7 +974,7 @@ def _begin_move(
     again)."""
     if not ctx.observed.may_start_migration:
         deferred = Event(
-            "Normal", "MigrationDeferred", f"{message}; deferred: migration budget in use"
+            EventType.NORMAL, "MigrationDeferred", f"{message}; deferred: migration budget in use"
         )
         return dataclasses.replace(course, events=(*course.events, deferred))
     started = migration.start(
@@ -986,7 +988,7 @@ def _begin_move(
     return dataclasses.replace(
         course,
         migration=started,
-        events=(*course.events, Event("Normal", reason, message)),
+        events=(*course.events, Event(EventType.NORMAL, reason, message)),
         last_decision=LastDecision(time=ctx.now, action=reason, reason=reason, message=message),
     )
 
@@ -1028,7 +1030,7 @@ def _redirect(ctx: _Reconcile, course: _Course) -> _Course:
         roles=serving.roles,
         routable=serving.pools,
         placement_since=ctx.now if moved else course.placement_since,
-        events=(*course.events, Event("Normal", kind, turned.message)),
+        events=(*course.events, Event(EventType.NORMAL, kind, turned.message)),
         last_decision=LastDecision(time=ctx.now, action=kind, reason=kind, message=turned.message),
     )
 
@@ -1056,7 +1058,7 @@ def _migration_step(ctx: _Reconcile, course: _Course) -> _Course:
             kind = "MigrationRolledBack"
         else:
             kind = str(stepped.status.phase if stepped.status else "")
-        severity = "Warning" if stepped.rolled_back else "Normal"
+        severity = EventType.WARNING if stepped.rolled_back else EventType.NORMAL
         events = (*events, Event(severity, kind, stepped.message))
         last_decision = LastDecision(
             time=ctx.now, action=kind, reason=kind, message=stepped.message
@@ -1247,7 +1249,7 @@ def _announce_scale(
         message += f"; capped at {rendered} (hybrid floor plus hybrid.maxOverflowReplicas)"
     return True, dataclasses.replace(
         course,
-        events=(*course.events, Event("Normal", scale.reason, message)),
+        events=(*course.events, Event(EventType.NORMAL, scale.reason, message)),
         last_decision=LastDecision(
             time=ctx.now,
             action=f"scale {current}->{rendered}",
@@ -1321,7 +1323,7 @@ def _conditions(
         cond(ConditionType.METRICS_AVAILABLE, False, Reason.METRICS_UNKNOWN, msg)
         prev = conditions.find(infd.status.conditions, ConditionType.METRICS_AVAILABLE)
         if prev is None or prev.status != "False":
-            events.append(Event("Warning", Reason.METRICS_UNKNOWN, msg))
+            events.append(Event(EventType.WARNING, Reason.METRICS_UNKNOWN, msg))
     cond(
         ConditionType.SCALING,
         scale.metrics_known or scale.replicas > 0,
@@ -1488,7 +1490,7 @@ def _deletions(
     delete = () if joining else retired(observed.deployments, observed.stale, replicas_by_pool)
     events = tuple(
         Event(
-            "Normal",
+            EventType.NORMAL,
             "Renamed",
             f"{names.engine_deployment(ctx.infd.name, old.pool)} serves pool {old.pool}:"
             f" removing {old.name}",
@@ -1670,7 +1672,7 @@ def _scheduling_condition(
     cond(ConditionType.SCHEDULED, False, Reason.UNSCHEDULABLE, msg)
     prev = conditions.find(before, ConditionType.SCHEDULED)
     if prev is None or prev.status != "False":
-        events.append(Event("Warning", Reason.UNSCHEDULABLE, msg))
+        events.append(Event(EventType.WARNING, Reason.UNSCHEDULABLE, msg))
 
 
 class _CondFn(Protocol):

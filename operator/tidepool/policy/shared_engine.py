@@ -60,7 +60,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from tidepool.api import conditions, labels, names
-from tidepool.api.conditions import ConditionType, Reason
+from tidepool.api.conditions import ConditionType, EventType, Reason
 from tidepool.api.v1alpha1 import (
     Condition,
     DeploymentMode,
@@ -583,7 +583,7 @@ def plan_shared_engine(
             now=now,
         )
         if conds != status.conditions:
-            events.append(Event("Warning", Reason.POOL_NOT_FOUND, message))
+            events.append(Event(EventType.WARNING, Reason.POOL_NOT_FOUND, message))
         return SharedEnginePlan(
             pool=None,
             replicas=current,
@@ -641,7 +641,7 @@ def plan_shared_engine(
     scale = fleet.scale
     desired = fleet.replicas
     if desired != current:
-        events.append(Event("Normal", fleet.reason, fleet.message))
+        events.append(Event(EventType.NORMAL, fleet.reason, fleet.message))
 
     # -- adapters ------------------------------------------------------------------------------
     by_tenant = {tenant_key(t): t for t in members}
