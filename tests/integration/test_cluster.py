@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 import localcluster
 from podbacker import PodBacker, lora_args, probe_health
 from prometheus import Prometheus
+from tidepool.api import labels
 
 pytestmark = pytest.mark.cluster
 
@@ -50,12 +51,12 @@ def engine_pod(
         metadata=client.V1ObjectMeta(
             name=name,
             labels={
-                "tidepool.dev/component": "engine",
-                "tidepool.dev/served-model": model,
-                "tidepool.dev/pool": "shared-a100",
-                "tidepool.dev/inference-deployment": "it-test",
+                labels.COMPONENT: labels.COMPONENT_ENGINE,
+                labels.SERVED_MODEL: model,
+                labels.POOL: "shared-a100",
+                labels.INFERENCE_DEPLOYMENT: "it-test",
             },
-            annotations={"tidepool.dev/sim-load-delay": load_delay},
+            annotations={labels.SIM_LOAD_DELAY: load_delay},
         ),
         spec=client.V1PodSpec(
             node_selector={"tidepool.dev/pool": "shared-a100"},
@@ -92,12 +93,12 @@ def test_fake_gpu_nodes_match_the_pool_table(
     assert {n.name for n in expected} <= set(nodes)
     for want in expected:
         node = nodes[want.name]
-        labels = node.metadata.labels
+        node_labels = node.metadata.labels
         assert node.status.capacity[GPU] == "8"
         assert node.status.allocatable[GPU] == "8"
-        assert labels["tidepool.dev/pool"] == want.pool
-        assert labels["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB"
-        assert labels["nvidia.com/gpu.count"] == "8"
+        assert node_labels["tidepool.dev/pool"] == want.pool
+        assert node_labels["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB"
+        assert node_labels["nvidia.com/gpu.count"] == "8"
         taints = {(t.key, t.value, t.effect) for t in node.spec.taints}
         assert (GPU, "present", "NoSchedule") in taints
         dedicated = ("tidepool.dev/tenancy", "dedicated", "NoSchedule") in taints
@@ -113,14 +114,14 @@ def test_fake_gpu_nodes_match_the_pool_table(
 
 def test_deployment_lands_on_its_pools_node(kube: client.ApiClient, namespace: str) -> None:
     apps, core = client.AppsV1Api(kube), client.CoreV1Api(kube)
-    labels = {"app": "dedicated-probe"}
+    probe_labels = {"app": "dedicated-probe"}
     deployment = client.V1Deployment(
         metadata=client.V1ObjectMeta(name="dedicated-probe"),
         spec=client.V1DeploymentSpec(
             replicas=2,
-            selector=client.V1LabelSelector(match_labels=labels),
+            selector=client.V1LabelSelector(match_labels=probe_labels),
             template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
+                metadata=client.V1ObjectMeta(labels=probe_labels),
                 spec=client.V1PodSpec(
                     node_selector={"tidepool.dev/pool": "dedicated-a100"},
                     tolerations=[GPU_TOLERATION, DEDICATED_TOLERATION],
@@ -355,12 +356,12 @@ def test_prometheus_scrapes_engine_pods_and_can_be_stopped(
     series = prometheus.wait_for_query(
         f'vllm:num_requests_running{{namespace="{namespace}"}}', timeout=30
     )
-    labels = series[0]["metric"]
-    assert labels["pod"] == "engine-metrics"
-    assert labels["pool"] == "shared-a100"
-    assert labels["inference_deployment"] == "it-test"
-    assert labels["served_model"] == "test-model"
-    assert ipaddress.ip_address(labels["instance"].rsplit(":", 1)[0]).is_loopback
+    metric = series[0]["metric"]
+    assert metric["pod"] == "engine-metrics"
+    assert metric["pool"] == "shared-a100"
+    assert metric["inference_deployment"] == "it-test"
+    assert metric["served_model"] == "test-model"
+    assert ipaddress.ip_address(metric["instance"].rsplit(":", 1)[0]).is_loopback
 
     prometheus.stop()
     with pytest.raises(urllib.error.URLError):

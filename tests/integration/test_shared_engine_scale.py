@@ -50,6 +50,7 @@ import localcluster
 import stack
 from podbacker import PodBacker
 from stack import replicas_of
+from tidepool.api import labels
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
 
@@ -87,7 +88,7 @@ class Fleet:
 
     @property
     def label(self) -> str:
-        return f"tidepool.dev/shared-engine={self.engine},tidepool.dev/component=engine"
+        return f"{labels.SHARED_ENGINE}={self.engine},{labels.COMPONENT}={labels.COMPONENT_ENGINE}"
 
     @property
     def deployment(self) -> str:

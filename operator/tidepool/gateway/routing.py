@@ -30,8 +30,15 @@ ModelKey = tuple[str, str]
 
 
 class Tier(StrEnum):
-    PRIMARY = "primary"
-    OVERFLOW = "overflow"
+    """A backend's place in the pick order: primaries first (each up to its cap), then overflow.
+
+    Narrower than :class:`~tidepool.api.v1alpha1.types.PoolRole` (a backend is never a migration
+    target or draining: those are not routed), but spelled with the same words, taken from it,
+    so a tier and the pool role that puts a pod there never read differently.
+    """
+
+    PRIMARY = types.PoolRole.PRIMARY.value
+    OVERFLOW = types.PoolRole.OVERFLOW.value
 
 
 @dataclass(frozen=True, slots=True)

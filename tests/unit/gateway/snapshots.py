@@ -56,4 +56,7 @@ def snapshot(
     return RoutingSnapshot(models=models, endpoints=endpoints)
 
 
-HYBRID_POOLS = (("dedicated-a", "dedicated", "primary"), ("shared", "shared", "overflow"))
+HYBRID_POOLS = (
+    ("dedicated-a", types.Tenancy.DEDICATED, types.PoolRole.PRIMARY),
+    ("shared", types.Tenancy.SHARED, types.PoolRole.OVERFLOW),
+)
