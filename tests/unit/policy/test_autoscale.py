@@ -49,10 +49,36 @@ def inputs(**kw: object) -> autoscale.AutoscaleInputs:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
+#: The rule functions :func:`autoscale.decide` runs, by name, and the reasons each may give. A
+#: table row names its rule in its id, so a failing id says which rule broke; a reason from
+#: another rule's set means the row no longer reaches the rule it names.
+RULE_REASONS: dict[str, frozenset[Reason]] = {
+    "pinned": frozenset({Reason.PINNED}),
+    "without_metrics": frozenset({Reason.WAKE_REQUESTED, Reason.METRICS_UNKNOWN}),
+    "scale_up": frozenset(
+        {Reason.SCALED_UP, Reason.SCALED_FROM_ZERO, Reason.WAKE_REQUESTED, Reason.HOLDING}
+    ),
+    "scale_down": frozenset({Reason.SCALED_DOWN, Reason.COOLING_DOWN}),
+    "toward_zero": frozenset(
+        {Reason.SCALED_TO_ZERO_AFTER_IDLE, Reason.COOLING_DOWN, Reason.SCALED_DOWN}
+    ),
+    "stabilized_down": frozenset({Reason.SCALED_DOWN, Reason.COOLING_DOWN}),
+    "hold": frozenset({Reason.HOLDING, Reason.HOLDING_WARM_MINIMUM}),
+}
+
+
+def case(
+    rule: str, given: autoscale.AutoscaleInputs, replicas: int, reason: Reason, name: str
+) -> object:
+    """A row of :data:`CASES`, its id ``rule:name``."""
+    return pytest.param(rule, given, replicas, reason, id=f"{rule}:{name}")
+
+
 CASES = [
     # Rule 6 after an outage: idle 6m since the last demand, but metrics returned 2m ago, and
     # nobody saw the 4m before: 2m of the 5m window observed, so one replica stays.
-    pytest.param(
+    case(
+        "toward_zero",
         inputs(
             current_replicas=1,
             ready_replicas=1,
@@ -62,9 +88,10 @@ CASES = [
         ),
         1,
         Reason.COOLING_DOWN,
-        id="idle-6m-but-metrics-back-2m-ago-keeps-one",
+        "idle-6m-but-metrics-back-2m-ago-keeps-one",
     ),
-    pytest.param(
+    case(
+        "toward_zero",
         inputs(
             current_replicas=1,
             ready_replicas=1,
@@ -74,53 +101,61 @@ CASES = [
         ),
         0,
         Reason.SCALED_TO_ZERO_AFTER_IDLE,
-        id="metrics-back-5m-ago-and-idle-since-scales-to-zero",
+        "metrics-back-5m-ago-and-idle-since-scales-to-zero",
     ),
-    pytest.param(
+    case(
+        "scale_up",
         inputs(queue=q(37)),
         4,
         Reason.SCALED_UP,
-        id="queue-37-target-8-ready-2-rate-2-gives-4-not-5",
+        "queue-37-target-8-ready-2-rate-2-gives-4-not-5",
     ),
-    pytest.param(
+    case(
+        "scale_up",
         inputs(queue=q(37), current_replicas=4, ready_replicas=4),
         5,
         Reason.SCALED_UP,
-        id="queue-37-with-4-ready-reaches-5",
+        "queue-37-with-4-ready-reaches-5",
     ),
-    pytest.param(
+    case(
+        "scale_up",
         inputs(current_replicas=0, ready_replicas=0, queue=q(3)),
         1,
         Reason.SCALED_FROM_ZERO,
-        id="scales-from-zero-on-queue",
+        "scales-from-zero-on-queue",
     ),
     # Rule 4: the rate limit stops a backlog's overshoot, not what the arrivals need. Queue 96
     # asks 12 and 2 ready may double to 4, but the last minute's arrivals keep 48 busy: 6.
-    pytest.param(
+    case(
+        "scale_up",
         inputs(queue=q(96), offered=48.0),
         6,
         Reason.SCALED_UP,
-        id="offered-48-lifts-the-rate-limit-to-6-not-12",
+        "offered-48-lifts-the-rate-limit-to-6-not-12",
     ),
-    pytest.param(
+    case(
+        "scale_up",
         inputs(queue=q(200), policy=replace(POLICY, min_replicas=5)),
         5,
         Reason.SCALED_UP,
-        id="below-a-raised-minimum-goes-to-it-but-no-further-than-the-rate",
+        "below-a-raised-minimum-goes-to-it-but-no-further-than-the-rate",
     ),
-    pytest.param(
+    case(
+        "scale_up",
         inputs(queue=q(96), offered=8.0),
         4,
         Reason.SCALED_UP,
-        id="offered-below-the-rate-limit-changes-nothing",
+        "offered-below-the-rate-limit-changes-nothing",
     ),
-    pytest.param(
+    case(
+        "scale_up",
         inputs(current_replicas=0, ready_replicas=0, queue=q(100)),
         2,
         Reason.SCALED_FROM_ZERO,
-        id="from-zero-limited-to-rate-times-one",
+        "from-zero-limited-to-rate-times-one",
     ),
-    pytest.param(
+    case(
+        "without_metrics",
         inputs(
             current_replicas=0,
             ready_replicas=0,
@@ -129,9 +164,10 @@ CASES = [
         ),
         1,
         Reason.WAKE_REQUESTED,
-        id="wake-at-zero-scales-without-metrics",
+        "wake-at-zero-scales-without-metrics",
     ),
-    pytest.param(
+    case(
+        "without_metrics",
         inputs(
             current_replicas=0,
             ready_replicas=0,
@@ -141,51 +177,59 @@ CASES = [
         ),
         3,
         Reason.WAKE_REQUESTED,
-        id="wake-at-zero-goes-to-warm-minimum",
+        "wake-at-zero-goes-to-warm-minimum",
     ),
-    pytest.param(
+    case(
+        "without_metrics",
         inputs(current_replicas=3, queue=signals.NoData("prometheus unreachable")),
         3,
         Reason.METRICS_UNKNOWN,
-        id="holds-on-missing-metrics",
+        "holds-on-missing-metrics",
     ),
-    pytest.param(
+    case(
+        "without_metrics",
         inputs(current_replicas=1, queue=signals.NoData("NaN"), last_active_at=LONG_AGO),
         1,
         Reason.METRICS_UNKNOWN,
-        id="never-to-zero-on-missing-metrics-even-when-idle",
+        "never-to-zero-on-missing-metrics-even-when-idle",
     ),
-    pytest.param(
+    case(
+        "stabilized_down",
         inputs(current_replicas=3, queue=q(0), history=(rec(60, 3),)),
         3,
         Reason.COOLING_DOWN,
-        id="holds-highest-recommendation-in-window",
+        "holds-highest-recommendation-in-window",
     ),
-    pytest.param(
+    case(
+        "stabilized_down",
         inputs(current_replicas=3, queue=q(8), history=(rec(200, 3),)),
         1,
         Reason.SCALED_DOWN,
-        id="scales-down-after-window",
+        "scales-down-after-window",
     ),
-    pytest.param(
+    case(
+        "scale_down",
         inputs(current_replicas=3, queue=q(8), operator_started_at=NOW - timedelta(seconds=30)),
         3,
         Reason.COOLING_DOWN,
-        id="no-scale-down-right-after-restart",
+        "no-scale-down-right-after-restart",
     ),
-    pytest.param(
+    case(
+        "toward_zero",
         inputs(current_replicas=1, queue=q(0), last_active_at=NOW - timedelta(minutes=2)),
         1,
         Reason.COOLING_DOWN,
-        id="idle-2m-of-5m-holds-one",
+        "idle-2m-of-5m-holds-one",
     ),
-    pytest.param(
+    case(
+        "toward_zero",
         inputs(current_replicas=1, queue=q(0), last_active_at=NOW - timedelta(minutes=6)),
         0,
         Reason.SCALED_TO_ZERO_AFTER_IDLE,
-        id="idle-6m-scales-to-zero",
+        "idle-6m-scales-to-zero",
     ),
-    pytest.param(
+    case(
+        "hold",
         inputs(
             current_replicas=2,
             queue=q(0),
@@ -194,46 +238,95 @@ CASES = [
         ),
         2,
         Reason.HOLDING_WARM_MINIMUM,
-        id="holds-warm-minimum-when-queue-empty",
+        "holds-warm-minimum-when-queue-empty",
     ),
-    pytest.param(
+    case(
+        "hold",
         inputs(current_replicas=2, queue=q(16)),
         2,
         Reason.HOLDING,
-        id="holds-when-on-target",
+        "holds-when-on-target",
     ),
-    pytest.param(
+    case(
+        "pinned",
         inputs(pinned_replicas=7, queue=q(0)),
         7,
         Reason.PINNED,
-        id="pinned-by-scale-subresource",
+        "pinned-by-scale-subresource",
     ),
-    pytest.param(
+    case(
+        "pinned",
         inputs(pinned_replicas=50, queue=q(0)),
         10,
         Reason.PINNED,
-        id="pinned-is-clamped-to-max",
+        "pinned-is-clamped-to-max",
     ),
-    pytest.param(
+    case(
+        "scale_down",
         inputs(current_replicas=12, ready_replicas=12, queue=q(200)),
         10,
         Reason.SCALED_DOWN,
-        id="above-max-is-cut-at-once",
+        "above-max-is-cut-at-once",
     ),
     # Rule 5 with the offered load measured. A minute ago 6 replicas were loading and the queue
     # of 48 asked for 6, but the arrivals only for 2 (sustained): that backlog is drained now
     # (queue 16 asks 2), so 6 -> 2 at once instead of holding 6 for the window.
-    pytest.param(
+    case(
+        "stabilized_down",
         inputs(current_replicas=6, ready_replicas=6, queue=q(16), history=(rec(60, 6, 2),)),
         2,
         Reason.SCALED_DOWN,
-        id="backlog-seen-while-loading-is-not-held",
+        "backlog-seen-while-loading-is-not-held",
     ),
-    pytest.param(
+    case(
+        "stabilized_down",
         inputs(current_replicas=6, ready_replicas=6, queue=q(16), history=(rec(60, 6),)),
         6,
         Reason.COOLING_DOWN,
-        id="burst-seen-with-every-replica-ready-is-held",
+        "burst-seen-with-every-replica-ready-is-held",
+    ),
+    # Rule 4 with a scale-up window: queue 64 asks 8, but 30 s ago the recommendation was 2,
+    # the lowest in the 60 s window, so 2 replicas stay.
+    case(
+        "scale_up",
+        inputs(
+            policy=replace(POLICY, scale_up_stabilization=timedelta(seconds=60)),
+            queue=q(64),
+            history=(rec(30, 2),),
+        ),
+        2,
+        Reason.HOLDING,
+        "a-lower-recommendation-in-the-scale-up-window-holds",
+    ),
+    # Rule 2 with the metrics present: an empty queue, but the gateway holds a request.
+    case(
+        "scale_up",
+        inputs(current_replicas=0, ready_replicas=0, queue=q(0), wake_requested=True),
+        1,
+        Reason.WAKE_REQUESTED,
+        "wake-at-zero-with-an-empty-queue-scales-to-one",
+    ),
+    case(
+        "without_metrics",
+        inputs(current_replicas=12, ready_replicas=12, queue=signals.NoData("no series")),
+        10,
+        Reason.METRICS_UNKNOWN,
+        "above-max-is-clamped-even-without-metrics",
+    ),
+    # Rule 6 before the idle window ends, from more than one replica: down to one, not zero.
+    case(
+        "toward_zero",
+        inputs(current_replicas=3, queue=q(0), last_active_at=NOW - timedelta(minutes=2)),
+        1,
+        Reason.SCALED_DOWN,
+        "idle-2m-of-5m-steps-3-down-to-one",
+    ),
+    case(
+        "toward_zero",
+        inputs(current_replicas=1, ready_replicas=1, queue=q(0), last_active_at=None),
+        1,
+        Reason.COOLING_DOWN,
+        "no-activity-on-record-starts-the-idle-clock",
     ),
 ]
 
@@ -252,10 +345,47 @@ def test_what_the_scale_down_window_remembers(ready: int, offered: float | None,
     assert d.history[-1].held == held
 
 
-@pytest.mark.parametrize(("given_inputs", "replicas", "reason"), CASES)
-def test_decide(given_inputs: autoscale.AutoscaleInputs, replicas: int, reason: Reason) -> None:
+@pytest.mark.parametrize(("rule", "given_inputs", "replicas", "reason"), CASES)
+def test_decide(
+    rule: str, given_inputs: autoscale.AutoscaleInputs, replicas: int, reason: Reason
+) -> None:
     d = autoscale.decide(given_inputs, NOW)
     assert (d.replicas, d.reason) == (replicas, reason), d.message
+    assert d.reason in RULE_REASONS[rule], f"{d.reason} is not a reason {rule} gives"
+
+
+def test_every_rule_has_a_row() -> None:
+    assert {p.values[0] for p in CASES} == set(RULE_REASONS)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("last_active_at", "queue", "idle_clock"),
+    [
+        pytest.param(None, 0, NOW, id="no-activity-on-record-starts-now"),
+        pytest.param(LONG_AGO, 0, LONG_AGO, id="idle-since-long-ago-stays"),
+    ],
+)
+def test_toward_zero_idle_clock(
+    last_active_at: datetime | None, queue: float, idle_clock: datetime
+) -> None:
+    given = inputs(
+        current_replicas=1, ready_replicas=1, queue=q(queue), last_active_at=last_active_at
+    )
+    assert autoscale.decide(given, NOW).last_active_at == idle_clock
+
+
+@pytest.mark.parametrize(
+    ("queue", "idle_clock"),
+    [
+        pytest.param(q(5), NOW, id="demand-while-pinned-refreshes-the-idle-clock"),
+        pytest.param(q(0), LONG_AGO, id="no-demand-while-pinned-keeps-it"),
+        pytest.param(signals.NoData("no series"), LONG_AGO, id="no-metrics-while-pinned-keeps-it"),
+    ],
+)
+def test_pinned_idle_clock(queue: signals.Signal, idle_clock: datetime) -> None:
+    """Unpinning must not scale an active tenant to zero on an idle clock pinning froze."""
+    given = inputs(pinned_replicas=3, queue=queue, last_active_at=LONG_AGO)
+    assert autoscale.decide(given, NOW).last_active_at == idle_clock
 
 
 def test_message_carries_the_numbers() -> None:
