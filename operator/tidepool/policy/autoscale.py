@@ -314,6 +314,10 @@ def _scale_up(inputs: AutoscaleInputs, d: _Demand, now: datetime) -> _Verdict:
     p, cur = inputs.policy, inputs.current_replicas
     # Scale-up stabilization: the lowest recommendation in the window (0s: just ``raw``).
     desired = max(cur, min(_window(d.history, now, p.scale_up_stabilization)))
+    if cur == 0 and inputs.wake_requested:
+        # Rule 2: the gateway holds requests now; an earlier recommendation of zero in the
+        # window is no reason to keep them waiting.
+        desired = max(desired, 1)
     limit = math.ceil(p.max_scale_up_rate * max(1, inputs.ready_replicas))
     if inputs.offered is not None:
         # The rate limit guards against a backlog's overshoot; what the measured arrivals

@@ -306,6 +306,22 @@ CASES = [
         Reason.WAKE_REQUESTED,
         "wake-at-zero-with-an-empty-queue-scales-to-one",
     ),
+    # Rule 2 inside a scale-up window: 30 s ago, idle, the recommendation was 0, the lowest in
+    # the 60 s window; the wake still scales to one at once.
+    case(
+        "scale_up",
+        inputs(
+            policy=replace(POLICY, scale_up_stabilization=timedelta(seconds=60)),
+            current_replicas=0,
+            ready_replicas=0,
+            queue=q(0),
+            wake_requested=True,
+            history=(rec(30, 0),),
+        ),
+        1,
+        Reason.WAKE_REQUESTED,
+        "wake-at-zero-is-not-held-by-the-scale-up-window",
+    ),
     case(
         "without_metrics",
         inputs(current_replicas=12, ready_replicas=12, queue=signals.NoData("no series")),
