@@ -193,19 +193,24 @@ def gateway(
     namespace: str | None = None,
     shared_engine_namespace: str | None = None,
     replica_service: tuple[str, str] | None = None,
+    endpoints_from: str = "pods",
 ) -> ManagedProcess:
     """The gateway on ``port`` (the API) and ``metrics_port`` (/metrics, what Prometheus
     scrapes); a free port for either one not given. ``api_keys``: its ``--api-keys`` file;
     ``namespace``: watch only that one (else every namespace), with the SharedEngine fleets in
     ``shared_engine_namespace``. ``replica_service``: (namespace, name) of the Service whose
     ready endpoints it counts as its replicas (``--replica-service``, in ``POD_NAMESPACE`` as
-    the chart sets it)."""
+    the chart sets it). ``endpoints_from``: its ``--endpoints-from``; pods by default, since
+    the local cluster's pod IPs are loopback addresses, which the API server refuses in an
+    EndpointSlice (Kubernetes' ValidateEndpointIP), so the engine Services' slices stay empty
+    there."""
     port = port or free_port()
     metrics_port = metrics_port or free_port()
     scope = ["--namespace", namespace] if namespace else []
     if shared_engine_namespace:
         scope += ["--shared-engine-namespace", shared_engine_namespace]
     keys = ["--api-keys", str(api_keys)] if api_keys else []
+    scope += ["--endpoints-from", endpoints_from]
     env = {"KUBECONFIG": kubeconfig}
     if replica_service is not None:
         env["POD_NAMESPACE"], service = replica_service

@@ -383,6 +383,7 @@ def test_operator_and_gateway_images_wake_a_model_from_zero(
     gateway = podman.start(
         images["gateway"],
         "gateway", "--kubeconfig", "/etc/tidepool/kubeconfig", "--all-namespaces",
+        "--endpoints-from", "pods",  # loopback pod IPs: no EndpointSlice may hold them
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(stack.free_port()),
         "--queue-timeout", "120s", "--drain-timeout", "5s",
         flags=(f"--volume={gw_conf}:/etc/tidepool/kubeconfig:ro,Z",),

@@ -64,6 +64,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="where the operator runs SharedEngine fleets, watched beside --namespace"
         " (default: $POD_NAMESPACE, else default)",
     )
+    parser.add_argument(
+        "--endpoints-from",
+        choices=[str(s) for s in discovery.EndpointSource],
+        default=str(discovery.EndpointSource.ENDPOINT_SLICES),
+        help="where engine replicas are learnt: the engine Services' EndpointSlices, or pods"
+        " (for pod IPs a slice may not hold, e.g. loopback ones; needs list/watch on pods)",
+    )
     parser.add_argument("--queue-size", type=int, default=100, help="held requests per model")
     parser.add_argument("--queue-timeout", type=seconds_flag, default=120.0, help="e.g. 120s, 5m")
     parser.add_argument("--drain-timeout", type=seconds_flag, default=900.0, help="on SIGTERM")
@@ -138,7 +145,11 @@ def build(args: argparse.Namespace) -> web.Application:
         api = kube.load_client(args.kubeconfig)
         namespace = None if args.all_namespaces else args.namespace
         source = discovery.KubeDiscovery(
-            api, snapshot.build_snapshot, namespace, args.shared_engine_namespace
+            api,
+            snapshot.build_snapshot,
+            namespace,
+            args.shared_engine_namespace,
+            discovery.EndpointSource(args.endpoints_from),
         )
         waker = wake.KubeWaker(api)
         if args.replica_service:

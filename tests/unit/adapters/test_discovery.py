@@ -1,4 +1,6 @@
-"""``KubeDiscovery``: lists, then watches, and hands the caller's ``build`` the caches.
+"""``KubeDiscovery``: lists, then watches, and hands the caller's ``build`` the caches (the
+engine pods as the engine Services' EndpointSlices list them, InferenceDeployments,
+SharedEngines).
 
 The kubernetes client runs for real here, against a loopback HTTP server that answers the
 lists and streams the watch events as kube-apiserver does (one JSON event per line, each in an
@@ -26,6 +28,8 @@ from tidepool.adapters import discovery
 
 PODS = "/api/v1/namespaces/team/pods"
 FLEET_PODS = "/api/v1/namespaces/tidepool-system/pods"
+SLICES = "/apis/discovery.k8s.io/v1/namespaces/team/endpointslices"
+FLEET_SLICES = "/apis/discovery.k8s.io/v1/namespaces/tidepool-system/endpointslices"
 INFDS = "/apis/tidepool.dev/v1alpha1/namespaces/team/inferencedeployments"
 ENGINES = "/apis/tidepool.dev/v1alpha1/sharedengines"
 
@@ -35,6 +39,19 @@ Seen = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 def _obj(name: str, namespace: str = "") -> dict[str, Any]:
     meta = {"name": name, "resourceVersion": "7"} | ({"namespace": namespace} if namespace else {})
     return {"metadata": meta}
+
+
+def _slice(name: str, namespace: str, *pods: str) -> dict[str, Any]:
+    """An EndpointSlice listing ``pods`` as ready endpoints."""
+    endpoints = [
+        {
+            "addresses": [f"127.0.0.{i + 1}"],
+            "conditions": {"ready": True},
+            "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace},
+        }
+        for i, pod in enumerate(pods)
+    ]
+    return {**_obj(name, namespace), "addressType": "IPv4", "endpoints": endpoints}
 
 
 def _keys(
@@ -117,14 +134,18 @@ class Running:
         return seen
 
 
-def _run(cluster: Cluster, fleet_namespace: str | None) -> Iterator[Running]:
+def _run(
+    cluster: Cluster,
+    fleet_namespace: str | None,
+    source: discovery.EndpointSource = discovery.EndpointSource.ENDPOINT_SLICES,
+) -> Iterator[Running]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(cluster))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     cfg = client.Configuration()
     cfg.host = f"http://127.0.0.1:{server.server_address[1]}"
     api = client.ApiClient(cfg)
     published: queue.Queue[Seen] = queue.Queue()
-    watcher = discovery.KubeDiscovery(api, _keys, "team", fleet_namespace)
+    watcher = discovery.KubeDiscovery(api, _keys, "team", fleet_namespace, source)
     watcher.start(published.put)
     try:
         yield Running(cluster, published)
@@ -138,15 +159,14 @@ def _run(cluster: Cluster, fleet_namespace: str | None) -> Iterator[Running]:
 
 @pytest.fixture
 def running(request: pytest.FixtureRequest) -> Iterator[Running]:
-    cluster, fleet_namespace = request.param
-    yield from _run(cluster, fleet_namespace)
+    yield from _run(*request.param)
 
 
 def _cluster(refused: frozenset[str] = frozenset()) -> Cluster:
     return Cluster(
         lists={
-            PODS: [_obj("p1", "team")],
-            FLEET_PODS: [_obj("f1", "tidepool-system")],
+            SLICES: [_slice("llama-engine-a", "team", "p1")],
+            FLEET_SLICES: [_slice("sheng-base-a", "tidepool-system", "f1")],
             INFDS: [_obj("llama", "team")],
             ENGINES: [_obj("fleet-a")],
         },
@@ -161,23 +181,27 @@ LISTED: Seen = (("team/p1", "tidepool-system/f1"), ("team/llama",), ("/fleet-a",
 def test_first_publish_has_every_kind_listed_and_the_fleet_pods_beside_the_namespace(
     running: Running,
 ) -> None:
-    # Pods, fleet pods and InferenceDeployments hold the first publish back; SharedEngines do
-    # not, so their list lands in the first publish or in a later one.
+    # Slices, fleet slices and InferenceDeployments hold the first publish back; SharedEngines
+    # do not, so their list lands in the first publish or in a later one.
     while (seen := running.next()) != LISTED:
         assert seen == (*LISTED[:2], ())
-    assert running.cluster.selectors[PODS] == {discovery.ENGINE_SELECTOR}
-    assert running.cluster.selectors[FLEET_PODS] == {discovery.FLEET_SELECTOR}
+    assert running.cluster.selectors[SLICES] == {discovery.ENGINE_SELECTOR}
+    assert running.cluster.selectors[FLEET_SLICES] == {discovery.FLEET_SELECTOR}
+    # Only the watched namespace and the fleets': no pods, nothing cluster-wide.
+    assert set(running.cluster.selectors) == {SLICES, FLEET_SLICES, INFDS, ENGINES}
 
 
 @pytest.mark.parametrize("running", [(_cluster(), "tidepool-system")], indirect=True)
 def test_watch_events_change_the_caches_and_publish(running: Running) -> None:
     running.until(LISTED)
-    running.cluster.push(PODS, "ADDED", _obj("p2", "team"))
+    running.cluster.push(SLICES, "ADDED", _slice("llama-engine-b", "team", "p2"))
     running.until((("team/p1", "team/p2", "tidepool-system/f1"), *LISTED[1:]))
-    running.cluster.push(PODS, "DELETED", _obj("p1", "team"))
+    running.cluster.push(SLICES, "MODIFIED", _slice("llama-engine-b", "team", "p2", "p3"))
+    running.until((("team/p1", "team/p2", "team/p3", "tidepool-system/f1"), *LISTED[1:]))
+    running.cluster.push(SLICES, "DELETED", _slice("llama-engine-a", "team"))
     running.cluster.push(ENGINES, "MODIFIED", _obj("fleet-a"))
     running.cluster.push(INFDS, "DELETED", _obj("llama", "team"))
-    running.until((("team/p2", "tidepool-system/f1"), (), ("/fleet-a",)))
+    running.until((("team/p2", "team/p3", "tidepool-system/f1"), (), ("/fleet-a",)))
 
 
 @pytest.mark.parametrize(
@@ -187,6 +211,33 @@ def test_sharedengines_refused_still_routes_and_one_namespace_watches_no_fleet_p
     running: Running,
 ) -> None:
     """A gateway whose RBAC predates SharedEngine still publishes; with the fleets in its own
-    namespace there is no second pods watch."""
+    namespace there is no second slices watch."""
     assert running.next() == (("team/p1",), ("team/llama",), ())
-    assert FLEET_PODS not in running.cluster.selectors
+    assert FLEET_SLICES not in running.cluster.selectors
+
+
+def _pods_cluster() -> Cluster:
+    return Cluster(
+        lists={
+            PODS: [_obj("p1", "team")],
+            FLEET_PODS: [_obj("f1", "tidepool-system")],
+            INFDS: [_obj("llama", "team")],
+            ENGINES: [_obj("fleet-a")],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "running",
+    [(_pods_cluster(), "tidepool-system", discovery.EndpointSource.PODS)],
+    indirect=True,
+)
+def test_the_pods_source_hands_the_pods_as_listed(running: Running) -> None:
+    """``--endpoints-from=pods`` (pod IPs no slice may hold): the pods themselves, the same
+    selectors, and no EndpointSlice read."""
+    running.until(LISTED)
+    running.cluster.push(PODS, "DELETED", _obj("p1", "team"))
+    running.until((("tidepool-system/f1",), *LISTED[1:]))
+    assert running.cluster.selectors[PODS] == {discovery.ENGINE_SELECTOR}
+    assert running.cluster.selectors[FLEET_PODS] == {discovery.FLEET_SELECTOR}
+    assert set(running.cluster.selectors) == {PODS, FLEET_PODS, INFDS, ENGINES}

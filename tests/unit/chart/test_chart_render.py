@@ -61,7 +61,6 @@ def test_default_objects(render: Render) -> None:
             "CustomResourceDefinition", "CustomResourceDefinition",  # Kopf's peering
             "Deployment", "Deployment", "GPUPool", "GPUPool",
             "PodDisruptionBudget",  # the operator's: two replicas
-            "Role", "RoleBinding",  # the gateway counts its replicas (EndpointSlices)
             "Service", "Service", "Service", "ServiceAccount", "ServiceAccount",
         ]
     )  # fmt: skip
@@ -234,25 +233,6 @@ def test_the_chart_refuses_a_gateway_without_keys_unless_allowed(
     assert any(a.startswith("--api-keys=") for a in args) is bool(api_keys["existingSecret"])
 
 
-def test_the_gateway_may_count_its_replicas_and_nothing_else(render: Render) -> None:
-    """The Role behind --replica-service: EndpointSlices, read-only, in its own namespace."""
-    docs = render({"operator": {"watchNamespaces": ["team-a"]}})
-    role = one(docs, "Role", "-gateway-replicas")
-    assert role["metadata"]["namespace"] == "tidepool-system"
-    assert role["rules"] == [
-        {
-            "apiGroups": ["discovery.k8s.io"],
-            "resources": ["endpointslices"],
-            "verbs": ["get", "list", "watch"],
-        }
-    ]
-    binding = one(docs, "RoleBinding", "-gateway-replicas")
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "tp-tidepool-gateway", "namespace": "tidepool-system"}
-    ]
-
-
 def test_gateway_api_keys_from_a_secret(render: Render) -> None:
     docs = render({"gateway": {"apiKeys": {"existingSecret": "tenant-keys", "key": "keys.yaml"}}})
     pod = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
@@ -402,10 +382,11 @@ def _granted(rules: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     )
 
 
-#: The gateway's namespaced rights: read models and pods, create wake Events. No patch on
-#: InferenceDeployments (image, args, env), no Event reads, no Secrets.
+#: The gateway's namespaced rights: read models and EndpointSlices (the engines' and its own
+#: Service's), create wake Events. No pods (their specs hold the engines' environment), no
+#: patch on InferenceDeployments (image, args, env), no Event reads, no Secrets.
 GATEWAY_NAMESPACED = (
-    [("", "pods", v) for v in ("get", "list", "watch")]
+    [("discovery.k8s.io", "endpointslices", v) for v in ("get", "list", "watch")]
     + [("tidepool.dev", "inferencedeployments", v) for v in ("get", "list", "watch")]
     + [("", "events", "create")]
 )
@@ -424,10 +405,23 @@ def test_gateway_rbac_is_read_plus_wake_events(render: Render) -> None:
 def test_gateway_follows_the_operators_namespace(render: Render) -> None:
     docs = render({"operator": {"watchNamespaces": ["team-a"]}})
     assert _granted(rules_of(docs, "ClusterRole", "-gateway")) == sorted(GATEWAY_CLUSTER)
-    roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-gateway")]
+    roles = [r for r in by_kind(docs, "Role") if "-gateway" in r["metadata"]["name"]]
+    # The watched namespace and the release's own (SharedEngine fleets, the gateway's own
+    # Service, whose slices count its replicas): the same rights in both, nowhere else.
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "tidepool-system"]
     for role in roles:
         assert _granted(role["rules"]) == sorted(GATEWAY_NAMESPACED)
+    bindings = [b for b in by_kind(docs, "RoleBinding") if "-gateway" in b["metadata"]["name"]]
+    bound = sorted((b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bindings)
+    assert bound == sorted((r["metadata"]["namespace"], r["metadata"]["name"]) for r in roles)
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": "tp-tidepool-gateway",
+                "namespace": "tidepool-system",
+            }
+        ]
     args = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args
     assert "--all-namespaces" not in args
