@@ -97,6 +97,10 @@ spec:
   pool: laptop-shared
   scaling: {minReplicas: 1, maxReplicas: 2}
   lora: {maxLoras: 4, maxLoraRank: 16}
+  # What one replica of the engine simulator serves (20 ms a token), not an A100's thousands
+  # of tokens/s: bot-busy then outgrows the warm replica, and the capacity it forces the
+  # fleet to add costs more than a laptop-dedicated replica of its own.
+  engine: {capacity: {prefillTokensPerSecond: 5000, decodeTokensPerSecond: 120}}
 """ + "".join(
     f"""---
 apiVersion: tidepool.dev/v1alpha1

@@ -3,11 +3,11 @@ continuous traffic, with zero failed requests.
 
 The knob that makes the moves happen in a test's time is price, as in ``test_pool_moves``: the
 laptop-priced GPUPools (``e2e/cluster/laptop-priced-pools.yaml``) put a whole dedicated node at
-$0.08/h against the fleet's shared GPUs at $4/h, so the busy tenant's share of the fleet spends far
-more than a replica of its own and ``auto`` promotes it; then the platform re-prices the dedicated
-pool ($50/GPU-h, $400 a node) and, at a trickle, its share of the fleet is far cheaper, so it
-demotes. A 15-second window and a 20-second dwell keep the hold and dwell short; the decisions
-are the operator's own (``policy.placement.decide`` on the fleet's price).
+$0.08/h against the fleet's shared GPUs at $4/h, so the capacity the busy tenant forces the fleet
+to add costs far more than a replica of its own and ``auto`` promotes it; then the platform
+re-prices the dedicated pool ($50/GPU-h, $400 a node) and, at a trickle, its share of the fleet
+is far cheaper, so it demotes. A 15-second window and a 20-second dwell keep the hold and dwell
+short; the decisions are the operator's own (``policy.placement.decide`` on the fleet's price).
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ PRICED_POOLS = REPO / "e2e" / "cluster" / "laptop-priced-pools.yaml"
 BASE = "org/base-8b"
 #: Where the operator runs shared fleets when POD_NAMESPACE is unset (the test runs it so).
 FLEET_NAMESPACE = "default"
+#: Tokens/s one fleet replica serves: the busy tenant's 4 clients of 64-token answers offer
+#: about 180 decode tokens/s, 1.5 replicas of work at this rate, so the fleet grows by capacity
+#: the tenant forces, which its own replica at $0.01/GPU-h undercuts (``lora_promotion``).
+FLEET_CAPACITY = {"prefillTokensPerSecond": 5000.0, "decodeTokensPerSecond": 120.0}
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +133,16 @@ def test_lora_tenant_promoted_and_demoted_under_traffic_without_a_failure(
     priced_pools: None,
     engine_name: str,
 ) -> None:
+    fleet = stack.shared_engine_manifest(
+        engine_name, BASE, min_replicas=1, max_replicas=2, max_loras=4, pool="laptop-shared"
+    )
+    # The fleet's capacity as measured on the engine simulator (20 ms a token, a handful of
+    # sequences at once), not the table's A100 figure: at the table's thousands of tokens/s no
+    # test's traffic outgrows the fleet's warm replica, and a tenant that adds no capacity to
+    # the fleet costs the platform nothing there, so it is rightly never promoted.
+    fleet["spec"]["engine"] = {"capacity": FLEET_CAPACITY}
     client.CustomObjectsApi(kube).create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "sharedengines",
-        stack.shared_engine_manifest(
-            engine_name, BASE, min_replicas=1, max_replicas=2, max_loras=4, pool="laptop-shared"
-        ),
+        GROUP, VERSION, "sharedengines", fleet
     )
     apply_infd(kube, _tenant("steady", namespace, mode="serverless"))
     apply_infd(kube, _busy(namespace))

@@ -102,6 +102,24 @@ class RefusedKubeError(RuntimeError):
     object, the field and the value (its ``Status.message``)."""
 
 
+class NamespaceGoneError(RuntimeError):
+    """The object's namespace is being deleted or is gone (404 for the namespace, or 403 "being
+    terminated"): nothing can be written in it, and everything in it, the InferenceDeployment
+    included, goes with it. Nothing to retry and nothing to report: the daemon stops when Kopf
+    sees the object deleted."""
+
+
+def _namespace_gone(exc: ApiException) -> bool:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (ValueError, AttributeError):
+        return False
+    if exc.status == 404:
+        return (body.get("details") or {}).get("kind") == "namespaces"
+    # The NamespaceLifecycle admission plugin's refusal while the namespace terminates.
+    return exc.status == 403 and "because it is being terminated" in str(body.get("message"))
+
+
 def _server_message(exc: ApiException) -> str:
     try:
         message = json.loads(exc.body or "{}").get("message")
@@ -111,6 +129,8 @@ def _server_message(exc: ApiException) -> str:
 
 
 def _wrap(exc: ApiException) -> Exception:
+    if _namespace_gone(exc):
+        return NamespaceGoneError(_server_message(exc))
     if exc.status in TRANSIENT_STATUS:
         return TransientKubeError(
             f"API server answered {exc.status} {exc.reason}", retry_after=_retry_after(exc)

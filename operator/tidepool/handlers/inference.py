@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import kopf
 
-from tidepool.adapters.kube import RefusedKubeError, TransientKubeError
+from tidepool.adapters.kube import NamespaceGoneError, RefusedKubeError, TransientKubeError
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api import labels
 from tidepool.api.conditions import ConditionType, Reason, set_condition
@@ -275,6 +275,11 @@ def _reconcile_once(
             ),
             now=utc_now(),
         )
+    except NamespaceGoneError as exc:
+        # `kubectl delete namespace` with objects in it: this object's deletion is on its way,
+        # and Kopf stops the daemon when it lands. No traceback for an ordinary delete.
+        logger.info(f"its namespace is going away, nothing to reconcile: {exc}")
+        return deps.tick_seconds
     except RefusedKubeError as exc:
         # The spec passed the schema, but the API server refuses what it renders (say, an env
         # var name it does not take): the same spec can never succeed, so the object says so,
