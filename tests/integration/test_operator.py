@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 from fixtures_stack import Tidepool
@@ -17,6 +16,7 @@ from tidepool_stack import (
     infd_manifest,
     node_pool,
     wait_for,
+    wait_for_reconciles,
 )
 
 import localcluster
@@ -129,7 +129,7 @@ def test_operator_restart_changes_nothing(
         ),
     )
     before_obj = _ready(kube, namespace, "steady")
-    time.sleep(3)  # let the status settle
+    wait_for_reconciles(tidepool.operator, 2, what="two more syncs: the status settled")
     before = {n: d.metadata.resource_version for n, d in deployments(kube, namespace).items()}
     svc_before = {
         s.metadata.name: s.metadata.resource_version
@@ -138,7 +138,7 @@ def test_operator_restart_changes_nothing(
     ready_since = condition(before_obj, "Ready")["lastTransitionTime"]
 
     tidepool.restart_operator()
-    time.sleep(6)  # several reconcile ticks of the new process
+    wait_for_reconciles(tidepool.operator, 5, what="several syncs of the new process")
 
     after = {n: d.metadata.resource_version for n, d in deployments(kube, namespace).items()}
     svc_after = {
@@ -201,7 +201,7 @@ def test_applying_the_same_manifest_twice_never_resets_replicas(
     )
 
     apply_infd(kube, body, manager="argocd-controller")
-    time.sleep(3)
+    wait_for_reconciles(tidepool.operator, 3, what="syncs after Git's apply")
 
     assert deployments(kube, namespace)[name].spec.replicas == 1
     assert "replicas" not in get_infd(kube, namespace, "gitops")["spec"]

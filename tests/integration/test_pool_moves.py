@@ -193,7 +193,7 @@ def test_operator_crash_mid_migration_resumes_without_orphans(
             what="migration completed by the restarted operator",
             interval=1,
         )
-        time.sleep(2)
+        time.sleep(2)  # traffic keeps flowing on the new pool alone
 
     assert traffic.failures == [], traffic.failures[:5]
     assert set(deployments(kube, namespace)) == {"crashy-laptop-dedicated"}, "orphaned Deployment"
