@@ -18,7 +18,6 @@ import copy
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
-from pydantic.alias_generators import to_camel
 
 from tidepool.api import durations, sizes
 from tidepool.api.v1alpha1 import types
@@ -35,13 +34,7 @@ PromDuration = Annotated[str, Field(pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$")]
 class _Values(BaseModel):
     """Base: camelCase keys as in every Helm chart, unknown keys refused, docstrings as help."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
+    model_config = types.KUBERNETES_STYLE
 
 
 class Crds(_Values):

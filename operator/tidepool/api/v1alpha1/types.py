@@ -71,16 +71,21 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, An
     return out
 
 
+#: camelCase on the wire, snake_case in Python, unknown fields refused, frozen, field docstrings
+#: as the schema's descriptions: the CRDs' models and the chart's values model both use it.
+KUBERNETES_STYLE: Final = ConfigDict(
+    alias_generator=to_camel,
+    populate_by_name=True,
+    extra="forbid",
+    frozen=True,
+    use_attribute_docstrings=True,
+)
+
+
 class _Model(BaseModel):
     """Base: camelCase on the wire, snake_case in Python, unknown fields refused."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
+    model_config = KUBERNETES_STYLE
 
 
 class _Status(_Model):
