@@ -250,6 +250,27 @@ def _roles_during(
     return tuple(roles.items())
 
 
+@dataclass(frozen=True, slots=True)
+class _Moving:
+    """One call of :func:`step`: the durable state, both layouts and what the cluster shows."""
+
+    status: MigrationStatus
+    source: Layout
+    target: Layout
+    observed: dict[str, PoolObservation]
+    now: datetime
+
+    @property
+    def new_pools(self) -> list[str]:
+        """Pools the target adds: the ones that must have a Ready replica before the shift."""
+        return [p for p in self.target.pools if p not in self.source.pools]
+
+    @property
+    def old_only(self) -> list[str]:
+        """Pools the target drops: the ones that drain after the shift."""
+        return [p for p in self.source.pools if p not in self.target.pools]
+
+
 def step(
     status: MigrationStatus,
     *,
@@ -266,88 +287,109 @@ def step(
     next step -> Draining; shared in-flight 3 -> stays; in-flight 0 after 5s -> completed,
     roles (("ded", "primary"),).
     """
-    new_pools = [p for p in target.pools if p not in source.pools]
-    old_only = [p for p in source.pools if p not in target.pools]
-    phase = status.phase
-    age = now - status.phase_since
-
-    def advance(to: MigrationPhase, message: str) -> MigrationStep:
-        new = status.model_copy(update={"phase": to, "phase_since": now})
-        return MigrationStep(
-            status=new,
-            roles=_roles_during(to, source, target),
-            routable=target.pools,
-            completed=False,
-            rolled_back=False,
-            message=message,
-        )
-
-    def stay(message: str) -> MigrationStep:
-        routable = source.pools if phase == MigrationPhase.STARTING_TARGET else target.pools
-        return MigrationStep(
-            status=status,
-            roles=_roles_during(phase, source, target),
-            routable=routable,
-            completed=False,
-            rolled_back=False,
-            message=message,
-        )
-
-    if phase == MigrationPhase.STARTING_TARGET:
-        waiting = [p for p in new_pools if observed.get(p, _NONE).ready_replicas < 1]
-        if not waiting:
-            return advance(
-                MigrationPhase.SHIFTING_TRAFFIC,
-                f"target pools {', '.join(target.pools)} ready; shifting traffic",
-            )
-        if now - status.started_at > START_TIMEOUT:
-            return MigrationStep(
-                status=None,
-                roles=source.roles,
-                routable=source.pools,
-                completed=False,
-                rolled_back=True,
-                message=(
-                    f"rolled back: {', '.join(waiting)} had no ready replica after"
-                    f" {int(START_TIMEOUT.total_seconds() // 60)}m; still serving on"
-                    f" {', '.join(source.pools)}"
-                ),
-            )
-        return stay(f"starting replicas in {', '.join(waiting)}; serving from {status.from_pool}")
-
-    if phase == MigrationPhase.SHIFTING_TRAFFIC:
-        return advance(
+    m = _Moving(status, source, target, observed, now)
+    if status.phase == MigrationPhase.STARTING_TARGET:
+        return _starting_target(m)
+    if status.phase == MigrationPhase.SHIFTING_TRAFFIC:
+        return _advance(
+            m,
             MigrationPhase.DRAINING,
-            f"traffic shifted to {', '.join(target.pools)}; draining {', '.join(old_only) or '-'}",
+            f"traffic shifted to {', '.join(target.pools)};"
+            f" draining {', '.join(m.old_only) or '-'}",
         )
+    return _draining(m)
 
-    # Draining
+
+def _advance(m: _Moving, to: MigrationPhase, message: str) -> MigrationStep:
+    """Into phase ``to``, its clock restarted; from here on the target layout takes traffic."""
+    return MigrationStep(
+        status=m.status.model_copy(update={"phase": to, "phase_since": m.now}),
+        roles=_roles_during(to, m.source, m.target),
+        routable=m.target.pools,
+        completed=False,
+        rolled_back=False,
+        message=message,
+    )
+
+
+def _stay(m: _Moving, message: str) -> MigrationStep:
+    """Still in this phase: before the shift the source serves, after it the target does."""
+    phase = m.status.phase
+    routable = m.source.pools if phase == MigrationPhase.STARTING_TARGET else m.target.pools
+    return MigrationStep(
+        status=m.status,
+        roles=_roles_during(phase, m.source, m.target),
+        routable=routable,
+        completed=False,
+        rolled_back=False,
+        message=message,
+    )
+
+
+def _starting_target(m: _Moving) -> MigrationStep:
+    """Phase 1: shift once every new pool has a Ready replica; roll back to the source after
+    :data:`START_TIMEOUT` (no GPU free, an image that never pulls), which never took traffic."""
+    waiting = [p for p in m.new_pools if m.observed.get(p, _NONE).ready_replicas < 1]
+    if not waiting:
+        return _advance(
+            m,
+            MigrationPhase.SHIFTING_TRAFFIC,
+            f"target pools {', '.join(m.target.pools)} ready; shifting traffic",
+        )
+    if m.now - m.status.started_at > START_TIMEOUT:
+        return MigrationStep(
+            status=None,
+            roles=m.source.roles,
+            routable=m.source.pools,
+            completed=False,
+            rolled_back=True,
+            message=(
+                f"rolled back: {', '.join(waiting)} had no ready replica after"
+                f" {int(START_TIMEOUT.total_seconds() // 60)}m; still serving on"
+                f" {', '.join(m.source.pools)}"
+            ),
+        )
+    return _stay(m, f"starting replicas in {', '.join(waiting)}; serving from {m.status.from_pool}")
+
+
+def _draining(m: _Moving) -> MigrationStep:
+    """Phase 3: complete once the dropped pools report nothing in flight after
+    :data:`MIN_DRAIN`, or at :data:`DRAIN_TIMEOUT` whatever they report; an unknown in-flight
+    count is not zero, so it waits for the timeout."""
+    busy, unknown = _still_draining(m)
+    age = m.now - m.status.phase_since
+    drained = not busy and not unknown and age >= MIN_DRAIN
+    timed_out = age >= DRAIN_TIMEOUT
+    if drained or timed_out or not m.old_only:
+        note = "drained" if not timed_out or drained else "drain timeout reached"
+        return MigrationStep(
+            status=None,
+            roles=m.target.roles,
+            routable=m.target.pools,
+            completed=True,
+            rolled_back=False,
+            message=(
+                f"migration to {m.status.to_mode} complete ({note}); now on"
+                f" {', '.join(m.target.pools)} after"
+                f" {int((m.now - m.status.started_at).total_seconds())}s"
+            ),
+        )
+    detail = ", ".join(busy + [f"{p} (in-flight unknown)" for p in unknown]) or "settling"
+    return _stay(m, f"draining {detail}")
+
+
+def _still_draining(m: _Moving) -> tuple[list[str], list[str]]:
+    """The dropped pools with requests in flight (described with their count), and those
+    whose in-flight count is unknown."""
     busy: list[str] = []
     unknown: list[str] = []
-    for pool in old_only:
-        inflight = observed.get(pool, _NONE).inflight
+    for pool in m.old_only:
+        inflight = m.observed.get(pool, _NONE).inflight
         if isinstance(inflight, NoData):
             unknown.append(pool)
         elif isinstance(inflight, Sample) and inflight.value > 0:
             busy.append(f"{pool} ({int(inflight.value)} in flight)")
-    drained = not busy and not unknown and age >= MIN_DRAIN
-    timed_out = age >= DRAIN_TIMEOUT
-    if drained or timed_out or not old_only:
-        note = "drained" if not timed_out or drained else "drain timeout reached"
-        return MigrationStep(
-            status=None,
-            roles=target.roles,
-            routable=target.pools,
-            completed=True,
-            rolled_back=False,
-            message=(
-                f"migration to {status.to_mode} complete ({note}); now on"
-                f" {', '.join(target.pools)} after"
-                f" {int((now - status.started_at).total_seconds())}s"
-            ),
-        )
-    detail = ", ".join(busy + [f"{p} (in-flight unknown)" for p in unknown]) or "settling"
-    return stay(f"draining {detail}")
+    return busy, unknown
 
 
 _NONE: Final = PoolObservation(ready_replicas=0, inflight=NoData("not observed"))

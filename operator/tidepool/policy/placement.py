@@ -493,95 +493,225 @@ def _fmt(td: timedelta) -> str:
     return durations.format_seconds(td.total_seconds())
 
 
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """The traffic a decision may act on (``None``: not enough) and, without it, why not."""
+
+    traffic: Traffic | None
+    unknown_why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    """The numbers every decision on evidence reports: utilization and the spend of each option."""
+
+    utilization: float
+    cost: CostProjection
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What one rule concluded: the part of a :class:`PlacementDecision` that differs per rule.
+
+    The rules return verdicts and :func:`_decision` alone builds the decision, so what every
+    decision carries (utilization, spend, the evidence timers) is set in one place.
+    """
+
+    mode: DeploymentMode
+    move: bool
+    reason: PlacementReason
+    message: str
+    floor_replicas: int = 0
+    #: A move starts the evidence afresh: both timers are cleared (module docstring,
+    #: "Hysteresis").
+    clears_timers: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Comparison:
+    """What the rules of an ``auto`` tenant compare, once its traffic is known and a pool exists.
+
+    Built once by :func:`_compare` so the promotion, demotion and switch rules read the same
+    costs and timers, and none recomputes them.
+    """
+
+    inputs: PlacementInputs
+    now: datetime
+    current: DeploymentMode
+    measured: _Measured
+    #: The options whose pools exist, in :data:`_EFFECTIVE` order (ties go to the first).
+    available: tuple[DeploymentMode, ...]
+    #: The cheaper of dedicated and hybrid, where either is available.
+    best_gpu: DeploymentMode | None
+    gpu_cost: float
+    srv_cost: float
+    cur_cost: float
+    above_since: datetime | None
+    below_since: datetime | None
+
+    @property
+    def first(self) -> bool:
+        """A tenant never placed on evidence decides on its first evidence, without the hold."""
+        return self.inputs.placement_since is None
+
+    @property
+    def utilization_text(self) -> str:
+        return f"utilization {self.measured.utilization:.2f}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """Where a rule would move the tenant, and why (before the dwell is checked)."""
+
+    target: DeploymentMode
+    why: str
+
+
 def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
-    """The effective mode wanted at ``now``, with the numbers behind it. Pure."""
-    p = inputs.policy
+    """The effective mode wanted at ``now``, with the numbers behind it. Pure.
+
+    The rules of the module docstring in their order: a fixed mode is obeyed; unknown traffic
+    or no pool holds; otherwise the options are compared and a move, if any, waits for the dwell.
+    """
     current = (
         inputs.current_mode if inputs.current_mode in _EFFECTIVE else DeploymentMode.SERVERLESS
     )
-    t = inputs.traffic
-
-    def hold(
-        reason: PlacementReason,
-        message: str,
-        *,
-        utilization: float | None = None,
-        above_since: datetime | None = inputs.above_since,
-        below_since: datetime | None = inputs.below_since,
-        cost: CostProjection | None = None,
-        floor: int = 0,
-    ) -> PlacementDecision:
-        return PlacementDecision(
-            mode=current,
-            move=False,
-            reason=reason,
-            message=message,
-            utilization=utilization,
-            above_since=above_since,
-            below_since=below_since,
-            cost=cost,
-            floor_replicas=floor,
-        )
-
-    first = inputs.placement_since is None
-    evidence: Traffic | None = None
-    unknown_why = ""
-    if isinstance(t, Traffic) and (t.span >= p.window or (first and t.span >= FIRST_EVIDENCE)):
-        evidence = t
-    elif first and inputs.expected_tokens_per_minute is not None:
-        evidence = declared(inputs.expected_tokens_per_minute)
-    elif isinstance(t, Traffic):
-        unknown_why = f"traffic seen for {_fmt(t.span)} of a {_fmt(p.window)} window"
-    else:
-        unknown_why = f"traffic {signals.describe(t)}"
-    u: float | None = None
-    proj: CostProjection | None = None
-    above, below = inputs.above_since, inputs.below_since
-    if evidence is not None:
-        mean_work = work(evidence.mean, inputs.capacity)
-        peak_work = max(work(evidence.peak, inputs.capacity), mean_work)
-        u = utilization(mean_work, peak_work, inputs.target_utilization, inputs.min_replicas)
-        proj = project(inputs, evidence)
-
+    evidence = _evidence(inputs)
+    measured = _measure(inputs, evidence.traffic) if evidence.traffic is not None else None
     if inputs.requested_mode != DeploymentMode.AUTO:
-        mode = inputs.requested_mode
-        text = f"spec.mode is {mode}"
-        if proj is not None and u is not None:
-            text += f"; utilization {u:.2f}; {spend_text(proj)}"
-        return PlacementDecision(
-            mode=mode,
-            move=mode != inputs.current_mode,
-            reason=PlacementReason.FIXED_MODE,
-            message=text,
-            utilization=u,
-            above_since=above,
-            below_since=below,
-            cost=proj,
-            floor_replicas=(max(1, inputs.min_replicas) if mode == DeploymentMode.HYBRID else 0),
+        return _decision(
+            _fixed_mode(inputs, measured),
+            utilization=measured.utilization if measured is not None else None,
+            cost=measured.cost if measured is not None else None,
+            above_since=inputs.above_since,
+            below_since=inputs.below_since,
         )
-    if proj is None or u is None:
-        return hold(PlacementReason.METRICS_UNKNOWN, f"{unknown_why}: holding {current}")
+    if measured is None:
+        return _decision(
+            _Verdict(
+                current,
+                False,
+                PlacementReason.METRICS_UNKNOWN,
+                f"{evidence.unknown_why}: holding {current}",
+            ),
+            utilization=None,
+            cost=None,
+            above_since=inputs.above_since,
+            below_since=inputs.below_since,
+        )
     if inputs.shared is None and inputs.dedicated is None and inputs.engine is None:
-        return hold(PlacementReason.NO_POOL, "no shared or dedicated GPUPool found", utilization=u)
+        return _decision(
+            _Verdict(
+                current, False, PlacementReason.NO_POOL, "no shared or dedicated GPUPool found"
+            ),
+            utilization=measured.utilization,
+            cost=None,
+            above_since=inputs.above_since,
+            below_since=inputs.below_since,
+        )
+    c = _compare(inputs, now, current, measured)
+    return _decision(
+        _hold_or_move(c, _move(c)),
+        utilization=measured.utilization,
+        cost=measured.cost,
+        above_since=c.above_since,
+        below_since=c.below_since,
+    )
 
-    available = [
-        m
-        for m in _EFFECTIVE
-        if (
-            m == DeploymentMode.SERVERLESS
-            and (inputs.shared is not None or inputs.engine is not None)
-        )
-        or (m == DeploymentMode.DEDICATED and inputs.dedicated is not None)
-        or (
-            m == DeploymentMode.HYBRID
-            and inputs.shared is not None
-            and inputs.dedicated is not None
-        )
-    ]
+
+def _decision(
+    verdict: _Verdict,
+    *,
+    utilization: float | None,
+    cost: CostProjection | None,
+    above_since: datetime | None,
+    below_since: datetime | None,
+) -> PlacementDecision:
+    """The one place a :class:`PlacementDecision` is built: a rule's verdict plus the numbers."""
+    return PlacementDecision(
+        mode=verdict.mode,
+        move=verdict.move,
+        reason=verdict.reason,
+        message=verdict.message,
+        utilization=utilization,
+        above_since=None if verdict.clears_timers else above_since,
+        below_since=None if verdict.clears_timers else below_since,
+        cost=cost,
+        floor_replicas=verdict.floor_replicas,
+    )
+
+
+def _evidence(inputs: PlacementInputs) -> _Evidence:
+    """The traffic to decide on: a full window of it, a new tenant's first minutes of it (at
+    least :data:`FIRST_EVIDENCE`), else a new tenant's declared load; otherwise none, with why.
+
+    The one place the traffic signal's type is looked at, so the rules after it see
+    :class:`Traffic` or nothing.
+    """
+    t, p = inputs.traffic, inputs.policy
+    first = inputs.placement_since is None
+    if isinstance(t, Traffic):
+        if t.span >= p.window or (first and t.span >= FIRST_EVIDENCE):
+            return _Evidence(t)
+        why = f"traffic seen for {_fmt(t.span)} of a {_fmt(p.window)} window"
+    else:
+        why = f"traffic {signals.describe(t)}"
+    if first and inputs.expected_tokens_per_minute is not None:
+        return _Evidence(declared(inputs.expected_tokens_per_minute))
+    return _Evidence(None, why)
+
+
+def _measure(inputs: PlacementInputs, traffic: Traffic) -> _Measured:
+    """Utilization and spend at ``traffic``: what a fixed mode reports and ``auto`` compares."""
+    mean_work = work(traffic.mean, inputs.capacity)
+    peak_work = max(work(traffic.peak, inputs.capacity), mean_work)
+    return _Measured(
+        utilization=utilization(
+            mean_work, peak_work, inputs.target_utilization, inputs.min_replicas
+        ),
+        cost=project(inputs, traffic),
+    )
+
+
+def _fixed_mode(inputs: PlacementInputs, measured: _Measured | None) -> _Verdict:
+    """A mode other than ``auto`` is obeyed, with the numbers shown when they are known; a
+    fixed hybrid keeps the warm minimum as its floor (the evidence may not exist to size one)."""
+    mode = inputs.requested_mode
+    text = f"spec.mode is {mode}"
+    if measured is not None:
+        text += f"; utilization {measured.utilization:.2f}; {spend_text(measured.cost)}"
+    return _Verdict(
+        mode,
+        mode != inputs.current_mode,
+        PlacementReason.FIXED_MODE,
+        text,
+        floor_replicas=max(1, inputs.min_replicas) if mode == DeploymentMode.HYBRID else 0,
+    )
+
+
+def _available(inputs: PlacementInputs) -> tuple[DeploymentMode, ...]:
+    """The options whose pools exist: serverless needs the shared pool or a SharedEngine,
+    dedicated its pool, hybrid both pools."""
+    has_shared = inputs.shared is not None
+    has_dedicated = inputs.dedicated is not None
+    exists = {
+        DeploymentMode.SERVERLESS: has_shared or inputs.engine is not None,
+        DeploymentMode.DEDICATED: has_dedicated,
+        DeploymentMode.HYBRID: has_shared and has_dedicated,
+    }
+    return tuple(m for m in _EFFECTIVE if exists[m])
+
+
+def _compare(
+    inputs: PlacementInputs, now: datetime, current: DeploymentMode, measured: _Measured
+) -> _Comparison:
+    """The costs the rules compare, and the evidence timers (module docstring, "Hysteresis"),
+    recomputed on every decision: a timer runs while the evidence favours its side and is
+    cleared by the first decision where it does not."""
+    p, proj, u = inputs.policy, measured.cost, measured.utilization
+    available = _available(inputs)
     margin = p.cost_margin
     cur_cost = _monthly(proj, current)
-    ut = f"utilization {u:.2f}"
-    # The evidence timers (module docstring, "Hysteresis"): recomputed on every decision.
     gpu_options: list[DeploymentMode] = [m for m in available if m != DeploymentMode.SERVERLESS]
     best_gpu: DeploymentMode | None = (
         min(gpu_options, key=lambda m: _monthly(proj, m)) if gpu_options else None
@@ -600,93 +730,147 @@ def decide(inputs: PlacementInputs, now: datetime) -> PlacementDecision:
     favours_serverless = slo_ok and (
         srv_cost <= (1.0 - margin) * ref or (u < p.demote_below and srv_cost < ref)
     )
-    above = (above or now) if favours_gpus else None
-    below = (below or now) if favours_serverless else None
-    hold_for = evidence_hold(p)
+    return _Comparison(
+        inputs=inputs,
+        now=now,
+        current=current,
+        measured=measured,
+        available=available,
+        best_gpu=best_gpu,
+        gpu_cost=gpu_cost,
+        srv_cost=srv_cost,
+        cur_cost=cur_cost,
+        above_since=(inputs.above_since or now) if favours_gpus else None,
+        below_since=(inputs.below_since or now) if favours_serverless else None,
+    )
 
-    def sustained(since: datetime | None) -> bool:
-        return since is not None and (first or now - since >= hold_for)
 
-    def because(
-        since: datetime | None, cheaper: float, base: float, target_is_serverless: bool = False
-    ) -> str:
-        assert since is not None
-        held = "first window of a new tenant" if first else f"held {_fmt(now - since)}"
-        if cheaper < base:
-            gain = f"spends {1 - cheaper / base:.0%} less"
-        elif proj.serverless_meets_slo or target_is_serverless:
-            gain = f"spends no more, utilization above {p.promote_above:.2f}"
-        else:
-            gain = proj.serverless_slo_note
-        return f"{gain}, {ut} ({held}; evidence {_fmt(p.window)} window + {_fmt(hold_for)} hold)"
+def _sustained(c: _Comparison, since: datetime | None) -> bool:
+    """Whether the evidence has favoured a side for the hold (at once for a new tenant)."""
+    return since is not None and (c.first or c.now - since >= evidence_hold(c.inputs.policy))
 
-    target: DeploymentMode = current
-    why = ""
-    if current == DeploymentMode.SERVERLESS:
-        if best_gpu is not None and sustained(above):
-            target = best_gpu
-            why = because(above, gpu_cost, cur_cost)
+
+def _because(
+    c: _Comparison,
+    since: datetime | None,
+    cheaper: float,
+    base: float,
+    target_is_serverless: bool = False,
+) -> str:
+    """Why a sustained move is made: the saving, else the utilization rule, else the SLO."""
+    assert since is not None
+    p = c.inputs.policy
+    held = "first window of a new tenant" if c.first else f"held {_fmt(c.now - since)}"
+    if cheaper < base:
+        gain = f"spends {1 - cheaper / base:.0%} less"
+    elif c.measured.cost.serverless_meets_slo or target_is_serverless:
+        gain = f"spends no more, utilization above {p.promote_above:.2f}"
     else:
-        other = (
-            DeploymentMode.HYBRID
-            if current == DeploymentMode.DEDICATED
-            else DeploymentMode.DEDICATED
-        )
-        if DeploymentMode.SERVERLESS in available and sustained(below):
-            target = DeploymentMode.SERVERLESS
-            why = because(below, srv_cost, cur_cost, target_is_serverless=True)
-        elif other in available and _monthly(proj, other) <= (1.0 - margin) * cur_cost:
-            target = other
-            why = (
-                f"{other} spends {1 - _monthly(proj, other) / cur_cost:.0%} less"
-                f" (>= margin {margin:.0%}); {ut}"
-            )
-        elif current not in available:
-            target = min(available, key=lambda m: _monthly(proj, m))
-            why = f"the {current} pool is gone"
+        gain = c.measured.cost.serverless_slo_note
+    return (
+        f"{gain}, {c.utilization_text} ({held}; evidence {_fmt(p.window)} window"
+        f" + {_fmt(evidence_hold(p))} hold)"
+    )
 
-    floor = proj.hybrid_floor_replicas if target == DeploymentMode.HYBRID else 0
-    if target == current:
-        band = f"{ut} (promote above {p.promote_above:.2f}, demote below {p.demote_below:.2f})"
-        return hold(
+
+def _move(c: _Comparison) -> _Move | None:
+    """The first rule that moves the tenant: promotion from serverless; from GPUs demotion,
+    then a switch between dedicated and hybrid, then leaving a pool that is gone."""
+    if c.current == DeploymentMode.SERVERLESS:
+        return _promotion(c)
+    return _demotion(c) or _gpu_switch(c) or _pool_gone(c)
+
+
+def _promotion(c: _Comparison) -> _Move | None:
+    """Serverless to the cheaper GPU option once the evidence has favoured GPUs for the hold."""
+    if c.best_gpu is not None and _sustained(c, c.above_since):
+        return _Move(c.best_gpu, _because(c, c.above_since, c.gpu_cost, c.cur_cost))
+    return None
+
+
+def _demotion(c: _Comparison) -> _Move | None:
+    """GPUs to serverless once the evidence has favoured serverless for the hold."""
+    if DeploymentMode.SERVERLESS in c.available and _sustained(c, c.below_since):
+        why = _because(c, c.below_since, c.srv_cost, c.cur_cost, target_is_serverless=True)
+        return _Move(DeploymentMode.SERVERLESS, why)
+    return None
+
+
+def _gpu_switch(c: _Comparison) -> _Move | None:
+    """Dedicated and hybrid trade places only for the cost margin: both keep GPUs warm, so
+    the SLO and utilization rules do not tell them apart."""
+    other = (
+        DeploymentMode.HYBRID if c.current == DeploymentMode.DEDICATED else DeploymentMode.DEDICATED
+    )
+    other_cost = _monthly(c.measured.cost, other)
+    margin = c.inputs.policy.cost_margin
+    if other in c.available and other_cost <= (1.0 - margin) * c.cur_cost:
+        why = (
+            f"{other} spends {1 - other_cost / c.cur_cost:.0%} less"
+            f" (>= margin {margin:.0%}); {c.utilization_text}"
+        )
+        return _Move(other, why)
+    return None
+
+
+def _pool_gone(c: _Comparison) -> _Move | None:
+    """A tenant whose pool was deleted moves to the cheapest option that still exists."""
+    if c.current not in c.available:
+        target = min(c.available, key=lambda m: _monthly(c.measured.cost, m))
+        return _Move(target, f"the {c.current} pool is gone")
+    return None
+
+
+def _hold_or_move(c: _Comparison, move: _Move | None) -> _Verdict:
+    """No move holds; a move within ``min_dwell`` of the last one waits; otherwise it is made."""
+    p, proj, current = c.inputs.policy, c.measured.cost, c.current
+    held_floor = proj.hybrid_floor_replicas if current == DeploymentMode.HYBRID else 0
+    if move is None:
+        band = (
+            f"{c.utilization_text} (promote above {p.promote_above:.2f},"
+            f" demote below {p.demote_below:.2f})"
+        )
+        return _Verdict(
+            current,
+            False,
             PlacementReason.HOLDING,
             f"staying {current}: {band}; {spend_text(proj)}",
-            utilization=u,
-            above_since=above,
-            below_since=below,
-            cost=proj,
-            floor=proj.hybrid_floor_replicas if current == DeploymentMode.HYBRID else 0,
+            floor_replicas=held_floor,
         )
-    if inputs.placement_since is not None and now - inputs.placement_since < p.min_dwell:
-        left = p.min_dwell - (now - inputs.placement_since)
-        return hold(
+    since = c.inputs.placement_since
+    if since is not None and c.now - since < p.min_dwell:
+        left = p.min_dwell - (c.now - since)
+        return _Verdict(
+            current,
+            False,
             PlacementReason.DWELL_NOT_ELAPSED,
-            f"would move {current} -> {target} ({why}) but placed"
-            f" {_fmt(now - inputs.placement_since)} ago; min dwell {_fmt(p.min_dwell)}"
+            f"would move {current} -> {move.target} ({move.why}) but placed"
+            f" {_fmt(c.now - since)} ago; min dwell {_fmt(p.min_dwell)}"
             f" ({_fmt(left)} left); {spend_text(proj)}",
-            utilization=u,
-            above_since=above,
-            below_since=below,
-            cost=proj,
-            floor=proj.hybrid_floor_replicas if current == DeploymentMode.HYBRID else 0,
+            floor_replicas=held_floor,
         )
-    if target == DeploymentMode.HYBRID:
+    return _moved(c, move)
+
+
+def _moved(c: _Comparison, move: _Move) -> _Verdict:
+    """The move itself: its reason names the direction, and a hybrid target takes the
+    cheapest floor the projection found."""
+    proj = c.measured.cost
+    floor = proj.hybrid_floor_replicas if move.target == DeploymentMode.HYBRID else 0
+    if move.target == DeploymentMode.HYBRID:
         reason = PlacementReason.HYBRID_CHOSEN
         verb = f"hybrid chosen (floor {floor} dedicated + shared overflow)"
-    elif target == DeploymentMode.SERVERLESS:
+    elif move.target == DeploymentMode.SERVERLESS:
         reason = PlacementReason.DEMOTED
         verb = "demoted to serverless"
     else:
         reason = PlacementReason.PROMOTED
         verb = "promoted to dedicated"
-    return PlacementDecision(
-        mode=target,
-        move=True,
-        reason=reason,
-        message=f"{verb}: {why}; {spend_text(proj)}",
-        utilization=u,
-        above_since=None,
-        below_since=None,
-        cost=proj,
+    return _Verdict(
+        move.target,
+        True,
+        reason,
+        f"{verb}: {move.why}; {spend_text(proj)}",
         floor_replicas=floor,
+        clears_timers=True,
     )
