@@ -542,6 +542,50 @@ def _set(
 # -------------------------------------------------------------------------------------- plan
 
 
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """One call of :func:`plan_shared_engine`: the engine, its members and what was observed."""
+
+    engine: SharedEngine
+    members: Mapping[str, InferenceDeployment]
+    """Tenant key -> the InferenceDeployments the engine serves, in key order."""
+    observed: SharedObserved
+    pool: GPUPool
+    ready_pods: tuple[EnginePod, ...]
+    """The ready replicas in name order: the only ones adapters are placed on."""
+    now: datetime
+
+    @property
+    def current(self) -> int:
+        dep = self.observed.deployment
+        return dep.replicas if dep is not None else 0
+
+    @property
+    def ready(self) -> int:
+        dep = self.observed.deployment
+        return dep.ready_replicas if dep is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _AdapterOps:
+    """What the replicas must load and unload, and where wanted adapters already are."""
+
+    loads: tuple[AdapterOp, ...]
+    unloads: tuple[AdapterOp, ...]
+    loaded_on: Mapping[str, list[str]]
+    """Adapter name -> the ready replicas that hold it and should."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Tenants:
+    """The members' status updates, the engine's ``status.adapters``, and whether to look
+    again soon (an adapter not loaded yet)."""
+
+    updates: tuple[TenantUpdate, ...]
+    adapters: tuple[LoadedAdapter, ...]
+    retry: bool
+
+
 def plan_shared_engine(
     engine: SharedEngine,
     tenants: list[InferenceDeployment],
@@ -553,79 +597,136 @@ def plan_shared_engine(
 
     ``tenants``: every InferenceDeployment there is; the plan picks those :func:`serves` accepts,
     and releases those whose status still names this engine but that it serves no more.
+
+    The steps: without its GPUPool only the status is written; otherwise the fleet's replicas,
+    then where each adapter goes, then each tenant's condition, then the engine's status.
     """
-    status = engine.status
-    generation = engine.generation
     members = sorted((t for t in tenants if serves(engine, t)), key=tenant_key)
-    events: list[Event] = []
-    conds = list(status.conditions)
-    selector = ",".join(
+    selector = _selector(engine)
+    if observed.pool is None:
+        return _without_pool(
+            engine, len(members), observed, selector=selector, history=history, now=now
+        )
+    r = _Round(
+        engine=engine,
+        members={tenant_key(t): t for t in members},
+        observed=observed,
+        pool=observed.pool,
+        ready_pods=tuple(sorted((p for p in observed.pods if p.ready), key=lambda p: p.name)),
+        now=now,
+    )
+    wakes = {
+        key: requested_wake(t.metadata.get("annotations"), engine.status.last_active_time)
+        for key, t in r.members.items()
+    }
+    fleet = _fleet(r, wakes, history)
+    placed = place_adapters(
+        list(r.members),
+        [p.name for p in r.ready_pods],
+        adapter_slots(engine),
+        {a.tenant: a.replicas for a in engine.status.adapters},
+    )
+    ops = _adapter_ops(r, placed)
+    members_now = _member_updates(r, placed, ops.loaded_on, wakes, fleet.replicas)
+    requeue = fleet.scale.requeue_after
+    if members_now.retry or ops.loads or ops.unloads:
+        requeue = min(requeue, RETRY_REQUEUE)
+    return SharedEnginePlan(
+        pool=r.pool,
+        replicas=fleet.replicas,
+        loads=ops.loads,
+        unloads=ops.unloads,
+        status=_engine_status(r, fleet, selector, members_now.adapters),
+        tenants=members_now.updates + _released(engine, tenants, r.members),
+        events=(
+            (Event(EventType.NORMAL, fleet.reason, fleet.message),)
+            if fleet.replicas != r.current
+            else ()
+        ),
+        history=History(fleet.scale.history),
+        requeue_after=requeue,
+    )
+
+
+def _selector(engine: SharedEngine) -> str:
+    """The label selector of the fleet's pods, as the scale subresource reports it."""
+    return ",".join(
         f"{k}={v}"
         for k, v in sorted(
             labels.shared_engine_selector_labels(names.shared_engine_label(engine.name)).items()
         )
     )
 
+
+def _without_pool(
+    engine: SharedEngine,
+    members: int,
+    observed: SharedObserved,
+    *,
+    selector: str,
+    history: History,
+    now: datetime,
+) -> SharedEnginePlan:
+    """``spec.pool`` names no GPUPool: say so (a warning the first time), keep the replicas
+    there are, and touch nothing else, since there is no GPU type to size or render for."""
+    status, generation = engine.status, engine.generation
     dep = observed.deployment
-    current = dep.replicas if dep is not None else 0
-    ready_pods = sorted((p for p in observed.pods if p.ready), key=lambda p: p.name)
-    ready = dep.ready_replicas if dep is not None else 0
+    message = f"pool: GPUPool {engine.spec.pool!r} does not exist"
+    conds = _set(
+        list(status.conditions),
+        ConditionType.READY,
+        False,
+        Reason.POOL_NOT_FOUND,
+        message,
+        generation=generation,
+        now=now,
+    )
+    changed = conds != status.conditions
+    return SharedEnginePlan(
+        pool=None,
+        replicas=dep.replicas if dep is not None else 0,
+        loads=(),
+        unloads=(),
+        status=status.model_copy(
+            update={
+                "conditions": conds,
+                "observed_generation": generation,
+                "tenants": members,
+                "selector": selector,
+            }
+        ),
+        tenants=(),
+        events=(Event(EventType.WARNING, Reason.POOL_NOT_FOUND, message),) if changed else (),
+        history=history,
+        requeue_after=autoscale.DEFAULT_REQUEUE,
+    )
 
-    if observed.pool is None:
-        message = f"pool: GPUPool {engine.spec.pool!r} does not exist"
-        conds = _set(
-            conds,
-            ConditionType.READY,
-            False,
-            Reason.POOL_NOT_FOUND,
-            message,
-            generation=generation,
-            now=now,
-        )
-        if conds != status.conditions:
-            events.append(Event(EventType.WARNING, Reason.POOL_NOT_FOUND, message))
-        return SharedEnginePlan(
-            pool=None,
-            replicas=current,
-            loads=(),
-            unloads=(),
-            status=status.model_copy(
-                update={
-                    "conditions": conds,
-                    "observed_generation": generation,
-                    "tenants": len(members),
-                    "selector": selector,
-                }
-            ),
-            tenants=(),
-            events=tuple(events),
-            history=history,
-            requeue_after=autoscale.DEFAULT_REQUEUE,
-        )
 
-    # -- replicas ------------------------------------------------------------------------------
-    wakes = {
-        tenant_key(t): requested_wake(t.metadata.get("annotations"), status.last_active_time)
-        for t in members
-    }
+def _fleet(r: _Round, wakes: Mapping[str, str | None], history: History) -> FleetScaleDecision:
+    """The fleet's replicas (:func:`decide_fleet`) on the aggregate queue and offered load.
+
+    A wake of any member, or a member joining, asks for a replica; the load counts who sends
+    to the fleet or is about to (a demoted tenant joining: make before break), and a promoted
+    tenant whose traffic has shifted away no more.
+    """
+    engine, observed = r.engine, r.observed
     held = {k: v for k, v in observed.held.items() if k in wakes}
-    cap = capacity.for_spec(engine.spec.engine, engine.spec.model.name, observed.pool.spec.gpu_type)
-    fleet = decide_fleet(
+    cap = capacity.for_spec(engine.spec.engine, engine.spec.model.name, r.pool.spec.gpu_type)
+    members = list(r.members.values())
+    return decide_fleet(
         FleetScaleInputs(
             queue=autoscale.AutoscaleInputs(
                 policy=scaling_policy(engine),
-                current_replicas=current,
-                ready_replicas=ready,
+                current_replicas=r.current,
+                ready_replicas=r.ready,
                 queue=aggregate_queue(observed.pods, held),
                 wake_requested=any(w is not None for w in wakes.values())
                 or any(joining(t) for t in members),
                 pinned_replicas=engine.spec.replicas,
-                last_active_at=status.last_active_time,
+                last_active_at=engine.status.last_active_time,
                 history=history.recommendations,
                 operator_started_at=observed.operator_started_at,
             ),
-            # Who sends to the fleet, or is about to (a demoted tenant joining: make before
-            # break); a promoted tenant whose traffic has shifted away is counted no more.
             load=fleet_load(
                 observed.traffic,
                 (tenant_key(t) for t in members if routes(engine, t) or joining(t)),
@@ -636,33 +737,28 @@ def plan_shared_engine(
             adapter_floor=adapter_floor(engine, len(members)),
             cold_start=observed.cold_start,
         ),
-        now,
+        r.now,
     )
-    scale = fleet.scale
-    desired = fleet.replicas
-    if desired != current:
-        events.append(Event(EventType.NORMAL, fleet.reason, fleet.message))
 
-    # -- adapters ------------------------------------------------------------------------------
-    by_tenant = {tenant_key(t): t for t in members}
-    placement = place_adapters(
-        list(by_tenant),
-        [p.name for p in ready_pods],
-        adapter_slots(engine),
-        {a.tenant: a.replicas for a in status.adapters},
-    )
-    wanted: dict[str, set[str]] = {p.name: set() for p in ready_pods}
+
+def _adapter_ops(r: _Round, placed: Mapping[str, list[str]]) -> _AdapterOps:
+    """The loads and unloads that make each ready replica hold what ``placed`` gives it.
+
+    A replica whose adapters could not be listed is left alone this round; an adapter nobody
+    wants there (its tenant left, or the spread moved) is unloaded.
+    """
+    wanted: dict[str, set[str]] = {p.name: set() for p in r.ready_pods}
     adapter_of: dict[str, str] = {}
-    for key, infd in by_tenant.items():
+    for key, infd in r.members.items():
         adapter = infd.spec.model.adapter
         assert adapter is not None  # serves() checked it
         adapter_of[adapter.name] = key
-        for pod_name in placement[key]:
+        for pod_name in placed[key]:
             wanted[pod_name].add(adapter.name)
     loads: list[AdapterOp] = []
     unloads: list[AdapterOp] = []
     loaded_on: dict[str, list[str]] = {}
-    for pod in ready_pods:
+    for pod in r.ready_pods:
         if pod.loaded is None:
             continue
         for name in sorted(pod.loaded):
@@ -674,53 +770,30 @@ def plan_shared_engine(
                 )
         for name in sorted(wanted[pod.name] - pod.loaded):
             key = adapter_of[name]
-            adapter = by_tenant[key].spec.model.adapter
+            adapter = r.members[key].spec.model.adapter
             assert adapter is not None
             loads.append(AdapterOp(pod.name, pod.endpoint, name, key, adapter.source))
+    return _AdapterOps(tuple(loads), tuple(unloads), loaded_on)
 
-    # -- tenants -------------------------------------------------------------------------------
+
+def _member_updates(
+    r: _Round,
+    placed: Mapping[str, list[str]],
+    loaded_on: Mapping[str, list[str]],
+    wakes: Mapping[str, str | None],
+    desired: int,
+) -> _Tenants:
+    """Each member's ``AdapterLoaded`` condition, the engine it routes through, and the wake
+    this round handled; and the engine's record of which replicas hold each adapter."""
     updates: list[TenantUpdate] = []
     adapters: list[LoadedAdapter] = []
     retry = False
-    for key, infd in by_tenant.items():
+    for key, infd in r.members.items():
         adapter = infd.spec.model.adapter
         assert adapter is not None
         holders = loaded_on.get(adapter.name, [])
-        n = len(holders)
-        m = len(placement[key])
-        error = observed.load_errors.get(key)
-        if error is not None:
-            verdict: tuple[bool | None, Reason, str] = (
-                False,
-                Reason.ADAPTER_LOAD_FAILED,
-                f"SharedEngine {engine.name}: {error}",
-            )
-        elif n >= 1:
-            verdict = (True, Reason.ADAPTER_LOADED, f"loaded on {n} of {m} replicas")
-        elif desired == 0 and not ready_pods:
-            verdict = (
-                None,
-                Reason.ENGINE_SCALED_TO_ZERO,
-                f"SharedEngine {engine.name} is scaled to zero; the adapter loads when it wakes",
-            )
-        elif not ready_pods:
-            verdict = (
-                None,
-                Reason.WAITING_FOR_REPLICAS,
-                f"waiting for a ready replica of SharedEngine {engine.name}",
-            )
-        elif m == 0:
-            verdict = (
-                False,
-                Reason.NO_ADAPTER_SLOT,
-                f"SharedEngine {engine.name} holds {len(ready_pods)} x {adapter_slots(engine)}"
-                f" adapters and serves {len(by_tenant)} tenants: raise lora.maxCpuLoras or"
-                " scaling.maxReplicas",
-            )
-        else:
-            verdict = (None, Reason.ADAPTER_LOADING, f"loading on {m} replica(s)")
-        retry = retry or verdict[0] is not True
-        ok, reason, message = verdict
+        ok, reason, message = _adapter_condition(r, key, len(holders), len(placed[key]), desired)
+        retry = retry or ok is not True
         tenant_conds = _set(
             list(infd.status.conditions),
             ConditionType.ADAPTER_LOADED,
@@ -728,113 +801,154 @@ def plan_shared_engine(
             reason,
             message,
             generation=infd.generation,
-            now=now,
+            now=r.now,
         )
         updates.append(
             TenantUpdate(
                 namespace=infd.namespace,
                 name=infd.name,
-                engine=engine.name if routes(engine, infd) else "",
+                engine=r.engine.name if routes(r.engine, infd) else "",
                 conditions=tuple(tenant_conds),
                 last_wake_handled=wakes[key] or infd.status.last_wake_handled,
             )
         )
         adapters.append(
-            LoadedAdapter(name=adapter.name, tenant=key, loaded_replicas=n, replicas=holders)
-        )
-
-    # A tenant this engine served before (its status names the engine, or it still carries the
-    # AdapterLoaded condition: a promoted tenant's status stopped naming the engine when its
-    # traffic shifted) that it serves no more, promoted or re-pointed at another base model: say
-    # so, and drop this engine's condition.
-    for infd in sorted(tenants, key=tenant_key):
-        if tenant_key(infd) in by_tenant:
-            continue
-        if infd.status.engine == engine.name or (
-            not infd.status.engine
-            and infd.spec.model.adapter is not None
-            and infd.spec.model.name == engine.spec.model.name
-            and conditions.find(list(infd.status.conditions), ConditionType.ADAPTER_LOADED)
-            is not None
-        ):
-            updates.append(
-                TenantUpdate(
-                    namespace=infd.namespace,
-                    name=infd.name,
-                    engine="",
-                    conditions=tuple(
-                        c for c in infd.status.conditions if c.type != ConditionType.ADAPTER_LOADED
-                    ),
-                    last_wake_handled=infd.status.last_wake_handled,
-                )
+            LoadedAdapter(
+                name=adapter.name, tenant=key, loaded_replicas=len(holders), replicas=holders
             )
+        )
+    return _Tenants(tuple(updates), tuple(adapters), retry)
 
-    # -- engine status -------------------------------------------------------------------------
-    if desired == 0:
-        conds = _set(
-            conds,
-            ConditionType.READY,
-            True,
-            Reason.SCALED_TO_ZERO,
-            "scaled to zero; the gateway holds the first request of any tenant and wakes it",
-            generation=generation,
-            now=now,
+
+def _adapter_condition(
+    r: _Round, key: str, loaded: int, placed: int, desired: int
+) -> tuple[bool | None, Reason, str]:
+    """A member's ``AdapterLoaded`` (status, reason, message): a failed load first, then
+    loaded anywhere, then why not yet (scaled to zero, no ready replica, no slot, loading)."""
+    name = r.engine.name
+    error = r.observed.load_errors.get(key)
+    if error is not None:
+        return (False, Reason.ADAPTER_LOAD_FAILED, f"SharedEngine {name}: {error}")
+    if loaded >= 1:
+        return (True, Reason.ADAPTER_LOADED, f"loaded on {loaded} of {placed} replicas")
+    if desired == 0 and not r.ready_pods:
+        return (
+            None,
+            Reason.ENGINE_SCALED_TO_ZERO,
+            f"SharedEngine {name} is scaled to zero; the adapter loads when it wakes",
         )
-    elif ready >= 1:
-        conds = _set(
-            conds,
-            ConditionType.READY,
-            True,
-            Reason.REPLICAS_READY,
-            f"{ready}/{desired} replicas ready on {observed.pool.name}",
-            generation=generation,
-            now=now,
-        )
-    else:
-        conds = _set(
-            conds,
-            ConditionType.READY,
-            False,
+    if not r.ready_pods:
+        return (
+            None,
             Reason.WAITING_FOR_REPLICAS,
-            f"0/{desired} replicas ready on {observed.pool.name} (model loading or no GPU free)",
-            generation=generation,
-            now=now,
+            f"waiting for a ready replica of SharedEngine {name}",
         )
+    if placed == 0:
+        return (
+            False,
+            Reason.NO_ADAPTER_SLOT,
+            f"SharedEngine {name} holds {len(r.ready_pods)} x {adapter_slots(r.engine)}"
+            f" adapters and serves {len(r.members)} tenants: raise lora.maxCpuLoras or"
+            " scaling.maxReplicas",
+        )
+    return (None, Reason.ADAPTER_LOADING, f"loading on {placed} replica(s)")
+
+
+def _released(
+    engine: SharedEngine,
+    tenants: list[InferenceDeployment],
+    members: Mapping[str, InferenceDeployment],
+) -> tuple[TenantUpdate, ...]:
+    """Tenants this engine served before and serves no more (promoted, or re-pointed at another
+    base model): routed through no engine, and this engine's condition dropped.
+
+    Served before: the status names the engine, or it still carries the AdapterLoaded
+    condition (a promoted tenant's status stopped naming the engine when its traffic shifted).
+    """
+    return tuple(
+        TenantUpdate(
+            namespace=infd.namespace,
+            name=infd.name,
+            engine="",
+            conditions=tuple(
+                c for c in infd.status.conditions if c.type != ConditionType.ADAPTER_LOADED
+            ),
+            last_wake_handled=infd.status.last_wake_handled,
+        )
+        for infd in sorted(tenants, key=tenant_key)
+        if tenant_key(infd) not in members and _served_before(engine, infd)
+    )
+
+
+def _served_before(engine: SharedEngine, infd: InferenceDeployment) -> bool:
+    """Whether ``infd``'s status shows this engine served it (see :func:`_released`)."""
+    return infd.status.engine == engine.name or (
+        not infd.status.engine
+        and infd.spec.model.adapter is not None
+        and infd.spec.model.name == engine.spec.model.name
+        and conditions.find(list(infd.status.conditions), ConditionType.ADAPTER_LOADED) is not None
+    )
+
+
+def _engine_status(
+    r: _Round, fleet: FleetScaleDecision, selector: str, adapters: tuple[LoadedAdapter, ...]
+) -> SharedEngineStatus:
+    """The engine's status: Ready and Scaling from the fleet's decision, the replica counts,
+    the adapters' placement, and the autoscaler's idle clock."""
+    status, desired, ready, current = r.engine.status, fleet.replicas, r.ready, r.current
+    conds = _ready_condition(r, desired)
     conds = _set(
         conds,
         ConditionType.SCALING,
-        scale.metrics_known or scale.replicas > 0,
+        fleet.scale.metrics_known or fleet.scale.replicas > 0,
         fleet.reason,
         fleet.message,
-        generation=generation,
-        now=now,
+        generation=r.engine.generation,
+        now=r.now,
     )
-    new_status = SharedEngineStatus(
-        observed_generation=generation,
+    return SharedEngineStatus(
+        observed_generation=r.engine.generation,
         conditions=conds,
         replicas=current,
         ready_replicas=ready,
         ready=f"{ready}/{desired}",
         selector=selector,
-        tenants=len(by_tenant),
-        adapters=adapters,
-        last_active_time=scale.last_active_at,
-        last_scale_time=now if desired != current else status.last_scale_time or now,
+        tenants=len(r.members),
+        adapters=list(adapters),
+        last_active_time=fleet.scale.last_active_at,
+        last_scale_time=r.now if desired != current else status.last_scale_time or r.now,
         spend=status.spend,
     )
-    requeue = scale.requeue_after
-    if retry or loads or unloads:
-        requeue = min(requeue, RETRY_REQUEUE)
-    return SharedEnginePlan(
-        pool=observed.pool,
-        replicas=desired,
-        loads=tuple(loads),
-        unloads=tuple(unloads),
-        status=new_status,
-        tenants=tuple(updates),
-        events=tuple(events),
-        history=History(scale.history),
-        requeue_after=requeue,
+
+
+def _ready_condition(r: _Round, desired: int) -> list[Condition]:
+    """The engine's conditions with Ready set: true at zero (the gateway wakes it) or with a
+    ready replica, false while none is ready yet."""
+    pool = r.pool.name
+    ready = r.ready
+    if desired == 0:
+        verdict: tuple[bool, Reason, str] = (
+            True,
+            Reason.SCALED_TO_ZERO,
+            "scaled to zero; the gateway holds the first request of any tenant and wakes it",
+        )
+    elif ready >= 1:
+        verdict = (True, Reason.REPLICAS_READY, f"{ready}/{desired} replicas ready on {pool}")
+    else:
+        verdict = (
+            False,
+            Reason.WAITING_FOR_REPLICAS,
+            f"0/{desired} replicas ready on {pool} (model loading or no GPU free)",
+        )
+    ok, reason, message = verdict
+    return _set(
+        list(r.engine.status.conditions),
+        ConditionType.READY,
+        ok,
+        reason,
+        message,
+        generation=r.engine.generation,
+        now=r.now,
     )
 
 
