@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from wsgiref.simple_server import WSGIServer
 
 import aiohttp
@@ -488,16 +488,13 @@ class Gateway:
     async def _inference(
         self, request: web.Request, arrived: float, labels: _Labels
     ) -> web.StreamResponse:
+        """An inference request from its arrival to its answer: refused while the gateway cannot
+        route, authenticated, read and checked, routed to the tenant's model, rate limited, then
+        forwarded to a replica (:meth:`_send`)."""
         assert self._loop is not None
-        if self.draining:
-            return error_response(
-                503, "the gateway is shutting down", "service_unavailable_error", "draining"
-            )
-        if not self.synced:
-            return error_response(
-                503, "the gateway has not loaded its routing table yet",
-                "service_unavailable_error", "not_ready",
-            )  # fmt: skip
+        refused = self._unavailable()
+        if refused is not None:
+            return refused
         key: auth.TenantKey | None = None
         if self.keys is not None:
             key = self.keys.lookup(auth.bearer_token(request.headers.get("Authorization")))
@@ -507,6 +504,42 @@ class Gateway:
         body = await self._read_body(request)
         if not isinstance(body, bytes):
             return body
+        parsed = self._parse(body)
+        if isinstance(parsed, web.Response):
+            return parsed
+        payload, model = parsed
+        target = self.dispatcher.table.lookup(model, key.tenant if key else None)
+        if target is None or (key is not None and target.route.tenant != key.tenant):
+            return _model_not_found(model)
+        route = target.route
+        if route.upstream_model is not None:
+            # The engine serves this tenant as its LoRA adapter (see tidepool.gateway.model).
+            body = rewrite_request(payload, route.upstream_model)
+        labels.model, labels.namespace = route.served_model, route.namespace
+        labels.tenant = labels.tenant or route.tenant
+        if key is not None:
+            limited = self._rate_limited(key, arrived)
+            if limited is not None:
+                return limited
+        return await self._send(request, body, route, model, arrived)
+
+    def _unavailable(self) -> web.Response | None:
+        """The 503 while the gateway cannot route: shutting down, or before its first routing
+        table (a request then would be refused as an unknown model)."""
+        if self.draining:
+            return error_response(
+                503, "the gateway is shutting down", "service_unavailable_error", "draining"
+            )
+        if not self.synced:
+            return error_response(
+                503, "the gateway has not loaded its routing table yet",
+                "service_unavailable_error", "not_ready",
+            )  # fmt: skip
+        return None
+
+    def _parse(self, body: bytes) -> tuple[dict[str, Any], str] | web.Response:
+        """The JSON payload and its ``model``, or the 400/413 answering a body that is not
+        JSON, names no model, or holds a prompt over ``max_prompt_chars``."""
         try:
             payload = json.loads(body)
         except RecursionError:
@@ -525,28 +558,31 @@ class Gateway:
         limit = self.config.max_prompt_chars
         if limit is not None and inbound.prompt_chars(payload) > limit:
             return _too_large("prompt", limit, "characters", "prompt_too_long")
-        target = self.dispatcher.table.lookup(model, key.tenant if key else None)
-        if target is None or (key is not None and target.route.tenant != key.tenant):
-            return _model_not_found(model)
-        route = target.route
-        if route.upstream_model is not None:
-            # The engine serves this tenant as its LoRA adapter (see tidepool.gateway.model).
-            body = rewrite_request(payload, route.upstream_model)
-        labels.model, labels.namespace = route.served_model, route.namespace
-        labels.tenant = labels.tenant or route.tenant
-        if key is not None:
-            retry = self.limiter.check(key.tenant, key.requests_per_minute, arrived, self.replicas)
-            if retry is not None:
-                resp = error_response(
-                    429, f"Rate limit reached for tenant {key.tenant}: "
-                    f"{key.requests_per_minute} requests per minute.",
-                    "rate_limit_error", "rate_limit_exceeded",
-                )  # fmt: skip
-                resp.headers["Retry-After"] = auth.retry_after_header(retry)
-                # The retry comes on a new connection, which the Service may send to another
-                # replica: a tenant skewed onto one replica's share spreads out again.
-                resp.force_close()
-                return resp
+        return payload, model
+
+    def _rate_limited(self, key: auth.TenantKey, arrived: float) -> web.Response | None:
+        """The 429 when the tenant's key is over its requests per minute (this replica's
+        share), else None."""
+        retry = self.limiter.check(key.tenant, key.requests_per_minute, arrived, self.replicas)
+        if retry is None:
+            return None
+        resp = error_response(
+            429, f"Rate limit reached for tenant {key.tenant}: "
+            f"{key.requests_per_minute} requests per minute.",
+            "rate_limit_error", "rate_limit_exceeded",
+        )  # fmt: skip
+        resp.headers["Retry-After"] = auth.retry_after_header(retry)
+        # The retry comes on a new connection, which the Service may send to another
+        # replica: a tenant skewed onto one replica's share spreads out again.
+        resp.force_close()
+        return resp
+
+    async def _send(
+        self, request: web.Request, body: bytes, route: ModelRoute, model: str, arrived: float
+    ) -> web.StreamResponse:
+        """Forward to a replica leased from the queue, trying another (up to
+        ``connect_attempts``) when one cannot be connected to; 503 when no lease comes, 502
+        when the replica fails or none can be reached."""
         tried: set[str] = set()
         for _ in range(self.config.connect_attempts):
             got = await self._acquire(route, arrived, frozenset(tried))

@@ -152,25 +152,74 @@ def sync_shared_engine(
     history = History(cache.history)
     result = planning.plan_shared_engine(engine, every, observed, history, now)
     cache.history = result.history.recommendations
-    final = result
-    waiting = False
+    final, waiting = result, False
     if result.pool is not None:
-        kube.apply(
-            render.shared_engine_deployment(
-                engine, result.pool, result.replicas, namespace=namespace
-            )
+        final, waiting = _carry_out(
+            engine,
+            result,
+            result.pool,
+            observed=observed,
+            every=every,
+            history=history,
+            namespace=namespace,
+            kube=kube,
+            lora=lora,
+            cache=cache,
+            now=now,
         )
-        kube.apply(render.shared_engine_service(engine, namespace=namespace))
-        routed = cache.record | recorded(engine.status.adapters)
-        unloads = tuple(op for op in result.unloads if (op.pod, op.adapter) not in routed)
-        waiting = len(unloads) < len(result.unloads)
-        if result.loads or unloads:
-            now_result = dataclasses.replace(result, unloads=unloads)
-            after = actuate_adapters(now_result, observed, lora=lora, cache=cache)
-            final = planning.plan_shared_engine(engine, every, after, history, now)
     status = final.status.model_dump(mode="json", by_alias=True)
     kube.patch_shared_engine_status(engine.name, status)
     cache.record = recorded(final.status.adapters)
+    _patch_tenants(final, every, kube)
+    if result.pool is not None:
+        # Last: the older Deployment's replicas served this sync's adapters and record.
+        retire_renamed(current, stale, result.replicas, namespace=namespace, kube=kube)
+        if not cache.services_swept:
+            cache.services_swept = retire_renamed_service(engine, namespace=namespace, kube=kube)
+    return SharedSyncResult(
+        status=status,
+        events=result.events,
+        requeue_after=_requeue_after(final, observed, waiting),
+        tenant_updates=final.tenants,
+    )
+
+
+def _carry_out(
+    engine: SharedEngine,
+    result: planning.SharedEnginePlan,
+    pool: GPUPool,
+    *,
+    observed: planning.SharedObserved,
+    every: list[InferenceDeployment],
+    history: History,
+    namespace: str,
+    kube: SharedEngineKubePort,
+    lora: LoraClient,
+    cache: SharedEngineCache,
+    now: datetime,
+) -> tuple[planning.SharedEnginePlan, bool]:
+    """Apply the plan's Deployment and Service, then load and unload adapters, and plan again
+    on what the engines now hold (the status written must name what they serve).
+
+    An unload of a (pod, adapter) pair the last written record (or this process's) names is
+    held back: the gateway may still route on it until it reads the new record. Returns the
+    plan to write and whether an unload was held back."""
+    kube.apply(render.shared_engine_deployment(engine, pool, result.replicas, namespace=namespace))
+    kube.apply(render.shared_engine_service(engine, namespace=namespace))
+    routed = cache.record | recorded(engine.status.adapters)
+    unloads = tuple(op for op in result.unloads if (op.pod, op.adapter) not in routed)
+    waiting = len(unloads) < len(result.unloads)
+    if not (result.loads or unloads):
+        return result, waiting
+    now_result = dataclasses.replace(result, unloads=unloads)
+    after = actuate_adapters(now_result, observed, lora=lora, cache=cache)
+    return planning.plan_shared_engine(engine, every, after, history, now), waiting
+
+
+def _patch_tenants(
+    final: planning.SharedEnginePlan, every: list[InferenceDeployment], kube: SharedEngineKubePort
+) -> None:
+    """Write each tenant's status the plan changed (:func:`tenant_status`)."""
     was = {planning.tenant_key(t): t for t in every}
     patches = [(u, p) for u in final.tenants if (p := tenant_status(u, was.get(u.key)))]
     # Side by side: a wake changes every tenant's AdapterLoaded at once, and twenty patches
@@ -182,11 +231,13 @@ def sync_shared_engine(
         ]
         for f in done:
             f.result()
-    if result.pool is not None:
-        # Last: the older Deployment's replicas served this sync's adapters and record.
-        retire_renamed(current, stale, result.replicas, namespace=namespace, kube=kube)
-        if not cache.services_swept:
-            cache.services_swept = retire_renamed_service(engine, namespace=namespace, kube=kube)
+
+
+def _requeue_after(
+    final: planning.SharedEnginePlan, observed: planning.SharedObserved, waiting: bool
+) -> timedelta:
+    """The plan's requeue, sooner while an unload waits for the gateway to read the record or a
+    replica is starting."""
     requeue = final.requeue_after
     if waiting:
         requeue = min(requeue, UNLOAD_AFTER_RECORD)
@@ -194,12 +245,7 @@ def sync_shared_engine(
         # Nothing pokes this daemon when a fleet pod turns Ready; a replica starting is looked
         # at again soon, so its adapters load (and its tenants' held requests go) right away.
         requeue = min(requeue, REPLICA_STARTING)
-    return SharedSyncResult(
-        status=status,
-        events=result.events,
-        requeue_after=requeue,
-        tenant_updates=final.tenants,
-    )
+    return requeue
 
 
 #: How soon an unload held back for the gateway to read the new record is retried.

@@ -123,12 +123,23 @@ def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
         f" {cap.decode_tokens_per_s:,.0f} output tokens/s",
         f"recommended mode: {d.mode} ({d.reason}): {d.message}",
     ]
-    proj = d.cost
-    if proj is None:
+    if d.cost is None:
         return lines
+    return lines + _spend_lines(cfg, inputs, d.cost, tps)
+
+
+def _spend_lines(
+    cfg: config.SimConfig,
+    inputs: placement.PlacementInputs,
+    proj: placement.CostProjection,
+    tps: float,
+) -> list[str]:
+    """The recommendation's numbers: each mode's projected monthly spend, the chargeback, and
+    the buyer's view (the token rate at which the dedicated replicas cost what the shared pool
+    bills), so a reader can check the choice against their own prices."""
     p = cfg.prices
     node = p.gpus_per_node
-    lines += [
+    lines = [
         f"projected monthly GPU spend at this traffic (prices {p.name}:"
         f" {cost.money(p.shared_per_gpu_hour)}/GPU-h shared,"
         f" {cost.money(p.dedicated_per_gpu_hour)}/GPU-h dedicated in nodes of {node}):",

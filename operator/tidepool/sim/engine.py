@@ -50,6 +50,8 @@ from tidepool.sim import config, traces
 #: The longest the simulation runs past the trace's end to serve what is still queued or running:
 #: 2 h. A policy that needs longer than that to clear its backlog has failed the SLO anyway.
 DRAIN_CAP_S: Final = 7200.0
+#: Counts below this are float residue, not requests.
+_EPS: Final = 1e-9
 
 #: The offered load (arrivals and tokens the clients sent) over the last ``seconds``, as the
 #: gateway's counters give it to the operator; ``None`` before the trace has started.
@@ -279,169 +281,231 @@ def simulate(
     start: datetime,
 ) -> TenantRun:
     """Run ``load`` under ``controller``, then drain; see the module docstring for the model."""
-    n = len(load.arrivals)
-    limit = n + math.ceil(DRAIN_CAP_S / dt)
-    cap = cfg.engine.max_num_seqs
-    gpus = cfg.engine.gpus_per_replica
-    shared_pool, dedicated_pool = pool_prices(cfg)
-    cold = max(1, math.ceil(cfg.engine.cold_start_s / dt))
-    arrivals = load.arrivals.tolist()
-    svc_steps = np.maximum(1e-3, load.service_s / dt).tolist()
-    per_req = np.divide(
-        load.tokens, load.arrivals, out=np.zeros(n), where=load.arrivals > 0
-    ).tolist()
-    horizon = limit + math.ceil(max(svc_steps, default=1.0)) + 2
-    done_sh = [0.0] * horizon
-    done_de = [0.0] * horizon
-    waits = [0.0] * (limit + 1)
-    conc = np.zeros(limit)
-    shared_tl = np.zeros(limit, dtype=np.float32)
-    ded_tl = np.zeros(limit, dtype=np.float32)
-    spend_tl = np.zeros(limit)
-    step_h = dt / 3600.0
-
-    def spend(gpu_steps: float, pool: placement.PoolPrice) -> float:
-        """Dollars for GPUs held summed over steps: each step is ``dt`` of a GPU-hour price."""
-        return cost.dedicated_cost(gpu_steps, pool.price_per_gpu_hour, step_h)
-
-    signal_k = max(1, round(cfg.queue_signal_s / dt))
-    offered = OfferedLoad(
-        load,
-        dt,
-        cfg.capacity(),
-        durations.parse(cfg.scaling.scale_to_zero_after).total_seconds(),
-    )
-
-    # Warm start: the trace is cut from traffic that ran before it, and a system serving that
-    # traffic holds, through its scale-down window, the replicas its busiest recent minute needed.
-    # The trace's own first window stands in for the unseen one before it (Little's law per
-    # minute); sizing from the first minute alone would start short whenever the cut fell in a lull.
-    cmd = controller.initial(
-        warm_start_concurrency(
-            load, dt, durations.parse(cfg.scaling.scale_down_stabilization).total_seconds()
-        ),
-        start,
-    )
-    shared = _Pool(cmd.shared)
-    ded = _Pool(cmd.dedicated)
-    run_sh = run_de = 0.0
-    queue: deque[list[float]] = deque()
-    qlen = 0.0
-    next_tick = 0
-    gpu_steps_sh = gpu_steps_de = 0.0  # GPUs held by each pool, summed over steps
-    tokens_sh = 0.0
-    modes: list[tuple[float, str]] = [(0.0, cmd.mode)]
-    eps = 1e-9
-    busy_until = 0  # the first step at which every admitted request has finished
-
+    run = _TenantLoop(load, controller, cfg, dt=dt, start=start)
     i = 0
-    while i < n or (i < limit and (queue or i < busy_until)):
-        run_sh -= done_sh[i]
-        run_de -= done_de[i]
-        shared.promote(i)
-        ded.promote(i)
-        a = arrivals[i] if i < n else 0.0
-        if a > 0:
-            queue.append([float(i), a, svc_steps[i], per_req[i]])
-            qlen += a
-        ready_total = shared.ready + ded.ready
-        wake_now = controller.push_wake and qlen > 0 and ready_total == 0 and a > 0
-        if i >= next_tick or wake_now:
-            offered.last = i - 1
-            now_demand = qlen + run_sh + run_de
-            lo = max(0, i - signal_k + 1)
-            recent = (float(conc[lo:i].sum()) + now_demand) / (i - lo + 1)
-            obs = Observation(
-                now=start + timedelta(seconds=i * dt),
-                elapsed_s=i * dt,
-                demand=now_demand,
-                recent_demand=recent,
-                queued=qlen,
-                shared=shared.provisioned,
-                shared_ready=shared.ready,
-                dedicated=ded.provisioned,
-                dedicated_ready=ded.ready,
-                shared_running=run_sh,
-                dedicated_running=run_de,
-                offered=offered,
-            )
-            cmd = controller.tick(obs)
-            shared.resize(cmd.shared, i, cold)
-            ded.resize(cmd.dedicated, i, cold)
-            next_tick = i + max(1, math.ceil(cmd.next_tick_s / dt - 1e-9))
-            if cmd.mode != modes[-1][1]:
-                modes.append((i * dt, cmd.mode))
-        if qlen > eps:
-            limit_de = cmd.dedicated_limit or cap
-            free_de = ded.ready * limit_de - run_de if cmd.route_dedicated else 0.0
-            free_sh = shared.ready * cap - run_sh if cmd.route_shared else 0.0
-            while queue and (free_de > eps or free_sh > eps):
-                c = queue[0]
-                # A request of x steps holds a whole slot for x steps when x >= 1; a shorter one
-                # holds x of a slot for one step (a slot serves 1/x of them per step). Either
-                # way it occupies x slot-steps: Little's law, at any dt.
-                unit = min(1.0, c[2])
-                span = max(1.0, c[2])
-                take = min(c[1], (max(0.0, free_de) + max(0.0, free_sh)) / unit)
-                take_de = min(take, max(0.0, free_de) / unit)
-                take_sh = take - take_de
-                whole = int(span)
-                frac = span - whole
-                end = i + whole
-                busy_until = max(busy_until, end + (1 if frac > 0 else 0))
-                if take_de > 0:
-                    slots = take_de * unit
-                    done_de[end] += slots * (1.0 - frac)
-                    done_de[end + 1] += slots * frac
-                    run_de += slots
-                    free_de -= slots
-                if take_sh > 0:
-                    slots = take_sh * unit
-                    done_sh[end] += slots * (1.0 - frac)
-                    done_sh[end + 1] += slots * frac
-                    run_sh += slots
-                    free_sh -= slots
-                    tokens_sh += take_sh * c[3]
-                waits[i - int(c[0])] += take
-                c[1] -= take
-                qlen -= take
-                if c[1] <= eps:
-                    queue.popleft()
-            if not queue:
-                qlen = 0.0
-        conc[i] = qlen + run_sh + run_de
-        gpu_steps_sh += shared_pool.gpus_held(shared.provisioned, gpus)
-        gpu_steps_de += dedicated_pool.gpus_held(ded.provisioned, gpus)  # whole nodes
-        shared_tl[i] = shared.provisioned
-        ded_tl[i] = ded.provisioned
-        spend_tl[i] = spend(gpu_steps_sh, shared_pool) + spend(gpu_steps_de, dedicated_pool)
+    while run.running(i):
+        run.step(i)
         i += 1
-    unserved = 0.0
-    for c in queue:  # still waiting when the drain stopped
-        waits[i - int(c[0])] += c[1]
-        unserved += c[1]
-    return TenantRun(
-        tenant=load.name,
-        controller=controller.name,
-        dt=dt,
-        gpu_hours_shared=gpu_steps_sh * step_h,
-        gpu_hours_dedicated=gpu_steps_de * step_h,
-        spend_shared=spend(gpu_steps_sh, shared_pool),
-        spend_dedicated=spend(gpu_steps_de, dedicated_pool),
-        # A shared pool without a per-token price bills nothing.
-        chargeback=cost.serverless_cost(tokens_sh, shared_pool.price_per_million_tokens or 0.0),
-        tokens_shared=tokens_sh,
-        requests=float(load.arrivals.sum()),
-        replica_starts=shared.starts + ded.starts,
-        wait_weights=np.asarray(waits[: i + 1]),
-        shared_timeline=shared_tl[:i],
-        dedicated_timeline=ded_tl[:i],
-        demand_timeline=conc[:i],
-        spend_timeline=spend_tl[:i],
-        modes=tuple(modes),
-        trace_steps=n,
-        unserved=unserved,
-    )
+    return run.result(i)
+
+
+def _free_at(done: list[float], end: int, slots: float, frac: float) -> None:
+    """Book ``slots`` seats to free at step ``end``, the ``frac`` of them whose service runs
+    into the next step one step later (a cohort's service time is rarely whole steps)."""
+    done[end] += slots * (1.0 - frac)
+    done[end + 1] += slots * frac
+
+
+class _TenantLoop:
+    """The mutable state of one :func:`simulate` run and its steps.
+
+    Why a class: the pools, the gateway's queue, the running batches and the sums the result
+    reports change every step, and each step runs several phases (finish, arrive, tick, admit,
+    account) over them; holding them here lets each phase be a named method while the run stays
+    one loop (:func:`simulate`)."""
+
+    def __init__(
+        self,
+        load: traces.TenantLoad,
+        controller: Controller,
+        cfg: config.SimConfig,
+        *,
+        dt: float,
+        start: datetime,
+    ) -> None:
+        self.load, self.controller, self.cfg, self.dt, self.start = load, controller, cfg, dt, start
+        self.n = n = len(load.arrivals)
+        self.limit = limit = n + math.ceil(DRAIN_CAP_S / dt)
+        self.cap = cfg.engine.max_num_seqs
+        self.gpus = cfg.engine.gpus_per_replica
+        self.shared_pool, self.dedicated_pool = pool_prices(cfg)
+        self.cold = max(1, math.ceil(cfg.engine.cold_start_s / dt))
+        self.arrivals = load.arrivals.tolist()
+        self.svc_steps = np.maximum(1e-3, load.service_s / dt).tolist()
+        self.per_req = np.divide(
+            load.tokens, load.arrivals, out=np.zeros(n), where=load.arrivals > 0
+        ).tolist()
+        horizon = limit + math.ceil(max(self.svc_steps, default=1.0)) + 2
+        self.done_sh = [0.0] * horizon
+        self.done_de = [0.0] * horizon
+        self.waits = [0.0] * (limit + 1)
+        self.conc = np.zeros(limit)
+        self.shared_tl = np.zeros(limit, dtype=np.float32)
+        self.ded_tl = np.zeros(limit, dtype=np.float32)
+        self.spend_tl = np.zeros(limit)
+        self.step_h = dt / 3600.0
+        self.signal_k = max(1, round(cfg.queue_signal_s / dt))
+        self.offered = OfferedLoad(
+            load,
+            dt,
+            cfg.capacity(),
+            durations.parse(cfg.scaling.scale_to_zero_after).total_seconds(),
+        )
+        self.cmd = self._warm_start()
+        self.shared = _Pool(self.cmd.shared)
+        self.ded = _Pool(self.cmd.dedicated)
+        self.run_sh = self.run_de = 0.0
+        self.queue: deque[list[float]] = deque()
+        self.qlen = 0.0
+        self.next_tick = 0
+        self.gpu_steps_sh = self.gpu_steps_de = 0.0  # GPUs held by each pool, summed over steps
+        self.tokens_sh = 0.0
+        self.modes: list[tuple[float, str]] = [(0.0, self.cmd.mode)]
+        self.busy_until = 0  # the first step at which every admitted request has finished
+
+    def _warm_start(self) -> Command:
+        """The controller's first command. The trace is cut from traffic that ran before it, and
+        a system serving that traffic holds, through its scale-down window, the replicas its
+        busiest recent minute needed. The trace's own first window stands in for the unseen one
+        before it (Little's law per minute); sizing from the first minute alone would start short
+        whenever the cut fell in a lull."""
+        window_s = durations.parse(self.cfg.scaling.scale_down_stabilization).total_seconds()
+        return self.controller.initial(
+            warm_start_concurrency(self.load, self.dt, window_s), self.start
+        )
+
+    def _spend(self, gpu_steps: float, pool: placement.PoolPrice) -> float:
+        """Dollars for GPUs held summed over steps: each step is ``dt`` of a GPU-hour price."""
+        return cost.dedicated_cost(gpu_steps, pool.price_per_gpu_hour, self.step_h)
+
+    def running(self, i: int) -> bool:
+        """The trace's steps, then the drain: while anything is queued or running, up to
+        :data:`DRAIN_CAP_S` past the trace."""
+        return i < self.n or (i < self.limit and (bool(self.queue) or i < self.busy_until))
+
+    def step(self, i: int) -> None:
+        """Step ``i``: requests finish, replicas turn Ready, arrivals queue, the controller ticks
+        when it asked to (or on the gateway's wake push), the queue is admitted, and the step's
+        demand, replicas and spend are recorded."""
+        self.run_sh -= self.done_sh[i]
+        self.run_de -= self.done_de[i]
+        self.shared.promote(i)
+        self.ded.promote(i)
+        a = self.arrivals[i] if i < self.n else 0.0
+        if a > 0:
+            self.queue.append([float(i), a, self.svc_steps[i], self.per_req[i]])
+            self.qlen += a
+        ready_total = self.shared.ready + self.ded.ready
+        wake_now = self.controller.push_wake and self.qlen > 0 and ready_total == 0 and a > 0
+        if i >= self.next_tick or wake_now:
+            self._tick(i)
+        if self.qlen > _EPS:
+            self._admit(i)
+        self._account(i)
+
+    def _tick(self, i: int) -> None:
+        """Ask the controller, with what the operator would observe at step ``i``, and carry out
+        its command on the pools."""
+        dt = self.dt
+        self.offered.last = i - 1
+        now_demand = self.qlen + self.run_sh + self.run_de
+        lo = max(0, i - self.signal_k + 1)
+        recent = (float(self.conc[lo:i].sum()) + now_demand) / (i - lo + 1)
+        obs = Observation(
+            now=self.start + timedelta(seconds=i * dt),
+            elapsed_s=i * dt,
+            demand=now_demand,
+            recent_demand=recent,
+            queued=self.qlen,
+            shared=self.shared.provisioned,
+            shared_ready=self.shared.ready,
+            dedicated=self.ded.provisioned,
+            dedicated_ready=self.ded.ready,
+            shared_running=self.run_sh,
+            dedicated_running=self.run_de,
+            offered=self.offered,
+        )
+        cmd = self.cmd = self.controller.tick(obs)
+        self.shared.resize(cmd.shared, i, self.cold)
+        self.ded.resize(cmd.dedicated, i, self.cold)
+        self.next_tick = i + max(1, math.ceil(cmd.next_tick_s / dt - 1e-9))
+        if cmd.mode != self.modes[-1][1]:
+            self.modes.append((i * dt, cmd.mode))
+
+    def _admit(self, i: int) -> None:
+        """Admit the queue's head cohorts into the free seats the command routes to, dedicated
+        first, each admitted part holding its seats until it finishes."""
+        cmd, cap, queue = self.cmd, self.cap, self.queue
+        limit_de = cmd.dedicated_limit or cap
+        free_de = self.ded.ready * limit_de - self.run_de if cmd.route_dedicated else 0.0
+        free_sh = self.shared.ready * cap - self.run_sh if cmd.route_shared else 0.0
+        while queue and (free_de > _EPS or free_sh > _EPS):
+            c = queue[0]
+            # A request of x steps holds a whole slot for x steps when x >= 1; a shorter one
+            # holds x of a slot for one step (a slot serves 1/x of them per step). Either
+            # way it occupies x slot-steps: Little's law, at any dt.
+            unit = min(1.0, c[2])
+            span = max(1.0, c[2])
+            take = min(c[1], (max(0.0, free_de) + max(0.0, free_sh)) / unit)
+            take_de = min(take, max(0.0, free_de) / unit)
+            take_sh = take - take_de
+            whole = int(span)
+            frac = span - whole
+            end = i + whole
+            self.busy_until = max(self.busy_until, end + (1 if frac > 0 else 0))
+            if take_de > 0:
+                slots = take_de * unit
+                _free_at(self.done_de, end, slots, frac)
+                self.run_de += slots
+                free_de -= slots
+            if take_sh > 0:
+                slots = take_sh * unit
+                _free_at(self.done_sh, end, slots, frac)
+                self.run_sh += slots
+                free_sh -= slots
+                self.tokens_sh += take_sh * c[3]
+            self.waits[i - int(c[0])] += take
+            c[1] -= take
+            self.qlen -= take
+            if c[1] <= _EPS:
+                queue.popleft()
+        if not queue:
+            self.qlen = 0.0
+
+    def _account(self, i: int) -> None:
+        """Step ``i``'s demand (the queue signal's history), the GPUs each pool holds (whole
+        nodes on the dedicated one) and the cumulative spend."""
+        shared, ded, gpus = self.shared, self.ded, self.gpus
+        self.conc[i] = self.qlen + self.run_sh + self.run_de
+        self.gpu_steps_sh += self.shared_pool.gpus_held(shared.provisioned, gpus)
+        self.gpu_steps_de += self.dedicated_pool.gpus_held(ded.provisioned, gpus)
+        self.shared_tl[i] = shared.provisioned
+        self.ded_tl[i] = ded.provisioned
+        self.spend_tl[i] = self._spend(self.gpu_steps_sh, self.shared_pool) + self._spend(
+            self.gpu_steps_de, self.dedicated_pool
+        )
+
+    def result(self, i: int) -> TenantRun:
+        """The run after ``i`` steps: what is still queued counts with its wait so far."""
+        unserved = 0.0
+        for c in self.queue:  # still waiting when the drain stopped
+            self.waits[i - int(c[0])] += c[1]
+            unserved += c[1]
+        shared_pool, step_h = self.shared_pool, self.step_h
+        return TenantRun(
+            tenant=self.load.name,
+            controller=self.controller.name,
+            dt=self.dt,
+            gpu_hours_shared=self.gpu_steps_sh * step_h,
+            gpu_hours_dedicated=self.gpu_steps_de * step_h,
+            spend_shared=self._spend(self.gpu_steps_sh, shared_pool),
+            spend_dedicated=self._spend(self.gpu_steps_de, self.dedicated_pool),
+            # A shared pool without a per-token price bills nothing.
+            chargeback=cost.serverless_cost(
+                self.tokens_sh, shared_pool.price_per_million_tokens or 0.0
+            ),
+            tokens_shared=self.tokens_sh,
+            requests=float(self.load.arrivals.sum()),
+            replica_starts=self.shared.starts + self.ded.starts,
+            wait_weights=np.asarray(self.waits[: i + 1]),
+            shared_timeline=self.shared_tl[:i],
+            dedicated_timeline=self.ded_tl[:i],
+            demand_timeline=self.conc[:i],
+            spend_timeline=self.spend_tl[:i],
+            modes=tuple(self.modes),
+            trace_steps=self.n,
+            unserved=unserved,
+        )
 
 
 def warm_start_concurrency(load: traces.TenantLoad, dt: float, window_s: float) -> float:

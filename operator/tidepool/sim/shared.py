@@ -427,102 +427,185 @@ def simulate_fleet(
     """Run ``loads`` on one SharedEngine fleet (module docstring). ``own``: tenants that never use
     the fleet (a static split; their requests are not simulated here). ``promote``: move tenants
     by the placement policy as the run goes (module docstring)."""
-    n_t = len(loads)
-    n = len(loads[0].arrivals) if loads else 0
-    limit = n + math.ceil(engine.DRAIN_CAP_S / dt)
-    cap = cfg.engine.max_num_seqs
-    gpr = cfg.engine.gpus_per_replica
-    shared_price, _ = engine.pool_prices(cfg)
-    pool, _ = cfg.pools()
-    cold = max(1, math.ceil(cfg.engine.cold_start_s / dt))
-    load_steps = max(1, math.ceil(lora_timing.load_seconds(fleet.adapter_rank) / dt - _EPS))
-    swap_steps = lora_timing.SWAP_IN_SECONDS / dt
-    max_loras = fleet.max_loras
-    eng = shared_engine(cfg, fleet, n_t)
-    names = [load.name for load in loads]
-    state = [_Tenant(lora_tenant(cfg, fleet, t)) for t in range(n_t)]
-    for t in own:
-        state[t].route = Route.OWN
-        state[t].mode = DeploymentMode.DEDICATED
-        state[t].infd = _with_status(state[t].infd, effective_mode=DeploymentMode.DEDICATED)
-    key_of = [policy.tenant_key(s.infd) for s in state]
-    index_of = {adapter_name(t): t for t in range(n_t)}
+    run = _FleetLoop(loads, cfg, fleet, dt=dt, start=start, own=own, promote=promote)
+    run.warm_start()
+    i = 0
+    while run.running(i):
+        run.step(i)
+        i += 1
+        if progress is not None and i % run.hour_steps == 0:
+            progress(
+                f"fleet{' with promotions' if promote else ''}: hour {i // run.hour_steps} of"
+                f" {math.ceil(run.n / run.hour_steps)}, {len(run.fleet_pods)} replicas"
+            )
+    return run.result(i)
 
-    arrivals = np.stack([ld.arrivals for ld in loads]) if loads else np.zeros((0, 0))
-    svc = np.stack([np.maximum(1e-3, ld.service_s / dt) for ld in loads]) if loads else arrivals
-    per_req = (
-        np.stack(
-            [
-                np.divide(ld.tokens, ld.arrivals, out=np.zeros(n), where=ld.arrivals > 0)
-                for ld in loads
-            ]
+
+@dataclass(frozen=True, slots=True)
+class _Demand:
+    """Every tenant's arrivals as the fleet loop reads them, one row a tenant: requests per step,
+    their service time in steps and their tokens per request; and per step the tenants that sent
+    any (most of a long tail is idle most steps, so the loop visits only those)."""
+
+    arrivals: np.ndarray
+    svc: np.ndarray
+    per_req: np.ndarray
+    busy_steps: list[list[int]]
+
+    @classmethod
+    def of(cls, loads: Sequence[traces.TenantLoad], dt: float, n: int) -> "_Demand":
+        arrivals = np.stack([ld.arrivals for ld in loads]) if loads else np.zeros((0, 0))
+        svc = np.stack([np.maximum(1e-3, ld.service_s / dt) for ld in loads]) if loads else arrivals
+        per_req = (
+            np.stack(
+                [
+                    np.divide(ld.tokens, ld.arrivals, out=np.zeros(n), where=ld.arrivals > 0)
+                    for ld in loads
+                ]
+            )
+            if loads
+            else arrivals
         )
-        if loads
-        else arrivals
-    )
-    busy_steps = [np.flatnonzero(arrivals[:, i]).tolist() for i in range(n)]
-    horizon = limit + math.ceil(float(svc.max(initial=1.0)) + swap_steps) + 3
-    done: list[list[tuple[_Replica, int, float]]] = [[] for _ in range(horizon)]
-    waits = np.zeros((n_t, limit + 1))
-    served = np.zeros((n_t, limit + 1))  # admitted per step (promotion evidence)
-    late = np.zeros((n_t, limit + 1))  # admitted per step after waiting past the SLO
-    tok = np.zeros((n_t, limit + 1))  # tokens admitted per step
-    sent = np.zeros(n_t)
-    own_mode = np.zeros((n_t, max(1, n)), dtype=np.int8)
-    own_floor = np.zeros((n_t, max(1, n)), dtype=np.int16)
-    replicas_tl = np.zeros(limit, dtype=np.float32)
-    spend_tl = np.zeros(limit)
-    gpu_steps = 0.0
-    step_h = dt / 3600.0
-    slo_steps = cfg.slo_p99_s / dt
+        busy_steps = [np.flatnonzero(arrivals[:, i]).tolist() for i in range(n)]
+        return cls(arrivals, svc, per_req, busy_steps)
 
-    fleet_pods: list[_Replica] = []
-    made = 0
-    starts = 0
-    adapter_loads = 0
-    swaps = 0
-    max_batch = 0.0
-    history = plan.History()
-    started_at = start - timedelta(days=1)
-    decisions: list[str] = []
 
-    # Each tenant's offered load, as the gateway's counters show it to the operator: the fleet's
-    # autoscaler reads every member's, the promotion rule every tenant's.
-    offered = [
-        engine.OfferedLoad(ld, dt, cfg.capacity(), _seconds(cfg.scaling.scale_to_zero_after))
-        for ld in loads
-    ]
+class _FleetLoop:
+    """The mutable state of one :func:`simulate_fleet` run and its steps.
 
-    def now_at(i: int) -> datetime:
-        return start + timedelta(seconds=i * dt)
+    Why a class: the fleet's replicas, the tenants' queues and routes, the operator's plan history
+    and the counters the result reports all change every step, and each step runs several phases
+    (finish, route, arrive, reconcile, promote, admit, account) that read and write them. Holding
+    them here lets each phase be a named method while the run stays one loop
+    (:func:`simulate_fleet`)."""
 
-    def ready(i: int) -> list[_Replica]:
-        return [r for r in fleet_pods if r.ready_at <= i]
+    def __init__(
+        self,
+        loads: Sequence[traces.TenantLoad],
+        cfg: config.SimConfig,
+        fleet: FleetSettings,
+        *,
+        dt: float,
+        start: datetime,
+        own: frozenset[int],
+        promote: bool,
+    ) -> None:
+        self.loads, self.cfg, self.dt, self.start = loads, cfg, dt, start
+        self.own, self.promote = own, promote
+        self.n_t = n_t = len(loads)
+        self.n = n = len(loads[0].arrivals) if loads else 0
+        self.limit = limit = n + math.ceil(engine.DRAIN_CAP_S / dt)
+        self.cap = cfg.engine.max_num_seqs
+        self.gpr = cfg.engine.gpus_per_replica
+        self.shared_price, _ = engine.pool_prices(cfg)
+        self.pool, _ = cfg.pools()
+        self.cold = max(1, math.ceil(cfg.engine.cold_start_s / dt))
+        self.load_steps = max(
+            1, math.ceil(lora_timing.load_seconds(fleet.adapter_rank) / dt - _EPS)
+        )
+        self.swap_steps = lora_timing.SWAP_IN_SECONDS / dt
+        self.max_loras = fleet.max_loras
+        self.eng = shared_engine(cfg, fleet, n_t)
+        self.names = [load.name for load in loads]
+        self.state = [_Tenant(lora_tenant(cfg, fleet, t)) for t in range(n_t)]
+        for t in own:
+            s = self.state[t]
+            s.route = Route.OWN
+            s.mode = DeploymentMode.DEDICATED
+            s.infd = _with_status(s.infd, effective_mode=DeploymentMode.DEDICATED)
+        self.key_of = [policy.tenant_key(s.infd) for s in self.state]
+        self.index_of = {adapter_name(t): t for t in range(n_t)}
+        self.demand = _Demand.of(loads, dt, n)
+        horizon = limit + math.ceil(float(self.demand.svc.max(initial=1.0)) + self.swap_steps) + 3
+        self.done: list[list[tuple[_Replica, int, float]]] = [[] for _ in range(horizon)]
+        self.waits = np.zeros((n_t, limit + 1))
+        self.served = np.zeros((n_t, limit + 1))  # admitted per step (promotion evidence)
+        self.late = np.zeros((n_t, limit + 1))  # admitted per step after waiting past the SLO
+        self.tok = np.zeros((n_t, limit + 1))  # tokens admitted per step
+        self.sent = np.zeros(n_t)
+        self.own_mode = np.zeros((n_t, max(1, n)), dtype=np.int8)
+        self.own_floor = np.zeros((n_t, max(1, n)), dtype=np.int16)
+        self.replicas_tl = np.zeros(limit, dtype=np.float32)
+        self.spend_tl = np.zeros(limit)
+        self.gpu_steps = 0.0
+        self.step_h = dt / 3600.0
+        self.slo_steps = cfg.slo_p99_s / dt
+        self.fleet_pods: list[_Replica] = []
+        self.made = self.starts = self.adapter_loads = self.swaps = 0
+        self.max_batch = 0.0
+        self.history = plan.History()
+        self.started_at = start - timedelta(days=1)
+        self.decisions: list[str] = []
+        # Each tenant's offered load, as the gateway's counters show it to the operator: the
+        # fleet's autoscaler reads every member's, the promotion rule every tenant's.
+        self.offered = [
+            engine.OfferedLoad(ld, dt, cfg.capacity(), _seconds(cfg.scaling.scale_to_zero_after))
+            for ld in loads
+        ]
+        self._init_promotion()
+        self.hour_steps = max(1, round(3600.0 / dt))
+        self.next_tick = 0
+        self.busy_until = 0
+        self.next_eval = self.window_steps
+        self.queued_total = 0.0
 
-    def resize(target: int, i: int, ready_at: int | None = None) -> None:
-        nonlocal made, starts
-        while len(fleet_pods) < target:
-            made += 1
-            fleet_pods.append(
-                _Replica(f"{ENGINE_NAME}-{made:06d}", i + cold if ready_at is None else ready_at)
+    def _init_promotion(self) -> None:
+        """The placement policy's window and each tenant's cumulative tokens, which promotion
+        reads as the operator's plan does for a LoRA tenant (its offered tokens per second)."""
+        cfg, dt, n = self.cfg, self.dt, self.n
+        self.rule_window_s = placement.PlacementPolicy.from_spec(
+            cfg.placement
+        ).window.total_seconds()
+        self.window_steps = max(1, round(self.rule_window_s / dt))
+        self.eval_steps = max(1, round(PROMOTION_EVERY_S / dt))
+        self.cum_in = np.zeros((self.n_t, n + 1))
+        self.cum_out = np.zeros((self.n_t, n + 1))
+        if self.promote and n:
+            self.cum_in[:, 1:] = np.cumsum(np.stack([ld.input_tokens for ld in self.loads]), axis=1)
+            self.cum_out[:, 1:] = np.cumsum(
+                np.stack([ld.output_tokens for ld in self.loads]), axis=1
+            )
+        self.pools = cfg.pools()
+        self.cold_start = timedelta(seconds=cfg.engine.cold_start_s)
+
+    # -- the fleet's replicas and the operator's reconcile -------------------------------------
+
+    def now_at(self, i: int) -> datetime:
+        return self.start + timedelta(seconds=i * self.dt)
+
+    def ready(self, i: int) -> list[_Replica]:
+        return [r for r in self.fleet_pods if r.ready_at <= i]
+
+    def resize(self, target: int, i: int, ready_at: int | None = None) -> None:
+        """Carry out the plan's replica count as the engine Deployment's ReplicaSet would."""
+        while len(self.fleet_pods) < target:
+            self.made += 1
+            self.fleet_pods.append(
+                _Replica(
+                    f"{ENGINE_NAME}-{self.made:06d}",
+                    i + self.cold if ready_at is None else ready_at,
+                )
             )
             if ready_at is None:
-                starts += 1
-        while len(fleet_pods) > target:
+                self.starts += 1
+        while len(self.fleet_pods) > target:
             # A ReplicaSet deletes pods that are not ready first, then the newest.
-            loading = [r for r in fleet_pods if r.ready_at > i]
-            victim = loading[-1] if loading else fleet_pods[-1]
+            loading = [r for r in self.fleet_pods if r.ready_at > i]
+            victim = loading[-1] if loading else self.fleet_pods[-1]
             victim.alive = False
-            fleet_pods.remove(victim)
+            self.fleet_pods.remove(victim)
 
-    def observe(i: int, pods: list[_Replica]) -> policy.SharedObserved:
-        now = now_at(i)
+    def observe(self, i: int, pods: list[_Replica]) -> policy.SharedObserved:
+        """What the operator's SharedEngine reconcile sees: the engine Deployment, its ready pods
+        with their adapters and queues, the gateway's held requests and every member's traffic."""
+        now = self.now_at(i)
+        state, key_of = self.state, self.key_of
         return policy.SharedObserved(
-            pool=pool,
+            pool=self.pool,
             deployment=plan.ObservedDeployment(
                 name=ENGINE_NAME,
                 pool=config.SHARED_POOL,
-                replicas=len(fleet_pods),
+                replicas=len(self.fleet_pods),
                 ready_replicas=len(pods),
                 updated_replicas=len(pods),
                 generation_observed=True,
@@ -537,96 +620,266 @@ def simulate_fleet(
                 )
                 for r in pods
             ),
-            held={key_of[t]: Sample(state[t].shown, now) for t in range(n_t)},
+            held={key_of[t]: Sample(state[t].shown, now) for t in range(self.n_t)},
             load_errors={},
-            operator_started_at=started_at,
-            cold_start=timedelta(seconds=cfg.engine.cold_start_s),
+            operator_started_at=self.started_at,
+            cold_start=timedelta(seconds=self.cfg.engine.cold_start_s),
             traffic={
-                key_of[t]: offered[t](OFFERED_WINDOW_S) or NoData("no traffic observed yet")
-                for t in range(n_t)
+                key_of[t]: self.offered[t](OFFERED_WINDOW_S) or NoData("no traffic observed yet")
+                for t in range(self.n_t)
                 if state[t].route.member
             },
         )
 
-    def tick(i: int, usable_from: int, ready_at: int | None = None) -> policy.SharedEnginePlan:
+    def tick(
+        self, i: int, usable_from: int, ready_at: int | None = None
+    ) -> policy.SharedEnginePlan:
         """One reconcile of the SharedEngine: the operator's plan, carried out."""
-        nonlocal eng, history, adapter_loads
-        pods = ready(i)
-        for load in offered:
+        pods = self.ready(i)
+        for load in self.offered:
             load.last = i - 1
         result = policy.plan_shared_engine(
-            eng, [s.infd for s in state], observe(i, pods), history, now_at(i)
+            self.eng,
+            [s.infd for s in self.state],
+            self.observe(i, pods),
+            self.history,
+            self.now_at(i),
         )
-        history = result.history
-        eng = eng.model_copy(update={"status": result.status})
+        self.history = result.history
+        self.eng = self.eng.model_copy(update={"status": result.status})
         for update in result.tenants:
-            t = index_of[update.name]
-            if update.last_wake_handled != state[t].infd.status.last_wake_handled:
-                status = state[t].infd.status.model_copy(
+            t = self.index_of[update.name]
+            infd = self.state[t].infd
+            if update.last_wake_handled != infd.status.last_wake_handled:
+                status = infd.status.model_copy(
                     update={"last_wake_handled": update.last_wake_handled}
                 )
-                state[t].infd = state[t].infd.model_copy(update={"status": status})
-        resize(result.replicas, i, ready_at)
-        by_name = {r.name: r for r in fleet_pods}
+                self.state[t].infd = infd.model_copy(update={"status": status})
+        self.resize(result.replicas, i, ready_at)
+        self._apply_adapter_ops(result, usable_from)
+        return result
+
+    def _apply_adapter_ops(self, result: policy.SharedEnginePlan, usable_from: int) -> None:
+        """The plan's adapter unloads (at once) and loads (serving from ``usable_from``), as the
+        operator calls vLLM's ``/v1/unload_lora_adapter`` and ``/v1/load_lora_adapter``."""
+        by_name = {r.name: r for r in self.fleet_pods}
         for op in result.unloads:
             r = by_name.get(op.pod)
-            u = index_of.get(op.adapter)
+            u = self.index_of.get(op.adapter)
             if r is not None and u is not None:
                 r.usable.pop(u, None)
                 r.gpu.pop(u, None)
         for op in result.loads:
             r = by_name.get(op.pod)
-            u = index_of.get(op.adapter)
+            u = self.index_of.get(op.adapter)
             if r is not None and u is not None and u not in r.usable:
                 r.usable[u] = usable_from
-                adapter_loads += 1
-        return result
+                self.adapter_loads += 1
 
-    # -- warm start: the fleet was serving this traffic before the trace began ---------------
-    fleet_loads = [loads[t] for t in range(n_t) if t not in own]
-    if fleet_loads:
+    def warm_start(self) -> None:
+        """The fleet was serving this traffic before the trace began: as the per-tenant warm
+        start, plan until the fleet is steady with the in-flight requests of the busiest recent
+        minute spread over its replicas, every one Ready and holding its adapters."""
+        fleet_loads = [self.loads[t] for t in range(self.n_t) if t not in self.own]
+        if not fleet_loads:
+            return
         total = aggregate(fleet_loads, "fleet")
         concurrency = engine.warm_start_concurrency(
-            total, dt, _seconds(cfg.scaling.scale_down_stabilization)
+            total, self.dt, _seconds(self.cfg.scaling.scale_down_stabilization)
         )
-        # As the per-tenant warm start: plan until the fleet is steady with the in-flight
-        # requests of the busiest recent minute spread over its replicas, every one Ready and
-        # holding its adapters.
-        resize(math.ceil(concurrency / cfg.scaling.target_queue_depth - _EPS), 0, ready_at=-1)
+        target = math.ceil(concurrency / self.cfg.scaling.target_queue_depth - _EPS)
+        self.resize(target, 0, ready_at=-1)
         for _ in range(16):
-            before = len(fleet_pods)
-            for r in fleet_pods:
-                r.total = r.shown = concurrency / len(fleet_pods)
-            tick(0, usable_from=0, ready_at=-1)
-            if len(fleet_pods) == before:
+            before = len(self.fleet_pods)
+            for r in self.fleet_pods:
+                r.total = r.shown = concurrency / len(self.fleet_pods)
+            self.tick(0, usable_from=0, ready_at=-1)
+            if len(self.fleet_pods) == before:
                 break
-        for r in fleet_pods:
+        for r in self.fleet_pods:
             r.total = r.shown = 0.0
-        tick(0, usable_from=0, ready_at=-1)
-    next_tick = 0
+        self.tick(0, usable_from=0, ready_at=-1)
+
+    # -- one step --------------------------------------------------------------------------------
+
+    def running(self, i: int) -> bool:
+        """The trace's steps, then the drain: while anything is queued or running, up to
+        :data:`~tidepool.sim.engine.DRAIN_CAP_S` past the trace."""
+        return i < self.n or (i < self.limit and (self.queued_total > _EPS or i < self.busy_until))
+
+    def step(self, i: int) -> None:
+        """Step ``i``: requests finish, routes change, arrivals queue (waking the fleet), the
+        operator reconciles when due, promotion looks once a minute, the gateway admits, and
+        the step's metrics and spend are recorded."""
+        for r, t, slots in self.done[i]:
+            if r.alive:
+                r.run(t, -slots)
+        pods = self.ready(i)
+        if self.promote:
+            _reroute(self.state, pods, i, self.limit)
+            if i < self.n:
+                self._record_own_routes(i)
+        wake_now = self._arrive(i, pods)
+        if i >= self.next_tick or wake_now:
+            result = self.tick(i, usable_from=i + self.load_steps)
+            requeue = result.requeue_after.total_seconds() / self.dt
+            self.next_tick = i + max(1, math.ceil(requeue - _EPS))
+            if len(self.ready(i)) < result.replicas:
+                # The reconcile looks again within a second while a replica is starting (nothing
+                # pokes it when a pod turns Ready), so its adapters load as soon as it is up.
+                self.next_tick = i + 1
+            pods = self.ready(i)
+        if self.promote and i >= self.next_eval and i < self.n:
+            self.evaluate(i)
+            self.next_eval = i + self.eval_steps
+        if self.queued_total > _EPS and pods:
+            self._admit(i, pods)
+        self._account(i)
+
+    def _record_own_routes(self, i: int) -> None:
+        """Which tenants sent step ``i``'s arrivals to replicas of their own, in which mode
+        (:meth:`FleetRun.own_segments` replays those with the per-tenant simulator)."""
+        for t, s in enumerate(self.state):
+            if not s.route.sends_to_fleet and t not in self.own:
+                self.own_mode[t, i] = OWN_MODES.index(s.mode) + 1 if s.mode in OWN_MODES else 1
+                self.own_floor[t, i] = s.floor
+
+    def _arrive(self, i: int, pods: list[_Replica]) -> bool:
+        """Queue step ``i``'s arrivals of the tenants sending to the fleet at the gateway; with no
+        replica ready, a tenant's first held request pushes a wake. Whether one was pushed."""
+        wake_now = False
+        if i >= self.n:
+            return wake_now
+        demand = self.demand
+        for t in demand.busy_steps[i]:
+            s = self.state[t]
+            a = float(demand.arrivals[t, i])
+            if not s.route.sends_to_fleet:
+                continue
+            s.queue.append(_Cohort(i, a, float(demand.svc[t, i]), float(demand.per_req[t, i])))
+            s.waiting += a
+            self.queued_total += a
+            self.sent[t] += a
+            if not pods and _wake(s):
+                s.infd = _annotate_wake(s.infd, self.now_at(i).isoformat())
+                wake_now = True
+        return wake_now
+
+    def _admit(self, i: int, pods: list[_Replica]) -> None:
+        """The gateway sends held requests, oldest tenant's head first, to replicas whose
+        adapter for the tenant is usable."""
+        state = self.state
+        order = sorted(
+            (t for t in range(self.n_t) if state[t].waiting > _EPS),
+            key=lambda t: state[t].queue[0].arrived,
+        )
+        for t in order:
+            s = state[t]
+            cands = [r for r in pods if r.usable.get(t, self.limit) <= i]
+            while s.queue and cands:
+                c = s.queue[0]
+                cands.sort(key=lambda r: (t not in r.running, r.total))
+                for r in cands:
+                    self._place(i, r, t, c)
+                if c.count <= _EPS:
+                    s.waiting -= c.count
+                    s.queue.popleft()
+                else:
+                    break  # no replica takes more of this tenant this step
+            if not s.queue:
+                s.waiting = 0.0
+        self.queued_total = sum(s.waiting for s in state)
+
+    def _place(self, i: int, r: _Replica, t: int, c: _Cohort) -> None:
+        """As much of cohort ``c`` of tenant ``t`` as replica ``r`` has free seats and adapter
+        room for (module docstring), its seats held until the requests finish."""
+        free = self.cap - r.total
+        if free <= _EPS or c.count <= _EPS:
+            return
+        room = _adapter_room(r, t, self.max_loras)
+        if room <= _EPS:
+            return
+        steps_held = c.svc_steps + self._swap_in(r, t)
+        unit = min(1.0, steps_held)
+        span_steps = max(1.0, steps_held)
+        take = min(c.count, min(free, room) / unit)
+        slots = take * unit
+        whole = int(span_steps)
+        frac = span_steps - whole
+        self.done[i + whole].append((r, t, slots * (1.0 - frac)))
+        if frac > 0:
+            self.done[i + whole + 1].append((r, t, slots * frac))
+        self.busy_until = max(self.busy_until, i + whole + (1 if frac > 0 else 0))
+        r.run(t, slots)
+        self.max_batch = max(self.max_batch, r.adapters)
+        wait = i - c.arrived
+        self.waits[t, wait] += take
+        self.served[t, i] += take
+        if wait > self.slo_steps:
+            self.late[t, i] += take
+        self.tok[t, i] += take * c.tokens_per_request
+        c.count -= take
+        s = self.state[t]
+        s.waiting -= take
+        self.queued_total -= take
+
+    def _swap_in(self, r: _Replica, t: int) -> float:
+        """Steps added to the requests that bring ``t``'s adapter into one of ``r``'s GPU slots
+        (0 when it is there already, refreshed as most recently used)."""
+        if t in r.gpu:
+            r.gpu.move_to_end(t)
+            return 0.0
+        if len(r.gpu) >= self.max_loras:
+            # The least recently used adapter no request runs, else (in the fluid batch, more
+            # than max_loras tenants may each run a fraction of a request) the least recently used.
+            idle = next((a for a in r.gpu if a not in r.running), None)
+            del r.gpu[next(iter(r.gpu)) if idle is None else idle]
+        r.gpu[t] = None
+        self.swaps += 1
+        return self.swap_steps
+
+    def _account(self, i: int) -> None:
+        """What the replicas' and the gateway's metrics show the next reconcile, and the step's
+        GPUs and spend. Recorded after admission: this step's requests admitted, each short one
+        holding its fraction of a seat (Little's law at any dt, as the per-tenant simulator's
+        queue signal), the rest still held; counted before it, a whole step's arrivals would read
+        as held at once."""
+        for r in self.fleet_pods:
+            r.shown = r.total
+        for s in self.state:
+            s.shown = s.waiting
+        self.replicas_tl[i] = len(self.fleet_pods)
+        self.gpu_steps += self.shared_price.gpus_held(len(self.fleet_pods), self.gpr)
+        self.spend_tl[i] = cost.dedicated_cost(
+            self.gpu_steps, self.shared_price.price_per_gpu_hour, self.step_h
+        )
 
     # -- promotion: the placement policy, as the operator's plan calls it for a LoRA tenant ----
-    rule_window_s = placement.PlacementPolicy.from_spec(cfg.placement).window.total_seconds()
-    window_steps = max(1, round(rule_window_s / dt))
-    eval_steps = max(1, round(PROMOTION_EVERY_S / dt))
-    cum_in = np.zeros((n_t, n + 1))
-    cum_out = np.zeros((n_t, n + 1))
-    if promote and n:
-        cum_in[:, 1:] = np.cumsum(np.stack([ld.input_tokens for ld in loads]), axis=1)
-        cum_out[:, 1:] = np.cumsum(np.stack([ld.output_tokens for ld in loads]), axis=1)
-    pools = cfg.pools()
-    cold_start = timedelta(seconds=cfg.engine.cold_start_s)
 
-    def evaluate(i: int) -> None:
+    def evaluate(self, i: int) -> None:
         """Placement for every tenant not moving: :func:`tidepool.policy.placement.decide` with
         the SharedEngine as its serverless option (:func:`tidepool.policy.plan.engine_share`),
         the tenants' offered load recorded in their status as the operator records it."""
-        now = now_at(i)
-        lo = max(0, i - window_steps)
-        span = max(1, i - lo) * dt
-        mean_in = (cum_in[:, i] - cum_in[:, lo]) / span
-        mean_out = (cum_out[:, i] - cum_out[:, lo]) / span
-        for t, s in enumerate(state):
+        now = self.now_at(i)
+        self._record_offered_tokens(i)
+        observed = self._placement_view()
+        for t, s in enumerate(self.state):
+            if t in self.own or s.route in (Route.TO_OWN, Route.TO_FLEET, Route.OWN_DRAINING):
+                continue
+            if s.switch_at > i:  # an own -> own move still starting its new replicas
+                continue
+            decision = self._decide(t, s, i, now, observed)
+            if decision is not None:
+                self._start_move(t, s, i, now, decision)
+
+    def _record_offered_tokens(self, i: int) -> None:
+        """Each member's offered tokens per second over the placement window, in its status,
+        where the operator records them for the SharedEngine's share (engine_share)."""
+        lo = max(0, i - self.window_steps)
+        span = max(1, i - lo) * self.dt
+        mean_in = (self.cum_in[:, i] - self.cum_in[:, lo]) / span
+        mean_out = (self.cum_out[:, i] - self.cum_out[:, lo]) / span
+        for t, s in enumerate(self.state):
             if s.route.member:
                 status = s.infd.status.model_copy(
                     update={
@@ -635,218 +888,115 @@ def simulate_fleet(
                     }
                 )
                 s.infd = s.infd.model_copy(update={"status": status})
-        observed = plan.Observed(
-            pools=pools,
+
+    def _placement_view(self) -> plan.Observed:
+        """The part of the operator's observation placement reads: the pools and the
+        SharedEngine with its members (no per-tenant demand: that is the offered load)."""
+        return plan.Observed(
+            pools=self.pools,
             deployments={},
             pod_problems=(),
             demand=NoData("not needed for placement"),
             traffic=NoData("per tenant below"),
             inflight={},
-            operator_started_at=started_at,
-            cold_start=cold_start,
-            shared_engine=eng,
-            engine_tenants=tuple(s.infd for s in state if s.route.member),
+            operator_started_at=self.started_at,
+            cold_start=self.cold_start,
+            shared_engine=self.eng,
+            engine_tenants=tuple(s.infd for s in self.state if s.route.member),
         )
-        for t, s in enumerate(state):
-            if t in own or s.route in (Route.TO_OWN, Route.TO_FLEET, Route.OWN_DRAINING):
-                continue
-            if s.switch_at > i:  # an own -> own move still starting its new replicas
-                continue
-            offered[t].last = i - 1
-            traffic = offered[t](rule_window_s) or NoData("no traffic observed yet")
-            current = s.mode
-            decision = placement.decide(
-                plan.placement_inputs(
-                    s.infd,
-                    traffic,
-                    current,
-                    shared=pools[0],
-                    dedicated=pools[1],
-                    cap=cfg.capacity(),
-                    cold_start=cold_start,
-                    engine=plan.engine_share(
-                        s.infd, observed, on_engine=current == DeploymentMode.SERVERLESS
-                    ),
-                ),
-                now,
-            )
-            since = s.infd.status.placement_since
-            moved = decision.move and decision.mode != current
-            if moved or (
-                since is None
-                and decision.reason
-                in (placement.PlacementReason.HOLDING, placement.PlacementReason.FIXED_MODE)
-            ):
-                since = now
-            s.infd = _with_status(
-                s.infd,
-                placement_since=since,
-                utilization_above_since=decision.above_since,
-                utilization_below_since=decision.below_since,
-            )
-            if not moved:
-                continue
-            decisions.append(f"{now:%H:%M} {names[t]} {decision.reason}: {decision.message}")
-            floor = decision.floor_replicas if decision.mode == DeploymentMode.HYBRID else 0
-            if current == DeploymentMode.SERVERLESS:
-                s.route = Route.TO_OWN
-                s.promoted_at.append(i)
-            elif decision.mode == DeploymentMode.SERVERLESS:
-                s.route = Route.TO_FLEET
-                s.infd = _with_status(s.infd, effective_mode=DeploymentMode.SERVERLESS)
-                s.mode = DeploymentMode.SERVERLESS
-                continue
-            s.switch_at = i + cold  # make-before-break: its new replicas load first
-            s.next_mode, s.next_floor = decision.mode, floor
 
-    # -- the run -----------------------------------------------------------------------------
-    hour_steps = max(1, round(3600.0 / dt))
-    i = 0
-    busy_until = 0
-    next_eval = window_steps
-    queued_total = 0.0
-    while i < n or (i < limit and (queued_total > _EPS or i < busy_until)):
-        for r, t, slots in done[i]:
-            if r.alive:
-                r.run(t, -slots)
-        pods = ready(i)
-        if promote:
-            _reroute(state, pods, i, limit)
-            if i < n:
-                for t, s in enumerate(state):
-                    if not s.route.sends_to_fleet and t not in own:
-                        own_mode[t, i] = OWN_MODES.index(s.mode) + 1 if s.mode in OWN_MODES else 1
-                        own_floor[t, i] = s.floor
-        wake_now = False
-        if i < n:
-            for t in busy_steps[i]:
-                s = state[t]
-                a = float(arrivals[t, i])
-                if not s.route.sends_to_fleet:
-                    continue
-                s.queue.append(_Cohort(i, a, float(svc[t, i]), float(per_req[t, i])))
-                s.waiting += a
-                queued_total += a
-                sent[t] += a
-                if not pods and _wake(s):
-                    s.infd = _annotate_wake(s.infd, now_at(i).isoformat())
-                    wake_now = True
-        if i >= next_tick or wake_now:
-            result = tick(i, usable_from=i + load_steps)
-            next_tick = i + max(1, math.ceil(result.requeue_after.total_seconds() / dt - _EPS))
-            if len(ready(i)) < result.replicas:
-                # The reconcile looks again within a second while a replica is starting (nothing
-                # pokes it when a pod turns Ready), so its adapters load as soon as it is up.
-                next_tick = i + 1
-            pods = ready(i)
-        if promote and i >= next_eval and i < n:
-            evaluate(i)
-            next_eval = i + eval_steps
-        if queued_total > _EPS and pods:
-            order = sorted(
-                (t for t in range(n_t) if state[t].waiting > _EPS),
-                key=lambda t: state[t].queue[0].arrived,
-            )
-            for t in order:
-                s = state[t]
-                cands = [r for r in pods if r.usable.get(t, limit) <= i]
-                while s.queue and cands:
-                    c = s.queue[0]
-                    cands.sort(key=lambda r: (t not in r.running, r.total))
-                    for r in cands:
-                        free = cap - r.total
-                        if free <= _EPS or c.count <= _EPS:
-                            continue
-                        room = _adapter_room(r, t, max_loras)
-                        if room <= _EPS:
-                            continue
-                        extra = 0.0
-                        if t in r.gpu:
-                            r.gpu.move_to_end(t)
-                        else:
-                            if len(r.gpu) >= max_loras:
-                                # The least recently used adapter no request runs, else (in
-                                # the fluid batch, more than max_loras tenants may each run a
-                                # fraction of a request) the least recently used.
-                                idle = next((a for a in r.gpu if a not in r.running), None)
-                                del r.gpu[next(iter(r.gpu)) if idle is None else idle]
-                            r.gpu[t] = None
-                            swaps += 1
-                            extra = swap_steps
-                        steps_held = c.svc_steps + extra
-                        unit = min(1.0, steps_held)
-                        span_steps = max(1.0, steps_held)
-                        take = min(c.count, min(free, room) / unit)
-                        slots = take * unit
-                        whole = int(span_steps)
-                        frac = span_steps - whole
-                        done[i + whole].append((r, t, slots * (1.0 - frac)))
-                        if frac > 0:
-                            done[i + whole + 1].append((r, t, slots * frac))
-                        busy_until = max(busy_until, i + whole + (1 if frac > 0 else 0))
-                        r.run(t, slots)
-                        max_batch = max(max_batch, r.adapters)
-                        wait = i - c.arrived
-                        waits[t, wait] += take
-                        served[t, i] += take
-                        if wait > slo_steps:
-                            late[t, i] += take
-                        tok[t, i] += take * c.tokens_per_request
-                        c.count -= take
-                        s.waiting -= take
-                        queued_total -= take
-                    if c.count <= _EPS:
-                        s.waiting -= c.count
-                        s.queue.popleft()
-                    else:
-                        break  # no replica takes more of this tenant this step
-                if not s.queue:
-                    s.waiting = 0.0
-            queued_total = sum(s.waiting for s in state)
-        # What the replicas' and the gateway's metrics show the next reconcile: this step's
-        # requests admitted, each short one holding its fraction of a seat (Little's law at any
-        # dt, as the per-tenant simulator's queue signal), the rest still held. Counted before
-        # admission, a whole step's arrivals would read as held at once.
-        for r in fleet_pods:
-            r.shown = r.total
-        for s in state:
-            s.shown = s.waiting
-        replicas_tl[i] = len(fleet_pods)
-        gpu_steps += shared_price.gpus_held(len(fleet_pods), gpr)
-        spend_tl[i] = cost.dedicated_cost(gpu_steps, shared_price.price_per_gpu_hour, step_h)
-        i += 1
-        if progress is not None and i % hour_steps == 0:
-            progress(
-                f"fleet{' with promotions' if promote else ''}: hour {i // hour_steps} of"
-                f" {math.ceil(n / hour_steps)}, {len(fleet_pods)} replicas"
-            )
-    unserved = np.zeros(n_t)
-    for t, s in enumerate(state):
-        for c in s.queue:
-            waits[t, min(limit, i - c.arrived)] += c.count
-            unserved[t] += c.count
-    return FleetRun(
-        tenants=tuple(names),
-        dt=dt,
-        trace_steps=n,
-        gpu_hours=gpu_steps * step_h,
-        spend=cost.dedicated_cost(gpu_steps, shared_price.price_per_gpu_hour, step_h),
-        price_per_million_tokens=shared_price.price_per_million_tokens or 0.0,
-        tokens=tok.sum(axis=1),
-        requests=sent,
-        wait_weights=tuple(waits[t, : i + 1].copy() for t in range(n_t)),
-        unserved=unserved,
-        replicas_timeline=replicas_tl[:i],
-        spend_timeline=spend_tl[:i],
-        replica_starts=starts,
-        adapter_loads=adapter_loads,
-        adapter_swaps=swaps,
-        max_batch_adapters=max_batch,
-        own_mode=own_mode,
-        own_floor=own_floor,
-        promoted_at=tuple(tuple(s.promoted_at) for s in state),
-        decisions=tuple(decisions),
-    )
+    def _decide(
+        self, t: int, s: _Tenant, i: int, now: datetime, observed: plan.Observed
+    ) -> placement.PlacementDecision | None:
+        """Tenant ``t``'s placement decision, its timers kept in its status as the operator
+        keeps them; the decision when it moves the tenant, else None."""
+        self.offered[t].last = i - 1
+        traffic = self.offered[t](self.rule_window_s) or NoData("no traffic observed yet")
+        current = s.mode
+        pools = self.pools
+        decision = placement.decide(
+            plan.placement_inputs(
+                s.infd,
+                traffic,
+                current,
+                shared=pools[0],
+                dedicated=pools[1],
+                cap=self.cfg.capacity(),
+                cold_start=self.cold_start,
+                engine=plan.engine_share(
+                    s.infd, observed, on_engine=current == DeploymentMode.SERVERLESS
+                ),
+            ),
+            now,
+        )
+        since = s.infd.status.placement_since
+        moved = decision.move and decision.mode != current
+        if moved or (
+            since is None
+            and decision.reason
+            in (placement.PlacementReason.HOLDING, placement.PlacementReason.FIXED_MODE)
+        ):
+            since = now
+        s.infd = _with_status(
+            s.infd,
+            placement_since=since,
+            utilization_above_since=decision.above_since,
+            utilization_below_since=decision.below_since,
+        )
+        return decision if moved else None
+
+    def _start_move(
+        self, t: int, s: _Tenant, i: int, now: datetime, decision: placement.PlacementDecision
+    ) -> None:
+        """Begin a move (module docstring, "Promotion"): a demotion returns to the fleet at
+        once; a promotion or an own -> own move starts its new replicas first."""
+        self.decisions.append(f"{now:%H:%M} {self.names[t]} {decision.reason}: {decision.message}")
+        floor = decision.floor_replicas if decision.mode == DeploymentMode.HYBRID else 0
+        current = s.mode
+        if current == DeploymentMode.SERVERLESS:
+            s.route = Route.TO_OWN
+            s.promoted_at.append(i)
+        elif decision.mode == DeploymentMode.SERVERLESS:
+            s.route = Route.TO_FLEET
+            s.infd = _with_status(s.infd, effective_mode=DeploymentMode.SERVERLESS)
+            s.mode = DeploymentMode.SERVERLESS
+            return
+        s.switch_at = i + self.cold  # make-before-break: its new replicas load first
+        s.next_mode, s.next_floor = decision.mode, floor
+
+    # -- the result ------------------------------------------------------------------------------
+
+    def result(self, i: int) -> FleetRun:
+        """The run after ``i`` steps: what is still queued counts as waiting to the end."""
+        n_t, state = self.n_t, self.state
+        unserved = np.zeros(n_t)
+        for t, s in enumerate(state):
+            for c in s.queue:
+                self.waits[t, min(self.limit, i - c.arrived)] += c.count
+                unserved[t] += c.count
+        price = self.shared_price
+        return FleetRun(
+            tenants=tuple(self.names),
+            dt=self.dt,
+            trace_steps=self.n,
+            gpu_hours=self.gpu_steps * self.step_h,
+            spend=cost.dedicated_cost(self.gpu_steps, price.price_per_gpu_hour, self.step_h),
+            price_per_million_tokens=price.price_per_million_tokens or 0.0,
+            tokens=self.tok.sum(axis=1),
+            requests=self.sent,
+            wait_weights=tuple(self.waits[t, : i + 1].copy() for t in range(n_t)),
+            unserved=unserved,
+            replicas_timeline=self.replicas_tl[:i],
+            spend_timeline=self.spend_tl[:i],
+            replica_starts=self.starts,
+            adapter_loads=self.adapter_loads,
+            adapter_swaps=self.swaps,
+            max_batch_adapters=self.max_batch,
+            own_mode=self.own_mode,
+            own_floor=self.own_floor,
+            promoted_at=tuple(tuple(s.promoted_at) for s in state),
+            decisions=tuple(self.decisions),
+        )
 
 
 def _reroute(state: list[_Tenant], pods: list[_Replica], i: int, limit: int) -> None:

@@ -318,8 +318,16 @@ def render(cmp: Comparison, cfg: config.SimConfig) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``tidepool simulate``, in the order ``--help`` lists them."""
     parser.add_argument("trace", type=Path, help="a request-log CSV or a ServeGen rate file")
     parser.add_argument("--out", type=Path, default=None, help="directory for PNG plots")
+    _price_flags(parser)
+    _trace_flags(parser)
+    _shared_engine_flags(parser)
+
+
+def _price_flags(parser: argparse.ArgumentParser) -> None:
+    """What GPUs and tokens cost: the price set, its overrides and the dedicated node size."""
     parser.add_argument(
         "--prices",
         choices=sorted(config.PRICE_SETS),
@@ -341,6 +349,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="GPUs per dedicated node, paid whole (default 1: single-GPU instance types)",
     )
+
+
+def _trace_flags(parser: argparse.ArgumentParser) -> None:
+    """Which part of the trace is replayed and how: its window, step, demand scale, the
+    ServeGen clients chosen, and the engine's model load."""
     parser.add_argument("--hours", type=flags.positive_float, help="simulate only the first hours")
     parser.add_argument("--dt", type=flags.positive_float, help="step seconds (1 logs, 5 ServeGen)")
     parser.add_argument(
@@ -363,6 +376,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="ServeGen: arrival sampling seed")
     parser.add_argument("--cold-start", type=flags.positive_float, help="model load seconds")
+
+
+def _shared_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """``--shared-engines`` and the SharedEngine's settings (:class:`shared.FleetSettings`), in
+    a group of their own because they only apply to that comparison."""
     lora = parser.add_argument_group(
         "shared engines",
         "--shared-engines: every client of each model pool (a ServeGen file: all of them,"

@@ -382,24 +382,11 @@ def load_servegen(
     under two minutes on two cores.
     """
     limit_s = math.inf if hours is None else hours * 3600.0
-    windows: dict[tuple[str, str], list[_Window]] = defaultdict(list)
-    volume: dict[tuple[str, str], float] = defaultdict(float)
-    for line, row in _servegen_rows(path):
-        w = _window(row, f"{path}:{line}")
-        if w.start_s >= limit_s:
-            continue
-        key = (row[0], row[1])
-        windows[key].append(w)
-        volume[key] += w.rate * w.length_s
+    windows, volume = _servegen_windows(path, limit_s)
     if not windows:
         raise TraceError(f"{path}: no windows in the first {hours} h")
-    ranked = sorted(volume, key=lambda k: (-volume[k], k))
-    chosen = ranked[:top]
-    rest = [k for k in ranked[top:] if volume[k] > 0]
     rng = np.random.default_rng(seed)
-    if rest and sample > 0:
-        picks = rng.choice(len(rest), size=min(sample, len(rest)), replace=False)
-        chosen += [rest[int(i)] for i in sorted(picks)]
+    chosen = _choose_clients(volume, top, sample, rng)
     span = max(w.start_s + w.length_s for ws in windows.values() for w in ws)
     span = min(span, limit_s)
     steps = math.ceil(span / dt)
@@ -407,29 +394,8 @@ def load_servegen(
     token_means = _token_means(tokens_path)
     tenants = []
     for key in chosen:
-        arrivals = np.zeros(steps)
-        mean_rate = np.zeros(steps)
-        var_factor = np.ones(steps)
-        for w in windows[key]:
-            a = int(w.start_s // dt)
-            b = min(steps, math.ceil((w.start_s + w.length_s) / dt))
-            mean_rate[a:b] = w.rate * scale
-            var_factor[a:b] = max(1.0, w.cv * w.cv)
-        mu = mean_rate * dt
-        busy = mu > 0
-        # Gamma-Poisson: var = mu + mu^2/k = cv^2 mu  =>  k = mu / (cv^2 - 1).
-        over = busy & (var_factor > 1.0)
-        lam = mu.copy()
-        k = np.where(over, mu / np.maximum(var_factor - 1.0, 1e-9), 1.0)
-        lam[over] = rng.gamma(shape=k[over], scale=mu[over] / k[over])
-        arrivals[busy] = rng.poisson(lam[busy])
-        # Only per-window means are known: each step's requests carry its window's means.
-        ins = np.full(steps, DEFAULT_INPUT_TOKENS)
-        outs = np.full(steps, DEFAULT_OUTPUT_TOKENS)
-        for s, mi, mo in token_means.get(key, []):
-            a = int(s // dt)
-            ins[a:] = mi
-            outs[a:] = mo
+        arrivals = _sample_arrivals(windows[key], steps, dt, scale, rng)
+        ins, outs = _step_token_means(token_means.get(key, []), steps, dt)
         tenants.append(
             tenant_load(f"{key[0]}/{key[1]}", cap, arrivals, arrivals * ins, arrivals * outs)
         )
@@ -449,6 +415,77 @@ def load_servegen(
         note=f"{len(chosen)} of {len(windows)} clients (top {top}: {share:.0%} of requests),"
         f" {span / 3600:.0f} h, dt {dt:g}s" + times,
     )
+
+
+def _servegen_windows(
+    path: Path, limit_s: float
+) -> tuple[dict[tuple[str, str], list[_Window]], dict[tuple[str, str], float]]:
+    """Each (pool, client)'s windows starting before ``limit_s``, and its requests in them (the
+    volume that ranks the clients)."""
+    windows: dict[tuple[str, str], list[_Window]] = defaultdict(list)
+    volume: dict[tuple[str, str], float] = defaultdict(float)
+    for line, row in _servegen_rows(path):
+        w = _window(row, f"{path}:{line}")
+        if w.start_s >= limit_s:
+            continue
+        key = (row[0], row[1])
+        windows[key].append(w)
+        volume[key] += w.rate * w.length_s
+    return windows, volume
+
+
+def _choose_clients(
+    volume: dict[tuple[str, str], float], top: int, sample: int, rng: np.random.Generator
+) -> list[tuple[str, str]]:
+    """The ``top`` busiest clients (ties by name), then ``sample`` of the other clients that
+    sent anything, drawn with ``rng`` and kept in rank order."""
+    ranked = sorted(volume, key=lambda k: (-volume[k], k))
+    chosen = ranked[:top]
+    rest = [k for k in ranked[top:] if volume[k] > 0]
+    if rest and sample > 0:
+        picks = rng.choice(len(rest), size=min(sample, len(rest)), replace=False)
+        chosen += [rest[int(i)] for i in sorted(picks)]
+    return chosen
+
+
+def _sample_arrivals(
+    windows: list[_Window], steps: int, dt: float, scale: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Requests per step drawn from the windows' mean rates (times ``scale``) and burstiness.
+
+    ServeGen gives each window a rate and a coefficient of variation; a Gamma-Poisson draw keeps
+    both: var = mu + mu^2/k = cv^2 mu, so k = mu / (cv^2 - 1) (plain Poisson when cv <= 1).
+    """
+    arrivals = np.zeros(steps)
+    mean_rate = np.zeros(steps)
+    var_factor = np.ones(steps)
+    for w in windows:
+        a = int(w.start_s // dt)
+        b = min(steps, math.ceil((w.start_s + w.length_s) / dt))
+        mean_rate[a:b] = w.rate * scale
+        var_factor[a:b] = max(1.0, w.cv * w.cv)
+    mu = mean_rate * dt
+    busy = mu > 0
+    over = busy & (var_factor > 1.0)
+    lam = mu.copy()
+    k = np.where(over, mu / np.maximum(var_factor - 1.0, 1e-9), 1.0)
+    lam[over] = rng.gamma(shape=k[over], scale=mu[over] / k[over])
+    arrivals[busy] = rng.poisson(lam[busy])
+    return arrivals
+
+
+def _step_token_means(
+    means: list[tuple[float, float, float]], steps: int, dt: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Input and output tokens per request at every step. Only per-window means are known:
+    each step's requests carry its window's means (the defaults before the first window)."""
+    ins = np.full(steps, DEFAULT_INPUT_TOKENS)
+    outs = np.full(steps, DEFAULT_OUTPUT_TOKENS)
+    for s, mi, mo in means:
+        a = int(s // dt)
+        ins[a:] = mi
+        outs[a:] = mo
+    return ins, outs
 
 
 def load(
