@@ -324,6 +324,28 @@ def run_tool(cluster: localcluster.Cluster, tool: str, *args: str, stdin: str = 
     return proc.stdout
 
 
+def _pods_reader(account: str, ns: str) -> list[dict[str, Any]]:
+    """A ClusterRole to get, list and watch Pods, bound to ``ns``/``account``."""
+    name = f"{account}-test-pods-reader"
+    rbac = "rbac.authorization.k8s.io"
+    read = ["get", "list", "watch"]
+    return [
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": read}],
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+        },
+    ]
+
+
 def sa_kubeconfig(cluster: localcluster.Cluster, ns: str, account: str, path: Path) -> Path:
     """A self-contained kubeconfig (CA inlined, bound token) that a container can read."""
     token = run_tool(cluster, "kubectl", "create", "token", account, "-n", ns).strip()
@@ -369,6 +391,10 @@ def test_operator_and_gateway_images_wake_a_model_from_zero(
              "--namespace", ns, "--create-namespace",
              "--set", "crds.install=false",  # the CRDs were applied first
              "--set", "gateway.apiKeys.allowNoKeys=true")  # its gateway runs keyless  # fmt: skip
+    # The chart's gateway reads EndpointSlices, but the API server refuses loopback addresses in
+    # them, and kwok's pod IPs here are loopback: this gateway reads Pods instead
+    # (--endpoints-from pods), so the test grants that one read on top of the chart's RBAC.
+    image_cluster.apply(_pods_reader(f"{release}-gateway", ns))
     op_conf = sa_kubeconfig(image_cluster, ns, f"{release}-operator", tmp_path / "op.yaml")
     gw_conf = sa_kubeconfig(image_cluster, ns, f"{release}-gateway", tmp_path / "gw.yaml")
     health, port = stack.free_port(), stack.free_port()
