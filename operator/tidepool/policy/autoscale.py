@@ -79,9 +79,9 @@ class AutoscalePolicy:
             min_replicas=spec.min_replicas,
             max_replicas=spec.max_replicas,
             target_queue_depth=spec.target_queue_depth,
-            scale_to_zero_after=durations.parse(spec.scale_to_zero_after),
-            scale_up_stabilization=durations.parse(spec.scale_up_stabilization),
-            scale_down_stabilization=durations.parse(spec.scale_down_stabilization),
+            scale_to_zero_after=spec.scale_to_zero_after.delta,
+            scale_up_stabilization=spec.scale_up_stabilization.delta,
+            scale_down_stabilization=spec.scale_down_stabilization.delta,
             max_scale_up_rate=spec.max_scale_up_rate,
         )
 

@@ -112,8 +112,8 @@ class PlacementPolicy:
         return cls(
             promote_above=spec.promote_above,
             demote_below=spec.demote_below,
-            window=durations.parse(spec.window),
-            min_dwell=durations.parse(spec.min_dwell),
+            window=spec.window.delta,
+            min_dwell=spec.min_dwell.delta,
             cost_margin=spec.cost_margin,
         )
 

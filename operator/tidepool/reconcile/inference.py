@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from tidepool.api import durations, names
+from tidepool.api import names
 from tidepool.api.v1alpha1 import (
     DeploymentMode,
     InferenceDeployment,
@@ -203,15 +203,12 @@ def read_traffic(
 ) -> placement.Traffic | NoData:
     """``infd``'s offered load over its placement window, from the gateway's counters: the one
     read its own plan and its SharedEngine's fleet autoscaler both size from."""
-    window = durations.parse(infd.spec.placement.window)
     return metrics.traffic(
         namespace=infd.namespace,
         name=infd.name,
         served_model=infd.served_model,
-        window_seconds=max(15, int(window.total_seconds())),
-        idle_seconds=max(
-            60, int(durations.parse(infd.spec.scaling.scale_to_zero_after).total_seconds())
-        ),
+        window_seconds=max(15, int(infd.spec.placement.window.seconds)),
+        idle_seconds=max(60, int(infd.spec.scaling.scale_to_zero_after.seconds)),
         now=now,
     )
 

@@ -29,7 +29,6 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from tidepool.api import durations
 from tidepool.api.v1alpha1 import DeploymentMode
 from tidepool.policy import cost, placement, plan
 from tidepool.sim import config, engine, flags, traces
@@ -88,8 +87,7 @@ def advise_log(path: Path, cfg: config.SimConfig) -> list[str]:
     load = traces.bin_log(log, cap, dt, path.stem)
     steps = len(load.arrivals)
     seconds = max(dt, steps * dt)
-    idle = durations.parse(cfg.scaling.scale_to_zero_after)
-    offered = engine.OfferedLoad(load, dt, cap, idle.total_seconds())
+    offered = engine.OfferedLoad(load, dt, cap, cfg.scaling.scale_to_zero_after.seconds)
     offered.last = steps - 1
     traffic = offered(seconds)
     at = log.start + timedelta(seconds=seconds)

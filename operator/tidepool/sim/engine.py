@@ -43,7 +43,6 @@ from typing import Final, Protocol
 
 import numpy as np
 
-from tidepool.api import durations
 from tidepool.policy import capacity, cost, placement, plan
 from tidepool.sim import config, traces
 
@@ -339,7 +338,7 @@ class _TenantLoop:
             load,
             dt,
             cfg.capacity(),
-            durations.parse(cfg.scaling.scale_to_zero_after).total_seconds(),
+            cfg.scaling.scale_to_zero_after.seconds,
         )
         self.cmd = self._warm_start()
         self.shared = _Pool(self.cmd.shared)
@@ -359,7 +358,7 @@ class _TenantLoop:
         busiest recent minute needed. The trace's own first window stands in for the unseen one
         before it (Little's law per minute); sizing from the first minute alone would start short
         whenever the cut fell in a lull."""
-        window_s = durations.parse(self.cfg.scaling.scale_down_stabilization).total_seconds()
+        window_s = self.cfg.scaling.scale_down_stabilization.seconds
         return self.controller.initial(
             warm_start_concurrency(self.load, self.dt, window_s), self.start
         )

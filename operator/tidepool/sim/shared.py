@@ -69,7 +69,7 @@ from typing import Final
 
 import numpy as np
 
-from tidepool.api import durations, labels
+from tidepool.api import labels
 from tidepool.api.v1alpha1 import (
     AdapterSpec,
     DeploymentMode,
@@ -539,7 +539,7 @@ class _FleetLoop:
         # Each tenant's offered load, as the gateway's counters show it to the operator: the
         # fleet's autoscaler reads every member's, the promotion rule every tenant's.
         self.offered = [
-            engine.OfferedLoad(ld, dt, cfg.capacity(), _seconds(cfg.scaling.scale_to_zero_after))
+            engine.OfferedLoad(ld, dt, cfg.capacity(), cfg.scaling.scale_to_zero_after.seconds)
             for ld in loads
         ]
         self._init_promotion()
@@ -685,7 +685,7 @@ class _FleetLoop:
             return
         total = aggregate(fleet_loads, "fleet")
         concurrency = engine.warm_start_concurrency(
-            total, self.dt, _seconds(self.cfg.scaling.scale_down_stabilization)
+            total, self.dt, self.cfg.scaling.scale_down_stabilization.seconds
         )
         target = math.ceil(concurrency / self.cfg.scaling.target_queue_depth - _EPS)
         self.resize(target, 0, ready_at=-1)
@@ -1011,10 +1011,6 @@ def _reroute(state: list[_Tenant], pods: list[_Replica], i: int, limit: int) -> 
             s.infd = _with_status(s.infd, effective_mode=s.mode)
         if s.route is Route.TO_FLEET and any(r.usable.get(t, limit) <= i for r in pods):
             s.route = Route.FLEET
-
-
-def _seconds(duration: str) -> float:
-    return durations.parse(duration).total_seconds()
 
 
 def _with_status(infd: InferenceDeployment, **fields: object) -> InferenceDeployment:

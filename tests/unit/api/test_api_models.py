@@ -28,7 +28,7 @@ def test_spec_defaults_follow_the_product_brief() -> None:
     assert spec.mode == DeploymentMode.SERVERLESS
     assert spec.scaling.min_replicas == 0
     assert spec.scaling.max_replicas == 4
-    assert spec.scaling.scale_to_zero_after == "5m"
+    assert spec.scaling.scale_to_zero_after.text == "5m"
     assert spec.placement.promote_above == 0.5
     assert spec.placement.demote_below == 0.3
     assert spec.engine.gpus_per_replica == 1

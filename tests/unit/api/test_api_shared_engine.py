@@ -29,7 +29,7 @@ def test_shared_engine_defaults() -> None:
 
     assert (spec.scaling.min_replicas, spec.scaling.max_replicas) == (0, 4)
     assert spec.scaling.target_queue_depth == ScalingSpec().target_queue_depth
-    assert spec.scaling.scale_to_zero_after == "5m"
+    assert spec.scaling.scale_to_zero_after.text == "5m"
     assert (spec.lora.max_loras, spec.lora.max_cpu_loras, spec.lora.max_lora_rank) == (4, None, 16)
     assert spec.replicas is None
 

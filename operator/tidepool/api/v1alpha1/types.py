@@ -15,7 +15,6 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal, get_args
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,31 +23,17 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from tidepool.api import durations, labels, quantities
+from tidepool.api.durations import Duration
 
 GROUP: Final = "tidepool.dev"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 
-def _duration(text: str) -> str:
-    durations.parse(text)  # InvalidDurationError is a ValueError: pydantic names the field
-    return text
-
-
-Duration = Annotated[
-    str,
-    Field(
-        pattern=durations.PATTERN,
-        max_length=32,
-        description=f"A duration such as 90s, 5m or 1h30m, at most {durations.MAX_TEXT}.",
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": durations.MAX_RULE, "message": f"must be at most {durations.MAX_TEXT}"}
-            ]
-        },
-    ),
-    AfterValidator(_duration),
-]
+#: A duration field of a spec. Its description sits here, on the field, where it wins over the
+#: field's docstring: every duration's ``kubectl explain`` text says what a duration looks like,
+#: as the CRDs have always said.
+DurationField = Annotated[Duration, Field(description=durations.DESCRIPTION)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: A DNS-1123 subdomain: what Kubernetes requires of a Secret's, ConfigMap's,
@@ -729,11 +714,11 @@ class ScalingSpec(_Model):
     56 is 7/8 of the default 64-seat batch (maxNumSeqs): auto prices dedicated replicas at full
     batches, so a target far below the batch runs GPUs the projection never priced; the other 8
     seats absorb arrivals while the 30s queue signal catches up. Lower it for latency-first."""
-    scale_to_zero_after: Duration = "5m"
+    scale_to_zero_after: DurationField = Duration("5m")
     """Idle time before scaling to zero (only when minReplicas is 0)."""
-    scale_up_stabilization: Duration = "0s"
+    scale_up_stabilization: DurationField = Duration("0s")
     """Scale up only to the lowest recommendation seen in this window (0s: react at once)."""
-    scale_down_stabilization: Duration = "10m"
+    scale_down_stabilization: DurationField = Duration("10m")
     """Scale down only to the highest recommendation seen in this window. 10m: bursty tenants
     come back within minutes, and each return on a replica given back costs a model load
     (60s+) of queueing; 2m and 5m missed the p99 queue-wait SLO on the ServeGen traces."""
@@ -779,10 +764,10 @@ class PlacementSpec(_Model):
     """Utilization above this (with dedicated not dearer) is evidence for promoting."""
     demote_below: Fraction = 0.3
     """Utilization below this (with shared cheaper) is evidence for demoting."""
-    window: Duration = "10m"
+    window: DurationField = Duration("10m")
     """Traffic window each decision measures. A move needs its evidence to hold for another
     max(2 x window, minDwell) - window (20m by default); a new tenant's first window excepted."""
-    min_dwell: Duration = "30m"
+    min_dwell: DurationField = Duration("30m")
     """Minimum time in a placement before moving again."""
     cost_margin: float = Field(default=0.15, ge=0.0, le=10.0)
     """A cost advantage counts as evidence for a move from this fraction on."""
@@ -1068,7 +1053,7 @@ class SharedEngineScaling(_Model):
     """Requests (waiting plus running plus held at the gateway) one replica should carry, summed
     over all tenants: adapters share the replica's batch, so the fleet sizes on their total.
     Default as for an InferenceDeployment (7/8 of the default 64-seat batch)."""
-    scale_to_zero_after: Duration = "5m"
+    scale_to_zero_after: DurationField = Duration("5m")
     """Idle time of every tenant together before scaling to zero (only when minReplicas is 0)."""
 
 
