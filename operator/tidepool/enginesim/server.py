@@ -37,7 +37,7 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tidepool.adapters.http_server import error_response
+from tidepool.adapters.http_server import InFlight, error_response
 from tidepool.enginesim import engine
 from tidepool.enginesim.metrics import EngineMetrics
 
@@ -81,21 +81,15 @@ class EngineSim:
         )
         self.clock = clock
         self.started = clock()
-        self.draining = False
-        self.active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.in_flight = InFlight()
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def on_startup(self, _app: web.Application) -> None:
         self.started = self.clock()
 
     async def on_shutdown(self, _app: web.Application) -> None:
-        self.draining = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), self.config.drain_timeout)
-        except TimeoutError:
-            log.warning("engine-sim: drain timeout with %d requests in flight", self.active)
+        if left := await self.in_flight.drain(self.config.drain_timeout):
+            log.warning("engine-sim: drain timeout with %d requests in flight", left)
 
     @property
     def loaded(self) -> bool:
@@ -107,7 +101,7 @@ class EngineSim:
 
     # ---- small endpoints ---------------------------------------------------------------
     async def health(self, _request: web.Request) -> web.Response:
-        if self.draining:
+        if self.in_flight.draining:
             return web.Response(status=503, text="draining")
         if not self.loaded:
             return web.Response(status=503, text="loading model")
@@ -172,14 +166,8 @@ class EngineSim:
         return await self._generate(request, chat=True)
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
-        self.active += 1
-        self._idle.clear()
-        try:
+        with self.in_flight.request():
             return await self._generate_inner(request, chat)
-        finally:
-            self.active -= 1
-            if self.active == 0:
-                self._idle.set()
 
     async def _generate_inner(self, request: web.Request, chat: bool) -> web.StreamResponse:
         if not self.loaded:

@@ -206,11 +206,8 @@ class Gateway:
         self.limiter = auth.RateLimiter()
         self.wake_limiter = wakes.WakeLimiter(config.wake_interval)
         self.synced = False
-        self.draining = False
-        self.active = 0
+        self.in_flight = http_server.InFlight()
         """Requests between arrival and their last byte (held ones included)."""
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -243,11 +240,8 @@ class Gateway:
 
     async def on_shutdown(self, _app: web.Application) -> None:
         """Stop taking requests; wait (bounded) for in-flight and held ones to finish."""
-        self.draining = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), self.config.drain_timeout)
-        except TimeoutError:
-            log.warning("gateway: drain timeout with %d requests still active", self.active)
+        if left := await self.in_flight.drain(self.config.drain_timeout):
+            log.warning("gateway: drain timeout with %d requests still active", left)
 
     async def on_cleanup(self, _app: web.Application) -> None:
         self.source.stop()
@@ -412,7 +406,7 @@ class Gateway:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, _request: web.Request) -> web.Response:
-        if self.draining:
+        if self.in_flight.draining:
             return web.json_response({"status": "draining"}, status=503)
         if not self.synced:
             return web.json_response({"status": "waiting for discovery"}, status=503)
@@ -463,20 +457,16 @@ class Gateway:
         assert self._loop is not None
         arrived = self._loop.time()
         labels = _Labels()
-        self.active += 1
-        self._idle.clear()
         status = 500
         try:
-            resp = await self._inference(request, arrived, labels)
+            with self.in_flight.request():
+                resp = await self._inference(request, arrived, labels)
             status = resp.status
             return resp
         except asyncio.CancelledError:
             status = 499  # the client went away (nginx's code for it)
             raise
         finally:
-            self.active -= 1
-            if self.active == 0:
-                self._idle.set()
             self.metrics.requests.labels(
                 labels.model, labels.namespace, labels.tenant, str(status)
             ).inc()
@@ -526,7 +516,7 @@ class Gateway:
     def _unavailable(self) -> web.Response | None:
         """The 503 while the gateway cannot route: shutting down, or before its first routing
         table (a request then would be refused as an unknown model)."""
-        if self.draining:
+        if self.in_flight.draining:
             return error_response(
                 503, "the gateway is shutting down", "service_unavailable_error", "draining"
             )

@@ -108,3 +108,44 @@ async def test_a_port_in_use_fails_the_start():
             await http_server.start(web.Application(), "127.0.0.1", first.port, shutdown_timeout=1)
     finally:
         await first.close()
+
+
+@pytest.mark.parametrize(
+    ("finishes_after", "timeout", "left"),
+    [
+        pytest.param(0.05, 5.0, 0, id="finishes-inside-the-drain"),
+        pytest.param(5.0, 0.05, 1, id="still-running-at-the-timeout"),
+    ],
+)
+async def test_in_flight_drain_waits_for_requests_up_to_its_timeout(finishes_after, timeout, left):
+    in_flight = http_server.InFlight()
+
+    async def request() -> None:
+        with in_flight.request():
+            await asyncio.sleep(finishes_after)
+
+    running = asyncio.create_task(request())
+    await asyncio.sleep(0)
+    assert (in_flight.count, in_flight.draining) == (1, False)
+
+    assert await in_flight.drain(timeout) == left
+    assert in_flight.draining
+    running.cancel()  # a request past the drain: the runner's shutdown_timeout cancels it
+    await asyncio.gather(running, return_exceptions=True)
+    assert in_flight.count == 0
+
+
+async def test_in_flight_counts_a_request_that_fails_until_it_ends():
+    in_flight = http_server.InFlight()
+    seen: list[int] = []
+
+    def handler() -> None:
+        with in_flight.request():
+            seen.append(in_flight.count)
+            raise RuntimeError("handler failed")
+
+    with pytest.raises(RuntimeError):
+        handler()
+
+    assert (seen, in_flight.count) == ([1], 0)
+    assert await in_flight.drain(0.01) == 0
