@@ -326,6 +326,19 @@ def _stay(m: _Moving, message: str) -> MigrationStep:
     )
 
 
+def _end_on(layout: Layout, *, rolled_back: bool, message: str) -> MigrationStep:
+    """The migration is over, serving on ``layout`` alone: the target once it completed, the
+    source when it rolled back (no status left to carry)."""
+    return MigrationStep(
+        status=None,
+        roles=layout.roles,
+        routable=layout.pools,
+        completed=not rolled_back,
+        rolled_back=rolled_back,
+        message=message,
+    )
+
+
 def _starting_target(m: _Moving) -> MigrationStep:
     """Phase 1: shift once every new pool has a Ready replica; roll back to the source after
     :data:`START_TIMEOUT` (no GPU free, an image that never pulls), which never took traffic."""
@@ -337,11 +350,8 @@ def _starting_target(m: _Moving) -> MigrationStep:
             f"target pools {', '.join(m.target.pools)} ready; shifting traffic",
         )
     if m.now - m.status.started_at > START_TIMEOUT:
-        return MigrationStep(
-            status=None,
-            roles=m.source.roles,
-            routable=m.source.pools,
-            completed=False,
+        return _end_on(
+            m.source,
             rolled_back=True,
             message=(
                 f"rolled back: {', '.join(waiting)} had no ready replica after"
@@ -362,11 +372,8 @@ def _draining(m: _Moving) -> MigrationStep:
     timed_out = age >= DRAIN_TIMEOUT
     if drained or timed_out or not m.old_only:
         note = "drained" if not timed_out or drained else "drain timeout reached"
-        return MigrationStep(
-            status=None,
-            roles=m.target.roles,
-            routable=m.target.pools,
-            completed=True,
+        return _end_on(
+            m.target,
             rolled_back=False,
             message=(
                 f"migration to {m.status.to_mode} complete ({note}); now on"
