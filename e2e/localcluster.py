@@ -48,6 +48,8 @@ REPO = HERE.parent
 CLUSTER_DIR = HERE / "cluster"
 BUILD_SCRIPT = CLUSTER_DIR / "build-binaries.sh"
 STAGES_FILE = CLUSTER_DIR / "stages.yaml"
+#: The engine Services' ClusterIP range: room for 65,000 tenants (see ``config_text``).
+SERVICE_CIDR = "10.0.0.0/16"
 GPU_NODES_FILE = CLUSTER_DIR / "gpu-nodes.yaml"
 CRDS_DIR = REPO / "crds"
 
@@ -376,8 +378,18 @@ class Cluster:
             # (10 s) makes both exit with "leaderelection lost", and kwokctl's binary runtime
             # does not restart them: every Deployment after that gets no pods.
             "componentsPatches": [
-                {"name": component, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
-                for component in ("kube-controller-manager", "kube-scheduler")
+                *(
+                    {"name": component, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
+                    for component in ("kube-controller-manager", "kube-scheduler")
+                ),
+                # The API server's default Service range is 10.0.0.0/24: 253 ClusterIPs after
+                # the `kubernetes` Service, and every InferenceDeployment has an engine Service,
+                # so the 254th tenant's Service create fails with 500 (range full). A real
+                # cluster's range is far larger (kubeadm: a /12).
+                {
+                    "name": "kube-apiserver",
+                    "extraArgs": [{"key": "service-cluster-ip-range", "value": SERVICE_CIDR}],
+                },
             ],
         }
         # No KwokConfiguration document: kwokctl passes a partial one through without kwok's

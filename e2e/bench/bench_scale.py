@@ -35,6 +35,7 @@ simulators, Prometheus scraping them, etcd timing out under the API server), so 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -143,6 +145,82 @@ class Steady:
 
 
 QUERIES = "tidepool_operator_prometheus_queries_total"
+
+#: Where the machine's CPU goes, by process: the control plane and Prometheus by executable, and
+#: Tidepool's programs (``python -m tidepool <command>``) by command.
+BINARIES = (
+    "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "prometheus",
+)  # fmt: skip
+#: ``tidepool <command>`` -> its row (the operator's command is ``run``).
+PROGRAMS = {"engine-sim": "engine-sim", "run": "operator", "gateway": "gateway"}
+COMPONENTS = (*BINARIES, *PROGRAMS.values())
+
+
+def component_of(argv: list[str]) -> str | None:
+    if not argv:
+        return None
+    exe = Path(argv[0]).name
+    if exe in BINARIES:
+        return exe
+    if any(Path(word).name == "tidepool" for word in argv[:3]):
+        return next((PROGRAMS[word] for word in argv[1:4] if word in PROGRAMS), None)
+    return None
+
+
+def cpu_by_component() -> dict[str, float]:
+    """CPU seconds used so far by every process of each component, and by this benchmark
+    (its pod backer, probes and clients)."""
+    totals = dict.fromkeys((*COMPONENTS, "bench"), 0.0)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            seconds = stack.cpu_seconds(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+        name = "bench" if int(proc.name) == os.getpid() else component_of(argv)
+        if name is not None:
+            totals[name] += seconds
+    return totals
+
+
+def apiserver_requests(cluster: localcluster.Cluster) -> dict[str, float]:
+    """The API server's own request counter, ``apiserver_request_total``, by verb and resource."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            if sample.name == "apiserver_request_total":
+                key = f"{sample.labels.get('verb')} {sample.labels.get('resource')}"
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+class Machine:
+    """What every component costs over one steady window: CPU cores by component, and the API
+    server's requests per second by verb and resource. The answer to "what breaks first"."""
+
+    def __init__(self, cluster: localcluster.Cluster, seconds: float) -> None:
+        cpu0, req0, t0 = cpu_by_component(), apiserver_requests(cluster), time.monotonic()
+        time.sleep(seconds)
+        cpu1, req1, t1 = cpu_by_component(), apiserver_requests(cluster), time.monotonic()
+        span = t1 - t0
+        self.cores = {k: (cpu1[k] - cpu0.get(k, 0.0)) / span for k in cpu1}
+        self.requests = {k: (v - req0.get(k, 0.0)) / span for k, v in req1.items()}
+        log("CPU cores by component: " + self.cores_line())
+        log("API server requests/s: " + self.requests_line())
+
+    def cores_line(self) -> str:
+        busiest = sorted(self.cores.items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{k} {v:.2f}" for k, v in busiest if v >= 0.005)
+
+    def requests_line(self, top: int = 8) -> str:
+        busiest = sorted(self.requests.items(), key=lambda kv: -kv[1])[:top]
+        total = sum(self.requests.values())
+        return f"{total:.0f} in all; " + ", ".join(f"{k} {v:.1f}" for k, v in busiest)
 
 
 def create_all(crs: client.CustomObjectsApi, bodies: list[dict[str, Any]], what: str) -> None:
@@ -360,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             with Clients(url, [served_name(b) for b in active]) as traffic:
                 log(f"steady window with {len(bodies)} tenants ({STEADY_SECONDS:.0f}s)")
                 many = Steady(op, STEADY_SECONDS)
+                log(f"where the machine goes ({STEADY_SECONDS:.0f}s)")
+                machine = Machine(cluster, STEADY_SECONDS)
                 log("spec changes")
                 sample = random.Random(7).sample(bodies, min(100, len(bodies)))
                 spec = spec_change_latencies(crs, sample)
@@ -390,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             f"operator CPU: {few.cpu_cores:.2f} cores with {len(small)} tenants, "
             f"{many.cpu_cores:.2f} with {len(bodies)}"
         )
+        print(f"CPU cores by component (steady, all tenants): {machine.cores_line()}")
+        print(f"API server requests/s (steady, all tenants): {machine.requests_line()}")
         print(f"reconcile the other {len(bodies) - len(small)} new tenants: {reconcile_all:.0f}s")
         if spec:
             print(

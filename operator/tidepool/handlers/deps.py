@@ -1,6 +1,7 @@
 """Operator-wide dependencies, built once at startup and shared through Kopf's memo."""
 
 import threading
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -15,9 +16,10 @@ from tidepool.api.v1alpha1 import ColdStartStatus
 MEMO_KEY: Final = "tidepool_deps"
 #: The ``phase`` label of a cold start's total in ``tidepool_cold_start_seconds``.
 TOTAL_PHASE: Final = "total"
-#: Kopf runs each sync handler, and each InferenceDeployment's daemon for its whole life, on a
-#: thread of its executor (``settings.execution.max_workers``): sized for many objects.
-EXECUTOR_THREADS: Final = 400
+#: Kopf's executor (``settings.execution.max_workers``) runs the sync handlers and each daemon's
+#: reconciles (the daemons themselves are async and hold no thread while they sleep): this
+#: bounds how many objects reconcile at once, not how many there are.
+EXECUTOR_THREADS: Final = 64
 
 
 @dataclass
@@ -111,6 +113,9 @@ class Deps:
     consistency_timeout: float = 5.0
     """How long a daemon trusts its own status write over Kopf's live view: Kopf's own
     ``settings.persistence.consistency_timeout``, copied at startup."""
+    executor: Executor | None = None
+    """Kopf's executor (``settings.execution.executor``, set at startup), where the daemons run
+    their reconciles; None: the event loop's default."""
 
     def may_start_migration(self, key: str) -> bool:
         with self.lock:

@@ -2,8 +2,10 @@
 
 One daemon per object is the single writer of its children and status, so there are no races
 between a timer and change handlers. Change handlers and the gateway's wake annotation only poke
-the daemon (a ``threading.Event`` in the object's memo), which then reconciles at once: a wake
-reaches ``replicas: 1`` within one API round trip, not a Prometheus scrape later.
+the daemon (a :class:`~tidepool.handlers.daemon.Poke` in the object's memo), which then
+reconciles at once: a wake reaches ``replicas: 1`` within one API round trip, not a Prometheus
+scrape later. The daemon and the handlers are async, so they hold no thread while they wait
+(:mod:`tidepool.handlers.daemon` says why); only the reconcile itself runs on a thread.
 
 Errors are Kopf's to retry: a transient API error becomes ``kopf.TemporaryError`` with a delay,
 anything else propagates and Kopf restarts the daemon after ``settings.execution.default_backoff``
@@ -18,11 +20,12 @@ from typing import Any, Final
 
 import kopf
 
-from tidepool.adapters.kube import NamespaceGoneError, RefusedKubeError, TransientKubeError
+from tidepool.adapters.kube import NamespaceGoneError, RefusedKubeError
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api import labels
 from tidepool.api.conditions import ConditionType, Reason, set_condition
 from tidepool.api.v1alpha1 import GROUP, VERSION, Condition, InferenceDeployment
+from tidepool.handlers.daemon import Poke, reconcile_until_stopped
 from tidepool.handlers.deps import MEMO_KEY, Deps
 from tidepool.policy import cold_start
 from tidepool.reconcile import inference
@@ -34,10 +37,10 @@ INVALID_SPEC_REQUEUE_SECONDS: Final = 30.0
 OWN_WRITES_KEY: Final = "own_writes"
 
 
-def _poke(memo: kopf.Memo) -> threading.Event:
-    # setdefault: the daemon's thread and the handlers' threads may both get here first.
-    event: threading.Event = memo.get("poke") or memo.setdefault("poke", threading.Event())
-    return event
+def _poke(memo: kopf.Memo) -> Poke:
+    # setdefault: the daemon and the handlers may get here first in any order.
+    poke: Poke = memo.get("poke") or memo.setdefault("poke", Poke())
+    return poke
 
 
 def resource_version(obj: Mapping[str, Any]) -> str:
@@ -151,7 +154,7 @@ async def observe(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(*RESOURCE, when=_wake_pending)
-def wake(memo: kopf.Memo, **_: Any) -> None:
+async def wake(memo: kopf.Memo, **_: Any) -> None:
     """The gateway holds a request for this model: reconcile now, not at the next tick.
 
     A raw watch event, not a change handler: Kopf's change detection is needless latency here,
@@ -162,7 +165,7 @@ def wake(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-def poke(memo: kopf.Memo, **_: Any) -> None:
+async def poke(memo: kopf.Memo, **_: Any) -> None:
     """Something changed that the daemon should act on now.
 
     The daemon reads Kopf's live view, which Kopf refreshes with each event before it calls
@@ -172,7 +175,7 @@ def poke(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
-def reconcile_loop(
+async def reconcile_loop(
     stopped: kopf.DaemonStopped,
     body: kopf.Body,
     memo: kopf.Memo,
@@ -186,7 +189,7 @@ def reconcile_loop(
     writes = _own_writes(memo)
     key = f"{body.get('metadata', {}).get('namespace')}/{body.get('metadata', {}).get('name')}"
     try:
-        reconcile_until_stopped(
+        await reconcile_until_stopped(
             stopped,
             poked,
             lambda: _reconcile_once(
@@ -204,45 +207,6 @@ def reconcile_loop(
         # Also while Kopf waits out a retry: it may stop the daemon then without calling it
         # again, and a slot kept would leak. The next reconcile claims the slot back.
         deps.note_migration(key, active=False)
-
-
-def reconcile_until_stopped(
-    stopped: kopf.DaemonStopped,
-    poked: threading.Event,
-    reconcile: Callable[[], float],
-    *,
-    deps: Deps,
-) -> None:
-    """A daemon's loop: reconcile, then sleep until poked or until the reconcile's requeue
-    (at most one tick), until Kopf stops the daemon."""
-    while not stopped:
-        poked.clear()
-        wait = reconcile_or_raise(reconcile, deps=deps)
-        poked.wait(timeout=min(wait, deps.tick_seconds))
-
-
-def reconcile_or_raise(reconcile: Callable[[], float], *, deps: Deps) -> float:
-    """Run one reconcile; count its outcome and hand its errors to Kopf to retry.
-
-    A transient API error waits what the server asked for, else one tick (the pace the
-    daemon keeps anyway); any other error propagates to Kopf, which logs it with its
-    traceback and restarts the daemon after the handler backoff.
-    """
-    try:
-        wait = reconcile()
-    except TransientKubeError as exc:
-        deps.telemetry.reconciles.labels(result="retry").inc()
-        deps.last_error = str(exc)
-        delay = exc.retry_after if exc.retry_after is not None else deps.tick_seconds
-        raise kopf.TemporaryError(f"transient API error: {exc}", delay=delay) from exc
-    except Exception as exc:
-        deps.telemetry.reconciles.labels(result="error").inc()
-        deps.last_error = str(exc) or type(exc).__name__
-        raise
-    deps.telemetry.reconciles.labels(result="ok").inc()
-    deps.last_reconciled = utc_now()
-    deps.last_error = None
-    return wait
 
 
 def _reconcile_once(

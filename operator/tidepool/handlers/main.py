@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     configure_logging(verbose=args.verbose)
-    # One client for every daemon thread, its urllib3 pool as large as the executor: each
-    # thread holds at most one connection at a time, so none is discarded ("Connection pool is
+    # One client for every reconcile, its urllib3 pool as large as the executor: each of its
+    # threads holds at most one connection at a time, so none is discarded ("Connection pool is
     # full") and reopened when many objects reconcile at once.
     api = load_client(args.kubeconfig, pool_maxsize=EXECUTOR_THREADS)
     identity = replica_identity()

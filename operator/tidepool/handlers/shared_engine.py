@@ -21,12 +21,9 @@ from tidepool.adapters.kube import Kube, RefusedKubeError
 from tidepool.adapters.lora import HttpLoraClient
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api.v1alpha1 import GROUP, VERSION, SharedEngine
+from tidepool.handlers.daemon import Poke, reconcile_until_stopped
 from tidepool.handlers.deps import MEMO_KEY, Deps
-from tidepool.handlers.inference import (
-    INVALID_SPEC_REQUEUE_SECONDS,
-    reconcile_until_stopped,
-    report_invalid_spec,
-)
+from tidepool.handlers.inference import INVALID_SPEC_REQUEUE_SECONDS, report_invalid_spec
 from tidepool.handlers.inference import RESOURCE as TENANT_RESOURCE
 from tidepool.reconcile import shared_engine
 
@@ -41,12 +38,12 @@ class _Pokes:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._engines: dict[str, tuple[str, threading.Event]] = {}
+        self._engines: dict[str, tuple[str, Poke]] = {}
 
-    def register(self, name: str, model: str) -> threading.Event:
+    def register(self, name: str, model: str) -> Poke:
         with self._lock:
             known = self._engines.get(name)
-            event = known[1] if known else threading.Event()
+            event = known[1] if known else Poke()
             self._engines[name] = (model, event)
             return event
 
@@ -73,20 +70,20 @@ def _has_adapter(body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.event(*TENANT_RESOURCE, when=_has_adapter)
-def tenant_changed(body: kopf.Body, **_: Any) -> None:
+async def tenant_changed(body: kopf.Body, **_: Any) -> None:
     """A LoRA tenant changed (or was woken, or went): its engines reconcile now."""
     POKES.poke(model=_base_model(body))
 
 
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-def poke(name: str, **_: Any) -> None:
+async def poke(name: str, **_: Any) -> None:
     """The SharedEngine's spec changed: its daemon reconciles now."""
     POKES.poke(name=name)
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
-def shared_engine_loop(
+async def shared_engine_loop(
     stopped: kopf.DaemonStopped,
     name: str,
     body: kopf.Body,
@@ -116,7 +113,7 @@ def shared_engine_loop(
         )
 
     try:
-        reconcile_until_stopped(stopped, poked, once, deps=deps)
+        await reconcile_until_stopped(stopped, poked, once, deps=deps)
     finally:
         POKES.forget(name)
 

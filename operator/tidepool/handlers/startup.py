@@ -52,6 +52,7 @@ def configure(
     settings.watching.connect_timeout = 10
     settings.watching.reconnect_backoff = 1.0
     settings.execution.max_workers = EXECUTOR_THREADS
+    deps.executor = settings.execution.executor
     settings.execution.default_backoff = ERROR_BACKOFF_SECONDS
     settings.networking.request_timeout = 30
     deps.consistency_timeout = settings.persistence.consistency_timeout

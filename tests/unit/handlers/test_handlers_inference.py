@@ -12,7 +12,7 @@ import pytest
 
 from tidepool.adapters.kube import TransientKubeError
 from tidepool.api.v1alpha1 import ColdStartPhase, ColdStartStatus
-from tidepool.handlers import inference
+from tidepool.handlers import daemon, inference
 from tidepool.handlers.deps import Deps, Telemetry
 from tidepool.handlers.main import configure_logging
 
@@ -154,7 +154,7 @@ def test_transient_errors_become_kopf_temporary_errors(
 ) -> None:
     deps = make_deps(tick=2.0)
     with pytest.raises(kopf.TemporaryError) as caught:
-        inference.reconcile_or_raise(_raise(error), deps=deps)
+        daemon.reconcile_or_raise(_raise(error), deps=deps)
     assert caught.value.delay == delay
     assert caught.value.__cause__ is error
     assert deps.telemetry.reconciles.labels(result="retry")._value.get() == 1
@@ -165,7 +165,7 @@ def test_other_errors_propagate_for_kopfs_backoff() -> None:
     deps = make_deps()
     bug = KeyError("spec")
     with pytest.raises(KeyError) as caught:
-        inference.reconcile_or_raise(_raise(bug), deps=deps)
+        daemon.reconcile_or_raise(_raise(bug), deps=deps)
     assert caught.value is bug
     assert deps.telemetry.reconciles.labels(result="error")._value.get() == 1
     assert deps.last_reconciled is None
@@ -174,7 +174,7 @@ def test_other_errors_propagate_for_kopfs_backoff() -> None:
 def test_a_clean_reconcile_clears_the_error() -> None:
     deps = make_deps()
     deps.last_error = "earlier"
-    assert inference.reconcile_or_raise(lambda: 12.5, deps=deps) == 12.5
+    assert daemon.reconcile_or_raise(lambda: 12.5, deps=deps) == 12.5
     assert deps.last_error is None
     assert deps.last_reconciled is not None
     assert deps.telemetry.reconciles.labels(result="ok")._value.get() == 1

@@ -16,7 +16,7 @@ import kopf
 from fakes import FakeKube, FakeLora, FakeMetrics, FakeSharedCluster
 from tidepool.adapters.kube import RefusedKubeError
 from tidepool.api.v1alpha1 import GPUPool
-from tidepool.handlers import inference
+from tidepool.handlers import daemon, inference
 from tidepool.handlers import shared_engine as shared_handlers
 from tidepool.handlers.deps import Deps, Telemetry
 from tidepool.reconcile.shared_engine import SharedEngineCache
@@ -147,7 +147,7 @@ def _reconcile_fleet(obj: JSON, kube: RefusingFleetCluster, deps: Deps) -> float
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False  # no event queue outside a running operator
     # Through the daemon's own wrapper: whatever escapes it is Kopf's traceback and backoff.
-    return inference.reconcile_or_raise(
+    return daemon.reconcile_or_raise(
         lambda: shared_handlers._reconcile_once(
             obj,
             body=kopf.Body(obj),

@@ -1,0 +1,148 @@
+"""The per-object daemon loop: many daemons share a few threads, and a poke from anywhere wakes
+one at once.
+
+Kopf's own stop flag is used as it is (``FlagSetter`` and its async waiter, what Kopf hands a
+daemon as ``stopped``), so the loop is tested against the real thing.
+"""
+
+import asyncio
+import contextvars
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
+
+from tidepool.handlers.daemon import Poke, in_executor, reconcile_until_stopped
+from tidepool.handlers.deps import Deps, Telemetry
+
+
+def make_deps(executor: ThreadPoolExecutor, tick: float) -> Deps:
+    return Deps(
+        kube=None,  # type: ignore[arg-type]  # the reconciles here are plain functions
+        metrics=None,  # type: ignore[arg-type]
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        tick_seconds=tick,
+        max_concurrent_migrations=1,
+        telemetry=Telemetry(),
+        executor=executor,
+    )
+
+
+def kopf_stop_flag() -> tuple[FlagSetter, AsyncFlagWaiter]:  # type: ignore[type-arg]
+    setter: FlagSetter = FlagSetter()  # type: ignore[type-arg]
+    return setter, AsyncFlagWaiter(setter)
+
+
+async def test_more_daemons_than_threads_all_reconcile() -> None:
+    """The failure this module exists for: 1,000 daemons on 4 threads each reconcile, where
+    Kopf's sync daemons would have left all but 4 without one."""
+    seen: set[int] = set()
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        deps = make_deps(executor, tick=60.0)
+        setter, stopped = kopf_stop_flag()
+
+        def reconciler(index: int) -> float:
+            def reconcile() -> float:
+                with lock:
+                    seen.add(index)
+                return 60.0
+
+            return reconcile
+
+        loops = [
+            asyncio.create_task(reconcile_until_stopped(stopped, Poke(), reconciler(i), deps=deps))
+            for i in range(1000)
+        ]
+        deadline = time.monotonic() + 20
+        while len(seen) < 1000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        setter.set()
+        await asyncio.wait_for(asyncio.gather(*loops), timeout=10)
+    assert len(seen) == 1000
+
+
+@pytest.mark.parametrize("from_thread", [False, True], ids=["from-the-loop", "from-a-thread"])
+async def test_a_poke_wakes_the_daemon_before_its_tick(from_thread: bool) -> None:
+    calls: list[float] = []
+    poke = Poke()
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        deps = make_deps(executor, tick=60.0)
+        setter, stopped = kopf_stop_flag()
+
+        def reconcile() -> float:
+            calls.append(time.monotonic())
+            return 60.0
+
+        loop = asyncio.create_task(reconcile_until_stopped(stopped, poke, reconcile, deps=deps))
+        while not calls:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the daemon is asleep now, for up to a minute
+        poked_at = time.monotonic()
+        if from_thread:
+            threading.Thread(target=poke.set).start()
+        else:
+            poke.set()
+        while len(calls) < 2:
+            await asyncio.sleep(0.01)
+        setter.set()
+        await asyncio.wait_for(loop, timeout=5)
+    assert calls[1] - poked_at < 1.0
+
+
+async def test_a_poke_during_a_reconcile_is_kept() -> None:
+    """The spec changed while the daemon was reconciling the old one: it reconciles again at
+    once instead of sleeping a tick on a stale result."""
+    poke = Poke()
+    calls = 0
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        deps = make_deps(executor, tick=60.0)
+        setter, stopped = kopf_stop_flag()
+
+        def reconcile() -> float:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                poke.set()  # arrives mid-reconcile, after the loop cleared the last poke
+            return 60.0
+
+        loop = asyncio.create_task(reconcile_until_stopped(stopped, poke, reconcile, deps=deps))
+        deadline = time.monotonic() + 5
+        while calls < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        setter.set()
+        await asyncio.wait_for(loop, timeout=5)
+    assert calls == 2
+
+
+async def test_stopping_ends_the_loop_without_waiting_out_the_tick() -> None:
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        deps = make_deps(executor, tick=60.0)
+        setter, stopped = kopf_stop_flag()
+        daemon = reconcile_until_stopped(stopped, Poke(), lambda: 60.0, deps=deps)
+        loop = asyncio.create_task(daemon)
+        await asyncio.sleep(0.1)
+        asked = time.monotonic()
+        setter.set()
+        await asyncio.wait_for(loop, timeout=5)
+    assert time.monotonic() - asked < 1.0
+
+
+async def test_the_reconcile_runs_on_a_thread_with_the_daemons_context() -> None:
+    """Kopf's ``kopf.event`` and per-object logger find their loop through context variables:
+    the thread must see the daemon's."""
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker")
+    marker.set("this daemon")
+    seen: list[tuple[str, str]] = []
+
+    def work() -> float:
+        seen.append((threading.current_thread().name, marker.get("none")))
+        return 1.0
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile") as executor:
+        assert await in_executor(executor, work) == 1.0
+    assert seen[0][0].startswith("reconcile")
+    assert seen[0][1] == "this daemon"
