@@ -22,6 +22,14 @@ _LATENCY_BUCKETS: Final = (
 )  # fmt: skip
 
 
+def _latency(name: str, documentation: str, registry: CollectorRegistry) -> Histogram:
+    """A per-model latency histogram. All three share labels and buckets, so a dashboard can
+    subtract one from another (queue wait from time to first byte) bucket by bucket."""
+    return Histogram(
+        name, documentation, ["model", "namespace"], buckets=_LATENCY_BUCKETS, registry=registry
+    )
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -44,26 +52,18 @@ class GatewayMetrics:
             ["model", "namespace", "tenant", "code"],
             registry=r,
         )
-        self.ttft = Histogram(
+        self.ttft = _latency(
             "tidepool_gateway_time_to_first_byte_seconds",
             "Arrival to first response byte sent to the client (includes time held).",
-            ["model", "namespace"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            r,
         )
-        self.duration = Histogram(
-            "tidepool_gateway_request_duration_seconds",
-            "Arrival to last response byte.",
-            ["model", "namespace"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.duration = _latency(
+            "tidepool_gateway_request_duration_seconds", "Arrival to last response byte.", r
         )
-        self.held_seconds = Histogram(
+        self.held_seconds = _latency(
             "tidepool_gateway_queue_wait_seconds",
             "Time a request spent held before a replica took it (or it expired).",
-            ["model", "namespace"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            r,
         )
         self.tokens = Counter(
             "tidepool_gateway_tokens",
