@@ -16,9 +16,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import kopf
+from pydantic import BaseModel
 
 from tidepool.adapters.kube import NamespaceGoneError, RefusedKubeError
 from tidepool.adapters.prometheus import utc_now
@@ -220,12 +221,8 @@ def _reconcile_once(
     key: str,
 ) -> float:
     started = time.perf_counter()
-    try:
-        infd = InferenceDeployment.model_validate(raw)
-    except ValueError as exc:
-        # The schema should have refused this; say so on the object instead of crash-looping.
-        logger.error(f"spec does not validate: {exc}")
-        report_invalid_spec(raw, str(exc), deps=deps)
+    infd = validated_or_reported(InferenceDeployment, raw, deps=deps, logger=logger)
+    if infd is None:
         return INVALID_SPEC_REQUEUE_SECONDS
     try:
         result = inference.sync(
@@ -266,6 +263,23 @@ def _reconcile_once(
         deps.telemetry.decisions.labels(reason=event.reason).inc()
     deps.telemetry.reconcile_seconds.observe(time.perf_counter() - started)
     return result.requeue_after.total_seconds()
+
+
+_Object = TypeVar("_Object", bound=BaseModel)
+
+
+def validated_or_reported(
+    kind: type[_Object], raw: JSON, *, deps: Deps, logger: kopf.Logger
+) -> _Object | None:
+    """``raw`` as ``kind``; or None, once the object (Ready=False/InvalidSpec) and the log say
+    why it does not validate. The schema should have refused it; a crash loop would say nothing.
+    """
+    try:
+        return kind.model_validate(raw)
+    except ValueError as exc:
+        logger.error(f"spec does not validate: {exc}")
+        report_invalid_spec(raw, str(exc), deps=deps)
+        return None
 
 
 def report_invalid_spec(raw: JSON, error: str, *, deps: Deps) -> None:

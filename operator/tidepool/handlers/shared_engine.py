@@ -23,7 +23,11 @@ from tidepool.adapters.prometheus import utc_now
 from tidepool.api.v1alpha1 import GROUP, VERSION, SharedEngine
 from tidepool.handlers.daemon import Poke, reconcile_until_stopped
 from tidepool.handlers.deps import MEMO_KEY, Deps
-from tidepool.handlers.inference import INVALID_SPEC_REQUEUE_SECONDS, report_invalid_spec
+from tidepool.handlers.inference import (
+    INVALID_SPEC_REQUEUE_SECONDS,
+    report_invalid_spec,
+    validated_or_reported,
+)
 from tidepool.handlers.inference import RESOURCE as TENANT_RESOURCE
 from tidepool.reconcile import shared_engine
 
@@ -130,12 +134,8 @@ def _reconcile_once(
     logger: kopf.Logger,
 ) -> float:
     started = time.perf_counter()
-    try:
-        engine = SharedEngine.model_validate(raw)
-    except ValueError as exc:
-        # The schema should have refused this; say so on the object instead of crash-looping.
-        logger.error(f"spec does not validate: {exc}")
-        report_invalid_spec(raw, str(exc), deps=deps)
+    engine = validated_or_reported(SharedEngine, raw, deps=deps, logger=logger)
+    if engine is None:
         return INVALID_SPEC_REQUEUE_SECONDS
     try:
         result = shared_engine.sync_shared_engine(
