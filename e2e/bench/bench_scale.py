@@ -323,11 +323,14 @@ def spec_change_latencies(
     time.sleep(1)
     for body in bodies:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        stored = crs.patch_namespaced_custom_object(
+        # The generation to wait for is registered before the patch: an operator that answers
+        # faster than this thread returns from the patch must not go unseen.
+        current = crs.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        with lock:
+            patched[(ns, name)] = (current["metadata"]["generation"] + 1, time.monotonic())
+        crs.patch_namespaced_custom_object(
             GROUP, VERSION, ns, PLURAL, name, {"spec": {"scaling": {"maxReplicas": 5}}}
         )
-        with lock:
-            patched[(ns, name)] = (stored["metadata"]["generation"], time.monotonic())
         time.sleep(0.3)
     try:
         wait_for(lambda: len(seen) >= len(bodies), timeout=120, what="every patched status")

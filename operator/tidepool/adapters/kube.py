@@ -5,9 +5,10 @@ Every write is a server-side apply under the fixed field manager ``tidepool`` wi
 idempotent (re-applying the same object is a no-op and bumps no generation).
 """
 
+import functools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -176,7 +177,7 @@ class Kube:
             items = self._apps.list_namespaced_deployment(namespace, label_selector=selector).items
         except ApiException as exc:
             raise _wrap(exc) from exc
-        out = [_observed_deployment(d) for d in items if _controlled_by(d.metadata, kind, owner)]
+        out = [observed_deployment(d) for d in items if controlled_by(d.metadata, kind, owner)]
         return sorted(out, key=lambda d: d.name)
 
     def _service_names(self, namespace: str, selector: str, kind: str, owner: str) -> list[str]:
@@ -187,7 +188,7 @@ class Kube:
         return sorted(
             str(svc.metadata.name)
             for svc in items
-            if svc.metadata is not None and _controlled_by(svc.metadata, kind, owner)
+            if svc.metadata is not None and controlled_by(svc.metadata, kind, owner)
         )
 
     def _live_pods(self, namespace: str, match: dict[str, str]) -> list[client.V1Pod]:
@@ -482,16 +483,29 @@ def _selector(match: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(match.items()))
 
 
-def _controlled_by(meta: client.V1ObjectMeta | None, kind: str, name: str) -> bool:
+def model_from_json(body: Mapping[str, Any], model: str) -> Any:
+    """A watched object (a Kopf body: plain JSON) as the client's model class, e.g. ``"V1Pod"``,
+    the type the readers here take, through the client's own deserializer."""
+    return _json_models().deserialize(json.dumps(body, default=dict), model, "application/json")
+
+
+@functools.cache
+def _json_models() -> client.ApiClient:
+    return client.ApiClient()
+
+
+def controlled_by(meta: client.V1ObjectMeta | None, kind: str, name: str) -> bool:
     """Whether ``meta``'s controller owner reference is Tidepool's ``kind`` named ``name``."""
+    return controller_of(meta) == (kind, name)
+
+
+def controller_of(meta: client.V1ObjectMeta | None) -> tuple[str, str] | None:
+    """(kind, name) of the object's controller, if that is one of Tidepool's kinds."""
     refs = (meta.owner_references if meta is not None else None) or []
-    return any(
-        ref.controller
-        and ref.kind == kind
-        and ref.name == name
-        and ref.api_version.split("/")[0] == GROUP
-        for ref in refs
-    )
+    for ref in refs:
+        if ref.controller and ref.api_version.split("/")[0] == GROUP:
+            return str(ref.kind), str(ref.name)
+    return None
 
 
 def replica_failure(status: client.V1DeploymentStatus) -> str | None:
@@ -508,7 +522,7 @@ def replica_failure(status: client.V1DeploymentStatus) -> str | None:
     return None
 
 
-def _observed_deployment(dep: client.V1Deployment) -> ObservedDeployment:
+def observed_deployment(dep: client.V1Deployment) -> ObservedDeployment:
     meta = dep.metadata or client.V1ObjectMeta()
     status = dep.status or client.V1DeploymentStatus()
     return ObservedDeployment(

@@ -28,8 +28,10 @@ from tidepool.api.conditions import ConditionType, Reason, set_condition
 from tidepool.api.v1alpha1 import GROUP, VERSION, Condition, InferenceDeployment
 from tidepool.handlers.daemon import Poke, reconcile_until_stopped
 from tidepool.handlers.deps import MEMO_KEY, Deps
+from tidepool.handlers.watched import Indices, WatchedKube
 from tidepool.policy import cold_start
 from tidepool.reconcile import inference
+from tidepool.reconcile.ports import KubePort
 
 RESOURCE = (GROUP, VERSION, "inferencedeployments")
 JSON = dict[str, Any]
@@ -181,10 +183,11 @@ async def reconcile_loop(
     body: kopf.Body,
     memo: kopf.Memo,
     logger: kopf.Logger,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """Reconcile whenever poked, or after the decision's requeue interval."""
     deps: Deps = memo[MEMO_KEY]
+    kube = WatchedKube(deps.kube, Indices.from_kwargs(kwargs))
     poked = _poke(memo)
     cache = memo.setdefault("cache", inference.ObjectCache())
     writes = _own_writes(memo)
@@ -197,6 +200,7 @@ async def reconcile_loop(
                 writes.newest(dict(body)),
                 body=body,
                 deps=deps,
+                kube=kube,
                 cache=cache,
                 writes=writes,
                 logger=logger,
@@ -215,6 +219,7 @@ def _reconcile_once(
     *,
     body: kopf.Body,
     deps: Deps,
+    kube: KubePort,
     cache: inference.ObjectCache,
     writes: OwnWrites,
     logger: kopf.Logger,
@@ -227,7 +232,7 @@ def _reconcile_once(
     try:
         result = inference.sync(
             infd,
-            kube=deps.kube,
+            kube=kube,
             metrics=deps.metrics,
             cache=cache,
             context=inference.Context(

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         inference,
         shared_engine,
         wake,
+        watched,
     )
 
     configure_logging(verbose=args.verbose)

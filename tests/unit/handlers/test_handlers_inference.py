@@ -212,6 +212,7 @@ def test_handler_log_lines_name_the_object(operator_log: io.StringIO) -> None:
         INVALID,
         body=kopf.Body(INVALID),
         deps=deps,
+        kube=deps.kube,
         cache=inference.inference.ObjectCache(),
         writes=inference.OwnWrites(TIMEOUT),
         logger=logger,

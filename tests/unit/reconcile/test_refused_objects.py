@@ -76,6 +76,7 @@ def _reconcile(obj: JSON, kube: RefusingKube) -> float:
         obj,
         body=kopf.Body(obj),
         deps=deps,
+        kube=deps.kube,
         cache=inference.inference.ObjectCache(),
         writes=inference.OwnWrites(5.0),
         logger=kopf.ObjectLogger(body=kopf.Body(obj), settings=settings),
