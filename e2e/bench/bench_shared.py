@@ -13,6 +13,10 @@ It checks the targets of :func:`tidepool.sim.report.missed_shared_targets`:
   ``report.MAX_VS_BEST_STATIC`` (1.10) times the best static split;
 * every tenant's p99 queue wait is within the SLO.
 
+Beside a missed SLO, "why held" splits the request-steps the missing tenants waited on the fleet
+(shared + auto) by :data:`tidepool.sim.shared.HOLD_CAUSES`: no replica serving the adapter yet,
+every serving replica's seats busy, or free seats in batches already running ``maxLoras`` adapters.
+
 Exit code: 3 when a row failed to run (the others are still printed), else 1 when a row misses a
 target, 2 when the trace is missing, 0 when every row meets every target.
 
@@ -73,6 +77,8 @@ class Row:
     shared_slo_ok: int = 0
     worst_p99_s: float = math.nan
     promoted: int = 0
+    held_missed: tuple[float, ...] = ()
+    """Share of the SLO-missing tenants' held request-steps by ``shared.HOLD_CAUSES``."""
     seconds: float = 0.0
     misses: tuple[str, ...] = ()
     error: str | None = None
@@ -82,6 +88,16 @@ class Row:
         if self.error is not None:
             return f"ERROR: {self.error}"
         return "; ".join(self.misses) or "-"
+
+    @property
+    def why_held(self) -> str:
+        """E.g. ``seats 94%, maxLoras 6%``: what held the tenants that missed the SLO."""
+        parts = [
+            f"{cause} {share:.0%}"
+            for cause, share in zip(shared.HOLD_CAUSES, self.held_missed, strict=False)
+            if share >= 0.005
+        ]
+        return ", ".join(parts) or "-"
 
 
 def run_pool(path: Path, pool: str, hours: float) -> Row:
@@ -98,6 +114,7 @@ def run_pool(path: Path, pool: str, hours: float) -> Row:
     q = cmp.ratios
     auto = cmp.result(shared_compare.AUTO)
     own = cmp.result(shared_compare.OWN)
+    missed = [cmp.tenants.index(name) for name in auto.missed]
     return Row(
         pool=pool,
         tenants=len(cmp.tenants),
@@ -120,6 +137,7 @@ def run_pool(path: Path, pool: str, hours: float) -> Row:
         shared_slo_ok=cmp.result(shared_compare.SHARED).tenants_meeting,
         worst_p99_s=auto.worst_p99_wait_s,
         promoted=sum(1 for p in cmp.fleets[shared_compare.AUTO].promoted_at if p),
+        held_missed=tuple(float(x) for x in cmp.fleets[shared_compare.AUTO].held_shares(missed)),
         seconds=time.monotonic() - began,
         misses=tuple(report.missed_shared_targets(auto, q)),
     )
@@ -141,7 +159,7 @@ def table(rows: list[Row]) -> str:
         f" {'/bound':>6} {'own $':>8} {'shared $':>8} {'auto $':>8} {'split $':>8} {'k':>2}"
         f" {'bound $':>8} {'tail own$':>9} {'tail auto$':>10} {'tail shr$':>9}"
         f" {'SLO auto':>8} {'SLO own':>7} {'SLO shr':>7}"
-        f" {'worst p99':>9} {'promoted':>8} {'secs':>5}  missed"
+        f" {'worst p99':>9} {'promoted':>8} {'secs':>5} {'why held':<26} missed"
     )
     lines = [head, "-" * len(head)]
     order = sorted(rows, key=lambda r: (r.error is None, -finite(r.pool_vs_own)))
@@ -157,7 +175,7 @@ def table(rows: list[Row]) -> str:
             f" {f'{r.own_slo_ok}/{r.tenants}' if ran else '-':>7}"
             f" {f'{r.shared_slo_ok}/{r.tenants}' if ran else '-':>7}"
             f" {num(r.worst_p99_s, '.0f') + 's':>9} {r.promoted:>8} {r.seconds:>5.0f}"
-            f"  {r.status}"
+            f" {r.why_held:<26} {r.status}"
         )
     return "\n".join(lines)
 

@@ -44,7 +44,9 @@ Spend: the fleet's GPU-hours on the shared pool (every provisioned replica, star
 included), priced once at the end. Each tenant's spend is the fleet's apportioned by the tokens
 the fleet served for it; its chargeback, beside it, is those tokens at the pool's per-token price.
 Queue waits are whole steps, as in :mod:`tidepool.sim.engine`; after the trace the fleet drains
-what is queued, for at most :data:`~tidepool.sim.engine.DRAIN_CAP_S`.
+what is queued, for at most :data:`~tidepool.sim.engine.DRAIN_CAP_S`. Each step a tenant's
+requests stay held counts toward why (:func:`hold_cause`, :attr:`FleetRun.held`): no replica
+serving its adapter, every serving replica's seats busy, or batches out of ``max_loras`` slots.
 
 Promotion (``promote=True``), once a simulated minute and make-before-break as the operator
 moves a tenant: a tenant promoted at step ``i`` (to dedicated replicas of its own, or a hybrid
@@ -91,6 +93,9 @@ OFFERED_WINDOW_S: Final = 60.0
 #: window is 10 minutes and the evidence must hold 20 more, so a finer grid changes nothing).
 PROMOTION_EVERY_S: Final = 60.0
 _EPS: Final = 1e-9
+#: Why a tenant's requests still wait after a step's admission (:func:`hold_cause`): the columns
+#: of :attr:`FleetRun.held`.
+HOLD_CAUSES: Final = ("no adapter", "seats", "maxLoras")
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +269,17 @@ class FleetRun:
     promoted_at: tuple[tuple[int, ...], ...]
     """Per tenant, the steps at which it was promoted (its own replicas started)."""
     decisions: tuple[str, ...] = ()
+    held: np.ndarray = field(default_factory=lambda: np.zeros((0, len(HOLD_CAUSES))))
+    """``held[t, c]``: request-steps tenant ``t``'s requests waited on the fleet for cause ``c``
+    of :data:`HOLD_CAUSES` (:func:`hold_cause`), so a missed SLO can be told apart: a cold or
+    loading fleet, a fleet too small for the load, or batches out of adapter slots."""
+
+    def held_shares(self, tenants: Sequence[int]) -> np.ndarray:
+        """The share of ``tenants``' held request-steps by cause (zeros when none waited). E.g.
+        held ``[[0, 9, 1], [0, 0, 0]]``: ``[0, 0.9, 0.1]`` for both tenants."""
+        total = self.held[list(tenants)].sum(axis=0) if len(self.held) else np.zeros(3)
+        whole = float(total.sum())
+        return total / whole if whole > 0 else np.zeros(len(HOLD_CAUSES))
 
     @property
     def spend_by_tenant(self) -> np.ndarray:
@@ -368,6 +384,25 @@ def _adapter_room(r: _Replica, tenant: int, max_loras: int) -> float:
     if budget <= 0.0:
         return 0.0
     return max(0.0, -math.log(1.0 - budget) - mine)
+
+
+def hold_cause(cands: Sequence[_Replica], seats: int) -> int:
+    """Why a tenant's requests still wait once the gateway has placed all it could of them
+    (:meth:`_FleetLoop._admit`), as an index of :data:`HOLD_CAUSES`, over ``cands``, the ready
+    replicas serving its adapter:
+
+    * 0, no adapter: none (the fleet is at zero or starting, or the adapter is still loading);
+    * 1, seats: every one has its ``seats`` (vLLM's ``--max-num-seqs``) busy: the fleet is
+      smaller than the load, as after a burst until new replicas are Ready a model load later;
+    * 2, maxLoras: one still has free seats, so what stopped the gateway there is its batch
+      running ``maxLoras`` adapters already (:func:`_adapter_room`; vLLM's scheduler skips the
+      request).
+
+    Why it matters: only the first two are cured by more replicas of the same kind.
+    """
+    if not cands:
+        return 0
+    return 2 if any(seats - r.total > _EPS for r in cands) else 1
 
 
 @dataclass(slots=True)
@@ -522,6 +557,7 @@ class _FleetLoop:
         self.served = np.zeros((n_t, limit + 1))  # admitted per step (promotion evidence)
         self.late = np.zeros((n_t, limit + 1))  # admitted per step after waiting past the SLO
         self.tok = np.zeros((n_t, limit + 1))  # tokens admitted per step
+        self.held = np.zeros((n_t, len(HOLD_CAUSES)))  # request-steps held, by cause
         self.sent = np.zeros(n_t)
         self.own_mode = np.zeros((n_t, max(1, n)), dtype=np.int8)
         self.own_floor = np.zeros((n_t, max(1, n)), dtype=np.int16)
@@ -734,6 +770,9 @@ class _FleetLoop:
             self.next_eval = i + self.eval_steps
         if self.queued_total > _EPS and pods:
             self._admit(i, pods)
+        elif self.queued_total > _EPS:
+            for t, s in enumerate(self.state):
+                self.held[t, 0] += s.waiting
         self._account(i)
 
     def _record_own_routes(self, i: int) -> None:
@@ -788,6 +827,8 @@ class _FleetLoop:
                     break  # no replica takes more of this tenant this step
             if not s.queue:
                 s.waiting = 0.0
+            else:
+                self.held[t, hold_cause(cands, self.cap)] += s.waiting
         self.queued_total = sum(s.waiting for s in state)
 
     def _place(self, i: int, r: _Replica, t: int, c: _Cohort) -> None:
@@ -996,6 +1037,7 @@ class _FleetLoop:
             own_floor=self.own_floor,
             promoted_at=tuple(tuple(s.promoted_at) for s in state),
             decisions=tuple(self.decisions),
+            held=self.held,
         )
 
 

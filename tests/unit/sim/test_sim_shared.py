@@ -223,6 +223,52 @@ def test_max_loras_makes_tenants_share_the_batch() -> None:
     assert waited > sum(float(w[1:].sum()) for w in two.wait_weights)
 
 
+def _replica(running: dict[int, float]) -> shared._Replica:
+    r = shared._Replica("r", 0)
+    for tenant, seats in running.items():
+        r.run(tenant, seats)
+    return r
+
+
+@pytest.mark.parametrize(
+    ("cands", "expected"),
+    [
+        pytest.param([], "no adapter", id="no-ready-replica-serves-the-adapter"),
+        pytest.param([{1: 64.0}], "seats", id="its-one-replica-is-full"),
+        pytest.param([{1: 64.0}, {1: 30.0, 2: 34.0}], "seats", id="every-replica-full"),
+        # Placed all it could, yet 24 seats are free: four other adapters fill the batch.
+        pytest.param([{1: 10.0, 2: 10.0, 3: 10.0, 4: 10.0}], "maxLoras", id="batch-out-of-slots"),
+        pytest.param(
+            [{1: 64.0}, {1: 10.0, 2: 10.0, 3: 10.0, 4: 10.0}],
+            "maxLoras",
+            id="one-full-the-other-out-of-slots",
+        ),
+    ],
+)
+def test_hold_cause_after_the_gateway_placed_what_it_could(
+    cands: list[dict[int, float]], expected: str
+) -> None:
+    replicas = [_replica(running) for running in cands]
+    assert shared.HOLD_CAUSES[shared.hold_cause(replicas, 64)] == expected
+
+
+def test_held_shares_worked_example() -> None:
+    run = replace(_fleet(1.0, [1.0, 1.0]), held=np.array([[0.0, 9.0, 1.0], [0.0, 0.0, 0.0]]))
+    assert run.held_shares([0, 1]) == pytest.approx([0.0, 0.9, 0.1])
+    assert run.held_shares([1]) == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_held_counts_what_max_loras_holds_back() -> None:
+    """The scenario of test_max_loras_makes_tenants_share_the_batch: with one adapter per batch the
+    requests that wait do so mostly for an adapter slot; with room for both, none waits for one."""
+    a = load("pool/a", [20.0] * 60)
+    b = load("pool/b", [20.0] * 60)
+    one = fleet_run([a, b], shared.FleetSettings(max_loras=1, max_cpu_loras=2))
+    two = fleet_run([a, b], shared.FleetSettings(max_loras=2))
+    assert one.held_shares([0, 1])[shared.HOLD_CAUSES.index("maxLoras")] > 0.5
+    assert two.held[:, shared.HOLD_CAUSES.index("maxLoras")].sum() == 0.0
+
+
 @pytest.mark.parametrize(
     ("modes", "floors", "expected"),
     [

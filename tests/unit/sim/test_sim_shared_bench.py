@@ -41,3 +41,17 @@ def test_table_puts_failed_rows_then_the_worst_pool_first() -> None:
     assert "ERROR: ValueError: no traffic" in lines[0]
     assert lines[1].split()[2:4] == ["0.300", "1.300"]
     assert lines[2].split()[2] == "none"  # no long tail: nothing to judge
+
+
+@pytest.mark.parametrize(
+    ("held", "expected"),
+    [
+        pytest.param((), "-", id="nobody-missed"),
+        pytest.param((0.0, 0.94, 0.06), "seats 94%, maxLoras 6%", id="seats-and-adapters"),
+        pytest.param((0.001, 0.0, 0.999), "maxLoras 100%", id="a-trace-is-left-out"),
+    ],
+)
+def test_why_held_names_the_causes_of_the_missing_tenants_waits(
+    held: tuple[float, ...], expected: str
+) -> None:
+    assert bench.Row(pool="p", held_missed=held).why_held == expected
