@@ -28,7 +28,7 @@ from tidepool.adapters.peering import Peer, parse_peers, standby_priority
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api.labels import PREFIX
 from tidepool.handlers.deps import EXECUTOR_THREADS, MEMO_KEY, Deps, Peering
-from tidepool.handlers.watched import watch_engines_only
+from tidepool.handlers.watched import narrow_watches
 
 KOPF_PREFIX = f"kopf.{PREFIX}"
 ERROR_BACKOFF_SECONDS: Final = 10.0
@@ -53,7 +53,7 @@ def configure(
     settings.watching.connect_timeout = 10
     settings.watching.reconnect_backoff = 1.0
     settings.execution.max_workers = EXECUTOR_THREADS
-    watch_engines_only(settings)
+    narrow_watches(settings)
     deps.executor = settings.execution.executor
     settings.execution.default_backoff = ERROR_BACKOFF_SECONDS
     settings.networking.request_timeout = 30

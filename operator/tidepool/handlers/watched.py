@@ -9,7 +9,7 @@ sees one watch per kind whatever the tenant count. Kopf starts no other handler 
 index is populated, so a daemon never reads a half-filled index.
 
 The engine Deployments and pods are watched with a server-side label selector (Kopf's
-``settings.watching.label_selectors``, set in :func:`watch_engines_only`), so the operator
+``settings.watching.label_selectors``, set in :func:`narrow_watches`), so the operator
 receives the events of engine objects only, not of every pod in the cluster.
 
 Writes, and the reads only a cold start or the first reconcile after a restart needs, still go to
@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import kopf
 
 from tidepool.adapters import kube as kube_adapter
+from tidepool.adapters import wake
 from tidepool.adapters.kube import Kube
 from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import GROUP, VERSION, GPUPool, InferenceDeployment, SharedEngine
@@ -36,10 +37,13 @@ _Model = TypeVar("_Model", GPUPool, InferenceDeployment, SharedEngine)
 ENGINE_SELECTOR = f"{labels.COMPONENT}={labels.COMPONENT_ENGINE},{labels.INFERENCE_DEPLOYMENT}"
 
 
-def watch_engines_only(settings: kopf.OperatorSettings) -> None:
-    """Ask the API server for engine Deployments' and pods' events only (see the module)."""
+def narrow_watches(settings: kopf.OperatorSettings) -> None:
+    """Ask the API server only for what the handlers use: engine Deployments and pods (see the
+    module), and of the cluster's Events only the gateway's wakes (``handlers.wake``), instead
+    of every Event every controller posts."""
     settings.watching.label_selectors["apps", "deployments"] = ENGINE_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = ENGINE_SELECTOR
+    settings.watching.field_selectors["v1", "events"] = f"reason={wake.WAKE_REASON}"
 
 
 def _validated(model: type[_Model], body: kopf.Body) -> dict[None, _Model]:

@@ -195,3 +195,41 @@ def test_pools_sorted_by_name_and_an_invalid_one_left_out() -> None:
     )
     pools = kube_over(gpupool_index=index).list_pools()
     assert [p.name for p in pools] == ["dedicated-h100", "shared-l4"]
+
+
+@pytest.mark.parametrize(
+    ("resource", "labels_wanted", "fields_wanted"),
+    [
+        pytest.param(
+            kopf.Resource("apps", "v1", "deployments", kind="Deployment", namespaced=True),
+            [watched.ENGINE_SELECTOR],
+            [],
+            id="engine-deployments-only",
+        ),
+        pytest.param(
+            kopf.Resource("", "v1", "pods", kind="Pod", namespaced=True),
+            [watched.ENGINE_SELECTOR],
+            [],
+            id="engine-pods-only",
+        ),
+        pytest.param(
+            kopf.Resource("", "v1", "events", kind="Event", namespaced=True),
+            [],
+            ["reason=WakeRequested"],
+            id="wake-events-only",
+        ),
+        pytest.param(
+            kopf.Resource("tidepool.dev", "v1alpha1", "inferencedeployments", namespaced=True),
+            [],
+            [],
+            id="tenants-all",
+        ),
+    ],
+)
+def test_the_api_server_sends_only_what_the_handlers_use(
+    resource: kopf.Resource, labels_wanted: list[str], fields_wanted: list[str]
+) -> None:
+    settings = kopf.OperatorSettings()
+    watched.narrow_watches(settings)
+    assert list(settings.watching.label_selectors.collect(resource)) == labels_wanted
+    assert list(settings.watching.field_selectors.collect(resource)) == fields_wanted
