@@ -7,17 +7,27 @@ Held requests stay in FIFO order, and a new request never overtakes one already 
 same model. Held requests survive any routing-table change, including their model vanishing
 from the table; only their deadline ends them.
 
+In-flight counts (:class:`InFlight`): per endpoint, and per (endpoint, adapter) for LoRA
+tenants' requests on SharedEngine replicas, both changed only when a lease is taken and when it
+is given back (the proxy releases each lease once its response has ended, failed or been
+cancelled, and a lease whose waiter has gone at once), so the picker's adapter affinity reads
+what is really in flight.
+
 Must not: touch futures, sockets or the clock (the async shell in :mod:`tidepool.gateway.proxy`
 passes ``now`` and resolves waiter tokens), or import ``kubernetes``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TypeVar
 
 from tidepool.gateway import picking, routing
 from tidepool.gateway import queue as hold
+
+_K = TypeVar("_K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +36,59 @@ class Lease:
 
     model: routing.ModelKey
     backend: routing.Backend
+    adapter: str | None = None
+    """The adapter counted as running on the backend (:func:`picking.running_adapter`), kept
+    here because the table may change before the release."""
+
+
+class InFlight(Mapping[str, int]):
+    """Requests in flight: per endpoint key (the mapping itself, what picking reads as
+    ``inflight``) and per (endpoint key, adapter) (:attr:`running`).
+
+    One structure, and :meth:`add` and :meth:`remove` its only writers, each changing both
+    counts, so the per-adapter counts cannot drift from the per-endpoint ones: an endpoint's
+    count is always at least the sum of its adapters' counts (the rest are requests without a
+    fleet adapter). A count that reaches zero is dropped, so an idle gateway holds no keys.
+    """
+
+    __slots__ = ("_by_adapter", "_by_endpoint")
+
+    def __init__(self) -> None:
+        self._by_endpoint: dict[str, int] = {}
+        self._by_adapter: dict[picking.RunningKey, int] = {}
+
+    def __getitem__(self, endpoint_key: str) -> int:
+        return self._by_endpoint[endpoint_key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_endpoint)
+
+    def __len__(self) -> int:
+        return len(self._by_endpoint)
+
+    @property
+    def running(self) -> Mapping[picking.RunningKey, int]:
+        """Requests in flight per (endpoint key, adapter), read-only."""
+        return MappingProxyType(self._by_adapter)
+
+    def add(self, endpoint_key: str, adapter: str | None) -> None:
+        _step(self._by_endpoint, endpoint_key, 1)
+        if adapter is not None:
+            _step(self._by_adapter, (endpoint_key, adapter), 1)
+
+    def remove(self, endpoint_key: str, adapter: str | None) -> None:
+        _step(self._by_endpoint, endpoint_key, -1)
+        if adapter is not None:
+            _step(self._by_adapter, (endpoint_key, adapter), -1)
+
+
+def _step(counts: dict[_K, int], key: _K, by: int) -> None:
+    """Add ``by`` to ``counts[key]``, dropping the key at zero or below."""
+    n = counts.get(key, 0) + by
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +111,20 @@ class Dispatcher:
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self.table = routing.RoutingTable()
-        self._inflight: Counter[str] = Counter()
+        self._inflight = InFlight()
         self._queues: dict[routing.ModelKey, hold.HoldQueue] = {}
         self._rotation = 0
 
     # ---- reading -----------------------------------------------------------------------
-    def inflight(self, endpoint_key: str) -> int:
-        return self._inflight.get(endpoint_key, 0)
+    def inflight(self, endpoint_key: str, adapter: str | None = None) -> int:
+        """Requests in flight on the endpoint; with ``adapter``, only that adapter's."""
+        if adapter is None:
+            return self._inflight.get(endpoint_key, 0)
+        return self._inflight.running.get((endpoint_key, adapter), 0)
+
+    def running(self) -> Mapping[picking.RunningKey, int]:
+        """Requests in flight per (fleet endpoint key, adapter), read-only."""
+        return self._inflight.running
 
     def depth(self, model: routing.ModelKey) -> int:
         q = self._queues.get(model)
@@ -94,7 +164,7 @@ class Dispatcher:
         if not queue:
             decision = self._choose(model, exclude)
             if isinstance(decision, picking.Pick):
-                return self._lease(model, decision.backend)
+                return self._lease(model, decision)
             reason = decision.reason
         else:
             decision = self._choose(model, exclude)
@@ -113,10 +183,7 @@ class Dispatcher:
 
     def release(self, lease: Lease) -> list[Release]:
         """The request on ``lease`` ended; held requests for the same model may now fit."""
-        key = lease.backend.endpoint.key
-        self._inflight[key] -= 1
-        if self._inflight[key] <= 0:
-            del self._inflight[key]
+        self._inflight.remove(lease.backend.endpoint.key, lease.adapter)
         return self._drain(lease.model)
 
     def cancel(self, waiter: hold.Waiter) -> bool:
@@ -136,12 +203,16 @@ class Dispatcher:
     ) -> picking.Decision:
         self._rotation += 1
         return picking.choose(
-            self.table.target(model), self._inflight, rotation=self._rotation, exclude=exclude
+            self.table.target(model),
+            self._inflight,
+            running=self._inflight.running,
+            rotation=self._rotation,
+            exclude=exclude,
         )
 
-    def _lease(self, model: routing.ModelKey, backend: routing.Backend) -> Lease:
-        self._inflight[backend.endpoint.key] += 1
-        return Lease(model, backend)
+    def _lease(self, model: routing.ModelKey, pick: picking.Pick) -> Lease:
+        self._inflight.add(pick.backend.endpoint.key, pick.adapter)
+        return Lease(model, pick.backend, pick.adapter)
 
     def _drain(self, model: routing.ModelKey) -> list[Release]:
         queue = self._queues.get(model)
@@ -151,5 +222,5 @@ class Dispatcher:
             if not isinstance(decision, picking.Pick):
                 break
             waiter = queue.pop()
-            released.append((waiter, self._lease(model, decision.backend)))
+            released.append((waiter, self._lease(model, decision)))
         return released

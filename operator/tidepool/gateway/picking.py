@@ -1,8 +1,9 @@
-"""Choosing a backend for one request: least outstanding requests, with the hybrid spill rule.
+"""Choosing a backend for one request: least outstanding, the hybrid spill rule, adapter affinity.
 
 Role: a pure function of the model's backends and the current in-flight counts. In order:
 
-1. primary backends that are under their cap (no cap outside hybrid mode), least in flight;
+1. primary backends that are under their cap (no cap outside hybrid mode), least in flight
+   (for a LoRA tenant on a fleet, after the adapter affinity below);
 2. otherwise overflow backends (hybrid's shared pool), least in flight;
 3. otherwise hold the request (and wake the operator): ``NO_REPLICA`` when nothing is ready,
    ``OVERFLOW_PENDING`` when dedicated replicas exist but are all at their cap, so the request
@@ -12,13 +13,31 @@ E.g. hybrid, cap 2, primaries A=2 B=1 in flight, overflow C=5: B (under cap). Wi
 C, although it has more in flight, because the primaries are full.
 
 Adapter affinity: for a LoRA tenant (``route.adapter``), within each step only the replicas
-that hold its adapter (``endpoint.adapters``, the operator's record) are candidates, least in
-flight among them. A SharedEngine replica without the adapter cannot serve it at all (vLLM
-answers 404 for an adapter it has not loaded), so when no fleet replica holds it the request is
-held, as when nothing is ready, until the operator has loaded it: a new replica gets its
-adapters before their traffic. A tenant's own replicas load their adapter at start
-(``--lora-modules``), carry no record, and are all candidates. E.g. adapter ``bot`` held by fleet
-replica A (3 in flight) but not B (0): A; held by neither: hold.
+that hold its adapter (``endpoint.adapters``, the operator's record) are candidates. A
+SharedEngine replica without the adapter cannot serve it at all (vLLM answers 404 for an
+adapter it has not loaded), so when no fleet replica holds it the request is held, as when
+nothing is ready, until the operator has loaded it: a new replica gets its adapters before
+their traffic. A tenant's own replicas load their adapter at start (``--lora-modules``), carry
+no record, and are all candidates, least in flight.
+
+Among the fleet replicas that hold the adapter, the request goes first to those already running
+it (no new adapter in their batch) that have a free seat, the one with the most free seats;
+then to the other holders, the one with the most free seats. "Running it": requests of this
+adapter in flight there (``running``, the dispatcher's count per replica and adapter). "Free
+seat": fewer in flight than the replica's batch seats (``endpoint.seats``, its SharedEngine's
+``maxNumSeqs``, vLLM's ``--max-num-seqs``; :data:`~tidepool.gateway.snapshot.DEFAULT_SEATS`
+when unknown). A fleet's replicas all have the same seats, so the most free seats is the least
+in flight. Why: vLLM's ``--max-loras`` bounds the distinct adapters in one running batch, and a
+request whose adapter would be one too many waits while others pass it; spreading each
+adapter's requests over every holder puts every adapter in every batch, where preferring the
+replica already running it keeps each batch's adapters few (the fleet simulator,
+:mod:`tidepool.sim.shared`, routes by the same rule). When every holder is full the least in
+flight still takes the request and vLLM queues it there (the simulator holds it at the gateway
+instead; either way it waits for a seat).
+
+E.g. adapter ``bot`` in flight on fleet replica A (3 of its 64 seats busy) and held by B (0 in
+flight): A, although B is idle. A full (64 of 64 in flight): B. Neither running it, A with 3 in
+flight (of other adapters) and B with 0: B. Held by A but not B: A; held by neither: hold.
 
 Must not: mutate counts, do I/O, read the clock, or import ``kubernetes``/``aiohttp``.
 """
@@ -28,8 +47,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
 
 from tidepool.gateway import routing
+from tidepool.gateway.snapshot import DEFAULT_SEATS, Endpoint, ModelRoute
+
+RunningKey = tuple[str, str]
+"""(endpoint key, adapter): whose requests are in flight on which fleet replica."""
+
+_NOTHING_RUNNING: Final[Mapping[RunningKey, int]] = MappingProxyType({})
 
 
 class HoldReason(StrEnum):
@@ -40,6 +67,9 @@ class HoldReason(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Pick:
     backend: routing.Backend
+    adapter: str | None = None
+    """The adapter this request runs on the backend, as the dispatcher counts it
+    (:func:`running_adapter`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +104,66 @@ def holding(backends: Sequence[routing.Backend], adapter: str | None) -> list[ro
     return [b for b in backends if not b.endpoint.engine or adapter in b.endpoint.adapters]
 
 
+def running_adapter(route: ModelRoute | None, endpoint: Endpoint) -> str | None:
+    """The adapter a request of ``route`` runs on ``endpoint``, as ``running`` keys it: the
+    LoRA tenant's adapter on a fleet replica; None elsewhere (a tenant's own replicas run its
+    adapter only, so there is no batch of other adapters to keep it out of)."""
+    return route.adapter if route is not None and endpoint.engine else None
+
+
+def has_free_seat(endpoint: Endpoint, inflight: Mapping[str, int]) -> bool:
+    """Whether ``endpoint`` has fewer requests in flight than batch seats (DEFAULT_SEATS when
+    its seats are unknown)."""
+    seats = DEFAULT_SEATS if endpoint.seats is None else endpoint.seats
+    return inflight.get(endpoint.key, 0) < seats
+
+
+def running_with_free_seat(
+    backends: Sequence[routing.Backend],
+    adapter: str | None,
+    inflight: Mapping[str, int],
+    running: Mapping[RunningKey, int],
+) -> list[routing.Backend]:
+    """The fleet backends already running ``adapter`` that still have a free seat."""
+    if adapter is None:
+        return []
+    return [
+        b
+        for b in backends
+        if b.endpoint.engine
+        and running.get((b.endpoint.key, adapter), 0) > 0
+        and has_free_seat(b.endpoint, inflight)
+    ]
+
+
+def _best(
+    backends: Sequence[routing.Backend],
+    adapter: str | None,
+    inflight: Mapping[str, int],
+    running: Mapping[RunningKey, int],
+    rotation: int,
+) -> routing.Backend | None:
+    """Within one step: a replica running the adapter with a free seat, else any (module
+    docstring), least in flight."""
+    preferred = running_with_free_seat(backends, adapter, inflight, running)
+    return least_outstanding(preferred or backends, inflight, rotation)
+
+
 def choose(
     target: routing.ModelTarget | None,
     inflight: Mapping[str, int],
     *,
+    running: Mapping[RunningKey, int] = _NOTHING_RUNNING,
     rotation: int = 0,
     exclude: frozenset[str] = frozenset(),
 ) -> Decision:
-    """Pick a backend or say why the request must be held (see the module docstring)."""
-    adapter = target.route.adapter if target else None
+    """Pick a backend or say why the request must be held (see the module docstring).
+
+    ``inflight``: requests in flight per endpoint key; ``running``: per (endpoint key, adapter)
+    on fleet replicas.
+    """
+    route = target.route if target else None
+    adapter = route.adapter if route else None
     backends = holding(
         [b for b in (target.backends if target else ()) if b.endpoint.key not in exclude], adapter
     )
@@ -90,10 +171,10 @@ def choose(
     open_primaries = [
         b for b in primaries if b.cap is None or inflight.get(b.endpoint.key, 0) < b.cap
     ]
-    best = least_outstanding(open_primaries, inflight, rotation)
+    best = _best(open_primaries, adapter, inflight, running, rotation)
     if best is None:
         overflow = [b for b in backends if b.tier is routing.Tier.OVERFLOW]
-        best = least_outstanding(overflow, inflight, rotation)
+        best = _best(overflow, adapter, inflight, running, rotation)
     if best is not None:
-        return Pick(best)
+        return Pick(best, running_adapter(route, best.endpoint))
     return Hold(HoldReason.OVERFLOW_PENDING if primaries else HoldReason.NO_REPLICA)

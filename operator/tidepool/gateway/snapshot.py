@@ -13,7 +13,9 @@ A LoRA tenant whose ``status.engine`` names a SharedEngine is served by that fle
 (:attr:`ModelRoute.engine`, :attr:`ModelRoute.adapter`), and each fleet pod carries the adapters
 the operator's record (``SharedEngine.status.adapters[].replicas``) says it holds
 (:attr:`Endpoint.adapters`, :func:`adapter_holders`), so the picker sends a tenant's requests only
-to replicas that hold its adapter.
+to replicas that hold its adapter, and the batch seats its SharedEngine gives each replica
+(:attr:`Endpoint.seats`, :func:`engine_seats`), so it knows when a replica already running the
+adapter has no seat left.
 
 Must not: do I/O, import ``kubernetes`` (the objects arrive as the plain dicts the API server
 sends), or decide between pools (which pool is routable, hybrid spill: that is
@@ -33,6 +35,9 @@ from tidepool.api.v1alpha1 import types
 DEFAULT_ENGINE_PORT: Final = 8000
 #: Named container port the engine serves OpenAI on (falls back to DEFAULT_ENGINE_PORT).
 ENGINE_PORT_NAME: Final = "http"
+#: Batch seats of a fleet replica whose SharedEngine does not say (``spec.engine.maxNumSeqs``
+#: absent or unreadable): the CRD's default, which the API server would have filled in.
+DEFAULT_SEATS: Final = types.EngineSpec().max_num_seqs
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -52,6 +57,9 @@ class Endpoint:
     """The SharedEngine's label value (``tidepool.dev/shared-engine``) on a fleet pod, else ""."""
     adapters: frozenset[str] = frozenset()
     """LoRA adapters this replica holds, as far as the snapshot's sources know."""
+    seats: int | None = None
+    """Batch seats of a fleet replica: its SharedEngine's ``spec.engine.maxNumSeqs`` (vLLM's
+    ``--max-num-seqs``); None when no source says (the picker then assumes DEFAULT_SEATS)."""
 
     @property
     def key(self) -> str:
@@ -244,6 +252,14 @@ def adapter_holders(engine: Mapping[str, Any]) -> dict[str, set[str]]:
     return held
 
 
+def engine_seats(engine: Mapping[str, Any]) -> int | None:
+    """The batch seats of each of a SharedEngine's replicas (``spec.engine.maxNumSeqs``), or
+    None when the object does not say (read leniently, as the routes are: a value this gateway
+    cannot read must not take the fleet off the routing table)."""
+    seats = _map(_map(engine.get("spec")).get("engine")).get("maxNumSeqs")
+    return seats if isinstance(seats, int) and not isinstance(seats, bool) and seats >= 1 else None
+
+
 def build_snapshot(
     pods: Mapping[str, Mapping[str, Any]],
     deployments: Mapping[str, Mapping[str, Any]],
@@ -251,11 +267,13 @@ def build_snapshot(
 ) -> RoutingSnapshot:
     """Snapshot from the caches (keyed ``namespace/name``; SharedEngines, cluster-scoped, by
     ``/name``), sorted so equal state is equal. A fleet pod gets the adapters its SharedEngine's
-    record says it holds (:func:`adapter_holders`)."""
+    record says it holds (:func:`adapter_holders`) and its batch seats (:func:`engine_seats`)."""
     found = [e for e in (endpoint_from_pod(p) for p in pods.values()) if e is not None]
     held: dict[tuple[str, str], set[str]] = {}
+    seats: dict[str, int | None] = {}
     for obj in (engines or {}).values():
         label = names.shared_engine_label(str(_map(obj.get("metadata")).get("name", "")))
+        seats[label] = engine_seats(obj)
         for pod, adapters in adapter_holders(obj).items():
             held[(label, pod)] = adapters
     models = sorted(
@@ -266,7 +284,9 @@ def build_snapshot(
     owners = {(m.namespace, names.label_value(m.name)): m.name for m in models}
     endpoints = sorted(
         (
-            replace(e, adapters=frozenset(held.get((e.engine, e.pod), ())))
+            replace(
+                e, adapters=frozenset(held.get((e.engine, e.pod), ())), seats=seats.get(e.engine)
+            )
             if e.engine
             else replace(e, deployment=owners.get((e.namespace, e.deployment), e.deployment))
             for e in found

@@ -32,8 +32,10 @@ The physics, as vLLM serves LoRA (``--enable-lora``):
   :func:`~tidepool.policy.lora_timing.load_seconds` of its rank, rounded up to a
   step; adapters the plan unloads stop taking new requests at once (running ones finish);
 * the gateway holds each tenant's requests in arrival order and sends them to replicas that hold
-  the adapter: first those already running it (no new adapter in their batch), then the one
-  with the most free seats;
+  the adapter: first those already running it (no new adapter in their batch) that have a free
+  seat, the one with the most free seats; then the other holders, the one with the most free
+  seats (:func:`tidepool.gateway.picking.choose`'s rule). A replica with no free seat takes
+  nothing: the request stays held at the gateway;
 * the fleet starts from zero on any tenant's request: the gateway's wake push (the tenant's
   wake annotation, stamped with the time) makes the operator reconcile at once, and a replica is
   Ready a model load (``cold_start_s``) later. While replicas are up, a tenant's first request

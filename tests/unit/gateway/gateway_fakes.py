@@ -4,6 +4,7 @@ A module of its own, not the conftest: test modules import these by name, and wi
 test directories on one pytest command line the name ``conftest`` may be another directory's.
 """
 
+import asyncio
 import threading
 
 
@@ -46,3 +47,15 @@ class FakeWaker:
     def report_first_response(self, namespace, name, wake_at, now):
         with self._lock:
             self.reports.append((namespace, name, wake_at, now))
+
+
+async def eventually(check, timeout: float = 3.0) -> bool:
+    """Whether ``check()`` comes true within ``timeout`` seconds, looking every 20 ms: what a
+    test waits for happens on the gateway's own tasks, after the client already has its answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True

@@ -46,8 +46,11 @@ def endpoint(
     host: str = "127.0.0.1",
     engine: str = "",
     adapters: tuple[str, ...] = (),
+    seats: int | None = None,
 ) -> Endpoint:
-    return Endpoint(namespace, pod, deployment, pool, host, port, engine, frozenset(adapters))
+    return Endpoint(
+        namespace, pod, deployment, pool, host, port, engine, frozenset(adapters), seats
+    )
 
 
 def snapshot(

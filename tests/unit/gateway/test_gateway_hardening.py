@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from gateway_fakes import FakeDiscovery
+from gateway_fakes import FakeDiscovery, eventually
 from snapshots import endpoint, route, snapshot
 
 from tidepool.enginesim import server as sim_app
@@ -115,16 +115,6 @@ def _count(gw, code: str) -> float:
     return total
 
 
-async def _eventually(check, timeout: float = 3.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
 # ---------------------------------------------------------------- 1. clients that give up
 
 
@@ -137,15 +127,15 @@ async def test_abandoned_held_requests_free_their_slots_and_never_reach_the_engi
     url = f"http://127.0.0.1:{gw.port}/v1/completions"
     async with aiohttp.ClientSession() as s:
         abandoned = [asyncio.create_task(s.post(url, json=BODY)) for _ in range(2)]
-        assert await _eventually(lambda: gw.gateway.dispatcher.depth(MODEL_KEY) == 2)
+        assert await eventually(lambda: gw.gateway.dispatcher.depth(MODEL_KEY) == 2)
         for task in abandoned:
             task.cancel()
         await asyncio.gather(*abandoned, return_exceptions=True)
-        assert await _eventually(lambda: gw.gateway.dispatcher.depth(MODEL_KEY) == 0), (
+        assert await eventually(lambda: gw.gateway.dispatcher.depth(MODEL_KEY) == 0), (
             "the clients are gone but their slots are still held"
         )
         fresh = asyncio.create_task(s.post(url, json=BODY))
-        assert await _eventually(lambda: gw.gateway.dispatcher.depth(MODEL_KEY) == 1)
+        assert await eventually(lambda: gw.gateway.dispatcher.depth(MODEL_KEY) == 1)
         source.publish(snapshot((route(),), (endpoint("a", port=server.port),)))
         async with await fresh as r:
             assert r.status == 200
@@ -159,8 +149,8 @@ async def test_client_that_gives_up_mid_request_cancels_it_upstream(gateway, rec
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as s:
         with pytest.raises(TimeoutError):
             await s.post(f"http://127.0.0.1:{gw.port}/v1/completions", json=BODY)
-    assert await _eventually(rec.cancelled.is_set), "the engine still works for a gone client"
-    assert await _eventually(lambda: gw.gateway.dispatcher.total_inflight() == 0)
+    assert await eventually(rec.cancelled.is_set), "the engine still works for a gone client"
+    assert await eventually(lambda: gw.gateway.dispatcher.total_inflight() == 0)
 
 
 async def test_client_that_leaves_mid_stream_frees_the_engines_batch_slot(engines, gateway):
@@ -174,8 +164,8 @@ async def test_client_that_leaves_mid_stream_frees_the_engines_batch_slot(engine
         await r.content.readline()
         assert sim.engine.running == 1
         r.close()  # the client hangs up mid-stream
-    assert await _eventually(lambda: sim.engine.running == 0, timeout=2.0)
-    assert await _eventually(lambda: gw.gateway.dispatcher.total_inflight() == 0)
+    assert await eventually(lambda: sim.engine.running == 0, timeout=2.0)
+    assert await eventually(lambda: gw.gateway.dispatcher.total_inflight() == 0)
 
 
 # ----------------------------------------------------------------------- 2. path traversal
@@ -307,7 +297,7 @@ async def test_client_reset_during_upload_is_quiet(gateway, recorder, caplog):
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
-    assert await _eventually(lambda: _count(gw, "499") == 1)
+    assert await eventually(lambda: _count(gw, "499") == 1)
     await asyncio.sleep(0.1)
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert rec.paths == []

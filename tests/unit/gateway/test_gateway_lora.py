@@ -178,7 +178,8 @@ async def test_rate_limit_and_metering_are_per_tenant_on_a_shared_fleet(engines,
 # ---- adapter affinity ----------------------------------------------------------------------
 
 
-# The picker's own table (affinity rows included) is in test_gateway_picking.
+# The picker's own tables (affinity rows included) are in test_gateway_picking and
+# test_gateway_adapter_affinity.
 
 
 async def test_requests_go_to_the_replica_holding_the_adapter(engines, gateway):
