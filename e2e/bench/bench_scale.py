@@ -17,8 +17,8 @@ Figures, each the way a user would see it:
    ratio stays near 1 whatever the tenant count.
 2. Operator RSS and CPU (``/proc``) over the steady minute with every tenant.
 3. Spec change -> status: patch ``spec.scaling.maxReplicas`` of 100 tenants, one every 0.3 s,
-   and time each until a watch delivers ``status.observedGeneration`` equal to its generation;
-   p50 and p99.
+   and time each until its ``status.observedGeneration`` reaches its generation (read back
+   every 0.1 s); p50 and p99.
 4. Wake latency under that load: 20 new serverless tenants at zero, each sent one request; the
    time from the held request to the engine Deployment at ``replicas: 1`` (median, p95), and
    the request's whole latency.
@@ -42,10 +42,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -287,57 +288,39 @@ class Clients:
 def spec_change_latencies(
     crs: client.CustomObjectsApi, bodies: list[dict[str, Any]]
 ) -> list[float]:
-    """Seconds from each spec patch to a watch event with the new observedGeneration."""
-    patched: dict[tuple[str, str], tuple[int, float]] = {}
-    seen: dict[tuple[str, str], float] = {}
-    lock = threading.Lock()
-    stop = threading.Event()
-    rv = crs.list_cluster_custom_object(GROUP, VERSION, PLURAL)["metadata"]["resourceVersion"]
+    """Seconds from each spec patch until the object's ``status.observedGeneration`` reaches the
+    patched generation, read back every 0.1 s (a GET of one object each time).
 
-    def follow() -> None:
-        w = watch.Watch()
-        for event in w.stream(
-            crs.list_cluster_custom_object,
-            GROUP,
-            VERSION,
-            PLURAL,
-            resource_version=rv,
-            timeout_seconds=300,
-        ):
-            obj = event["object"]
-            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-            now = time.monotonic()
-            with lock:
-                want = patched.get(key)
-                if (
-                    want
-                    and key not in seen
-                    and obj.get("status", {}).get("observedGeneration") == want[0]
-                ):
-                    seen[key] = now - want[1]
-            if stop.is_set():
-                w.stop()
+    Why polling rather than one watch over every InferenceDeployment: at 1,000 tenants on two
+    cores, such a watch (this benchmark's earlier method) reported none of the 100 patched
+    statuses within 120 s, although every one of them had been written.
+    """
 
-    follower = threading.Thread(target=follow, daemon=True)
-    follower.start()
-    time.sleep(1)
-    for body in bodies:
+    def time_one(body: dict[str, Any]) -> float | None:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        # The generation to wait for is registered before the patch: an operator that answers
-        # faster than this thread returns from the patch must not go unseen.
-        current = crs.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-        with lock:
-            patched[(ns, name)] = (current["metadata"]["generation"] + 1, time.monotonic())
-        crs.patch_namespaced_custom_object(
+        started = time.monotonic()
+        stored = crs.patch_namespaced_custom_object(
             GROUP, VERSION, ns, PLURAL, name, {"spec": {"scaling": {"maxReplicas": 5}}}
         )
-        time.sleep(0.3)
-    try:
-        wait_for(lambda: len(seen) >= len(bodies), timeout=120, what="every patched status")
-    except TimeoutError:
+        generation = stored["metadata"]["generation"]
+        deadline = started + 120
+        while time.monotonic() < deadline:
+            obj = crs.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+            if obj.get("status", {}).get("observedGeneration", 0) >= generation:
+                return time.monotonic() - started
+            time.sleep(0.1)
+        return None
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = []
+        for body in bodies:
+            futures.append(pool.submit(time_one, body))
+            time.sleep(0.3)
+        timed = [f.result() for f in futures]
+    seen = [t for t in timed if t is not None]
+    if len(seen) < len(bodies):
         log(f"only {len(seen)}/{len(bodies)} spec changes reached status within 120 s")
-    stop.set()
-    return list(seen.values())
+    return seen
 
 
 def wake_latencies(

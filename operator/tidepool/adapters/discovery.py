@@ -95,6 +95,12 @@ FLEET_SELECTOR: Final = f"{ENGINE_SELECTOR},{labels.SHARED_ENGINE}"
 #: cannot freeze the routing table for longer than that.
 WATCH_TIMEOUT_S: Final = 240
 _BACKOFF_MAX_S: Final = 30.0
+#: The least time between two rebuilds of the routing snapshot. Every watch event only marks it
+#: stale; one publisher thread rebuilds it, so a burst of events (at 1,000 tenants, twenty
+#: status writes a second) costs one rebuild per interval, not one each. Rebuilding on every
+#: event left the watch threads behind the API server there: a new model was not routable
+#: within 120 s. A route change reaches the gateway at most this much later.
+PUBLISH_INTERVAL_S: Final = 0.2
 
 Objects = Mapping[str, Mapping[str, Any]]
 """One kind's cache: ``namespace/name`` (``/name`` for a cluster-scoped kind) -> its JSON."""
@@ -134,7 +140,8 @@ class _Watches:
     """List-then-watch loops, one daemon thread per kind, into caches keyed by object.
 
     A subclass says what to watch (:meth:`_spawn`) and what a change means (:meth:`_publish`,
-    called after every list and every event, outside the lock).
+    called outside the lock by one publisher thread, at most every :data:`PUBLISH_INTERVAL_S`,
+    after lists and events have marked the caches changed).
     """
 
     def __init__(self) -> None:
@@ -144,11 +151,33 @@ class _Watches:
         self._stop = threading.Event()
         self._watches: list[Any] = []  # kubernetes.watch.Watch (untyped)
         self._threads: list[threading.Thread] = []
+        self._stale = threading.Event()
+        self._publisher: threading.Thread | None = None
 
     def _publish(self) -> None:
         raise NotImplementedError
 
+    def _changed(self) -> None:
+        """The caches changed: the publisher rebuilds from them soon (see PUBLISH_INTERVAL_S)."""
+        self._stale.set()
+
+    def _publish_while_running(self) -> None:
+        while not self._stop.is_set():
+            if not self._stale.wait(timeout=1.0):
+                continue
+            self._stale.clear()
+            try:
+                self._publish()
+            except Exception:  # one bad rebuild must not stop every later routing update
+                log.exception("discovery: rebuilding the routes failed")
+            self._stop.wait(PUBLISH_INTERVAL_S)
+
     def _spawn(self, watch: _Watch) -> None:
+        if self._publisher is None:
+            self._publisher = threading.Thread(
+                target=self._publish_while_running, name="tidepool-discovery-publish", daemon=True
+            )
+            self._publisher.start()
         thread = threading.Thread(
             target=self._run,
             args=(watch,),
@@ -184,7 +213,7 @@ class _Watches:
                         spec.cache[_object_key(item)] = item
                     if spec.kind in self._synced:
                         self._synced[spec.kind] = True
-                self._publish()
+                self._changed()
                 version = _map(listing.get("metadata")).get("resourceVersion")
                 w = watch.Watch()
                 self._watches.append(w)
@@ -224,7 +253,7 @@ class _Watches:
                 cache.pop(_object_key(obj), None)
             else:
                 cache[_object_key(obj)] = obj
-        self._publish()
+        self._changed()
 
 
 # --------------------------------------------------------------------------------------------

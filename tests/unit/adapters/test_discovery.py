@@ -241,3 +241,19 @@ def test_the_pods_source_hands_the_pods_as_listed(running: Running) -> None:
     assert running.cluster.selectors[PODS] == {discovery.ENGINE_SELECTOR}
     assert running.cluster.selectors[FLEET_PODS] == {discovery.FLEET_SELECTOR}
     assert set(running.cluster.selectors) == {PODS, FLEET_PODS, INFDS, ENGINES}
+
+
+@pytest.mark.parametrize("running", [(_cluster(), "tidepool-system")], indirect=True)
+def test_a_burst_of_events_is_one_rebuild_not_one_each(running: Running) -> None:
+    """At 1,000 tenants the InferenceDeployments' status writes come twenty a second; rebuilding
+    the routes for each left the watch behind the API server. A burst of 200 events arrives
+    within a few publish intervals, so it must cost a handful of rebuilds, ending in its state."""
+    running.until(LISTED)
+    for i in range(200):
+        running.cluster.push(INFDS, "ADDED", _obj(f"model-{i:03d}", "team"))
+    final = ("team/llama", *(f"team/model-{i:03d}" for i in range(200)))
+    publishes = 0
+    while (seen := running.next())[1] != final:
+        publishes += 1
+    assert seen == (LISTED[0], final, LISTED[2])
+    assert publishes < 20, f"{publishes} rebuilds for one burst of 200 events"
