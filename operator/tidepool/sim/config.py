@@ -199,26 +199,33 @@ class SimConfig:
             ),
         )
 
+    def model_name(self) -> str:
+        """The simulated base model's name, e.g. ``sim-8b``."""
+        return f"sim-{self.engine.model_params_b:g}b"
+
+    def engine_spec(self) -> dict[str, object]:
+        """The ``spec.engine`` block of every simulated tenant and SharedEngine. The simulated
+        engine's throughput is known exactly: the spec's capacity override, so the plan sizes
+        with the very model that runs the requests."""
+        cap = self.capacity()
+        return {
+            "maxNumSeqs": self.engine.max_num_seqs,
+            "gpusPerReplica": self.engine.gpus_per_replica,
+            "capacity": {
+                "prefillTokensPerSecond": cap.prefill_tokens_per_s,
+                "decodeTokensPerSecond": cap.decode_tokens_per_s,
+            },
+        }
+
     def tenant(self, mode: DeploymentMode, name: str = "tenant") -> InferenceDeployment:
         """The InferenceDeployment a simulated tenant stands for, with these settings."""
-        eng = self.engine
-        cap = self.capacity()
         return InferenceDeployment.model_validate(
             {
                 "metadata": {"name": name, "namespace": "sim", "generation": 1, "annotations": {}},
                 "spec": {
-                    "model": {"name": f"sim-{eng.model_params_b:g}b"},
+                    "model": {"name": self.model_name()},
                     "mode": mode,
-                    # The simulated engine's throughput is known exactly: the spec's override,
-                    # so the plan sizes with the very model that runs the requests.
-                    "engine": {
-                        "maxNumSeqs": eng.max_num_seqs,
-                        "gpusPerReplica": eng.gpus_per_replica,
-                        "capacity": {
-                            "prefillTokensPerSecond": cap.prefill_tokens_per_s,
-                            "decodeTokensPerSecond": cap.decode_tokens_per_s,
-                        },
-                    },
+                    "engine": self.engine_spec(),
                     "scaling": self.scaling.model_dump(by_alias=True, exclude_none=True),
                     "placement": self.placement.model_dump(by_alias=True, exclude_none=True),
                     "hybrid": self.hybrid.model_dump(by_alias=True, exclude_none=True),

@@ -137,8 +137,6 @@ def shared_engine(cfg: config.SimConfig, fleet: FleetSettings, tenants: int) -> 
     """The SharedEngine a simulated fleet stands for: the tenants' base model and engine on the
     shared pool, scaling as an InferenceDeployment of the simulation scales (same target, idle
     window and bounds)."""
-    eng = cfg.engine
-    cap = cfg.capacity()
     scaling = cfg.scaling
     lora: dict[str, object] = {"maxLoras": fleet.max_loras, "maxLoraRank": 512}
     lora["maxCpuLoras"] = (
@@ -150,16 +148,9 @@ def shared_engine(cfg: config.SimConfig, fleet: FleetSettings, tenants: int) -> 
         {
             "metadata": {"name": ENGINE_NAME, "generation": 1},
             "spec": {
-                "model": {"name": f"sim-{eng.model_params_b:g}b"},
+                "model": {"name": cfg.model_name()},
                 "pool": config.SHARED_POOL,
-                "engine": {
-                    "maxNumSeqs": eng.max_num_seqs,
-                    "gpusPerReplica": eng.gpus_per_replica,
-                    "capacity": {
-                        "prefillTokensPerSecond": cap.prefill_tokens_per_s,
-                        "decodeTokensPerSecond": cap.decode_tokens_per_s,
-                    },
-                },
+                "engine": cfg.engine_spec(),
                 "scaling": {
                     "minReplicas": fleet.min_replicas,
                     "maxReplicas": scaling.max_replicas,
