@@ -81,6 +81,8 @@ def test_cold_request_at_zero_is_held_woken_and_answered(
 def test_a_cold_start_is_explained_by_phases_that_add_up_to_its_latency(
     kube: client.ApiClient, namespace: str, tidepool: Tidepool
 ) -> None:
+    starts = "tidepool_replica_start_seconds_count"
+    starts_before = stack.metric_total(tidepool.operator, starts)
     _serverless_at_zero(kube, namespace, tidepool, "phases")
 
     reply = complete(tidepool.gateway_url, "phases")
@@ -103,6 +105,12 @@ def test_a_cold_start_is_explained_by_phases_that_add_up_to_its_latency(
     assert abs(cold["totalSeconds"] - reply.seconds) <= 0.1 * reply.seconds, (
         cold,
         reply.seconds,
+    )
+    # The replica's own start (creation to Ready) feeds the per-replica histogram too.
+    wait_for(
+        lambda: stack.metric_total(tidepool.operator, starts) > starts_before,
+        timeout=30,
+        what="the new replica's start observed in tidepool_replica_start_seconds",
     )
 
 

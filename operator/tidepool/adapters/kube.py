@@ -213,11 +213,16 @@ class Kube:
             meta = pod.metadata or client.V1ObjectMeta()
             if meta.creation_timestamp is None or meta.creation_timestamp < floor:
                 continue
-            pulled = self._event_times(
-                namespace, f"involvedObject.kind=Pod,involvedObject.name={meta.name},reason=Pulled"
-            )
-            out.append(pod_timeline(pod, meta.creation_timestamp, max(pulled, default=None)))
+            pulled = self.image_pulled_at(namespace, str(meta.name))
+            out.append(pod_timeline(pod, meta.creation_timestamp, pulled))
         return sorted(out, key=lambda t: t.pod)
+
+    def image_pulled_at(self, namespace: str, pod: str) -> datetime | None:
+        """The latest of the kubelet's ``Pulled`` Events for ``pod`` (None: none reported)."""
+        pulled = self._event_times(
+            namespace, f"involvedObject.kind=Pod,involvedObject.name={pod},reason=Pulled"
+        )
+        return max(pulled, default=None)
 
     def first_responses(self, namespace: str, infd_name: str) -> list[datetime]:
         """When the gateways reported routing a first response after a wake of the tenant

@@ -15,12 +15,15 @@ import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import TypeVar
 
 import kopf
 
 from tidepool.adapters.kube import TransientKubeError
 from tidepool.adapters.prometheus import utc_now
 from tidepool.handlers.deps import Deps
+
+_T = TypeVar("_T")
 
 
 class Poke:
@@ -86,7 +89,7 @@ async def reconcile_until_stopped(
         await poked.wait(min(wait, deps.tick_seconds), stopped)
 
 
-async def in_executor(executor: Executor | None, work: Callable[[], float]) -> float:
+async def in_executor(executor: Executor | None, work: Callable[[], _T]) -> _T:
     """Run blocking ``work`` on ``executor`` (None: the loop's default) with this task's
     context variables, as Kopf does for its sync handlers, so that ``kopf.event`` and Kopf's
     per-object logging work from the thread."""

@@ -1,6 +1,7 @@
 """Operator-wide dependencies, built once at startup and shared through Kopf's memo."""
 
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,10 +13,13 @@ from tidepool.adapters.kube import Kube
 from tidepool.adapters.peering import PeeringStore
 from tidepool.adapters.prometheus import PrometheusMetrics
 from tidepool.api.v1alpha1 import ColdStartStatus
+from tidepool.policy.cold_start import Breakdown
 
 MEMO_KEY: Final = "tidepool_deps"
 #: The ``phase`` label of a cold start's total in ``tidepool_cold_start_seconds``.
 TOTAL_PHASE: Final = "total"
+#: From a cached image's seconds to a large model's download (15 minutes).
+COLD_START_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
 #: Kopf's executor (``settings.execution.max_workers``) runs the sync handlers and each daemon's
 #: reconciles (the daemons themselves are async and hold no thread while they sleep): this
 #: bounds how many objects reconcile at once, not how many there are.
@@ -67,15 +71,36 @@ class Telemetry:
             " once per cold start, when status.coldStart completes.",
             ["phase"],
             registry=self.registry,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900),
+            buckets=COLD_START_BUCKETS,
+        )
+
+        self.replica_start_seconds = Histogram(
+            "tidepool_replica_start_seconds",
+            "Every new engine replica, scale-outs included, from its pod's creation to Ready, by"
+            " phase (scheduled, imagePulled, started, ready; '+' joins phases whose mark between"
+            " was not reported) and their total: observed once per pod, when it becomes Ready.",
+            ["phase"],
+            registry=self.registry,
+            buckets=COLD_START_BUCKETS,
         )
 
     def observe_cold_start(self, cold: ColdStartStatus) -> None:
         """Each phase of a completed cold start, and its total (phase ``total``)."""
-        for phase in cold.phases:
-            self.cold_start_seconds.labels(phase=phase.name).observe(phase.seconds)
-        if cold.total_seconds is not None:
-            self.cold_start_seconds.labels(phase=TOTAL_PHASE).observe(cold.total_seconds)
+        phases = [(phase.name, phase.seconds) for phase in cold.phases]
+        _observe_phases(self.cold_start_seconds, phases, cold.total_seconds)
+
+    def observe_replica_start(self, start: Breakdown) -> None:
+        """Each phase of a new replica's start, and its total (phase ``total``)."""
+        _observe_phases(self.replica_start_seconds, start.phases, start.total_seconds)
+
+
+def _observe_phases(
+    histogram: Histogram, phases: Iterable[tuple[str, float]], total: float | None
+) -> None:
+    for name, seconds in phases:
+        histogram.labels(phase=name).observe(seconds)
+    if total is not None:
+        histogram.labels(phase=TOTAL_PHASE).observe(total)
 
 
 @dataclass(frozen=True)

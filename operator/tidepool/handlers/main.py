@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from tidepool.handlers import (  # noqa: F401 - registers the handlers
         gpupool,
         inference,
+        replica_start,
         shared_engine,
         wake,
         watched,

@@ -19,7 +19,7 @@ the API server through :class:`~tidepool.adapters.kube.Kube`.
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import kopf
 
@@ -35,6 +35,8 @@ JSON = dict[str, Any]
 _Model = TypeVar("_Model", GPUPool, InferenceDeployment, SharedEngine)
 #: The labels every engine Deployment and pod of an InferenceDeployment carries.
 ENGINE_SELECTOR = f"{labels.COMPONENT}={labels.COMPONENT_ENGINE},{labels.INFERENCE_DEPLOYMENT}"
+#: The same as a Kopf handler filter (the server-side selector already narrows the stream).
+TENANT_ENGINES: Final = {labels.INFERENCE_DEPLOYMENT: kopf.PRESENT}
 
 
 def narrow_watches(settings: kopf.OperatorSettings) -> None:
@@ -85,7 +87,7 @@ def _tenant_key(body: kopf.Body) -> EngineKey:
     return str(body.metadata.namespace), str(body.metadata.labels[labels.INFERENCE_DEPLOYMENT])
 
 
-@kopf.index("apps", "v1", "deployments", labels={labels.INFERENCE_DEPLOYMENT: kopf.PRESENT})
+@kopf.index("apps", "v1", "deployments", labels=TENANT_ENGINES)
 def engine_deployment_index(body: kopf.Body, **_: Any) -> dict[EngineKey, OwnedDeployment]:
     dep = kube_adapter.model_from_json(body, "V1Deployment")
     owned = OwnedDeployment(
@@ -103,7 +105,7 @@ class EnginePod:
     problem: PodProblem | None
 
 
-@kopf.index("v1", "pods", labels={labels.INFERENCE_DEPLOYMENT: kopf.PRESENT})
+@kopf.index("v1", "pods", labels=TENANT_ENGINES)
 def engine_pod_index(body: kopf.Body, **_: Any) -> dict[EngineKey, EnginePod]:
     pod = kube_adapter.model_from_json(body, "V1Pod")
     deleting = bool(pod.metadata and pod.metadata.deletion_timestamp)

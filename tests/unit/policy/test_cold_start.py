@@ -318,3 +318,47 @@ def test_the_first_new_pod_to_become_ready_is_the_one_measured() -> None:
 )
 def test_parse_wake(value: str | None, expected: datetime | None) -> None:
     assert cold_start.parse_wake(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        pytest.param(
+            _pod(created=0, scheduled=0.5, started=1, ready=31),
+            Breakdown(
+                (("scheduled", 0.5), ("imagePulled+started", 0.5), ("ready", 30.0)),
+                31.0,
+                (cold_start.Phase.IMAGE_PULLED,),
+            ),
+            id="docstring-example-no-image-pull",
+        ),
+        pytest.param(
+            _pod(created=0, scheduled=2, image_pulled=92, started=93, ready=153),
+            Breakdown(
+                (("scheduled", 2.0), ("imagePulled", 90.0), ("started", 1.0), ("ready", 60.0)),
+                153.0,
+                (),
+            ),
+            id="a-kubelet-that-reports-the-pull",
+        ),
+        pytest.param(_pod(created=0, scheduled=1, started=2), None, id="not-ready-yet"),
+    ],
+)
+def test_replica_start_worked_examples(pod: PodTimeline, expected: Breakdown | None) -> None:
+    assert cold_start.replica_start(pod) == expected
+
+
+@given(st.lists(st.one_of(st.none(), _offsets), min_size=3, max_size=3), _offsets)
+def test_a_replica_start_sums_from_creation_to_ready(
+    earlier: list[float | None], ready: float
+) -> None:
+    scheduled, pulled, started = (None if o is None else at(o) for o in earlier)
+    pod = PodTimeline("llama-abc", at(0), scheduled, pulled, started, at(ready))
+    result = cold_start.replica_start(pod)
+    assert result is not None
+    assert [n for name, _ in result.phases for n in name.split(cold_start.FOLD)] == [
+        "scheduled", "imagePulled", "started", "ready",
+    ]  # fmt: skip
+    assert all(seconds >= 0 for _, seconds in result.phases)
+    assert sum(sec for _, sec in result.phases) == pytest.approx(result.total_seconds)
+    assert result.total_seconds == pytest.approx(max(ready, 0.0), abs=0.001)

@@ -1,0 +1,49 @@
+"""Every new engine replica's start, phase by phase, for ``tidepool_replica_start_seconds``.
+
+A scale from zero is explained in the InferenceDeployment's status (``status.coldStart``, from
+the held request to the first response routed). A scale-out's new replicas keep no client
+waiting in the same way, but their starts are what a platform team tunes (image pulls, model
+downloads, a slow readiness probe), so each engine pod's start, from creation to Ready, feeds a
+histogram by phase as the pod becomes Ready (:func:`tidepool.policy.cold_start.replica_start`).
+
+Each pod is observed once: its Kopf memo records it, and a pod already Ready before this
+operator started (its start observed by the operator before, or long ago) is not observed.
+"""
+
+from typing import Any, Final
+
+import kopf
+
+from tidepool.adapters import kube as kube_adapter
+from tidepool.handlers.daemon import in_executor
+from tidepool.handlers.deps import MEMO_KEY, Deps
+from tidepool.handlers.watched import TENANT_ENGINES
+from tidepool.policy import cold_start
+
+RECORDED_KEY: Final = "replica_start_recorded"
+
+
+def _ready_and_new(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+    if memo.get(RECORDED_KEY):
+        return False
+    conditions = body.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+@kopf.on.event("v1", "pods", labels=TENANT_ENGINES, when=_ready_and_new)
+async def record_replica_start(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Observe the pod's start once, when it is first seen Ready."""
+    memo[RECORDED_KEY] = True
+    deps: Deps = memo[MEMO_KEY]
+    pod = kube_adapter.model_from_json(body, "V1Pod")
+    created = pod.metadata.creation_timestamp if pod.metadata else None
+    if created is None:
+        return
+    marks = kube_adapter.pod_timeline(pod, created, None)
+    if marks.ready is None or marks.ready < deps.started_at:
+        return
+    namespace, name = str(pod.metadata.namespace), str(pod.metadata.name)
+    pulled = await in_executor(deps.executor, lambda: deps.kube.image_pulled_at(namespace, name))
+    start = cold_start.replica_start(kube_adapter.pod_timeline(pod, created, pulled))
+    if start is not None:
+        deps.telemetry.observe_replica_start(start)
