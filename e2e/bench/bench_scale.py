@@ -26,10 +26,10 @@ Figures, each the way a user would see it:
    listing its model under ``/v1/models``; 10 samples.
 
 Run: ``.venv/bin/python e2e/bench/bench_scale.py [--tenants 1000] [--nodes 500]``. Loopback
-only. It needs about 40 MB of memory per active tenant (one engine simulator each) and a CPU
-core per hundred or so of them: on a two-core machine the default run saturates it (334 engine
-simulators, Prometheus scraping them, etcd timing out under the API server), so there use
-``--tenants 300`` or fewer; run nothing else on the machine meanwhile.
+only. It needs about 40 MB of memory per active tenant (one engine simulator each); on a
+two-core machine the default run takes about 25 minutes and saturates both cores (the engine
+simulators alone take half a core), so its latencies there are the machine's as much as
+Tidepool's; ``--tenants 300`` runs in about 10. Run nothing else on the machine meanwhile.
 """
 
 from __future__ import annotations
