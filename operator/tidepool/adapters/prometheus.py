@@ -1,6 +1,7 @@
 """Read demand and traffic from Prometheus, turning every failure into a named ``NoData``.
 
-Missing data is not zero (style rule R3). Each case is handled by name:
+Missing data is not zero: a scale-down on a zero that was really an outage would drop live
+replicas. Each case is handled by name:
 
 - transport error or non-2xx answer -> ``NoData("prometheus unreachable: ...")``;
 - NaN or infinite value -> ``NoData("NaN")``;
