@@ -7,7 +7,7 @@ Held requests stay in FIFO order, and a new request never overtakes one already 
 same model. Held requests survive any routing-table change, including their model vanishing
 from the table; only their deadline ends them.
 
-In-flight counts (:class:`InFlight`): per endpoint, and per (endpoint, adapter) for LoRA
+In-flight counts (:class:`EndpointLoad`): per endpoint, and per (endpoint, adapter) for LoRA
 tenants' requests on SharedEngine replicas, both changed only when a lease is taken and when it
 is given back (the proxy releases each lease once its response has ended, failed or been
 cancelled, and a lease whose waiter has gone at once), so the picker's adapter affinity reads
@@ -41,9 +41,11 @@ class Lease:
     here because the table may change before the release."""
 
 
-class InFlight(Mapping[str, int]):
-    """Requests in flight: per endpoint key (the mapping itself, what picking reads as
-    ``inflight``) and per (endpoint key, adapter) (:attr:`running`).
+class EndpointLoad(Mapping[str, int]):
+    """Requests the gateway has in flight on each backend: per endpoint key (the mapping
+    itself, what picking reads as ``inflight``) and per (endpoint key, adapter)
+    (:attr:`running`). Not :class:`tidepool.adapters.http_server.InFlight`, which counts the
+    gateway's own open requests for its drain on shutdown.
 
     One structure, and :meth:`add` and :meth:`remove` its only writers, each changing both
     counts, so the per-adapter counts cannot drift from the per-endpoint ones: an endpoint's
@@ -111,7 +113,7 @@ class Dispatcher:
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self.table = routing.RoutingTable()
-        self._inflight = InFlight()
+        self._inflight = EndpointLoad()
         self._queues: dict[routing.ModelKey, hold.HoldQueue] = {}
         self._rotation = 0
 

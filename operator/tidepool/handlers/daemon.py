@@ -52,10 +52,6 @@ class Poke:
         with self._lock:
             self._set = False
 
-    def is_set(self) -> bool:
-        with self._lock:
-            return self._set
-
     async def wait(self, timeout: float, stopped: kopf.DaemonStopped) -> None:
         """Return when poked, when the daemon is told to stop, or after ``timeout`` seconds."""
         event = asyncio.Event()
