@@ -32,18 +32,23 @@ def _ready_and_new(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
 
 @kopf.on.event("v1", "pods", labels=TENANT_ENGINES, when=_ready_and_new)
 async def record_replica_start(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Observe the pod's start once, when it is first seen Ready."""
+    """Observe the pod's start once, when it is first seen Ready. The decoding and the one API
+    read run on the executor, off the event loop that serves every other handler."""
     memo[RECORDED_KEY] = True
     deps: Deps = memo[MEMO_KEY]
+    start = await in_executor(deps.executor, lambda: _measure(body, deps))
+    if start is not None:
+        deps.telemetry.observe_replica_start(start)
+
+
+def _measure(body: kopf.Body, deps: Deps) -> cold_start.Breakdown | None:
+    """The pod's start, or None when it was Ready before this operator started."""
     pod = kube_adapter.model_from_json(body, "V1Pod")
     created = pod.metadata.creation_timestamp if pod.metadata else None
     if created is None:
-        return
-    marks = kube_adapter.pod_timeline(pod, created, None)
-    if marks.ready is None or marks.ready < deps.started_at:
-        return
-    namespace, name = str(pod.metadata.namespace), str(pod.metadata.name)
-    pulled = await in_executor(deps.executor, lambda: deps.kube.image_pulled_at(namespace, name))
-    start = cold_start.replica_start(kube_adapter.pod_timeline(pod, created, pulled))
-    if start is not None:
-        deps.telemetry.observe_replica_start(start)
+        return None
+    ready = kube_adapter.pod_timeline(pod, created, None).ready
+    if ready is None or ready < deps.started_at:
+        return None
+    pulled = deps.kube.image_pulled_at(str(pod.metadata.namespace), str(pod.metadata.name))
+    return cold_start.replica_start(kube_adapter.pod_timeline(pod, created, pulled))
