@@ -74,6 +74,8 @@ def test_three_lora_tenants_share_one_fleet(
     podbacker: PodBacker,
     engine_name: str,
 ) -> None:
+    starts = "tidepool_replica_start_seconds_count"
+    starts_before = stack.metric_total(tidepool.operator, starts)
     client.CustomObjectsApi(kube).create_cluster_custom_object(
         GROUP,
         VERSION,
@@ -107,6 +109,13 @@ def test_three_lora_tenants_share_one_fleet(
         what="AdapterLoaded=True on every tenant",
     )
     assert set(loaded) == set(TENANTS)
+    # The fleet's replica is an engine start like a tenant's: the operator observes it too (the
+    # tenants here are served by the fleet alone, so no other pod of the test starts).
+    wait_for(
+        lambda: stack.metric_total(tidepool.operator, starts) > starts_before,
+        timeout=30,
+        what="the fleet replica's start observed in tidepool_replica_start_seconds",
+    )
     for tenant in TENANTS:
         obj = get_infd(kube, namespace, tenant)
         assert condition(obj, "AdapterLoaded")["status"] == "True"

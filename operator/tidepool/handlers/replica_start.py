@@ -6,6 +6,13 @@ waiting in the same way, but their starts are what a platform team tunes (image 
 downloads, a slow readiness probe), so each engine pod's start, from creation to Ready, feeds a
 histogram by phase as the pod becomes Ready (:func:`tidepool.policy.cold_start.replica_start`).
 
+A SharedEngine fleet's pods are counted too. They are the same engine pod with LoRA turned on
+(:mod:`tidepool.render.shared_engine`), started from the same image, weights and probe, and a
+fleet scaling out is where many tenants' latency waits on those starts; leaving them out would
+hide the starts that matter most on a shared pool. The one handler is registered twice, once per
+owner label, because Kubernetes label selectors cannot say "this label or that one"; Kopf calls
+it once per event even when both filters match.
+
 Each pod is observed once: its Kopf memo records it, and a pod already Ready before this
 operator started (its start observed by the operator before, or long ago) is not observed.
 """
@@ -17,7 +24,7 @@ import kopf
 from tidepool.adapters import kube as kube_adapter
 from tidepool.handlers.daemon import in_executor
 from tidepool.handlers.deps import MEMO_KEY, Deps
-from tidepool.handlers.watched import TENANT_ENGINES
+from tidepool.handlers.watched import FLEET_ENGINES, TENANT_ENGINES
 from tidepool.policy import cold_start
 
 RECORDED_KEY: Final = "replica_start_recorded"
@@ -31,6 +38,7 @@ def _ready_and_new(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
 
 
 @kopf.on.event("v1", "pods", labels=TENANT_ENGINES, when=_ready_and_new)
+@kopf.on.event("v1", "pods", labels=FLEET_ENGINES, when=_ready_and_new)
 async def record_replica_start(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Observe the pod's start once, when it is first seen Ready. The decoding and the one API
     read run on the executor, off the event loop that serves every other handler."""

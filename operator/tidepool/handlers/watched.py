@@ -33,18 +33,24 @@ from tidepool.policy.plan import ObservedDeployment, PodProblem
 
 JSON = dict[str, Any]
 _Model = TypeVar("_Model", GPUPool, InferenceDeployment, SharedEngine)
+#: The label every engine pod carries, a tenant's or a SharedEngine fleet's.
+ENGINE_PODS_SELECTOR: Final = f"{labels.COMPONENT}={labels.COMPONENT_ENGINE}"
 #: The labels every engine Deployment and pod of an InferenceDeployment carries.
-ENGINE_SELECTOR = f"{labels.COMPONENT}={labels.COMPONENT_ENGINE},{labels.INFERENCE_DEPLOYMENT}"
-#: The same as a Kopf handler filter (the server-side selector already narrows the stream).
+ENGINE_SELECTOR: Final = f"{ENGINE_PODS_SELECTOR},{labels.INFERENCE_DEPLOYMENT}"
+#: A tenant's engine objects as a Kopf handler filter (the server-side selector already narrows
+#: the stream to engine objects).
 TENANT_ENGINES: Final = {labels.INFERENCE_DEPLOYMENT: kopf.PRESENT}
+#: A SharedEngine fleet's engine pods as a Kopf handler filter.
+FLEET_ENGINES: Final = {labels.SHARED_ENGINE: kopf.PRESENT}
 
 
 def narrow_watches(settings: kopf.OperatorSettings) -> None:
-    """Ask the API server only for what the handlers use: engine Deployments and pods (see the
-    module), and of the cluster's Events only the gateway's wakes (``handlers.wake``), instead
-    of every Event every controller posts."""
+    """Ask the API server only for what the handlers use: tenants' engine Deployments, engine
+    pods (see the module; a fleet's too, whose starts ``handlers.replica_start`` observes), and
+    of the cluster's Events only the gateway's wakes (``handlers.wake``), instead of every Event
+    every controller posts."""
     settings.watching.label_selectors["apps", "deployments"] = ENGINE_SELECTOR
-    settings.watching.label_selectors["v1", "pods"] = ENGINE_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = ENGINE_PODS_SELECTOR
     settings.watching.field_selectors["v1", "events"] = f"reason={wake.WAKE_REASON}"
 
 

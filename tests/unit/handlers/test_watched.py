@@ -202,13 +202,13 @@ def test_pools_sorted_by_name_and_an_invalid_one_left_out() -> None:
     [
         pytest.param(
             kopf.Resource("apps", "v1", "deployments", kind="Deployment", namespaced=True),
-            [watched.ENGINE_SELECTOR],
+            ["tidepool.dev/component=engine,tidepool.dev/inference-deployment"],
             [],
-            id="engine-deployments-only",
+            id="tenant-engine-deployments-only",
         ),
         pytest.param(
             kopf.Resource("", "v1", "pods", kind="Pod", namespaced=True),
-            [watched.ENGINE_SELECTOR],
+            ["tidepool.dev/component=engine"],
             [],
             id="engine-pods-only",
         ),
