@@ -2,7 +2,7 @@
 
 import threading
 from collections.abc import Iterable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -24,6 +24,10 @@ COLD_START_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 3
 #: reconciles (the daemons themselves are async and hold no thread while they sleep): this
 #: bounds how many objects reconcile at once, not how many there are.
 EXECUTOR_THREADS: Final = 64
+#: The urgent lane's threads (:mod:`tidepool.handlers.daemon`): poked reconciles (a spec change,
+#: a held request) run here rather than behind every object's tick. A few suffice: a poked
+#: reconcile reads indices and writes once, and pokes come one object at a time.
+URGENT_THREADS: Final = 8
 
 
 @dataclass
@@ -49,6 +53,13 @@ class Telemetry:
             "tidepool_operator_migrations_in_progress",
             "Make-before-break pool migrations running now (the chart's PrometheusRule alerts"
             " when one never ends).",
+            registry=self.registry,
+        )
+        self.overtaken_ticks = Counter(
+            "tidepool_operator_ticks_overtaken_total",
+            "Timed reconciles still queued for a thread when a poke (a spec change, a held"
+            " request) came, and withdrawn so that the poked reconcile ran at once instead: a"
+            " rate that grows says the ticks alone keep the executor busy.",
             registry=self.registry,
         )
         self.decisions = Counter(
@@ -141,6 +152,10 @@ class Deps:
     executor: Executor | None = None
     """Kopf's executor (``settings.execution.executor``, set at startup), where the daemons run
     their reconciles; None: the event loop's default."""
+    urgent_executor: Executor = field(
+        default_factory=lambda: ThreadPoolExecutor(URGENT_THREADS, thread_name_prefix="urgent")
+    )
+    """Where poked reconciles run, ahead of the ticks queued on ``executor``."""
 
     def may_start_migration(self, key: str) -> bool:
         with self.lock:

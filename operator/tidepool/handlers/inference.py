@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final, TypeVar
 
 import kopf
@@ -25,7 +26,13 @@ from tidepool.adapters.kube import NamespaceGoneError, RefusedKubeError
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api import labels
 from tidepool.api.conditions import ConditionType, Reason, set_condition
-from tidepool.api.v1alpha1 import GROUP, VERSION, Condition, InferenceDeployment
+from tidepool.api.v1alpha1 import (
+    GROUP,
+    VERSION,
+    Condition,
+    InferenceDeployment,
+    InferenceDeploymentStatus,
+)
 from tidepool.handlers.daemon import Poke, reconcile_until_stopped
 from tidepool.handlers.deps import MEMO_KEY, Deps
 from tidepool.handlers.watched import Indices, WatchedKube
@@ -267,7 +274,35 @@ def _reconcile_once(
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
         deps.telemetry.decisions.labels(reason=event.reason).inc()
     deps.telemetry.reconcile_seconds.observe(time.perf_counter() - started)
-    return result.requeue_after.total_seconds()
+    return next_look_seconds(infd, result.status, result.requeue_after, tick=deps.tick_seconds)
+
+
+def next_look_seconds(
+    infd: InferenceDeployment,
+    status: InferenceDeploymentStatus,
+    requeue_after: timedelta,
+    *,
+    tick: float,
+) -> float:
+    """Seconds until the daemon looks again unpoked: the plan's requeue, at most one tick (the
+    operator's ``--tick``, its autoscaling cadence), except for a tenant of its own replicas idle
+    at zero. Such a tenant has nothing to scale until a request comes, and the gateway pokes it
+    at once when one does (the held request's wake), so it waits out the plan's requeue (15 s).
+    At 1,000 tenants, two thirds of them idle, that takes the timed reconciles from 200 to 111
+    a second. The queue figure is not consulted: at zero, every request is one the gateway
+    holds, and it pokes for each; the figure (unknown for a tenant never sent a request) would
+    only confirm that 15 s later.
+
+    E.g. tick 5 s, plan 15 s: at zero, 15; with one replica, 5; a LoRA tenant at zero, 5.
+    """
+    idle_at_zero = (
+        infd.spec.model.adapter is None
+        and status.replicas == 0
+        and status.desired_replicas == 0
+        and status.migration is None
+    )
+    requeue = requeue_after.total_seconds()
+    return requeue if idle_at_zero else min(requeue, tick)
 
 
 _Object = TypeVar("_Object", bound=BaseModel)

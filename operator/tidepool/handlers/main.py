@@ -43,7 +43,14 @@ from tidepool.adapters.peering import PeeringStore
 from tidepool.adapters.prometheus import PrometheusMetrics, utc_now
 from tidepool.adapters.wake import WakeForwarder
 from tidepool.handlers import startup
-from tidepool.handlers.deps import EXECUTOR_THREADS, MEMO_KEY, Deps, Peering, Telemetry
+from tidepool.handlers.deps import (
+    EXECUTOR_THREADS,
+    MEMO_KEY,
+    URGENT_THREADS,
+    Deps,
+    Peering,
+    Telemetry,
+)
 
 #: Default seconds a crashed replica's peering record outlives it (Kopf's default is 60).
 PEERING_LIFETIME = 10
@@ -118,10 +125,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     configure_logging(verbose=args.verbose)
-    # One client for every reconcile, its urllib3 pool as large as the executor: each of its
+    # One client for every reconcile, its urllib3 pool as large as both lanes' threads: each of its
     # threads holds at most one connection at a time, so none is discarded ("Connection pool is
     # full") and reopened when many objects reconcile at once.
-    api = load_client(args.kubeconfig, pool_maxsize=EXECUTOR_THREADS)
+    api = load_client(args.kubeconfig, pool_maxsize=EXECUTOR_THREADS + URGENT_THREADS)
     identity = replica_identity()
     api.user_agent = user_agent(identity)
     namespaces = args.namespace or []

@@ -164,4 +164,4 @@ def _reconcile_once(
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
         deps.telemetry.decisions.labels(reason=event.reason).inc()
     deps.telemetry.reconcile_seconds.observe(time.perf_counter() - started)
-    return result.requeue_after.total_seconds()
+    return min(result.requeue_after.total_seconds(), deps.tick_seconds)

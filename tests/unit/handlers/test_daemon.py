@@ -95,7 +95,8 @@ async def test_a_poke_wakes_the_daemon_before_its_tick(from_thread: bool) -> Non
 
 async def test_a_poke_during_a_reconcile_is_kept() -> None:
     """The spec changed while the daemon was reconciling the old one: it reconciles again at
-    once instead of sleeping a tick on a stale result."""
+    once instead of sleeping a tick on a stale result. A reconcile already on its thread is not
+    withdrawn (nothing overtaken): the next one waits for it, never two at once."""
     poke = Poke()
     calls = 0
     with ThreadPoolExecutor(max_workers=1) as executor:
@@ -116,6 +117,7 @@ async def test_a_poke_during_a_reconcile_is_kept() -> None:
         setter.set()
         await asyncio.wait_for(loop, timeout=5)
     assert calls == 2
+    assert deps.telemetry.overtaken_ticks._value.get() == 0
 
 
 async def test_stopping_ends_the_loop_without_waiting_out_the_tick() -> None:
@@ -146,3 +148,53 @@ async def test_the_reconcile_runs_on_a_thread_with_the_daemons_context() -> None
         assert await in_executor(executor, work) == 1.0
     assert seen[0][0].startswith("reconcile")
     assert seen[0][1] == "this daemon"
+
+
+async def test_a_poke_overtakes_the_ticks_queued_before_it() -> None:
+    """The failure the urgent lane exists for: the one executor thread is busy and 200 ticks
+    wait behind it; a poked object reconciles at once instead of after them, and its queued
+    tick is withdrawn, so it never reconciles twice at once."""
+    release = threading.Event()
+    poke = Poke()
+    poked_calls: list[float] = []
+    running = 0
+    overlapped = False
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        deps = make_deps(executor, tick=60.0)
+        setter, stopped = kopf_stop_flag()
+        blocker = executor.submit(release.wait, 30)
+
+        def poked_object() -> float:
+            nonlocal running, overlapped
+            with lock:
+                running += 1
+                overlapped = overlapped or running > 1
+            poked_calls.append(time.monotonic())
+            with lock:
+                running -= 1
+            return 60.0
+
+        loops = [
+            asyncio.create_task(reconcile_until_stopped(stopped, Poke(), lambda: 60.0, deps=deps))
+            for _ in range(200)
+        ]
+        loops.append(
+            asyncio.create_task(reconcile_until_stopped(stopped, poke, poked_object, deps=deps))
+        )
+        await asyncio.sleep(0.2)  # every tick is queued behind the blocker
+        poked_at = time.monotonic()
+        poke.set()
+        deadline = time.monotonic() + 5
+        while not poked_calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        release.set()
+        blocker.result(timeout=5)
+        await asyncio.sleep(0.2)  # the rest drain; the withdrawn tick must not run
+        setter.set()
+        await asyncio.wait_for(asyncio.gather(*loops), timeout=10)
+    assert len(poked_calls) == 1
+    assert poked_calls[0] - poked_at < 1.0
+    assert not overlapped
+    assert deps.telemetry.overtaken_ticks._value.get() == 1
+

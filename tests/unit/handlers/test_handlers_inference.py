@@ -4,14 +4,19 @@ import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 import pytest
 
 from tidepool.adapters.kube import TransientKubeError
-from tidepool.api.v1alpha1 import ColdStartPhase, ColdStartStatus
+from tidepool.api.v1alpha1 import (
+    ColdStartPhase,
+    ColdStartStatus,
+    InferenceDeployment,
+    InferenceDeploymentStatus,
+)
 from tidepool.handlers import daemon, inference
 from tidepool.handlers.deps import Deps, Telemetry
 from tidepool.handlers.main import configure_logging
@@ -257,3 +262,50 @@ def test_a_completed_cold_start_feeds_each_phase_and_its_total_to_the_histogram(
         4.2,
     ]
     assert sample("total", "count") == 1.0
+
+
+def _tenant(adapter: bool = False) -> InferenceDeployment:
+    model: dict[str, Any] = {"name": "meta-llama/Llama-3.1-8B-Instruct"}
+    if adapter:
+        model["adapter"] = {"name": "support-bot", "source": "/models/adapters/support-bot"}
+    return InferenceDeployment.model_validate(
+        {"metadata": {"name": "llama", "namespace": "team-a"}, "spec": {"model": model}}
+    )
+
+
+# (status fields, a LoRA tenant, plan's requeue s, tick s, expected seconds to the next look)
+NEXT_LOOK_CASES = [
+    pytest.param({}, False, 15, 5, 15, id="idle-at-zero-waits-the-plan"),
+    pytest.param({"replicas": 1, "desiredReplicas": 1}, False, 15, 5, 5, id="warm-keeps-the-tick"),
+    pytest.param({"desiredReplicas": 1}, False, 15, 5, 5, id="waking-keeps-the-tick"),
+    pytest.param({}, True, 15, 5, 5, id="lora-tenant-keeps-the-tick"),
+    pytest.param({}, False, 2, 5, 2, id="a-sooner-plan-wins"),
+    pytest.param(
+        {
+            "migration": {
+                "fromPool": "a",
+                "toPool": "b",
+                "phase": "StartingTarget",
+                "toMode": "dedicated",
+                "startedAt": "2026-01-01T00:00:00Z",
+                "phaseSince": "2026-01-01T00:00:00Z",
+            }
+        },
+        False,
+        15,
+        5,
+        5,
+        id="migrating-keeps-the-tick",
+    ),
+]
+
+
+@pytest.mark.parametrize(("status", "adapter", "requeue", "tick", "expected"), NEXT_LOOK_CASES)
+def test_next_look(
+    status: dict[str, Any], adapter: bool, requeue: float, tick: float, expected: float
+) -> None:
+    parsed = InferenceDeploymentStatus.model_validate(status)
+    seconds = inference.next_look_seconds(
+        _tenant(adapter), parsed, timedelta(seconds=requeue), tick=tick
+    )
+    assert seconds == expected
