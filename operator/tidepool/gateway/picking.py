@@ -20,31 +20,36 @@ nothing is ready, until the operator has loaded it: a new replica gets its adapt
 their traffic. A tenant's own replicas load their adapter at start (``--lora-modules``), carry
 no record, and are all candidates, least in flight.
 
-Among the fleet replicas that hold the adapter, the request goes first to those already running
-it (no new adapter in their batch) that have a free seat, the one with the most free seats;
-then to the other holders, the one with the most free seats. "Running it": requests of this
-adapter in flight there (``running``, the dispatcher's count per replica and adapter). "Free
-seat": fewer in flight than the replica's batch seats (``endpoint.seats``, its SharedEngine's
-``maxNumSeqs``, vLLM's ``--max-num-seqs``; :data:`~tidepool.gateway.snapshot.DEFAULT_SEATS`
-when unknown). A fleet's replicas all have the same seats, so the most free seats is the least
-in flight. Why: vLLM's ``--max-loras`` bounds the distinct adapters in one running batch, and a
-request whose adapter would be one too many waits while others pass it; spreading each
-adapter's requests over every holder puts every adapter in every batch, where preferring the
-replica already running it keeps each batch's adapters few (the fleet simulator,
-:mod:`tidepool.sim.shared`, routes by the same rule). When every holder is full the least in
-flight still takes the request and vLLM queues it there (the simulator holds it at the gateway
-instead; either way it waits for a seat).
+Among the fleet replicas that hold the adapter, the order is
+:func:`tidepool.policy.adapter_affinity.preference`'s, the one rule the fleet simulator
+(:mod:`tidepool.sim.shared`) routes by too: first those already running it (no new adapter in
+their batch) that have a free seat, the one running the most of it, then the fewest in flight;
+then the other holders with a free seat, the one whose batch runs the fewest distinct adapters,
+then the fewest in flight; then the full ones, the fewest in flight. "Running it": requests of
+this adapter in flight there (``running``, the dispatcher's count per replica and adapter);
+a replica's distinct adapters are the adapters with a count there. "Free seat": fewer in flight
+than the replica's batch seats (``endpoint.seats``, its SharedEngine's ``maxNumSeqs``, vLLM's
+``--max-num-seqs``; :data:`~tidepool.gateway.snapshot.DEFAULT_SEATS` when unknown). Why: vLLM's
+``--max-loras`` bounds the distinct adapters in one running batch, and a request whose adapter
+would be one too many waits while others pass it. Packing each adapter onto the replicas
+running the most of it confines a heavy tenant to the fewest replicas its load fills, where
+spreading it (least in flight) would put it, and its slot, in every batch of the fleet. When
+every holder is full the least in flight still takes the request and vLLM queues it there (the
+simulator holds it at the gateway instead; either way it waits for a seat). Ties go round by
+``rotation``.
 
-E.g. adapter ``bot`` in flight on fleet replica A (3 of its 64 seats busy) and held by B (0 in
-flight): A, although B is idle. A full (64 of 64 in flight): B. Neither running it, A with 3 in
-flight (of other adapters) and B with 0: B. Held by A but not B: A; held by neither: hold.
+E.g. adapter ``bot`` with 20 of replica A's 50 requests in flight and 3 of B's 10 (64 seats
+each): A, although B has more free seats. A full (64 of 64 in flight): B. Neither running it, A
+running 3 adapters with 40 in flight and B 4 with 10: A. Held by A but not B: A; held by
+neither: hold.
 
 Must not: mutate counts, do I/O, read the clock, or import ``kubernetes``/``aiohttp``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -52,6 +57,7 @@ from typing import Final
 
 from tidepool.gateway import routing
 from tidepool.gateway.snapshot import DEFAULT_SEATS, Endpoint, ModelRoute
+from tidepool.policy import adapter_affinity
 
 RunningKey = tuple[str, str]
 """(endpoint key, adapter): whose requests are in flight on which fleet replica."""
@@ -111,29 +117,23 @@ def running_adapter(route: ModelRoute | None, endpoint: Endpoint) -> str | None:
     return route.adapter if route is not None and endpoint.engine else None
 
 
-def has_free_seat(endpoint: Endpoint, inflight: Mapping[str, int]) -> bool:
-    """Whether ``endpoint`` has fewer requests in flight than batch seats (DEFAULT_SEATS when
-    its seats are unknown)."""
-    seats = DEFAULT_SEATS if endpoint.seats is None else endpoint.seats
-    return inflight.get(endpoint.key, 0) < seats
+def _seats(endpoint: Endpoint) -> int:
+    return DEFAULT_SEATS if endpoint.seats is None else endpoint.seats
 
 
-def running_with_free_seat(
+def _first(
     backends: Sequence[routing.Backend],
-    adapter: str | None,
-    inflight: Mapping[str, int],
-    running: Mapping[RunningKey, int],
-) -> list[routing.Backend]:
-    """The fleet backends already running ``adapter`` that still have a free seat."""
-    if adapter is None:
-        return []
-    return [
-        b
-        for b in backends
-        if b.endpoint.engine
-        and running.get((b.endpoint.key, adapter), 0) > 0
-        and has_free_seat(b.endpoint, inflight)
-    ]
+    key: Callable[[routing.Backend], adapter_affinity.PreferenceKey],
+    rotation: int,
+) -> routing.Backend | None:
+    """The backend with the lowest ``key``, ties broken by ``rotation`` (as
+    :func:`least_outstanding` breaks them)."""
+    if not backends:
+        return None
+    keys = [key(b) for b in backends]
+    low = min(keys)
+    tied = [b for b, k in zip(backends, keys, strict=True) if k == low]
+    return tied[rotation % len(tied)]
 
 
 def _best(
@@ -143,10 +143,24 @@ def _best(
     running: Mapping[RunningKey, int],
     rotation: int,
 ) -> routing.Backend | None:
-    """Within one step: a replica running the adapter with a free seat, else any (module
-    docstring), least in flight."""
-    preferred = running_with_free_seat(backends, adapter, inflight, running)
-    return least_outstanding(preferred or backends, inflight, rotation)
+    """Within one step: for an adapter on fleet replicas, the first by adapter affinity (module
+    docstring); otherwise (a tenant's own replicas, a model without an adapter) the least in
+    flight. A tenant's own replica beside fleet ones counts none of the fleet's adapters."""
+    if adapter is None or not any(b.endpoint.engine for b in backends):
+        return least_outstanding(backends, inflight, rotation)
+    adapters_on = Counter(key for (key, _), n in running.items() if n > 0)
+
+    def key(b: routing.Backend) -> adapter_affinity.PreferenceKey:
+        e = b.endpoint
+        fleet = bool(e.engine)
+        return adapter_affinity.preference(
+            in_flight=inflight.get(e.key, 0),
+            seats=_seats(e),
+            this_adapter=running.get((e.key, adapter), 0) if fleet else 0,
+            adapters=adapters_on[e.key] if fleet else 0,
+        )
+
+    return _first(backends, key, rotation)
 
 
 def choose(

@@ -32,10 +32,12 @@ The physics, as vLLM serves LoRA (``--enable-lora``):
   :func:`~tidepool.policy.lora_timing.load_seconds` of its rank, rounded up to a
   step; adapters the plan unloads stop taking new requests at once (running ones finish);
 * the gateway holds each tenant's requests in arrival order and sends them to replicas that hold
-  the adapter: first those already running it (no new adapter in their batch) that have a free
-  seat, the one with the most free seats; then the other holders, the one with the most free
-  seats (:func:`tidepool.gateway.picking.choose`'s rule). A replica with no free seat takes
-  nothing: the request stays held at the gateway;
+  the adapter, in the order :func:`tidepool.policy.adapter_affinity.preference` gives them (the
+  very function :func:`tidepool.gateway.picking.choose` calls): first those already running it
+  with a free seat, the one running the most of it (so a heavy adapter stays on the fewest
+  replicas its load fills, and the others keep their ``max_loras`` slots); then the other
+  holders with a free seat, the one whose batch runs the fewest adapters. A replica with no free
+  seat takes nothing: the request stays held at the gateway;
 * the fleet starts from zero on any tenant's request: the gateway's wake push (the tenant's
   wake annotation, stamped with the time) makes the operator reconcile at once, and a replica is
   Ready a model load (``cold_start_s``) later. While replicas are up, a tenant's first request
@@ -81,6 +83,7 @@ from tidepool.api.v1alpha1 import (
     LoraSpec,
     SharedEngine,
 )
+from tidepool.policy import adapter_affinity as affinity
 from tidepool.policy import cost, lora_timing, placement, plan
 from tidepool.policy import shared_engine as policy
 from tidepool.policy.signals import NoData, Sample
@@ -810,7 +813,14 @@ class _FleetLoop:
             cands = [r for r in pods if r.usable.get(t, self.limit) <= i]
             while s.queue and cands:
                 c = s.queue[0]
-                cands.sort(key=lambda r: (t not in r.running, r.total))
+                cands.sort(
+                    key=lambda r: affinity.preference(
+                        in_flight=r.total,
+                        seats=self.cap,
+                        this_adapter=r.running.get(t, 0.0),
+                        adapters=r.adapters,
+                    )
+                )
                 for r in cands:
                     self._place(i, r, t, c)
                 if c.count <= _EPS:

@@ -1,5 +1,6 @@
-"""Adapter affinity on a SharedEngine fleet: a LoRA tenant's request goes to a replica already
-running its adapter while that replica has a free seat (picking's module docstring), the
+"""Adapter affinity on a SharedEngine fleet: a LoRA tenant's request goes to the replica running
+the most of its adapter while that replica has a free seat, else to the one whose batch runs the
+fewest adapters (picking's module docstring, policy.adapter_affinity), the
 per-(replica, adapter) in-flight counts that rule reads, and the seats it reads from the
 SharedEngine. The picker as a table and a property, the dispatcher's counts, the snapshot's
 seats, and through the gateway with real engine simulators on 127.0.0.1."""
@@ -42,6 +43,19 @@ def _own(name):
     return endpoint(name)
 
 
+def _ab(a_busy, b_busy, running, expected, id_):
+    """A table row on fleet replicas "a" and "b" of 64 seats holding "bot": in flight on each,
+    and ``running`` as pod -> adapter -> requests."""
+    return pytest.param(
+        LORA,
+        [_fleet_pod("a"), _fleet_pod("b")],
+        {"default/a": a_busy, "default/b": b_busy},
+        {(f"default/{pod}", name): n for pod, by in running.items() for name, n in by.items()},
+        expected,
+        id=id_,
+    )
+
+
 # ---- the picker: a table -------------------------------------------------------------------
 
 
@@ -70,6 +84,18 @@ def _own(name):
             LORA, [_fleet_pod("a"), _fleet_pod("b")], {"default/a": 3, "default/b": 1},
             {("default/a", "sql"): 3, ("default/b", "sql"): 1}, "b",
             id="no-running-falls-back-to-least-outstanding",
+        ),
+        _ab(50, 10, {"a": {"bot": 20}, "b": {"bot": 3}}, "a",
+            "packed-where-it-runs-most-although-another-has-more-free-seats"),
+        _ab(64, 10, {"a": {"bot": 60}, "b": {"bot": 3}}, "b",
+            "where-it-runs-most-is-full-next-most"),
+        _ab(40, 10, {"a": {"sql": 30, "ops": 5, "doc": 5},
+                     "b": {"sql": 4, "ops": 3, "doc": 2, "eval": 1}},
+            "a", "not-running-fewest-adapters-in-the-batch-before-fewest-in-flight"),
+        pytest.param(
+            LORA, [_fleet_pod("a", seats=4), _fleet_pod("b", seats=4)],
+            {"default/a": 4, "default/b": 4}, {("default/a", "bot"): 1}, "a",
+            id="every-holder-full-least-in-flight-then-rotation",
         ),
         pytest.param(
             LORA, [_fleet_pod("a", held=()), _fleet_pod("b")], {"default/a": 1},
@@ -129,19 +155,29 @@ _replica = st.tuples(
     st.one_of(st.none(), st.integers(1, 8)),  # seats
     st.integers(0, 10),  # in flight
     st.integers(0, 10),  # of which "bot"
+    st.integers(0, 3),  # other adapters running there ("sql", "ops", "doc"), one request each
 )
+_OTHERS = ("sql", "ops", "doc")
 
 
 @settings(max_examples=300, deadline=None)
 @given(replicas=st.lists(_replica, min_size=1, max_size=6), rotation=st.integers(0, 5))
-def test_pick_holds_the_adapter_and_running_with_a_seat_wins(replicas, rotation):
+def test_pick_holds_the_adapter_and_packs_it_where_it_runs_most(replicas, rotation):
+    """Whatever the counts: a holder; among holders running "bot" with a free seat, one running
+    the most "bot" and of those the least in flight; else among holders with a free seat, one
+    whose batch runs the fewest adapters and of those the least in flight; else the least in
+    flight."""
     pods, inflight, running = [], {}, {}
-    for i, (holds, seats, busy, bot) in enumerate(replicas):
+    for i, (holds, seats, busy, asked_bot, asked_others) in enumerate(replicas):
         pod = _fleet_pod(f"r{i}", held=BOT if holds else ("sql",), seats=seats)
         pods.append(pod)
+        bot = min(asked_bot, busy)
+        others = min(asked_others, busy - bot)
         inflight[pod.key] = busy
-        if min(bot, busy):
-            running[(pod.key, "bot")] = min(bot, busy)
+        if bot:
+            running[(pod.key, "bot")] = bot
+        for other in _OTHERS[:others]:
+            running[(pod.key, other)] = 1
     decision = picking.choose(_target(LORA, pods), inflight, running=running, rotation=rotation)
     holders = [p for p in pods if "bot" in p.adapters]
     if not holders:
@@ -151,15 +187,25 @@ def test_pick_holds_the_adapter_and_running_with_a_seat_wins(replicas, rotation)
     picked = decision.backend.endpoint
     assert "bot" in picked.adapters
     assert decision.adapter == "bot"
-    preferred = [
-        p
-        for p in holders
-        if running.get((p.key, "bot"), 0) > 0
-        and inflight[p.key] < (DEFAULT_SEATS if p.seats is None else p.seats)
-    ]
+
+    def bot_on(p):
+        return running.get((p.key, "bot"), 0)
+
+    def adapters_on(p):
+        return sum(1 for key, _ in running if key == p.key)
+
+    free = [p for p in holders if inflight[p.key] < (p.seats or DEFAULT_SEATS)]
+    preferred = [p for p in free if bot_on(p) > 0]
     if preferred:
-        assert picked in preferred
-        assert inflight[picked.key] == min(inflight[p.key] for p in preferred)
+        most = max(bot_on(p) for p in preferred)
+        packed = [p for p in preferred if bot_on(p) == most]
+        assert picked in packed
+        assert inflight[picked.key] == min(inflight[p.key] for p in packed)
+    elif free:
+        fewest = min(adapters_on(p) for p in free)
+        roomy = [p for p in free if adapters_on(p) == fewest]
+        assert picked in roomy
+        assert inflight[picked.key] == min(inflight[p.key] for p in roomy)
     else:
         assert inflight[picked.key] == min(inflight[p.key] for p in holders)
 
