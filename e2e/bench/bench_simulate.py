@@ -29,12 +29,12 @@ import math
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
 from tidepool.api.v1alpha1 import ScalingSpec
-from tidepool.sim import config, report, simulate, traces
+from tidepool.sim import config, engine, report, simulate, traces
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -59,6 +59,8 @@ class Job:
     hours: float | None
     #: ``spec.scaling`` fields set for every policy (``--scaling``), by their CRD names.
     scaling: tuple[tuple[str, str], ...] = ()
+    #: The engine's model load in seconds (``--cold-start``); None keeps the default.
+    cold_start_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,9 @@ class Row:
     seconds: float = 0.0
     #: The targets missed (:func:`tidepool.sim.report.missed_targets`).
     misses: tuple[str, ...] = ()
+    #: The late requests of the auto tenants over the SLO, by cause, and all their requests.
+    late: engine.LateRequests = field(default_factory=engine.LateRequests)
+    late_of: float = 0.0
     error: str | None = None
 
     @property
@@ -119,14 +124,20 @@ def scaling_field(text: str) -> tuple[str, str]:
     return key, value
 
 
+def job_config(job: Job) -> config.SimConfig:
+    """The config one row runs: the job's price set and model load, its ``--scaling``."""
+    return with_scaling(config.for_prices(job.prices, cold_start_s=job.cold_start_s), job.scaling)
+
+
 def run_job(job: Job) -> Row:
     """Load one trace at one scale and compare every policy on it (runs in a worker)."""
     began = time.monotonic()
-    cfg = with_scaling(config.for_prices(job.prices), job.scaling)
+    cfg = job_config(job)
     workload = traces.load(job.path, cfg.capacity(), hours=job.hours, scale=job.scale)
     cmp = simulate.compare(workload, cfg)
     auto, static = cmp.results["tidepool-auto"], cmp.results["best-static-hybrid"]
     q = cmp.ratios
+    over = [r for r in cmp.runs["tidepool-auto"] if r.tenant in auto.missed]
     return Row(
         trace=workload.name,
         scale=job.scale,
@@ -143,6 +154,8 @@ def run_job(job: Job) -> Row:
         bound=cmp.lower_bound,
         seconds=time.monotonic() - began,
         misses=tuple(report.missed_targets(auto, q)),
+        late=sum((r.late for r in over), engine.LateRequests()),
+        late_of=sum(r.requests for r in over),
     )
 
 
@@ -168,6 +181,20 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def late_summary(rows: list[Row]) -> str:
+    """Why the tenants over the SLO were over it, summed over every row: their late requests by
+    cause (:class:`tidepool.sim.engine.LateRequests`) as a share of all their requests."""
+    ran = [r for r in rows if r.error is None]
+    late = sum((r.late for r in ran), engine.LateRequests())
+    over = sum(r.auto_ok < r.tenants for r in ran)
+    if not late.total:
+        return "no tenant over the SLO was late"
+    slo = config.SimConfig().slo_p99_s
+    return f"tenants over the SLO ({over} rows): " + report.late_line(
+        late, sum(r.late_of for r in ran), slo
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=Path, default=TRACES, help="the shared traces directory")
@@ -188,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         help="set a spec.scaling default for every policy, e.g. maxScaleUpRate=10 (repeatable):"
         " how a candidate default is swept",
     )
+    parser.add_argument(
+        "--cold-start",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the engine's model load (default 60): e.g. 10 asks what a model load no longer"
+        " than the SLO would leave of the misses",
+    )
     args = parser.parse_args(argv)
     scaling = tuple(args.scaling)
     try:
@@ -205,12 +240,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_simulate: {path}: missing", file=sys.stderr)
             return NO_TRACE
         hours = sg_hours if path.name.startswith("servegen") else None
-        jobs += [Job(path, s, p, hours, scaling) for s in scales for p in price_sets]
+        jobs += [
+            Job(path, s, p, hours, scaling, args.cold_start) for s in scales for p in price_sets
+        ]
     print(
         f"{len(jobs)} rows: {len(FILES)} traces x scales {', '.join(f'x{s:g}' for s in scales)}"
         f" x prices {', '.join(price_sets)}; ServeGen: first {sg_hours:g} h of the day, default"
         f" tenants (8 busiest + 8 sampled); {args.jobs} at a time"
-        + "".join(f"; {k}={v}" for k, v in scaling),
+        + "".join(f"; {k}={v}" for k, v in scaling)
+        + (f"; cold start {args.cold_start:g}s" if args.cold_start is not None else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -237,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         " Azure rows the whole trace."
     )
     print(table(rows))
+    print(late_summary(rows))
     good = [r for r in rows if r.error is None and not r.misses]
     failed = sum(r.error is not None for r in rows)
     print(

@@ -116,6 +116,38 @@ class Command:
     mode: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class LateRequests:
+    """Requests that waited longer than the SLO, by what the replicas were doing.
+
+    Why: a tenant over its p99 SLO has more than 1% of its requests late, and the remedy
+    depends on why they were late. Judged at each request's arrival and over its wait:
+
+    * ``from_zero``: no replica was Ready when it arrived (scaled to zero, or the first replica
+      still loading): a cold start from zero;
+    * ``while_loading``: replicas were Ready, and more were loading before it was admitted: a
+      burst or a step outran the replicas, and it waited for the scale-up's model load (or
+      behind the backlog that load left);
+    * ``none_loading``: replicas were Ready and none was loading while it waited: too few were
+      asked for (a target too high, a scale-up held back).
+    """
+
+    from_zero: float = 0.0
+    while_loading: float = 0.0
+    none_loading: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.from_zero + self.while_loading + self.none_loading
+
+    def __add__(self, other: "LateRequests") -> "LateRequests":
+        return LateRequests(
+            self.from_zero + other.from_zero,
+            self.while_loading + other.while_loading,
+            self.none_loading + other.none_loading,
+        )
+
+
 class Controller(Protocol):
     name: str
     #: Whether the gateway's wake push reaches this controller (Tidepool: yes; KEDA: polls).
@@ -156,6 +188,8 @@ class TenantRun:
     trace_steps: int = 0
     #: Requests still queued when the drain stopped at :data:`DRAIN_CAP_S`.
     unserved: float = 0.0
+    #: The requests that waited longer than ``SimConfig.slo_p99_s``, by cause.
+    late: LateRequests = LateRequests()
 
     @property
     def spend(self) -> float:
@@ -351,6 +385,14 @@ class _TenantLoop:
         self.tokens_sh = 0.0
         self.modes: list[tuple[float, str]] = [(0.0, self.cmd.mode)]
         self.busy_until = 0  # the first step at which every admitted request has finished
+        # Why late requests were late (LateRequests): a wait of more than ``slo_steps`` steps
+        # is over the SLO; per step, the replicas Ready once the controller has ticked, and
+        # how many steps so far had a replica loading (a prefix sum, so "any loading between
+        # arrival and admission" is one subtraction).
+        self.slo_steps = math.floor(cfg.slo_p99_s / dt + 1e-9)
+        self.ready_at = [0] * (limit + 1)
+        self.loading_steps = [0] * (limit + 2)
+        self.late = [0.0, 0.0, 0.0]  # from zero, while loading, none loading
 
     def _warm_start(self) -> Command:
         """The controller's first command. The trace is cut from traffic that ran before it, and
@@ -388,6 +430,9 @@ class _TenantLoop:
         wake_now = self.controller.push_wake and self.qlen > 0 and ready_total == 0 and a > 0
         if i >= self.next_tick or wake_now:
             self._tick(i)
+        self.ready_at[i] = self.shared.ready + self.ded.ready
+        loading = bool(self.shared.starting or self.ded.starting)
+        self.loading_steps[i + 1] = self.loading_steps[i] + loading
         if self.qlen > _EPS:
             self._admit(i)
         self._account(i)
@@ -454,12 +499,24 @@ class _TenantLoop:
                 free_sh -= slots
                 self.tokens_sh += take_sh * c[3]
             self.waits[i - int(c[0])] += take
+            if i - int(c[0]) > self.slo_steps:
+                self._late(int(c[0]), i, take)
             c[1] -= take
             self.qlen -= take
             if c[1] <= _EPS:
                 queue.popleft()
         if not queue:
             self.qlen = 0.0
+
+    def _late(self, arrived: int, admitted: int, count: float) -> None:
+        """Count ``count`` requests that arrived at step ``arrived`` and waited until
+        ``admitted``, longer than the SLO, under their cause (:class:`LateRequests`)."""
+        if self.ready_at[arrived] == 0:
+            self.late[0] += count
+        elif self.loading_steps[admitted + 1] > self.loading_steps[arrived]:
+            self.late[1] += count
+        else:
+            self.late[2] += count
 
     def _account(self, i: int) -> None:
         """Step ``i``'s demand (the queue signal's history), the GPUs each pool holds (whole
@@ -480,6 +537,8 @@ class _TenantLoop:
         for c in self.queue:  # still waiting when the drain stopped
             self.waits[i - int(c[0])] += c[1]
             unserved += c[1]
+            if i - int(c[0]) > self.slo_steps:
+                self._late(int(c[0]), i - 1, c[1])
         shared_pool, step_h = self.shared_pool, self.step_h
         return TenantRun(
             tenant=self.load.name,
@@ -504,6 +563,7 @@ class _TenantLoop:
             modes=tuple(self.modes),
             trace_steps=self.n,
             unserved=unserved,
+            late=LateRequests(*self.late),
         )
 
 

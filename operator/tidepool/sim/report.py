@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 
 from tidepool.policy import cost
-from tidepool.sim.engine import TenantRun
+from tidepool.sim.engine import LateRequests, TenantRun
 
 #: Tidepool auto may spend at most this much times the best static policy in hindsight.
 MAX_VS_BEST_STATIC: Final = 1.10
@@ -110,6 +110,24 @@ def summarize(name: str, runs: Sequence[TenantRun], slo_p99_s: float) -> PolicyR
         requests=sum(r.requests for r in runs),
         slo_p99_s=slo_p99_s,
         unserved=sum(r.unserved for r in runs),
+    )
+
+
+def late_line(late: LateRequests, requests: float, slo_p99_s: float) -> str:
+    """The share of ``requests`` over the SLO and its causes (:class:`LateRequests`).
+
+    E.g. 1,500 of 100,000 late, 300 from zero and 1,200 while replicas loaded, SLO 10 s:
+    ``"1.50% over 10s: 0.30% from zero, 1.20% while replicas loaded, 0.00% with none
+    loading"``.
+    """
+
+    def pct(n: float) -> str:
+        return f"{100.0 * n / requests:.2f}%" if requests > 0 else "-"
+
+    return (
+        f"{pct(late.total)} over {slo_p99_s:g}s: {pct(late.from_zero)} from zero,"
+        f" {pct(late.while_loading)} while replicas loaded, {pct(late.none_loading)} with none"
+        " loading"
     )
 
 

@@ -302,6 +302,10 @@ def render(cmp: Comparison, cfg: config.SimConfig) -> str:
         f" (worst {auto.worst_tenant}: p99 {auto.worst_p99_wait_s:.0f}s)",
         "targets: " + ("; ".join(missed) if missed else "all met"),
     ]
+    runs = {r.tenant: r for r in cmp.runs["tidepool-auto"]}
+    for tenant in auto.missed[:10]:
+        run = runs[tenant]
+        lines.append(f"  {tenant}: {report.late_line(run.late, run.requests, cfg.slo_p99_s)}")
     lines.append("best static per tenant (floor of 0..max; -1 = always-dedicated):")
     items = [f"{t} {c.floor}/{c.max_floor}" for t, c in cmp.static.items()]
     for j in range(0, len(items), 6):

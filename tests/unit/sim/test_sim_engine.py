@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tidepool.api.v1alpha1 import DeploymentMode
 from tidepool.policy import placement
@@ -252,3 +254,84 @@ def test_warm_start_is_the_busiest_minute_of_the_first_window() -> None:
     assert engine.warm_start_concurrency(load, 1.0, 600.0) == pytest.approx(10.0)
     # A window of one minute sees only the first: 4 in flight.
     assert engine.warm_start_concurrency(load, 1.0, 60.0) == pytest.approx(4.0)
+
+
+class _Script:
+    """A controller that starts with ``first`` dedicated replicas Ready and, at its first tick
+    (step 0), asks for ``then``; it never looks again."""
+
+    name = "script"
+    push_wake = False
+
+    def __init__(self, first: int, then: int) -> None:
+        self.first, self.then = first, then
+
+    def initial(self, concurrency: float, now: datetime) -> engine.Command:
+        return engine.Command(0, self.first, 0.0, route_shared=False)
+
+    def tick(self, obs: engine.Observation) -> engine.Command:
+        return engine.Command(0, self.then, 3600.0, route_shared=False)
+
+
+def _over_slo(r: engine.TenantRun) -> float:
+    """Requests whose wait is over the SLO, from the wait histogram (whole steps of 1 s)."""
+    return float(r.wait_weights[int(CFG.slo_p99_s) + 1 :].sum())
+
+
+def test_late_from_zero_worked_example() -> None:
+    # Nothing Ready; the first tick (step 0) starts one replica, Ready at step 60 (the 60 s
+    # model load). 1 request/s of 1 s: those that arrived at steps 0..49 wait 60 - a > 10 s
+    # (50 requests), all with no replica Ready when they came.
+    r = run(steady(1, 1.0, 120), _Script(0, 1))
+    assert r.late == engine.LateRequests(from_zero=50.0)
+    assert _over_slo(r) == 50.0
+
+
+@pytest.mark.parametrize(
+    ("ctrl", "from_zero", "while_loading", "none_loading"),
+    [
+        # One replica Ready and a second asked for at once: 100 in flight wanted on 64 seats,
+        # so the queue grows through the second one's load (late while it loads), and the
+        # backlog it leaves drains on both (late with none loading).
+        pytest.param(_Script(1, 2), False, True, True, id="step-outruns-one-replica-while-loading"),
+        # One replica and nothing more asked for: every late request waited with none loading.
+        pytest.param(_Script(1, 1), False, False, True, id="too-few-asked-none-loading"),
+        # Enough from the start: nobody is late.
+        pytest.param(_Script(2, 2), False, False, False, id="enough-ready-nobody-late"),
+    ],
+)
+def test_late_requests_by_cause(
+    ctrl: engine.Controller, from_zero: bool, while_loading: bool, none_loading: bool
+) -> None:
+    r = run(steady(100, 1.0, 120), ctrl)
+    assert (r.late.from_zero > 0, r.late.while_loading > 0, r.late.none_loading > 0) == (
+        from_zero,
+        while_loading,
+        none_loading,
+    )
+    assert r.late.total == pytest.approx(_over_slo(r))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arrivals=st.lists(st.integers(0, 150), min_size=1, max_size=150),
+    service_s=st.floats(0.2, 8.0),
+    first=st.integers(0, 2),
+    then=st.integers(0, 3),
+)
+def test_late_causes_add_up_to_the_requests_over_the_slo(
+    arrivals: list[int], service_s: float, first: int, then: int
+) -> None:
+    # Whatever the load and the replicas, every request over the SLO has exactly one cause,
+    # and those still queued when the drain stops count too.
+    a = np.asarray(arrivals, dtype=np.float64)
+    load = traces.TenantLoad(
+        name="t",
+        arrivals=a,
+        input_tokens=a * 1000.0,
+        output_tokens=np.zeros(len(a)),
+        service_s=np.where(a > 0, service_s, 0.0),
+    )
+    r = run(load, _Script(first, then))
+    assert r.late.total == pytest.approx(_over_slo(r), abs=1e-6)
+    assert min(r.late.from_zero, r.late.while_loading, r.late.none_loading) >= 0.0

@@ -2,13 +2,14 @@
 table and exit code built on it."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bench import bench_simulate as bench
 from bench import rows
-from tidepool.sim import report
+from tidepool.sim import engine, report
 
 
 def _auto(missed: tuple[str, ...] = (), worst_p99_s: float = 0.0) -> report.PolicyResult:
@@ -135,3 +136,40 @@ def test_bench_refuses_a_bad_scaling_override_with_exit_2(
 ) -> None:
     assert bench.main(["--scaling", "scaleDownStabilization=forever"]) == 2
     assert "scaleDownStabilization" in capsys.readouterr().err
+
+
+def test_late_line_worked_example() -> None:
+    late = engine.LateRequests(from_zero=300.0, while_loading=1200.0)
+    assert report.late_line(late, 100_000.0, 10.0) == (
+        "1.50% over 10s: 0.30% from zero, 1.20% while replicas loaded, 0.00% with none loading"
+    )
+    assert report.late_line(late, 0.0, 10.0).startswith("- over 10s")
+
+
+def test_bench_sums_the_late_requests_of_the_tenants_over_the_slo_across_rows() -> None:
+    # Two rows with a tenant over the SLO: 2,000 late of 50,000 requests and 1,000 of 50,000;
+    # a row that fails adds nothing.
+    miss = ("SLO: 1/16 tenants over 10s: a (worst, p99 45s)",)
+    a = replace(
+        _row("a", 1.0, miss),
+        late=engine.LateRequests(from_zero=500.0, while_loading=1500.0),
+        late_of=50_000.0,
+    )
+    b = replace(_row("b", 1.0, miss), late=engine.LateRequests(none_loading=1000.0), late_of=5e4)
+    failed = bench.failed_row(bench.Job(Path("/t/conv.csv"), 1.0, "h100", None), OSError("gone"))
+    assert bench.late_summary([a, b, failed]) == (
+        "tenants over the SLO (2 rows): 3.00% over 10s: 0.50% from zero, 1.50% while replicas"
+        " loaded, 1.00% with none loading"
+    )
+    assert bench.late_summary([_row("good", 1.0)]) == "no tenant over the SLO was late"
+
+
+def test_bench_cold_start_override_reaches_the_engine() -> None:
+    job = bench.Job(Path("/t/conv.csv"), 1.0, "a100", None, (("maxScaleUpRate", "3"),), 10.0)
+    cfg = bench.job_config(job)
+    assert (cfg.engine.cold_start_s, cfg.prices.name, cfg.scaling.max_scale_up_rate) == (
+        10.0,
+        "a100",
+        3.0,
+    )
+    assert bench.job_config(replace(job, cold_start_s=None)).engine.cold_start_s == 60.0
