@@ -197,4 +197,3 @@ async def test_a_poke_overtakes_the_ticks_queued_before_it() -> None:
     assert poked_calls[0] - poked_at < 1.0
     assert not overlapped
     assert deps.telemetry.overtaken_ticks._value.get() == 1
-
