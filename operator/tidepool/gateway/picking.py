@@ -95,11 +95,7 @@ def least_outstanding(
     first name, so a trickle of sequential requests spreads over idle replicas instead of
     keeping one warm and the others cold.
     """
-    if not backends:
-        return None
-    low = min(inflight.get(b.endpoint.key, 0) for b in backends)
-    tied = [b for b in backends if inflight.get(b.endpoint.key, 0) == low]
-    return tied[rotation % len(tied)]
+    return _first(backends, lambda b: (inflight.get(b.endpoint.key, 0),), rotation)
 
 
 def holding(backends: Sequence[routing.Backend], adapter: str | None) -> list[routing.Backend]:
@@ -123,11 +119,11 @@ def _seats(endpoint: Endpoint) -> int:
 
 def _first(
     backends: Sequence[routing.Backend],
-    key: Callable[[routing.Backend], adapter_affinity.PreferenceKey],
+    key: Callable[[routing.Backend], tuple[float, ...]],
     rotation: int,
 ) -> routing.Backend | None:
-    """The backend with the lowest ``key``, ties broken by ``rotation`` (as
-    :func:`least_outstanding` breaks them)."""
+    """The backend with the lowest ``key``, ties broken by ``rotation``: the one tie-break of
+    every pick here (see :func:`least_outstanding` for why it rotates)."""
     if not backends:
         return None
     keys = [key(b) for b in backends]
