@@ -129,12 +129,16 @@ def replicas_of(kube: client.ApiClient, namespace: str, name: str) -> int | None
     return int(dep.spec.replicas or 0)
 
 
-def metric_total(process: ManagedProcess, metric: str) -> float:
-    """A counter of ``process`` (started with ``--metrics-port``) summed over its label sets,
-    read from its own ``/metrics``."""
+def metrics_text(process: ManagedProcess) -> str:
+    """The ``/metrics`` page of ``process`` (started with ``--metrics-port``)."""
     port = int(process.args[process.args.index("--metrics-port") + 1])
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+        return str(resp.read().decode())
+
+
+def metric_total(process: ManagedProcess, metric: str) -> float:
+    """A counter of ``process`` summed over its label sets, read from its own ``/metrics``."""
+    text = metrics_text(process)
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

@@ -11,12 +11,14 @@ answering anything.
 """
 
 import copy
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tidepool.api import labels
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
+from tidepool.handlers.deps import Deps, Telemetry
 from tidepool.policy.capacity import EngineThroughput
 from tidepool.policy.cold_start import PodTimeline
 from tidepool.policy.placement import Load, Traffic
@@ -190,6 +192,7 @@ class FakeMetrics:
             NoData("not configured"), NoData("not configured"), NoData("not configured")
         )
     )
+    p99_time_to_first_byte_s: float | None = None
 
     def demand(
         self, *, namespace: str, name: str, served_model: str, ready_replicas: int, now: datetime
@@ -227,6 +230,11 @@ class FakeMetrics:
         pool: str | None = None,
     ) -> EngineThroughput:
         return self.throughput
+
+    def time_to_first_byte_p99(
+        self, *, namespace: str, served_model: str, window_seconds: int
+    ) -> float | None:
+        return self.p99_time_to_first_byte_s
 
 
 def steady_traffic(load: Load) -> Traffic:
@@ -372,3 +380,17 @@ class FakeLora:
 
     def queue(self, endpoint: str) -> float | None:
         return self.queues.get(endpoint, 0.0)
+
+
+def make_deps(executor: Executor, tick: float) -> Deps:
+    """The operator's dependencies for handler tests whose reconciles are plain functions: no
+    cluster, no Prometheus, only the executor, the tick and real telemetry."""
+    return Deps(
+        kube=None,  # type: ignore[arg-type]
+        metrics=None,  # type: ignore[arg-type]
+        started_at=T0,
+        tick_seconds=tick,
+        max_concurrent_migrations=1,
+        telemetry=Telemetry(),
+        executor=executor,
+    )

@@ -22,9 +22,10 @@ import asyncio
 import contextlib
 import contextvars
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import kopf
 
@@ -40,35 +41,44 @@ class Poke:
 
     ``set`` may come from the event loop (a watch event) or from any thread (a reconcile in the
     executor); only the daemon waits, on the event loop. A poke that arrives while the daemon is
-    reconciling is kept, so the daemon reconciles once more straight after.
+    reconciling is kept, so the daemon reconciles once more straight after. The time of the
+    first poke not yet taken is kept with it, for the wait it measures.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self._set = False
+        self._poked_at: float | None = None
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     def set(self) -> None:
         with self._lock:
-            self._set = True
+            if self._poked_at is None:
+                self._poked_at = self._clock()
             waiter = self._waiter
         if waiter is not None:
             loop, event = waiter
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
                 loop.call_soon_threadsafe(event.set)
 
-    def take(self) -> bool:
-        """Whether a poke came since the last ``take``; clears it."""
+    def pending(self) -> bool:
+        """Whether a poke came since the last ``take`` (and leaves it there)."""
         with self._lock:
-            was, self._set = self._set, False
-            return was
+            return self._poked_at is not None
+
+    def take(self) -> float | None:
+        """When the first poke since the last ``take`` came (the clock's seconds), or None if
+        none did; clears it."""
+        with self._lock:
+            at, self._poked_at = self._poked_at, None
+            return at
 
     async def wait(self, timeout: float | None, stopped: kopf.DaemonStopped) -> None:
         """Return when poked, when the daemon is told to stop, or after ``timeout`` seconds
         (None: no limit). A poke not yet taken returns at once."""
         event = asyncio.Event()
         with self._lock:
-            if self._set:
+            if self._poked_at is not None:
                 return
             self._waiter = (asyncio.get_running_loop(), event)
         poked = asyncio.ensure_future(event.wait())
@@ -84,6 +94,11 @@ class Poke:
                     self._waiter = None
 
 
+#: The ``lane`` label of the reconcile timings: a poked reconcile, or one whose requeue ran out.
+URGENT: Final = "urgent"
+TIMED: Final = "timed"
+
+
 async def reconcile_until_stopped(
     stopped: kopf.DaemonStopped,
     poked: Poke,
@@ -94,20 +109,22 @@ async def reconcile_until_stopped(
     """Reconcile, then sleep until poked or for the seconds the reconcile returned, until Kopf
     stops the daemon. Each reconcile runs on an executor thread: a poked one on the urgent lane,
     a timed one on Kopf's executor unless a poke overtakes it there."""
-    work = lambda: reconcile_or_raise(reconcile, deps=deps)  # noqa: E731
     while not stopped:
-        if poked.take():
+        poked_at = poked.take()
+        if poked_at is not None:
+            work = _measured(reconcile, deps=deps, lane=URGENT, due=poked_at)
             wait = await in_executor(deps.urgent_executor, work)
         else:
-            wait = await _timed_reconcile(work, poked, stopped, deps=deps)
+            wait = await _timed_reconcile(reconcile, poked, stopped, deps=deps)
         await poked.wait(wait, stopped)
 
 
 async def _timed_reconcile(
-    work: Callable[[], float], poked: Poke, stopped: kopf.DaemonStopped, *, deps: Deps
+    reconcile: Callable[[], float], poked: Poke, stopped: kopf.DaemonStopped, *, deps: Deps
 ) -> float:
-    """Run ``work`` on Kopf's executor, or on the urgent lane if a poke comes while it still
-    waits for a thread there."""
+    """Run ``reconcile`` on Kopf's executor, or on the urgent lane if a poke comes while it
+    still waits for a thread there."""
+    work = _measured(reconcile, deps=deps, lane=TIMED, due=time.monotonic())
     if deps.executor is None:  # the loop's default executor: one lane, nothing to overtake
         return await in_executor(None, work)
     context = contextvars.copy_context()
@@ -119,12 +136,33 @@ async def _timed_reconcile(
         await asyncio.wait(either, return_when="FIRST_COMPLETED")
     finally:
         poke.cancel()
-    if not done.done() and poked.take():
-        if queued.cancel():  # it had not started: withdrawn, and the poke goes first
-            deps.telemetry.overtaken_ticks.inc()
-            return await in_executor(deps.urgent_executor, work)
-        poked.set()  # it is running: let it finish, and reconcile again straight after
+    # A tick already running is left to finish; the poke stays pending, so the loop reconciles
+    # again straight after it.
+    if not done.done() and poked.pending() and queued.cancel():
+        deps.telemetry.overtaken_ticks.inc()  # it had not started: withdrawn, the poke goes first
+        poked_at = poked.take()
+        due = time.monotonic() if poked_at is None else poked_at
+        urgent = _measured(reconcile, deps=deps, lane=URGENT, due=due)
+        return await in_executor(deps.urgent_executor, urgent)
     return await done
+
+
+def _measured(
+    reconcile: Callable[[], float], *, deps: Deps, lane: str, due: float
+) -> Callable[[], float]:
+    """``reconcile`` timed into the operator's metrics: how long it waited for a thread after it
+    was due (poked, or its requeue ran out; ``time.monotonic`` seconds), and how long it ran.
+    The two split a slow status at scale into queueing and work."""
+
+    def run() -> float:
+        started = time.monotonic()
+        deps.telemetry.reconcile_wait_seconds.labels(lane=lane).observe(started - due)
+        try:
+            return reconcile_or_raise(reconcile, deps=deps)
+        finally:
+            deps.telemetry.reconcile_seconds.labels(lane=lane).observe(time.monotonic() - started)
+
+    return run
 
 
 async def in_executor(executor: Executor | None, work: Callable[[], _T]) -> _T:

@@ -20,6 +20,8 @@ MEMO_KEY: Final = "tidepool_deps"
 TOTAL_PHASE: Final = "total"
 #: From a cached image's seconds to a large model's download (15 minutes).
 COLD_START_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
+#: A reconcile's wait and duration: from an index read to a backlog of a minute.
+RECONCILE_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 #: Kopf's executor (``settings.execution.max_workers``) runs the sync handlers and each daemon's
 #: reconciles (the daemons themselves are async and hold no thread while they sleep): this
 #: bounds how many objects reconcile at once, not how many there are.
@@ -45,9 +47,19 @@ class Telemetry:
         )
         self.reconcile_seconds = Histogram(
             "tidepool_operator_reconcile_duration_seconds",
-            "Time to reconcile one InferenceDeployment.",
+            "Time to reconcile one InferenceDeployment or SharedEngine, by lane (urgent: poked"
+            " by a spec change or a held request; timed: its requeue ran out).",
+            ["lane"],
             registry=self.registry,
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=RECONCILE_BUCKETS,
+        )
+        self.reconcile_wait_seconds = Histogram(
+            "tidepool_operator_reconcile_wait_seconds",
+            "Time a due reconcile (poked, or its requeue ran out) waited for an executor thread,"
+            " by lane: beside the duration, it says whether a slow status is queueing or work.",
+            ["lane"],
+            registry=self.registry,
+            buckets=RECONCILE_BUCKETS,
         )
         self.migrations = Gauge(
             "tidepool_operator_migrations_in_progress",

@@ -232,7 +232,6 @@ def _reconcile_once(
     logger: kopf.Logger,
     key: str,
 ) -> float:
-    started = time.perf_counter()
     infd = validated_or_reported(InferenceDeployment, raw, deps=deps, logger=logger)
     if infd is None:
         return INVALID_SPEC_REQUEUE_SECONDS
@@ -273,7 +272,6 @@ def _reconcile_once(
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
         deps.telemetry.decisions.labels(reason=event.reason).inc()
-    deps.telemetry.reconcile_seconds.observe(time.perf_counter() - started)
     return next_look_seconds(infd, result.status, result.requeue_after, tick=deps.tick_seconds)
 
 

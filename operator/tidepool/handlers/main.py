@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             identity=cast(Any, identity),
             namespaces=namespaces,
             clusterwide=not namespaces,
-            memo=kopf.Memo(**{MEMO_KEY: deps, wake.MEMO_KEY: WakeForwarder(api)}),
+            memo=kopf.Memo(**{MEMO_KEY: deps, wake.FORWARDER_KEY: WakeForwarder(api)}),
             liveness_endpoint=liveness_endpoint(args.health_host, args.health_port),
         )
     )

@@ -12,7 +12,6 @@ through the downward API): a SharedEngine is cluster-scoped, its Deployment cann
 
 import os
 import threading
-import time
 from typing import Any, Final
 
 import kopf
@@ -133,7 +132,6 @@ def _reconcile_once(
     namespace: str,
     logger: kopf.Logger,
 ) -> float:
-    started = time.perf_counter()
     engine = validated_or_reported(SharedEngine, raw, deps=deps, logger=logger)
     if engine is None:
         return INVALID_SPEC_REQUEUE_SECONDS
@@ -163,5 +161,4 @@ def _reconcile_once(
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
         deps.telemetry.decisions.labels(reason=event.reason).inc()
-    deps.telemetry.reconcile_seconds.observe(time.perf_counter() - started)
     return min(result.requeue_after.total_seconds(), deps.tick_seconds)

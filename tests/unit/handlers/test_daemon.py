@@ -10,25 +10,13 @@ import contextvars
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 import pytest
 from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
 
+from fakes import make_deps
 from tidepool.handlers.daemon import Poke, in_executor, reconcile_until_stopped
-from tidepool.handlers.deps import Deps, Telemetry
-
-
-def make_deps(executor: ThreadPoolExecutor, tick: float) -> Deps:
-    return Deps(
-        kube=None,  # type: ignore[arg-type]  # the reconciles here are plain functions
-        metrics=None,  # type: ignore[arg-type]
-        started_at=datetime(2026, 1, 1, tzinfo=UTC),
-        tick_seconds=tick,
-        max_concurrent_migrations=1,
-        telemetry=Telemetry(),
-        executor=executor,
-    )
+from tidepool.handlers.deps import Deps
 
 
 def kopf_stop_flag() -> tuple[FlagSetter, AsyncFlagWaiter]:  # type: ignore[type-arg]
@@ -197,3 +185,44 @@ async def test_a_poke_overtakes_the_ticks_queued_before_it() -> None:
     assert poked_calls[0] - poked_at < 1.0
     assert not overlapped
     assert deps.telemetry.overtaken_ticks._value.get() == 1
+    # The metrics tell the two lanes apart: the poked reconcile waited under a second from its
+    # poke, the ticks queued behind the blocker at least the 0.2 s it held their thread.
+    assert observed(deps, "reconcile_wait_seconds", "urgent") == (1, pytest.approx(0, abs=1.0))
+    timed_count, timed_sum = observed(deps, "reconcile_wait_seconds", "timed")
+    assert timed_count == 200
+    assert timed_sum / timed_count >= 0.2
+    assert observed(deps, "reconcile_seconds", "urgent")[0] == 1
+
+
+def observed(deps: Deps, histogram: str, lane: str) -> tuple[int, float]:
+    """(count, sum) of one lane of one of the operator's reconcile histograms."""
+    samples = {
+        s.name: s.value
+        for metric in getattr(deps.telemetry, histogram).collect()
+        for s in metric.samples
+        if s.labels.get("lane") == lane
+    }
+    name = getattr(deps.telemetry, histogram)._name
+    return int(samples.get(f"{name}_count", 0)), samples.get(f"{name}_sum", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("pokes_at", "taken"),
+    [
+        ((), None),  # never poked
+        ((3.0,), 3.0),
+        ((3.0, 4.5, 9.0), 3.0),  # the wait counts from the first poke not yet taken
+    ],
+)
+def test_take_gives_the_time_of_the_first_poke_and_clears_it(
+    pokes_at: tuple[float, ...], taken: float | None
+) -> None:
+    now = [0.0]
+    poke = Poke(clock=lambda: now[0])
+    for at in pokes_at:
+        now[0] = at
+        poke.set()
+    assert poke.pending() is (taken is not None)
+    assert poke.take() == taken
+    assert not poke.pending()
+    assert poke.take() is None
