@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import kopf
 
-from tidepool.adapters.kube import Kube, RefusedKubeError
+from tidepool.adapters.kube import RefusedKubeError
 from tidepool.adapters.lora import HttpLoraClient
 from tidepool.adapters.prometheus import utc_now
 from tidepool.api.v1alpha1 import GROUP, VERSION, SharedEngine
@@ -28,7 +28,9 @@ from tidepool.handlers.inference import (
     validated_or_reported,
 )
 from tidepool.handlers.inference import RESOURCE as TENANT_RESOURCE
+from tidepool.handlers.watched import Indices, WatchedFleetKube
 from tidepool.reconcile import shared_engine
+from tidepool.reconcile.shared_engine import SharedEngineKubePort
 
 RESOURCE = (GROUP, VERSION, "sharedengines")
 NAMESPACE_ENV: Final = "POD_NAMESPACE"
@@ -92,13 +94,13 @@ async def shared_engine_loop(
     body: kopf.Body,
     memo: kopf.Memo,
     logger: kopf.Logger,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """Reconcile whenever poked, or after the plan's requeue interval."""
     deps: Deps = memo[MEMO_KEY]
     poked = POKES.register(name, _base_model(body))
     cache = memo.setdefault(CACHE_KEY, shared_engine.SharedEngineCache())
-    kube = deps.kube
+    kube = WatchedFleetKube(deps.kube, Indices.from_kwargs(kwargs))
     lora = HttpLoraClient()
     namespace = os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
 
@@ -127,7 +129,7 @@ def _reconcile_once(
     body: kopf.Body,
     deps: Deps,
     cache: shared_engine.SharedEngineCache,
-    kube: Kube,
+    kube: SharedEngineKubePort,
     lora: HttpLoraClient,
     namespace: str,
     logger: kopf.Logger,

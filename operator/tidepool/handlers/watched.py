@@ -30,6 +30,7 @@ from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import GROUP, VERSION, GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy.cold_start import PodTimeline
 from tidepool.policy.plan import ObservedDeployment, PodProblem
+from tidepool.policy.shared_engine import EnginePodAddress
 
 JSON = dict[str, Any]
 _Model = TypeVar("_Model", GPUPool, InferenceDeployment, SharedEngine)
@@ -138,15 +139,12 @@ def _all(index: kopf.Index[None, _Model]) -> list[_Model]:
     return list(index.get(None, ()))
 
 
-class WatchedKube:
-    """The reconcile's cluster port (``reconcile.ports.KubePort``): the reads each tick makes
-    come from the indices, everything else from :class:`Kube`."""
+class _IndexedObjects:
+    """The cluster-wide reads both reconciles make at every tick, from the indices."""
 
     def __init__(self, kube: Kube, indices: Indices) -> None:
         self._kube = kube
         self._indices = indices
-
-    # ---- from the indices
 
     def list_pools(self) -> list[GPUPool]:
         return sorted(_all(self._indices.gpupool_index), key=lambda p: p.name)
@@ -156,6 +154,13 @@ class WatchedKube:
 
     def shared_engines(self) -> list[SharedEngine]:
         return sorted(_all(self._indices.shared_engine_index), key=lambda e: e.name)
+
+
+class WatchedKube(_IndexedObjects):
+    """The reconcile's cluster port (``reconcile.ports.KubePort``): the reads each tick makes
+    come from the indices, everything else from :class:`Kube`."""
+
+    # ---- from the indices
 
     def engine_deployments(self, namespace: str, infd_name: str) -> list[ObservedDeployment]:
         """Those it controls: a Deployment someone else made with its labels is not ours."""
@@ -188,3 +193,40 @@ class WatchedKube:
 
     def delete_services(self, namespace: str, names: list[str]) -> None:
         self._kube.delete_services(namespace, names)
+
+
+class WatchedFleetKube(_IndexedObjects):
+    """The SharedEngine reconcile's cluster port (``reconcile.shared_engine.SharedEngineKubePort``):
+    the pools and every tenant from the indices, the fleet's own objects from :class:`Kube`.
+
+    Why: a SharedEngine reconciles every tick and reads every InferenceDeployment to find its
+    tenants; at 1,000 tenants that was a LIST of 1,000 objects per engine every 5 s, parsed
+    into models each time. The fleet's few Deployments, Services and pods stay API reads (the
+    pod addresses the adapter calls need are not in the pod index).
+    """
+
+    def shared_engine_deployments(self, namespace: str, engine: str) -> list[ObservedDeployment]:
+        return self._kube.shared_engine_deployments(namespace, engine)
+
+    def shared_engine_services(self, namespace: str, engine: str) -> list[str]:
+        return self._kube.shared_engine_services(namespace, engine)
+
+    def shared_engine_pods(
+        self, namespace: str, engine_label: str, port: int
+    ) -> list[EnginePodAddress]:
+        return self._kube.shared_engine_pods(namespace, engine_label, port)
+
+    def delete_deployments(self, namespace: str, names: list[str]) -> None:
+        self._kube.delete_deployments(namespace, names)
+
+    def delete_services(self, namespace: str, names: list[str]) -> None:
+        self._kube.delete_services(namespace, names)
+
+    def apply(self, obj: JSON) -> None:
+        self._kube.apply(obj)
+
+    def patch_shared_engine_status(self, name: str, status: JSON) -> None:
+        self._kube.patch_shared_engine_status(name, status)
+
+    def patch_tenant_status(self, namespace: str, name: str, status: JSON) -> None:
+        self._kube.patch_tenant_status(namespace, name, status)

@@ -233,3 +233,31 @@ def test_the_api_server_sends_only_what_the_handlers_use(
     watched.narrow_watches(settings)
     assert list(settings.watching.label_selectors.collect(resource)) == labels_wanted
     assert list(settings.watching.field_selectors.collect(resource)) == fields_wanted
+
+
+def test_a_shared_engine_finds_its_tenants_and_pool_in_the_indices_not_the_api() -> None:
+    """The SharedEngine daemon's per-tick reads: a Kube of None fails on any API call."""
+    tenants = index_of(
+        watched.inference_deployment_index,
+        {
+            "apiVersion": "tidepool.dev/v1alpha1",
+            "kind": "InferenceDeployment",
+            "metadata": {"name": "support-bot", "namespace": NAMESPACE, "generation": 1},
+            "spec": {
+                "model": {
+                    "name": "meta-llama/Llama-3.1-8B-Instruct",
+                    "adapter": {"name": "support-bot", "source": "/models/support-bot"},
+                }
+            },
+        },
+    )
+    pools = index_of(watched.gpupool_index, gpupool("shared-a100"))
+    every = {name: {} for name in Indices.__dataclass_fields__}
+    fleet = watched.WatchedFleetKube(
+        None,  # type: ignore[arg-type]
+        Indices.from_kwargs(
+            {**every, "inference_deployment_index": tenants, "gpupool_index": pools}
+        ),
+    )
+    assert [t.name for t in fleet.inference_deployments()] == ["support-bot"]
+    assert [p.name for p in fleet.list_pools()] == ["shared-a100"]
