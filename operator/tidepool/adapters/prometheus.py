@@ -53,6 +53,8 @@ _ENGINE_POOL: Final = ("namespace", ENGINE_LABEL, "pool")
 _GATEWAY: Final = ("namespace", "model")
 _GATEWAY_POOL: Final = ("namespace", "model", "pool")
 _GATEWAY_REQUESTS: Final = "tidepool_gateway_requests_total"
+#: The gateway's arrival-to-first-byte histogram (``tidepool.gateway.metrics``).
+_GATEWAY_TTFB: Final = "tidepool_gateway_time_to_first_byte_seconds"
 #: The gateway's offered load, as (counter, extra matchers) per kind of load.
 _LOAD: Final = {
     "requests": (_GATEWAY_REQUESTS, ""),
@@ -109,6 +111,19 @@ def _per_replica(name: str, expr: str, by: tuple[str, ...]) -> Query:
 def _gateway_rate(kind: str, over: str) -> str:
     metric, extra = _LOAD[kind]
     return sum_by(_GATEWAY, f"rate({metric}{extra}[{over}])")
+
+
+def time_to_first_byte_p99(window_seconds: int) -> Query:
+    """Every tenant's p99 time to first byte at the gateway over ``window_seconds``: one query.
+
+    ``histogram_quantile`` over the buckets' rates summed per tenant, so every gateway replica's
+    requests count. The gateway's buckets have an edge at 10 s, the default SLO, so the p99 is
+    above it exactly when more than 1% of the window's requests took longer. A tenant with no
+    request in the window has all-zero rates, whose quantile is NaN: unknown, never zero.
+    """
+    by = (*_GATEWAY, "le")
+    rates = sum_by(by, f"rate({_GATEWAY_TTFB}_bucket[{window_seconds}s])")
+    return Query("time_to_first_byte_p99", f"histogram_quantile(0.99, {rates})", _GATEWAY)
 
 
 def _owner(namespace: str, name: str) -> tuple[str, str]:
@@ -183,6 +198,22 @@ class PrometheusMetrics:
         except UnknownError as unknown:
             return NoData(unknown.reason)
         return Sample(value=value or 0.0, at=now)
+
+    def time_to_first_byte_p99(
+        self, *, namespace: str, served_model: str, window_seconds: int
+    ) -> float | None:
+        """The tenant's p99 time to first byte at the gateway over the window, in seconds, or
+        ``None`` when it is not known: no request in the window (NaN or no series), the gateway
+        not scraped, or Prometheus unreachable. Never 0 for unknown: a 0 would read as an SLO
+        met.
+        """
+        try:
+            self._gateway_up()
+            return self._batch.value(
+                time_to_first_byte_p99(window_seconds), (namespace, served_model)
+            )
+        except UnknownError:
+            return None
 
     def engine_throughput(
         self,

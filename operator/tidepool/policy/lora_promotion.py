@@ -41,9 +41,27 @@ forces at least one whole replica.
 Its *chargeback* (the pool's per-token price times its tokens) is reported beside spend, never
 mixed into it.
 
-**The SLO on the engine.** Requests wait when the fleet cannot grow to the load: the busiest
-minute of the tenant on top of the others' load needs more than ``maxReplicas`` at the target, or
-the fleet has no adapter slot for it (``AdapterLoaded=False``, ``NoAdapterSlot``).
+**The SLO on the engine.** The engine misses the tenant's SLO when the fleet has no adapter slot
+for it (``AdapterLoaded=False``, ``NoAdapterSlot``); when its requests are *observed* waiting:
+their p99 time to first byte at the gateway over the placement window is above the tenant's
+``placement.sloP99TimeToFirstByte`` (10 s by default); or when they are *predicted* to wait: the
+busiest minute of the tenant on top of the others' load needs more than ``maxReplicas`` at the
+target. The prediction alone misses what the fleet's own dynamics cause (replicas still loading
+after a burst, batches out of ``maxLoras`` slots, other tenants' bursts); the observation sees
+them, for this tenant alone.
+
+Why time to first byte and not a queue-wait metric: vLLM's queue time
+(``vllm:request_queue_time_seconds``) is per engine, labelled by the base model, not by adapter,
+so it cannot tell one tenant's wait from the fleet's; the gateway's own queue-wait histogram
+covers only the requests it holds, not those waiting inside vLLM behind ``maxLoras``. Time to
+first byte, per tenant at the gateway, covers both, plus one prompt's prefill: it overstates the
+wait by at most a prefill, about ``1,155 / 32,517 = 0.036`` s for the Azure conversation trace's
+mean prompt on an H100 8B replica (:func:`tidepool.policy.capacity.calibrated`), negligible at a
+10 s SLO. Unknown (no requests in the window, no gateway data) is ``None``, never zero, and never
+counts as a miss. The observation describes the engine only while the tenant is *on* it: on
+replicas of its own its time to first byte is theirs, so the plan then passes ``None``
+(:func:`tidepool.policy.plan.engine_share`), and a promoted tenant is demoted on spend and the
+prediction as before.
 
 This module must not read the clock, do I/O, or import ``kopf``/``kubernetes``; it must not
 import :mod:`tidepool.policy.placement` (which imports it).
@@ -74,10 +92,15 @@ class EngineShare:
     max_replicas: int
     target_utilization: float
     """Busy share of a fleet replica its autoscaler aims for (targetQueueDepth / maxNumSeqs)."""
+    slo_p99_ttfb_s: float
+    """The tenant's SLO (``placement.sloP99TimeToFirstByte``), in seconds."""
     price_per_million_tokens: float | None = None
     """The pool's chargeback price, if it has one."""
     has_slot: bool = True
     """False while the fleet holds the tenant's adapter nowhere for want of a slot."""
+    observed_p99_ttfb_s: float | None = None
+    """The tenant's p99 time to first byte at the gateway over the placement window while the
+    fleet serves it; ``None`` when unknown or when the tenant is not on the fleet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +163,8 @@ def engine_spend(
 ) -> EngineSpend:
     """The tenant's spend on the fleet, its decision cost, chargeback and SLO (module docstring).
 
-    The tenant's load is its mean over the placement window; its busiest minute decides the SLO.
+    The tenant's load is its mean over the placement window; the SLO is missed for want of a
+    slot, on its observed p99 time to first byte, or on its busiest minute (module docstring).
     """
     cap = share.capacity
     others = cap.seconds_per_request(
@@ -166,8 +190,14 @@ def engine_spend(
     )
     at_peak = math.ceil((others + peak) / share.target_utilization - 1e-9)
     note = ""
+    observed = share.observed_p99_ttfb_s
     if not share.has_slot:
         note = f"SharedEngine {share.engine} has no adapter slot for it"
+    elif observed is not None and observed > share.slo_p99_ttfb_s:
+        note = (
+            f"its p99 time to first byte on SharedEngine {share.engine} was {observed:.1f} s"
+            f" over the placement window, above its {share.slo_p99_ttfb_s:g} s SLO"
+        )
     elif at_peak > share.max_replicas:
         note = (
             f"its busiest minute needs {at_peak} replicas of SharedEngine {share.engine},"

@@ -121,6 +121,10 @@ class Observed:
     engine_tenants: tuple[InferenceDeployment, ...] = ()
     """The other tenants that SharedEngine holds adapters for (their offered load, recorded in
     their status, apportions the fleet's spend)."""
+    p99_time_to_first_byte_s: float | None = None
+    """For a LoRA tenant of a SharedEngine: its p99 time to first byte at the gateway over the
+    placement window (``None``: unknown, e.g. no requests). Evidence about the fleet only while
+    the fleet serves it (:func:`engine_share`)."""
     stale: tuple[ObservedDeployment, ...] = ()
     """This tenant's engine Deployments by a name it no longer gets (an older operator's naming
     rule): they may still serve their pool's traffic, see :func:`retired`."""
@@ -445,7 +449,10 @@ def engine_share(
 
     The others' load is what their status recorded (``offeredInputTokensPerSecond``); the slot
     check is the fleet's own verdict while ``on_engine``, else whether one more adapter fits
-    ``maxReplicas`` x the adapter slots of a replica.
+    ``maxReplicas`` x the adapter slots of a replica. The observed p99 time to first byte is the
+    fleet's only while ``on_engine``: on replicas of its own the gateway measures those, and
+    taking their latency for the fleet's would keep a promoted tenant that is slow there from
+    being demoted however little the fleet would cost it.
     """
     engine = observed.shared_engine
     if (
@@ -480,8 +487,10 @@ def engine_share(
         min_replicas=spec.scaling.min_replicas,
         max_replicas=spec.scaling.max_replicas,
         target_utilization=min(1.0, spec.scaling.target_queue_depth / spec.engine.max_num_seqs),
+        slo_p99_ttfb_s=infd.spec.placement.slo_p99_time_to_first_byte.seconds,
         price_per_million_tokens=pool.spec.price_per_million_tokens,
         has_slot=has_slot,
+        observed_p99_ttfb_s=observed.p99_time_to_first_byte_s if on_engine else None,
     )
 
 

@@ -138,6 +138,14 @@ def observe(
     # fleet's spend among the tenants, and its status shows its share.
     if infd.spec.mode == DeploymentMode.AUTO or fleet is not None:
         traffic = read_traffic(infd, metrics=metrics, now=now)
+    # And its latency there: whether the fleet meets its SLO (policy.lora_promotion).
+    ttfb = None
+    if fleet is not None:
+        ttfb = metrics.time_to_first_byte_p99(
+            namespace=infd.namespace,
+            served_model=infd.served_model,
+            window_seconds=placement_window_seconds(infd),
+        )
     throughput = None
     if ready_total:
         throughput = metrics.engine_throughput(
@@ -177,6 +185,7 @@ def observe(
         throughput=throughput,
         shared_engine=fleet,
         engine_tenants=fellows,
+        p99_time_to_first_byte_s=ttfb,
         stale=stale,
         services=(
             tuple(kube.engine_services(infd.namespace, infd.name)) if look_at_services else None
@@ -207,10 +216,16 @@ def read_traffic(
         namespace=infd.namespace,
         name=infd.name,
         served_model=infd.served_model,
-        window_seconds=max(15, int(infd.spec.placement.window.seconds)),
+        window_seconds=placement_window_seconds(infd),
         idle_seconds=max(60, int(infd.spec.scaling.scale_to_zero_after.seconds)),
         now=now,
     )
+
+
+def placement_window_seconds(infd: InferenceDeployment) -> int:
+    """The window placement's evidence is read over: ``spec.placement.window``, at least one
+    15 s scrape, in whole seconds for PromQL."""
+    return max(15, int(infd.spec.placement.window.seconds))
 
 
 def _shared_engine(

@@ -49,6 +49,9 @@ class MetricsPort(Protocol):
         idle_seconds: int,
         now: datetime,
     ) -> Traffic | NoData: ...
+    def time_to_first_byte_p99(
+        self, *, namespace: str, served_model: str, window_seconds: int
+    ) -> float | None: ...
     def engine_throughput(
         self,
         *,

@@ -161,13 +161,22 @@ class SimConfig:
     placement: PlacementSpec = field(default_factory=PlacementSpec)
     hybrid: HybridSpec = field(default_factory=_sim_hybrid)
     reactive: Reactive = field(default_factory=Reactive)
-    #: The p99 queue wait (the part of time-to-first-token that scaling controls) every tenant
-    #: must stay under to "meet the SLO". 10 s: users who wait 15 s or more for a first token
-    #: after a cold start are the experience serverless is known for and Tidepool must avoid.
-    slo_p99_s: float = 10.0
     #: The autoscalers' queue signal is in-flight requests averaged over this many seconds (two
     #: 15 s Prometheus scrapes), not a 1 s spike.
     queue_signal_s: float = 30.0
+
+    @property
+    def slo_p99_s(self) -> float:
+        """The p99 every tenant must stay under to "meet the SLO": the tenants' own
+        ``placement.sloP99TimeToFirstByte`` (10 s by default), the figure the placement policy
+        promotes a LoRA tenant on, so the simulation judges by the SLO its policy acts on.
+
+        The report measures it on the queue wait (the part of time to first token that scaling
+        controls; the rest is one prompt's prefill, 0.036 s for a mean Azure conversation prompt
+        on an H100). 10 s: users who wait 15 s or more for a first token after a cold start are
+        the experience serverless is known for and Tidepool must avoid.
+        """
+        return self.placement.slo_p99_time_to_first_byte.seconds
 
     def capacity(self) -> EngineCapacity:
         """The engine's throughput on the price set's GPU (the pools' ``gpuType``)."""

@@ -61,10 +61,15 @@ own replicas until a ready replica of the fleet holds its adapter (if the fleet 
 another tenant wakes it). A move between dedicated and hybrid starts the new replicas first too.
 :meth:`FleetRun.own_segments` gives the steps each tenant sent to its own replicas, and in which
 mode; the caller simulates those with the per-tenant simulator (:mod:`tidepool.sim.shared_compare`).
+The rule reads what the operator's plan reads: each tenant's offered tokens, and its p99 time to
+first byte on the fleet over the placement window (its requests' waits plus their prompts'
+prefill, as the gateway's histogram measures them), so a tenant the fleet keeps waiting past its
+SLO is promoted on that observation as the operator would promote it.
 
 This module must not read files or decide replica counts, adapter placement or promotion itself.
 """
 
+import dataclasses
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -87,7 +92,7 @@ from tidepool.policy import adapter_affinity as affinity
 from tidepool.policy import cost, lora_timing, placement, plan
 from tidepool.policy import shared_engine as policy
 from tidepool.policy.signals import NoData, Sample
-from tidepool.sim import config, engine, traces
+from tidepool.sim import config, engine, report, traces
 
 #: Name of the simulated SharedEngine and of its engine Deployment.
 ENGINE_NAME: Final = "fleet"
@@ -407,6 +412,8 @@ class _Cohort:
     count: float
     svc_steps: float
     tokens_per_request: float
+    prefill_s: float
+    """One of its prompts' prefill on a replica: what its time to first byte adds to the wait."""
 
 
 @dataclass(slots=True)
@@ -481,10 +488,13 @@ class _Demand:
     arrivals: np.ndarray
     svc: np.ndarray
     per_req: np.ndarray
+    prefill_s: np.ndarray
     busy_steps: list[list[int]]
 
     @classmethod
-    def of(cls, loads: Sequence[traces.TenantLoad], dt: float, n: int) -> "_Demand":
+    def of(
+        cls, loads: Sequence[traces.TenantLoad], dt: float, n: int, prefill_tokens_per_s: float
+    ) -> "_Demand":
         arrivals = np.stack([ld.arrivals for ld in loads]) if loads else np.zeros((0, 0))
         svc = np.stack([np.maximum(1e-3, ld.service_s / dt) for ld in loads]) if loads else arrivals
         per_req = (
@@ -497,8 +507,19 @@ class _Demand:
             if loads
             else arrivals
         )
+        prefill_s = (
+            np.stack(
+                [
+                    np.divide(ld.input_tokens, ld.arrivals, out=np.zeros(n), where=ld.arrivals > 0)
+                    for ld in loads
+                ]
+            )
+            / prefill_tokens_per_s
+            if loads
+            else arrivals
+        )
         busy_steps = [np.flatnonzero(arrivals[:, i]).tolist() for i in range(n)]
-        return cls(arrivals, svc, per_req, busy_steps)
+        return cls(arrivals, svc, per_req, prefill_s, busy_steps)
 
 
 class _FleetLoop:
@@ -546,12 +567,13 @@ class _FleetLoop:
             s.infd = _with_status(s.infd, effective_mode=DeploymentMode.DEDICATED)
         self.key_of = [policy.tenant_key(s.infd) for s in self.state]
         self.index_of = {adapter_name(t): t for t in range(n_t)}
-        self.demand = _Demand.of(loads, dt, n)
+        self.demand = _Demand.of(loads, dt, n, cfg.capacity().prefill_tokens_per_s)
         horizon = limit + math.ceil(float(self.demand.svc.max(initial=1.0)) + self.swap_steps) + 3
         self.done: list[list[tuple[_Replica, int, float]]] = [[] for _ in range(horizon)]
         self.waits = np.zeros((n_t, limit + 1))
-        self.served = np.zeros((n_t, limit + 1))  # admitted per step (promotion evidence)
-        self.late = np.zeros((n_t, limit + 1))  # admitted per step after waiting past the SLO
+        # Each tenant's admissions within the placement window, (step, time to first byte,
+        # requests): what the gateway's histogram shows the promotion rule (promote=True only).
+        self.first_bytes: list[deque[tuple[int, float, float]]] = [deque() for _ in range(n_t)]
         self.tok = np.zeros((n_t, limit + 1))  # tokens admitted per step
         self.held = np.zeros((n_t, len(HOLD_CAUSES)))  # request-steps held, by cause
         self.sent = np.zeros(n_t)
@@ -561,7 +583,6 @@ class _FleetLoop:
         self.spend_tl = np.zeros(limit)
         self.gpu_steps = 0.0
         self.step_h = dt / 3600.0
-        self.slo_steps = cfg.slo_p99_s / dt
         self.fleet_pods: list[_Replica] = []
         self.made = self.starts = self.adapter_loads = self.swaps = 0
         self.max_batch = 0.0
@@ -791,7 +812,15 @@ class _FleetLoop:
             a = float(demand.arrivals[t, i])
             if not s.route.sends_to_fleet:
                 continue
-            s.queue.append(_Cohort(i, a, float(demand.svc[t, i]), float(demand.per_req[t, i])))
+            s.queue.append(
+                _Cohort(
+                    i,
+                    a,
+                    float(demand.svc[t, i]),
+                    float(demand.per_req[t, i]),
+                    float(demand.prefill_s[t, i]),
+                )
+            )
             s.waiting += a
             self.queued_total += a
             self.sent[t] += a
@@ -858,9 +887,8 @@ class _FleetLoop:
         self.max_batch = max(self.max_batch, r.adapters)
         wait = i - c.arrived
         self.waits[t, wait] += take
-        self.served[t, i] += take
-        if wait > self.slo_steps:
-            self.late[t, i] += take
+        if self.promote:
+            self.first_bytes[t].append((i, wait * self.dt + c.prefill_s, take))
         self.tok[t, i] += take * c.tokens_per_request
         c.count -= take
         s = self.state[t]
@@ -908,11 +936,13 @@ class _FleetLoop:
         self._record_offered_tokens(i)
         observed = self._placement_view()
         for t, s in enumerate(self.state):
+            first_bytes = self._p99_time_to_first_byte(t, i)
             if t in self.own or s.route in (Route.TO_OWN, Route.TO_FLEET, Route.OWN_DRAINING):
                 continue
             if s.switch_at > i:  # an own -> own move still starting its new replicas
                 continue
-            decision = self._decide(t, s, i, now, observed)
+            seen = dataclasses.replace(observed, p99_time_to_first_byte_s=first_bytes)
+            decision = self._decide(t, s, i, now, seen)
             if decision is not None:
                 self._start_move(t, s, i, now, decision)
 
@@ -932,6 +962,25 @@ class _FleetLoop:
                     }
                 )
                 s.infd = s.infd.model_copy(update={"status": status})
+
+    def _p99_time_to_first_byte(self, t: int, i: int) -> float | None:
+        """Tenant ``t``'s p99 time to first byte over the placement window before step ``i``, of
+        its requests the fleet served (its own replicas' are simulated elsewhere, and the plan
+        reads the figure only while the tenant is on the fleet), as the gateway's histogram shows
+        it: a request's wait plus its prompt's prefill. ``None`` with no request in the window,
+        as PromQL's quantile of zero rates is NaN. E.g. 990 requests at 0.5 s and 10 at 12 s:
+        0.5 s; 11 at 12 s: 12 s."""
+        window = self.first_bytes[t]
+        while window and window[0][0] < i - self.window_steps:
+            window.popleft()
+        if not window:
+            return None
+        seconds = np.array([ttfb for _, ttfb, _ in window])
+        requests = np.array([count for _, _, count in window])
+        if float(requests.sum()) <= 0:
+            return None
+        order = np.argsort(seconds, kind="stable")
+        return float(seconds[order][report.weighted_percentile(requests[order], 99.0)])
 
     def _placement_view(self) -> plan.Observed:
         """The part of the operator's observation placement reads: the pools and the

@@ -53,6 +53,7 @@ def engine(others: float = 1.2, **kw: Any) -> EngineShare:
         min_replicas=0,
         max_replicas=8,
         target_utilization=0.875,
+        slo_p99_ttfb_s=10.0,
         price_per_million_tokens=0.20,
     )
     return replace(base, **kw)
@@ -178,6 +179,40 @@ def test_engine_spend(
         assert got.spend_monthly == got.decision_monthly == 0.0
 
 
+@pytest.mark.parametrize(
+    ("observed", "meets_slo"),
+    [
+        pytest.param(14.2, False, id="above-the-slo"),
+        pytest.param(10.0, True, id="at-the-slo"),
+        pytest.param(9.99, True, id="just-below"),
+        pytest.param(0.4, True, id="well-below"),
+        pytest.param(None, True, id="unknown-is-not-a-miss"),
+    ],
+)
+def test_engine_spend_with_the_observed_time_to_first_byte(
+    observed: float | None, meets_slo: bool
+) -> None:
+    """0.5 replicas of work beside the others' 1.2 fits the fleet with room (2 replicas, under
+    maxReplicas 8): only the observation can miss the SLO, and it changes no number but that."""
+    got = spend(engine(observed_p99_ttfb_s=observed), 0.5)
+    unobserved = spend(engine(), 0.5)
+    assert got.meets_slo is meets_slo
+    assert bool(got.slo_note) is not meets_slo
+    assert replace(got, meets_slo=True, slo_note="") == unobserved
+
+
+def test_the_observed_miss_names_the_figure_and_the_slo() -> None:
+    got = spend(engine(observed_p99_ttfb_s=14.2, slo_p99_ttfb_s=10.0), 0.5)
+    assert got.slo_note == (
+        "its p99 time to first byte on SharedEngine base-8b was 14.2 s over the placement"
+        " window, above its 10 s SLO"
+    )
+    assert lora_promotion.engine_text(got).endswith(f"(misses SLO: {got.slo_note})")
+    # A tenant with a tighter SLO misses it on a figure another meets.
+    assert not spend(engine(observed_p99_ttfb_s=3.0, slo_p99_ttfb_s=2.0), 0.5).meets_slo
+    assert spend(engine(observed_p99_ttfb_s=3.0), 0.5).meets_slo
+
+
 def test_chargeback_is_beside_spend_never_in_it() -> None:
     priced = spend(engine(), 0.5)
     free = spend(engine(price_per_million_tokens=None), 0.5)
@@ -294,6 +329,36 @@ def test_decide_with_an_engine(
     assert "SharedEngine base-8b" in got.message
 
 
+def test_observed_miss_promotes_after_the_hold_though_dearer() -> None:
+    """0.5 replicas of work beside the others' 1.2: no spend case for its own replicas (a whole
+    8-GPU node, $45,494, against the 0.57 replica it forces, $3,250) and no predicted miss; its
+    p99 time to first byte on the fleet, 14.2 s, is the only evidence. Observed for the 20-minute
+    hold it promotes; for 5 minutes it holds; at 9 s it never does."""
+
+    def observed(p99: float, held: timedelta) -> placement.PlacementDecision:
+        return placement.decide(
+            inputs(
+                traffic=traffic(0.5),
+                engine=engine(observed_p99_ttfb_s=p99),
+                dedicated=DEDICATED_8,
+                above_since=NOW - held,
+            ),
+            NOW,
+        )
+
+    held = observed(14.2, timedelta(minutes=20))
+    assert (held.mode, held.move, held.reason) == (D, True, PlacementReason.PROMOTED)
+    assert "p99 time to first byte on SharedEngine base-8b was 14.2 s" in held.message
+    early = observed(14.2, timedelta(minutes=5))
+    assert (early.move, early.reason, early.above_since) == (
+        False,
+        PlacementReason.HOLDING,
+        NOW - timedelta(minutes=5),
+    )
+    within = observed(9.0, timedelta(minutes=20))
+    assert (within.move, within.above_since) == (False, None)
+
+
 def test_promotion_message_names_the_engine_share_and_the_slo() -> None:
     got = placement.decide(CASES[3].values[0], NOW)
     assert "busiest minute needs" in got.message
@@ -381,6 +446,65 @@ def test_at_equal_prices_only_the_slo_promotes(
     assert got.cost.engine is not None
     assert got.cost.engine.meets_slo
     assert not got.move, got.message
+
+
+@given(
+    st.one_of(st.none(), st.floats(0.0, 10.0)),
+    st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 1.0)),
+    st.floats(0.0, 3.0),
+    st.sampled_from([S, D, H]),
+    st.sampled_from([None, NOW - timedelta(minutes=25)]),
+)
+@example(observed=10.0, load=(3.0, 0.0), others=1.2, current=S, since=PLACED)
+def test_an_unknown_or_met_observation_never_changes_the_decision(
+    observed: float | None,
+    load: tuple[float, float],
+    others: float,
+    current: DeploymentMode,
+    since: datetime | None,
+) -> None:
+    """Unknown (``None``: no requests, no data) or within the 10 s SLO, the observation decides
+    nothing: the decision is the one made with no observation field at all, in every mode, at
+    every load (mean, and how far its busiest minute rises above it) and with either timer
+    running."""
+    mean, extra_peak = load
+
+    def decided(share: EngineShare) -> placement.PlacementDecision:
+        return placement.decide(
+            inputs(
+                current_mode=current,
+                traffic=traffic(mean, mean + extra_peak),
+                engine=share,
+                dedicated=RESERVED,
+                above_since=since,
+                below_since=since,
+            ),
+            NOW,
+        )
+
+    plain = engine(others=others)
+    assert decided(replace(plain, observed_p99_ttfb_s=observed)) == decided(plain)
+
+
+@given(st.floats(10.0, 600.0, exclude_min=True), st.floats(0.0, 3.0), st.floats(0.0, 3.0))
+def test_an_observed_miss_is_evidence_for_gpus_never_for_the_engine(
+    observed: float, mean: float, others: float
+) -> None:
+    """Above the SLO, however cheap the fleet, the evidence favours replicas of its own and
+    never the fleet: a tenant on it starts (or keeps) the promotion timer, never the other."""
+    got = placement.decide(
+        inputs(
+            traffic=traffic(mean),
+            engine=engine(others=others, observed_p99_ttfb_s=observed),
+            above_since=None,
+            below_since=NOW - timedelta(hours=1),
+        ),
+        NOW,
+    )
+    assert got.cost is not None
+    assert got.cost.engine is not None
+    assert not got.cost.engine.meets_slo
+    assert (got.above_since, got.below_since) == (NOW, None)
 
 
 @given(st.floats(0.0, 29.99), st.floats(0.0, 5.0), st.sampled_from([S, D, H]))

@@ -269,3 +269,53 @@ def test_a_wake_of_a_tenant_on_the_fleet_is_left_to_the_shared_engine() -> None:
     h.sync()
     assert h.status.last_wake_handled is None
     assert h.kube.deployment_names() == []
+
+
+def test_a_tenant_kept_waiting_past_its_slo_is_promoted_then_judged_on_spend() -> None:
+    """0.1 replicas of work beside the neighbour's 0.5: the fleet sheds only 0.11 of a replica
+    without it ($333/month at $4/GPU-hour) against $1,168 for a replica of its own, and its busiest
+    minute fits maxReplicas 4. The gateway shows its p99 time to first byte on the fleet at
+    14.2 s over the window, above the 10 s SLO: that alone promotes it after the hold. On its own
+    replica the gateway still reports 14.2 s (now that replica's), which says nothing about the
+    fleet: quiet, it is demoted after the dwell as any other tenant."""
+    h = on_the_fleet(0.1)
+    h.metrics.p99_time_to_first_byte_s = 14.2
+    h.sync()
+    assert h.status.utilization_above_since == h.clock.now
+    assert "time to first byte on SharedEngine base was 14.2 s" in (h.status.spend or "")
+    h.sync(advance=61)
+    assert phase(h) == MigrationPhase.STARTING_TARGET
+    assert h.status.migration is not None
+    assert h.status.migration.to_mode == DeploymentMode.DEDICATED
+    promoted = h.events()[0]
+    assert promoted.reason == "Promoted"
+    assert "above its 10 s SLO" in promoted.message
+
+    h.kube.make_ready(dep(DEDICATED))
+    h.sync(advance=5)
+    h.metrics.inflight[f"gateway/{SHARED}"] = Sample(0.0, h.clock.now)
+    h.sync(advance=5)
+    h.sync(advance=5)
+    assert phase(h) is None
+    assert h.status.effective_mode == DeploymentMode.DEDICATED
+    fleet_releases(h)
+
+    h.metrics.window = traffic(0.05)
+    h.sync(advance=30)
+    assert h.status.utilization_below_since is not None, (
+        "its own replica's latency is not the fleet's"
+    )
+    h.sync(advance=110)
+    assert h.status.migration is not None
+    assert h.status.migration.to_mode == DeploymentMode.SERVERLESS
+
+
+def test_a_tenant_the_fleet_serves_within_its_slo_stays() -> None:
+    h = on_the_fleet(0.1)
+    h.metrics.p99_time_to_first_byte_s = 3.0
+    h.sync()
+    h.sync(advance=61)
+    h.sync(advance=600)
+    assert h.status.migration is None
+    assert h.status.utilization_above_since is None
+    assert h.kube.deployment_names() == []

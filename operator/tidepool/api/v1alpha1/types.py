@@ -771,6 +771,10 @@ class PlacementSpec(_Model):
     """Minimum time in a placement before moving again."""
     cost_margin: float = Field(default=0.15, ge=0.0, le=10.0)
     """A cost advantage counts as evidence for a move from this fraction on."""
+    slo_p99_time_to_first_byte: DurationField = Duration("10s")
+    """The tenant's latency SLO: the p99 time to first byte at the gateway over the window. A
+    LoRA tenant of a SharedEngine observed above it there has evidence for replicas of its own;
+    ``tidepool simulate`` judges every tenant's p99 queue wait against it."""
     expected_tokens_per_minute: float | None = Field(default=None, ge=0.0)
     """The tenant's declared load (input plus output tokens per minute). Used only to choose the
     first placement, before any traffic has been seen; measured traffic replaces it after."""
