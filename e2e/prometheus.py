@@ -5,7 +5,7 @@ Why real: Tidepool's autoscaler reads vLLM metrics and the gateway's queue from 
 including stopping it (``stop()``/``start()`` keep the port and the TSDB, so a restart resumes
 with its history, as a real outage would).
 
-It listens on 127.0.0.1:<free port> and scrapes every 2s:
+It listens on 127.0.0.1:<free port> and scrapes every 2s (``scrape_interval``):
 
 * engine pods, on their pod IPs (loopback addresses backed by ``podbacker``). Debian's build has
   no ``kubernetes_sd_configs``, so a discovery thread here lists engine pods through the API
@@ -173,8 +173,10 @@ class Prometheus:
         binary: str | None = None,
         port: int | None = None,
         workdir: Path | None = None,
+        scrape_interval: float = 2.0,
     ) -> None:
         self.kubeconfig = Path(kubeconfig)
+        self.scrape_interval = scrape_interval
         found = binary or shutil.which("prometheus") or "/usr/bin/prometheus"
         if not Path(found).exists():
             raise FileNotFoundError("prometheus not installed (apt-get install -y prometheus)")
@@ -194,7 +196,13 @@ class Prometheus:
         return f"http://127.0.0.1:{self.port}"
 
     def render_config(self) -> str:
-        return Template(TEMPLATE.read_text()).substitute(targets_dir=str(self.targets_dir))
+        """The config for this instance. A scrape may take three quarters of the interval (the
+        default 2 s gives 1.5 s), leaving Prometheus a margin before the next one starts."""
+        return Template(TEMPLATE.read_text()).substitute(
+            targets_dir=str(self.targets_dir),
+            scrape_interval_ms=round(self.scrape_interval * 1000),
+            scrape_timeout_ms=round(self.scrape_interval * 750),
+        )
 
     def set_targets(
         self, job: str, addresses: Iterable[str], labels: dict[str, str] | None = None
