@@ -139,13 +139,15 @@ def observe(
     if infd.spec.mode == DeploymentMode.AUTO or fleet is not None:
         traffic = read_traffic(infd, metrics=metrics, now=now)
     # And its latency there: whether the fleet meets its SLO (policy.lora_promotion).
-    ttfb = None
-    if fleet is not None:
-        ttfb = metrics.time_to_first_byte_p99(
+    ttfb = (
+        metrics.time_to_first_byte_p99(
             namespace=infd.namespace,
             served_model=infd.served_model,
             window_seconds=placement_window_seconds(infd),
         )
+        if fleet is not None
+        else None
+    )
     throughput = None
     if ready_total:
         throughput = metrics.engine_throughput(
@@ -155,31 +157,13 @@ def observe(
             window_seconds=THROUGHPUT_WINDOW_SECONDS,
             now=now,
         )
-    inflight: dict[str, Signal] = {}
-    mig = infd.status.migration
-    if mig is not None:
-        draining = set(serving) | set(mig.from_pool.split(",")) | set(mig.to_pool.split(","))
-        for pool in sorted(p for p in draining if p):
-            if fleet is not None and pool == migration.engine_pool(fleet.name):
-                # The fleet's pods serve every tenant: only the gateway knows which are this
-                # one's (its requests on the fleet's GPUPool).
-                inflight[pool] = metrics.gateway_inflight(
-                    namespace=infd.namespace,
-                    served_model=infd.served_model,
-                    pool=fleet.spec.pool,
-                    now=now,
-                )
-            else:
-                inflight[pool] = metrics.pool_inflight(
-                    namespace=infd.namespace, name=infd.name, pool=pool, now=now
-                )
     return planning.Observed(
         pools=pools,
         deployments=deployments,
         pod_problems=problems,
         demand=demand,
         traffic=traffic,
-        inflight=inflight,
+        inflight=_draining_inflight(infd, set(serving), fleet, metrics=metrics, now=now),
         operator_started_at=context.operator_started_at,
         may_start_migration=context.may_start_migration,
         throughput=throughput,
@@ -193,6 +177,38 @@ def observe(
         pod_timelines=timelines,
         first_responses=responses,
     )
+
+
+def _draining_inflight(
+    infd: InferenceDeployment,
+    serving: set[str],
+    fleet: SharedEngine | None,
+    *,
+    metrics: MetricsPort,
+    now: datetime,
+) -> dict[str, Signal]:
+    """Requests in flight on every pool a migration in flight may be draining (none without
+    one): the pools serving now and the migration's source and target."""
+    inflight: dict[str, Signal] = {}
+    mig = infd.status.migration
+    if mig is None:
+        return inflight
+    draining = serving | set(mig.from_pool.split(",")) | set(mig.to_pool.split(","))
+    for pool in sorted(p for p in draining if p):
+        if fleet is not None and pool == migration.engine_pool(fleet.name):
+            # The fleet's pods serve every tenant: only the gateway knows which are this
+            # one's (its requests on the fleet's GPUPool).
+            inflight[pool] = metrics.gateway_inflight(
+                namespace=infd.namespace,
+                served_model=infd.served_model,
+                pool=fleet.spec.pool,
+                now=now,
+            )
+        else:
+            inflight[pool] = metrics.pool_inflight(
+                namespace=infd.namespace, name=infd.name, pool=pool, now=now
+            )
+    return inflight
 
 
 def _cold_start_marks(
