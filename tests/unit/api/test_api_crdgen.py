@@ -104,6 +104,12 @@ def test_schema_is_structural(kind: str) -> None:
         ),
         pytest.param(
             "InferenceDeployment",
+            "spec.placement",
+            "duration(self.sloP99TimeToFirstByte) > duration('0s')",
+            id="slo-above-zero",
+        ),
+        pytest.param(
+            "InferenceDeployment",
             "spec.engine",
             "self.tensorParallelSize <= self.gpusPerReplica",
             id="tensor-parallel-le-gpus",

@@ -115,6 +115,11 @@ def test_valid_specs_are_accepted(spec: dict[str, Any]) -> None:
             id="demote-equal-to-promote",
         ),
         pytest.param(
+            {"model": MODEL, "placement": {"sloP99TimeToFirstByte": "0s"}},
+            ["placement.sloP99TimeToFirstByte", "0s", "longer than 0s"],
+            id="zero-slo",
+        ),
+        pytest.param(
             {"model": MODEL, "engine": {"gpusPerReplica": 2, "tensorParallelSize": 4}},
             ["engine.tensorParallelSize", "4", "engine.gpusPerReplica", "2"],
             id="tensor-parallel-above-gpus",

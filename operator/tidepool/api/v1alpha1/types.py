@@ -756,6 +756,11 @@ class PlacementSpec(_Model):
                     "demoteBelow must be lower than promoteAbove, or the tenant would flap",
                     ".demoteBelow",
                 ),
+                _cel(
+                    "duration(self.sloP99TimeToFirstByte) > duration('0s')",
+                    "sloP99TimeToFirstByte must be longer than 0s: every request would miss it",
+                    ".sloP99TimeToFirstByte",
+                ),
             ]
         }
     )
@@ -853,6 +858,11 @@ class InferenceDeploymentSpec(_Model):
             raise ValueError(
                 f"placement.demoteBelow ({self.placement.demote_below}) must be lower than"
                 f" placement.promoteAbove ({self.placement.promote_above})"
+            )
+        if self.placement.slo_p99_time_to_first_byte.seconds <= 0:
+            raise ValueError(
+                f"placement.sloP99TimeToFirstByte ({self.placement.slo_p99_time_to_first_byte})"
+                " must be longer than 0s: every request would miss it"
             )
         _check_tensor_parallel(self.engine)
         return self
