@@ -36,7 +36,7 @@ from prometheus_client import Counter
 
 from tidepool.adapters.prometheus_batch import BatchedReader, Query, UnknownError, connect, sum_by
 from tidepool.api import names
-from tidepool.policy import placement
+from tidepool.policy import lora_promotion, placement
 from tidepool.policy.capacity import EngineThroughput
 from tidepool.policy.signals import NoData, Sample, Signal, sample
 
@@ -119,11 +119,19 @@ def time_to_first_byte_p99(window_seconds: int) -> Query:
     ``histogram_quantile`` over the buckets' rates summed per tenant, so every gateway replica's
     requests count. The gateway's buckets have an edge at 10 s, the default SLO, so the p99 is
     above it exactly when more than 1% of the window's requests took longer. A tenant with no
-    request in the window has all-zero rates, whose quantile is NaN: unknown, never zero.
+    request in the window has all-zero rates, whose quantile is NaN: unknown, never zero; one
+    with fewer than ``lora_promotion.MIN_REQUESTS_FOR_P99`` requests (``increase`` of the count)
+    has no series, unknown too (that module says why).
     """
     by = (*_GATEWAY, "le")
     rates = sum_by(by, f"rate({_GATEWAY_TTFB}_bucket[{window_seconds}s])")
-    return Query("time_to_first_byte_p99", f"histogram_quantile(0.99, {rates})", _GATEWAY)
+    requests = sum_by(_GATEWAY, f"increase({_GATEWAY_TTFB}_count[{window_seconds}s])")
+    enough = f"{requests} >= {lora_promotion.MIN_REQUESTS_FOR_P99}"
+    return Query(
+        "time_to_first_byte_p99",
+        f"histogram_quantile(0.99, {rates}) and on ({', '.join(_GATEWAY)}) ({enough})",
+        _GATEWAY,
+    )
 
 
 def _owner(namespace: str, name: str) -> tuple[str, str]:

@@ -58,8 +58,13 @@ first byte, per tenant at the gateway, covers both, plus one prompt's prefill: i
 wait by at most a prefill, about ``1,155 / 32,517 = 0.036`` s for the Azure conversation trace's
 mean prompt on an H100 8B replica (:func:`tidepool.policy.capacity.calibrated`), negligible at a
 10 s SLO. Unknown (no requests in the window, no gateway data) is ``None``, never zero, and never
-counts as a miss. The observation describes the engine only while the tenant is *on* it: on
-replicas of its own its time to first byte is theirs, so the plan then passes ``None``
+counts as a miss. So is a window of fewer than :data:`MIN_REQUESTS_FOR_P99` requests: the p99 of
+fewer than 100 requests is their slowest one, so a single request that met the fleet while it
+added a replica would read as a missed SLO for a whole window. On ServeGen's mm-image pool,
+where every tenant met the SLO over the 6 hours on the fleet, counting such windows promoted 14
+of 24 tenants to replicas of their own and spent 1.17x the best static split for nothing. The
+observation describes the engine only while the tenant is *on* it: on replicas of its own its
+time to first byte is theirs, so the plan then passes ``None``
 (:func:`tidepool.policy.plan.engine_share`), and a promoted tenant is demoted on spend and the
 prediction as before.
 
@@ -69,9 +74,14 @@ import :mod:`tidepool.policy.placement` (which imports it).
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 from tidepool.policy import cost
 from tidepool.policy.capacity import EngineCapacity
+
+#: The fewest requests in a window whose p99 counts as an observation: at 100, the nearest-rank
+#: p99 is the 99th slowest, so at least two requests must have been late, not one.
+MIN_REQUESTS_FOR_P99: Final = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +110,8 @@ class EngineShare:
     """False while the fleet holds the tenant's adapter nowhere for want of a slot."""
     observed_p99_ttfb_s: float | None = None
     """The tenant's p99 time to first byte at the gateway over the placement window while the
-    fleet serves it; ``None`` when unknown or when the tenant is not on the fleet."""
+    fleet serves it; ``None`` when unknown, when the window held fewer than
+    :data:`MIN_REQUESTS_FOR_P99` requests, or when the tenant is not on the fleet."""
 
 
 @dataclass(frozen=True, slots=True)

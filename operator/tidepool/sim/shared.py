@@ -89,7 +89,7 @@ from tidepool.api.v1alpha1 import (
     SharedEngine,
 )
 from tidepool.policy import adapter_affinity as affinity
-from tidepool.policy import cost, lora_timing, placement, plan
+from tidepool.policy import cost, lora_promotion, lora_timing, placement, plan
 from tidepool.policy import shared_engine as policy
 from tidepool.policy.signals import NoData, Sample
 from tidepool.sim import config, engine, report, traces
@@ -968,8 +968,9 @@ class _FleetLoop:
         its requests the fleet served (its own replicas' are simulated elsewhere, and the plan
         reads the figure only while the tenant is on the fleet), as the gateway's histogram shows
         it: a request's wait plus its prompt's prefill. ``None`` with no request in the window,
-        as PromQL's quantile of zero rates is NaN. E.g. 990 requests at 0.5 s and 10 at 12 s:
-        0.5 s; 11 at 12 s: 12 s."""
+        as PromQL's quantile of zero rates is NaN, or with fewer than
+        ``lora_promotion.MIN_REQUESTS_FOR_P99``. E.g. 990 requests at 0.5 s and 10 at 12 s:
+        0.5 s; 11 at 12 s: 12 s; 99 at 12 s alone: None."""
         window = self.first_bytes[t]
         while window and window[0][0] < i - self.window_steps:
             window.popleft()
@@ -977,8 +978,8 @@ class _FleetLoop:
             return None
         seconds = np.array([ttfb for _, ttfb, _ in window])
         requests = np.array([count for _, _, count in window])
-        if float(requests.sum()) <= 0:
-            return None
+        if float(requests.sum()) < lora_promotion.MIN_REQUESTS_FOR_P99:
+            return None  # too few for a p99: unknown, as the operator's query says
         order = np.argsort(seconds, kind="stable")
         return float(seconds[order][report.weighted_percentile(requests[order], 99.0)])
 

@@ -401,9 +401,10 @@ def load_servegen(
         )
     total = sum(volume.values())
     share = sum(volume[k] for k in chosen[:top]) / total if total else 0.0
+    busiest = min(top, len(chosen))
     print(
-        f"servegen: {len(windows)} clients in {span / 3600:.0f} h; simulating top {top}"
-        f" ({share:.0%} of requests) + {len(chosen) - top} sampled",
+        f"servegen: {len(windows)} clients in {span / 3600:.0f} h; simulating the busiest"
+        f" {busiest} ({share:.0%} of requests) + {len(chosen) - busiest} sampled",
         file=sys.stderr,
     )
     times = f", demand x{scale:g}" if scale != 1.0 else ""

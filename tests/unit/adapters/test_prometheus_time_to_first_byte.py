@@ -24,10 +24,13 @@ def ours(value: float | str) -> Answer:
 
 def test_one_query_for_every_tenant_grouped_by_the_gateways_tenant_labels() -> None:
     """The quantile of the buckets' rates summed per tenant and bucket edge: every gateway
-    replica's requests count, and each tenant's series is one lookup in the shared answer."""
+    replica's requests count, and each tenant's series is one lookup in the shared answer. A
+    tenant with fewer than 100 requests in the window has no series (too few for a p99)."""
     assert P99.promql == (
         "histogram_quantile(0.99, sum by (namespace, model, le)"
         " (rate(tidepool_gateway_time_to_first_byte_seconds_bucket[600s])))"
+        " and on (namespace, model) (sum by (namespace, model)"
+        " (increase(tidepool_gateway_time_to_first_byte_seconds_count[600s])) >= 100)"
     )
     assert P99.by == ("namespace", "model")
     assert time_to_first_byte_p99(60).name == P99.name, "windows share the counter's label"
