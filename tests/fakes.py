@@ -43,6 +43,10 @@ class ManualClock:
     def __call__(self) -> datetime:
         return self.now
 
+    def seconds(self) -> float:
+        """The same clock for code that takes seconds (``time.monotonic``'s shape)."""
+        return self.now.timestamp()
+
 
 @dataclass
 class FakeKube:

@@ -1,7 +1,8 @@
 """Operator-wide dependencies, built once at startup and shared through Kopf's memo."""
 
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +14,7 @@ from tidepool.adapters.kube import Kube
 from tidepool.adapters.peering import PeeringStore
 from tidepool.adapters.prometheus import PrometheusMetrics
 from tidepool.api.v1alpha1 import ColdStartStatus
+from tidepool.gateway.auth import RateLimiter
 from tidepool.policy.cold_start import Breakdown
 
 MEMO_KEY: Final = "tidepool_deps"
@@ -20,6 +22,9 @@ MEMO_KEY: Final = "tidepool_deps"
 TOTAL_PHASE: Final = "total"
 #: From a cached image's seconds to a large model's download (15 minutes).
 COLD_START_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
+#: The operator's Event budget (:class:`EventBudget`): a minute's worth at once, then five a
+#: second, ten times a steady 1,000-tenant platform's decisions.
+EVENTS_PER_MINUTE: Final = 300
 #: A reconcile's wait and duration: from an index read to a backlog of a minute.
 RECONCILE_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 #: Kopf's executor (``settings.execution.max_workers``) runs the sync handlers and each daemon's
@@ -72,6 +77,13 @@ class Telemetry:
             "Timed reconciles still queued for a thread when a poke (a spec change, a held"
             " request) came, and withdrawn so that the poked reconcile ran at once instead: a"
             " rate that grows says the ticks alone keep the executor busy.",
+            registry=self.registry,
+        )
+        self.events_dropped = Counter(
+            "tidepool_operator_events_dropped_total",
+            "Decision Events not posted because the operator's Event budget was spent (the"
+            " decision itself is in the object's status and in decisions_total), by reason.",
+            ["reason"],
             registry=self.registry,
         )
         self.decisions = Counter(
@@ -142,6 +154,27 @@ class Peering:
     """How long to wait after announcing, so a replica started at the same moment is seen."""
 
 
+class EventBudget:
+    """One token bucket for every Event the operator posts (:mod:`tidepool.handlers.posting`
+    says why); safe from any thread. It is the gateway's per-tenant bucket under one key.
+
+    E.g. 300 a minute: 300 Events at once pass, the 301st waits 0.2 s for its token.
+    """
+
+    def __init__(
+        self, per_minute: int = EVENTS_PER_MINUTE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._per_minute = per_minute
+        self._clock = clock
+        self._bucket = RateLimiter()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Whether one more Event may be posted now (it then counts against the budget)."""
+        with self._lock:
+            return self._bucket.check("operator", self._per_minute, self._clock()) is None
+
+
 @dataclass
 class Deps:
     kube: Kube
@@ -168,6 +201,8 @@ class Deps:
         default_factory=lambda: ThreadPoolExecutor(URGENT_THREADS, thread_name_prefix="urgent")
     )
     """Where poked reconciles run, ahead of the ticks queued on ``executor``."""
+    event_budget: EventBudget = field(default_factory=EventBudget)
+    """Shared by every object's decision Events."""
 
     def may_start_migration(self, key: str) -> bool:
         with self.lock:

@@ -35,6 +35,7 @@ from tidepool.api.v1alpha1 import (
 )
 from tidepool.handlers.daemon import Poke, reconcile_until_stopped
 from tidepool.handlers.deps import MEMO_KEY, Deps
+from tidepool.handlers.posting import post_decisions
 from tidepool.handlers.watched import Indices, WatchedKube
 from tidepool.policy import cold_start
 from tidepool.reconcile import inference
@@ -269,9 +270,7 @@ def _reconcile_once(
     completed = cold_start.just_completed(infd.status.cold_start, result.status.cold_start)
     if completed is not None:  # written: a retry of this sync finds it completed already
         deps.telemetry.observe_cold_start(completed)
-    for event in result.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
-        deps.telemetry.decisions.labels(reason=event.reason).inc()
+    post_decisions(body, result.events, deps=deps)
     return next_look_seconds(infd, result.status, result.requeue_after, tick=deps.tick_seconds)
 
 

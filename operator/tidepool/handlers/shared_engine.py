@@ -28,6 +28,7 @@ from tidepool.handlers.inference import (
     validated_or_reported,
 )
 from tidepool.handlers.inference import RESOURCE as TENANT_RESOURCE
+from tidepool.handlers.posting import post_decisions
 from tidepool.handlers.watched import Indices, WatchedFleetKube
 from tidepool.reconcile import shared_engine
 from tidepool.reconcile.shared_engine import SharedEngineKubePort
@@ -160,7 +161,5 @@ def _reconcile_once(
         except RefusedKubeError as again:  # a status it refuses too: the log must do
             logger.error(f"the API server refused the SharedEngine's status too: {again}")
         return INVALID_SPEC_REQUEUE_SECONDS
-    for event in result.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1000])
-        deps.telemetry.decisions.labels(reason=event.reason).inc()
+    post_decisions(body, result.events, deps=deps)
     return min(result.requeue_after.total_seconds(), deps.tick_seconds)
