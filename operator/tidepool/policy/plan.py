@@ -360,6 +360,7 @@ def _served_by_shared_engine(
     own = tuple(sorted(d.name for d in (*observed.deployments.values(), *observed.stale)))
     if making:
         own = ()
+    fleet = observed.shared_engine
     removing = f"served by SharedEngine {engine_name}: removing {', '.join(own)}"
     return Plan(
         pools=(),
@@ -373,7 +374,10 @@ def _served_by_shared_engine(
                 "ready_replicas": 0,
                 "desired_replicas": 0,
                 "ready": "0/0",
-                "pool": "",
+                # kubectl get shows what it is called and where it runs, as for any tenant:
+                # the fleet's pool, its replicas being the fleet's.
+                "served_model": infd.served_model,
+                "pool": fleet.spec.pool if fleet is not None and fleet.name == engine_name else "",
                 "pools": [],
                 "routable_pools": [],
                 "engine": engine_name,

@@ -162,6 +162,12 @@ def test_replicas_from_before_the_engine_stay_while_the_fleet_makes_the_target(
     assert h.status.last_decision is not None
     assert h.status.last_decision.action == f"served by SharedEngine {ENGINE}"
     assert h.status.last_decision.time == h.clock.now
+    # kubectl get's MODEL, POOL and ENGINE columns: its served name, the fleet's pool, the fleet.
+    assert (h.status.served_model, h.status.pool, h.status.engine) == (
+        h.infd.served_model,
+        SHARED,
+        ENGINE,
+    )
     h.sync(advance=1)
     assert h.status.last_decision.time == h.clock.now - timedelta(seconds=1), "said once"
 
