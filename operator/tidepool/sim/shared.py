@@ -936,11 +936,11 @@ class _FleetLoop:
         self._record_offered_tokens(i)
         observed = self._placement_view()
         for t, s in enumerate(self.state):
-            first_bytes = self._p99_time_to_first_byte(t, i)
             if t in self.own or s.route in (Route.TO_OWN, Route.TO_FLEET, Route.OWN_DRAINING):
                 continue
             if s.switch_at > i:  # an own -> own move still starting its new replicas
                 continue
+            first_bytes = self._p99_time_to_first_byte(t, i)
             seen = dataclasses.replace(observed, p99_time_to_first_byte_s=first_bytes)
             decision = self._decide(t, s, i, now, seen)
             if decision is not None:
@@ -974,8 +974,6 @@ class _FleetLoop:
         window = self.first_bytes[t]
         while window and window[0][0] < i - self.window_steps:
             window.popleft()
-        if not window:
-            return None
         seconds = np.array([ttfb for _, ttfb, _ in window])
         requests = np.array([count for _, _, count in window])
         if float(requests.sum()) < lora_promotion.MIN_REQUESTS_FOR_P99:
