@@ -371,8 +371,10 @@ class PodBacker:
             if b is not None:
                 self._terminate(b, deadline_from_pod=pod)
             else:
-                # Never started (or the backer restarted): nothing to drain, finish the delete.
-                self._force_delete_if_started(pod)
+                # No simulator (never started, or the backer restarted): nothing to drain, so
+                # finish the delete now, as a kubelet does for a pod whose containers never ran.
+                # Waiting for kwok would take the whole grace period (600 s for an engine).
+                self._force_delete_unbacked(pod)
             return
         if b is not None or self._stopped.is_set():
             return
@@ -570,12 +572,21 @@ class PodBacker:
         with contextlib.suppress(ApiException):
             self._core.delete_namespaced_pod(spec.name, spec.namespace, body=options)
 
-    def _force_delete_if_started(self, pod: client.V1Pod) -> None:
-        if self._stopped.is_set() or not (pod.status and pod.status.pod_ip):
-            return
-        spec = spec_from_pod(pod, self.default_load_delay)
-        if spec is not None:
-            self._force_delete(spec)
+    def _force_delete_unbacked(self, pod: client.V1Pod) -> None:
+        """Finish the graceful delete of a bound pod with no simulator behind it.
+
+        A pod deleted after it was bound but before kwok started it (a CR deleted right after
+        its engine was created) has no pod IP yet, and kwok will never start it now.
+        """
+        if self._stopped.is_set() or not pod.spec.node_name:
+            return  # unbound pods are removed by the API server itself
+        options = client.V1DeleteOptions(
+            grace_period_seconds=0, preconditions=client.V1Preconditions(uid=pod.metadata.uid)
+        )
+        with contextlib.suppress(ApiException):  # already gone, or replaced under this name
+            self._core.delete_namespaced_pod(
+                pod.metadata.name, pod.metadata.namespace, body=options
+            )
 
 
 def die_with_parent(argv: list[str]) -> list[str]:
