@@ -74,6 +74,8 @@ from typing import Any, Final
 
 import yaml
 
+from tidepool.policy.token_bucket import TokenBucket
+
 #: An entry that is already a key's digest, as ``sha256sum`` prints it.
 HASHED_PREFIX: Final = "sha256:"
 _HEX_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
@@ -276,12 +278,6 @@ def replica_share(rpm: int, replicas: int) -> float:
     return rpm / max(1, replicas)
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
-
-
 class RateLimiter:
     """One token bucket per tenant, sized to this replica's share of the tenant's limit:
     ``share`` tokens of burst (at least 1), refilled at ``share/60`` per second.
@@ -292,27 +288,18 @@ class RateLimiter:
     """
 
     def __init__(self) -> None:
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
 
     def check(self, tenant: str, rpm: int | None, now: float, replicas: int = 1) -> float | None:
         """Take a token; None if allowed, else seconds until one is available.
 
-        A change of ``replicas`` resizes the bucket: a smaller share cuts the tokens held to
-        the new burst, a larger one only refills faster (it grants nothing at once).
+        A change of ``replicas`` resizes the bucket (:meth:`TokenBucket.take`): a smaller share
+        cuts the tokens held to the new burst, a larger one only refills faster.
         """
         if rpm is None:
             return None
-        share = replica_share(rpm, replicas)
-        burst, rate = max(1.0, share), share / 60.0
-        b = self._buckets.get(tenant)
-        if b is None:
-            b = self._buckets[tenant] = _Bucket(burst, now)
-        b.tokens = min(burst, b.tokens + (now - b.at) * rate)
-        b.at = now
-        if b.tokens >= 1.0:
-            b.tokens -= 1.0
-            return None
-        return (1.0 - b.tokens) / rate
+        bucket = self._buckets.setdefault(tenant, TokenBucket())
+        return bucket.take(replica_share(rpm, replicas), now)
 
 
 def retry_after_header(seconds: float) -> str:

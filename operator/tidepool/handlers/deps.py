@@ -14,8 +14,8 @@ from tidepool.adapters.kube import Kube
 from tidepool.adapters.peering import PeeringStore
 from tidepool.adapters.prometheus import PrometheusMetrics
 from tidepool.api.v1alpha1 import ColdStartStatus
-from tidepool.gateway.auth import RateLimiter
 from tidepool.policy.cold_start import Breakdown
+from tidepool.policy.token_bucket import TokenBucket
 
 MEMO_KEY: Final = "tidepool_deps"
 #: The ``phase`` label of a cold start's total in ``tidepool_cold_start_seconds``.
@@ -156,7 +156,7 @@ class Peering:
 
 class EventBudget:
     """One token bucket for every Event the operator posts (:mod:`tidepool.handlers.posting`
-    says why); safe from any thread. It is the gateway's per-tenant bucket under one key.
+    says why); safe from any thread. The same bucket as the gateway's per-tenant limits.
 
     E.g. 300 a minute: 300 Events at once pass, the 301st waits 0.2 s for its token.
     """
@@ -166,13 +166,13 @@ class EventBudget:
     ) -> None:
         self._per_minute = per_minute
         self._clock = clock
-        self._bucket = RateLimiter()
+        self._bucket = TokenBucket()
         self._lock = threading.Lock()
 
     def take(self) -> bool:
         """Whether one more Event may be posted now (it then counts against the budget)."""
         with self._lock:
-            return self._bucket.check("operator", self._per_minute, self._clock()) is None
+            return self._bucket.take(self._per_minute, self._clock()) is None
 
 
 @dataclass
