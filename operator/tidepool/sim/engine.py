@@ -37,7 +37,7 @@ This module must not decide how many replicas to run (controllers do) and must n
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
@@ -392,7 +392,7 @@ class _TenantLoop:
         self.slo_steps = math.floor(cfg.slo_p99_s / dt + 1e-9)
         self.ready_at = [0] * (limit + 1)
         self.loading_steps = [0] * (limit + 2)
-        self.late = [0.0, 0.0, 0.0]  # from zero, while loading, none loading
+        self.late = {f.name: 0.0 for f in fields(LateRequests)}
 
     def _warm_start(self) -> Command:
         """The controller's first command. The trace is cut from traffic that ran before it, and
@@ -512,11 +512,11 @@ class _TenantLoop:
         """Count ``count`` requests that arrived at step ``arrived`` and waited until
         ``admitted``, longer than the SLO, under their cause (:class:`LateRequests`)."""
         if self.ready_at[arrived] == 0:
-            self.late[0] += count
+            self.late["from_zero"] += count
         elif self.loading_steps[admitted + 1] > self.loading_steps[arrived]:
-            self.late[1] += count
+            self.late["while_loading"] += count
         else:
-            self.late[2] += count
+            self.late["none_loading"] += count
 
     def _account(self, i: int) -> None:
         """Step ``i``'s demand (the queue signal's history), the GPUs each pool holds (whole
@@ -563,7 +563,7 @@ class _TenantLoop:
             modes=tuple(self.modes),
             trace_steps=self.n,
             unserved=unserved,
-            late=LateRequests(*self.late),
+            late=LateRequests(**self.late),
         )
 
 
