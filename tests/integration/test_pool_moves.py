@@ -22,6 +22,7 @@ from tidepool_stack import (
     apply_infd,
     deployments,
     engine_pods,
+    event_reasons,
     gateway_knows,
     get_infd,
     infd_manifest,
@@ -118,8 +119,14 @@ def test_promotion_and_demotion_drop_no_request(
 
     assert busy.failures == [], busy.failures[:5]
     assert busy.ok > 20
-    decision = obj["status"]["lastDecision"]
-    assert "MigrationComplete" in decision["action"] or "complete" in decision["message"]
+    # The move went through a migration (make-before-break), not a switch in place. Its Event
+    # says so; status.lastDecision may already be the autoscaler's next decision (CI once read
+    # "scale 2->1" there, decided in the same second).
+    wait_for(
+        lambda: "MigrationComplete" in event_reasons(kube, namespace, "tenant"),
+        timeout=30,
+        what="the MigrationComplete Event",
+    )
     assert (
         obj["status"]["routablePools"] == ["laptop-dedicated"]
         or "laptop-dedicated" in obj["status"]["routablePools"]

@@ -5,6 +5,7 @@ Everything talks to the real local control plane and to processes on loopback on
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from kubernetes import client
@@ -69,6 +70,15 @@ def engine_pods(kube: client.ApiClient, namespace: str) -> list[client.V1Pod]:
         for p in client.CoreV1Api(kube).list_namespaced_pod(namespace).items
         if p.metadata.deletion_timestamp is None
     ]
+
+
+def event_reasons(kube: client.ApiClient, namespace: str, name: str) -> Counter[str]:
+    """How many Events about object ``name`` carry each reason: a decision the status has since
+    replaced (``status.lastDecision`` is only the latest) is still found here."""
+    events = client.CoreV1Api(kube).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}"
+    )
+    return Counter(e.reason for e in events.items)
 
 
 def node_pool(kube: client.ApiClient, node_name: str) -> str:
