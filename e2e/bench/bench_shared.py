@@ -69,12 +69,14 @@ class Row:
     tail_auto: float = math.nan
     tail_shared: float = math.nan
     tail_vs_own: float | None = math.nan
+    tail_floor: float | None = math.nan
     pool_vs_own: float = math.nan
     vs_split: float = math.nan
     vs_bound: float = math.nan
     slo_ok: int = 0
     own_slo_ok: int = 0
     shared_slo_ok: int = 0
+    missed_by_all: int = 0
     worst_p99_s: float = math.nan
     promoted: int = 0
     held_missed: tuple[float, ...] = ()
@@ -129,12 +131,14 @@ def run_pool(path: Path, pool: str, hours: float) -> Row:
         tail_auto=cmp.spend(shared_compare.AUTO, cmp.tail),
         tail_shared=cmp.spend(shared_compare.SHARED, cmp.tail),
         tail_vs_own=q.tail_vs_own,
+        tail_floor=q.tail_floor_vs_own,
         pool_vs_own=q.pool_vs_own,
         vs_split=q.vs_best_split,
         vs_bound=q.vs_lower_bound,
         slo_ok=auto.tenants_meeting,
         own_slo_ok=own.tenants_meeting,
         shared_slo_ok=cmp.result(shared_compare.SHARED).tenants_meeting,
+        missed_by_all=len(cmp.missed_by_every_alternative),
         worst_p99_s=auto.worst_p99_wait_s,
         promoted=sum(1 for p in cmp.fleets[shared_compare.AUTO].promoted_at if p),
         held_missed=tuple(float(x) for x in cmp.fleets[shared_compare.AUTO].held_shares(missed)),
@@ -153,12 +157,15 @@ def pools_of(path: Path, hours: float) -> list[str]:
 def table(rows: list[Row]) -> str:
     """One line per pool, worst first (failed rows, then by whole pool / own replicas). Beside
     shared + auto, the columns "shared $", "tail shr$" and "SLO shr" give every tenant on the
-    SharedEngine without promotions, and "SLO own" every tenant on replicas of its own."""
+    SharedEngine without promotions, and "SLO own" every tenant on replicas of its own; "miss
+    all" counts the tenants over the SLO under every alternative (none of them reaches). "floor"
+    is the least tail/own any fleet could reach (:func:`shared_compare.tail_spend_floor`): above
+    the target, no policy meets it."""
     head = (
-        f"{'pool':<12} {'tenants':>7} {'tail/own':>8} {'pool/own':>8} {'/split':>6}"
+        f"{'pool':<12} {'tenants':>7} {'tail/own':>8} {'floor':>6} {'pool/own':>8} {'/split':>6}"
         f" {'/bound':>6} {'own $':>8} {'shared $':>8} {'auto $':>8} {'split $':>8} {'k':>2}"
         f" {'bound $':>8} {'tail own$':>9} {'tail auto$':>10} {'tail shr$':>9}"
-        f" {'SLO auto':>8} {'SLO own':>7} {'SLO shr':>7}"
+        f" {'SLO auto':>8} {'SLO own':>7} {'SLO shr':>7} {'miss all':>8}"
         f" {'worst p99':>9} {'promoted':>8} {'secs':>5} {'why held':<26} missed"
     )
     lines = [head, "-" * len(head)]
@@ -167,13 +174,15 @@ def table(rows: list[Row]) -> str:
         ran = r.error is None
         lines.append(
             f"{r.pool:<12} {r.tenants:>7} {num(r.tail_vs_own, '.3f'):>8}"
-            f" {num(r.pool_vs_own, '.3f'):>8} {num(r.vs_split, '.3f'):>6}"
+            f" {num(r.tail_floor, '.3f'):>6} {num(r.pool_vs_own, '.3f'):>8}"
+            f" {num(r.vs_split, '.3f'):>6}"
             f" {num(r.vs_bound, '.2f'):>6} {money(r.own):>8} {money(r.shared_spend):>8}"
             f" {money(r.auto):>8} {money(r.split):>8} {r.split_k if ran else '-':>2}"
             f" {money(r.bound):>8} {money(r.tail_own):>9} {money(r.tail_auto):>10}"
             f" {money(r.tail_shared):>9} {f'{r.slo_ok}/{r.tenants}' if ran else '-':>8}"
             f" {f'{r.own_slo_ok}/{r.tenants}' if ran else '-':>7}"
             f" {f'{r.shared_slo_ok}/{r.tenants}' if ran else '-':>7}"
+            f" {r.missed_by_all if ran else '-':>8}"
             f" {num(r.worst_p99_s, '.0f') + 's':>9} {r.promoted:>8} {r.seconds:>5.0f}"
             f" {r.why_held:<26} {r.status}"
         )

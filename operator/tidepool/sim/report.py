@@ -235,12 +235,20 @@ class SharedRatios:
     pool_vs_own: float
     vs_best_split: float
     vs_lower_bound: float
+    tail_floor_vs_own: float | None = None
+    """The least ``tail_vs_own`` any fleet could reach with spend apportioned by tokens (the
+    per-minute lower bound's share); above the target, the target is out of any policy's reach."""
 
     def line(self) -> str:
+        floor = (
+            ""
+            if self.tail_floor_vs_own is None
+            else f", floor {self.tail_floor_vs_own:.3f} at the per-minute lower bound"
+        )
         tail = (
             "no long tail"
             if self.tail_vs_own is None
-            else f"long tail {self.tail_vs_own:.3f} (target <= {MAX_TAIL_VS_OWN:.2f})"
+            else f"long tail {self.tail_vs_own:.3f} (target <= {MAX_TAIL_VS_OWN:.2f}{floor})"
         )
         return (
             f"shared + auto spend / own replicas: {tail}, whole pool {self.pool_vs_own:.3f}"
@@ -266,7 +274,11 @@ def missed_shared_targets(auto: PolicyResult, q: SharedRatios) -> list[str]:
         if name == "tail/own" and q.tail_vs_own is None:
             continue  # no long tail to judge
         if not value <= bound:
-            out.append(f"{name} {value:.3f} > {bound:g}")
+            floor = q.tail_floor_vs_own if name == "tail/own" else None
+            out.append(
+                f"{name} {value:.3f} > {bound:g}"
+                + (f" (floor {floor:.3f})" if floor is not None and floor > bound else "")
+            )
     if auto.missed:
         names = [f"{auto.missed[0]} (worst, p99 {auto.worst_p99_wait_s:.0f}s)", *auto.missed[1:4]]
         more = ", ..." if len(auto.missed) > 4 else ""

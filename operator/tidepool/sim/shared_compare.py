@@ -69,6 +69,9 @@ class PoolComparison:
     split: int
     """The best static split's ``k``."""
     bound: float
+    tail_floor: float | None
+    """The least spend any fleet could apportion to the long tail (:func:`tail_spend_floor`);
+    None without a long tail."""
     seconds: float
     slo_p99_s: float
 
@@ -82,6 +85,17 @@ class PoolComparison:
         fleet = self.fleets.get(name)
         starts = row.replica_starts + (fleet.replica_starts if fleet is not None else 0)
         return replace(row, replica_starts=starts)
+
+    @property
+    def missed_by_every_alternative(self) -> tuple[str, ...]:
+        """The tenants over the SLO whichever way the pool is hosted (:data:`POLICIES`): what
+        no policy compared here could have served in time, e.g. a burst beyond any fleet's seats
+        and beyond its own replicas' too."""
+        return tuple(
+            name
+            for k, name in enumerate(self.tenants)
+            if not any(report.meets_slo(self.runs[p][k], self.slo_p99_s) for p in POLICIES)
+        )
 
     def spend(self, name: str, tenants: Sequence[int] | None = None) -> float:
         group = self.runs[name]
@@ -97,6 +111,9 @@ class PoolComparison:
             pool_vs_own=cost.ratio(self.spend(AUTO), self.spend(OWN)),
             vs_best_split=cost.ratio(self.spend(AUTO), self.spend(SPLIT)),
             vs_lower_bound=cost.ratio(self.spend(AUTO), self.bound),
+            tail_floor_vs_own=cost.ratio(self.tail_floor, self.spend(OWN, self.tail))
+            if self.tail and self.tail_floor is not None
+            else None,
         )
 
 
@@ -199,6 +216,39 @@ def own_part(
     )
 
 
+def tail_spend_floor(
+    loads: Sequence[traces.TenantLoad],
+    ranked: Sequence[int],
+    cfg: config.SimConfig,
+    dt: float,
+    *,
+    splits: int = SPLIT_MAX,
+) -> float | None:
+    """The least the long tail can be apportioned by any fleet, over the splits compared.
+
+    Why: a fleet's spend is at least the per-minute lower bound of the load it serves
+    (:func:`tidepool.sim.engine.lower_bound_spend`), and the tail's part of it is its share of
+    the fleet's tokens. With the top ``k`` by tokens (``ranked``) on their own replicas, for
+    ``k = 0..splits``, the tail's spend is at least ``tail tokens / fleet tokens * bound(fleet)``;
+    the least of those is what no policy of this family goes below, however it scales. Against
+    the tail's own-replica spend it says whether a tail target is reachable at all. E.g. a tail
+    with 40% of the tokens of a fleet whose bound is $100 (top 5 promoted: the tail alone, bound
+    $45): at least $40. None when the top ``TOP`` are every tenant (no long tail).
+    """
+    tail = [t for t in range(len(loads)) if t not in ranked[:TOP]]
+    if not tail:
+        return None
+    tail_tokens = sum(float(loads[t].tokens.sum()) for t in tail)
+    floors = []
+    for k in range(min(splits, TOP) + 1):
+        fleet = [loads[t] for t in range(len(loads)) if t not in ranked[:k]]
+        fleet_tokens = sum(float(ld.tokens.sum()) for ld in fleet)
+        if fleet_tokens > 0:
+            bound = engine.lower_bound_spend(shared.aggregate(fleet, "fleet"), cfg, dt)
+            floors.append(bound * tail_tokens / fleet_tokens)
+    return min(floors, default=0.0)
+
+
 def compare_pool(
     pool: str,
     loads: Sequence[traces.TenantLoad],
@@ -274,6 +324,7 @@ def compare_pool(
         fleets={SHARED: everything, AUTO: auto_fleet, SPLIT: candidates[best][1]},
         split=best,
         bound=engine.lower_bound_spend(shared.aggregate(loads, pool), cfg, dt),
+        tail_floor=tail_spend_floor(loads, ranked, cfg, dt, splits=min(split_max, TOP)),
         seconds=time.monotonic() - began,
         slo_p99_s=cfg.slo_p99_s,
     )

@@ -402,10 +402,17 @@ def test_by_pool_groups_servegen_clients_and_drops_silent_ones() -> None:
             id="pool-and-no-split",
         ),
         pytest.param((None, 0.9, 1.0), (), [], id="no-long-tail-is-not-judged"),
+        pytest.param(
+            (0.345, 0.6, 1.0, 0.282),
+            (),
+            ["tail/own 0.345 > 0.25 (floor 0.282)"],
+            id="a-tail-target-below-its-floor-says-so",
+        ),
+        pytest.param((0.31, 0.6, 1.0, 0.2), (), ["tail/own 0.310 > 0.25"], id="a-reachable-tail"),
     ],
 )
 def test_missed_shared_targets(
-    ratios: tuple[float | None, float, float], missed: tuple[str, ...], expected: list[str]
+    ratios: tuple[float | None, ...], missed: tuple[str, ...], expected: list[str]
 ) -> None:
     auto = report.PolicyResult(
         name="shared + auto",
@@ -422,8 +429,32 @@ def test_missed_shared_targets(
         requests=1.0,
         slo_p99_s=10.0,
     )
-    q = report.SharedRatios(*ratios, vs_lower_bound=1.0)
+    tail, pool, split, *floor = ratios
+    q = report.SharedRatios(
+        tail_vs_own=tail,
+        pool_vs_own=pool,  # type: ignore[arg-type]
+        vs_best_split=split,  # type: ignore[arg-type]
+        vs_lower_bound=1.0,
+        tail_floor_vs_own=floor[0] if floor else None,
+    )
     assert report.missed_shared_targets(auto, q) == expected
+
+
+def test_tail_spend_floor_is_the_least_bound_share_over_the_splits() -> None:
+    """Six tenants, each sending one request per 5 s step for a minute. A request holds a seat
+    5.5 s, so a tenant's 12 requests are 12 x 5.5 / 60 = 1.1 seats over the minute, and every
+    tenant has 1/6 of the tokens. A replica for the minute costs $7.79 / 60 = $0.1298.
+
+    k = 0: all six as one fleet need ceil(6.6 / 64) = 1 replica, and the tail's 1/6 of it is
+    $0.0216. k = 5 (the top five on their own): the tail alone, also 1 replica, $0.1298. The
+    floor is the least of the splits: $0.0216.
+    """
+    loads = [load(f"p/{k}", [1.0] * 12) for k in range(6)]
+    ranked = list(range(6))
+    one_replica_minute = CFG.prices.shared_per_gpu_hour / 60
+    floor = shared_compare.tail_spend_floor(loads, ranked, CFG, DT)
+    assert floor == pytest.approx(one_replica_minute / 6)
+    assert shared_compare.tail_spend_floor(loads[:5], ranked[:5], CFG, DT) is None
 
 
 def test_compare_pool_runs_every_alternative() -> None:
@@ -469,6 +500,17 @@ def test_compare_pool_runs_every_alternative() -> None:
     text = shared_compare.render(cmp, shared.FleetSettings())
     assert "shared + auto spend / own replicas" in text
     assert "per-minute lower bound" in text
+
+    # "Missed by every alternative": a tenant late under all four, not one late under three.
+    late = np.zeros(10)
+    late[4] = 100.0  # every request waited 4 steps, 20 s: over the 10 s SLO
+    runs = {p: list(rs) for p, rs in cmp.runs.items()}
+    for p in shared_compare.POLICIES:
+        runs[p][1] = replace(runs[p][1], wait_weights=late)
+        if p != shared_compare.OWN:
+            runs[p][2] = replace(runs[p][2], wait_weights=late)
+    marked = replace(cmp, runs=runs)
+    assert marked.missed_by_every_alternative == ("p/s0",)
 
 
 def _every(minutes: float, steps: int, burst: float = 3.0) -> list[float]:

@@ -6,10 +6,19 @@ from bench import bench_shared as bench
 
 
 def _row(
-    pool: str, pool_vs_own: float, misses: tuple[str, ...] = (), tail_vs_own: float | None = 0.1
+    pool: str,
+    pool_vs_own: float,
+    misses: tuple[str, ...] = (),
+    tail_vs_own: float | None = 0.1,
+    tail_floor: float | None = 0.05,
 ) -> bench.Row:
     return bench.Row(
-        pool=pool, tenants=10, pool_vs_own=pool_vs_own, tail_vs_own=tail_vs_own, misses=misses
+        pool=pool,
+        tenants=10,
+        pool_vs_own=pool_vs_own,
+        tail_vs_own=tail_vs_own,
+        tail_floor=tail_floor,
+        misses=misses,
     )
 
 
@@ -32,15 +41,15 @@ def test_exit_code(rows: list[bench.Row], expected: int) -> None:
 def test_table_puts_failed_rows_then_the_worst_pool_first() -> None:
     rows = [
         _row("small", 0.4, tail_vs_own=0.1),
-        _row("big", 1.3, ("pool/own 1.300 > 1",), tail_vs_own=0.3),
+        _row("big", 1.3, ("pool/own 1.300 > 1",), tail_vs_own=0.3, tail_floor=0.28),
         bench.Row(pool="broken", error="ValueError: no traffic"),
-        _row("few", 0.8, tail_vs_own=None),
+        _row("few", 0.8, tail_vs_own=None, tail_floor=None),
     ]
     lines = bench.table(rows).splitlines()[2:]
     assert [line.split()[0] for line in lines] == ["broken", "big", "few", "small"]
     assert "ERROR: ValueError: no traffic" in lines[0]
-    assert lines[1].split()[2:4] == ["0.300", "1.300"]
-    assert lines[2].split()[2] == "none"  # no long tail: nothing to judge
+    assert lines[1].split()[2:5] == ["0.300", "0.280", "1.300"]  # tail/own, its floor, pool/own
+    assert lines[2].split()[2:4] == ["none", "none"]  # no long tail: nothing to judge
 
 
 @pytest.mark.parametrize(
