@@ -199,6 +199,15 @@ def test_compare_judges_like_for_like_on_conv_slice() -> None:
     assert cmp.static[w.tenants[0].name].floor == 0
     assert cmp.ratios.vs_lower_bound == pytest.approx(1.0033, abs=1e-4)
     assert report.missed_targets(auto, cmp.ratios) == []
+    assert cmp.missed_by_every_policy == ()
+    # A tenant late under every policy is counted; late under all but one, it is not.
+    late = np.zeros(31)
+    late[30] = 100.0  # every request waited 30 s, over the 10 s SLO (dt 1 s)
+    name = w.tenants[0].name
+    every = {p: [replace(runs[0], wait_weights=late)] for p, runs in cmp.runs.items()}
+    assert replace(cmp, runs=every).missed_by_every_policy == (name,)
+    but_static = {**every, "best-static-hybrid": cmp.runs["best-static-hybrid"]}
+    assert replace(cmp, runs=but_static).missed_by_every_policy == ()
 
 
 def _fake_run(spend: float, waited_s: int) -> engine.TenantRun:
