@@ -243,6 +243,9 @@ class PlacementInputs:
     #: For a LoRA tenant of a base model with a SharedEngine: that engine, which then *is* the
     #: serverless option (priced by :func:`tidepool.policy.lora_promotion.engine_spend`).
     engine: lora_promotion.EngineShare | None = None
+    #: ``spec.scaling.maxReplicas``: no option runs more replicas in total, so none is priced
+    #: (or sized) for more; ``None``: no limit.
+    max_replicas: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +390,11 @@ def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
     utilization 0.875, H100s at $7.79/GPU-hour on both pools, dedicated nodes of 8 GPUs:
     serverless holds ``max(1, 0.5/0.875) = 1`` GPU while active (always): ``7.79 x 730 =
     $5,687``/month; dedicated holds 1 replica, i.e. a whole node of 8 GPUs: $45,494/month.
+
+    Every option is held to ``maxReplicas`` in total, as the autoscaler holds it: a load that
+    needs more is priced at the limit (its excess goes unserved whichever option runs), and a
+    hybrid floor is at most the limit with its overflow in what is left. E.g. a peak needing
+    3,044 replicas under ``maxReplicas: 1000``: dedicated 1,000, and no floor above 1,000.
     """
     cap = inputs.capacity
     target = inputs.target_utilization
@@ -394,7 +402,8 @@ def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
     mean = work(traffic.mean, cap)
     peak = max(work(traffic.peak, cap), mean)
     active = max(1e-9, traffic.active_fraction)
-    n_ded = dedicated_replicas(peak, target, inputs.min_replicas)
+    most = inputs.max_replicas if inputs.max_replicas is not None else math.inf
+    n_ded = int(min(dedicated_replicas(peak, target, inputs.min_replicas), most))
 
     def monthly(pool: PoolPrice, replicas: float) -> float:
         return cost.dedicated_monthly(pool.gpus_held(replicas, gpr), pool.price_per_gpu_hour)
@@ -415,7 +424,7 @@ def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
         chargeback = on_engine.chargeback_monthly
     elif inputs.shared is not None:
         # While active it runs what its load needs, at least one replica; idle, nothing.
-        up = max(float(inputs.min_replicas), active * max(1.0, mean / active / target))
+        up = max(float(inputs.min_replicas), active * min(most, max(1.0, mean / active / target)))
         serverless = monthly(inputs.shared, up)
         if inputs.shared.price_per_million_tokens is not None:
             chargeback = cost.serverless_monthly(
@@ -424,17 +433,17 @@ def project(inputs: PlacementInputs, traffic: Traffic) -> CostProjection:
     if inputs.dedicated is not None:
         limit = (inputs.overflow_concurrency_per_replica or cap.max_num_seqs) / cap.max_num_seqs
         # Dedicated GPUs too keep what wakes need warm (the plan holds them at that floor).
-        wake = wake_floor(traffic, inputs, limit)
+        wake = int(min(wake_floor(traffic, inputs, limit), most))
         n_ded = max(n_ded, wake)
         dedicated = monthly(inputs.dedicated, n_ded)
         if inputs.shared is not None:
             # From the floor wakes need, up to the one that carries the peak without spilling
-            # (beyond n_ded when the spill threshold is below a full batch).
-            lowest = max(1, inputs.min_replicas, wake)
-            top = max(n_ded, lowest, math.ceil(peak / limit - 1e-9))
+            # (beyond n_ded when the spill threshold is below a full batch), within the limit.
+            lowest = int(min(max(1, inputs.min_replicas, wake), most))
+            top = int(min(max(n_ded, lowest, math.ceil(peak / limit - 1e-9)), most))
             for f in range(lowest, top + 1):
-                spill = expected_overflow(mean, peak, f * limit)
-                price = monthly(inputs.dedicated, f) + monthly(inputs.shared, spill / target)
+                spill = min(expected_overflow(mean, peak, f * limit) / target, most - f)
+                price = monthly(inputs.dedicated, f) + monthly(inputs.shared, spill)
                 if price < hybrid:
                     hybrid, floor = price, f
     return CostProjection(

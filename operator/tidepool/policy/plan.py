@@ -629,11 +629,15 @@ def hybrid_floor(infd: InferenceDeployment, chosen: int | None) -> int:
     """Dedicated replicas a hybrid tenant keeps warm.
 
     ``spec.mode: hybrid`` keeps ``max(1, minReplicas)``; ``auto`` keeps the floor its placement
-    decision ``chosen`` (``status.hybridFloor``), so the operator runs what the policy priced.
+    decision ``chosen`` (``status.hybridFloor``), so the operator runs what the policy priced,
+    but never more than ``maxReplicas``: the floor is part of the total the spec caps (a floor
+    of 3,044 chosen before placement knew the limit once ran 3,044 replicas under
+    ``maxReplicas: 1000``). E.g. minReplicas 0, maxReplicas 4: chosen 3 keeps 3, chosen 9 keeps 4.
     """
-    base = max(1, infd.spec.scaling.min_replicas)
+    scaling = infd.spec.scaling
+    base = max(1, scaling.min_replicas)
     if infd.spec.mode == DeploymentMode.AUTO and chosen:
-        return max(base, chosen)
+        return max(base, min(chosen, scaling.max_replicas))
     return base
 
 
@@ -1561,6 +1565,7 @@ def placement_inputs(
         expected_tokens_per_minute=infd.spec.placement.expected_tokens_per_minute,
         cold_start=cold_start,
         engine=engine,
+        max_replicas=scaling.max_replicas,
     )
 
 

@@ -1096,3 +1096,45 @@ def test_utilization_is_a_fraction_of_what_dedicated_provisions(s: PlacementInpu
     d = placement.decide(s, NOW)
     if d.utilization is not None:
         assert 0.0 <= d.utilization <= 1.0 + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("max_replicas", "dedicated", "floor_at_most"),
+    [
+        # 2,000 replicas of work, peaking at 3,000: at the target of 0.875, 3,429 for the peak.
+        pytest.param(None, 3429, None, id="no-limit-sizes-for-the-peak"),
+        pytest.param(1000, 1000, 1000, id="maxReplicas-1000-holds-every-option"),
+        pytest.param(4, 4, 4, id="a-small-limit"),
+    ],
+)
+def test_no_option_is_sized_or_priced_beyond_max_replicas(
+    max_replicas: int | None, dedicated: int, floor_at_most: int | None
+) -> None:
+    """A ServeGen client at x100 asked for a hybrid floor of 3,044 under ``maxReplicas: 1000``
+    and the operator ran it: the limit caps the projection, as the autoscaler caps the total."""
+    t = traffic(2000.0, 3000.0)
+    proj = placement.project(inputs(traffic=t, max_replicas=max_replicas), t)
+    assert proj.dedicated_replicas == dedicated
+    assert proj.dedicated_monthly == pytest.approx(dedicated * GPU_MONTH)
+    if floor_at_most is not None:
+        assert proj.hybrid_floor_replicas <= floor_at_most
+        # Dedicated and hybrid are the limit's GPUs at most, serverless too.
+        assert proj.hybrid_monthly <= floor_at_most * GPU_MONTH * (1 + 1e-9)
+        assert proj.serverless_monthly <= floor_at_most * GPU_MONTH * (1 + 1e-9)
+
+
+@given(
+    mean=st.floats(0.0, 5000.0),
+    burst=st.floats(1.0, 10.0),
+    limit=st.integers(1, 2000),
+    min_replicas=st.integers(0, 5),
+)
+def test_the_projection_never_exceeds_max_replicas(
+    mean: float, burst: float, limit: int, min_replicas: int
+) -> None:
+    t = traffic(mean, mean * burst)
+    lo = min(min_replicas, limit)
+    proj = placement.project(inputs(traffic=t, max_replicas=limit, min_replicas=lo), t)
+    assert proj.dedicated_replicas <= limit
+    assert proj.hybrid_floor_replicas <= limit
+    assert proj.wake_floor_replicas <= limit
