@@ -442,7 +442,7 @@ class _TenantLoop:
         its command on the pools."""
         dt = self.dt
         self.offered.last = i - 1
-        now_demand = self.qlen + self.run_sh + self.run_de
+        now_demand = self.qlen - self._unseen_arrivals(i) + self.run_sh + self.run_de
         lo = max(0, i - self.signal_k + 1)
         recent = (float(self.conc[lo:i].sum()) + now_demand) / (i - lo + 1)
         obs = Observation(
@@ -507,6 +507,18 @@ class _TenantLoop:
                 queue.popleft()
         if not queue:
             self.qlen = 0.0
+
+    def _unseen_arrivals(self, i: int) -> float:
+        """The part of step ``i``'s arrivals a scrape would not see in flight.
+
+        The tick comes after the step's arrivals join the queue and before they are admitted, so
+        a request shorter than a step would count whole, though at any instant of the step only
+        its share of the step is in flight (Little's law): 4,000 requests/s of 0.14 s are 577
+        in flight, not a 5 s step's 20,000 (that count once asked for 72 replicas where 11
+        serve). Requests still waiting from earlier steps count whole, as the gateway holds them.
+        """
+        a = self.arrivals[i] if i < self.n else 0.0
+        return a * max(0.0, 1.0 - self.svc_steps[i]) if a > 0 else 0.0
 
     def _late(self, arrived: int, admitted: int, count: float) -> None:
         """Count ``count`` requests that arrived at step ``arrived`` and waited until

@@ -143,6 +143,37 @@ class _Nothing:
         return engine.Command(0, 0, 3600.0)
 
 
+class _Watching:
+    """Eleven shared replicas throughout, recording the demand each tick observes."""
+
+    name = "watching"
+    push_wake = False
+
+    def __init__(self) -> None:
+        self.seen: list[engine.Observation] = []
+
+    def initial(self, concurrency: float, now: datetime) -> engine.Command:
+        return engine.Command(11, 0, 15.0)
+
+    def tick(self, obs: engine.Observation) -> engine.Command:
+        self.seen.append(obs)
+        return engine.Command(11, 0, 15.0)
+
+
+def test_the_observed_demand_is_what_is_in_flight() -> None:
+    """What a scrape at any instant sees in flight, not a step's arrivals before admission (a
+    ServeGen client at x100 once showed 3,800 for 577 in flight and got 72 replicas for 11):
+    4,000 requests/s of 0.144 s are 576 in flight, though a 5 s step brings 20,000."""
+    rate, service_s, in_flight = 4000.0, 0.144, 576.0
+    ctrl = _Watching()
+    dt = 5.0  # ServeGen's step; steady() gives arrivals per step
+    engine.simulate(steady(rate * dt, service_s, 120), ctrl, CFG, dt=dt, start=T0)
+    settled = [o for o in ctrl.seen if o.elapsed_s >= 60]
+    assert settled
+    for obs in settled:
+        assert obs.recent_demand == pytest.approx(in_flight, rel=0.02)
+
+
 def test_backlog_at_the_end_is_served_and_paid_for() -> None:
     # 100 in flight wanted, 64 seats: a queue builds; after the trace it drains on the same
     # replica, and every request is admitted (its wait counted in full).
