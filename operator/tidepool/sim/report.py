@@ -13,7 +13,7 @@ This module must not run simulations or write files.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -88,6 +88,20 @@ def tenant_p99_s(run: TenantRun) -> float:
 def meets_slo(run: TenantRun, slo_p99_s: float) -> bool:
     """The one SLO rule, for one tenant: its own p99 queue wait is at most ``slo_p99_s``."""
     return tenant_p99_s(run) <= slo_p99_s
+
+
+def missed_by_all(
+    runs: Mapping[str, Sequence[TenantRun]], policies: Sequence[str], slo_p99_s: float
+) -> tuple[str, ...]:
+    """The tenants over the SLO under every one of ``policies`` (``runs[policy][k]`` is tenant
+    ``k``'s run, in the same order for each): what no policy compared served in time. E.g.
+    tenant ``a`` late under both policies and ``b`` only under one: ``("a",)``."""
+    first = runs[policies[0]]
+    return tuple(
+        run.tenant
+        for k, run in enumerate(first)
+        if not any(meets_slo(runs[p][k], slo_p99_s) for p in policies)
+    )
 
 
 def summarize(name: str, runs: Sequence[TenantRun], slo_p99_s: float) -> PolicyResult:

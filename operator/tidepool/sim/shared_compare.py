@@ -91,11 +91,7 @@ class PoolComparison:
         """The tenants over the SLO whichever way the pool is hosted (:data:`POLICIES`): what
         no policy compared here could have served in time, e.g. a burst beyond any fleet's seats
         and beyond its own replicas' too."""
-        return tuple(
-            name
-            for k, name in enumerate(self.tenants)
-            if not any(report.meets_slo(self.runs[p][k], self.slo_p99_s) for p in POLICIES)
-        )
+        return report.missed_by_all(self.runs, POLICIES, self.slo_p99_s)
 
     def spend(self, name: str, tenants: Sequence[int] | None = None) -> float:
         group = self.runs[name]
@@ -324,7 +320,7 @@ def compare_pool(
         fleets={SHARED: everything, AUTO: auto_fleet, SPLIT: candidates[best][1]},
         split=best,
         bound=engine.lower_bound_spend(shared.aggregate(loads, pool), cfg, dt),
-        tail_floor=tail_spend_floor(loads, ranked, cfg, dt, splits=min(split_max, TOP)),
+        tail_floor=tail_spend_floor(loads, ranked, cfg, dt, splits=split_max),
         seconds=time.monotonic() - began,
         slo_p99_s=cfg.slo_p99_s,
     )

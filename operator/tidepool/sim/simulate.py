@@ -99,13 +99,7 @@ class Comparison:
         """The tenants over the SLO under every policy compared, ``always-dedicated`` sized for
         the peak and the best static choice in hindsight included: what no policy here served
         in time (e.g. a burst within one step that outruns even the peak's replicas' seats)."""
-        slo = self.results["tidepool-auto"].slo_p99_s
-        tenants = [r.tenant for r in self.runs["tidepool-auto"]]
-        return tuple(
-            name
-            for k, name in enumerate(tenants)
-            if not any(report.meets_slo(self.runs[p][k], slo) for p in POLICIES)
-        )
+        return report.missed_by_all(self.runs, POLICIES, self.results["tidepool-auto"].slo_p99_s)
 
     @property
     def ratios(self) -> report.Ratios:
