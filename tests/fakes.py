@@ -20,9 +20,9 @@ from tidepool.api import labels
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
 from tidepool.handlers.deps import Deps, Telemetry
 from tidepool.policy.capacity import EngineThroughput
+from tidepool.policy.children import ObservedDeployment, PodProblem
 from tidepool.policy.cold_start import PodTimeline
 from tidepool.policy.placement import Load, Traffic
-from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.shared_engine import EnginePodAddress
 from tidepool.policy.signals import NoData, Sample, Signal
 

@@ -22,8 +22,8 @@ from tidepool.adapters.discovery import FLEET_SELECTOR
 from tidepool.api import labels
 from tidepool.api.conditions import Reason
 from tidepool.api.v1alpha1 import API_VERSION, GROUP, GPUPool, InferenceDeployment, SharedEngine
+from tidepool.policy.children import ObservedDeployment, PodProblem
 from tidepool.policy.cold_start import PodTimeline
-from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.shared_engine import EnginePodAddress
 
 _M = TypeVar("_M", InferenceDeployment, SharedEngine)

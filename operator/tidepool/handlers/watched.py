@@ -28,8 +28,8 @@ from tidepool.adapters import wake
 from tidepool.adapters.kube import Kube
 from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import GROUP, VERSION, GPUPool, InferenceDeployment, SharedEngine
+from tidepool.policy.children import ObservedDeployment, PodProblem
 from tidepool.policy.cold_start import PodTimeline
-from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.shared_engine import EnginePodAddress
 
 JSON = dict[str, Any]

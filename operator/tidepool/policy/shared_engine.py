@@ -74,7 +74,8 @@ from tidepool.api.v1alpha1 import (
 )
 from tidepool.policy import autoscale, capacity, placement
 from tidepool.policy.capacity import EngineCapacity
-from tidepool.policy.plan import Event, History, ObservedDeployment, offered_concurrency
+from tidepool.policy.children import ObservedDeployment
+from tidepool.policy.plan import Event, History, offered_concurrency
 from tidepool.policy.signals import NoData, Sample, Signal
 
 #: How soon to look again while an adapter failed to load or waits for a replica.

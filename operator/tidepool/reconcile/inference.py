@@ -13,7 +13,7 @@ the gateway pushes a wake. It does three things, in order:
 Children named by an older operator's naming rule are handed over make-before-break: observe
 splits them off as ``stale``, and the plan sizes each pool from the Deployment that serves it and
 drops an older one once the current one serves as many replicas (see
-:func:`tidepool.policy.plan.retired`).
+:func:`tidepool.policy.children.retired`).
 
 It is idempotent: with nothing changed in the cluster or the metrics it applies nothing and
 returns the same status. Every durable timer lives in ``status`` (see :mod:`tidepool.policy.plan`),
@@ -33,10 +33,11 @@ from tidepool.api.v1alpha1 import (
     InferenceDeploymentStatus,
     SharedEngine,
 )
-from tidepool.policy import autoscale, migration, placement, shared_engine
+from tidepool.policy import autoscale, children, migration, placement, shared_engine
 from tidepool.policy import plan as planning
+from tidepool.policy.children import ObservedDeployment
 from tidepool.policy.cold_start import PodTimeline
-from tidepool.policy.plan import Event, InvalidPlacementError, ObservedDeployment
+from tidepool.policy.plan import Event, InvalidPlacementError
 from tidepool.policy.signals import NoData, Signal
 from tidepool.reconcile.ports import KubePort, MetricsPort
 from tidepool.render import engine
@@ -117,11 +118,11 @@ def observe(
 ) -> planning.Observed:
     """Every read the plan needs, made before deciding anything."""
     pools = tuple(kube.list_pools())
-    deployments, stale = planning.split_renamed(
+    deployments, stale = children.split_renamed(
         kube.engine_deployments(infd.namespace, infd.name),
         lambda pool: names.engine_deployment(infd.name, pool),
     )
-    serving = planning.serving_deployments(deployments, stale)
+    serving = children.serving_deployments(deployments, stale)
     problems = tuple(kube.pod_problems(infd.namespace, infd.name))
     timelines, responses = _cold_start_marks(infd, kube)
     ready_total = sum(d.ready_replicas for d in serving.values())

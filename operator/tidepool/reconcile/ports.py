@@ -9,9 +9,9 @@ from typing import Any, Protocol
 
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy.capacity import EngineThroughput
+from tidepool.policy.children import ObservedDeployment, PodProblem
 from tidepool.policy.cold_start import PodTimeline
 from tidepool.policy.placement import Traffic
-from tidepool.policy.plan import ObservedDeployment, PodProblem
 from tidepool.policy.signals import NoData, Signal
 
 

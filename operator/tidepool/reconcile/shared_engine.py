@@ -14,9 +14,9 @@ a timer, and when a tenant with an adapter changes.
    what the loads left, so the status written describes the fleet after this sync, not before.
 
 A fleet Deployment or Service by an older operator's name (:mod:`tidepool.api.names` changed) is
-handed over as a tenant's is (:func:`tidepool.policy.plan.retired`): the plan sizes the fleet from
-the Deployment that serves it, and the older one goes once the current one has as many ready
-replicas as the fleet should run.
+handed over as a tenant's is (:func:`tidepool.policy.children.retired`): the plan sizes the fleet
+from the Deployment that serves it, and the older one goes once the current one has as many
+ready replicas as the fleet should run.
 
 Make-before-break for adapters: the gateway sends a tenant only to the pods the engine's record
 (``status.adapters[].replicas``) names. So an adapter is unloaded from a pod only once a record
@@ -42,10 +42,10 @@ from typing import Any, Final, Protocol
 
 from tidepool.api import names
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, LoadedAdapter, SharedEngine
-from tidepool.policy import autoscale
-from tidepool.policy import plan as core
+from tidepool.policy import autoscale, children
 from tidepool.policy import shared_engine as planning
-from tidepool.policy.plan import Event, History, ObservedDeployment
+from tidepool.policy.children import ObservedDeployment
+from tidepool.policy.plan import Event, History
 from tidepool.policy.shared_engine import EnginePodAddress
 from tidepool.policy.signals import NoData, Sample, Signal
 from tidepool.reconcile import inference
@@ -140,7 +140,7 @@ def sync_shared_engine(
     observed = observe(
         engine,
         tenants,
-        deployment=core.serving_view(current, stale),
+        deployment=children.serving_view(current, stale),
         namespace=namespace,
         kube=kube,
         lora=lora,
@@ -266,8 +266,8 @@ def fleet_deployments(
     engine: SharedEngine, *, namespace: str, kube: SharedEngineKubePort
 ) -> tuple[ObservedDeployment | None, tuple[ObservedDeployment, ...]]:
     """The fleet's Deployment by its current name (None before it exists), and any by an older
-    name (:func:`tidepool.policy.plan.split_renamed`)."""
-    current, stale = core.split_renamed(
+    name (:func:`tidepool.policy.children.split_renamed`)."""
+    current, stale = children.split_renamed(
         kube.shared_engine_deployments(namespace, engine.name),
         lambda _pool: names.shared_engine(engine.name),
     )
@@ -283,8 +283,8 @@ def retire_renamed(
     kube: SharedEngineKubePort,
 ) -> None:
     """Delete the fleet's Deployments of an older name once the current one serves the
-    ``replicas`` the plan wants (:func:`tidepool.policy.plan.may_retire`)."""
-    if stale and core.may_retire(current, replicas):
+    ``replicas`` the plan wants (:func:`tidepool.policy.children.may_retire`)."""
+    if stale and children.may_retire(current, replicas):
         kube.delete_deployments(namespace, [d.name for d in stale])
 
 
@@ -295,7 +295,7 @@ def retire_renamed_service(
     did (so this process need not look again)."""
     listed = kube.shared_engine_services(namespace, engine.name)
     current = names.shared_engine(engine.name)
-    older = core.stale_services(listed, current)
+    older = children.stale_services(listed, current)
     if older:
         kube.delete_services(namespace, list(older))
     return current in listed
@@ -315,7 +315,7 @@ def observe(
     now: datetime,
 ) -> planning.SharedObserved:
     """Every read the plan needs, made before deciding anything. ``deployment``: the one that
-    serves the fleet (:func:`tidepool.policy.plan.serving_view`), read by the caller."""
+    serves the fleet (:func:`tidepool.policy.children.serving_view`), read by the caller."""
     pool = next((p for p in kube.list_pools() if p.name == engine.spec.pool), None)
     addresses = kube.shared_engine_pods(
         namespace, names.shared_engine_label(engine.name), engine.spec.engine.port

@@ -31,7 +31,7 @@ from tidepool.api.v1alpha1 import (
     DeploymentMode,
     InferenceDeploymentStatus,
 )
-from tidepool.policy import placement, plan, signals
+from tidepool.policy import children, placement, plan, signals
 from tidepool.sim import config
 from tidepool.sim.engine import Command, Observation
 
@@ -75,7 +75,7 @@ class Tidepool:
         }
         exists = self.last.replicas() if self.last else {}
         deployments = {
-            pool: plan.ObservedDeployment(
+            pool: children.ObservedDeployment(
                 name=names.engine_deployment(self.infd.name, pool),
                 pool=pool,
                 replicas=live[pool][0],

@@ -89,7 +89,7 @@ from tidepool.api.v1alpha1 import (
     SharedEngine,
 )
 from tidepool.policy import adapter_affinity as affinity
-from tidepool.policy import cost, lora_promotion, lora_timing, placement, plan
+from tidepool.policy import children, cost, lora_promotion, lora_timing, placement, plan
 from tidepool.policy import shared_engine as policy
 from tidepool.policy.signals import NoData, Sample
 from tidepool.sim import config, engine, report, traces
@@ -655,7 +655,7 @@ class _FleetLoop:
         state, key_of = self.state, self.key_of
         return policy.SharedObserved(
             pool=self.pool,
-            deployment=plan.ObservedDeployment(
+            deployment=children.ObservedDeployment(
                 name=ENGINE_NAME,
                 pool=config.SHARED_POOL,
                 replicas=len(self.fleet_pods),

@@ -14,7 +14,7 @@ from tidepool.api import labels, names
 from tidepool.api.conditions import Reason
 from tidepool.handlers import watched
 from tidepool.handlers.watched import Indices, WatchedKube
-from tidepool.policy.plan import ObservedDeployment
+from tidepool.policy.children import ObservedDeployment
 
 JSON = dict[str, Any]
 NAMESPACE = "team-a"

@@ -14,7 +14,8 @@ from tidepool.api import conditions, labels
 from tidepool.api.conditions import ConditionType
 from tidepool.api.v1alpha1 import GPUPool, InferenceDeployment, SharedEngine
 from tidepool.policy import shared_engine as se
-from tidepool.policy.plan import History, ObservedDeployment
+from tidepool.policy.children import ObservedDeployment
+from tidepool.policy.plan import History
 from tidepool.policy.signals import NoData, Sample, Signal
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

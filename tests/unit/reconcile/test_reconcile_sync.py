@@ -19,7 +19,7 @@ from reconcile_harness import (
 from fakes import FakeKube
 from tidepool.api import labels
 from tidepool.api.v1alpha1 import Condition, DeploymentMode
-from tidepool.policy.plan import PodProblem
+from tidepool.policy.children import PodProblem
 from tidepool.policy.signals import NoData, Sample
 
 JSON = dict[str, Any]

@@ -6,7 +6,7 @@ an upgrade the operator must run the new one beside the old one and delete the o
 the new one serves what the pool should (or the pool is scaled to zero): never an orphan with
 its GPUs, never a request without a replica.
 
-First the pure rule (:func:`tidepool.policy.plan.retired` and its helpers), as tables and a
+First the pure rule (:func:`tidepool.policy.children.retired` and its helpers), as tables and a
 property; then ``reconcile.inference.sync`` and ``sync_shared_engine`` against the fakes, with
 the children renamed as an older operator named them.
 """
@@ -24,7 +24,7 @@ from test_shared_engine_sync import POOL
 from fakes import T0, FakeKube, FakeLora, FakeMetrics, FakeSharedCluster
 from tidepool.api import names
 from tidepool.api.v1alpha1 import SharedEngine
-from tidepool.policy.plan import (
+from tidepool.policy.children import (
     ObservedDeployment,
     may_retire,
     retired,
