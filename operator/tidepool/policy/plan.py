@@ -1023,16 +1023,16 @@ def _autoscale_policy(
 
     Dedicated GPUs keep a warm replica, as an explicit dedicated deployment must (the CRD
     refuses minReplicas 0 there), and a hybrid tenant keeps its whole floor; so does a
-    promotion's target, from the moment it takes traffic.
+    promotion's target, from the moment it takes traffic. The floor never exceeds
+    ``maxReplicas`` (:func:`hybrid_floor` caps it, and the schema keeps ``minReplicas`` at or
+    below it), so the maximum stays the spec's.
     """
     policy = autoscale.AutoscalePolicy.from_spec(infd.spec.scaling)
     if gpu_mode not in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID):
         return policy
     keep = floor if gpu_mode == DeploymentMode.HYBRID else max(1, warm)
     return dataclasses.replace(
-        policy,
-        min_replicas=max(policy.min_replicas, keep),
-        max_replicas=max(keep, policy.max_replicas),
+        policy, min_replicas=min(policy.max_replicas, max(policy.min_replicas, keep))
     )
 
 
