@@ -78,9 +78,10 @@ class EngineSpec:
     load_delay: str
     containers: tuple[str, ...]
     grace_seconds: int
-    #: The engine container's vLLM LoRA flags, passed on as they are (the simulator takes the
-    #: same ones), and its environment the simulator reads (runtime adapter updating).
-    lora_args: tuple[str, ...] = ()
+    #: The engine container's vLLM flags of :data:`SIM_FLAGS` (LoRA's, the scheduling policy),
+    #: passed on as they are (the simulator takes the same ones), and its environment the
+    #: simulator reads (runtime adapter updating).
+    sim_args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -99,34 +100,38 @@ def engine_sim_command(spec: EngineSpec) -> list[str]:
         sys.executable, "-m", "tidepool", "engine-sim",
         "--host", spec.host, "--port", str(spec.port),
         "--model", spec.model, "--load-delay", spec.load_delay,
-        *spec.lora_args,
+        *spec.sim_args,
     ]  # fmt: skip
 
 
-#: vLLM's LoRA flags the simulator also takes, and whether each is followed by a value.
-LORA_FLAGS = {
+#: vLLM's flags the simulator also takes (LoRA's and the scheduling policy), and whether each is
+#: followed by a value.
+SIM_FLAGS = {
     "--enable-lora": False,
     "--max-loras": True,
     "--max-cpu-loras": True,
     "--max-lora-rank": True,
     "--lora-modules": True,
+    "--scheduling-policy": True,
 }
 #: Engine environment the simulator reads, as vLLM does.
 SIM_ENV = ("VLLM_ALLOW_RUNTIME_LORA_UPDATING",)
 
 
-def lora_args(args: Sequence[str]) -> tuple[str, ...]:
-    """The LoRA flags (with their values) out of a vLLM command line, in order.
+def sim_args(args: Sequence[str]) -> tuple[str, ...]:
+    """The flags of :data:`SIM_FLAGS` (with their values) out of a vLLM command line, in order:
+    the LoRA flags and ``--scheduling-policy``, so the simulator schedules as the pod's engine.
 
-    E.g. ``["serve", "m", "--max-num-seqs", "64", "--enable-lora", "--max-loras", "4"]`` gives
-    ``("--enable-lora", "--max-loras", "4")``.
+    E.g. ``["serve", "m", "--max-num-seqs", "64", "--enable-lora", "--max-loras", "4",
+    "--scheduling-policy", "priority"]`` gives ``("--enable-lora", "--max-loras", "4",
+    "--scheduling-policy", "priority")``.
     """
     out: list[str] = []
     rest = iter(args)
     for arg in rest:
-        if arg in LORA_FLAGS:
+        if arg in SIM_FLAGS:
             out.append(arg)
-            if LORA_FLAGS[arg]:
+            if SIM_FLAGS[arg]:
                 out.append(next(rest, ""))
     return tuple(out)
 
@@ -165,7 +170,7 @@ def spec_from_pod(pod: client.V1Pod, default_load_delay: str) -> EngineSpec | No
         load_delay=annotations.get(SIM_LOAD_DELAY, default_load_delay),
         containers=tuple(c.name for c in pod.spec.containers or []),
         grace_seconds=30 if grace is None else int(grace),
-        lora_args=lora_args(engine.args or []) if engine else (),
+        sim_args=sim_args(engine.args or []) if engine else (),
         env=tuple((e.name, e.value or "") for e in (engine.env or []) if e.name in SIM_ENV)
         if engine
         else (),

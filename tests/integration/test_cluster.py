@@ -21,7 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 import localcluster
-from podbacker import PodBacker, lora_args, probe_health
+from podbacker import PodBacker, probe_health, sim_args
 from prometheus import Prometheus
 from tidepool.api import labels
 
@@ -384,9 +384,19 @@ def test_prometheus_scrapes_engine_pods_and_can_be_stopped(
             id="promoted-tenant-adapter",
         ),
         pytest.param(["--model", "m", "--max-num-seqs", "64"], (), id="no-lora"),
+        pytest.param(
+            ["--model", "m", "--scheduling-policy", "priority", "--max-num-seqs", "64"],
+            ("--scheduling-policy", "priority"),
+            id="vllm-scheduling-policy",
+        ),
+        pytest.param(
+            ["--enable-lora", "--scheduling-policy", "fcfs", "--max-loras", "2"],
+            ("--enable-lora", "--scheduling-policy", "fcfs", "--max-loras", "2"),
+            id="policy-among-lora-flags-in-order",
+        ),
     ],
 )
-def test_the_backer_passes_a_pods_lora_flags_to_its_simulator(
+def test_the_backer_passes_a_pods_sim_flags_to_its_simulator(
     args: list[str], expected: tuple[str, ...]
 ) -> None:
-    assert lora_args(args) == expected
+    assert sim_args(args) == expected

@@ -355,6 +355,9 @@ def test_twenty_tenants_share_the_fleet_every_request_answered_on_a_warm_adapter
         timeout=60,
         what=f"{REPLICAS} ready replicas holding the {TENANTS} adapters between them",
     )
+    # Every replica runs the rendered --scheduling-policy priority, so the gateway sends each
+    # request its tenant's priority (policy.fair_share), and the engines take it.
+    assert _engine_status(kube, fleet).get("schedulingPolicy") == "priority"
     pods = _fleet_pods(kube, fleet)
     before = _admissions(pods)
 

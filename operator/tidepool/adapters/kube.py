@@ -19,9 +19,10 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from tidepool.adapters import wake
 from tidepool.adapters.discovery import FLEET_SELECTOR
-from tidepool.api import labels
+from tidepool.api import labels, names
 from tidepool.api.conditions import Reason
 from tidepool.api.v1alpha1 import API_VERSION, GROUP, GPUPool, InferenceDeployment, SharedEngine
+from tidepool.policy import fair_share
 from tidepool.policy.children import ObservedDeployment, PodProblem
 from tidepool.policy.cold_start import PodTimeline
 from tidepool.policy.shared_engine import EnginePodAddress
@@ -538,7 +539,17 @@ def observed_deployment(dep: client.V1Deployment) -> ObservedDeployment:
         updated_replicas=status.updated_replicas or 0,
         generation_observed=(status.observed_generation or 0) >= (meta.generation or 0),
         replica_failure=replica_failure(status),
+        outdated_replicas=max(0, (status.replicas or 0) - (status.updated_replicas or 0)),
+        scheduling_policy=fair_share.scheduling_policy(engine_args(dep)),
     )
+
+
+def engine_args(dep: client.V1Deployment) -> list[str]:
+    """The engine container's arguments in a Deployment's pod template ([] when it has none)."""
+    template = dep.spec.template if dep.spec else None
+    containers = template.spec.containers if template and template.spec else None
+    engine = next((c for c in containers or [] if c.name == names.ENGINE_CONTAINER), None)
+    return list(engine.args or []) if engine is not None else []
 
 
 def pod_timeline(

@@ -27,6 +27,8 @@ from typing import Final
 
 #: Longest label value, Service name and DNS label (Kubernetes' apimachinery validation).
 MAX_NAME: Final = 63
+#: The vLLM container of every engine pod (a tenant's and a SharedEngine's).
+ENGINE_CONTAINER: Final = "engine"
 HASH_LEN: Final = 8
 #: The prefix of SharedEngine children, which share a namespace with nothing of a tenant's.
 SHARED_ENGINE_PREFIX: Final = "sheng"

@@ -1,11 +1,12 @@
 """The simulated engine: vLLM's batch scheduler and latency model, without a GPU.
 
 Role: decide *when* each token of a request is produced. Like vLLM, at most ``max_num_seqs``
-sequences run at once and later ones wait in FIFO order; a request first pays prefill time
-proportional to its prompt tokens (its first token comes out at the end of prefill), then one
-decode step per further token, and each decode step slows down as the batch grows
-(``batch_slowdown`` per extra running sequence). Output length is ``max_tokens`` when given,
-else a length drawn from a seeded generator, so runs with ``--seed`` are reproducible.
+sequences run at once and later ones wait (in arrival order, or by priority; see below); a
+request first pays prefill time proportional to its prompt tokens (its first token comes out at
+the end of prefill), then one decode step per further token, and each decode step slows down
+as the batch grows (``batch_slowdown`` per extra running sequence). Output length is
+``max_tokens`` when given, else a length drawn from a seeded generator, so runs with ``--seed``
+are reproducible.
 
 LoRA, as vLLM serves it with ``--enable-lora`` (its ``LoRAConfig`` and scheduler): a request
 names an adapter in its ``model`` field; at most ``max_loras`` distinct adapters are in the
@@ -16,6 +17,12 @@ recently used adapter that no running request needs; a request whose adapter is 
 first pays a swap-in, plus a load from disk (growing with the rank) when it is not in CPU
 memory either.
 
+Scheduling policy, vLLM's ``--scheduling-policy``: ``fcfs`` (vLLM's default) admits waiters in
+arrival order; ``priority`` (vLLM's priority scheduling, vLLM PR #5958) admits them by the
+request's ``priority`` (lower first), ties in arrival order. Under ``fcfs`` vLLM refuses a
+request whose priority is not 0. vLLM's priority policy also preempts running requests of a
+lower priority for a waiting one; the simulator never preempts, it only orders the waiters.
+
 Must not: know about HTTP or metrics formats (:mod:`tidepool.enginesim.server` and
 :mod:`tidepool.enginesim.metrics` do), read files, or import ``kubernetes``/``kopf``.
 """
@@ -23,6 +30,8 @@ Must not: know about HTTP or metrics formats (:mod:`tidepool.enginesim.server` a
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import math
 import random
 import time
@@ -39,6 +48,17 @@ _VOCAB: Final = (
     "waves", "come", "and", "go", "in", "the", "cold", "morning", "light", "a", "crab", "waits",
     "for", "the", "sea", "to", "return", "and", "carry", "it", "home",
 )  # fmt: skip
+
+
+#: vLLM's ``--scheduling-policy`` values; the first is its default.
+SCHEDULING_POLICIES: Final = ("fcfs", "priority")
+
+
+def check_priority(priority: int, scheduling_policy: str) -> None:
+    """Raise ValueError as vLLM does (its server answers 400 BadRequestError) for a request
+    ``priority`` other than 0 when the priority policy is off."""
+    if priority != 0 and scheduling_policy != "priority":
+        raise ValueError(f"Got priority {priority} but Priority scheduling is not enabled.")
 
 
 class Residency(StrEnum):
@@ -146,10 +166,17 @@ class EngineConfig:
     """On SIGTERM, how long in-flight requests (long streams included) may take."""
     lora: LoraConfig | None = None
     """None: LoRA is off (vLLM without ``--enable-lora``)."""
+    scheduling_policy: str = "fcfs"
+    """vLLM's ``--scheduling-policy``: ``fcfs`` (arrival order) or ``priority``."""
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
             raise ValueError(f"--max-num-seqs must be >= 1, got {self.max_num_seqs}")
+        if self.scheduling_policy not in SCHEDULING_POLICIES:
+            raise ValueError(
+                f"--scheduling-policy must be one of {', '.join(SCHEDULING_POLICIES)}, "
+                f"got {self.scheduling_policy!r}"
+            )
         for name in ("load_delay", "prefill_ms_per_1k_tokens", "decode_ms_per_token"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -195,6 +222,9 @@ def count_chat_tokens(messages: Sequence[object]) -> int:
 @dataclass(slots=True)
 class _Waiter:
     adapter: Adapter | None
+    priority: int
+    seq: int
+    """Arrival number: breaks ties between equal priorities in arrival order."""
     granted: asyncio.Future[float] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -208,6 +238,8 @@ class Engine:
         self.clock = clock
         self.running = 0
         self._waiting: list[_Waiter] = []
+        """In admission order: arrival order, or (priority, arrival) under ``priority``."""
+        self._arrivals = itertools.count()
         self._requests = 0
         self.adapters: dict[str, Adapter] = {}
         """The served adapters, in load order (``/v1/models`` lists them so)."""
@@ -360,11 +392,17 @@ class Engine:
                 self._waiting.remove(waiter)
                 waiter.granted.set_result(self._admit(waiter.adapter))
 
-    async def acquire(self, adapter: Adapter | None = None) -> float:
-        """Take a batch slot, waiting behind earlier requests when full. Returns the seconds
-        the adapter needs before the request can start (its swap into a GPU slot)."""
-        waiter = _Waiter(adapter)
-        self._waiting.append(waiter)
+    async def acquire(self, adapter: Adapter | None = None, priority: int = 0) -> float:
+        """Take a batch slot, waiting when full behind earlier requests (under ``priority``:
+        behind those of a lower priority value, then earlier ones of the same). Returns the
+        seconds the adapter needs before the request can start (its swap into a GPU slot).
+        Raises ValueError, as vLLM does, for a priority other than 0 under ``fcfs``."""
+        check_priority(priority, self.config.scheduling_policy)
+        waiter = _Waiter(adapter, priority, next(self._arrivals))
+        if self.config.scheduling_policy == "priority":
+            bisect.insort(self._waiting, waiter, key=lambda w: (w.priority, w.seq))
+        else:
+            self._waiting.append(waiter)
         self._schedule()
         try:
             return await waiter.granted

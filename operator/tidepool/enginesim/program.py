@@ -40,6 +40,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-slowdown", type=float, default=0.01)
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--scheduling-policy", choices=engine.SCHEDULING_POLICIES, default="fcfs",
+        help="vLLM's: fcfs (arrival order) or priority (by the request's priority, lower first)",
+    )  # fmt: skip
     parser.add_argument("--drain-timeout", type=seconds_flag, default=3600.0)
     parser.add_argument("--log-level", default="INFO")
     lora = parser.add_argument_group("LoRA (vLLM's flags, with vLLM's defaults)")
@@ -99,6 +103,7 @@ def config_from_args(
         seed=args.seed,
         batch_slowdown=args.batch_slowdown,
         drain_timeout=args.drain_timeout,
+        scheduling_policy=args.scheduling_policy,
         lora=lora_from_args(args, environ),
     )
 

@@ -16,6 +16,9 @@ vLLM's answers (plain-text success; 400 for a name already loaded or a rank over
 ``max_lora_rank``, 404 for unloading an unknown name). Without that setting the routes do not
 exist (404), as in vLLM.
 
+A request's ``priority`` (an integer, default 0) orders the waiting queue under vLLM's
+``--scheduling-policy priority``; under ``fcfs`` a priority other than 0 gets vLLM's 400.
+
 Streams carry ``usage`` in their last chunk always (vLLM does so only with
 ``stream_options.include_usage``), so the gateway can meter tokens of every request.
 
@@ -179,6 +182,16 @@ class EngineSim:
         adapter = self.engine.adapters.get(model) if isinstance(model, str) else None
         if model != self.config.model and adapter is None:
             return error_response(404, f"The model `{model}` does not exist.", "NotFoundError", 404)
+        priority = payload.get("priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            return error_response(
+                400, f"priority must be an integer, got {priority!r}", "BadRequestError", 400,
+                param="priority",
+            )  # fmt: skip
+        try:
+            engine.check_priority(priority, self.config.scheduling_policy)
+        except ValueError as exc:
+            return error_response(400, str(exc), "BadRequestError", 400)
         if chat:
             messages = payload.get("messages")
             if not isinstance(messages, list) or not messages:
@@ -194,8 +207,8 @@ class EngineSim:
         n_out = self.engine.output_length(max_tokens, rng)
         stream = bool(payload.get("stream"))
         gen = _Generation(
-            sim=self, chat=chat, model=str(model), adapter=adapter, prompt_tokens=prompt_tokens,
-            n_out=n_out, rng=rng,
+            sim=self, chat=chat, model=str(model), adapter=adapter, priority=priority,
+            prompt_tokens=prompt_tokens, n_out=n_out, rng=rng,
         )  # fmt: skip
         return await (gen.stream(request) if stream else gen.whole())
 
@@ -210,11 +223,13 @@ class _Generation:
         chat: bool,
         model: str,
         adapter: engine.Adapter | None,
+        priority: int,
         prompt_tokens: int,
         n_out: int,
         rng: Any,
     ) -> None:
         self.sim, self.chat, self.model, self.adapter = sim, chat, model, adapter
+        self.priority = priority
         self.prompt_tokens, self.n_out, self.rng = prompt_tokens, n_out, rng
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.UUID(int=rng.getrandbits(128)).hex
         self.created = int(time.time())
@@ -223,7 +238,7 @@ class _Generation:
     async def tokens(self) -> Any:
         """Async generator of tokens, holding a batch slot for its whole life."""
         sim, eng = self.sim, self.sim.engine
-        acquire = asyncio.ensure_future(eng.acquire(self.adapter))
+        acquire = asyncio.ensure_future(eng.acquire(self.adapter, self.priority))
         sim._sync_gauges()
         try:
             swap_in = await acquire

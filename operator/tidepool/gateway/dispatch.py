@@ -124,6 +124,19 @@ class Dispatcher:
             return self._inflight.get(endpoint_key, 0)
         return self._inflight.running.get((endpoint_key, adapter), 0)
 
+    def fleet_load(self, model: routing.ModelKey, adapter: str) -> tuple[int, int, int]:
+        """What :mod:`tidepool.policy.fair_share` weighs a fleet request by, on the replicas
+        ``model`` routes to, through this gateway: ``adapter``'s requests in flight there, the
+        adapters with requests in flight there, and the replicas' batch seats."""
+        target = self.table.target(model)
+        endpoints = {b.endpoint.key: b.endpoint for b in target.backends} if target else {}
+        mine, tenants = 0, set()
+        for (key, running), n in self._inflight.running.items():
+            if key in endpoints:
+                tenants.add(running)
+                mine += n if running == adapter else 0
+        return mine, len(tenants), sum(picking.seats_of(e) for e in endpoints.values())
+
     def running(self) -> Mapping[picking.RunningKey, int]:
         """Requests in flight per (fleet endpoint key, adapter), read-only."""
         return self._inflight.running

@@ -23,9 +23,17 @@ MAX_JSON_BODY: Final = 4 * 1024 * 1024
 MAX_SSE_LINE: Final = 1024 * 1024
 
 
-def rewrite_request(payload: dict[str, Any], upstream: str) -> bytes:
-    """The request body with ``model`` set to ``upstream`` (every other field as sent)."""
-    return json.dumps({**payload, "model": upstream}, separators=(",", ":")).encode()
+def rewrite_request(payload: dict[str, Any], upstream: str, priority: int | None = None) -> bytes:
+    """The request body for a SharedEngine replica: ``model`` set to ``upstream``, ``priority``
+    set to the gateway's (:mod:`tidepool.policy.fair_share`) or left out when it is None, and
+    every other field as sent. A ``priority`` the client sent is never passed on: on a fleet
+    shared with other tenants it would let one jump the queue, and under vLLM's default
+    ``fcfs`` any value but 0 is refused."""
+    body = {k: v for k, v in payload.items() if k != "priority"}
+    body["model"] = upstream
+    if priority is not None:
+        body["priority"] = priority
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _renamed(obj: bytes, upstream: str, served: str) -> bytes | None:

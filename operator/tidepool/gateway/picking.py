@@ -113,7 +113,8 @@ def running_adapter(route: ModelRoute | None, endpoint: Endpoint) -> str | None:
     return route.adapter if route is not None and endpoint.engine else None
 
 
-def _seats(endpoint: Endpoint) -> int:
+def seats_of(endpoint: Endpoint) -> int:
+    """The batch seats of a replica: its SharedEngine's, else :data:`DEFAULT_SEATS`."""
     return DEFAULT_SEATS if endpoint.seats is None else endpoint.seats
 
 
@@ -151,7 +152,7 @@ def _best(
         fleet = bool(e.engine)
         return adapter_affinity.preference(
             in_flight=inflight.get(e.key, 0),
-            seats=_seats(e),
+            seats=seats_of(e),
             this_adapter=running.get((e.key, adapter), 0) if fleet else 0,
             adapters=adapters_on[e.key] if fleet else 0,
         )

@@ -59,6 +59,7 @@ from tidepool.gateway import auth, dispatch, inbound, metrics, routing, usage
 from tidepool.gateway import wake as wakes
 from tidepool.gateway.model import ResponseRewriter, rewrite_request
 from tidepool.gateway.snapshot import ModelRoute, RoutingSnapshot
+from tidepool.policy import fair_share
 
 log = logging.getLogger(__name__)
 
@@ -502,16 +503,30 @@ class Gateway:
         if target is None or (key is not None and target.route.tenant != key.tenant):
             return _model_not_found(model)
         route = target.route
-        if route.upstream_model is not None:
-            # The engine serves this tenant as its LoRA adapter (see tidepool.gateway.model).
-            body = rewrite_request(payload, route.upstream_model)
         labels.model, labels.namespace = route.served_model, route.namespace
         labels.tenant = labels.tenant or route.tenant
         if key is not None:
             limited = self._rate_limited(key, arrived)
             if limited is not None:
                 return limited
-        return await self._send(request, body, route, model, arrived)
+        return await self._send(request, body, route, model, arrived, payload=payload)
+
+    def _fleet_body(
+        self, payload: dict[str, Any], route: ModelRoute, lease: dispatch.Lease
+    ) -> bytes:
+        """The request as a SharedEngine replica gets it: under the tenant's adapter name (see
+        :mod:`tidepool.gateway.model`), with the tenant's priority when the replica schedules by
+        it: whether its requests in flight on the fleet through this gateway (this one counted)
+        are within its fair share of the seats (:mod:`tidepool.policy.fair_share`), so one
+        tenant's burst queues behind the others' requests rather than in front of them."""
+        upstream = route.upstream_model
+        assert upstream is not None
+        priority = None
+        if lease.backend.endpoint.priority_scheduling:
+            mine, tenants, seats = self.dispatcher.fleet_load(route.key, lease.adapter or upstream)
+            share = fair_share.fair_share(seats, tenants, self.replicas)
+            priority = fair_share.priority(mine, share)
+        return rewrite_request(payload, upstream, priority)
 
     def _unavailable(self) -> web.Response | None:
         """The 503 while the gateway cannot route: shutting down, or before its first routing
@@ -568,11 +583,19 @@ class Gateway:
         return resp
 
     async def _send(
-        self, request: web.Request, body: bytes, route: ModelRoute, model: str, arrived: float
+        self,
+        request: web.Request,
+        body: bytes,
+        route: ModelRoute,
+        model: str,
+        arrived: float,
+        *,
+        payload: dict[str, Any],
     ) -> web.StreamResponse:
         """Forward to a replica leased from the queue, trying another (up to
         ``connect_attempts``) when one cannot be connected to; 503 when no lease comes, 502
-        when the replica fails or none can be reached."""
+        when the replica fails or none can be reached. A SharedEngine replica gets the body
+        :meth:`_fleet_body` makes for it, every other replica the body as sent."""
         tried: set[str] = set()
         for _ in range(self.config.connect_attempts):
             got = await self._acquire(route, arrived, frozenset(tried))
@@ -584,8 +607,9 @@ class Gateway:
                     f" {self.config.queue_timeout:g}s"
                 )
                 return error_response(503, what, "service_unavailable_error", got)
+            sent = body if route.upstream_model is None else self._fleet_body(payload, route, got)
             try:
-                return await self._forward(request, body, got, route, arrived)
+                return await self._forward(request, sent, got, route, arrived)
             except _ConnectFailedError as exc:
                 tried.add(got.backend.endpoint.key)
                 log.info(

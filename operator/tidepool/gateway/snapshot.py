@@ -31,6 +31,7 @@ from typing import Any, Final, TypeVar
 
 from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import types
+from tidepool.policy import fair_share
 
 DEFAULT_ENGINE_PORT: Final = 8000
 #: Named container port the engine serves OpenAI on (falls back to DEFAULT_ENGINE_PORT).
@@ -60,6 +61,10 @@ class Endpoint:
     seats: int | None = None
     """Batch seats of a fleet replica: its SharedEngine's ``spec.engine.maxNumSeqs`` (vLLM's
     ``--max-num-seqs``); None when no source says (the picker then assumes DEFAULT_SEATS)."""
+    priority_scheduling: bool = False
+    """Whether this fleet replica schedules by priority (its SharedEngine's
+    ``status.schedulingPolicy``, :func:`engine_priority_scheduling`), so that the gateway may
+    send each request its tenant's priority (:mod:`tidepool.policy.fair_share`)."""
 
     @property
     def key(self) -> str:
@@ -260,6 +265,15 @@ def engine_seats(engine: Mapping[str, Any]) -> int | None:
     return seats if isinstance(seats, int) and not isinstance(seats, bool) and seats >= 1 else None
 
 
+def engine_priority_scheduling(engine: Mapping[str, Any]) -> bool:
+    """Whether every replica of a SharedEngine runs vLLM's priority scheduling, as its status
+    says once the rollout that turned it on is complete. Anything else (no status yet, ``fcfs``,
+    a value this gateway does not know) is False: vLLM under ``fcfs`` refuses a request whose
+    ``priority`` is not 0, so the gateway sends none."""
+    policy = _map(engine.get("status")).get("schedulingPolicy")
+    return policy == fair_share.SCHEDULING_POLICY
+
+
 def build_snapshot(
     pods: Mapping[str, Mapping[str, Any]],
     deployments: Mapping[str, Mapping[str, Any]],
@@ -267,13 +281,17 @@ def build_snapshot(
 ) -> RoutingSnapshot:
     """Snapshot from the caches (keyed ``namespace/name``; SharedEngines, cluster-scoped, by
     ``/name``), sorted so equal state is equal. A fleet pod gets the adapters its SharedEngine's
-    record says it holds (:func:`adapter_holders`) and its batch seats (:func:`engine_seats`)."""
+    record says it holds (:func:`adapter_holders`), its batch seats (:func:`engine_seats`) and
+    whether it schedules by priority (:func:`engine_priority_scheduling`)."""
     found = [e for e in (endpoint_from_pod(p) for p in pods.values()) if e is not None]
     held: dict[tuple[str, str], set[str]] = {}
     seats: dict[str, int | None] = {}
+    by_priority: set[str] = set()
     for obj in (engines or {}).values():
         label = names.shared_engine_label(str(_map(obj.get("metadata")).get("name", "")))
         seats[label] = engine_seats(obj)
+        if engine_priority_scheduling(obj):
+            by_priority.add(label)
         for pod, adapters in adapter_holders(obj).items():
             held[(label, pod)] = adapters
     models = sorted(
@@ -285,7 +303,10 @@ def build_snapshot(
     endpoints = sorted(
         (
             replace(
-                e, adapters=frozenset(held.get((e.engine, e.pod), ())), seats=seats.get(e.engine)
+                e,
+                adapters=frozenset(held.get((e.engine, e.pod), ())),
+                seats=seats.get(e.engine),
+                priority_scheduling=e.engine in by_priority,
             )
             if e.engine
             else replace(e, deployment=owners.get((e.namespace, e.deployment), e.deployment))

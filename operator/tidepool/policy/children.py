@@ -35,6 +35,13 @@ class ObservedDeployment:
     replica_failure: str | None = None
     """Why its ReplicaSet cannot create pods (the ``ReplicaFailure`` condition's message), if
     it cannot: then no pod exists whose status could say why."""
+    outdated_replicas: int = 0
+    """Pods still up from an older pod template (a rollout under way), or serving the pool
+    under an older name (:func:`serving_view`): they run what the current template no longer
+    says."""
+    scheduling_policy: str = "fcfs"
+    """vLLM's ``--scheduling-policy`` its pod template's engine runs
+    (:func:`tidepool.policy.fair_share.scheduling_policy`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +96,9 @@ def serving_view(
     one exists, the older one's with the most ready replicas, what the last operator asked for,
     so that the first plan after an upgrade starts from the replicas that serve and not from
     zero. Its ready replicas are the most that any of them has ready: not their sum, which
-    would count a pool twice over while the current one catches up (``ready`` 4/2).
-    E.g. current 2 replicas 0 ready, older 2 ready: 2 replicas, 2 ready.
+    would count a pool twice over while the current one catches up (``ready`` 4/2). The older
+    ones' replicas count as outdated: their pods run an older operator's template.
+    E.g. current 2 replicas 0 ready, older 2 ready: 2 replicas, 2 ready, 2 outdated.
     """
     older = sorted(stale, key=lambda d: (-d.ready_replicas, -d.replicas, d.name))
     if not older:
@@ -98,7 +106,9 @@ def serving_view(
     if current is None:
         return older[0]
     return dataclasses.replace(
-        current, ready_replicas=max(current.ready_replicas, older[0].ready_replicas)
+        current,
+        ready_replicas=max(current.ready_replicas, older[0].ready_replicas),
+        outdated_replicas=current.outdated_replicas + sum(d.replicas for d in older),
     )
 
 

@@ -72,7 +72,7 @@ from tidepool.api.v1alpha1 import (
     SharedEngine,
     SharedEngineStatus,
 )
-from tidepool.policy import autoscale, capacity, placement
+from tidepool.policy import autoscale, capacity, fair_share, placement
 from tidepool.policy.capacity import EngineCapacity
 from tidepool.policy.children import ObservedDeployment
 from tidepool.policy.plan import Event, History, offered_concurrency
@@ -919,7 +919,20 @@ def _engine_status(
         last_active_time=fleet.scale.last_active_at,
         last_scale_time=r.now if desired != current else status.last_scale_time or r.now,
         spend=status.spend,
+        scheduling_policy=fleet_scheduling_policy(r.observed.deployment),
     )
+
+
+def fleet_scheduling_policy(dep: ObservedDeployment | None) -> str:
+    """The scheduling policy the gateway may count on at every replica of the fleet: the pod
+    template's once the Deployment controller has seen it and no replica of an older template
+    (or an older name) is left, else vLLM's default ``fcfs``, under which a request with a
+    priority other than 0 is refused. E.g. right after an operator upgrade adds
+    ``--scheduling-policy priority`` the old replicas still run ``fcfs``: ``fcfs`` until the
+    rollout has replaced them."""
+    if dep is None or not dep.generation_observed or dep.outdated_replicas > 0:
+        return fair_share.FCFS
+    return dep.scheduling_policy
 
 
 def _ready_condition(r: _Round, desired: int) -> list[Condition]:

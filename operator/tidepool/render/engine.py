@@ -161,7 +161,7 @@ def container(engine: EngineSpec, args: list[str], env: list[EnvVar]) -> JSON:
         mount = {"name": MODEL_CACHE_VOLUME, "mountPath": cache.mount_path}
         mounts.append({**mount, "readOnly": cache.read_only})
     out: JSON = {
-        "name": "engine",
+        "name": names.ENGINE_CONTAINER,
         "image": engine.image,
         "command": ["vllm", "serve"],
         "args": args,

@@ -4,7 +4,10 @@ One Deployment per SharedEngine, in the namespace the operator runs its shared f
 SharedEngine is cluster-scoped, its children cannot be). The pod is the tenant engine pod of
 :mod:`tidepool.render.engine` with LoRA turned on: the base model is served under its own name,
 and tenants' adapters are loaded and unloaded at runtime (``VLLM_ALLOW_RUNTIME_LORA_UPDATING``),
-so a tenant joining or leaving never restarts the fleet.
+so a tenant joining or leaving never restarts the fleet. The replicas schedule by priority
+(``--scheduling-policy priority``), which the gateway sets per tenant
+(:mod:`tidepool.policy.fair_share`), so one tenant's burst does not queue every other tenant
+behind it.
 
 Placement is that of a shared pool: the pool's node selector and tolerations, no anti-affinity,
 and no tenant label, since the pods belong to every tenant they serve.
@@ -12,6 +15,7 @@ and no tenant label, since the pods belong to every tenant they serve.
 
 from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import EnvVar, GPUPool, SharedEngine
+from tidepool.policy import fair_share
 from tidepool.render import engine as tenant_engine
 from tidepool.render import lora
 
@@ -37,10 +41,12 @@ def pod_labels(engine: SharedEngine, pool: GPUPool) -> dict[str, str]:
 
 
 def vllm_args(engine: SharedEngine) -> list[str]:
-    """``vllm serve`` arguments: the base model, served under its model id, with LoRA enabled."""
+    """``vllm serve`` arguments: the base model, served under its model id, with LoRA enabled
+    and priority scheduling."""
     spec = engine.spec
+    scheduling = ["--scheduling-policy", fair_share.SCHEDULING_POLICY]
     return tenant_engine.serve_args(
-        spec.model, spec.engine, spec.model.name, lora.shared_lora_args(spec.lora)
+        spec.model, spec.engine, spec.model.name, [*lora.shared_lora_args(spec.lora), *scheduling]
     )
 
 

@@ -37,7 +37,11 @@ The physics, as vLLM serves LoRA (``--enable-lora``):
   with a free seat, the one running the most of it (so a heavy adapter stays on the fewest
   replicas its load fills, and the others keep their ``max_loras`` slots); then the other
   holders with a free seat, the one whose batch runs the fewest adapters. A replica with no free
-  seat takes nothing: the request stays held at the gateway;
+  seat takes nothing: the request stays held at the gateway (in vLLM, in the replica's waiting
+  queue). Tenants are served in the engines' priority order
+  (:func:`tidepool.policy.fair_share.priority`, which the gateway sends as each request's
+  ``priority``): tenants within their fair share of the fleet's seats before those beyond it,
+  so one tenant's burst does not hold every other tenant's requests behind it;
 * the fleet starts from zero on any tenant's request: the gateway's wake push (the tenant's
   wake annotation, stamped with the time) makes the operator reconcile at once, and a replica is
   Ready a model load (``cold_start_s``) later. While replicas are up, a tenant's first request
@@ -89,7 +93,7 @@ from tidepool.api.v1alpha1 import (
     SharedEngine,
 )
 from tidepool.policy import adapter_affinity as affinity
-from tidepool.policy import children, cost, lora_promotion, lora_timing, placement, plan
+from tidepool.policy import children, cost, fair_share, lora_promotion, lora_timing, placement, plan
 from tidepool.policy import shared_engine as policy
 from tidepool.policy.signals import NoData, Sample
 from tidepool.sim import config, engine, report, traces
@@ -830,12 +834,19 @@ class _FleetLoop:
         return wake_now
 
     def _admit(self, i: int, pods: list[_Replica]) -> None:
-        """The gateway sends held requests, oldest tenant's head first, to replicas whose
-        adapter for the tenant is usable."""
+        """The held requests go to replicas whose adapter for the tenant is usable, in the
+        engines' priority order (:func:`tidepool.policy.fair_share.priority`: tenants within
+        their fair share of the ready replicas' seats first, counting their requests running or
+        held; then the oldest head)."""
         state = self.state
+        in_flight = [s.waiting for s in state]
+        for r in pods:
+            for t, seats in r.running.items():
+                in_flight[t] += seats
+        share = fair_share.fair_share(self.cap * len(pods), sum(1 for x in in_flight if x > _EPS))
         order = sorted(
             (t for t in range(self.n_t) if state[t].waiting > _EPS),
-            key=lambda t: state[t].queue[0].arrived,
+            key=lambda t: (fair_share.priority(in_flight[t], share), state[t].queue[0].arrived),
         )
         for t in order:
             s = state[t]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tidepool.adapters.kube import pod_problem, replica_failure
+from tidepool.adapters.kube import observed_deployment, pod_problem, replica_failure
 from tidepool.api import labels
 
 C = client
@@ -212,3 +212,41 @@ NO_SERVICE_ACCOUNT = (
 )
 def test_replica_failure(conditions: list[Any] | None, expected: str | None) -> None:
     assert replica_failure(C.V1DeploymentStatus(conditions=conditions)) == expected
+
+
+def _deployment(args: list[str] | None, *, replicas: int, updated: int) -> Any:
+    engine = C.V1Container(name="engine", image="vllm", args=args)
+    sidecar = C.V1Container(name="log-shipper", image="x", args=["--scheduling-policy", "fcfs"])
+    return C.V1Deployment(
+        metadata=C.V1ObjectMeta(
+            name="sheng-llama", generation=3, labels={"tidepool.dev/pool": "a"}
+        ),
+        spec=C.V1DeploymentSpec(
+            replicas=2,
+            selector=C.V1LabelSelector(),
+            template=C.V1PodTemplateSpec(spec=C.V1PodSpec(containers=[sidecar, engine])),
+        ),
+        status=C.V1DeploymentStatus(
+            observed_generation=3, replicas=replicas, updated_replicas=updated, ready_replicas=2
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "replicas", "updated", "policy", "outdated"),
+    [
+        pytest.param(
+            ["m", "--scheduling-policy", "priority"], 2, 2, "priority", 0, id="rolled-out"
+        ),
+        pytest.param(["m", "--scheduling-policy", "priority"], 3, 1, "priority", 2, id="rolling"),
+        pytest.param(["m"], 2, 2, "fcfs", 0, id="vllms-default"),
+        pytest.param(None, 2, 2, "fcfs", 0, id="no-args"),
+    ],
+)
+def test_observed_deployment_reads_the_engines_scheduling_policy_and_old_replicas(
+    args: list[str] | None, replicas: int, updated: int, policy: str, outdated: int
+) -> None:
+    """The engine container's own flags (not a sidecar's), and the pods of an older template
+    still up (the status's replicas beyond its updated ones)."""
+    dep = observed_deployment(_deployment(args, replicas=replicas, updated=updated))
+    assert (dep.scheduling_policy, dep.outdated_replicas) == (policy, outdated)

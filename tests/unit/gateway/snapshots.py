@@ -47,9 +47,19 @@ def endpoint(
     engine: str = "",
     adapters: tuple[str, ...] = (),
     seats: int | None = None,
+    priority_scheduling: bool = False,
 ) -> Endpoint:
     return Endpoint(
-        namespace, pod, deployment, pool, host, port, engine, frozenset(adapters), seats
+        namespace,
+        pod,
+        deployment,
+        pool,
+        host,
+        port,
+        engine,
+        frozenset(adapters),
+        seats,
+        priority_scheduling,
     )
 
 

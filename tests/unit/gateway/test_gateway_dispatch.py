@@ -95,3 +95,21 @@ def test_expire_and_cancel():
     assert d.expire(5) == [a.waiter]
     assert d.cancel(b.waiter)
     assert d.total_held() == 0
+
+
+def test_fleet_load_counts_the_tenants_and_seats_of_the_replicas_a_model_routes_to():
+    """Two fleet replicas of 64 seats; tenant A (adapter ``a``) has three requests in flight and
+    B one: for A, 3 of its own, 2 tenants, 128 seats (policy.fair_share: a share of 64 each)."""
+    a = route("bot", namespace="t1", upstream="a", engine="fleet")
+    b = route("sql", namespace="t2", upstream="b", engine="fleet")
+    pods = tuple(
+        endpoint(f"p{k}", deployment="", engine="fleet", adapters=("a", "b"), seats=64)
+        for k in range(2)
+    )
+    d = dispatch.Dispatcher(queue_size=5)
+    d.set_table(routing.RoutingTable.from_snapshot(snapshot((a, b), pods)))
+    for _ in range(3):
+        assert isinstance(d.admit(a.key, 0, 10), dispatch.Lease)
+    assert isinstance(d.admit(b.key, 0, 10), dispatch.Lease)
+    assert d.fleet_load(a.key, "a") == (3, 2, 128)
+    assert d.fleet_load(b.key, "b") == (1, 2, 128)

@@ -17,6 +17,7 @@ from tidepool.gateway.model import ResponseRewriter, rewrite_request
 from tidepool.gateway.snapshot import (
     build_snapshot,
     endpoint_from_pod,
+    engine_priority_scheduling,
     model_from_inference_deployment,
 )
 
@@ -40,10 +41,10 @@ KEYS = auth.KeyRing.parse(
 BOTH = ("support-bot", "sql-bot")
 
 
-def _pod(name, server, adapters=BOTH):
+def _pod(name, server, adapters=BOTH, *, priority_scheduling=False, seats=None):
     return endpoint(
         name, namespace="tidepool-system", deployment="", pool="shared-a100", port=server.port,
-        engine=FLEET, adapters=adapters,
+        engine=FLEET, adapters=adapters, priority_scheduling=priority_scheduling, seats=seats,
     )  # fmt: skip
 
 
@@ -387,6 +388,82 @@ def test_rewrite_request_keeps_every_other_field():
         **payload,
         "model": "support-bot",
     }
+
+
+@pytest.mark.parametrize(
+    ("sent", "priority", "expected"),
+    [
+        pytest.param({}, None, {}, id="fcfs-replica-no-priority"),
+        pytest.param({}, 3, {"priority": 3}, id="the-gateways-priority"),
+        pytest.param({"priority": -100}, 2, {"priority": 2}, id="a-client-cannot-jump-the-queue"),
+        pytest.param({"priority": 5}, None, {}, id="a-client-priority-never-reaches-fcfs"),
+    ],
+)
+def test_rewrite_request_priority(sent, priority, expected):
+    payload = {"model": "bot-chat", "prompt": "hi", **sent}
+    assert json.loads(rewrite_request(payload, "support-bot", priority)) == {
+        "model": "support-bot",
+        "prompt": "hi",
+        **expected,
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        pytest.param({"schedulingPolicy": "priority"}, True, id="rolled-out"),
+        pytest.param({"schedulingPolicy": "fcfs"}, False, id="fcfs-or-rolling-out"),
+        pytest.param({}, False, id="no-status-yet"),
+        pytest.param({"schedulingPolicy": 7}, False, id="unreadable"),
+    ],
+)
+def test_engine_priority_scheduling(status, expected):
+    engine = {"metadata": {"name": FLEET}, "status": status}
+    assert engine_priority_scheduling(engine) is expected
+    snap = build_snapshot({"p": _engine_pod(engine_label=FLEET)}, {}, {f"/{FLEET}": engine})
+    assert [e.priority_scheduling for e in snap.endpoints] == [expected]
+
+
+async def test_a_clients_priority_is_dropped_before_an_fcfs_fleet(engines, gateway):
+    """vLLM under its default fcfs refuses any priority but 0; a tenant's own ``priority`` would
+    also let it jump the other tenants' requests. The gateway drops it: 200, not vLLM's 400."""
+    (e,) = await _fleet(engines)
+    gw = await gateway(FakeDiscovery(snapshot((A, B), (_pod("sheng-0", e),))))
+    async with aiohttp.ClientSession() as s:
+        status, _, raw = await _post(
+            s, gw, {"model": "bot-chat", "prompt": "hi", "max_tokens": 2, "priority": 5}
+        )
+    assert status == 200, raw
+
+
+async def test_tenants_on_a_priority_fleet_are_answered_with_the_gateways_priorities(
+    engines, gateway
+):
+    """A fleet replica of one seat running vLLM's priority scheduling, and a gateway that knows
+    it: a tenant's second, third... concurrent request is beyond its fair share of the seat and
+    carries priority 1, which the engine takes. Against an fcfs replica the same priority would
+    be refused (vLLM's 400), which is why the gateway sends it only where the SharedEngine's
+    status says every replica schedules by priority."""
+    (e,) = await _fleet(engines, max_num_seqs=1, scheduling_policy="priority")
+    gw = await gateway(
+        FakeDiscovery(snapshot((A, B), (_pod("sheng-0", e, priority_scheduling=True, seats=1),)))
+    )
+    body = {"prompt": "hi", "max_tokens": 4}
+    async with aiohttp.ClientSession() as s:
+        got = await asyncio.gather(
+            *(_post(s, gw, {**body, "model": "bot-chat"}) for _ in range(4)),
+            _post(s, gw, {**body, "model": "sql-chat"}),
+        )
+    assert [st for st, _, _ in got] == [200] * 5
+    (fcfs,) = await _fleet(engines, max_num_seqs=1)
+    gw2 = await gateway(
+        FakeDiscovery(snapshot((A, B), (_pod("sheng-1", fcfs, priority_scheduling=True, seats=1),)))
+    )
+    async with aiohttp.ClientSession() as s:
+        refused = await asyncio.gather(
+            *(_post(s, gw2, {**body, "model": "bot-chat"}) for _ in range(3))
+        )
+    assert 400 in [st for st, _, _ in refused], "the gateway sent no priority"
 
 
 SSE = b'data: {"model":"support-bot","choices":[]}\n\ndata: [DONE]\n\n'

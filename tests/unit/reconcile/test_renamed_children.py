@@ -171,6 +171,15 @@ def test_serving_view(
     )
 
 
+def test_the_older_names_replicas_count_as_outdated() -> None:
+    """Pods of an older name run an older operator's template: until they go, the fleet cannot
+    count on what the current template says (policy.shared_engine.fleet_scheduling_policy)."""
+    view = serving_view(dep("new", ready=2), [dep("old", replicas=3, ready=1)])
+    assert view is not None
+    assert view.outdated_replicas == 3
+    assert serving_view(dep("new", ready=2), []) == dep("new", ready=2)
+
+
 def test_split_renamed_keys_the_current_name_by_pool_and_keeps_the_rest() -> None:
     listed = [dep("x-a-1234abcd"), dep("x-a"), dep("x-b-5678abcd", "b")]
 

@@ -54,8 +54,13 @@ def _tenant(adapter: JSON | None) -> InferenceDeployment:
     [
         pytest.param(
             {},
-            {"--max-loras": "4", "--max-cpu-loras": "4", "--max-lora-rank": "16"},
-            id="defaults-cpu-loras-follow-max-loras",
+            {
+                "--max-loras": "4",
+                "--max-cpu-loras": "4",
+                "--max-lora-rank": "16",
+                "--scheduling-policy": "priority",
+            },
+            id="defaults-cpu-loras-follow-max-loras-priority-scheduling",
         ),
         pytest.param(
             {"lora": {"maxLoras": 8, "maxCpuLoras": 32, "maxLoraRank": 64}},

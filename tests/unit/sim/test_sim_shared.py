@@ -270,18 +270,34 @@ def test_held_counts_what_max_loras_holds_back() -> None:
     assert two.held[:, shared.HOLD_CAUSES.index("maxLoras")].sum() == 0.0
 
 
-def test_a_heavy_adapter_stays_on_the_replicas_it_fills() -> None:
+def test_a_heavy_adapter_leaves_the_light_tenants_their_slots() -> None:
     """One tenant keeping 66 requests in flight (60 a step of 5.5 s) and three keeping about one
-    each, maxLoras 2, on the three replicas the plan keeps. Routed by the adapter-affinity rule
-    (policy.adapter_affinity: the replica running the most of the adapter first), the heavy
-    adapter stays on the replicas it fills and the others find a slot: they waited 29 request-
-    steps for an adapter slot over the run, where spread over every replica running it (the
-    fewest in flight first) it took a slot in every batch and they waited 605."""
+    each, maxLoras 2, on the three replicas the plan keeps. The light tenants' requests go first
+    (policy.fair_share: fewest in flight first) and the heavy adapter is packed onto the replicas
+    it fills (policy.adapter_affinity), so the light tenants never wait; the heavy tenant's
+    requests wait one step for an adapter slot 254 times in 7,200 (3.5%). Under first come,
+    first served the light tenants waited 29 request-steps for a slot, and with the heavy adapter
+    spread over every replica running it, 605."""
     heavy = load("pool/heavy", [60.0] * 120)
     light = [load(f"pool/l{k}", [1.0] * 120) for k in range(3)]
     run = fleet_run([heavy, *light], shared.FleetSettings(max_loras=2, max_cpu_loras=4))
-    held_for_a_slot = float(run.held[:, shared.HOLD_CAUSES.index("maxLoras")].sum())
-    assert held_for_a_slot < 0.01 * float(run.requests.sum())  # 29 of 7,560 requests
+    assert [float(w[1:].sum()) for w in run.wait_weights[1:]] == [0.0, 0.0, 0.0]
+    held_for_a_slot = float(run.held[0, shared.HOLD_CAUSES.index("maxLoras")])
+    assert held_for_a_slot < 0.05 * float(run.requests[0])  # 254 of 7,200
+
+
+def test_a_burst_does_not_hold_another_tenants_requests_behind_it() -> None:
+    """A tenant sends 3,000 requests in one step (a seat each for 5.5 s) to a warm fleet of one
+    replica of 64 seats; another sends one a step throughout. The engines serve the tenant with
+    the fewest requests in flight first (policy.fair_share, what the gateway sends vLLM as each
+    request's priority), so the light tenant's requests never wait a step behind the burst, which
+    waits for the replicas the fleet adds (a 60 s model load) and for its own turn."""
+    burst = load("pool/burst", [0.0] * 10 + [3000.0] + [0.0] * 109)
+    light = load("pool/light", [1.0] * 120)
+    run = fleet_run([burst, light])
+    burst_waits, light_waits = run.wait_weights
+    assert float(light_waits[1:].sum()) == 0.0, "the light tenant waited behind the burst"
+    assert len(burst_waits) - 1 >= 60 / DT, "the burst waits out a model load"
 
 
 @pytest.mark.parametrize(

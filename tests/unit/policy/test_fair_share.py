@@ -1,0 +1,81 @@
+"""policy.fair_share: the priority a SharedEngine's replicas serve tenants by, and when the
+gateway may send it (every replica runs vLLM's priority scheduling)."""
+
+import pytest
+
+from tidepool.policy import fair_share
+from tidepool.policy.children import ObservedDeployment
+from tidepool.policy.shared_engine import fleet_scheduling_policy
+
+
+@pytest.mark.parametrize(
+    ("seats", "tenants", "gateways", "expected"),
+    [
+        pytest.param(192, 4, 1, 48.0, id="3-replicas-of-64-4-tenants"),
+        pytest.param(192, 4, 2, 24.0, id="each-of-2-gateways-counts-its-half"),
+        pytest.param(64, 0, 1, 64.0, id="nobody-in-flight-yet"),
+        pytest.param(0, 3, 1, 0.0, id="no-ready-replica"),
+    ],
+)
+def test_fair_share(seats: int, tenants: int, gateways: int, expected: float) -> None:
+    assert fair_share.fair_share(seats, tenants, gateways) == expected
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "share", "expected"),
+    [
+        pytest.param(30.0, 48.0, 0, id="within-its-share"),
+        pytest.param(48.0, 48.0, 0, id="at-its-share"),
+        pytest.param(900.0, 48.0, 1, id="a-burst-goes-after-the-others"),
+        pytest.param(1.0, 0.0, 1, id="no-seats-anyone-in-flight-is-beyond"),
+    ],
+)
+def test_priority(in_flight: float, share: float, expected: int) -> None:
+    assert fair_share.priority(in_flight, share) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param([], "fcfs", id="vllms-default"),
+        pytest.param(["m", "--scheduling-policy", "priority"], "priority", id="rendered"),
+        pytest.param(
+            ["m", "--scheduling-policy", "priority", "--scheduling-policy=fcfs"],
+            "fcfs",
+            id="a-users-extra-args-come-last",
+        ),
+        pytest.param(["m", "--scheduling-policy"], "fcfs", id="flag-without-a-value"),
+    ],
+)
+def test_scheduling_policy_of_a_command_line(args: list[str], expected: str) -> None:
+    assert fair_share.scheduling_policy(args) == expected
+
+
+def _dep(**kw: object) -> ObservedDeployment:
+    fields: dict[str, object] = {
+        "name": "sheng-llama",
+        "pool": "shared",
+        "replicas": 2,
+        "ready_replicas": 2,
+        "updated_replicas": 2,
+        "generation_observed": True,
+        "scheduling_policy": "priority",
+    }
+    fields.update(kw)
+    return ObservedDeployment(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("dep", "expected"),
+    [
+        pytest.param(_dep(), "priority", id="rolled-out"),
+        pytest.param(None, "fcfs", id="no-fleet-yet"),
+        pytest.param(_dep(generation_observed=False), "fcfs", id="template-not-seen-yet"),
+        pytest.param(_dep(outdated_replicas=1), "fcfs", id="an-old-replica-still-serves"),
+        pytest.param(_dep(scheduling_policy="fcfs"), "fcfs", id="a-user-turned-it-off"),
+    ],
+)
+def test_the_fleet_schedules_by_priority_only_once_every_replica_does(
+    dep: ObservedDeployment | None, expected: str
+) -> None:
+    assert fleet_scheduling_policy(dep) == expected
