@@ -70,6 +70,13 @@ WITHIN_SHARE = 0
 BEYOND_SHARE = 1
 
 
+def rendered_policy(extra_args: Sequence[str]) -> str:
+    """The scheduling policy a SharedEngine's replicas run once its spec is rolled out: the
+    rendered ``--scheduling-policy priority`` unless the user's ``extraArgs`` (which come last)
+    say otherwise. E.g. ``[]``: ``priority``; ``["--scheduling-policy", "fcfs"]``: ``fcfs``."""
+    return scheduling_policy([_FLAG, SCHEDULING_POLICY, *extra_args])
+
+
 def fair_share(seats: float, tenants_in_flight: int, gateways: int = 1) -> float:
     """Requests in flight one tenant may have on the fleet before it is beyond its share: the
     seats of the fleet's ready replicas over the tenants with requests in flight there, and over

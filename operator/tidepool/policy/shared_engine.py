@@ -919,20 +919,24 @@ def _engine_status(
         last_active_time=fleet.scale.last_active_at,
         last_scale_time=r.now if desired != current else status.last_scale_time or r.now,
         spend=status.spend,
-        scheduling_policy=fleet_scheduling_policy(r.observed.deployment),
+        scheduling_policy=fleet_scheduling_policy(
+            r.observed.deployment, fair_share.rendered_policy(r.engine.spec.engine.extra_args)
+        ),
     )
 
 
-def fleet_scheduling_policy(dep: ObservedDeployment | None) -> str:
+def fleet_scheduling_policy(dep: ObservedDeployment | None, rendered: str) -> str:
     """The scheduling policy the gateway may count on at every replica of the fleet: the pod
-    template's once the Deployment controller has seen it and no replica of an older template
-    (or an older name) is left, else vLLM's default ``fcfs``, under which a request with a
-    priority other than 0 is refused. E.g. right after an operator upgrade adds
-    ``--scheduling-policy priority`` the old replicas still run ``fcfs``: ``fcfs`` until the
-    rollout has replaced them."""
+    template's once the Deployment controller has seen it, no replica of an older template (or
+    an older name) is left, and the spec renders the same (else a rollout is about to start);
+    otherwise vLLM's default ``fcfs``, under which a request with a priority other than 0 is
+    refused. E.g. right after an operator upgrade adds ``--scheduling-policy priority`` the old
+    replicas still run ``fcfs``: ``fcfs`` until the rollout has replaced them; and a user who
+    adds ``--scheduling-policy fcfs`` to ``extraArgs`` gets ``fcfs`` from that reconcile on,
+    before any replica of the new template is up."""
     if dep is None or not dep.generation_observed or dep.outdated_replicas > 0:
         return fair_share.FCFS
-    return dep.scheduling_policy
+    return dep.scheduling_policy if dep.scheduling_policy == rendered else fair_share.FCFS
 
 
 def _ready_condition(r: _Round, desired: int) -> list[Condition]:

@@ -66,16 +66,32 @@ def _dep(**kw: object) -> ObservedDeployment:
 
 
 @pytest.mark.parametrize(
-    ("dep", "expected"),
+    ("dep", "rendered", "expected"),
     [
-        pytest.param(_dep(), "priority", id="rolled-out"),
-        pytest.param(None, "fcfs", id="no-fleet-yet"),
-        pytest.param(_dep(generation_observed=False), "fcfs", id="template-not-seen-yet"),
-        pytest.param(_dep(outdated_replicas=1), "fcfs", id="an-old-replica-still-serves"),
-        pytest.param(_dep(scheduling_policy="fcfs"), "fcfs", id="a-user-turned-it-off"),
+        pytest.param(_dep(), "priority", "priority", id="rolled-out"),
+        pytest.param(None, "priority", "fcfs", id="no-fleet-yet"),
+        pytest.param(_dep(generation_observed=False), "priority", "fcfs", id="template-not-seen"),
+        pytest.param(_dep(outdated_replicas=1), "priority", "fcfs", id="an-old-replica-serves"),
+        pytest.param(_dep(scheduling_policy="fcfs"), "fcfs", "fcfs", id="a-user-turned-it-off"),
+        pytest.param(_dep(), "fcfs", "fcfs", id="turned-off-in-the-spec-before-the-rollout"),
+        pytest.param(
+            _dep(scheduling_policy="fcfs"), "priority", "fcfs", id="turned-on-before-the-rollout"
+        ),
     ],
 )
 def test_the_fleet_schedules_by_priority_only_once_every_replica_does(
-    dep: ObservedDeployment | None, expected: str
+    dep: ObservedDeployment | None, rendered: str, expected: str
 ) -> None:
-    assert fleet_scheduling_policy(dep) == expected
+    assert fleet_scheduling_policy(dep, rendered) == expected
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "expected"),
+    [
+        pytest.param([], "priority", id="rendered"),
+        pytest.param(["--scheduling-policy", "fcfs"], "fcfs", id="a-user-override"),
+        pytest.param(["--max-loras", "8"], "priority", id="other-flags"),
+    ],
+)
+def test_rendered_policy(extra_args: list[str], expected: str) -> None:
+    assert fair_share.rendered_policy(extra_args) == expected

@@ -8,6 +8,7 @@ from renderkit import SHARED
 
 from tidepool.api import labels, names
 from tidepool.api.v1alpha1 import AdapterSpec, InferenceDeployment, SharedEngine
+from tidepool.policy import fair_share
 from tidepool.render import engine, lora, shared_engine
 
 JSON = dict[str, Any]
@@ -315,3 +316,19 @@ def test_the_fleet_pod_gets_the_engine_block_pod_settings() -> None:
     } in pod["volumes"]
     assert pod["imagePullSecrets"] == [{"name": "registry"}]
     assert pod["serviceAccountName"] == "model-reader"
+
+
+@pytest.mark.parametrize(
+    "extra_args",
+    [
+        pytest.param([], id="rendered"),
+        pytest.param(["--scheduling-policy", "fcfs"], id="a-user-override"),
+        pytest.param(["--scheduling-policy=fcfs"], id="a-user-override-with-equals"),
+    ],
+)
+def test_the_policy_the_status_expects_is_the_one_rendered(extra_args: list[str]) -> None:
+    """The SharedEngine's status says ``priority`` only while the template runs what the spec
+    renders (policy.shared_engine.fleet_scheduling_policy): the two must read the same."""
+    se = _engine({"engine": {"extraArgs": extra_args}})
+    args = _container(_deployment(se))["args"]
+    assert fair_share.scheduling_policy(args) == fair_share.rendered_policy(extra_args)
