@@ -50,14 +50,16 @@ _VOCAB: Final = (
 )  # fmt: skip
 
 
-#: vLLM's ``--scheduling-policy`` values; the first is its default.
-SCHEDULING_POLICIES: Final = ("fcfs", "priority")
+#: vLLM's ``--scheduling-policy`` values: its default, and priority scheduling.
+FCFS: Final = "fcfs"
+PRIORITY: Final = "priority"
+SCHEDULING_POLICIES: Final = (FCFS, PRIORITY)
 
 
 def check_priority(priority: int, scheduling_policy: str) -> None:
     """Raise ValueError as vLLM does (its server answers 400 BadRequestError) for a request
     ``priority`` other than 0 when the priority policy is off."""
-    if priority != 0 and scheduling_policy != "priority":
+    if priority != 0 and scheduling_policy != PRIORITY:
         raise ValueError(f"Got priority {priority} but Priority scheduling is not enabled.")
 
 
@@ -166,7 +168,7 @@ class EngineConfig:
     """On SIGTERM, how long in-flight requests (long streams included) may take."""
     lora: LoraConfig | None = None
     """None: LoRA is off (vLLM without ``--enable-lora``)."""
-    scheduling_policy: str = "fcfs"
+    scheduling_policy: str = FCFS
     """vLLM's ``--scheduling-policy``: ``fcfs`` (arrival order) or ``priority``."""
 
     def __post_init__(self) -> None:
@@ -399,7 +401,7 @@ class Engine:
         Raises ValueError, as vLLM does, for a priority other than 0 under ``fcfs``."""
         check_priority(priority, self.config.scheduling_policy)
         waiter = _Waiter(adapter, priority, next(self._arrivals))
-        if self.config.scheduling_policy == "priority":
+        if self.config.scheduling_policy == PRIORITY:
             bisect.insort(self._waiting, waiter, key=lambda w: (w.priority, w.seq))
         else:
             self._waiting.append(waiter)

@@ -41,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
-        "--scheduling-policy", choices=engine.SCHEDULING_POLICIES, default="fcfs",
+        "--scheduling-policy", choices=engine.SCHEDULING_POLICIES, default=engine.FCFS,
         help="vLLM's: fcfs (arrival order) or priority (by the request's priority, lower first)",
     )  # fmt: skip
     parser.add_argument("--drain-timeout", type=seconds_flag, default=3600.0)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tidepool.api.conditions import Reason
+from tidepool.policy import fair_share
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class ObservedDeployment:
     """Pods still up from an older pod template (a rollout under way), or serving the pool
     under an older name (:func:`serving_view`): they run what the current template no longer
     says."""
-    scheduling_policy: str = "fcfs"
+    scheduling_policy: str = fair_share.FCFS
     """vLLM's ``--scheduling-policy`` its pod template's engine runs
     (:func:`tidepool.policy.fair_share.scheduling_policy`)."""
 

@@ -18,18 +18,18 @@ Why: vLLM's default queue is first come, first served, and the fleet is shared. 
 sends 1,000 requests in one second (ServeGen's m-large pool has one that does so 26 times in six
 hours) fills every seat and the queue behind them, and every other tenant's request waits until
 that burst has been served and the fleet has added replicas (a model load, 60 s). Why two
-classes and not the count itself: ordered by each tenant's count (or its logarithm), the heaviest
-tenant goes last
-whenever the fleet is busy and starves (on the same six hours, one tenant each in ServeGen's
-m-mid and m-small pools went from within the 10 s p99 SLO to 15 s and 70 s); beyond its share a
-tenant keeps its place in arrival order among the others beyond theirs.
+classes and not the count itself: ordered by each tenant's count (or its logarithm), the
+heaviest tenant goes last whenever the fleet is busy and starves (on the same six hours, one
+tenant each in ServeGen's m-mid and m-small pools went from within the 10 s p99 SLO to 15 s and
+70 s); beyond its share a tenant keeps its place in arrival order among the others beyond
+theirs.
 
 Measured (ServeGen's five model pools, 6 hours, every client a LoRA tenant, ``tidepool simulate
 --shared-engines``): tenants within the 10 s p99 queue wait, first come, first served against
 this rule: m-large 55/60 -> 59/60 (the one left is the burst's own tenant, 25 s either way),
 m-mid 67/67 both, m-small 22/22 both, deepseek-r1 29/29 both, mm-image 24/24 -> 23/24 (its
 fleet is short of adapter slots, not seats, and a tenant beyond its share waits for a slot a
-step longer); spend unchanged.
+step longer); the fleets spend the same (m-large $1,262 -> $1,261).
 
 E.g. 3 replicas of 64 seats and 4 tenants with requests in flight: a share of 48 each. A tenant
 with 900 in flight sends priority 1, one with 30 sends 0, and vLLM runs the 30's next request
@@ -41,12 +41,15 @@ Must not: read the clock, do I/O, or import anything beyond the standard library
 """
 
 from collections.abc import Sequence
+from typing import Final
 
 #: vLLM's ``--scheduling-policy`` value the rule needs on a SharedEngine's replicas.
-SCHEDULING_POLICY = "priority"
+SCHEDULING_POLICY: Final = "priority"
 #: vLLM's default, under which it refuses any request whose ``priority`` is not 0 (HTTP 400).
-FCFS = "fcfs"
-_FLAG = "--scheduling-policy"
+FCFS: Final = "fcfs"
+_FLAG: Final = "--scheduling-policy"
+#: The flags a SharedEngine's replicas are rendered with, before the user's ``extraArgs``.
+RENDERED_ARGS: Final = (_FLAG, SCHEDULING_POLICY)
 
 
 def scheduling_policy(args: Sequence[str]) -> str:
@@ -74,7 +77,7 @@ def rendered_policy(extra_args: Sequence[str]) -> str:
     """The scheduling policy a SharedEngine's replicas run once its spec is rolled out: the
     rendered ``--scheduling-policy priority`` unless the user's ``extraArgs`` (which come last)
     say otherwise. E.g. ``[]``: ``priority``; ``["--scheduling-policy", "fcfs"]``: ``fcfs``."""
-    return scheduling_policy([_FLAG, SCHEDULING_POLICY, *extra_args])
+    return scheduling_policy([*RENDERED_ARGS, *extra_args])
 
 
 def fair_share(seats: float, tenants_in_flight: int, gateways: int = 1) -> float:

@@ -44,10 +44,8 @@ def vllm_args(engine: SharedEngine) -> list[str]:
     """``vllm serve`` arguments: the base model, served under its model id, with LoRA enabled
     and priority scheduling."""
     spec = engine.spec
-    scheduling = ["--scheduling-policy", fair_share.SCHEDULING_POLICY]
-    return tenant_engine.serve_args(
-        spec.model, spec.engine, spec.model.name, [*lora.shared_lora_args(spec.lora), *scheduling]
-    )
+    extra = [*lora.shared_lora_args(spec.lora), *fair_share.RENDERED_ARGS]
+    return tenant_engine.serve_args(spec.model, spec.engine, spec.model.name, extra)
 
 
 def _env(engine: SharedEngine) -> list[EnvVar]:

@@ -1176,10 +1176,10 @@ class SharedEngineStatus(_Status):
     spend: str | None = Field(default=None, max_length=1024)
     """Projected monthly GPU spend of the fleet at the last measured traffic."""
     scheduling_policy: str | None = Field(default=None, max_length=32)
-    """vLLM's scheduling policy every replica of the fleet runs: ``priority`` once no replica
-    of an older template is left (the gateway then sends each request its tenant's priority,
-    so one tenant's burst does not queue the others behind it), else ``fcfs``, under which vLLM
-    refuses any priority but 0."""
+    """vLLM's scheduling policy every replica of the fleet runs: ``priority`` once the spec
+    renders it and no replica of an older template or name is left (the gateway then sends each
+    request its tenant's priority, so one tenant's burst does not queue the others behind it),
+    else ``fcfs``, under which vLLM refuses any priority but 0."""
 
 
 class SharedEngine(_Object):
