@@ -27,9 +27,8 @@ theirs.
 Measured (ServeGen's five model pools, 6 hours, every client a LoRA tenant, ``tidepool simulate
 --shared-engines``): tenants within the 10 s p99 queue wait, first come, first served against
 this rule: m-large 55/60 -> 59/60 (the one left is the burst's own tenant, 25 s either way),
-m-mid 67/67 both, m-small 22/22 both, deepseek-r1 29/29 both, mm-image 24/24 -> 23/24 (its
-fleet is short of adapter slots, not seats, and a tenant beyond its share waits for a slot a
-step longer); the fleets spend the same (m-large $1,262 -> $1,261).
+m-mid 67/67 both, m-small 22/22 both, deepseek-r1 29/29 both, mm-image 24/24 both; the fleets
+spend the same (m-large $1,262 -> $1,261).
 
 E.g. 3 replicas of 64 seats and 4 tenants with requests in flight: a share of 48 each. A tenant
 with 900 in flight sends priority 1, one with 30 sends 0, and vLLM runs the 30's next request

@@ -689,12 +689,13 @@ class _FleetLoop:
         )
 
     def tick(
-        self, i: int, usable_from: int, ready_at: int | None = None
+        self, i: int, usable_from: int, ready_at: int | None = None, seen_until: int | None = None
     ) -> policy.SharedEnginePlan:
-        """One reconcile of the SharedEngine: the operator's plan, carried out."""
+        """One reconcile of the SharedEngine: the operator's plan, carried out. The gateway's
+        counters show the arrivals up to step ``seen_until`` (default: the last step, ``i - 1``)."""
         pods = self.ready(i)
         for load in self.offered:
-            load.last = i - 1
+            load.last = i - 1 if seen_until is None else seen_until
         result = policy.plan_shared_engine(
             self.eng,
             [s.infd for s in self.state],
@@ -736,7 +737,12 @@ class _FleetLoop:
     def warm_start(self) -> None:
         """The fleet was serving this traffic before the trace began: as the per-tenant warm
         start, plan until the fleet is steady with the in-flight requests of the busiest recent
-        minute spread over its replicas, every one Ready and holding its adapters."""
+        minute spread over its replicas, every one Ready and holding its adapters. The plan
+        reads the trace's first minute as the minute before it: the gateway's counters had been
+        counting that traffic, so the fleet has the replicas its adapters need (read as unknown,
+        a fleet of ServeGen's mm-image pool started at 1 replica with 5 adapters in flight, and
+        a tenant waited a model load for a ``maxLoras`` slot)."""
+        seen_until = min(self.n, round(60.0 / self.dt)) - 1
         fleet_loads = [self.loads[t] for t in range(self.n_t) if t not in self.own]
         if not fleet_loads:
             return
@@ -750,12 +756,12 @@ class _FleetLoop:
             before = len(self.fleet_pods)
             for r in self.fleet_pods:
                 r.total = r.shown = concurrency / len(self.fleet_pods)
-            self.tick(0, usable_from=0, ready_at=-1)
+            self.tick(0, usable_from=0, ready_at=-1, seen_until=seen_until)
             if len(self.fleet_pods) == before:
                 break
         for r in self.fleet_pods:
             r.total = r.shown = 0.0
-        self.tick(0, usable_from=0, ready_at=-1)
+        self.tick(0, usable_from=0, ready_at=-1, seen_until=seen_until)
 
     # -- one step --------------------------------------------------------------------------------
 

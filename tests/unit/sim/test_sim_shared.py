@@ -211,12 +211,18 @@ def test_adapter_room_keeps_expected_adapters_within_max_loras(
     assert shared._adapter_room(r, 7, max_loras) == pytest.approx(expected, abs=1e-6)
 
 
+#: Two minutes with no request: the warm start reads a quiet first minute and keeps the fleet's
+#: one replica, so what follows meets that replica's batch until the plan has seen it.
+QUIET = [0.0] * 24
+
+
 def test_max_loras_makes_tenants_share_the_batch() -> None:
-    """One warm replica, maxLoras 1, two tenants each sending a steady stream: the batch holds one
-    adapter (in expectation) at a time, so the two share it and requests wait where with room for
-    both adapters they would not."""
-    a = load("pool/a", [20.0] * 60)
-    b = load("pool/b", [20.0] * 60)
+    """One warm replica, maxLoras 1, two tenants each sending a steady stream after a quiet start:
+    the batch holds one adapter (in expectation) at a time, so the two share it and requests wait
+    (until the replicas the plan adds for the second adapter are Ready) where with room for both
+    adapters they would not."""
+    a = load("pool/a", QUIET + [20.0] * 60)
+    b = load("pool/b", QUIET + [20.0] * 60)
     one = fleet_run([a, b], shared.FleetSettings(max_loras=1, max_cpu_loras=2))
     two = fleet_run([a, b], shared.FleetSettings(max_loras=2))
     assert one.max_batch_adapters <= 1.0 + 1e-9
@@ -253,6 +259,20 @@ def test_hold_cause_after_the_gateway_placed_what_it_could(
     assert shared.HOLD_CAUSES[shared.hold_cause(replicas, 64)] == expected
 
 
+def test_the_warm_start_has_the_replicas_the_first_minutes_adapters_need() -> None:
+    """Twelve tenants each sending 2 requests a step (5.5 s each: 2.2 in flight, 0.89 adapters in
+    flight in expectation, 10.7 in all) from the trace's first step, maxLoras 4. The fleet was
+    serving this before the trace began, so it starts with the replicas their adapters need: 12
+    at the 99th percentile over 4 slots at the target's 56/64 of a batch,
+    ``ceil(12 / 3.5) = 4``, and no request waits for a slot. Read as unknown, the first minute
+    started the fleet at its one warm replica, and requests waited a model load for a slot."""
+    loads = [load(f"pool/t{k}", [2.0] * 120) for k in range(12)]
+    run = fleet_run(loads)
+    assert run.replicas_timeline[0] == 4.0
+    assert run.held[:, shared.HOLD_CAUSES.index("maxLoras")].sum() == 0.0
+    assert run.replica_starts == 0
+
+
 def test_held_shares_worked_example() -> None:
     run = replace(_fleet(1.0, [1.0, 1.0]), held=np.array([[0.0, 9.0, 1.0], [0.0, 0.0, 0.0]]))
     assert run.held_shares([0, 1]) == pytest.approx([0.0, 0.9, 0.1])
@@ -262,8 +282,8 @@ def test_held_shares_worked_example() -> None:
 def test_held_counts_what_max_loras_holds_back() -> None:
     """The scenario of test_max_loras_makes_tenants_share_the_batch: with one adapter per batch the
     requests that wait do so mostly for an adapter slot; with room for both, none waits for one."""
-    a = load("pool/a", [20.0] * 60)
-    b = load("pool/b", [20.0] * 60)
+    a = load("pool/a", QUIET + [20.0] * 60)
+    b = load("pool/b", QUIET + [20.0] * 60)
     one = fleet_run([a, b], shared.FleetSettings(max_loras=1, max_cpu_loras=2))
     two = fleet_run([a, b], shared.FleetSettings(max_loras=2))
     assert one.held_shares([0, 1])[shared.HOLD_CAUSES.index("maxLoras")] > 0.5
@@ -271,15 +291,15 @@ def test_held_counts_what_max_loras_holds_back() -> None:
 
 
 def test_a_heavy_adapter_leaves_the_light_tenants_their_slots() -> None:
-    """One tenant keeping 66 requests in flight (60 a step of 5.5 s) and three keeping about one
-    each, maxLoras 2, on the three replicas the plan keeps. The light tenants' requests go first
-    (policy.fair_share: fewest in flight first) and the heavy adapter is packed onto the replicas
-    it fills (policy.adapter_affinity), so the light tenants never wait; the heavy tenant's
-    requests wait one step for an adapter slot 254 times in 7,200 (3.5%). Under first come,
-    first served the light tenants waited 29 request-steps for a slot, and with the heavy adapter
-    spread over every replica running it, 605."""
-    heavy = load("pool/heavy", [60.0] * 120)
-    light = [load(f"pool/l{k}", [1.0] * 120) for k in range(3)]
+    """After a quiet start, one tenant keeping 66 requests in flight (60 a step of 5.5 s) and three
+    keeping about one each, maxLoras 2, on the three replicas the plan keeps. The light tenants'
+    requests go first (policy.fair_share: the heavy tenant is beyond its share of the seats) and
+    the heavy adapter is packed onto the replicas it fills (policy.adapter_affinity), so the light
+    tenants never wait; the heavy tenant's requests wait one step for an adapter slot 254 times in
+    7,200 (3.5%). Under first come, first served the light tenants waited 20 request-steps for a
+    slot, and with the heavy adapter spread over every replica running it, 605."""
+    heavy = load("pool/heavy", QUIET + [60.0] * 120)
+    light = [load(f"pool/l{k}", QUIET + [1.0] * 120) for k in range(3)]
     run = fleet_run([heavy, *light], shared.FleetSettings(max_loras=2, max_cpu_loras=4))
     assert [float(w[1:].sum()) for w in run.wait_weights[1:]] == [0.0, 0.0, 0.0]
     held_for_a_slot = float(run.held[0, shared.HOLD_CAUSES.index("maxLoras")])
