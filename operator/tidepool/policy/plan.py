@@ -35,7 +35,6 @@ from typing import Final, Protocol
 from tidepool.api import conditions, labels, names
 from tidepool.api.conditions import ConditionType, EventType, Reason
 from tidepool.api.v1alpha1 import (
-    CapacityStatus,
     ColdStartStatus,
     Condition,
     DeploymentMode,
@@ -62,6 +61,17 @@ from tidepool.policy.children import (
     stale_services,
 )
 from tidepool.policy.cold_start import PodTimeline
+from tidepool.policy.pools import (
+    InvalidPlacementError,
+    capacity_status,
+    check_fits,
+    engine_capacity,
+    hybrid_floor,
+    pick_pool,
+    pool_price,
+    split,
+    target_utilization,
+)
 from tidepool.policy.signals import NoData, Sample, Signal
 
 #: How soon to look again while a migration is in flight: each phase waits on the cluster.
@@ -175,19 +185,7 @@ class Plan:
         return {p.pool.name: p.replicas for p in self.pools if role is None or p.role == role}
 
 
-class InvalidPlacementError(ValueError):
-    """The spec passed the schema but cannot be placed (no pool, wrong tenancy, too few GPUs)."""
-
-    reason: Reason = Reason.INVALID_SPEC
-
-
-class _PoolNotFoundError(InvalidPlacementError):
-    """A preferred GPUPool is missing or has the wrong tenancy."""
-
-    reason = Reason.POOL_NOT_FOUND
-
-
-# ------------------------------------------------------------------------------------- pools
+# ------------------------------------------------------------------ a LoRA tenant of a fleet
 
 
 def shared_engine_serving(infd: InferenceDeployment) -> str | None:
@@ -408,152 +406,6 @@ def _offered(traffic: placement.Traffic | NoData) -> tuple[float | None, float |
     return traffic.mean.input_tokens_per_second, traffic.mean.output_tokens_per_second
 
 
-def pick_pool(
-    pools: tuple[GPUPool, ...], tenancy: Tenancy, preferred: str | None
-) -> GPUPool | None:
-    """The pool of ``tenancy`` to use: the preferred one, else the default, else the first."""
-    if preferred:
-        match = next((p for p in pools if p.name == preferred), None)
-        if match is None:
-            raise _PoolNotFoundError(
-                f"placement.pools.{tenancy}: GPUPool {preferred!r} does not exist"
-                f" (have: {', '.join(p.name for p in pools) or 'none'})"
-            )
-        if match.spec.tenancy != tenancy:
-            raise _PoolNotFoundError(
-                f"placement.pools.{tenancy}: GPUPool {preferred!r} has tenancy"
-                f" {match.spec.tenancy}, not {tenancy}"
-            )
-        return match
-    candidates = sorted((p for p in pools if p.spec.tenancy == tenancy), key=lambda p: p.name)
-    default = [
-        p
-        for p in candidates
-        if str(p.metadata.get("annotations", {}).get(labels.DEFAULT_POOL, "")).lower() == "true"
-    ]
-    if default:
-        return default[0]
-    return candidates[0] if candidates else None
-
-
-def _check_fits(infd: InferenceDeployment, pool: GPUPool) -> None:
-    need = infd.spec.engine.gpus_per_replica
-    if need > pool.spec.gpus_per_node:
-        raise InvalidPlacementError(
-            f"engine.gpusPerReplica: {need} GPUs per replica cannot fit GPUPool {pool.name!r},"
-            f" whose nodes have {pool.spec.gpus_per_node}; allowed: 1..{pool.spec.gpus_per_node}"
-        )
-
-
-def pool_price(pool: GPUPool | None) -> placement.PoolPrice | None:
-    """The placement policy's view of a GPUPool's prices."""
-    if pool is None:
-        return None
-    return placement.PoolPrice(
-        name=pool.name,
-        tenancy=pool.spec.tenancy,
-        gpu_type=pool.spec.gpu_type,
-        price_per_gpu_hour=pool.spec.price_per_gpu_hour,
-        price_per_million_tokens=pool.spec.price_per_million_tokens,
-        gpus_per_node=pool.spec.gpus_per_node,
-    )
-
-
-def engine_capacity(
-    infd: InferenceDeployment, pool: GPUPool | None, observed: Observed
-) -> EngineCapacity:
-    """The throughput placement sizes with.
-
-    The spec's override wins; else what status learned so far, refined by the replicas' counters
-    when they were busy (:func:`capacity.refine`); else the calibration table for the pool's GPU.
-    """
-    spec = infd.spec.engine
-    base = capacity.for_spec(spec, infd.spec.model.name, pool.spec.gpu_type if pool else "")
-    learned = infd.status.capacity
-    if spec.capacity is not None:
-        return base
-    prior = base
-    if learned is not None:
-        prior = EngineCapacity(
-            prefill_tokens_per_s=learned.prefill_tokens_per_second,
-            decode_tokens_per_s=learned.decode_tokens_per_second,
-            max_num_seqs=spec.max_num_seqs,
-            source=learned.source,
-        )
-    seen = observed.throughput
-    if seen is None:
-        return prior
-    prompt, generated, busy = (
-        seen.prompt_tokens_per_s,
-        seen.generation_tokens_per_s,
-        seen.busy_fraction,
-    )
-    if not (
-        isinstance(prompt, Sample) and isinstance(generated, Sample) and isinstance(busy, Sample)
-    ):
-        return prior
-    return capacity.refine(prior, prompt.value, generated.value, busy.value)
-
-
-def _capacity_status(
-    cap: EngineCapacity, before: CapacityStatus | None, now: datetime
-) -> CapacityStatus:
-    if (
-        before is not None
-        and before.prefill_tokens_per_second == cap.prefill_tokens_per_s
-        and before.decode_tokens_per_second == cap.decode_tokens_per_s
-        and before.source == cap.source
-    ):
-        return before
-    return CapacityStatus(
-        prefill_tokens_per_second=cap.prefill_tokens_per_s,
-        decode_tokens_per_second=cap.decode_tokens_per_s,
-        source=cap.source,
-        updated=now,
-    )
-
-
-# ----------------------------------------------------------------------------------- replicas
-
-
-def hybrid_floor(infd: InferenceDeployment, chosen: int | None) -> int:
-    """Dedicated replicas a hybrid tenant keeps warm.
-
-    ``spec.mode: hybrid`` keeps ``max(1, minReplicas)``; ``auto`` keeps the floor its placement
-    decision ``chosen`` (``status.hybridFloor``), so the operator runs what the policy priced,
-    but never more than ``maxReplicas``: the floor is part of the total the spec caps (a floor
-    of 3,044 chosen before placement knew the limit once ran 3,044 replicas under
-    ``maxReplicas: 1000``). E.g. minReplicas 0, maxReplicas 4: chosen 3 keeps 3, chosen 9 keeps 4.
-    """
-    scaling = infd.spec.scaling
-    base = max(1, scaling.min_replicas)
-    if infd.spec.mode == DeploymentMode.AUTO and chosen:
-        return max(base, min(chosen, scaling.max_replicas))
-    return base
-
-
-def target_utilization(infd: InferenceDeployment) -> float:
-    """Busy share of a replica the autoscaler aims for: ``targetQueueDepth / maxNumSeqs``.
-
-    E.g. the defaults, 56 of 64 seats: 0.875.
-    """
-    return min(1.0, infd.spec.scaling.target_queue_depth / infd.spec.engine.max_num_seqs)
-
-
-def split(mode: DeploymentMode, total: int, floor: int, max_overflow: int) -> dict[PoolRole, int]:
-    """Replicas per role for ``total``: hybrid keeps its dedicated floor, overflow takes the rest.
-
-    E.g. hybrid, floor 2, max overflow 4: total 5 -> primary 2, overflow 3; total 0 -> primary 2.
-    """
-    if mode != DeploymentMode.HYBRID:
-        return {PoolRole.PRIMARY: total, PoolRole.OVERFLOW: 0}
-    primary = min(total, floor) if total else floor
-    return {
-        PoolRole.PRIMARY: primary,
-        PoolRole.OVERFLOW: min(max(0, total - primary), max_overflow),
-    }
-
-
 # -------------------------------------------------------------------------------------- plan
 
 
@@ -684,7 +536,7 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
         fleet,
         by_name={p.name: p for p in observed.pools},
         deployments=serving_deployments(observed.deployments, observed.stale),
-        cap=engine_capacity(infd, pools.shared or pools.dedicated, observed),
+        cap=engine_capacity(infd, pools.shared or pools.dedicated, observed.throughput),
     )
     course = _migration_step(ctx, _redirect(ctx, _placement(ctx)))
     sizing = _autoscale(ctx, course, history)
@@ -735,7 +587,7 @@ def _choose_pools(
         needed |= set(chosen.layout(infd.status.migration.to_mode).pools)
     for candidate in (shared, dedicated):
         if candidate is not None and candidate.name in needed:
-            _check_fits(infd, candidate)
+            check_fits(infd, candidate)
     return chosen
 
 
@@ -1024,8 +876,8 @@ def _autoscale_policy(
     Dedicated GPUs keep a warm replica, as an explicit dedicated deployment must (the CRD
     refuses minReplicas 0 there), and a hybrid tenant keeps its whole floor; so does a
     promotion's target, from the moment it takes traffic. The floor never exceeds
-    ``maxReplicas`` (:func:`hybrid_floor` caps it, and the schema keeps ``minReplicas`` at or
-    below it), so the maximum stays the spec's.
+    ``maxReplicas`` (:func:`tidepool.policy.pools.hybrid_floor` caps it, and the schema keeps
+    ``minReplicas`` at or below it), so the maximum stays the spec's.
     """
     policy = autoscale.AutoscalePolicy.from_spec(infd.spec.scaling)
     if gpu_mode not in (DeploymentMode.DEDICATED, DeploymentMode.HYBRID):
@@ -1350,7 +1202,7 @@ def _new_status(
         offered_input_tokens_per_second=offered_in,
         offered_output_tokens_per_second=offered_out,
         hybrid_floor=sizing.chosen_floor,
-        capacity=_capacity_status(ctx.cap, status.capacity, now),
+        capacity=capacity_status(ctx.cap, status.capacity, now),
         last_active_time=scale.last_active_at,
         last_scale_time=now if scaled else status.last_scale_time or now,
         last_wake_handled=sizing.wake or status.last_wake_handled,
@@ -1579,7 +1431,6 @@ class _CondFn(Protocol):
 __all__ = [
     "Event",
     "History",
-    "InvalidPlacementError",
     "Observed",
     "ObservedDeployment",
     "Plan",

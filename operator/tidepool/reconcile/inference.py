@@ -37,7 +37,8 @@ from tidepool.policy import autoscale, children, migration, placement, shared_en
 from tidepool.policy import plan as planning
 from tidepool.policy.children import ObservedDeployment
 from tidepool.policy.cold_start import PodTimeline
-from tidepool.policy.plan import Event, InvalidPlacementError
+from tidepool.policy.plan import Event
+from tidepool.policy.pools import InvalidPlacementError
 from tidepool.policy.signals import NoData, Signal
 from tidepool.reconcile.ports import KubePort, MetricsPort
 from tidepool.render import engine

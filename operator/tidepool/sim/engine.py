@@ -43,7 +43,7 @@ from typing import Final, Protocol
 
 import numpy as np
 
-from tidepool.policy import capacity, cost, placement, plan
+from tidepool.policy import capacity, cost, placement, pools
 from tidepool.sim import config, traces
 
 #: The longest the simulation runs past the trace's end to serve what is still queued or running:
@@ -64,13 +64,13 @@ def _nothing_offered(_seconds: float) -> placement.Traffic | None:
 def pool_prices(cfg: config.SimConfig) -> tuple[placement.PoolPrice, placement.PoolPrice]:
     """The shared and the dedicated pool's prices, as the placement policy sees them.
 
-    :func:`tidepool.policy.plan.pool_price` of the very GPUPools the controllers run on
+    :func:`tidepool.policy.pools.pool_price` of the very GPUPools the controllers run on
     (:meth:`~tidepool.sim.config.SimConfig.pools`), so the pools priced are the pools simulated: at
     the defaults, H100s at $7.79/GPU-hour on both, the shared pool charging back $0.20/1M tokens,
     the dedicated one in single-GPU nodes.
     """
     shared_pool, dedicated_pool = cfg.pools()
-    shared, dedicated = plan.pool_price(shared_pool), plan.pool_price(dedicated_pool)
+    shared, dedicated = pools.pool_price(shared_pool), pools.pool_price(dedicated_pool)
     assert shared is not None
     assert dedicated is not None
     return shared, dedicated

@@ -35,7 +35,7 @@ from typing import Final
 import numpy as np
 
 from tidepool.api.v1alpha1 import MAX_REPLICAS, DeploymentMode
-from tidepool.policy import cost, placement, plan
+from tidepool.policy import cost, placement, pools
 from tidepool.sim import (
     baselines,
     config,
@@ -206,7 +206,7 @@ def always_dedicated_replicas(cfg: config.SimConfig, peak: float) -> int:
 
     The size of the placement policy's dedicated option for the simulated ``auto`` tenant
     (:func:`tidepool.policy.placement.dedicated_replicas` at
-    :func:`tidepool.policy.plan.target_utilization`): the peak in replicas of work is the
+    :func:`tidepool.policy.pools.target_utilization`): the peak in replicas of work is the
     in-flight peak over the engine's seats (a request holds a seat for ``seats x
     seconds_per_request``). E.g. 150 in flight on 64 seats is 2.34 replicas of work;
     at the default 56 of 64 seats, ``ceil(2.34 / 0.875) = 3`` replicas.
@@ -217,7 +217,7 @@ def always_dedicated_replicas(cfg: config.SimConfig, peak: float) -> int:
     tenant = cfg.tenant(DeploymentMode.AUTO)
     peak_work = peak / cfg.capacity().max_num_seqs
     sized = placement.dedicated_replicas(
-        peak_work, plan.target_utilization(tenant), tenant.spec.scaling.min_replicas
+        peak_work, pools.target_utilization(tenant), tenant.spec.scaling.min_replicas
     )
     return min(MAX_REPLICAS, sized)
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tidepool.api.v1alpha1 import InferenceDeployment
-from tidepool.policy import plan
+from tidepool.policy import pools
 
 
 def tenant(mode: str, min_replicas: int, max_replicas: int) -> InferenceDeployment:
@@ -33,4 +33,4 @@ def tenant(mode: str, min_replicas: int, max_replicas: int) -> InferenceDeployme
 def test_hybrid_floor(
     mode: str, min_replicas: int, max_replicas: int, chosen: int | None, floor: int
 ) -> None:
-    assert plan.hybrid_floor(tenant(mode, min_replicas, max_replicas), chosen) == floor
+    assert pools.hybrid_floor(tenant(mode, min_replicas, max_replicas), chosen) == floor

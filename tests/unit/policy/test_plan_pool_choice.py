@@ -10,6 +10,7 @@ import pytest
 from tidepool.api.v1alpha1 import GPUPool, Tenancy
 from tidepool.policy import placement, plan
 from tidepool.policy.capacity import EngineCapacity
+from tidepool.policy.pools import pick_pool
 from tidepool.policy.signals import NoData
 
 
@@ -57,7 +58,7 @@ def _pool(name: str, tenancy: str, default: bool = False) -> GPUPool:
 def test_pool_choice(
     pools: list[GPUPool], tenancy: Tenancy, preferred: str | None, expected: str | None
 ) -> None:
-    chosen = plan.pick_pool(tuple(pools), tenancy, preferred)
+    chosen = pick_pool(tuple(pools), tenancy, preferred)
 
     assert (chosen.name if chosen else None) == expected
 

@@ -4,7 +4,7 @@ price set naming the GPU of both pools and of the engine."""
 import numpy as np
 import pytest
 
-from tidepool.policy import capacity, plan
+from tidepool.policy import capacity, pools
 from tidepool.sim import config, engine, traces
 
 H100 = "NVIDIA-H100-80GB-HBM3"
@@ -65,7 +65,7 @@ def test_a_price_set_names_the_gpu_of_both_pools_and_of_the_engine() -> None:
     assert (shared.gpu_type, dedicated.gpu_type) == (A100, A100)
     assert (shared.price_per_gpu_hour, dedicated.price_per_gpu_hour) == (4.00, 4.00)
     # The pools priced are the placement policy's view of the pools the controllers run on.
-    assert (shared, dedicated) == tuple(plan.pool_price(p) for p in cfg.pools())
+    assert (shared, dedicated) == tuple(pools.pool_price(p) for p in cfg.pools())
     assert config.for_prices() == config.SimConfig()
 
 
