@@ -120,13 +120,12 @@ def engine_capacity(
             max_num_seqs=spec.max_num_seqs,
             source=learned.source,
         )
-    seen = throughput
-    if seen is None:
+    if throughput is None:
         return prior
     prompt, generated, busy = (
-        seen.prompt_tokens_per_s,
-        seen.generation_tokens_per_s,
-        seen.busy_fraction,
+        throughput.prompt_tokens_per_s,
+        throughput.generation_tokens_per_s,
+        throughput.busy_fraction,
     )
     if not (
         isinstance(prompt, Sample) and isinstance(generated, Sample) and isinstance(busy, Sample)
