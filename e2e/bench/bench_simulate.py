@@ -99,6 +99,12 @@ class Row:
             return f"ERROR: {self.error}"
         return "; ".join(self.misses) or "-"
 
+    @property
+    def static_vs_bound(self) -> float:
+        """Best static in hindsight over the per-minute lower bound: where it is above
+        ``report.MAX_VS_LOWER_BOUND`` too, the bound is out of reach of every static choice."""
+        return self.static_spend / self.bound if self.bound > 0 else math.nan
+
 
 def trace_name(path: Path) -> str:
     """The name a workload of ``path`` gets: ``servegen_x.csv.gz`` -> ``servegen_x``."""
@@ -181,7 +187,8 @@ def table(rows: list[Row]) -> str:
     """The summary, worst row first: failed rows, then by auto / best static, auto / bound."""
     head = (
         f"{'trace':<30} {'scale':>5} {'prices':>6} {'hours':>5} {'auto/static':>11}"
-        f" {'auto/bound':>10} {'auto $':>9} {'static $':>9} {'bound $':>9} {'auto SLO':>8}"
+        f" {'auto/bound':>10} {'static/bound':>12} {'auto $':>9} {'static $':>9} {'bound $':>9}"
+        f" {'auto SLO':>8}"
         f" {'static SLO':>10} {'none meet':>9} {'worst p99':>9} {'secs':>5}  missed"
     )
     lines = [head, "-" * len(head)]
@@ -191,6 +198,7 @@ def table(rows: list[Row]) -> str:
         lines.append(
             f"{r.trace[:30]:<30} {f'x{r.scale:g}':>5} {r.prices:>6} {num(r.hours, '.1f'):>5}"
             f" {num(r.vs_static, '.3f'):>11} {num(r.vs_bound, '.3f'):>10}"
+            f" {num(r.static_vs_bound, '.3f'):>12}"
             f" {money(r.auto_spend):>9} {money(r.static_spend):>9} {money(r.bound):>9}"
             f" {f'{r.auto_ok}/{r.tenants}' if ran else '-':>8}"
             f" {f'{r.static_ok}/{r.tenants}' if ran else '-':>10}"
@@ -198,6 +206,24 @@ def table(rows: list[Row]) -> str:
             f" {num(r.worst_p99_s, '.0f', 's'):>9} {r.seconds:>5.0f}  {r.status}"
         )
     return "\n".join(lines)
+
+
+def bound_summary(rows: list[Row]) -> str:
+    """The rows where auto spends over ``report.MAX_VS_LOWER_BOUND`` times the per-minute lower
+    bound, and on how many of them best static in hindsight does too: the bound has no cold
+    starts and no headroom, so on bursty traffic no policy that serves the bursts comes near it.
+    E.g. ``auto over 1.5x the per-minute lower bound on 2 rows; best static in hindsight on 1 of
+    them (1.70x to 1.70x)``."""
+    limit = report.MAX_VS_LOWER_BOUND
+    over = [r for r in rows if r.error is None and r.vs_bound > limit]
+    if not over:
+        return f"auto within {limit:g}x the per-minute lower bound on every row"
+    static = sorted(r.static_vs_bound for r in over if r.static_vs_bound > limit)
+    spread = f" ({static[0]:.2f}x to {static[-1]:.2f}x)" if static else ""
+    return (
+        f"auto over {limit:g}x the per-minute lower bound on {len(over)} rows; best static in"
+        f" hindsight on {len(static)} of them{spread}"
+    )
 
 
 def late_summary(rows: list[Row]) -> str:
@@ -301,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(rows))
     print(late_summary(rows))
+    print(bound_summary(rows))
     good = [r for r in rows if r.error is None and not r.misses]
     failed = sum(r.error is not None for r in rows)
     print(

@@ -84,6 +84,24 @@ def _row(trace: str, vs_static: float, misses: tuple[str, ...] = ()) -> bench.Ro
     )
 
 
+def test_bench_bound_summary_says_where_best_static_is_over_the_bound_too() -> None:
+    """auto/bound above 1.5 on two rows: best static is $100 on both, over bounds of $50 (2.00x)
+    and $80 (1.25x); a row within the bound and a failed one count for neither."""
+    far = replace(_row("far", 1.0), vs_bound=2.2, bound=50.0)
+    near = replace(_row("near", 1.0), vs_bound=1.6, bound=80.0)
+    within = _row("within", 1.0)
+    failed = bench.failed_row(bench.Job(Path("/t/conv.csv"), 1.0, "h100", None), OSError("gone"))
+    assert far.static_vs_bound == pytest.approx(2.0)
+    assert bench.bound_summary([far, near, within, failed]) == (
+        "auto over 1.5x the per-minute lower bound on 2 rows; best static in hindsight on 1 of"
+        " them (2.00x to 2.00x)"
+    )
+    assert bench.bound_summary([within]) == (
+        "auto within 1.5x the per-minute lower bound on every row"
+    )
+    assert math.isnan(failed.static_vs_bound)
+
+
 def test_bench_exit_code_is_0_all_met_1_on_a_miss_3_when_a_row_failed() -> None:
     good = _row("good", 1.0)
     miss = _row("miss", 1.05, ("SLO: 1/16 tenants over 10s: m-large/7 (worst, p99 45s)",))
@@ -105,6 +123,8 @@ def test_bench_table_prints_denominators_and_misses_worst_row_first() -> None:
     lines = bench.table([good, miss, over, failed]).splitlines()
     assert "static $" in lines[0]
     assert "bound $" in lines[0]
+    assert "static/bound" in lines[0]
+    assert "1.092" in lines[5]  # best static $100 over the bound's $91.6
     assert [line.split()[0] for line in lines[2:]] == ["conv", "over", "miss", "good"]
     assert lines[2].endswith("ERROR: OSError: gone")
     assert "nan" not in lines[2]
