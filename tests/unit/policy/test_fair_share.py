@@ -2,6 +2,8 @@
 gateway may send it (every replica runs vLLM's priority scheduling)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tidepool.policy import fair_share
 from tidepool.policy.children import ObservedDeployment
@@ -95,3 +97,45 @@ def test_the_fleet_schedules_by_priority_only_once_every_replica_does(
 )
 def test_rendered_policy(extra_args: list[str], expected: str) -> None:
     assert fair_share.rendered_policy(extra_args) == expected
+
+
+# ----------------------------------------------------------------------------- properties
+
+_COUNTS = st.lists(st.floats(min_value=0.0, max_value=5_000.0), min_size=1, max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    in_flight=_COUNTS,
+    replicas=st.integers(min_value=0, max_value=200),
+    gateways=st.integers(min_value=1, max_value=4),
+)
+def test_the_tenants_within_their_share_never_ask_for_more_than_the_seats(
+    in_flight: list[float], replicas: int, gateways: int
+) -> None:
+    """Whatever the mix, the requests of the tenants within their share fit the seats one
+    gateway counts: so a tenant within its share waits behind nobody beyond theirs, and priority
+    0 can never be a queue of its own."""
+    seats = replicas * 64
+    sending = sum(1 for x in in_flight if x > 0)
+    share = fair_share.fair_share(seats, sending, gateways)
+    within = [x for x in in_flight if x > 0 and fair_share.priority(x, share) == 0]
+    assert sum(within) <= seats / gateways + 1e-6
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mine=st.floats(min_value=0.0, max_value=5_000.0),
+    more=st.floats(min_value=0.0, max_value=5_000.0),
+    seats=st.integers(min_value=0, max_value=12_800),
+    tenants=st.integers(min_value=1, max_value=400),
+)
+def test_more_in_flight_or_more_tenants_never_raise_a_tenants_priority(
+    mine: float, more: float, seats: int, tenants: int
+) -> None:
+    """Priority is monotone: sending more, or another tenant starting to send, can move a tenant
+    from within its share to beyond it, never back."""
+    share = fair_share.fair_share(seats, tenants)
+    now = fair_share.priority(mine, share)
+    assert fair_share.priority(mine + more, share) >= now
+    assert fair_share.priority(mine, fair_share.fair_share(seats, tenants + 1)) >= now
