@@ -275,16 +275,24 @@ def compare_pool(
         if k % 25 == 0 or k == len(loads):
             say(f"own replicas: {k}/{len(loads)} tenants simulated")
 
-    def fleet_run(own_set: frozenset[int], promote: bool = False) -> shared.FleetRun:
+    def fleet_run(label: str, own_set: frozenset[int], promote: bool = False) -> shared.FleetRun:
+        """One fleet run, its hourly progress named by the alternative it is for."""
         return shared.simulate_fleet(
-            loads, cfg, fleet, dt=dt, start=start, own=own_set, promote=promote, progress=say
+            loads,
+            cfg,
+            fleet,
+            dt=dt,
+            start=start,
+            own=own_set,
+            promote=promote,
+            progress=lambda msg: say(f"{label}: {msg}"),
         )
 
-    everything = fleet_run(frozenset())
+    everything = fleet_run(SHARED, frozenset())
     shared_runs = [everything.tenant_run(k, SHARED) for k in range(len(loads))]
     say(f"shared engine: {cost.money(everything.spend)}")
 
-    auto_fleet = fleet_run(frozenset(), promote=True)
+    auto_fleet = fleet_run(AUTO, frozenset(), promote=True)
     auto_runs: list[engine.TenantRun] = []
     for k, load in enumerate(loads):
         parts = [auto_fleet.tenant_run(k, AUTO)]
@@ -299,7 +307,7 @@ def compare_pool(
     }
     for k in range(1, min(split_max, len(loads)) + 1):
         own_set = frozenset(ranked[:k])
-        rest = fleet_run(own_set)
+        rest = fleet_run(f"static split k = {k}", own_set)
         runs = [own[t] if t in own_set else rest.tenant_run(t, SPLIT) for t in range(len(loads))]
         candidates[k] = (runs, rest)
     say(f"static splits k = 0..{max(candidates)} simulated")

@@ -493,6 +493,29 @@ def test_tail_spend_floor_is_the_least_bound_share_over_the_splits() -> None:
     assert shared_compare.tail_spend_floor(loads[:5], ranked[:5], CFG, DT) is None
 
 
+def test_compare_pools_hourly_progress_names_the_alternative_it_is_for() -> None:
+    """Every fleet run reports each simulated hour, named: the shared engine, shared + auto and
+    each static split (a user watching seven runs count hours needs to know which is which)."""
+    quiet = [load(f"p/t{k}", [0.1] * 80) for k in range(2)]
+    said: list[str] = []
+    shared_compare.compare_pool(
+        "p",
+        quiet,
+        CFG,
+        shared.FleetSettings(),
+        dt=60.0,
+        start=START,
+        split_max=1,
+        progress=said.append,
+    )
+    hourly = [m.split(" (")[0] for m in said if ": fleet" in m and "hour 1 of 2" in m]
+    assert hourly == [
+        "p: shared engine: fleet: hour 1 of 2, 1 replicas",
+        "p: shared + auto: fleet with promotions: hour 1 of 2, 1 replicas",
+        "p: static split k = 1: fleet: hour 1 of 2, 1 replicas",
+    ]
+
+
 def test_compare_pool_runs_every_alternative() -> None:
     """A pool of one busy tenant and three small ones, 30 minutes: every alternative covers every
     tenant, spend adds up per alternative, and the best static split is one of k = 0..3.
