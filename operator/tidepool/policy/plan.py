@@ -306,7 +306,7 @@ def _fleet_verdict(
         )
         return False
     _fleet_ready_condition(cond, infd, engine)
-    return not adapter_replicas(infd, engine) and (
+    return not replicas_holding_adapter(infd, engine) and (
         verdict is None or verdict.reason in _FLEET_MAKING
     )
 
@@ -387,7 +387,7 @@ def engine_share(
     )
 
 
-def adapter_replicas(infd: InferenceDeployment, engine: SharedEngine) -> int:
+def replicas_holding_adapter(infd: InferenceDeployment, engine: SharedEngine) -> int:
     """Fleet replicas holding ``infd``'s adapter, as the SharedEngine last recorded them."""
     key = f"{infd.namespace}/{infd.name}"
     return next((a.loaded_replicas for a in engine.status.adapters if a.tenant == key), 0)
@@ -847,7 +847,7 @@ def _migration_step(ctx: _Reconcile, course: _Course) -> _Course:
 def _ready_on(ctx: _Reconcile, pool: str) -> int:
     """Ready replicas serving ``pool``: the fleet's holding the adapter for its pseudo-pool."""
     if ctx.fleet is not None and pool == ctx.pools.fleet_pool:
-        return adapter_replicas(ctx.infd, ctx.fleet)
+        return replicas_holding_adapter(ctx.infd, ctx.fleet)
     return ctx.deployments[pool].ready_replicas if pool in ctx.deployments else 0
 
 
@@ -1245,7 +1245,7 @@ def _deletions(
         fleet is not None
         and course.migration is None
         and on_fleet
-        and not adapter_replicas(ctx.infd, fleet)
+        and not replicas_holding_adapter(ctx.infd, fleet)
     )
     delete = () if joining else retired(observed.deployments, observed.stale, replicas_by_pool)
     events = tuple(
@@ -1380,7 +1380,7 @@ def _fleet_ready_condition(
 ) -> None:
     """Ready of a tenant the fleet serves: its adapter loaded (or the fleet asleep, woken by the
     gateway's held request), as the SharedEngine recorded it."""
-    n = adapter_replicas(infd, engine)
+    n = replicas_holding_adapter(infd, engine)
     loaded = conditions.find(list(infd.status.conditions), ConditionType.ADAPTER_LOADED)
     if n:
         cond(
