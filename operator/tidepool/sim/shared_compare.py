@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Final
 
 import numpy as np
@@ -275,18 +276,11 @@ def compare_pool(
         if k % 25 == 0 or k == len(loads):
             say(f"own replicas: {k}/{len(loads)} tenants simulated")
 
+    simulate_fleet = partial(shared.simulate_fleet, loads, cfg, fleet, dt=dt, start=start)
+
     def fleet_run(label: str, own_set: frozenset[int], promote: bool = False) -> shared.FleetRun:
         """One fleet run, its hourly progress named by the alternative it is for."""
-        return shared.simulate_fleet(
-            loads,
-            cfg,
-            fleet,
-            dt=dt,
-            start=start,
-            own=own_set,
-            promote=promote,
-            progress=lambda msg: say(f"{label}: {msg}"),
-        )
+        return simulate_fleet(own=own_set, promote=promote, progress=lambda m: say(f"{label}: {m}"))
 
     everything = fleet_run(SHARED, frozenset())
     shared_runs = [everything.tenant_run(k, SHARED) for k in range(len(loads))]

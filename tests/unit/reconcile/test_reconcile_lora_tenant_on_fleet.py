@@ -17,7 +17,7 @@ from reconcile_harness import MODEL, NAME, NS, SHARED, Harness
 
 from tidepool.api import conditions, labels, names
 from tidepool.api.conditions import ConditionType, Reason
-from tidepool.api.v1alpha1 import LoadedAdapter, SharedEngine
+from tidepool.api.v1alpha1 import DeploymentMode, LoadedAdapter, SharedEngine
 from tidepool.policy.signals import Sample
 
 ENGINE = "base"
@@ -88,6 +88,7 @@ def test_a_new_tenant_creates_no_deployment_of_its_own(mode: str) -> None:
     assert h.kube.deployment_names() == []
     assert h.status.engine == ENGINE
     assert h.status.desired_replicas == 0
+    assert h.status.effective_mode == DeploymentMode.SERVERLESS  # kubectl get's RUNNING column
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -162,9 +163,12 @@ def test_replicas_from_before_the_engine_stay_while_the_fleet_makes_the_target(
     assert h.status.last_decision is not None
     assert h.status.last_decision.action == f"served by SharedEngine {ENGINE}"
     assert h.status.last_decision.time == h.clock.now
-    # kubectl get's MODEL, POOL and ENGINE columns: its served name, the fleet's pool, the fleet.
-    assert (h.status.served_model, h.status.pool, h.status.engine) == (
+    # kubectl get's MODEL, RUNNING, POOL and ENGINE columns: its served name, serverless (the
+    # fleet is its serverless layout), the fleet's pool, the fleet.
+    status = h.status
+    assert (status.served_model, status.effective_mode, status.pool, status.engine) == (
         h.infd.served_model,
+        DeploymentMode.SERVERLESS,
         SHARED,
         ENGINE,
     )

@@ -977,7 +977,9 @@ class InferenceDeploymentStatus(_Status):
     endpoint: str = Field(default="", max_length=MAX_STATUS_TEXT)
     """In-cluster URL of the engine Service (the gateway is the usual front door)."""
     effective_mode: DeploymentMode | None = None
-    """For mode auto: what Tidepool currently runs (serverless, dedicated or hybrid)."""
+    """What Tidepool runs now: serverless (replicas on the shared pool, or a SharedEngine's fleet
+    for a LoRA tenant), dedicated or hybrid. For mode auto, the layout placement chose; while a
+    move is in flight, the one still serving."""
     pool: str = Field(default="", max_length=MAX_STATUS_TEXT)
     """Pools in use, comma-separated, for kubectl get."""
     pools: list[PoolStatus] = Field(default_factory=list, max_length=MAX_STATUS_POOLS)
