@@ -270,7 +270,6 @@ def _served_by_shared_engine(
                 "pools": [],
                 "routable_pools": [],
                 "engine": engine_name,
-                "effective_mode": DeploymentMode.SERVERLESS,  # the fleet is its serverless layout
                 "last_decision": last_decision,
                 # Its own replicas go: a cold start being measured ends with what it measured.
                 "cold_start": cold_start.step(

@@ -13,11 +13,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from reconcile_harness import MODEL, NAME, NS, SHARED, Harness
+from reconcile_harness import DEDICATED, MODEL, NAME, NS, SHARED, Harness
 
 from tidepool.api import conditions, labels, names
 from tidepool.api.conditions import ConditionType, Reason
-from tidepool.api.v1alpha1 import DeploymentMode, LoadedAdapter, SharedEngine
+from tidepool.api.v1alpha1 import LoadedAdapter, SharedEngine
 from tidepool.policy.signals import Sample
 
 ENGINE = "base"
@@ -88,7 +88,6 @@ def test_a_new_tenant_creates_no_deployment_of_its_own(mode: str) -> None:
     assert h.kube.deployment_names() == []
     assert h.status.engine == ENGINE
     assert h.status.desired_replicas == 0
-    assert h.status.effective_mode == DeploymentMode.SERVERLESS  # kubectl get's RUNNING column
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -163,12 +162,9 @@ def test_replicas_from_before_the_engine_stay_while_the_fleet_makes_the_target(
     assert h.status.last_decision is not None
     assert h.status.last_decision.action == f"served by SharedEngine {ENGINE}"
     assert h.status.last_decision.time == h.clock.now
-    # kubectl get's MODEL, RUNNING, POOL and ENGINE columns: its served name, serverless (the
-    # fleet is its serverless layout), the fleet's pool, the fleet.
-    status = h.status
-    assert (status.served_model, status.effective_mode, status.pool, status.engine) == (
+    # kubectl get's MODEL, POOL and ENGINE columns: its served name, the fleet's pool, the fleet.
+    assert (h.status.served_model, h.status.pool, h.status.engine) == (
         h.infd.served_model,
-        DeploymentMode.SERVERLESS,
         SHARED,
         ENGINE,
     )
@@ -188,3 +184,24 @@ def test_a_tenant_moves_onto_the_fleet_make_before_break() -> None:
     assert h.kube.deployment_names() == []
     assert h.condition("Ready")[:2] == ("True", Reason.ADAPTER_LOADED)
     assert [e.reason for e in h.events()] == [Reason.ADAPTER_LOADED]
+
+
+def test_a_serverless_tenant_switched_to_dedicated_goes_straight_to_its_own_replica() -> None:
+    """``spec.mode`` serverless -> dedicated on a fleet tenant: once the fleet has let it go
+    (``status.engine`` cleared), its plan runs dedicated at once. Its status never said it ran
+    serverless replicas of its own, so there is no move from the shared pool: a move would start
+    a replica there and route to it while the dedicated one loads, a GPU for nothing."""
+    h = tenant("serverless")
+    h.sync()
+    fleet_records(h, replicas=1, reason=Reason.ADAPTER_LOADED)
+    h.sync(advance=1)
+    assert h.status.effective_mode is None
+    h.change_spec(mode="dedicated", scaling={"minReplicas": 1})
+    loaded = [c for c in h.status.conditions if c.type != ConditionType.ADAPTER_LOADED]
+    h.status = h.status.model_copy(update={"engine": "", "conditions": loaded})
+
+    for _ in range(3):
+        h.sync(advance=5)
+        assert h.status.migration is None
+        assert h.replicas() == {DEDICATED: 1}
+        assert h.status.routable_pools == [DEDICATED]

@@ -977,9 +977,11 @@ class InferenceDeploymentStatus(_Status):
     endpoint: str = Field(default="", max_length=MAX_STATUS_TEXT)
     """In-cluster URL of the engine Service (the gateway is the usual front door)."""
     effective_mode: DeploymentMode | None = None
-    """What Tidepool runs now: serverless (replicas on the shared pool, or a SharedEngine's fleet
-    for a LoRA tenant), dedicated or hybrid. For mode auto, the layout placement chose; while a
-    move is in flight, the one still serving."""
+    """What Tidepool runs now: serverless (replicas on the shared pool, or for an auto LoRA tenant
+    a SharedEngine's fleet), dedicated or hybrid. For mode auto, the layout placement chose;
+    while a move is in flight, the one still serving. Unset for a fixed-mode tenant a SharedEngine
+    serves (status.engine names it): it runs nothing of its own, so a later mode change starts
+    its new layout directly rather than a move from replicas it never had."""
     pool: str = Field(default="", max_length=MAX_STATUS_TEXT)
     """Pools in use, comma-separated, for kubectl get."""
     pools: list[PoolStatus] = Field(default_factory=list, max_length=MAX_STATUS_POOLS)
