@@ -216,15 +216,37 @@ def fixed_member(infd: InferenceDeployment, engine: SharedEngine | None) -> str 
     return engine.name
 
 
+def _without_gone_engine(
+    infd: InferenceDeployment, engine: SharedEngine | None
+) -> InferenceDeployment:
+    """``infd`` released from the SharedEngine its status names when that engine no longer
+    serves its base model (deleted, re-pointed at another model, or the tenant's adapter
+    removed), as the engine's own plan releases a tenant it stops serving: ``status.engine``
+    cleared, so the gateway routes to replicas of its own, and ``AdapterLoaded`` dropped.
+    Kept, the tenant reported Ready with no replica anywhere, and its requests waited for a
+    fleet that no longer existed."""
+    named = infd.status.engine
+    if not named or (engine is not None and engine.name == named):
+        return infd
+    kept = [c for c in infd.status.conditions if c.type != ConditionType.ADAPTER_LOADED]
+    return infd.model_copy(
+        update={"status": infd.status.model_copy(update={"engine": "", "conditions": kept})}
+    )
+
+
 #: The fleet's verdicts (``AdapterLoaded``) under which it is still making the tenant's target:
 #: the engine Deployments the tenant ran before wait for it (make-before-break).
 _FLEET_MAKING: Final = frozenset({Reason.ADAPTER_LOADING, Reason.WAITING_FOR_REPLICAS})
 
 
 def _served_by_shared_engine(
-    infd: InferenceDeployment, engine_name: str, observed: Observed, history: History, now: datetime
+    infd: InferenceDeployment,
+    fleet: SharedEngine,
+    observed: Observed,
+    history: History,
+    now: datetime,
 ) -> Plan:
-    """The plan of a tenant that SharedEngine ``engine_name`` serves: no engine of its own,
+    """The plan of a tenant that SharedEngine ``fleet`` serves: no engine of its own,
     whatever state its adapter is in, so that its scale from zero is an adapter load on the fleet
     and its wake is the fleet's (the SharedEngine's plan wakes on any tenant's wake newer than
     its last activity; this plan leaves ``lastWakeHandled`` alone).
@@ -236,8 +258,8 @@ def _served_by_shared_engine(
     """
     status = infd.status
     cond = _Conditions(infd, now)
-    making = _fleet_verdict(cond, infd, engine_name, observed.shared_engine)
-    action = f"served by SharedEngine {engine_name}"
+    making = _fleet_verdict(cond, infd, fleet)
+    action = f"served by SharedEngine {fleet.name}"
     last_decision = status.last_decision
     if last_decision is None or last_decision.action != action:
         last_decision = LastDecision(
@@ -249,8 +271,7 @@ def _served_by_shared_engine(
     own = tuple(sorted(d.name for d in (*observed.deployments.values(), *observed.stale)))
     if making:
         own = ()
-    fleet = observed.shared_engine
-    removing = f"served by SharedEngine {engine_name}: removing {', '.join(own)}"
+    removing = f"served by SharedEngine {fleet.name}: removing {', '.join(own)}"
     return Plan(
         pools=(),
         delete=own,
@@ -266,10 +287,10 @@ def _served_by_shared_engine(
                 # kubectl get shows what it is called and where it runs, as for any tenant:
                 # the fleet's pool, its replicas being the fleet's.
                 "served_model": infd.served_model,
-                "pool": fleet.spec.pool if fleet is not None and fleet.name == engine_name else "",
+                "pool": fleet.spec.pool,
                 "pools": [],
                 "routable_pools": [],
-                "engine": engine_name,
+                "engine": fleet.name,
                 "last_decision": last_decision,
                 # Its own replicas go: a cold start being measured ends with what it measured.
                 "cold_start": cold_start.step(
@@ -291,20 +312,10 @@ def _served_by_shared_engine(
     )
 
 
-def _fleet_verdict(
-    cond: "_CondFn", infd: InferenceDeployment, engine_name: str, engine: SharedEngine | None
-) -> bool:
+def _fleet_verdict(cond: "_CondFn", infd: InferenceDeployment, engine: SharedEngine) -> bool:
     """Set Ready from what the fleet recorded; return whether the fleet is still making the
     tenant's target, so that the engines it ran before stay (make-before-break)."""
     verdict = conditions.find(list(infd.status.conditions), ConditionType.ADAPTER_LOADED)
-    if engine is None or engine.name != engine_name:
-        cond(
-            ConditionType.READY,
-            True,
-            Reason.ADAPTER_LOADED,
-            f"served by SharedEngine {engine_name}, which holds its adapter",
-        )
-        return False
     _fleet_ready_condition(cond, infd, engine)
     return not replicas_holding_adapter(infd, engine) and (
         verdict is None or verdict.reason in _FLEET_MAKING
@@ -520,10 +531,11 @@ def plan(infd: InferenceDeployment, observed: Observed, history: History, now: d
     move and a move in flight takes one step; the autoscaler sizes the serving pools; its total
     is split per pool; the status, conditions, events and deletions follow from all of that.
     """
+    infd = _without_gone_engine(infd, observed.shared_engine)
     fleet = _fleet(infd, observed)
     engine_name = fixed_member(infd, observed.shared_engine) or shared_engine_serving(infd)
-    if engine_name is not None and fleet is None:
-        return _served_by_shared_engine(infd, engine_name, observed, history, now)
+    if engine_name is not None and fleet is None and observed.shared_engine is not None:
+        return _served_by_shared_engine(infd, observed.shared_engine, observed, history, now)
     try:
         pools = _choose_pools(infd, observed.pools, fleet)
     except ValueError as exc:

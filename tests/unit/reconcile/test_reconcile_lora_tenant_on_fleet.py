@@ -205,3 +205,25 @@ def test_a_serverless_tenant_switched_to_dedicated_goes_straight_to_its_own_repl
         assert h.status.migration is None
         assert h.replicas() == {DEDICATED: 1}
         assert h.status.routable_pools == [DEDICATED]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_tenant_whose_shared_engine_is_deleted_runs_replicas_of_its_own(mode: str) -> None:
+    """The SharedEngine is deleted while it serves the tenant (its fleet goes with it, so there is
+    nothing to make before breaking): the tenant's next sync releases it from the gone engine
+    and runs it as a serverless tenant with no fleet, on replicas of its own on the shared pool,
+    where the gateway now routes it. Before, it kept reporting Ready "served by SharedEngine
+    base" with no replica anywhere, and its waiting requests never woke anything."""
+    h = tenant(mode)
+    h.sync()
+    fleet_records(h, replicas=1, reason=Reason.ADAPTER_LOADED)
+    h.sync(advance=1)
+    h.kube.engines = []
+    h.metrics.queue = Sample(3.0, h.clock.now)
+
+    h.sync(advance=5)
+
+    assert h.status.engine == ""
+    assert conditions.find(list(h.status.conditions), ConditionType.ADAPTER_LOADED) is None
+    assert h.replicas() == {SHARED: 1}
+    assert h.status.routable_pools == [SHARED]

@@ -18,7 +18,7 @@ from reconcile_harness import (
 
 from fakes import FakeKube
 from tidepool.api import labels
-from tidepool.api.v1alpha1 import Condition, DeploymentMode
+from tidepool.api.v1alpha1 import Condition, DeploymentMode, LoadedAdapter, SharedEngine
 from tidepool.policy.children import PodProblem
 from tidepool.policy.signals import NoData, Sample
 
@@ -543,12 +543,43 @@ def test_status_reports_mode_selector_and_endpoint() -> None:
     assert h.condition("Migrating")[:2] == ("False", "Stable")
 
 
-def test_status_engine_written_by_the_shared_engine_survives_a_sync() -> None:
-    # The SharedEngine's plan owns status.engine; the tenant's own sync carries it over.
-    h = Harness({"mode": "serverless"})
-    h.status = h.status.model_copy(update={"engine": "llama-8b"})
+def _fleet(name: str = "llama-8b", holding: int = 0) -> SharedEngine:
+    """A SharedEngine of the harness's base model on the shared pool, its record holding the
+    tenant's adapter on ``holding`` replicas."""
+    adapters = [LoadedAdapter(name="support-bot", tenant=f"{NS}/{NAME}", loaded_replicas=holding)]
+    return SharedEngine.model_validate(
+        {
+            "metadata": {"name": name},
+            "spec": {"model": MODEL, "pool": SHARED},
+            "status": {"adapters": [a.model_dump(mode="json", by_alias=True) for a in adapters]},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("engines", "model", "kept"),
+    [
+        pytest.param(["llama-8b"], "lora", "llama-8b", id="its-engine-exists"),
+        pytest.param([], "lora", "", id="its-engine-was-deleted"),
+        pytest.param(["other"], "lora", "other", id="another-engine-of-its-base-model-takes-it"),
+        pytest.param(["llama-8b"], "plain", "", id="its-adapter-was-removed"),
+    ],
+)
+def test_status_engine_survives_a_sync_only_while_that_engine_serves_the_tenant(
+    engines: list[str], model: str, kept: str
+) -> None:
+    """The SharedEngine's plan owns ``status.engine``; the tenant's own sync carries it over
+    while that engine is the one for its base model. When it is gone, the sync releases the
+    tenant as the engine's plan would have (``engine`` cleared, ``AdapterLoaded`` dropped), so
+    the gateway stops routing to a fleet that no longer exists. ``mode: auto``, so the other
+    engine does not take it as a fixed member in the same sync."""
+    h = Harness({"mode": "auto", "model": LORA_MODEL if model == "lora" else MODEL})
+    h.kube.engines = [_fleet(name) for name in engines]
+    loaded = _adapter_condition("True")
+    h.status = h.status.model_copy(update={"engine": "llama-8b", "conditions": [loaded]})
     h.sync()
-    assert h.status.engine == "llama-8b"
+    assert h.status.engine == kept
+    assert any(c.type == "AdapterLoaded" for c in h.status.conditions) == (kept == "llama-8b")
 
 
 def _adapter_condition(status: str) -> Condition:
@@ -577,6 +608,7 @@ def test_lora_tenant_runs_its_own_engine_only_until_a_shared_engine_holds_its_ad
     h = Harness({"mode": "serverless", "model": LORA_MODEL})
     h.sync()  # before the SharedEngine takes it: replicas of its own on the shared pool
     assert len(h.kube.deployment_names(NS)) == 1
+    h.kube.engines = [_fleet(engine, holding=adapter_loaded == "True")] if engine else []
     conds = [_adapter_condition(adapter_loaded)] if adapter_loaded else []
     h.status = h.status.model_copy(update={"engine": engine, "conditions": conds})
 
