@@ -21,6 +21,7 @@ from tidepool_stack import (
     VERSION,
     apply_infd,
     condition,
+    deployments,
     get_infd,
     infd_manifest,
     wait_for,
@@ -29,6 +30,7 @@ from tidepool_stack import (
 import stack
 from podbacker import PodBacker
 from stack import replicas_of
+from tidepool.api import labels
 
 pytestmark = pytest.mark.usefixtures("logs_on_failure")
 
@@ -135,3 +137,51 @@ def test_three_lora_tenants_share_one_fleet(
     assert sorted(
         (a["name"], a["tenant"], a["loadedReplicas"]) for a in engine["status"]["adapters"]
     ) == sorted((t, f"{namespace}/{t}", 1) for t in TENANTS)
+
+
+def test_deleting_the_shared_engine_hands_its_tenant_replicas_of_its_own(
+    kube: client.ApiClient,
+    namespace: str,
+    tidepool: Tidepool,
+    podbacker: PodBacker,
+    engine_name: str,
+) -> None:
+    """A SharedEngine deleted while it serves a tenant takes its fleet with it. The tenant's own
+    reconcile then releases it (``status.engine`` cleared, ``AdapterLoaded`` dropped) and runs
+    it as a serverless tenant with no fleet: a Deployment of its own on the shared pool, where
+    the gateway routes it and a held request wakes it."""
+    api = client.CustomObjectsApi(kube)
+    api.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "sharedengines",
+        stack.shared_engine_manifest(
+            engine_name, BASE, min_replicas=1, max_replicas=1, max_loras=4, pool="shared-a100"
+        ),
+    )
+    tenant = TENANTS[0]
+    apply_infd(kube, _tenant(tenant, namespace))
+    wait_for(
+        lambda: (
+            condition(get_infd(kube, namespace, tenant), "AdapterLoaded").get("status") == "True"
+        ),
+        timeout=60,
+        what="the tenant's adapter loaded on the fleet",
+    )
+    assert deployments(kube, namespace) == {}, "served by the fleet: no engine of its own"
+
+    api.delete_cluster_custom_object(GROUP, VERSION, "sharedengines", engine_name)
+
+    released = wait_for(
+        lambda: (
+            (obj := get_infd(kube, namespace, tenant))
+            and not obj["status"].get("engine")
+            and deployments(kube, namespace)
+            and obj
+        ),
+        timeout=60,
+        what="the tenant released from the deleted engine, with a Deployment of its own",
+    )
+    assert condition(released, "AdapterLoaded") == {}
+    pools = [d.metadata.labels.get(labels.POOL) for d in deployments(kube, namespace).values()]
+    assert pools == ["shared-a100"]
