@@ -277,6 +277,8 @@ class FakeSharedCluster:
     pools: list[GPUPool] = field(default_factory=list)
     tenants: list[InferenceDeployment] = field(default_factory=list)
     pods: list[EnginePodAddress] = field(default_factory=list)
+    engines: list[SharedEngine] = field(default_factory=list)
+    """Every SharedEngine there is besides the one being reconciled."""
     objects: dict[tuple[str, str, str], JSON] = field(default_factory=dict)
     engine_status: dict[str, JSON] = field(default_factory=dict)
     tenant_status: dict[tuple[str, str], JSON] = field(default_factory=dict)
@@ -290,6 +292,9 @@ class FakeSharedCluster:
 
     def inference_deployments(self) -> list[InferenceDeployment]:
         return list(self.tenants)
+
+    def shared_engines(self) -> list[SharedEngine]:
+        return sorted(self.engines, key=lambda e: e.name)
 
     def _fleet(self, kind: str, namespace: str, engine: str) -> list[tuple[str, JSON]]:
         return [

@@ -185,3 +185,55 @@ def test_deleting_the_shared_engine_hands_its_tenant_replicas_of_its_own(
     assert condition(released, "AdapterLoaded") == {}
     pools = [d.metadata.labels.get(labels.POOL) for d in deployments(kube, namespace).values()]
     assert pools == ["shared-a100"]
+
+
+def test_a_second_engine_of_one_base_model_serves_nobody(
+    kube: client.ApiClient,
+    namespace: str,
+    tidepool: Tidepool,
+    podbacker: PodBacker,
+    engine_name: str,
+) -> None:
+    """Two SharedEngines of one base model: the older (by creation, then name) serves the
+    tenant; the second keeps no replica, names itself on no tenant, and its Ready says which
+    engine serves the model."""
+    api = client.CustomObjectsApi(kube)
+    second = f"{engine_name}-2"
+    for name in (engine_name, second):
+        api.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "sharedengines",
+            stack.shared_engine_manifest(
+                name, BASE, min_replicas=1, max_replicas=1, max_loras=4, pool="shared-a100"
+            ),
+        )
+    try:
+        tenant = TENANTS[0]
+        apply_infd(kube, _tenant(tenant, namespace))
+        wait_for(
+            lambda: (
+                condition(get_infd(kube, namespace, tenant), "AdapterLoaded").get("status")
+                == "True"
+            ),
+            timeout=60,
+            what="the tenant's adapter loaded on the older engine",
+        )
+        assert get_infd(kube, namespace, tenant)["status"]["engine"] == engine_name
+        ready = wait_for(
+            lambda: (
+                condition(
+                    api.get_cluster_custom_object(GROUP, VERSION, "sharedengines", second), "Ready"
+                ).get("reason")
+                == "BaseModelServedElsewhere"
+                and condition(
+                    api.get_cluster_custom_object(GROUP, VERSION, "sharedengines", second), "Ready"
+                )
+            ),
+            timeout=30,
+            what="the second engine's Ready naming the one that serves the model",
+        )
+        assert f"served by SharedEngine {engine_name!r}" in ready["message"]
+        assert not replicas_of(kube, FLEET_NAMESPACE, f"sheng-{second}")
+    finally:
+        api.delete_cluster_custom_object(GROUP, VERSION, "sharedengines", second)

@@ -71,6 +71,8 @@ class Reason(StrEnum):
     ADAPTER_LOADING = "Loading"
     ENGINE_SCALED_TO_ZERO = "EngineScaledToZero"
     NO_ADAPTER_SLOT = "NoAdapterSlot"
+    # Ready of a SharedEngine whose base model an older SharedEngine serves
+    BASE_MODEL_SERVED_ELSEWHERE = "BaseModelServedElsewhere"
 
 
 class EventType(StrEnum):

@@ -133,6 +133,9 @@ class SharedObserved:
     InferenceDeployment's plan makes); a tenant missing here is unknown."""
     cold_start: timedelta = placement.DEFAULT_COLD_START
     """Pod start to Ready of a fleet replica: how soon a replica started now could serve."""
+    base_model_served_by: str | None = None
+    """The SharedEngine that serves this engine's base model (:func:`engine_of`); None: not
+    looked up, which reads as this engine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,23 @@ class SharedEnginePlan:
 
 def tenant_key(infd: InferenceDeployment) -> str:
     return f"{infd.namespace}/{infd.name}"
+
+
+def engine_of(model: str, engines: Iterable[SharedEngine]) -> SharedEngine | None:
+    """The SharedEngine that serves base model ``model``: the oldest of those declaring it
+    (by creation time, then name), or None.
+
+    Why one: two SharedEngines of one base model would each load every tenant's adapter and
+    each write its ``status.engine``, so the tenant's routing would flip between two fleets. Why
+    the oldest: a second one created by mistake never takes the tenants from the fleet serving
+    them; it serves nobody and says so (:func:`plan_shared_engine`) until it is deleted or
+    re-pointed. E.g. ``base`` created at 09:00 and ``a-base`` at 10:00, both of one model:
+    ``base``.
+    """
+    same = [e for e in engines if e.spec.model.name == model]
+    return min(
+        same, key=lambda e: (str(e.metadata.get("creationTimestamp") or ""), e.name), default=None
+    )
 
 
 def serves(engine: SharedEngine, infd: InferenceDeployment) -> bool:
@@ -602,8 +622,11 @@ def plan_shared_engine(
     The steps: without its GPUPool only the status is written; otherwise the fleet's replicas,
     then where each adapter goes, then each tenant's condition, then the engine's status.
     """
-    members = sorted((t for t in tenants if serves(engine, t)), key=tenant_key)
     selector = _selector(engine)
+    serving = observed.base_model_served_by
+    if serving is not None and serving != engine.name:
+        return _served_elsewhere(engine, serving, tenants, observed, history=history, now=now)
+    members = sorted((t for t in tenants if serves(engine, t)), key=tenant_key)
     if observed.pool is None:
         return _without_pool(
             engine, len(members), observed, selector=selector, history=history, now=now
@@ -656,6 +679,59 @@ def _selector(engine: SharedEngine) -> str:
         for k, v in sorted(
             labels.shared_engine_selector_labels(names.shared_engine_label(engine.name)).items()
         )
+    )
+
+
+def _served_elsewhere(
+    engine: SharedEngine,
+    serving: str,
+    tenants: list[InferenceDeployment],
+    observed: SharedObserved,
+    *,
+    history: History,
+    now: datetime,
+) -> SharedEnginePlan:
+    """An older SharedEngine serves this one's base model (:func:`engine_of`): serve no tenant
+    (releasing any whose status names this one), keep no replica, and say why in Ready (a
+    warning the first time), naming the engine that serves the model and what to do."""
+    status, generation = engine.status, engine.generation
+    message = (
+        f"spec.model.name: base model {engine.spec.model.name!r} is served by SharedEngine"
+        f" {serving!r}, created first; this one serves no tenant and keeps no replica"
+        " (delete it, or set another base model)"
+    )
+    conds = _set(
+        list(status.conditions),
+        ConditionType.READY,
+        False,
+        Reason.BASE_MODEL_SERVED_ELSEWHERE,
+        message,
+        generation=generation,
+        now=now,
+    )
+    changed = conds != status.conditions
+    return SharedEnginePlan(
+        pool=observed.pool,
+        replicas=0,
+        loads=(),
+        unloads=(),
+        status=status.model_copy(
+            update={
+                "conditions": conds,
+                "observed_generation": generation,
+                "tenants": 0,
+                "adapters": [],
+                "selector": _selector(engine),
+            }
+        ),
+        tenants=_released(engine, tenants, {}),
+        events=(
+            (Event(EventType.WARNING, Reason.BASE_MODEL_SERVED_ELSEWHERE, message),)
+            if changed
+            else ()
+        ),
+        history=history,
+        requeue_after=autoscale.DEFAULT_REQUEUE,
     )
 
 
@@ -984,6 +1060,7 @@ __all__ = [
     "aggregate_queue",
     "clearing_queue",
     "decide_fleet",
+    "engine_of",
     "fleet_load",
     "place_adapters",
     "plan_shared_engine",

@@ -249,13 +249,12 @@ def placement_window_seconds(infd: InferenceDeployment) -> int:
 def _shared_engine(
     infd: InferenceDeployment, kube: KubePort
 ) -> tuple[SharedEngine | None, tuple[InferenceDeployment, ...]]:
-    """For a LoRA tenant: the SharedEngine of its base model (the first by name) and the tenants
+    """For a LoRA tenant: the SharedEngine of its base model (the oldest, as every engine's
+    reconcile agrees: :func:`shared_engine.engine_of`) and the tenants
     it holds adapters for; else ``(None, ())``, without a read."""
     if infd.spec.model.adapter is None:
         return None, ()
-    fleet = next(
-        (e for e in kube.shared_engines() if e.spec.model.name == infd.spec.model.name), None
-    )
+    fleet = shared_engine.engine_of(infd.spec.model.name, kube.shared_engines())
     if fleet is None:
         return None, ()
     members = (t for t in kube.inference_deployments() if shared_engine.serves(fleet, t))

@@ -69,6 +69,7 @@ class SharedEngineKubePort(Protocol):
 
     def list_pools(self) -> list[GPUPool]: ...
     def inference_deployments(self) -> list[InferenceDeployment]: ...
+    def shared_engines(self) -> list[SharedEngine]: ...
     def shared_engine_deployments(
         self, namespace: str, engine: str
     ) -> list[ObservedDeployment]: ...
@@ -374,7 +375,15 @@ def observe(
         load_errors=dict(cache.load_errors),
         operator_started_at=operator_started_at,
         traffic=traffic,
+        base_model_served_by=_serving(engine, kube),
     )
+
+
+def _serving(engine: SharedEngine, kube: SharedEngineKubePort) -> str:
+    """The name of the SharedEngine that serves ``engine``'s base model (itself, unless an
+    older one declares the same model: :func:`planning.engine_of`)."""
+    serving = planning.engine_of(engine.spec.model.name, [*kube.shared_engines(), engine])
+    return serving.name if serving is not None else engine.name
 
 
 def actuate_adapters(

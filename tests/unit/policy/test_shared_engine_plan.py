@@ -546,3 +546,71 @@ def test_a_tenant_served_no_more_is_released() -> None:
     assert (released.engine, [c.type for c in released.conditions]) == ("", [])
     assert [(o.pod, o.adapter) for o in result.unloads] == [("p0", "b")]
     assert result.status.tenants == 1
+
+
+def _declared(name: str, created: str | None, model: str = BASE) -> SharedEngine:
+    meta: dict[str, Any] = {"name": name}
+    if created is not None:
+        meta["creationTimestamp"] = created
+    return SharedEngine.model_validate(
+        {"metadata": meta, "spec": {"model": {"name": model}, "pool": "shared-a100"}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("engines", "expected"),
+    [
+        pytest.param(
+            [("a-base", "2025-06-01T10:00:00Z"), ("base", "2025-06-01T09:00:00Z")],
+            "base",
+            id="the-oldest-not-the-first-by-name",
+        ),
+        pytest.param(
+            [("b", "2025-06-01T09:00:00Z"), ("a", "2025-06-01T09:00:00Z")],
+            "a",
+            id="same-second-by-name",
+        ),
+        pytest.param([("only", None)], "only", id="one-engine"),
+        pytest.param([], None, id="none"),
+    ],
+)
+def test_engine_of_a_base_model(
+    engines: list[tuple[str, str | None]], expected: str | None
+) -> None:
+    declared = [_declared(n, t) for n, t in engines] + [_declared("x", None, model="other/m")]
+    got = se.engine_of(BASE, declared)
+    assert (got.name if got is not None else None) == expected
+
+
+def test_a_second_engine_of_one_base_model_serves_nobody_and_says_why() -> None:
+    """``llama-8b`` is the younger of two SharedEngines of one base model: it loads no adapter,
+    keeps no replica, releases the tenant whose status names it (written before the older one
+    existed, say), and says which engine serves the model, with a warning the first time."""
+    b_named = _tenant("b").model_copy(
+        update={"status": _tenant("b").status.model_copy(update={"engine": "llama-8b"})}
+    )
+    observed = se.SharedObserved(
+        pool=POOL,
+        deployment=None,
+        pods=(_pod("p0", {"a"}),),
+        held={},
+        load_errors={},
+        operator_started_at=NOW,
+        base_model_served_by="base",
+    )
+
+    result = se.plan_shared_engine(_engine(), [A, b_named], observed, History(), NOW)
+
+    assert (result.replicas, result.loads, result.unloads) == (0, (), ())
+    assert [(u.key, u.engine) for u in result.tenants] == [("team/b", "")]
+    ready = conditions.find(result.status.conditions, conditions.ConditionType.READY)
+    assert ready is not None
+    assert (ready.status, ready.reason) == ("False", "BaseModelServedElsewhere")
+    assert ready.message.startswith(
+        f"spec.model.name: base model {BASE!r} is served by SharedEngine 'base', created first"
+    )
+    assert [e.reason for e in result.events] == ["BaseModelServedElsewhere"]
+    again = se.plan_shared_engine(
+        _engine().model_copy(update={"status": result.status}), [A], observed, History(), NOW
+    )
+    assert again.events == ()

@@ -618,3 +618,15 @@ def test_lora_tenant_runs_its_own_engine_only_until_a_shared_engine_holds_its_ad
     ready = next(c for c in h.status.conditions if c.type == "Ready")
     assert (ready.status == "True" and ready.reason == "AdapterLoaded") == (own_deployments == 0)
     assert h.status.engine == engine
+
+
+def test_a_tenant_goes_to_the_oldest_engine_of_its_base_model() -> None:
+    """Two SharedEngines of one base model: the tenant is served by the older one, whatever the
+    names (the younger one serves nobody, policy.shared_engine.engine_of)."""
+    h = Harness({"mode": "serverless", "model": LORA_MODEL})
+    older, younger = _fleet("zz-base"), _fleet("a-base")
+    older.metadata["creationTimestamp"] = "2025-01-01T09:00:00Z"
+    younger.metadata["creationTimestamp"] = "2025-01-01T10:00:00Z"
+    h.kube.engines = [younger, older]
+    h.sync()
+    assert h.status.engine == "zz-base"

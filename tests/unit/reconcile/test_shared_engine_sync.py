@@ -225,6 +225,28 @@ def test_a_missing_pool_writes_the_status_and_touches_nothing(fleet: Fleet) -> N
     assert result.status["conditions"][0]["reason"] == "PoolNotFound"
 
 
+def test_a_younger_engine_of_the_same_base_model_serves_nobody(fleet: Fleet) -> None:
+    """An older SharedEngine declares the same base model: this one's fleet stays at zero, loads
+    nothing, names itself on no tenant, and its Ready says which engine serves the model."""
+    older = ENGINE.model_copy(
+        update={"metadata": {"name": "base", "creationTimestamp": "2025-01-01T00:00:00Z"}}
+    )
+    younger = ENGINE.model_copy(
+        update={"metadata": {**ENGINE.metadata, "creationTimestamp": "2025-06-01T00:00:00Z"}}
+    )
+    fleet.engine = younger
+    fleet.kube.engines = [older, younger]
+
+    result = fleet.sync()
+
+    assert fleet.kube.replicas(NS, DEPLOYMENT) in (None, 0)
+    assert fleet.lora.calls == []
+    assert fleet.kube.tenant_status == {}
+    ready = result.status["conditions"][0]
+    assert (ready["reason"], ready["status"]) == ("BaseModelServedElsewhere", "False")
+    assert "served by SharedEngine 'base'" in ready["message"]
+
+
 @pytest.mark.parametrize(
     ("window", "replicas", "says"),
     [
