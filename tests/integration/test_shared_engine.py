@@ -69,6 +69,17 @@ def _tenant(name: str, namespace: str) -> dict[str, Any]:
     return body
 
 
+def _create_engine(kube: client.ApiClient, name: str, max_replicas: int) -> None:
+    client.CustomObjectsApi(kube).create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "sharedengines",
+        stack.shared_engine_manifest(
+            name, BASE, min_replicas=1, max_replicas=max_replicas, max_loras=4, pool="shared-a100"
+        ),
+    )
+
+
 def test_three_lora_tenants_share_one_fleet(
     kube: client.ApiClient,
     namespace: str,
@@ -78,14 +89,7 @@ def test_three_lora_tenants_share_one_fleet(
 ) -> None:
     starts = "tidepool_replica_start_seconds_count"
     starts_before = stack.metric_total(tidepool.operator, starts)
-    client.CustomObjectsApi(kube).create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "sharedengines",
-        stack.shared_engine_manifest(
-            engine_name, BASE, min_replicas=1, max_replicas=2, max_loras=4, pool="shared-a100"
-        ),
-    )
+    _create_engine(kube, engine_name, max_replicas=2)
     for tenant in TENANTS:
         apply_infd(kube, _tenant(tenant, namespace))
 
@@ -151,14 +155,7 @@ def test_deleting_the_shared_engine_hands_its_tenant_replicas_of_its_own(
     it as a serverless tenant with no fleet: a Deployment of its own on the shared pool, where
     the gateway routes it and a held request wakes it."""
     api = client.CustomObjectsApi(kube)
-    api.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "sharedengines",
-        stack.shared_engine_manifest(
-            engine_name, BASE, min_replicas=1, max_replicas=1, max_loras=4, pool="shared-a100"
-        ),
-    )
+    _create_engine(kube, engine_name, max_replicas=1)
     tenant = TENANTS[0]
     apply_infd(kube, _tenant(tenant, namespace))
     wait_for(
@@ -200,14 +197,7 @@ def test_a_second_engine_of_one_base_model_serves_nobody(
     api = client.CustomObjectsApi(kube)
     second = f"{engine_name}-2"
     for name in (engine_name, second):
-        api.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "sharedengines",
-            stack.shared_engine_manifest(
-                name, BASE, min_replicas=1, max_replicas=1, max_loras=4, pool="shared-a100"
-            ),
-        )
+        _create_engine(kube, name, max_replicas=1)
     try:
         tenant = TENANTS[0]
         apply_infd(kube, _tenant(tenant, namespace))

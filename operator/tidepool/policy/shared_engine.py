@@ -628,9 +628,7 @@ def plan_shared_engine(
         return _served_elsewhere(engine, serving, tenants, observed, history=history, now=now)
     members = sorted((t for t in tenants if serves(engine, t)), key=tenant_key)
     if observed.pool is None:
-        return _without_pool(
-            engine, len(members), observed, selector=selector, history=history, now=now
-        )
+        return _without_pool(engine, len(members), observed, history=history, now=now)
     r = _Round(
         engine=engine,
         members={tenant_key(t): t for t in members},
@@ -694,44 +692,21 @@ def _served_elsewhere(
     """An older SharedEngine serves this one's base model (:func:`engine_of`): serve no tenant
     (releasing any whose status names this one), keep no replica, and say why in Ready (a
     warning the first time), naming the engine that serves the model and what to do."""
-    status, generation = engine.status, engine.generation
     message = (
         f"spec.model.name: base model {engine.spec.model.name!r} is served by SharedEngine"
         f" {serving!r}, created first; this one serves no tenant and keeps no replica"
         " (delete it, or set another base model)"
     )
-    conds = _set(
-        list(status.conditions),
-        ConditionType.READY,
-        False,
+    return _not_serving(
+        engine,
         Reason.BASE_MODEL_SERVED_ELSEWHERE,
         message,
-        generation=generation,
-        now=now,
-    )
-    changed = conds != status.conditions
-    return SharedEnginePlan(
         pool=observed.pool,
         replicas=0,
-        loads=(),
-        unloads=(),
-        status=status.model_copy(
-            update={
-                "conditions": conds,
-                "observed_generation": generation,
-                "tenants": 0,
-                "adapters": [],
-                "selector": _selector(engine),
-            }
-        ),
-        tenants=_released(engine, tenants, {}),
-        events=(
-            (Event(EventType.WARNING, Reason.BASE_MODEL_SERVED_ELSEWHERE, message),)
-            if changed
-            else ()
-        ),
+        status_update={"tenants": 0, "adapters": []},
+        released=_released(engine, tenants, {}),
         history=history,
-        requeue_after=autoscale.DEFAULT_REQUEUE,
+        now=now,
     )
 
 
@@ -740,40 +715,65 @@ def _without_pool(
     members: int,
     observed: SharedObserved,
     *,
-    selector: str,
     history: History,
     now: datetime,
 ) -> SharedEnginePlan:
     """``spec.pool`` names no GPUPool: say so (a warning the first time), keep the replicas
     there are, and touch nothing else, since there is no GPU type to size or render for."""
-    status, generation = engine.status, engine.generation
     dep = observed.deployment
-    message = f"pool: GPUPool {engine.spec.pool!r} does not exist"
+    return _not_serving(
+        engine,
+        Reason.POOL_NOT_FOUND,
+        f"pool: GPUPool {engine.spec.pool!r} does not exist",
+        pool=None,
+        replicas=dep.replicas if dep is not None else 0,
+        status_update={"tenants": members},
+        released=(),
+        history=history,
+        now=now,
+    )
+
+
+def _not_serving(
+    engine: SharedEngine,
+    reason: Reason,
+    message: str,
+    *,
+    pool: GPUPool | None,
+    replicas: int,
+    status_update: Mapping[str, object],
+    released: tuple[TenantUpdate, ...],
+    history: History,
+    now: datetime,
+) -> SharedEnginePlan:
+    """The plan of an engine that cannot serve as declared: Ready False with ``reason`` and
+    ``message`` (a Warning event when that is news), no adapter loaded or unloaded."""
+    status, generation = engine.status, engine.generation
     conds = _set(
         list(status.conditions),
         ConditionType.READY,
         False,
-        Reason.POOL_NOT_FOUND,
+        reason,
         message,
         generation=generation,
         now=now,
     )
     changed = conds != status.conditions
     return SharedEnginePlan(
-        pool=None,
-        replicas=dep.replicas if dep is not None else 0,
+        pool=pool,
+        replicas=replicas,
         loads=(),
         unloads=(),
         status=status.model_copy(
             update={
                 "conditions": conds,
                 "observed_generation": generation,
-                "tenants": members,
-                "selector": selector,
+                "selector": _selector(engine),
+                **status_update,
             }
         ),
-        tenants=(),
-        events=(Event(EventType.WARNING, Reason.POOL_NOT_FOUND, message),) if changed else (),
+        tenants=released,
+        events=(Event(EventType.WARNING, reason, message),) if changed else (),
         history=history,
         requeue_after=autoscale.DEFAULT_REQUEUE,
     )
