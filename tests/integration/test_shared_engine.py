@@ -143,6 +143,20 @@ def test_three_lora_tenants_share_one_fleet(
     ) == sorted((t, f"{namespace}/{t}", 1) for t in TENANTS)
 
 
+def _tenant_on_a_fleet(kube: client.ApiClient, namespace: str) -> str:
+    """Apply one LoRA tenant of ``BASE`` and wait until a fleet has loaded its adapter."""
+    tenant = TENANTS[0]
+    apply_infd(kube, _tenant(tenant, namespace))
+    wait_for(
+        lambda: (
+            condition(get_infd(kube, namespace, tenant), "AdapterLoaded").get("status") == "True"
+        ),
+        timeout=60,
+        what="the tenant's adapter loaded on a fleet",
+    )
+    return tenant
+
+
 def test_deleting_the_shared_engine_hands_its_tenant_replicas_of_its_own(
     kube: client.ApiClient,
     namespace: str,
@@ -156,15 +170,7 @@ def test_deleting_the_shared_engine_hands_its_tenant_replicas_of_its_own(
     the gateway routes it and a held request wakes it."""
     api = client.CustomObjectsApi(kube)
     _create_engine(kube, engine_name, max_replicas=1)
-    tenant = TENANTS[0]
-    apply_infd(kube, _tenant(tenant, namespace))
-    wait_for(
-        lambda: (
-            condition(get_infd(kube, namespace, tenant), "AdapterLoaded").get("status") == "True"
-        ),
-        timeout=60,
-        what="the tenant's adapter loaded on the fleet",
-    )
+    tenant = _tenant_on_a_fleet(kube, namespace)
     assert deployments(kube, namespace) == {}, "served by the fleet: no engine of its own"
 
     api.delete_cluster_custom_object(GROUP, VERSION, "sharedengines", engine_name)
@@ -199,27 +205,15 @@ def test_a_second_engine_of_one_base_model_serves_nobody(
     for name in (engine_name, second):
         _create_engine(kube, name, max_replicas=1)
     try:
-        tenant = TENANTS[0]
-        apply_infd(kube, _tenant(tenant, namespace))
-        wait_for(
-            lambda: (
-                condition(get_infd(kube, namespace, tenant), "AdapterLoaded").get("status")
-                == "True"
-            ),
-            timeout=60,
-            what="the tenant's adapter loaded on the older engine",
-        )
+        tenant = _tenant_on_a_fleet(kube, namespace)
         assert get_infd(kube, namespace, tenant)["status"]["engine"] == engine_name
+
+        def second_ready() -> dict[str, Any]:
+            obj = api.get_cluster_custom_object(GROUP, VERSION, "sharedengines", second)
+            return condition(obj, "Ready")
+
         ready = wait_for(
-            lambda: (
-                condition(
-                    api.get_cluster_custom_object(GROUP, VERSION, "sharedengines", second), "Ready"
-                ).get("reason")
-                == "BaseModelServedElsewhere"
-                and condition(
-                    api.get_cluster_custom_object(GROUP, VERSION, "sharedengines", second), "Ready"
-                )
-            ),
+            lambda: (got := second_ready()).get("reason") == "BaseModelServedElsewhere" and got,
             timeout=30,
             what="the second engine's Ready naming the one that serves the model",
         )

@@ -228,10 +228,15 @@ def _without_gone_engine(
     named = infd.status.engine
     if not named or (engine is not None and engine.name == named):
         return infd
-    kept = [c for c in infd.status.conditions if c.type != ConditionType.ADAPTER_LOADED]
-    return infd.model_copy(
-        update={"status": infd.status.model_copy(update={"engine": "", "conditions": kept})}
-    )
+    status = infd.status.model_copy(update={"engine": "", "conditions": released_conditions(infd)})
+    return infd.model_copy(update={"status": status})
+
+
+def released_conditions(infd: InferenceDeployment) -> list[Condition]:
+    """The tenant's conditions once no SharedEngine serves it: ``AdapterLoaded`` dropped (it
+    describes a fleet), the others kept. One rule for the engine's plan releasing a tenant it
+    stops serving and the tenant's plan releasing itself from an engine that is gone."""
+    return [c for c in infd.status.conditions if c.type != ConditionType.ADAPTER_LOADED]
 
 
 #: The fleet's verdicts (``AdapterLoaded``) under which it is still making the tenant's target:

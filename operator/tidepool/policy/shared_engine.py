@@ -75,7 +75,7 @@ from tidepool.api.v1alpha1 import (
 from tidepool.policy import autoscale, capacity, fair_share, placement
 from tidepool.policy.capacity import EngineCapacity
 from tidepool.policy.children import ObservedDeployment
-from tidepool.policy.plan import Event, History, offered_concurrency
+from tidepool.policy.plan import Event, History, offered_concurrency, released_conditions
 from tidepool.policy.signals import NoData, Sample, Signal
 
 #: How soon to look again while an adapter failed to load or waits for a replica.
@@ -947,9 +947,7 @@ def _released(
             namespace=infd.namespace,
             name=infd.name,
             engine="",
-            conditions=tuple(
-                c for c in infd.status.conditions if c.type != ConditionType.ADAPTER_LOADED
-            ),
+            conditions=tuple(released_conditions(infd)),
             last_wake_handled=infd.status.last_wake_handled,
         )
         for infd in sorted(tenants, key=tenant_key)
